@@ -1,1 +1,80 @@
-//! (being written)
+//! Sans-IO OMA DM 1.2 session state machines, for both sides: bytes in, bytes out.
+//!
+//! [`ClientSession`] is the End Device's side (package 1, then Status and Results for
+//! every server package); [`ServerSession`] is the DM Server's (challenges, queued
+//! commands, matching answers to commands). Neither does I/O, reads a clock or draws
+//! random numbers: the caller moves the bytes and passes in fresh nonces.
+
+mod client;
+mod credentials;
+mod packer;
+mod server;
+
+pub use client::{ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Executor, Trigger};
+pub use credentials::Credentials;
+pub use gwmo_proto::auth::AuthType;
+pub use server::{CommandOutcome, DeviceAuth, Received, ServerConfig, ServerEvent, ServerReply, ServerSession};
+
+use gwmo_proto::{CodecError, Command, Header, Status};
+
+/// A message to send, with what its HTTP request or response needs.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where to post it (clients only: the server URL, or the RespURI it gave).
+    pub url: String,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// The `x-syncml-hmac` header value, when HMAC authentication is in use.
+    pub hmac: Option<String>,
+}
+
+/// Why a session cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("malformed message: {0}")]
+    Codec(#[from] CodecError),
+    #[error("malformed challenge: {0}")]
+    Challenge(#[from] gwmo_proto::auth::AuthError),
+    #[error("authentication failed (status {0})")]
+    AuthenticationFailed(u16),
+    #[error("the peer refused the session with status {0}")]
+    Rejected(u16),
+    #[error("message {0} was already received: replay refused")]
+    Replay(u32),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// The Status answering a message's SyncHdr.
+pub(crate) fn header_status(header: &Header, code: u16) -> Status {
+    Status {
+        cmd_id: 0,
+        msg_ref: header.msg_id,
+        cmd_ref: 0,
+        cmd: "SyncHdr".into(),
+        target_refs: vec![header.target.uri.clone()],
+        source_refs: vec![header.source.uri.clone()],
+        chal: None,
+        code,
+        items: vec![],
+    }
+}
+
+/// The Status answering a command, naming the targets of its items.
+pub(crate) fn command_status(command: &Command, msg_ref: u32, code: u16) -> Status {
+    Status {
+        cmd_id: 0,
+        msg_ref,
+        cmd_ref: command.cmd_id(),
+        cmd: command.name().into(),
+        target_refs: command
+            .items()
+            .iter()
+            .filter_map(|item| item.target.as_ref().map(|t| t.uri.clone()))
+            .collect(),
+        source_refs: vec![],
+        chal: None,
+        code,
+        items: vec![],
+    }
+}

@@ -1,0 +1,102 @@
+//! One entry point over the two encodings of a DM message: pick the codec from the
+//! HTTP content type, decode and encode through it.
+
+use crate::codes::content_type;
+use crate::{Message, wbxml, xml};
+
+/// The two wire encodings of a SyncML DM message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Xml,
+    Wbxml,
+}
+
+/// Why a message could not be decoded or encoded, in either encoding.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("XML: {0}")]
+    XmlDecode(#[from] xml::DecodeError),
+    #[error("XML: {0}")]
+    XmlEncode(#[from] xml::EncodeError),
+    #[error("WBXML: {0}")]
+    WbxmlDecode(#[from] wbxml::DecodeError),
+    #[error("WBXML: {0}")]
+    WbxmlEncode(#[from] wbxml::EncodeError),
+}
+
+impl Encoding {
+    /// The HTTP content type of a DM message in this encoding.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Xml => content_type::DM_XML,
+            Encoding::Wbxml => content_type::DM_WBXML,
+        }
+    }
+
+    /// The encoding a content type names; parameters (`; charset=...`) are ignored.
+    pub fn from_content_type(value: &str) -> Option<Encoding> {
+        let mime = value.split(';').next().unwrap_or_default().trim();
+        if mime.eq_ignore_ascii_case(content_type::DM_XML) {
+            Some(Encoding::Xml)
+        } else if mime.eq_ignore_ascii_case(content_type::DM_WBXML) {
+            Some(Encoding::Wbxml)
+        } else {
+            None
+        }
+    }
+
+    /// Guesses the encoding from the first bytes: WBXML starts with a version byte
+    /// 0x01..=0x03, XML with `<` (after optional whitespace or a byte-order mark).
+    pub fn sniff(bytes: &[u8]) -> Encoding {
+        match bytes.first() {
+            Some(1..=3) => Encoding::Wbxml,
+            _ => Encoding::Xml,
+        }
+    }
+
+    pub fn decode(self, bytes: &[u8]) -> Result<Message, CodecError> {
+        Ok(match self {
+            Encoding::Xml => xml::decode(bytes)?,
+            Encoding::Wbxml => wbxml::decode(bytes)?,
+        })
+    }
+
+    pub fn encode(self, message: &Message) -> Result<Vec<u8>, CodecError> {
+        Ok(match self {
+            Encoding::Xml => xml::encode(message)?,
+            Encoding::Wbxml => wbxml::encode(message)?,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Xml => "xml",
+            Encoding::Wbxml => "wbxml",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_name_their_encoding() {
+        assert_eq!(
+            Encoding::from_content_type("application/vnd.syncml.dm+xml; charset=UTF-8"),
+            Some(Encoding::Xml)
+        );
+        assert_eq!(
+            Encoding::from_content_type("Application/Vnd.Syncml.DM+WBXML"),
+            Some(Encoding::Wbxml)
+        );
+        assert_eq!(Encoding::from_content_type("text/plain"), None);
+    }
+
+    #[test]
+    fn sniffing_tells_wbxml_from_xml() {
+        assert_eq!(Encoding::sniff(&[0x02, 0xa4, 0x01, 0x6a]), Encoding::Wbxml);
+        assert_eq!(Encoding::sniff(b"<?xml"), Encoding::Xml);
+        assert_eq!(Encoding::sniff(b""), Encoding::Xml);
+    }
+}

@@ -1,0 +1,282 @@
+//! The admin API (JSON over HTTP, bearer-token authenticated): enroll devices, queue
+//! management commands and read their outcome, wake a device with package 0, read
+//! the event log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gwmo_proto::auth::AuthType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::command::{CommandSpec, StoredOutcome};
+use crate::http::{AppState, unix_now};
+use crate::store::{CommandRecord, DeviceRecord, NewDevice, StoreError};
+
+/// An admin API error: an HTTP status and a one-line reason, as JSON.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "store failure in the admin API");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store failure".into())
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
+}
+
+/// Refuses requests without the configured bearer token (constant-time compare).
+pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state.settings.admin_token.as_deref() else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the admin API is closed: set admin_token in the server configuration".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()))
+    }
+}
+
+/// Enrollment request: the device and its credentials; missing secrets are generated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub dev_id: String,
+    #[serde(default)]
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub client_name: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub server_secret: Option<String>,
+}
+
+/// What a device's factory configuration needs to reach this server.
+#[derive(Debug, Serialize)]
+pub struct Enrollment {
+    pub dev_id: String,
+    pub auth: String,
+    pub server_id: String,
+    pub server_url: String,
+    pub client_name: String,
+    pub client_secret: String,
+    pub server_name: String,
+    pub server_secret: String,
+}
+
+pub async fn enroll(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(request): Json<EnrollRequest>,
+) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    authorize(&state, &headers)?;
+    let bad = |reason: String| ApiError(StatusCode::BAD_REQUEST, reason);
+    if request.dev_id.trim().is_empty() || request.dev_id.len() > 256 {
+        return Err(bad("dev_id must be 1 to 256 characters".into()));
+    }
+    let auth = match request.auth.as_deref().unwrap_or("md5") {
+        "basic" => AuthType::Basic,
+        "md5" => AuthType::Md5,
+        "hmac" => AuthType::Hmac,
+        other => return Err(bad(format!("auth must be basic, md5 or hmac, not {other:?}"))),
+    };
+    let enrollment = Enrollment {
+        auth: auth_name(auth).into(),
+        server_id: state.settings.server_id.clone(),
+        server_url: state.dm_url.clone(),
+        client_name: request.client_name.unwrap_or_else(|| request.dev_id.clone()),
+        client_secret: request.client_secret.unwrap_or_else(random_secret),
+        server_name: state.settings.server_id.clone(),
+        server_secret: request.server_secret.unwrap_or_else(random_secret),
+        dev_id: request.dev_id,
+    };
+    let device = NewDevice {
+        dev_id: enrollment.dev_id.clone(),
+        auth,
+        client_name: enrollment.client_name.clone(),
+        client_secret: enrollment.client_secret.clone(),
+        server_name: enrollment.server_name.clone(),
+        server_secret: enrollment.server_secret.clone(),
+    };
+    match state.store.enroll(&device, unix_now()) {
+        Ok(()) => Ok((StatusCode::CREATED, Json(enrollment))),
+        Err(StoreError::AlreadyExists(_)) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("device {:?} is already enrolled", enrollment.dev_id),
+        )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub fn auth_name(auth: AuthType) -> &'static str {
+    match auth {
+        AuthType::Basic => "basic",
+        AuthType::Md5 => "md5",
+        AuthType::Hmac => "hmac",
+    }
+}
+
+/// 128 random bits as 32 hex digits (DM Security recommends at least 128-bit secrets).
+pub fn random_secret() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub async fn list_devices(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let devices = state.store.devices(page.after.as_deref(), limit)?;
+    let next = (devices.len() == limit as usize)
+        .then(|| devices.last().map(|d| d.dev_id.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
+        "next": next,
+    })))
+}
+
+/// A device as the API shows it: never its secrets or nonces.
+fn device_json(device: &DeviceRecord) -> Value {
+    json!({
+        "dev_id": device.dev_id,
+        "auth": auth_name(device.auth),
+        "devinfo": device.devinfo,
+        "notify_url": device.notify_address,
+        "encoding": device.encoding,
+        "sessions": device.sessions,
+        "created_at": device.created_at,
+        "last_session_at": device.last_session_at,
+    })
+}
+
+pub async fn get_device(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let device = state.store.device(&dev_id)?.ok_or_else(|| not_found("device"))?;
+    let commands = state.store.commands_for(&dev_id)?;
+    let mut body = device_json(&device);
+    body["commands"] = commands.iter().map(command_json).collect();
+    Ok(Json(body))
+}
+
+pub async fn queue_command(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+    body: String,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let spec = CommandSpec::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if state.store.device(&dev_id)?.is_none() {
+        return Err(not_found("device"));
+    }
+    let id = state.store.queue_command(&dev_id, &spec.to_json(), unix_now())?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "state": "queued" }))))
+}
+
+pub async fn get_command(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let command = state.store.command(id)?.ok_or_else(|| not_found("command"))?;
+    Ok(Json(command_json(&command)))
+}
+
+fn command_json(command: &CommandRecord) -> Value {
+    let spec: Value = serde_json::from_str(&command.spec).unwrap_or(Value::Null);
+    let outcome: Option<StoredOutcome> = command
+        .results
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok());
+    json!({
+        "id": command.id,
+        "dev_id": command.dev_id,
+        "state": command.state.as_str(),
+        "spec": spec,
+        "status": command.status,
+        "outcome": outcome,
+        "queued_at": command.queued_at,
+        "done_at": command.done_at,
+    })
+}
+
+pub async fn notify_device(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let device = state.store.device(&dev_id)?.ok_or_else(|| not_found("device"))?;
+    let session_id = crate::notify::send(&state, &device)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "session_id": session_id })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let events = state
+        .store
+        .events(query.after.unwrap_or(0), query.limit.unwrap_or(100).clamp(1, 1000))?;
+    Ok(Json(json!({
+        "events": events.iter().map(|e| json!({
+            "id": e.id,
+            "at": e.at,
+            "dev_id": e.dev_id,
+            "kind": e.kind,
+            "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
+        })).collect::<Vec<_>>(),
+    })))
+}

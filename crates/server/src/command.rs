@@ -1,0 +1,276 @@
+//! Management commands as operators queue them (JSON), their conversion to DM
+//! commands, and the stored form of their outcome.
+
+use gwmo_proto::{Command, Container, Data, Exec, Item, ItemCommand, Location, Meta};
+use gwmo_session::CommandOutcome;
+use serde::{Deserialize, Serialize};
+
+/// A management command for one device, as queued through the admin API or the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "PascalCase", deny_unknown_fields)]
+pub enum CommandSpec {
+    Add {
+        target: String,
+        #[serde(default)]
+        data: Option<String>,
+        #[serde(default)]
+        format: Option<String>,
+        #[serde(default, rename = "type")]
+        mime: Option<String>,
+    },
+    Replace {
+        target: String,
+        data: String,
+        #[serde(default)]
+        format: Option<String>,
+        #[serde(default, rename = "type")]
+        mime: Option<String>,
+    },
+    Delete {
+        target: String,
+    },
+    Get {
+        target: String,
+    },
+    Copy {
+        target: String,
+        source: String,
+    },
+    Exec {
+        target: String,
+        #[serde(default)]
+        data: Option<String>,
+        #[serde(default)]
+        correlator: Option<String>,
+    },
+    Atomic {
+        commands: Vec<CommandSpec>,
+    },
+    Sequence {
+        commands: Vec<CommandSpec>,
+    },
+}
+
+/// Why a command spec cannot be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("not a valid command: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0} must hold at least one command")]
+    EmptyContainer(&'static str),
+    #[error("target must be a DM URI starting with './', got {0:?}")]
+    BadTarget(String),
+}
+
+impl CommandSpec {
+    /// Parses and checks a spec from JSON text.
+    pub fn parse(text: &str) -> Result<CommandSpec, SpecError> {
+        let spec: CommandSpec = serde_json::from_str(text)?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        match self {
+            CommandSpec::Atomic { commands } | CommandSpec::Sequence { commands } => {
+                if commands.is_empty() {
+                    return Err(SpecError::EmptyContainer(self.name()));
+                }
+                commands.iter().try_for_each(CommandSpec::check)
+            }
+            CommandSpec::Add { target, .. }
+            | CommandSpec::Replace { target, .. }
+            | CommandSpec::Delete { target }
+            | CommandSpec::Get { target }
+            | CommandSpec::Exec { target, .. }
+            | CommandSpec::Copy { target, .. } => {
+                if target.starts_with("./") {
+                    Ok(())
+                } else {
+                    Err(SpecError::BadTarget(target.clone()))
+                }
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandSpec::Add { .. } => "Add",
+            CommandSpec::Replace { .. } => "Replace",
+            CommandSpec::Delete { .. } => "Delete",
+            CommandSpec::Get { .. } => "Get",
+            CommandSpec::Copy { .. } => "Copy",
+            CommandSpec::Exec { .. } => "Exec",
+            CommandSpec::Atomic { .. } => "Atomic",
+            CommandSpec::Sequence { .. } => "Sequence",
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // A derived Serialize of plain strings and vectors cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The DM command to send (CmdIDs are numbered when the message is packed).
+    pub fn to_command(&self) -> Command {
+        let target_item = |target: &str, data: &Option<String>, format: &Option<String>, mime: &Option<String>| Item {
+            target: Some(Location::new(target)),
+            meta: meta(format, mime),
+            data: data.clone().map(Data::Text),
+            ..Item::default()
+        };
+        let items = |items: Vec<Item>| ItemCommand {
+            cmd_id: 0,
+            meta: None,
+            items,
+        };
+        match self {
+            CommandSpec::Add {
+                target,
+                data,
+                format,
+                mime,
+            } => Command::Add(items(vec![target_item(target, data, format, mime)])),
+            CommandSpec::Replace {
+                target,
+                data,
+                format,
+                mime,
+            } => Command::Replace(items(vec![target_item(
+                target,
+                &Some(data.clone()),
+                format,
+                mime,
+            )])),
+            CommandSpec::Delete { target } => {
+                Command::Delete(items(vec![target_item(target, &None, &None, &None)]))
+            }
+            CommandSpec::Get { target } => {
+                Command::Get(items(vec![target_item(target, &None, &None, &None)]))
+            }
+            CommandSpec::Copy { target, source } => Command::Copy(items(vec![Item {
+                target: Some(Location::new(target)),
+                source: Some(Location::new(source)),
+                ..Item::default()
+            }])),
+            CommandSpec::Exec {
+                target,
+                data,
+                correlator,
+            } => Command::Exec(Exec {
+                cmd_id: 0,
+                meta: None,
+                correlator: correlator.clone(),
+                items: vec![target_item(target, data, &None, &None)],
+            }),
+            CommandSpec::Atomic { commands } => Command::Atomic(container(commands)),
+            CommandSpec::Sequence { commands } => Command::Sequence(container(commands)),
+        }
+    }
+}
+
+fn meta(format: &Option<String>, mime: &Option<String>) -> Option<Meta> {
+    (format.is_some() || mime.is_some()).then(|| Meta {
+        format: format.clone(),
+        r#type: mime.clone(),
+        ..Meta::default()
+    })
+}
+
+fn container(commands: &[CommandSpec]) -> Container {
+    Container {
+        cmd_id: 0,
+        meta: None,
+        commands: commands.iter().map(CommandSpec::to_command).collect(),
+    }
+}
+
+/// The stored outcome of a command: its status, its members' statuses, its results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOutcome {
+    pub status: u16,
+    pub members: Vec<MemberStatus>,
+    pub results: Vec<ResultItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub cmd: String,
+    pub status: u16,
+}
+
+/// One item of a Results: the node, its value and how to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultItem {
+    pub uri: Option<String>,
+    pub format: Option<String>,
+    #[serde(rename = "type")]
+    pub mime: Option<String>,
+    pub data: Option<String>,
+}
+
+impl From<&CommandOutcome> for StoredOutcome {
+    fn from(outcome: &CommandOutcome) -> Self {
+        StoredOutcome {
+            status: outcome.status,
+            members: outcome
+                .members
+                .iter()
+                .map(|(cmd, status)| MemberStatus {
+                    cmd: cmd.clone(),
+                    status: *status,
+                })
+                .collect(),
+            results: outcome
+                .results
+                .iter()
+                .map(|item| ResultItem {
+                    uri: item.source.as_ref().map(|s| s.uri.clone()),
+                    format: item.meta.as_ref().and_then(|m| m.format.clone()),
+                    mime: item.meta.as_ref().and_then(|m| m.r#type.clone()),
+                    data: item.data.as_ref().and_then(|d| d.as_text()).map(str::to_owned),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_become_dm_commands() {
+        let spec = CommandSpec::parse(
+            r#"{"op":"Atomic","commands":[{"op":"Add","target":"./A","data":"1","format":"int"},{"op":"Delete","target":"./B"}]}"#,
+        )
+        .unwrap();
+        let Command::Atomic(atomic) = spec.to_command() else {
+            panic!("not an Atomic")
+        };
+        assert_eq!(atomic.commands.len(), 2);
+        assert_eq!(atomic.commands[0].name(), "Add");
+        let Command::Add(add) = &atomic.commands[0] else {
+            panic!()
+        };
+        assert_eq!(add.items[0].meta.as_ref().unwrap().format.as_deref(), Some("int"));
+        assert_eq!(CommandSpec::parse(&spec.to_json()).unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_a_reason() {
+        assert!(matches!(CommandSpec::parse("{"), Err(SpecError::Json(_))));
+        assert!(matches!(
+            CommandSpec::parse(r#"{"op":"Launch","target":"./A"}"#),
+            Err(SpecError::Json(_))
+        ));
+        assert!(matches!(
+            CommandSpec::parse(r#"{"op":"Sequence","commands":[]}"#),
+            Err(SpecError::EmptyContainer("Sequence"))
+        ));
+        assert!(matches!(
+            CommandSpec::parse(r#"{"op":"Get","target":"/etc/passwd"}"#),
+            Err(SpecError::BadTarget(_))
+        ));
+    }
+}

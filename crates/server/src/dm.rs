@@ -1,0 +1,287 @@
+//! The DM endpoint: routes each device message to its session, feeds the session
+//! the device's queued commands once the device has authenticated, and writes what
+//! the session learnt (nonces, DevInfo, command outcomes, alerts) to the store
+//! before the answer leaves. Synchronous: the HTTP layer runs it on a blocking thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gwmo_proto::codes::alert;
+use gwmo_proto::{CodecError, Command, Encoding, Message};
+use gwmo_session::{
+    Credentials, DeviceAuth, Received, ServerConfig, ServerEvent, ServerSession, SessionError,
+};
+use tracing::{debug, info, warn};
+
+use crate::command::{CommandSpec, StoredOutcome};
+use crate::settings::ServerSettings;
+use crate::store::{DeviceRecord, Store, StoreError};
+
+/// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
+pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
+
+/// Why a message got no DM answer; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum DmError {
+    #[error("unsupported content type {0:?}: expected application/vnd.syncml.dm+xml or +wbxml")]
+    UnsupportedMediaType(String),
+    #[error("malformed DM message: {0}")]
+    Malformed(#[from] CodecError),
+    #[error("device {0:?} is not enrolled")]
+    UnknownDevice(String),
+    #[error("no open session {1:?} for device {0:?}: start with Alert 1200 or 1201 in message 1")]
+    UnknownSession(String, String),
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The answer to post back.
+#[derive(Debug)]
+pub struct DmResponse {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub hmac: Option<String>,
+}
+
+struct Slot {
+    session: ServerSession,
+    store_key: String,
+    encoding: Encoding,
+    last_active: Instant,
+}
+
+/// All open sessions of this server instance.
+pub struct DmService {
+    store: Arc<Store>,
+    settings: ServerSettings,
+    config: ServerConfig,
+    sessions: Mutex<HashMap<(String, String), Slot>>,
+}
+
+impl DmService {
+    pub fn new(store: Arc<Store>, settings: ServerSettings, dm_url: String) -> Self {
+        let config = ServerConfig {
+            server_uri: dm_url,
+            resp_uri: None,
+            max_msg_size: settings.max_msg_size,
+            max_auth_attempts: settings.max_auth_attempts,
+        };
+        DmService {
+            store,
+            settings,
+            config,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    /// Handles one posted DM message. `unix_now` stamps what is stored.
+    pub fn handle(
+        &self,
+        content_type: Option<&str>,
+        hmac: Option<&str>,
+        body: &[u8],
+        now: Instant,
+        unix_now: i64,
+    ) -> Result<DmResponse, DmError> {
+        let encoding = match content_type {
+            Some(value) => Encoding::from_content_type(value)
+                .ok_or_else(|| DmError::UnsupportedMediaType(value.to_owned()))?,
+            None => Encoding::sniff(body),
+        };
+        let message = encoding.decode(body)?;
+        let key = (
+            message.header.source.uri.clone(),
+            message.header.session_id.clone(),
+        );
+        let mut slot = match self.take_slot(&key, &message) {
+            Some(slot) => slot,
+            None if opens_session(&message) => self.open(&key, encoding, unix_now)?,
+            None => return Err(DmError::UnknownSession(key.0, key.1)),
+        };
+        slot.last_active = now;
+        let result = self.advance(&mut slot, &message, body, hmac, unix_now);
+        match &result {
+            Ok(_) if !slot.session.is_ended() => {
+                self.lock_sessions().insert(key, slot);
+            }
+            Ok(_) => debug!(device = %key.0, session = %key.1, "session ended"),
+            Err(error) => {
+                warn!(device = %key.0, session = %key.1, %error, "session dropped");
+                self.store.requeue_session(&slot.store_key)?;
+            }
+        }
+        result
+    }
+
+    fn advance(
+        &self,
+        slot: &mut Slot,
+        message: &Message,
+        body: &[u8],
+        hmac: Option<&str>,
+        unix_now: i64,
+    ) -> Result<DmResponse, DmError> {
+        let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
+        let dev_id = message.header.source.uri.as_str();
+        let reply = match slot.session.receive(message, body, hmac, &mut fresh_nonce)? {
+            Received::Refused(reply) => {
+                self.persist(dev_id, slot, unix_now)?;
+                reply
+            }
+            Received::Accepted => {
+                for queued in self.store.claim_pending(dev_id, &slot.store_key, unix_now)? {
+                    match CommandSpec::parse(&queued.spec) {
+                        Ok(spec) => slot.session.enqueue(queued.id as u64, spec.to_command()),
+                        Err(error) => {
+                            warn!(command = queued.id, %error, "a stored command is not valid: failing it");
+                            self.store.complete(queued.id, gwmo_proto::codes::status::BAD_REQUEST, "{}", unix_now)?;
+                        }
+                    }
+                }
+                self.persist(dev_id, slot, unix_now)?;
+                slot.session.reply()?
+            }
+        };
+        Ok(DmResponse {
+            content_type: reply.outgoing.content_type,
+            body: reply.outgoing.body,
+            hmac: reply.outgoing.hmac,
+        })
+    }
+
+    /// Writes the session's events to the store (before the answer leaves: a nonce the
+    /// device will use must be known if this instance stops right after).
+    fn persist(&self, dev_id: &str, slot: &mut Slot, unix_now: i64) -> Result<(), DmError> {
+        for event in slot.session.take_events() {
+            match event {
+                ServerEvent::Authenticated => {
+                    info!(device = dev_id, encoding = slot.encoding.name(), "device authenticated");
+                }
+                ServerEvent::AuthenticationFailed { code } => {
+                    warn!(device = dev_id, code, "device authentication failed");
+                    self.store.log_event(Some(dev_id), "auth-failed", &format!("{{\"status\":{code}}}"), unix_now)?;
+                }
+                ServerEvent::ClientNonceIssued(nonce) => self.store.set_client_nonce(dev_id, &nonce)?,
+                ServerEvent::ServerNonceReceived(nonce) => self.store.set_server_nonce(dev_id, &nonce)?,
+                ServerEvent::DevInfo(devinfo) => {
+                    self.store.record_session(dev_id, &devinfo, slot.encoding.name(), unix_now)?;
+                    if let Some(url) = devinfo.get(NOTIFY_URL_NODE) {
+                        self.store.set_notify_address(dev_id, Some(url))?;
+                    }
+                }
+                ServerEvent::Alert(a) => {
+                    let detail = serde_json::json!({
+                        "code": a.code,
+                        "items": a.items.iter().map(|i| serde_json::json!({
+                            "type": i.meta.as_ref().and_then(|m| m.r#type.clone()),
+                            "source": i.source.as_ref().map(|s| s.uri.clone()),
+                            "data": i.data.as_ref().and_then(|d| d.as_text()).map(str::to_owned),
+                        })).collect::<Vec<_>>(),
+                    });
+                    info!(device = dev_id, code = a.code, "alert");
+                    self.store.log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
+                }
+                ServerEvent::CommandDone { tag, outcome } => {
+                    let stored = serde_json::to_string(&StoredOutcome::from(&outcome))
+                        .unwrap_or_default();
+                    info!(device = dev_id, command = tag, status = outcome.status, "command done");
+                    self.store.complete(tag as i64, outcome.status, &stored, unix_now)?;
+                }
+                ServerEvent::Aborted => {
+                    self.store.log_event(Some(dev_id), "session-aborted", "{}", unix_now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, key: &(String, String), encoding: Encoding, unix_now: i64) -> Result<Slot, DmError> {
+        let device = self
+            .store
+            .device(&key.0)?
+            .ok_or_else(|| DmError::UnknownDevice(key.0.clone()))?;
+        let store_key = format!("{}#{}#{unix_now}", key.0, key.1);
+        debug!(device = %key.0, session = %key.1, "session opened");
+        Ok(Slot {
+            session: ServerSession::new(
+                self.config.clone(),
+                key.0.clone(),
+                key.1.clone(),
+                encoding,
+                device_auth(&device, &self.settings.server_id),
+            ),
+            store_key,
+            encoding,
+            last_active: Instant::now(),
+        })
+    }
+
+    /// The open session a message continues. A new package 1 replaces an open session
+    /// of the same id (the device started over): its claimed commands go back to the queue.
+    fn take_slot(&self, key: &(String, String), message: &Message) -> Option<Slot> {
+        let slot = self.lock_sessions().remove(key)?;
+        if opens_session(message) {
+            if let Err(error) = self.store.requeue_session(&slot.store_key) {
+                warn!(%error, "could not requeue the commands of a restarted session");
+            }
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Drops sessions idle for longer than the configured time; their commands that
+    /// were sent but not answered go back to the queue for the next session.
+    pub fn evict_idle(&self, now: Instant) -> Result<usize, DmError> {
+        let idle = Duration::from_secs(self.settings.session_idle_secs);
+        let stale: Vec<Slot> = {
+            let mut sessions = self.lock_sessions();
+            let keys: Vec<_> = sessions
+                .iter()
+                .filter(|(_, slot)| now.saturating_duration_since(slot.last_active) > idle)
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.iter().filter_map(|key| sessions.remove(key)).collect()
+        };
+        for slot in &stale {
+            self.store.requeue_session(&slot.store_key)?;
+        }
+        Ok(stale.len())
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
+        // A panic while holding the lock cannot leave the map half-changed: recover it.
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn opens_session(message: &Message) -> bool {
+    message.header.msg_id == 1
+        && message.body.commands.iter().any(|c| {
+            matches!(c, Command::Alert(a) if a.code == alert::CLIENT_INITIATED_MGMT || a.code == alert::SERVER_INITIATED_MGMT)
+        })
+}
+
+/// Both directions of authentication with a device, from its record.
+pub fn device_auth(device: &DeviceRecord, server_id: &str) -> DeviceAuth {
+    DeviceAuth {
+        client: Credentials {
+            auth: device.auth,
+            name: device.client_name.clone(),
+            secret: device.client_secret.clone(),
+        },
+        client_nonce: device.client_nonce.clone(),
+        server: Credentials {
+            auth: device.auth,
+            name: device.server_name.clone().unwrap_or_else(|| server_id.to_owned()),
+            secret: device.server_secret.clone(),
+        },
+        server_nonce: device.server_nonce.clone(),
+    }
+}

@@ -1,0 +1,148 @@
+//! The server's HTTP face: the DM endpoint (`POST /dm`), the admin API under
+//! `/api`, and a health check. Thin: it moves bytes to [`DmService`] and the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gwmo_net::{HMAC_HEADER, HttpClient};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::admin;
+use crate::dm::{DmError, DmService};
+use crate::settings::ServerSettings;
+use crate::store::Store;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub settings: ServerSettings,
+    pub store: Arc<Store>,
+    pub dm: DmService,
+    pub dm_url: String,
+    pub client: HttpClient,
+}
+
+/// Seconds since the Unix epoch, for what the store records.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.settings.max_msg_size;
+    Router::new()
+        .route("/dm", post(dm_message))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/devices", post(admin::enroll).get(admin::list_devices))
+        .route("/api/devices/{dev_id}", get(admin::get_device))
+        .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
+        .route("/api/devices/{dev_id}/notify", post(admin::notify_device))
+        .route("/api/commands/{id}", get(admin::get_command))
+        .route("/api/events", get(admin::events))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn dm_message(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let text = |name: &header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = text(&header::CONTENT_TYPE);
+    let hmac = text(&header::HeaderName::from_static(HMAC_HEADER));
+    let worker = state.clone();
+    let handled = tokio::task::spawn_blocking(move || {
+        worker
+            .dm
+            .handle(content_type.as_deref(), hmac.as_deref(), &body, Instant::now(), unix_now())
+    })
+    .await;
+    match handled {
+        Ok(Ok(answer)) => {
+            let mut response = (
+                [(header::CONTENT_TYPE, answer.content_type)],
+                answer.body,
+            )
+                .into_response();
+            if let Some(mac) = answer.hmac.and_then(|m| m.parse().ok()) {
+                response.headers_mut().insert(HMAC_HEADER, mac);
+            }
+            response
+        }
+        Ok(Err(error)) => {
+            let status = match &error {
+                DmError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                DmError::Malformed(_) | DmError::UnknownSession(..) | DmError::Session(_) => StatusCode::BAD_REQUEST,
+                DmError::UnknownDevice(_) => StatusCode::FORBIDDEN,
+                DmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            warn!(%error, "DM message refused");
+            (status, format!("{error}\n")).into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "message handling failed\n").into_response(),
+    }
+}
+
+/// A bound, not yet serving, DM Server.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Opens the store (creating it on first start) and binds the listener.
+    pub async fn bind(settings: ServerSettings) -> Result<Server, crate::ServerError> {
+        let store = Arc::new(Store::open(&settings.database)?);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
+        let bound = listener.local_addr().map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
+        let dm_url = settings.dm_url(bound);
+        let state = Arc::new(AppState {
+            dm: DmService::new(store.clone(), settings.clone(), dm_url.clone()),
+            client: HttpClient::new(Duration::from_secs(10), 64 * 1024),
+            settings,
+            store,
+            dm_url,
+        });
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn dm_url(&self) -> &str {
+        &self.state.dm_url
+    }
+
+    /// Serves until `shutdown` resolves, dropping idle sessions as it goes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), crate::ServerError> {
+        let sweeper_state = self.state.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let state = sweeper_state.clone();
+                match tokio::task::spawn_blocking(move || state.dm.evict_idle(Instant::now())).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => info!(sessions = n, "idle sessions dropped"),
+                    Ok(Err(error)) => warn!(%error, "dropping idle sessions failed"),
+                    Err(_) => {}
+                }
+            }
+        });
+        info!(url = %self.state.dm_url, "DM server listening");
+        let served = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sweeper.abort();
+        served.map_err(crate::ServerError::Serve)
+    }
+}

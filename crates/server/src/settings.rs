@@ -1,0 +1,82 @@
+//! The DM Server's configuration (`server.toml`): every key has a default, so an
+//! empty file (or none) runs a server on loopback with an SQLite file beside it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP listener binds (port 0: any free port, logged at start).
+    pub listen: SocketAddr,
+    /// The URL devices post DM messages to; defaults to `http://<listen>/dm`.
+    pub public_url: Option<String>,
+    /// This server's ServerID, as it appears in devices' DMAcc.
+    pub server_id: String,
+    /// The SQLite database file, created on first start.
+    pub database: PathBuf,
+    /// Bearer token of the admin API; the API is closed while it is unset.
+    pub admin_token: Option<String>,
+    /// Largest DM message accepted (announced as MaxMsgSize), in bytes.
+    pub max_msg_size: usize,
+    /// Failed authentications in one session before it is ended.
+    pub max_auth_attempts: u32,
+    /// A session with no message for this long is dropped, and its commands requeued.
+    pub session_idle_secs: u64,
+    /// Where to write the address actually bound (for scripts using port 0).
+    pub address_file: Option<PathBuf>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            server_id: "gwmo-dms".into(),
+            database: PathBuf::from("gwmo-server.db"),
+            admin_token: None,
+            max_msg_size: 1 << 20,
+            max_auth_attempts: 3,
+            session_idle_secs: 300,
+            address_file: None,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The URL devices reach this server at, once the listener is bound to `bound`.
+    pub fn dm_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}/dm"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let settings: ServerSettings = toml::from_str("").unwrap();
+        assert_eq!(settings, ServerSettings::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = toml::from_str::<ServerSettings>("lisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn settings_round_trip_through_toml() {
+        let settings = ServerSettings {
+            admin_token: Some("t".into()),
+            ..ServerSettings::default()
+        };
+        let text = toml::to_string(&settings).unwrap();
+        assert_eq!(toml::from_str::<ServerSettings>(&text).unwrap(), settings);
+    }
+}

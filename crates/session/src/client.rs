@@ -1,0 +1,394 @@
+//! The End Device's side of a management session, sans-IO: it writes package 1,
+//! reads each server message (authenticating the server, running its commands through
+//! an [`Executor`]), and answers with Status and Results until the server's package
+//! needs no answer.
+
+use std::collections::{HashMap, VecDeque};
+
+use gwmo_proto::codes::{alert, status};
+use gwmo_proto::{
+    Alert, CmdIds, Command, Encoding, Header, Item, ItemCommand, Location, Message, Meta,
+    Status, VER_DTD, VER_PROTO,
+};
+use tracing::debug;
+
+use crate::credentials::{Credentials, Prover, Verdict, Verifier};
+use crate::packer::pack;
+use crate::{Outgoing, SessionError, command_status, header_status};
+
+/// Runs the management commands of a server against the device's tree.
+pub trait Executor {
+    /// Runs one command `server_id` sent in message `msg_ref`, and returns the Status
+    /// (and Results) it produced. CmdIDs come from `ids`; the session renumbers them.
+    fn execute(
+        &mut self,
+        server_id: &str,
+        msg_ref: u32,
+        command: &Command,
+        ids: &mut CmdIds,
+    ) -> Vec<Command>;
+}
+
+/// Who started the session: the device itself (Alert 1201) or a package-0 notification (1200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Client,
+    Server,
+}
+
+/// What the device knows of the server account it opens a session with.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `./DevInfo/DevId`: our Source LocURI.
+    pub device_id: String,
+    /// The account's ServerID: the principal the tree's ACLs name.
+    pub server_id: String,
+    /// The account's address: our Target LocURI and where package 1 goes.
+    pub server_uri: String,
+    pub encoding: Encoding,
+    /// The largest message we accept, announced in our header.
+    pub max_msg_size: usize,
+    /// Our credentials (CLCRED) and the nonce the server last gave us.
+    pub client: Credentials,
+    pub client_nonce: Vec<u8>,
+    /// What the server must show (SRVCRED) and the nonce we last gave it.
+    pub server: Credentials,
+    pub server_nonce: Vec<u8>,
+    /// Challenges in a row after which the session gives up.
+    pub max_auth_attempts: u32,
+}
+
+/// What the device must remember when the session has told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A nonce from the authenticated server, for our next Cred: store it (CLCRED AAuthData).
+    ClientNonce(Vec<u8>),
+    /// The nonce we gave the server for its next Cred: store it (SRVCRED AAuthData).
+    ServerNonce(Vec<u8>),
+    /// The server proved who it is.
+    ServerAuthenticated,
+    /// The server's status for one of the alerts we sent.
+    AlertStatus { alert: u16, code: u16 },
+}
+
+/// What to do after a server message.
+#[derive(Debug)]
+pub enum ClientStep {
+    Send(Outgoing),
+    Done(ClientOutcome),
+}
+
+/// How the session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOutcome {
+    /// The server's last package needed no answer.
+    Completed,
+    /// The server aborted the session (Alert 1223).
+    Aborted,
+}
+
+/// One management session of an End Device with one server.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: ClientConfig,
+    session_id: String,
+    last_msg_id: u32,
+    url: String,
+    peer_max_msg_size: usize,
+    prover: Prover,
+    verifier: Verifier,
+    /// The server proved itself with MD5/Basic: it need not again in this session.
+    server_authenticated: bool,
+    /// A nonce the server gave us before it had proved itself: stored once it has.
+    client_nonce_unsaved: bool,
+    auth_attempts: u32,
+    package1: Vec<Command>,
+    /// Our statuses and results still to send (a package larger than one message).
+    queue: VecDeque<((), Command)>,
+    sent_alerts: HashMap<(u32, u32), u16>,
+    events: Vec<ClientEvent>,
+}
+
+impl ClientSession {
+    /// A session that will report `devinfo` (the ./DevInfo leaves) and carry `alerts`
+    /// (Generic Alerts, for example) in package 1.
+    pub fn new(
+        config: ClientConfig,
+        session_id: String,
+        trigger: Trigger,
+        devinfo: Vec<Item>,
+        alerts: Vec<Alert>,
+    ) -> Self {
+        let code = match trigger {
+            Trigger::Client => alert::CLIENT_INITIATED_MGMT,
+            Trigger::Server => alert::SERVER_INITIATED_MGMT,
+        };
+        let mut package1 = vec![Command::Alert(Alert {
+            cmd_id: 0,
+            code,
+            correlator: None,
+            items: vec![],
+        })];
+        package1.push(Command::Replace(ItemCommand {
+            cmd_id: 0,
+            meta: None,
+            items: devinfo,
+        }));
+        package1.extend(alerts.into_iter().map(Command::Alert));
+        ClientSession {
+            prover: Prover::new(config.client.clone(), config.client_nonce.clone()),
+            verifier: Verifier::new(config.server.clone(), config.server_nonce.clone()),
+            url: config.server_uri.clone(),
+            peer_max_msg_size: config.max_msg_size,
+            config,
+            session_id,
+            last_msg_id: 0,
+            server_authenticated: false,
+            client_nonce_unsaved: false,
+            auth_attempts: 0,
+            package1,
+            queue: VecDeque::new(),
+            sent_alerts: HashMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Package 1.
+    pub fn start(&mut self) -> Result<Outgoing, SessionError> {
+        self.send(self.package1.clone(), true)
+    }
+
+    /// Everything the device must persist that the session learnt since the last call.
+    pub fn take_events(&mut self) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Reads one server message and says what to send next, if anything.
+    /// `fresh_nonce` supplies a new random nonce when one must be handed out.
+    pub fn receive(
+        &mut self,
+        raw: &[u8],
+        hmac: Option<&str>,
+        executor: &mut dyn Executor,
+        fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Result<ClientStep, SessionError> {
+        let message = self.config.encoding.decode(raw)?;
+        let header = &message.header;
+        if header.session_id != self.session_id {
+            return Err(SessionError::Protocol(format!(
+                "the server answered in session {} instead of {}",
+                header.session_id, self.session_id
+            )));
+        }
+        if let Some(uri) = &header.resp_uri {
+            self.url.clone_from(uri);
+        }
+        if let Some(max) = header.meta.as_ref().and_then(|m| m.max_msg_size) {
+            self.peer_max_msg_size = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        let msg_ref = header.msg_id;
+
+        // How the server judged our credentials.
+        let Some(verdict_on_us) = self.read_statuses(&message.body.commands) else {
+            return Err(SessionError::Protocol(
+                "the server sent no status for our SyncHdr".into(),
+            ));
+        };
+        match verdict_on_us.code {
+            status::INVALID_CREDENTIALS | status::MISSING_CREDENTIALS => {
+                self.auth_attempts += 1;
+                if self.auth_attempts > self.config.max_auth_attempts {
+                    return Err(SessionError::AuthenticationFailed(verdict_on_us.code));
+                }
+                let chal = verdict_on_us.chal.as_ref().ok_or_else(|| {
+                    SessionError::Protocol(format!("status {} without Chal", verdict_on_us.code))
+                })?;
+                self.take_challenge(chal)?;
+                debug!(code = verdict_on_us.code, "challenged: sending package 1 again");
+                return self.start().map(ClientStep::Send);
+            }
+            code if status::is_success(code) => {
+                if let Some(chal) = &verdict_on_us.chal {
+                    self.take_challenge(chal)?;
+                }
+            }
+            code => return Err(SessionError::Rejected(code)),
+        }
+
+        // How we judge the server's.
+        let our_status = self.judge_server(&message, raw, hmac, fresh_nonce)?;
+        let server_ok = status::is_success(our_status.code);
+        let refusal = our_status.code;
+        let mut leading = vec![Command::Status(our_status)];
+        let mut wants_our_next_message = false;
+        let mut ids = CmdIds::new();
+        for command in &message.body.commands {
+            match command {
+                Command::Status(_) | Command::Results(_) => {}
+                _ if !server_ok => self.queue_status(command, msg_ref, refusal),
+                Command::Alert(a) if a.code == alert::SESSION_ABORT => {
+                    return Ok(ClientStep::Done(ClientOutcome::Aborted));
+                }
+                Command::Alert(a) if a.code == alert::NEXT_MESSAGE => {
+                    wants_our_next_message = true;
+                    self.queue_status(command, msg_ref, status::OK);
+                }
+                _ => {
+                    let replies =
+                        executor.execute(&self.config.server_id, msg_ref, command, &mut ids);
+                    self.queue.extend(replies.into_iter().map(|c| ((), c)));
+                }
+            }
+        }
+
+        if !message.body.is_final {
+            // The server's package goes on: answer and ask for its next message.
+            leading.push(next_message_alert());
+            return self.send(leading, false).map(ClientStep::Send);
+        }
+        let answered_only_statuses = self.queue.is_empty();
+        if answered_only_statuses && !wants_our_next_message && server_ok {
+            return Ok(ClientStep::Done(ClientOutcome::Completed));
+        }
+        self.send(leading, true).map(ClientStep::Send)
+    }
+
+    /// Records the statuses of our alerts; returns the status of our SyncHdr.
+    fn read_statuses<'m>(&mut self, commands: &'m [Command]) -> Option<&'m Status> {
+        let mut header_status = None;
+        for command in commands {
+            if let Command::Status(s) = command {
+                if s.cmd_ref == 0 {
+                    header_status = Some(s);
+                } else if let Some(&alert) = self.sent_alerts.get(&(s.msg_ref, s.cmd_ref)) {
+                    self.events.push(ClientEvent::AlertStatus {
+                        alert,
+                        code: s.code,
+                    });
+                }
+            }
+        }
+        header_status
+    }
+
+    fn take_challenge(&mut self, chal: &gwmo_proto::Chal) -> Result<(), SessionError> {
+        if self.prover.accept_challenge(chal)? {
+            // Use the newest nonce at once, but store it only from an authenticated server.
+            if self.server_authenticated {
+                self.events
+                    .push(ClientEvent::ClientNonce(self.prover.nonce().to_vec()));
+            } else {
+                self.client_nonce_unsaved = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the server's credentials when they are due, and returns the Status for
+    /// its SyncHdr: a success code when the server may be obeyed.
+    fn judge_server(
+        &mut self,
+        message: &Message,
+        raw: &[u8],
+        hmac: Option<&str>,
+        fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Result<Status, SessionError> {
+        let per_message = self.verifier.auth() == gwmo_proto::auth::AuthType::Hmac;
+        let mut header_status = header_status(&message.header, status::OK);
+        if !self.server_authenticated || per_message {
+            match self.verifier.verify(&message.header, raw, hmac) {
+                Verdict::Valid => {
+                    if !self.server_authenticated {
+                        self.server_authenticated = true;
+                        self.events.push(ClientEvent::ServerAuthenticated);
+                        if std::mem::take(&mut self.client_nonce_unsaved) {
+                            self.events
+                                .push(ClientEvent::ClientNonce(self.prover.nonce().to_vec()));
+                        }
+                    }
+                    if !per_message {
+                        header_status.code = status::AUTHENTICATION_ACCEPTED;
+                    }
+                    header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+                    self.events
+                        .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
+                }
+                verdict => {
+                    self.auth_attempts += 1;
+                    if self.auth_attempts > self.config.max_auth_attempts {
+                        return Err(SessionError::AuthenticationFailed(status::INVALID_CREDENTIALS));
+                    }
+                    header_status.code = if verdict == Verdict::Missing {
+                        status::MISSING_CREDENTIALS
+                    } else {
+                        status::INVALID_CREDENTIALS
+                    };
+                    header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+                    self.events
+                        .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
+                }
+            }
+        }
+        Ok(header_status)
+    }
+
+    fn queue_status(&mut self, command: &Command, msg_ref: u32, code: u16) {
+        let status = command_status(command, msg_ref, code);
+        self.queue.push_back(((), Command::Status(status)));
+    }
+
+    /// Sends `leading` and as much of the queue as fits.
+    fn send(&mut self, leading: Vec<Command>, closes_package: bool) -> Result<Outgoing, SessionError> {
+        self.last_msg_id += 1;
+        let msg_id = self.last_msg_id;
+        let header = Header {
+            ver_dtd: VER_DTD.into(),
+            ver_proto: VER_PROTO.into(),
+            session_id: self.session_id.clone(),
+            msg_id,
+            target: Location::new(self.config.server_uri.clone()),
+            source: Location {
+                uri: self.config.device_id.clone(),
+                name: Some(self.prover.name().to_owned()),
+            },
+            resp_uri: None,
+            cred: self.prover.cred(),
+            meta: Some(Meta {
+                max_msg_size: Some(self.config.max_msg_size as u64),
+                ..Meta::default()
+            }),
+        };
+        let packed = pack(
+            header,
+            leading,
+            &mut self.queue,
+            closes_package,
+            self.peer_max_msg_size,
+            self.config.encoding,
+        )?;
+        for command in &packed.message.body.commands {
+            if let Command::Alert(a) = command {
+                self.sent_alerts.insert((msg_id, a.cmd_id), a.code);
+            }
+        }
+        Ok(Outgoing {
+            url: self.url.clone(),
+            content_type: self.config.encoding.content_type(),
+            hmac: self.prover.hmac_header(&packed.bytes),
+            body: packed.bytes,
+        })
+    }
+}
+
+fn next_message_alert() -> Command {
+    Command::Alert(Alert {
+        cmd_id: 0,
+        code: alert::NEXT_MESSAGE,
+        correlator: None,
+        items: vec![],
+    })
+}

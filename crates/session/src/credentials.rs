@@ -1,0 +1,145 @@
+//! Authentication between the two sides of a session, one direction at a time.
+//!
+//! Each side is both a [`Prover`] (it shows its own credentials, built with the nonce
+//! the peer handed it) and a [`Verifier`] (it checks the peer's credentials against the
+//! nonce it handed the peer, and hands out a fresh nonce once they were used, so that a
+//! replayed credential no longer verifies).
+
+use gwmo_proto::auth::{self, AuthType};
+use gwmo_proto::{Chal, Cred, Header};
+
+/// A name and secret, and the scheme they are shown with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub auth: AuthType,
+    pub name: String,
+    pub secret: String,
+}
+
+/// What checking the peer's credentials found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The credentials match.
+    Valid,
+    /// No credentials at all (status 407).
+    Missing,
+    /// Credentials that do not match, or of the wrong scheme (status 401).
+    Invalid,
+}
+
+/// Our side's credentials toward the peer, and the nonce the peer last gave us.
+#[derive(Debug, Clone)]
+pub(crate) struct Prover {
+    credentials: Credentials,
+    nonce: Vec<u8>,
+}
+
+impl Prover {
+    pub(crate) fn new(credentials: Credentials, nonce: Vec<u8>) -> Self {
+        Prover { credentials, nonce }
+    }
+
+    /// The `Cred` for a header (none for HMAC, which travels in the transport header).
+    pub(crate) fn cred(&self) -> Option<Cred> {
+        auth::cred(
+            self.credentials.auth,
+            &self.credentials.name,
+            &self.credentials.secret,
+            &self.nonce,
+        )
+    }
+
+    /// The `x-syncml-hmac` header value for an encoded message, when HMAC is in use.
+    pub(crate) fn hmac_header(&self, body: &[u8]) -> Option<String> {
+        (self.credentials.auth == AuthType::Hmac).then(|| {
+            auth::hmac_header(
+                &self.credentials.name,
+                &self.credentials.secret,
+                &self.nonce,
+                body,
+            )
+        })
+    }
+
+    /// Takes the nonce of a challenge. Returns true when it differs from the one held.
+    pub(crate) fn accept_challenge(&mut self, chal: &Chal) -> Result<bool, auth::AuthError> {
+        let nonce = auth::next_nonce(chal)?;
+        let changed = nonce != self.nonce;
+        self.nonce = nonce;
+        Ok(changed)
+    }
+
+    pub(crate) fn nonce(&self) -> &[u8] {
+        &self.nonce
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.credentials.name
+    }
+
+    pub(crate) fn auth(&self) -> AuthType {
+        self.credentials.auth
+    }
+}
+
+/// The credentials the peer must show, and the nonce we last gave it.
+#[derive(Debug, Clone)]
+pub(crate) struct Verifier {
+    credentials: Credentials,
+    nonce: Vec<u8>,
+}
+
+impl Verifier {
+    pub(crate) fn new(credentials: Credentials, nonce: Vec<u8>) -> Self {
+        Verifier { credentials, nonce }
+    }
+
+    /// Checks the peer's message: the header `Cred` for Basic and MD5, the transport
+    /// header over the exact received bytes for HMAC.
+    pub(crate) fn verify(&self, header: &Header, raw: &[u8], hmac: Option<&str>) -> Verdict {
+        let Credentials { auth, name, secret } = &self.credentials;
+        match auth {
+            AuthType::Hmac => match hmac {
+                None => Verdict::Missing,
+                Some(value) => match auth::parse_hmac_header(value) {
+                    Ok(parsed)
+                        if parsed.username == *name
+                            && auth::verify_hmac(&parsed, name, secret, &self.nonce, raw)
+                                .is_ok() =>
+                    {
+                        Verdict::Valid
+                    }
+                    _ => Verdict::Invalid,
+                },
+            },
+            AuthType::Basic | AuthType::Md5 => match &header.cred {
+                None => Verdict::Missing,
+                Some(cred) => {
+                    let scheme_matches =
+                        cred.meta.r#type.as_deref() == Some(auth.meta_type());
+                    if scheme_matches
+                        && auth::verify_cred(cred, name, secret, &self.nonce).is_ok()
+                    {
+                        Verdict::Valid
+                    } else {
+                        Verdict::Invalid
+                    }
+                }
+            },
+        }
+    }
+
+    /// Replaces the nonce with a fresh one and returns the challenge that carries it.
+    pub(crate) fn rotate(&mut self, fresh: Vec<u8>) -> Chal {
+        self.nonce = fresh;
+        auth::chal(self.credentials.auth, &self.nonce)
+    }
+
+    pub(crate) fn nonce(&self) -> &[u8] {
+        &self.nonce
+    }
+
+    pub(crate) fn auth(&self) -> AuthType {
+        self.credentials.auth
+    }
+}

@@ -1,0 +1,491 @@
+//! The DM Server's side of a management session with one device, sans-IO: it
+//! authenticates the device (challenging it with a fresh nonce when needed), takes
+//! its DevInfo and alerts, sends the queued management commands within the device's
+//! MaxMsgSize, and matches the Status and Results that come back to those commands.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use gwmo_proto::auth::AuthType;
+use gwmo_proto::codes::{alert, status};
+use gwmo_proto::{
+    Alert, Command, Encoding, Header, Item, Location, Message, Meta, Status, VER_DTD, VER_PROTO,
+};
+use tracing::debug;
+
+use crate::credentials::{Credentials, Prover, Verdict, Verifier};
+use crate::packer::pack;
+use crate::{Outgoing, SessionError, command_status, header_status};
+
+/// The server's own settings for its sessions.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Our Source LocURI (the URL devices post to).
+    pub server_uri: String,
+    /// Where the device must send its next message, if not to `server_uri`.
+    pub resp_uri: Option<String>,
+    /// The largest message we accept, announced in our header.
+    pub max_msg_size: usize,
+    /// Failed authentications in a session after which it is ended.
+    pub max_auth_attempts: u32,
+}
+
+/// Both directions of authentication with one device, as the store holds them.
+#[derive(Debug, Clone)]
+pub struct DeviceAuth {
+    /// What the device must show, and the nonce we last gave it.
+    pub client: Credentials,
+    pub client_nonce: Vec<u8>,
+    /// What we show the device, and the nonce it last gave us.
+    pub server: Credentials,
+    pub server_nonce: Vec<u8>,
+}
+
+/// What became of one queued command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandOutcome {
+    /// The command's own status code.
+    pub status: u16,
+    /// The statuses of the members of an Atomic or Sequence, in order: (command, code).
+    pub members: Vec<(String, u16)>,
+    /// The items of its Results (for a Get).
+    pub results: Vec<Item>,
+}
+
+/// What the server must act on or persist, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// The device proved who it is (once per session).
+    Authenticated,
+    /// The device's credentials were missing (407) or wrong (401).
+    AuthenticationFailed { code: u16 },
+    /// The nonce the device must use for its next Cred: persist before replying.
+    ClientNonceIssued(Vec<u8>),
+    /// The nonce the device gave us for our next Cred: persist it.
+    ServerNonceReceived(Vec<u8>),
+    /// The device's ./DevInfo leaves, by URI.
+    DevInfo(BTreeMap<String, String>),
+    /// A Generic Alert (1226) or Client Event (1224) from the device.
+    Alert(Alert),
+    /// A queued command came back complete (the device's package with its status ended).
+    CommandDone { tag: u64, outcome: CommandOutcome },
+    /// The device aborted the session (Alert 1223).
+    Aborted,
+}
+
+/// What [`ServerSession::receive`] made of a message.
+#[derive(Debug)]
+pub enum Received {
+    /// The credentials failed: send this answer (the challenge), nothing else.
+    Refused(ServerReply),
+    /// Authenticated: enqueue commands if any, then call [`ServerSession::reply`].
+    Accepted,
+}
+
+/// The statuses of an accepted message, waiting for [`ServerSession::reply`].
+#[derive(Debug)]
+struct Pending {
+    statuses: Vec<Command>,
+    /// Whether the answer ends the session; `None`: when nothing is left to send.
+    ends: Option<bool>,
+}
+
+/// The answer to one device message.
+#[derive(Debug)]
+pub struct ServerReply {
+    pub outgoing: Outgoing,
+    /// The session is over: nothing more will come from the device.
+    pub ended: bool,
+}
+
+/// One management session of the server with one device.
+#[derive(Debug)]
+pub struct ServerSession {
+    config: ServerConfig,
+    device_id: String,
+    session_id: String,
+    encoding: Encoding,
+    verifier: Verifier,
+    prover: Prover,
+    device_authenticated: bool,
+    /// The device accepted our credentials (MD5/Basic): no need to show them again.
+    accepted_by_device: bool,
+    auth_failures: u32,
+    last_msg_id_in: u32,
+    last_msg_id_out: u32,
+    peer_max_msg_size: usize,
+    queue: VecDeque<(u64, Command)>,
+    /// Which queued command each (MsgID, CmdID) we sent belongs to, and its own CmdID.
+    in_flight: HashMap<(u32, u32), (u64, u32)>,
+    /// The commands of our last message, to send again if the device refused our credentials.
+    last_sent: Vec<(u64, Command)>,
+    outcomes: BTreeMap<u64, CommandOutcome>,
+    events: Vec<ServerEvent>,
+    pending: Option<Pending>,
+    ended: bool,
+}
+
+impl ServerSession {
+    /// A session opened by the first message of `device_id` in `session_id`.
+    pub fn new(
+        config: ServerConfig,
+        device_id: String,
+        session_id: String,
+        encoding: Encoding,
+        auth: DeviceAuth,
+    ) -> Self {
+        ServerSession {
+            verifier: Verifier::new(auth.client, auth.client_nonce),
+            prover: Prover::new(auth.server, auth.server_nonce),
+            peer_max_msg_size: config.max_msg_size,
+            config,
+            device_id,
+            session_id,
+            encoding,
+            device_authenticated: false,
+            accepted_by_device: false,
+            auth_failures: 0,
+            last_msg_id_in: 0,
+            last_msg_id_out: 0,
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+            last_sent: Vec::new(),
+            outcomes: BTreeMap::new(),
+            events: Vec::new(),
+            pending: None,
+            ended: false,
+        }
+    }
+
+    /// Queues a management command; `tag` names it in [`ServerEvent::CommandDone`].
+    /// Commands are sent once the device has authenticated.
+    pub fn enqueue(&mut self, tag: u64, command: Command) {
+        self.queue.push_back((tag, command));
+    }
+
+    pub fn take_events(&mut self) -> Vec<ServerEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn is_device_authenticated(&self) -> bool {
+        self.device_authenticated
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Tags of queued commands not sent yet.
+    pub fn unsent_tags(&self) -> Vec<u64> {
+        self.queue.iter().map(|(tag, _)| *tag).collect()
+    }
+
+    /// Reads one message of the device (`raw` are its exact bytes, for HMAC).
+    /// `fresh_nonce` supplies new random nonces. A message whose credentials fail is
+    /// answered at once ([`Received::Refused`]); otherwise the caller may
+    /// [`enqueue`](Self::enqueue) commands, persist the events, and then build the
+    /// answer with [`reply`](Self::reply).
+    pub fn receive(
+        &mut self,
+        message: &Message,
+        raw: &[u8],
+        hmac: Option<&str>,
+        fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Result<Received, SessionError> {
+        if self.pending.is_some() {
+            return Err(SessionError::Protocol(
+                "the previous message has not been answered".into(),
+            ));
+        }
+        if self.ended {
+            return Err(SessionError::Protocol("the session has ended".into()));
+        }
+        let header = &message.header;
+        if header.session_id != self.session_id || header.source.uri != self.device_id {
+            return Err(SessionError::Protocol(
+                "the message belongs to another session".into(),
+            ));
+        }
+        if header.msg_id <= self.last_msg_id_in {
+            return Err(SessionError::Replay(header.msg_id));
+        }
+        self.last_msg_id_in = header.msg_id;
+        if let Some(max) = header.meta.as_ref().and_then(|m| m.max_msg_size) {
+            self.peer_max_msg_size = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+
+        let our_status = self.judge_device(message, raw, hmac, fresh_nonce);
+        if !status::is_success(our_status.code) {
+            return self.refuse(message, our_status).map(Received::Refused);
+        }
+
+        let msg_ref = header.msg_id;
+        let mut statuses = vec![Command::Status(our_status)];
+        let mut devinfo = BTreeMap::new();
+        let mut resend = false;
+        for command in &message.body.commands {
+            match command {
+                Command::Status(s) if s.cmd_ref == 0 => resend |= self.read_verdict_on_us(s)?,
+                Command::Status(s) => self.read_command_status(s),
+                Command::Results(r) => self.read_results(r),
+                Command::Alert(a) => {
+                    let code = match a.code {
+                        alert::SESSION_ABORT => {
+                            self.events.push(ServerEvent::Aborted);
+                            self.pending = Some(Pending { statuses, ends: Some(true) });
+                            return Ok(Received::Accepted);
+                        }
+                        alert::CLIENT_INITIATED_MGMT
+                        | alert::SERVER_INITIATED_MGMT
+                        | alert::NEXT_MESSAGE => status::OK,
+                        alert::GENERIC_ALERT | alert::CLIENT_EVENT => {
+                            self.events.push(ServerEvent::Alert(a.clone()));
+                            status::OK
+                        }
+                        _ => status::OPTIONAL_FEATURE_NOT_SUPPORTED,
+                    };
+                    statuses.push(Command::Status(command_status(command, msg_ref, code)));
+                }
+                Command::Replace(r) => {
+                    devinfo.extend(r.items.iter().filter_map(|item| {
+                        let uri = item.source.as_ref().or(item.target.as_ref())?.uri.clone();
+                        let value = item.data.as_ref()?.as_text()?.to_owned();
+                        Some((uri, value))
+                    }));
+                    statuses.push(Command::Status(command_status(command, msg_ref, status::OK)));
+                }
+                // A client may send only Replace, Results, Alert and Status.
+                _ => statuses.push(Command::Status(command_status(
+                    command,
+                    msg_ref,
+                    status::COMMAND_NOT_ALLOWED,
+                ))),
+            }
+        }
+        if !devinfo.is_empty() {
+            self.events.push(ServerEvent::DevInfo(devinfo));
+        }
+        if resend {
+            let again = std::mem::take(&mut self.last_sent);
+            for entry in again.into_iter().rev() {
+                self.queue.push_front(entry);
+            }
+        }
+
+        if !message.body.is_final {
+            // The device's package goes on: ask for its next message, send nothing new.
+            statuses.push(Command::Alert(Alert {
+                cmd_id: 0,
+                code: alert::NEXT_MESSAGE,
+                correlator: None,
+                items: vec![],
+            }));
+            self.pending = Some(Pending { statuses, ends: Some(false) });
+            return Ok(Received::Accepted);
+        }
+        self.finish_outcomes();
+        self.pending = Some(Pending { statuses, ends: None });
+        Ok(Received::Accepted)
+    }
+
+    /// The answer to the message [`receive`](Self::receive) accepted: its statuses,
+    /// then queued commands as far as the device's MaxMsgSize allows. The session
+    /// ends when nothing was left to send.
+    pub fn reply(&mut self) -> Result<ServerReply, SessionError> {
+        let Some(Pending { statuses, ends }) = self.pending.take() else {
+            return Err(SessionError::Protocol("no message to answer".into()));
+        };
+        let ends = ends.unwrap_or(self.queue.is_empty());
+        let mut queue = std::mem::take(&mut self.queue);
+        let closes_package = !statuses
+            .iter()
+            .any(|c| matches!(c, Command::Alert(a) if a.code == alert::NEXT_MESSAGE));
+        let reply = self.build(statuses, &mut queue, closes_package, ends);
+        self.queue = queue;
+        reply
+    }
+
+    /// Checks the device's credentials when due; returns the Status for its SyncHdr.
+    fn judge_device(
+        &mut self,
+        message: &Message,
+        raw: &[u8],
+        hmac: Option<&str>,
+        fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Status {
+        let per_message = self.verifier.auth() == AuthType::Hmac;
+        let mut header_status = header_status(&message.header, status::OK);
+        if self.device_authenticated && !per_message {
+            return header_status;
+        }
+        let verdict = self.verifier.verify(&message.header, raw, hmac);
+        header_status.code = match verdict {
+            Verdict::Valid if per_message => status::OK,
+            Verdict::Valid => status::AUTHENTICATION_ACCEPTED,
+            Verdict::Missing => status::MISSING_CREDENTIALS,
+            Verdict::Invalid => status::INVALID_CREDENTIALS,
+        };
+        if verdict == Verdict::Valid {
+            if !self.device_authenticated {
+                self.device_authenticated = true;
+                self.events.push(ServerEvent::Authenticated);
+            }
+        } else {
+            self.auth_failures += 1;
+            self.events.push(ServerEvent::AuthenticationFailed {
+                code: header_status.code,
+            });
+        }
+        // A used nonce is never good again: this is what refuses a replayed Cred.
+        header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+        self.events
+            .push(ServerEvent::ClientNonceIssued(self.verifier.nonce().to_vec()));
+        header_status
+    }
+
+    /// The reply to a message whose credentials failed: a Status for the header (with
+    /// the challenge) and the same code for every command, nothing run.
+    fn refuse(&mut self, message: &Message, header: Status) -> Result<ServerReply, SessionError> {
+        let code = header.code;
+        let mut statuses = vec![Command::Status(header)];
+        statuses.extend(message.body.commands.iter().filter_map(|c| match c {
+            Command::Status(_) | Command::Results(_) => None,
+            _ => Some(Command::Status(command_status(c, message.header.msg_id, code))),
+        }));
+        let give_up = self.auth_failures >= self.config.max_auth_attempts;
+        if give_up {
+            debug!(device = %self.device_id, "authentication failed too often: ending the session");
+            self.ended = true;
+        }
+        // Commands are never sent to a device that has not authenticated.
+        let mut nothing = VecDeque::new();
+        self.build(statuses, &mut nothing, true, give_up)
+    }
+
+    /// The device's Status for our SyncHdr. Returns true when it refused our
+    /// credentials and the last message must go again.
+    fn read_verdict_on_us(&mut self, verdict: &Status) -> Result<bool, SessionError> {
+        if let Some(chal) = &verdict.chal
+            && self.prover.accept_challenge(chal)?
+        {
+            self.events
+                .push(ServerEvent::ServerNonceReceived(self.prover.nonce().to_vec()));
+        }
+        match verdict.code {
+            status::AUTHENTICATION_ACCEPTED => {
+                self.accepted_by_device = true;
+                Ok(false)
+            }
+            status::INVALID_CREDENTIALS | status::MISSING_CREDENTIALS => {
+                self.auth_failures += 1;
+                if self.auth_failures > self.config.max_auth_attempts {
+                    return Err(SessionError::AuthenticationFailed(verdict.code));
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn read_command_status(&mut self, s: &Status) {
+        let Some(&(tag, own_id)) = self.in_flight.get(&(s.msg_ref, s.cmd_ref)) else {
+            return;
+        };
+        let outcome = self.outcomes.entry(tag).or_default();
+        if s.cmd_ref == own_id {
+            outcome.status = s.code;
+        } else {
+            outcome.members.push((s.cmd.clone(), s.code));
+        }
+    }
+
+    fn read_results(&mut self, r: &gwmo_proto::Results) {
+        // MsgRef may be left out when the Results answer the last message we sent.
+        let sent_in = r.msg_ref.unwrap_or(self.last_msg_id_out);
+        if let Some(&(tag, _)) = self.in_flight.get(&(sent_in, r.cmd_ref)) {
+            self.outcomes
+                .entry(tag)
+                .or_default()
+                .results
+                .extend(r.items.iter().cloned());
+        }
+    }
+
+    /// The device's package ended: every command with a status is done.
+    fn finish_outcomes(&mut self) {
+        let done: Vec<u64> = self
+            .outcomes
+            .iter()
+            .filter(|(_, o)| o.status != 0)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in done {
+            if let Some(outcome) = self.outcomes.remove(&tag) {
+                self.in_flight.retain(|_, (t, _)| *t != tag);
+                self.events.push(ServerEvent::CommandDone { tag, outcome });
+            }
+        }
+    }
+
+    fn build(
+        &mut self,
+        leading: Vec<Command>,
+        queue: &mut VecDeque<(u64, Command)>,
+        closes_package: bool,
+        ends: bool,
+    ) -> Result<ServerReply, SessionError> {
+        self.last_msg_id_out += 1;
+        let msg_id = self.last_msg_id_out;
+        let shows_credentials = self.device_authenticated && !self.accepted_by_device;
+        let header = Header {
+            ver_dtd: VER_DTD.into(),
+            ver_proto: VER_PROTO.into(),
+            session_id: self.session_id.clone(),
+            msg_id,
+            target: Location::new(self.device_id.clone()),
+            source: Location {
+                uri: self.config.server_uri.clone(),
+                name: Some(self.prover.name().to_owned()),
+            },
+            resp_uri: self.config.resp_uri.clone(),
+            cred: shows_credentials.then(|| self.prover.cred()).flatten(),
+            meta: Some(Meta {
+                max_msg_size: Some(self.config.max_msg_size as u64),
+                ..Meta::default()
+            }),
+        };
+        let packed = pack(
+            header,
+            leading,
+            queue,
+            closes_package,
+            self.peer_max_msg_size,
+            self.encoding,
+        )?;
+        self.last_sent.clear();
+        let sent_commands = packed.message.body.commands.iter().rev().take(packed.sent.len());
+        let mut sent_commands: Vec<Command> = sent_commands.cloned().collect();
+        sent_commands.reverse();
+        for ((tag, ids), command) in packed.sent.into_iter().zip(sent_commands) {
+            let own_id = command.cmd_id();
+            for id in ids {
+                self.in_flight.insert((msg_id, id), (tag, own_id));
+            }
+            self.last_sent.push((tag, command));
+        }
+        self.ended |= ends;
+        let hmac = if self.device_authenticated && self.prover.auth() == AuthType::Hmac {
+            self.prover.hmac_header(&packed.bytes)
+        } else {
+            None
+        };
+        Ok(ServerReply {
+            outgoing: Outgoing {
+                url: String::new(),
+                content_type: self.encoding.content_type(),
+                body: packed.bytes,
+                hmac,
+            },
+            ended: ends,
+        })
+    }
+}
