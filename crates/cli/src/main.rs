@@ -1,1 +1,71 @@
-fn main() {}
+//! `gwmo`: every gwmo role behind one command, plus the message codec tool.
+//! The command line is a contract (DESIGN.md §5): tests and operators rely on it.
+
+mod config;
+mod device;
+mod msg;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gwmo", version, about = "OMA DM 1.2 with DM Gateway bootstrapping on End Devices")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a DM Server.
+    Server(server::ServerArgs),
+    /// Run an End Device agent, or inspect a device's state.
+    Device(device::DeviceArgs),
+    /// Decode and encode SyncML DM messages (XML and WBXML).
+    Msg {
+        #[command(subcommand)]
+        command: msg::MsgCommand,
+    },
+}
+
+/// `--config FILE` and `--print-config`, shared by every role.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// The role's TOML configuration; every key has a default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let outcome = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Device(args) => device::run(args),
+        Command::Msg { command } => msg::run(command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gwmo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` chooses what (default: info for gwmo, warn for the rest).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,gwmo=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}

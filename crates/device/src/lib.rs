@@ -1,1 +1,36 @@
-//! (being written)
+//! The End Device agent: a persistent DM tree, management sessions over HTTP with
+//! every server it has an account for, and a package-0 listener for sessions the
+//! server asks for.
+
+pub mod agent;
+pub mod notify;
+pub mod provision;
+pub mod settings;
+pub mod state;
+
+pub use agent::{Agent, SessionReport};
+pub use settings::DeviceSettings;
+pub use state::{StateDir, write_atomically};
+
+/// Why the device could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("state {0}: {1}")]
+    State(std::path::PathBuf, String),
+    #[error("DM tree: {0}")]
+    Tree(#[from] gwmo_tree::TreeError),
+    #[error("no DM account for server {0:?}")]
+    NoAccount(String),
+    #[error("the account of {0:?} has no {1}")]
+    BadAccount(String, String),
+    #[error("{0}")]
+    Net(#[from] gwmo_net::NetError),
+    #[error("the server answered HTTP {0}: {1}")]
+    Refused(u16, String),
+    #[error("session: {0}")]
+    Session(#[from] gwmo_session::SessionError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, String),
+    #[error("serving package 0 failed: {0}")]
+    Serve(String),
+}

@@ -10,6 +10,7 @@ pub const VER_PROTO: &str = "DM/1.2";
 
 /// A whole `<SyncML>` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Message {
     pub header: Header,
     pub body: Body,
@@ -17,6 +18,7 @@ pub struct Message {
 
 /// `<SyncHdr>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Header {
     pub ver_dtd: String,
     pub ver_proto: String,
@@ -32,6 +34,7 @@ pub struct Header {
 
 /// A `Target` or `Source`: `LocURI` and the optional `LocName`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Location {
     pub uri: String,
     pub name: Option<String>,
@@ -48,6 +51,7 @@ impl Location {
 
 /// `<Cred>`: credentials, only ever in the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Cred {
     /// `Type` (e.g. `syncml:auth-md5`) and `Format` (`b64`).
     pub meta: Meta,
@@ -56,6 +60,7 @@ pub struct Cred {
 
 /// `<Chal>`: a challenge inside a Status.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Chal {
     /// `Type`, `Format` and `NextNonce`.
     pub meta: Meta,
@@ -63,6 +68,7 @@ pub struct Chal {
 
 /// `<Meta>` with the MetInf elements DM uses. All are optional.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Meta {
     pub format: Option<String>,
     pub r#type: Option<String>,
@@ -83,6 +89,7 @@ impl Meta {
 
 /// `<SyncBody>`: the commands in order, then `<Final/>` on the last message of a package.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Body {
     pub commands: Vec<Command>,
     pub is_final: bool,
@@ -90,6 +97,7 @@ pub struct Body {
 
 /// Every command DM uses (SyncML's Map, Put, Search and Sync are not DM commands).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Command {
     Add(ItemCommand),
     Alert(Alert),
@@ -172,6 +180,7 @@ impl Command {
 
 /// Add, Copy, Delete, Get and Replace: a command id, optional Meta, and items.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ItemCommand {
     pub cmd_id: u32,
     pub meta: Option<Meta>,
@@ -180,6 +189,7 @@ pub struct ItemCommand {
 
 /// `<Alert>`: the alert code travels in `Data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Alert {
     pub cmd_id: u32,
     pub code: u16,
@@ -189,6 +199,7 @@ pub struct Alert {
 
 /// `<Exec>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Exec {
     pub cmd_id: u32,
     pub meta: Option<Meta>,
@@ -198,6 +209,7 @@ pub struct Exec {
 
 /// `<Atomic>` and `<Sequence>`: commands run all-or-nothing, or in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Container {
     pub cmd_id: u32,
     pub meta: Option<Meta>,
@@ -206,6 +218,7 @@ pub struct Container {
 
 /// `<Results>`: the answer to a Get, sent after its Status.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Results {
     pub cmd_id: u32,
     pub msg_ref: Option<u32>,
@@ -218,6 +231,7 @@ pub struct Results {
 
 /// `<Status>`: the answer to a command (`cmd_ref` 0 with `cmd` `SyncHdr` answers the header).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
     pub cmd_id: u32,
     pub msg_ref: u32,
@@ -232,6 +246,7 @@ pub struct Status {
 
 /// `<Item>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Item {
     pub target: Option<Location>,
     pub source: Option<Location>,
@@ -243,6 +258,7 @@ pub struct Item {
 
 /// The content of an Item's `<Data>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Data {
     /// Character data (XML text or CDATA, WBXML inline/table strings, or UTF-8 opaque).
     Text(String),

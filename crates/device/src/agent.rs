@@ -1,0 +1,239 @@
+//! The End Device agent: holds the DM tree, opens management sessions with the
+//! servers it has accounts for (at start, on a schedule, or when package 0 asks),
+//! and persists the tree after every message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gwmo_net::HttpClient;
+use gwmo_proto::{Alert, CmdIds, Command, Encoding};
+use gwmo_session::{
+    ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Credentials, Executor,
+    Trigger,
+};
+use gwmo_tree::{AuthLevel, DmAccount, Tree};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::settings::DeviceSettings;
+use crate::state::StateDir;
+use crate::{DeviceError, provision};
+
+/// What one session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionReport {
+    pub server_id: String,
+    pub session_id: String,
+    pub outcome: ClientOutcome,
+    /// Server messages received.
+    pub messages: u32,
+}
+
+/// One End Device.
+pub struct Agent {
+    settings: DeviceSettings,
+    state: StateDir,
+    tree: Mutex<Tree>,
+    client: HttpClient,
+}
+
+impl Agent {
+    /// Loads the device's tree from its state directory, or builds it on first start
+    /// from the configuration (DevInfo, DevDetail and the factory accounts).
+    pub fn open(settings: DeviceSettings) -> Result<Agent, DeviceError> {
+        let state = StateDir::open(&settings.state_dir)?;
+        let tree = match state.load_tree()? {
+            Some(tree) => tree,
+            None => {
+                let tree = provision::factory_tree(&settings)?;
+                state.save_tree(&tree)?;
+                info!(dev_id = %settings.dev_id, accounts = settings.accounts.len(), "new device: factory tree written");
+                tree
+            }
+        };
+        Ok(Agent {
+            client: HttpClient::new(
+                Duration::from_secs(settings.timeout_secs.max(1)),
+                settings.max_msg_size.max(1024) * 2,
+            ),
+            settings,
+            state,
+            tree: Mutex::new(tree),
+        })
+    }
+
+    pub fn settings(&self) -> &DeviceSettings {
+        &self.settings
+    }
+
+    /// A copy of the tree as it is now.
+    pub async fn tree(&self) -> Tree {
+        self.tree.lock().await.clone()
+    }
+
+    /// Records the URL where this device takes package 0, reported in DevInfo.
+    pub async fn set_notify_url(&self, url: &str) -> Result<(), DeviceError> {
+        let mut tree = self.tree.lock().await;
+        provision::set_notify_url(&mut tree, url)?;
+        self.state.save_tree(&tree)
+    }
+
+    /// The ServerIDs of the accounts in ./DMAcc.
+    pub async fn server_ids(&self) -> Vec<String> {
+        gwmo_tree::dm_accounts(&*self.tree.lock().await)
+            .into_iter()
+            .map(|(_, account)| account.server_id)
+            .collect()
+    }
+
+    /// Holds one management session with `server_id`. `session_id` is the one a
+    /// package 0 named; otherwise the device picks one.
+    pub async fn session(
+        &self,
+        server_id: &str,
+        trigger: Trigger,
+        session_id: Option<String>,
+        alerts: Vec<Alert>,
+    ) -> Result<SessionReport, DeviceError> {
+        let mut tree = self.tree.lock().await;
+        let (account_name, account) = gwmo_tree::dm_accounts(&tree)
+            .into_iter()
+            .find(|(_, a)| a.server_id == server_id)
+            .ok_or_else(|| DeviceError::NoAccount(server_id.to_owned()))?;
+        let config = client_config(&self.settings, &account)?;
+        let session_id =
+            session_id.unwrap_or_else(|| format!("{:X}", rand::random::<u16>().max(1)));
+        let mut session = ClientSession::new(
+            config,
+            session_id.clone(),
+            trigger,
+            tree.devinfo_items(),
+            alerts,
+        );
+        let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
+        let mut outgoing = session.start()?;
+        let mut messages = 0;
+        let outcome = loop {
+            let answer = self
+                .client
+                .post(&outgoing.url, outgoing.content_type, outgoing.hmac.as_deref(), outgoing.body)
+                .await?;
+            if answer.status != 200 {
+                return Err(DeviceError::Refused(
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body).trim().to_owned(),
+                ));
+            }
+            messages += 1;
+            let step = session.receive(
+                &answer.body,
+                answer.hmac.as_deref(),
+                &mut TreeExecutor(&mut tree),
+                &mut fresh_nonce,
+            );
+            // Whatever ran, and every nonce learnt, is on disk before the next message.
+            let events = session.take_events();
+            apply_events(&mut tree, &account_name, &events)?;
+            for request in tree.take_exec_requests() {
+                provision::run_exec(&mut tree, &request);
+            }
+            self.state.save_tree(&tree)?;
+            match step? {
+                ClientStep::Send(next) => outgoing = next,
+                ClientStep::Done(outcome) => break outcome,
+            }
+        };
+        info!(server = server_id, session = %session_id, ?outcome, messages, "session finished");
+        Ok(SessionReport {
+            server_id: server_id.to_owned(),
+            session_id,
+            outcome,
+            messages,
+        })
+    }
+
+    /// Opens a session with every account; failures are logged, not fatal.
+    pub async fn session_with_all(&self, trigger: Trigger) -> Vec<Result<SessionReport, DeviceError>> {
+        let mut reports = Vec::new();
+        for server_id in self.server_ids().await {
+            let report = self.session(&server_id, trigger, None, Vec::new()).await;
+            if let Err(error) = &report {
+                warn!(server = %server_id, %error, "session failed");
+            }
+            reports.push(report);
+        }
+        reports
+    }
+
+    /// Runs until `shutdown`: a session with every account at start, then on
+    /// schedule (when `poll_secs` > 0).
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        self.session_with_all(Trigger::Client).await;
+        if self.settings.poll_secs == 0 {
+            shutdown.await;
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(self.settings.poll_secs));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => { self.session_with_all(Trigger::Client).await; }
+            }
+        }
+    }
+}
+
+/// Runs a server's commands against the tree.
+struct TreeExecutor<'a>(&'a mut Tree);
+
+impl Executor for TreeExecutor<'_> {
+    fn execute(&mut self, server_id: &str, msg_ref: u32, command: &Command, ids: &mut CmdIds) -> Vec<Command> {
+        self.0.execute(server_id, msg_ref, command, ids)
+    }
+}
+
+/// The session settings for an account of the tree.
+fn client_config(settings: &DeviceSettings, account: &DmAccount) -> Result<ClientConfig, DeviceError> {
+    let missing = |what: &str| DeviceError::BadAccount(account.server_id.clone(), what.to_owned());
+    let client = account.credentials(AuthLevel::Client).ok_or_else(|| missing("client credentials (CLCRED)"))?;
+    let server = account.credentials(AuthLevel::Server).ok_or_else(|| missing("server credentials (SRVCRED)"))?;
+    let server_uri = account.address().ok_or_else(|| missing("address (AppAddr)"))?;
+    Ok(ClientConfig {
+        device_id: settings.dev_id.clone(),
+        server_id: account.server_id.clone(),
+        server_uri: server_uri.to_owned(),
+        encoding: Encoding::from(settings.encoding),
+        max_msg_size: settings.max_msg_size,
+        client: Credentials {
+            auth: client.auth_type,
+            name: client.name.clone(),
+            secret: client.secret.clone(),
+        },
+        client_nonce: client.nonce.clone(),
+        server: Credentials {
+            auth: server.auth_type,
+            name: server.name.clone(),
+            secret: server.secret.clone(),
+        },
+        server_nonce: server.nonce.clone(),
+        max_auth_attempts: 3,
+    })
+}
+
+/// Stores the nonces the session exchanged in the account's AppAuth entries.
+fn apply_events(tree: &mut Tree, account_name: &str, events: &[ClientEvent]) -> Result<(), DeviceError> {
+    for event in events {
+        match event {
+            ClientEvent::ClientNonce(nonce) => {
+                gwmo_tree::set_account_nonce(tree, account_name, AuthLevel::Client, nonce)?
+            }
+            ClientEvent::ServerNonce(nonce) => {
+                gwmo_tree::set_account_nonce(tree, account_name, AuthLevel::Server, nonce)?
+            }
+            ClientEvent::ServerAuthenticated | ClientEvent::AlertStatus { .. } => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The device's package-0 listener: a server that wants a session posts a DM 1.2
+//! General Notification; the device checks its digest with the server's
+//! credentials and opens the session the notification names.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use gwmo_proto::package0;
+use gwmo_session::Trigger;
+use gwmo_tree::AuthLevel;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::DeviceError;
+use crate::agent::Agent;
+
+/// Binds the listener and returns it with the URL to report to servers.
+pub async fn bind(agent: &Agent, listen: SocketAddr) -> Result<(TcpListener, String), DeviceError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| DeviceError::Listen(listen, e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| DeviceError::Listen(listen, e.to_string()))?;
+    let url = agent
+        .settings()
+        .notify_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}/notify"));
+    Ok((listener, url))
+}
+
+/// Serves package 0 until `shutdown`.
+pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), DeviceError> {
+    let router = Router::new().route("/notify", post(notification)).with_state(agent);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| DeviceError::Serve(e.to_string()))
+}
+
+async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCode, String) {
+    let (notification, _) = match package0::decode(&body) {
+        Ok(decoded) => decoded,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("malformed package 0: {error}\n")),
+    };
+    let tree = agent.tree().await;
+    let Some((_, account)) = gwmo_tree::dm_accounts(&tree)
+        .into_iter()
+        .find(|(_, a)| a.server_id == notification.server_id)
+    else {
+        warn!(server = %notification.server_id, "package 0 from a server without an account");
+        return (StatusCode::FORBIDDEN, "no account for that server\n".into());
+    };
+    let Some(server) = account.credentials(AuthLevel::Server) else {
+        return (StatusCode::FORBIDDEN, "no server credentials for that account\n".into());
+    };
+    if let Err(error) = package0::verify(&body, &account.server_id, &server.secret, &server.nonce) {
+        warn!(server = %account.server_id, %error, "package 0 digest refused");
+        return (StatusCode::UNAUTHORIZED, "digest does not verify\n".into());
+    }
+    let session_id = package0::session_id_text(notification.session_id);
+    info!(server = %account.server_id, session = %session_id, "package 0 accepted");
+    let server_id = account.server_id.clone();
+    tokio::spawn(async move {
+        if let Err(error) = agent.session(&server_id, Trigger::Server, Some(session_id), Vec::new()).await {
+            warn!(server = %server_id, %error, "server-initiated session failed");
+        }
+    });
+    (StatusCode::OK, "session starting\n".into())
+}

@@ -1,0 +1,65 @@
+//! What a device carries from the factory: its DevInfo and DevDetail, the DM
+//! accounts of its configuration, and the vendor nodes gwmo devices offer.
+
+use gwmo_tree::{Acl, DeviceInfo, DmAccount, ExecRequest, Format, Tree};
+use tracing::info;
+
+use crate::DeviceError;
+use crate::settings::DeviceSettings;
+
+/// Where a gwmo device reports the URL it takes package 0 at.
+pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
+/// An executable node: Exec stores its data in [`LAST_PING_NODE`].
+pub const PING_NODE: &str = "./Vendor/gwmo/Ping";
+pub const LAST_PING_NODE: &str = "./Vendor/gwmo/LastPing";
+
+/// The tree of a new device, with its factory accounts.
+pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
+    let mut tree = Tree::new_device(&DeviceInfo {
+        dev_id: settings.dev_id.clone(),
+        manufacturer: settings.manufacturer.clone(),
+        model: settings.model.clone(),
+        ..DeviceInfo::default()
+    });
+    for (index, factory) in settings.accounts.iter().enumerate() {
+        let account = DmAccount::new(
+            &factory.server_id,
+            &factory.server_url,
+            factory.auth.into(),
+            factory.client_name.as_deref().unwrap_or(&settings.dev_id),
+            &factory.client_secret,
+            factory.server_name.as_deref().unwrap_or(&factory.server_id),
+            &factory.server_secret,
+        );
+        gwmo_tree::write_dm_account(&mut tree, &format!("Factory{}", index + 1), &account)?;
+    }
+    // Vendor nodes every server may read, and the factory servers may execute.
+    let servers: Vec<&str> = settings.accounts.iter().map(|a| a.server_id.as_str()).collect();
+    tree.ensure_interior("./Vendor/gwmo")?;
+    tree.set_leaf(PING_NODE, "", Format::Chr)?;
+    tree.set_leaf(LAST_PING_NODE, "", Format::Chr)?;
+    let factory_servers = servers.join("+");
+    let acl = if factory_servers.is_empty() {
+        "Get=*".to_owned()
+    } else {
+        format!("Get=*&Exec={factory_servers}&Replace={factory_servers}&Add={factory_servers}&Delete={factory_servers}")
+    };
+    tree.set_acl("./Vendor", Acl::parse(&acl)?)?;
+    Ok(tree)
+}
+
+pub fn set_notify_url(tree: &mut Tree, url: &str) -> Result<(), DeviceError> {
+    tree.set_leaf(NOTIFY_URL_NODE, url, Format::Chr)?;
+    Ok(())
+}
+
+/// Acts on an Exec the tree accepted. The one executable node of a gwmo device is
+/// Ping, which records its data (or "ping") as proof that it ran.
+pub fn run_exec(tree: &mut Tree, request: &ExecRequest) {
+    if request.uri == PING_NODE {
+        let value = request.data.clone().unwrap_or_else(|| "ping".into());
+        if tree.set_leaf(LAST_PING_NODE, &value, Format::Chr).is_ok() {
+            info!(data = %value, "Ping executed");
+        }
+    }
+}

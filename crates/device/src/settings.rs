@@ -1,0 +1,110 @@
+//! The End Device's configuration (`device.toml`): its identity, where its state
+//! lives, and the DM accounts it carries from the factory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use gwmo_proto::Encoding;
+use gwmo_proto::auth::AuthType;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// `./DevInfo/DevId`.
+    pub dev_id: String,
+    /// `./DevInfo/Man`.
+    pub manufacturer: String,
+    /// `./DevInfo/Mod`.
+    pub model: String,
+    /// The encoding of the messages it sends.
+    pub encoding: WireEncoding,
+    /// Largest message it accepts (announced as MaxMsgSize).
+    pub max_msg_size: usize,
+    /// Where the device's DM tree is kept (`--state` overrides it).
+    pub state_dir: PathBuf,
+    /// Where to take package-0 notifications over HTTP; none: no listener.
+    pub listen: Option<SocketAddr>,
+    /// The URL reported to servers for package 0; defaults to `http://<listen>/notify`.
+    pub notify_url: Option<String>,
+    /// Open a session with every account this often (0: only at start and on package 0).
+    pub poll_secs: u64,
+    /// Seconds to wait for each answer from a server.
+    pub timeout_secs: u64,
+    /// The accounts written into ./DMAcc on first start (factory bootstrap).
+    pub accounts: Vec<FactoryAccount>,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings {
+            dev_id: "IMEI:000000000000000".into(),
+            manufacturer: "gwmo".into(),
+            model: "gwmo-device".into(),
+            encoding: WireEncoding::Xml,
+            max_msg_size: 64 * 1024,
+            state_dir: PathBuf::from("gwmo-device-state"),
+            listen: None,
+            notify_url: None,
+            poll_secs: 0,
+            timeout_secs: 30,
+            accounts: Vec::new(),
+        }
+    }
+}
+
+/// A DM account the device is built with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactoryAccount {
+    pub server_id: String,
+    pub server_url: String,
+    #[serde(default)]
+    pub auth: AuthName,
+    /// The device's name toward the server (default: its DevId).
+    #[serde(default)]
+    pub client_name: Option<String>,
+    pub client_secret: String,
+    /// The server's name toward the device (default: its ServerID).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    pub server_secret: String,
+}
+
+/// Message encodings, as written in configuration files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireEncoding {
+    #[default]
+    Xml,
+    Wbxml,
+}
+
+impl From<WireEncoding> for Encoding {
+    fn from(value: WireEncoding) -> Self {
+        match value {
+            WireEncoding::Xml => Encoding::Xml,
+            WireEncoding::Wbxml => Encoding::Wbxml,
+        }
+    }
+}
+
+/// Authentication schemes, as written in configuration files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthName {
+    Basic,
+    #[default]
+    Md5,
+    Hmac,
+}
+
+impl From<AuthName> for AuthType {
+    fn from(value: AuthName) -> Self {
+        match value {
+            AuthName::Basic => AuthType::Basic,
+            AuthName::Md5 => AuthType::Md5,
+            AuthName::Hmac => AuthType::Hmac,
+        }
+    }
+}
