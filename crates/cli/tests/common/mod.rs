@@ -1,0 +1,221 @@
+//! Harness for scenario tests: real `gwmo` processes on loopback ports chosen at
+//! run time, a minimal HTTP client for the admin API, and polling with deadlines.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// The `gwmo` binary under test.
+pub fn gwmo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gwmo"));
+    command.env("RUST_LOG", "warn,gwmo=debug");
+    command
+}
+
+/// Polls `probe` until it yields a value or `deadline` passes.
+pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed when the test ends, with its stderr kept for diagnosis.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(mut command: Command, log: PathBuf) -> Daemon {
+        let file = std::fs::File::create(&log).unwrap();
+        command.stdout(Stdio::null()).stderr(file);
+        Daemon { child: command.spawn().expect("gwmo starts"), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("daemon exited with {status}:\n{}", self.log_text());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `gwmo server` with its admin API.
+pub struct ServerProcess {
+    pub daemon: Daemon,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &Path) -> ServerProcess {
+        let address_file = dir.join("server.addr");
+        let config = dir.join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndatabase = {:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {:?}\n",
+                dir.join("server.db"),
+                address_file
+            ),
+        )
+        .unwrap();
+        let mut command = gwmo();
+        command.arg("server").arg("--config").arg(&config);
+        let mut daemon = Daemon::spawn(command, dir.join("server.log"));
+        let addr = poll("the server's address", Duration::from_secs(30), || {
+            daemon.assert_running();
+            std::fs::read_to_string(&address_file).ok()?.trim().parse().ok()
+        });
+        ServerProcess { daemon, addr, dir: dir.to_owned() }
+    }
+
+    pub fn dm_url(&self) -> String {
+        format!("http://{}/dm", self.addr)
+    }
+
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (status, text) = http(self.addr, method, path, Some(TOKEN), "application/json", body.unwrap_or("").as_bytes());
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// Enrolls a device; returns the enrollment (credentials included).
+    pub fn enroll(&self, dev_id: &str, auth: &str) -> Value {
+        let (status, body) = self.api("POST", "/api/devices", Some(&format!(r#"{{"dev_id":"{dev_id}","auth":"{auth}"}}"#)));
+        assert_eq!(status, 201, "enroll: {body}");
+        body
+    }
+
+    pub fn queue(&self, dev_id: &str, spec: &str) -> i64 {
+        let (status, body) = self.api("POST", &format!("/api/devices/{dev_id}/commands"), Some(spec));
+        assert_eq!(status, 201, "queue {spec}: {body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub fn command(&self, id: i64) -> Value {
+        let (status, body) = self.api("GET", &format!("/api/commands/{id}"), None);
+        assert_eq!(status, 200, "command {id}: {body}");
+        body
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection; returns the status and body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+/// Undoes chunked transfer encoding if the body uses it (axum streams JSON that way
+/// only for large bodies; plain bodies pass through).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_owned() };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_owned() };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_owned();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+/// A device configuration file for an enrollment.
+pub fn device_config(dir: &Path, enrollment: &Value, encoding: &str, extra: &str) -> PathBuf {
+    let path = dir.join("device.toml");
+    let text = format!(
+        r#"dev_id = "{dev_id}"
+encoding = "{encoding}"
+state_dir = {state:?}
+{extra}
+[[accounts]]
+server_id = "{server_id}"
+server_url = "{server_url}"
+auth = "{auth}"
+client_name = "{client_name}"
+client_secret = "{client_secret}"
+server_secret = "{server_secret}"
+"#,
+        dev_id = enrollment["dev_id"].as_str().unwrap(),
+        state = dir.join("state"),
+        server_id = enrollment["server_id"].as_str().unwrap(),
+        server_url = enrollment["server_url"].as_str().unwrap(),
+        auth = enrollment["auth"].as_str().unwrap(),
+        client_name = enrollment["client_name"].as_str().unwrap(),
+        client_secret = enrollment["client_secret"].as_str().unwrap(),
+        server_secret = enrollment["server_secret"].as_str().unwrap(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `gwmo device --config CONFIG --once`.
+pub fn device_once(config: &Path) -> Output {
+    gwmo().arg("device").arg("--config").arg(config).arg("--once").output().unwrap()
+}
+
+pub fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The device's tree as `gwmo device tree --json` prints it.
+pub fn device_tree(state: &Path) -> Value {
+    let output = gwmo().args(["device", "tree", "--json", "--state"]).arg(state).output().unwrap();
+    assert_success(&output, "gwmo device tree");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A leaf of `device_tree` output by URI (`./A/B`).
+pub fn leaf<'a>(tree: &'a Value, uri: &str) -> Option<&'a Value> {
+    let mut node = tree;
+    for segment in uri.trim_start_matches("./").split('/') {
+        node = node.get("children")?.get(segment)?;
+    }
+    node.get("value")
+}

@@ -1,0 +1,212 @@
+//! Scenario: the real `gwmo server` and `gwmo device` processes on loopback hold
+//! authenticated DM 1.2 sessions over HTTP, in XML and in WBXML; queued commands run
+//! on the device and their outcome is stored on the server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// The commands of the scenario, in queue order, with what each must come back with.
+const COMMANDS: &[(&str, &str)] = &[
+    ("add", r#"{"op":"Add","target":"./Vendor/gwmo/Config/Mode","data":"eco","format":"chr"}"#),
+    ("replace", r#"{"op":"Replace","target":"./Vendor/gwmo/Config/Mode","data":"performance"}"#),
+    ("get", r#"{"op":"Get","target":"./Vendor/gwmo/Config/Mode"}"#),
+    ("get-interior", r#"{"op":"Get","target":"./DevInfo"}"#),
+    ("add-old", r#"{"op":"Add","target":"./Vendor/gwmo/Config/Old","data":"x"}"#),
+    ("delete", r#"{"op":"Delete","target":"./Vendor/gwmo/Config/Old"}"#),
+    ("exec", r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"hello"}"#),
+    (
+        "atomic",
+        r#"{"op":"Atomic","commands":[
+            {"op":"Add","target":"./Vendor/gwmo/Config/A","data":"1"},
+            {"op":"Replace","target":"./Vendor/gwmo/Config/Missing","data":"2"},
+            {"op":"Add","target":"./Vendor/gwmo/Config/B","data":"3"}]}"#,
+    ),
+    ("forbidden", r#"{"op":"Replace","target":"./DevInfo/DevId","data":"IMEI:stolen"}"#),
+];
+
+fn run_scenario(encoding: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = format!("IMEI:35000000000000{}", if encoding == "xml" { 1 } else { 2 });
+    let enrollment = server.enroll(&dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, encoding, "");
+
+    // First session: the device authenticates (MD5 digest) and reports its DevInfo.
+    assert_success(&device_once(&config), "first session");
+    let (status, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(status, 200);
+    assert_eq!(device["devinfo"]["./DevInfo/DevId"], dev_id.as_str());
+    assert_eq!(device["encoding"], encoding);
+
+    let ids: Vec<(&str, i64)> = COMMANDS.iter().map(|(name, spec)| (*name, server.queue(&dev_id, spec))).collect();
+    for (_, id) in &ids {
+        assert_eq!(server.command(*id)["state"], "queued");
+    }
+
+    // Second session: every queued command runs, in order, and its outcome is stored.
+    assert_success(&device_once(&config), "second session");
+    let outcome: std::collections::HashMap<&str, Value> = ids.iter().map(|(name, id)| (*name, server.command(*id))).collect();
+    for (name, command) in &outcome {
+        assert_eq!(command["state"], "done", "{name}: {command}");
+    }
+    let status_of = |name: &str| outcome[name]["status"].as_u64().unwrap();
+    assert_eq!(status_of("add"), 200);
+    assert_eq!(status_of("replace"), 200);
+    assert_eq!(status_of("get"), 200);
+    assert_eq!(outcome["get"]["outcome"]["results"][0]["data"], "performance");
+    assert_eq!(outcome["get"]["outcome"]["results"][0]["uri"], "./Vendor/gwmo/Config/Mode");
+    let children = outcome["get-interior"]["outcome"]["results"][0]["data"].as_str().unwrap();
+    assert!(children.split('/').any(|c| c == "DevId"), "{children}");
+    assert_eq!(outcome["get-interior"]["outcome"]["results"][0]["format"], "node");
+    assert_eq!(status_of("delete"), 200);
+    assert_eq!(status_of("exec"), 200);
+    assert_eq!(status_of("atomic"), 507, "{}", outcome["atomic"]);
+    let members: Vec<u64> = outcome["atomic"]["outcome"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(members, vec![216, 404, 215], "{}", outcome["atomic"]);
+    assert_eq!(status_of("forbidden"), 425);
+
+    // The device's stored tree shows the same.
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(leaf(&tree, "./Vendor/gwmo/Config/Mode").unwrap(), "performance");
+    assert!(leaf(&tree, "./Vendor/gwmo/Config/Old").is_none());
+    assert_eq!(leaf(&tree, "./Vendor/gwmo/LastPing").unwrap(), "hello");
+    assert!(leaf(&tree, "./Vendor/gwmo/Config/A").is_none(), "the failed Atomic left A behind");
+    assert!(leaf(&tree, "./Vendor/gwmo/Config/B").is_none());
+    assert_eq!(leaf(&tree, "./DevInfo/DevId").unwrap(), dev_id.as_str());
+
+    // A third session finds nothing queued and ends after one exchange.
+    let output = device_once(&config);
+    assert_success(&output, "third session");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("after 1 server message"));
+}
+
+#[test]
+fn xml_sessions_run_queued_commands_and_store_their_outcome() {
+    run_scenario("xml");
+}
+
+#[test]
+fn wbxml_sessions_run_queued_commands_and_store_their_outcome() {
+    run_scenario("wbxml");
+}
+
+#[test]
+fn hmac_sessions_authenticate_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let enrollment = server.enroll("IMEI:350000000000003", "hmac");
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+    assert_success(&device_once(&config), "first HMAC session");
+    let id = server.queue("IMEI:350000000000003", r#"{"op":"Get","target":"./DevInfo/Man"}"#);
+    assert_success(&device_once(&config), "second HMAC session");
+    let command = server.command(id);
+    assert_eq!(command["status"], 200, "{command}");
+    assert_eq!(command["outcome"]["results"][0]["data"], "gwmo");
+    assert!(!server.daemon.log_text().contains("authentication failed"), "{}", server.daemon.log_text());
+}
+
+#[test]
+fn wrong_credentials_get_401_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut enrollment = server.enroll("IMEI:350000000000004", "md5");
+    let id = server.queue("IMEI:350000000000004", r#"{"op":"Replace","target":"./Vendor/gwmo/Ping","data":"x"}"#);
+    enrollment["client_secret"] = Value::String("not-the-secret".into());
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+    let output = device_once(&config);
+    assert!(!output.status.success(), "a device with a wrong secret got in");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("authentication failed (status 401)"), "{stderr}");
+    // The queued command was never claimed, and the failures are in the event log.
+    assert_eq!(server.command(id)["state"], "queued");
+    let (_, events) = server.api("GET", "/api/events", None);
+    let failures = events["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "auth-failed").count();
+    assert!(failures >= 3, "{events}");
+}
+
+#[test]
+fn malformed_messages_get_a_clear_error_and_leave_the_store_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let enrollment = server.enroll("IMEI:350000000000005", "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+    assert_success(&device_once(&config), "session");
+    let id = server.queue("IMEI:350000000000005", r#"{"op":"Get","target":"./DevInfo/Mod"}"#);
+    let (_, before) = server.api("GET", "/api/devices/IMEI:350000000000005", None);
+
+    let xml = "application/vnd.syncml.dm+xml";
+    let wbxml = "application/vnd.syncml.dm+wbxml";
+    let truncated = br#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</Sess"#;
+    for (content_type, body, expected) in [
+        (xml, &b"this is not XML"[..], 400),
+        (xml, &truncated[..], 400),
+        (wbxml, &[0x02, 0xa4, 0x01, 0x6a, 0x7f, 0x6d][..], 400),
+        (wbxml, &[0x02][..], 400),
+        ("text/plain", &b"<SyncML/>"[..], 415),
+    ] {
+        let (status, text) = http(server.addr, "POST", "/dm", None, content_type, body);
+        assert_eq!(status, expected, "{content_type} {body:?}: {text}");
+        assert!(!text.trim().is_empty(), "the error says nothing");
+    }
+    let (status, _) = http(server.addr, "POST", "/dm", None, xml, &vec![b'<'; 2 << 20]);
+    assert_eq!(status, 413, "an oversize message was not refused");
+
+    let (_, after) = server.api("GET", "/api/devices/IMEI:350000000000005", None);
+    assert_eq!(before, after);
+    assert_eq!(server.command(id)["state"], "queued");
+    server.daemon.log_text(); // the server is still up:
+    assert_eq!(http(server.addr, "GET", "/healthz", None, "text/plain", b"").0, 200);
+}
+
+#[test]
+fn a_server_initiated_session_starts_with_package_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let enrollment = server.enroll("IMEI:350000000000006", "md5");
+    let config = device_config(dir.path(), &enrollment, "wbxml", "listen = \"127.0.0.1:0\"\n");
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(&config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    // The device's first session reports where it takes package 0.
+    poll("the device's first session", Duration::from_secs(30), || {
+        device.assert_running();
+        let (_, body) = server.api("GET", "/api/devices/IMEI:350000000000006", None);
+        body["notify_url"].as_str().map(str::to_owned)
+    });
+    let id = server.queue("IMEI:350000000000006", r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"woken"}"#);
+    let (status, body) = server.api("POST", "/api/devices/IMEI:350000000000006/notify", None);
+    assert_eq!(status, 202, "{body}");
+    let done = poll("the notified session to run the command", Duration::from_secs(30), || {
+        device.assert_running();
+        let command = server.command(id);
+        (command["state"] == "done").then_some(command)
+    });
+    assert_eq!(done["status"], 200);
+    assert!(device.log_text().contains("package 0 accepted"), "{}", device.log_text());
+}
+
+#[test]
+fn the_admin_api_refuses_requests_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (status, _) = http(server.addr, "GET", "/api/devices", None, "application/json", b"");
+    assert_eq!(status, 401);
+    let (status, _) = http(server.addr, "GET", "/api/devices", Some("wrong"), "application/json", b"");
+    assert_eq!(status, 401);
+    let (status, body) = server.api("POST", "/api/devices/IMEI:unknown/commands", Some(r#"{"op":"Get","target":"./DevInfo"}"#));
+    assert_eq!(status, 404, "{body}");
+    server.enroll("IMEI:350000000000007", "md5");
+    let (status, body) = server.api("POST", "/api/devices/IMEI:350000000000007/commands", Some(r#"{"op":"Get"}"#));
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = server.api("POST", "/api/devices", Some(r#"{"dev_id":"IMEI:350000000000007"}"#));
+    assert_eq!(status, 409);
+}
