@@ -2,6 +2,7 @@
 //! The command line is a contract (DESIGN.md §5): tests and operators rely on it.
 
 mod config;
+mod demo;
 mod device;
 mod msg;
 mod server;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Every role in one process on loopback, narrated, with a table of what was verified.
+    Demo(demo::DemoArgs),
     /// Run a DM Server.
     Server(server::ServerArgs),
     /// Run an End Device agent, or inspect a device's state.
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let outcome = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
         Command::Device(args) => device::run(args),
         Command::Msg { command } => msg::run(command),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+pub use hyper::Method;
 use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
@@ -67,19 +68,35 @@ impl HttpClient {
         hmac: Option<&str>,
         body: Vec<u8>,
     ) -> Result<HttpResponse, NetError> {
+        let mut headers = vec![(CONTENT_TYPE.as_str(), content_type)];
+        if let Some(value) = hmac {
+            headers.push((HMAC_HEADER, value));
+        }
+        self.request(Method::POST, url, &headers, body).await
+    }
+
+    /// Any request, with extra headers (for example `authorization` for the admin API).
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<HttpResponse, NetError> {
         let bad_url = |e: String| NetError::Url(url.to_owned(), e);
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| bad_url(e.to_string()))?;
-        let mut request = Request::post(uri)
-            .header(CONTENT_TYPE, content_type)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| bad_url(e.to_string()))?;
-        if let Some(value) = hmac {
+        for (name, value) in headers {
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad_url(e.to_string()))?;
             let value = HeaderValue::from_str(value).map_err(|e| bad_url(e.to_string()))?;
-            request
-                .headers_mut()
-                .insert(HeaderName::from_static(HMAC_HEADER), value);
+            request.headers_mut().insert(name, value);
         }
         let exchange = async {
             let response = self
