@@ -54,7 +54,10 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()))
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        ))
     }
 }
 
@@ -100,13 +103,19 @@ pub async fn enroll(
         "basic" => AuthType::Basic,
         "md5" => AuthType::Md5,
         "hmac" => AuthType::Hmac,
-        other => return Err(bad(format!("auth must be basic, md5 or hmac, not {other:?}"))),
+        other => {
+            return Err(bad(format!(
+                "auth must be basic, md5 or hmac, not {other:?}"
+            )));
+        }
     };
     let enrollment = Enrollment {
         auth: auth_name(auth).into(),
         server_id: state.settings.server_id.clone(),
         server_url: state.dm_url.clone(),
-        client_name: request.client_name.unwrap_or_else(|| request.dev_id.clone()),
+        client_name: request
+            .client_name
+            .unwrap_or_else(|| request.dev_id.clone()),
         client_secret: request.client_secret.unwrap_or_else(random_secret),
         server_name: state.settings.server_id.clone(),
         server_secret: request.server_secret.unwrap_or_else(random_secret),
@@ -189,7 +198,10 @@ pub async fn get_device(
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let device = state.store.device(&dev_id)?.ok_or_else(|| not_found("device"))?;
+    let device = state
+        .store
+        .device(&dev_id)?
+        .ok_or_else(|| not_found("device"))?;
     let commands = state.store.commands_for(&dev_id)?;
     let mut body = device_json(&device);
     body["commands"] = commands.iter().map(command_json).collect();
@@ -203,12 +215,18 @@ pub async fn queue_command(
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state, &headers)?;
-    let spec = CommandSpec::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let spec =
+        CommandSpec::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     if state.store.device(&dev_id)?.is_none() {
         return Err(not_found("device"));
     }
-    let id = state.store.queue_command(&dev_id, &spec.to_json(), unix_now())?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "state": "queued" }))))
+    let id = state
+        .store
+        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "state": "queued" })),
+    ))
 }
 
 pub async fn get_command(
@@ -217,7 +235,10 @@ pub async fn get_command(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let command = state.store.command(id)?.ok_or_else(|| not_found("command"))?;
+    let command = state
+        .store
+        .command(id)?
+        .ok_or_else(|| not_found("command"))?;
     Ok(Json(command_json(&command)))
 }
 
@@ -245,7 +266,10 @@ pub async fn notify_device(
     Path(dev_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state, &headers)?;
-    let device = state.store.device(&dev_id)?.ok_or_else(|| not_found("device"))?;
+    let device = state
+        .store
+        .device(&dev_id)?
+        .ok_or_else(|| not_found("device"))?;
     let session_id = crate::notify::send(&state, &device)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
@@ -267,9 +291,10 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let events = state
-        .store
-        .events(query.after.unwrap_or(0), query.limit.unwrap_or(100).clamp(1, 1000))?;
+    let events = state.store.events(
+        query.after.unwrap_or(0),
+        query.limit.unwrap_or(100).clamp(1, 1000),
+    )?;
     Ok(Json(json!({
         "events": events.iter().map(|e| json!({
             "id": e.id,

@@ -113,7 +113,10 @@ impl CommandSpec {
 
     /// The DM command to send (CmdIDs are numbered when the message is packed).
     pub fn to_command(&self) -> Command {
-        let target_item = |target: &str, data: &Option<String>, format: &Option<String>, mime: &Option<String>| Item {
+        let target_item = |target: &str,
+                           data: &Option<String>,
+                           format: &Option<String>,
+                           mime: &Option<String>| Item {
             target: Some(Location::new(target)),
             meta: meta(format, mime),
             data: data.clone().map(Data::Text),
@@ -228,7 +231,11 @@ impl From<&CommandOutcome> for StoredOutcome {
                     uri: item.source.as_ref().map(|s| s.uri.clone()),
                     format: item.meta.as_ref().and_then(|m| m.format.clone()),
                     mime: item.meta.as_ref().and_then(|m| m.r#type.clone()),
-                    data: item.data.as_ref().and_then(|d| d.as_text()).map(str::to_owned),
+                    data: item
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.as_text())
+                        .map(str::to_owned),
                 })
                 .collect(),
         }
@@ -253,7 +260,10 @@ mod tests {
         let Command::Add(add) = &atomic.commands[0] else {
             panic!()
         };
-        assert_eq!(add.items[0].meta.as_ref().unwrap().format.as_deref(), Some("int"));
+        assert_eq!(
+            add.items[0].meta.as_ref().unwrap().format.as_deref(),
+            Some("int")
+        );
         assert_eq!(CommandSpec::parse(&spec.to_json()).unwrap(), spec);
     }
 

@@ -130,18 +130,29 @@ impl DmService {
     ) -> Result<DmResponse, DmError> {
         let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
         let dev_id = message.header.source.uri.as_str();
-        let reply = match slot.session.receive(message, body, hmac, &mut fresh_nonce)? {
+        let reply = match slot
+            .session
+            .receive(message, body, hmac, &mut fresh_nonce)?
+        {
             Received::Refused(reply) => {
                 self.persist(dev_id, slot, unix_now)?;
                 reply
             }
             Received::Accepted => {
-                for queued in self.store.claim_pending(dev_id, &slot.store_key, unix_now)? {
+                for queued in self
+                    .store
+                    .claim_pending(dev_id, &slot.store_key, unix_now)?
+                {
                     match CommandSpec::parse(&queued.spec) {
                         Ok(spec) => slot.session.enqueue(queued.id as u64, spec.to_command()),
                         Err(error) => {
                             warn!(command = queued.id, %error, "a stored command is not valid: failing it");
-                            self.store.complete(queued.id, gwmo_proto::codes::status::BAD_REQUEST, "{}", unix_now)?;
+                            self.store.complete(
+                                queued.id,
+                                gwmo_proto::codes::status::BAD_REQUEST,
+                                "{}",
+                                unix_now,
+                            )?;
                         }
                     }
                 }
@@ -162,16 +173,30 @@ impl DmService {
         for event in slot.session.take_events() {
             match event {
                 ServerEvent::Authenticated => {
-                    info!(device = dev_id, encoding = slot.encoding.name(), "device authenticated");
+                    info!(
+                        device = dev_id,
+                        encoding = slot.encoding.name(),
+                        "device authenticated"
+                    );
                 }
                 ServerEvent::AuthenticationFailed { code } => {
                     warn!(device = dev_id, code, "device authentication failed");
-                    self.store.log_event(Some(dev_id), "auth-failed", &format!("{{\"status\":{code}}}"), unix_now)?;
+                    self.store.log_event(
+                        Some(dev_id),
+                        "auth-failed",
+                        &format!("{{\"status\":{code}}}"),
+                        unix_now,
+                    )?;
                 }
-                ServerEvent::ClientNonceIssued(nonce) => self.store.set_client_nonce(dev_id, &nonce)?,
-                ServerEvent::ServerNonceReceived(nonce) => self.store.set_server_nonce(dev_id, &nonce)?,
+                ServerEvent::ClientNonceIssued(nonce) => {
+                    self.store.set_client_nonce(dev_id, &nonce)?
+                }
+                ServerEvent::ServerNonceReceived(nonce) => {
+                    self.store.set_server_nonce(dev_id, &nonce)?
+                }
                 ServerEvent::DevInfo(devinfo) => {
-                    self.store.record_session(dev_id, &devinfo, slot.encoding.name(), unix_now)?;
+                    self.store
+                        .record_session(dev_id, &devinfo, slot.encoding.name(), unix_now)?;
                     if let Some(url) = devinfo.get(NOTIFY_URL_NODE) {
                         self.store.set_notify_address(dev_id, Some(url))?;
                     }
@@ -186,23 +211,36 @@ impl DmService {
                         })).collect::<Vec<_>>(),
                     });
                     info!(device = dev_id, code = a.code, "alert");
-                    self.store.log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
+                    self.store
+                        .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
                 }
                 ServerEvent::CommandDone { tag, outcome } => {
-                    let stored = serde_json::to_string(&StoredOutcome::from(&outcome))
-                        .unwrap_or_default();
-                    info!(device = dev_id, command = tag, status = outcome.status, "command done");
-                    self.store.complete(tag as i64, outcome.status, &stored, unix_now)?;
+                    let stored =
+                        serde_json::to_string(&StoredOutcome::from(&outcome)).unwrap_or_default();
+                    info!(
+                        device = dev_id,
+                        command = tag,
+                        status = outcome.status,
+                        "command done"
+                    );
+                    self.store
+                        .complete(tag as i64, outcome.status, &stored, unix_now)?;
                 }
                 ServerEvent::Aborted => {
-                    self.store.log_event(Some(dev_id), "session-aborted", "{}", unix_now)?;
+                    self.store
+                        .log_event(Some(dev_id), "session-aborted", "{}", unix_now)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn open(&self, key: &(String, String), encoding: Encoding, unix_now: i64) -> Result<Slot, DmError> {
+    fn open(
+        &self,
+        key: &(String, String),
+        encoding: Encoding,
+        unix_now: i64,
+    ) -> Result<Slot, DmError> {
         let device = self
             .store
             .device(&key.0)?
@@ -215,7 +253,7 @@ impl DmService {
                 key.0.clone(),
                 key.1.clone(),
                 encoding,
-                device_auth(&device, &self.settings.server_id),
+                device_auth(&device),
             ),
             store_key,
             encoding,
@@ -257,7 +295,9 @@ impl DmService {
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
         // A panic while holding the lock cannot leave the map half-changed: recover it.
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -269,7 +309,7 @@ fn opens_session(message: &Message) -> bool {
 }
 
 /// Both directions of authentication with a device, from its record.
-pub fn device_auth(device: &DeviceRecord, server_id: &str) -> DeviceAuth {
+pub fn device_auth(device: &DeviceRecord) -> DeviceAuth {
     DeviceAuth {
         client: Credentials {
             auth: device.auth,
@@ -279,7 +319,7 @@ pub fn device_auth(device: &DeviceRecord, server_id: &str) -> DeviceAuth {
         client_nonce: device.client_nonce.clone(),
         server: Credentials {
             auth: device.auth,
-            name: device.server_name.clone().unwrap_or_else(|| server_id.to_owned()),
+            name: device.server_name.clone(),
             secret: device.server_secret.clone(),
         },
         server_nonce: device.server_nonce.clone(),

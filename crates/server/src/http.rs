@@ -52,24 +52,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn dm_message(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let text = |name: &header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn dm_message(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |name: &header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let content_type = text(&header::CONTENT_TYPE);
     let hmac = text(&header::HeaderName::from_static(HMAC_HEADER));
     let worker = state.clone();
     let handled = tokio::task::spawn_blocking(move || {
-        worker
-            .dm
-            .handle(content_type.as_deref(), hmac.as_deref(), &body, Instant::now(), unix_now())
+        worker.dm.handle(
+            content_type.as_deref(),
+            hmac.as_deref(),
+            &body,
+            Instant::now(),
+            unix_now(),
+        )
     })
     .await;
     match handled {
         Ok(Ok(answer)) => {
-            let mut response = (
-                [(header::CONTENT_TYPE, answer.content_type)],
-                answer.body,
-            )
-                .into_response();
+            let mut response =
+                ([(header::CONTENT_TYPE, answer.content_type)], answer.body).into_response();
             if let Some(mac) = answer.hmac.and_then(|m| m.parse().ok()) {
                 response.headers_mut().insert(HMAC_HEADER, mac);
             }
@@ -78,14 +88,20 @@ async fn dm_message(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         Ok(Err(error)) => {
             let status = match &error {
                 DmError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                DmError::Malformed(_) | DmError::UnknownSession(..) | DmError::Session(_) => StatusCode::BAD_REQUEST,
+                DmError::Malformed(_) | DmError::UnknownSession(..) | DmError::Session(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 DmError::UnknownDevice(_) => StatusCode::FORBIDDEN,
                 DmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             warn!(%error, "DM message refused");
             (status, format!("{error}\n")).into_response()
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "message handling failed\n").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "message handling failed\n",
+        )
+            .into_response(),
     }
 }
 
@@ -102,7 +118,9 @@ impl Server {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
-        let bound = listener.local_addr().map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
         let dm_url = settings.dm_url(bound);
         let state = Arc::new(AppState {
             dm: DmService::new(store.clone(), settings.clone(), dm_url.clone()),
@@ -123,14 +141,18 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, dropping idle sessions as it goes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), crate::ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), crate::ServerError> {
         let sweeper_state = self.state.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {
                 tick.tick().await;
                 let state = sweeper_state.clone();
-                match tokio::task::spawn_blocking(move || state.dm.evict_idle(Instant::now())).await {
+                match tokio::task::spawn_blocking(move || state.dm.evict_idle(Instant::now())).await
+                {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => info!(sessions = n, "idle sessions dropped"),
                     Ok(Err(error)) => warn!(%error, "dropping idle sessions failed"),

@@ -28,7 +28,7 @@ pub async fn send(state: &AppState, device: &DeviceRecord) -> Result<String, Not
         .clone()
         .ok_or_else(|| NotifyError::NoAddress(device.dev_id.clone()))?;
     let session_id: u16 = rand::random::<u16>().max(1);
-    let auth = device_auth(device, &state.settings.server_id);
+    let auth = device_auth(device);
     let notification = Notification {
         version: 11,
         ui_mode: UiMode::Background,

@@ -7,8 +7,8 @@ use std::collections::{HashMap, VecDeque};
 
 use gwmo_proto::codes::{alert, status};
 use gwmo_proto::{
-    Alert, CmdIds, Command, Encoding, Header, Item, ItemCommand, Location, Message, Meta,
-    Status, VER_DTD, VER_PROTO,
+    Alert, CmdIds, Command, Encoding, Header, Item, ItemCommand, Location, Message, Meta, Status,
+    VER_DTD, VER_PROTO,
 };
 use tracing::debug;
 
@@ -201,14 +201,17 @@ impl ClientSession {
         match verdict_on_us.code {
             status::INVALID_CREDENTIALS | status::MISSING_CREDENTIALS => {
                 self.auth_attempts += 1;
-                if self.auth_attempts > self.config.max_auth_attempts {
+                if self.auth_attempts >= self.config.max_auth_attempts {
                     return Err(SessionError::AuthenticationFailed(verdict_on_us.code));
                 }
                 let chal = verdict_on_us.chal.as_ref().ok_or_else(|| {
                     SessionError::Protocol(format!("status {} without Chal", verdict_on_us.code))
                 })?;
                 self.take_challenge(chal)?;
-                debug!(code = verdict_on_us.code, "challenged: sending package 1 again");
+                debug!(
+                    code = verdict_on_us.code,
+                    "challenged: sending package 1 again"
+                );
                 return self.start().map(ClientStep::Send);
             }
             code if status::is_success(code) => {
@@ -245,13 +248,16 @@ impl ClientSession {
             }
         }
 
+        if wants_our_next_message {
+            // The server asked for the rest of our package.
+            return self.send(leading, true).map(ClientStep::Send);
+        }
         if !message.body.is_final {
             // The server's package goes on: answer and ask for its next message.
             leading.push(next_message_alert());
             return self.send(leading, false).map(ClientStep::Send);
         }
-        let answered_only_statuses = self.queue.is_empty();
-        if answered_only_statuses && !wants_our_next_message && server_ok {
+        if self.queue.is_empty() && server_ok {
             return Ok(ClientStep::Done(ClientOutcome::Completed));
         }
         self.send(leading, true).map(ClientStep::Send)
@@ -319,8 +325,10 @@ impl ClientSession {
                 }
                 verdict => {
                     self.auth_attempts += 1;
-                    if self.auth_attempts > self.config.max_auth_attempts {
-                        return Err(SessionError::AuthenticationFailed(status::INVALID_CREDENTIALS));
+                    if self.auth_attempts >= self.config.max_auth_attempts {
+                        return Err(SessionError::AuthenticationFailed(
+                            status::INVALID_CREDENTIALS,
+                        ));
                     }
                     header_status.code = if verdict == Verdict::Missing {
                         status::MISSING_CREDENTIALS
@@ -342,7 +350,11 @@ impl ClientSession {
     }
 
     /// Sends `leading` and as much of the queue as fits.
-    fn send(&mut self, leading: Vec<Command>, closes_package: bool) -> Result<Outgoing, SessionError> {
+    fn send(
+        &mut self,
+        leading: Vec<Command>,
+        closes_package: bool,
+    ) -> Result<Outgoing, SessionError> {
         self.last_msg_id += 1;
         let msg_id = self.last_msg_id;
         let header = Header {

@@ -115,10 +115,8 @@ impl Verifier {
             AuthType::Basic | AuthType::Md5 => match &header.cred {
                 None => Verdict::Missing,
                 Some(cred) => {
-                    let scheme_matches =
-                        cred.meta.r#type.as_deref() == Some(auth.meta_type());
-                    if scheme_matches
-                        && auth::verify_cred(cred, name, secret, &self.nonce).is_ok()
+                    let scheme_matches = cred.meta.r#type.as_deref() == Some(auth.meta_type());
+                    if scheme_matches && auth::verify_cred(cred, name, secret, &self.nonce).is_ok()
                     {
                         Verdict::Valid
                     } else {

@@ -10,10 +10,14 @@ mod credentials;
 mod packer;
 mod server;
 
-pub use client::{ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Executor, Trigger};
+pub use client::{
+    ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Executor, Trigger,
+};
 pub use credentials::Credentials;
 pub use gwmo_proto::auth::AuthType;
-pub use server::{CommandOutcome, DeviceAuth, Received, ServerConfig, ServerEvent, ServerReply, ServerSession};
+pub use server::{
+    CommandOutcome, DeviceAuth, Received, ServerConfig, ServerEvent, ServerReply, ServerSession,
+};
 
 use gwmo_proto::{CodecError, Command, Header, Status};
 

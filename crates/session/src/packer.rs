@@ -153,7 +153,10 @@ mod tests {
         assert!(!packed.message.body.is_final);
         assert!(!packed.sent.is_empty() && packed.sent.len() < 10);
         assert_eq!(queue.len() + packed.sent.len(), 10);
-        assert_eq!(queue.front().map(|(tag, _)| *tag), Some(packed.sent.len() as u8));
+        assert_eq!(
+            queue.front().map(|(tag, _)| *tag),
+            Some(packed.sent.len() as u8)
+        );
     }
 
     #[test]

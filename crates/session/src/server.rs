@@ -85,6 +85,9 @@ pub enum Received {
 #[derive(Debug)]
 struct Pending {
     statuses: Vec<Command>,
+    /// Whether queued commands may follow the statuses (not while the device's own
+    /// package is still coming in).
+    sends_commands: bool,
     /// Whether the answer ends the session; `None`: when nothing is left to send.
     ends: Option<bool>,
 }
@@ -231,7 +234,11 @@ impl ServerSession {
                     let code = match a.code {
                         alert::SESSION_ABORT => {
                             self.events.push(ServerEvent::Aborted);
-                            self.pending = Some(Pending { statuses, ends: Some(true) });
+                            self.pending = Some(Pending {
+                                statuses,
+                                sends_commands: false,
+                                ends: Some(true),
+                            });
                             return Ok(Received::Accepted);
                         }
                         alert::CLIENT_INITIATED_MGMT
@@ -251,7 +258,11 @@ impl ServerSession {
                         let value = item.data.as_ref()?.as_text()?.to_owned();
                         Some((uri, value))
                     }));
-                    statuses.push(Command::Status(command_status(command, msg_ref, status::OK)));
+                    statuses.push(Command::Status(command_status(
+                        command,
+                        msg_ref,
+                        status::OK,
+                    )));
                 }
                 // A client may send only Replace, Results, Alert and Status.
                 _ => statuses.push(Command::Status(command_status(
@@ -271,7 +282,12 @@ impl ServerSession {
             }
         }
 
-        if !message.body.is_final {
+        let asks_our_next_message = message
+            .body
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Alert(a) if a.code == alert::NEXT_MESSAGE));
+        if !message.body.is_final && !asks_our_next_message {
             // The device's package goes on: ask for its next message, send nothing new.
             statuses.push(Command::Alert(Alert {
                 cmd_id: 0,
@@ -279,11 +295,21 @@ impl ServerSession {
                 correlator: None,
                 items: vec![],
             }));
-            self.pending = Some(Pending { statuses, ends: Some(false) });
+            self.pending = Some(Pending {
+                statuses,
+                sends_commands: false,
+                ends: Some(false),
+            });
             return Ok(Received::Accepted);
         }
-        self.finish_outcomes();
-        self.pending = Some(Pending { statuses, ends: None });
+        if message.body.is_final {
+            self.finish_outcomes();
+        }
+        self.pending = Some(Pending {
+            statuses,
+            sends_commands: true,
+            ends: (!message.body.is_final).then_some(false),
+        });
         Ok(Received::Accepted)
     }
 
@@ -291,15 +317,20 @@ impl ServerSession {
     /// then queued commands as far as the device's MaxMsgSize allows. The session
     /// ends when nothing was left to send.
     pub fn reply(&mut self) -> Result<ServerReply, SessionError> {
-        let Some(Pending { statuses, ends }) = self.pending.take() else {
+        let Some(Pending {
+            statuses,
+            sends_commands,
+            ends,
+        }) = self.pending.take()
+        else {
             return Err(SessionError::Protocol("no message to answer".into()));
         };
         let ends = ends.unwrap_or(self.queue.is_empty());
+        if !sends_commands {
+            return self.build(statuses, &mut VecDeque::new(), false, ends);
+        }
         let mut queue = std::mem::take(&mut self.queue);
-        let closes_package = !statuses
-            .iter()
-            .any(|c| matches!(c, Command::Alert(a) if a.code == alert::NEXT_MESSAGE));
-        let reply = self.build(statuses, &mut queue, closes_package, ends);
+        let reply = self.build(statuses, &mut queue, true, ends);
         self.queue = queue;
         reply
     }
@@ -337,8 +368,9 @@ impl ServerSession {
         }
         // A used nonce is never good again: this is what refuses a replayed Cred.
         header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
-        self.events
-            .push(ServerEvent::ClientNonceIssued(self.verifier.nonce().to_vec()));
+        self.events.push(ServerEvent::ClientNonceIssued(
+            self.verifier.nonce().to_vec(),
+        ));
         header_status
     }
 
@@ -349,7 +381,11 @@ impl ServerSession {
         let mut statuses = vec![Command::Status(header)];
         statuses.extend(message.body.commands.iter().filter_map(|c| match c {
             Command::Status(_) | Command::Results(_) => None,
-            _ => Some(Command::Status(command_status(c, message.header.msg_id, code))),
+            _ => Some(Command::Status(command_status(
+                c,
+                message.header.msg_id,
+                code,
+            ))),
         }));
         let give_up = self.auth_failures >= self.config.max_auth_attempts;
         if give_up {
@@ -357,8 +393,7 @@ impl ServerSession {
             self.ended = true;
         }
         // Commands are never sent to a device that has not authenticated.
-        let mut nothing = VecDeque::new();
-        self.build(statuses, &mut nothing, true, give_up)
+        self.build(statuses, &mut VecDeque::new(), true, give_up)
     }
 
     /// The device's Status for our SyncHdr. Returns true when it refused our
@@ -367,8 +402,9 @@ impl ServerSession {
         if let Some(chal) = &verdict.chal
             && self.prover.accept_challenge(chal)?
         {
-            self.events
-                .push(ServerEvent::ServerNonceReceived(self.prover.nonce().to_vec()));
+            self.events.push(ServerEvent::ServerNonceReceived(
+                self.prover.nonce().to_vec(),
+            ));
         }
         match verdict.code {
             status::AUTHENTICATION_ACCEPTED => {
@@ -462,7 +498,13 @@ impl ServerSession {
             self.encoding,
         )?;
         self.last_sent.clear();
-        let sent_commands = packed.message.body.commands.iter().rev().take(packed.sent.len());
+        let sent_commands = packed
+            .message
+            .body
+            .commands
+            .iter()
+            .rev()
+            .take(packed.sent.len());
         let mut sent_commands: Vec<Command> = sent_commands.cloned().collect();
         sent_commands.reverse();
         for ((tag, ids), command) in packed.sent.into_iter().zip(sent_commands) {

@@ -18,11 +18,25 @@ use gwmo_session::{
 struct MapTree(BTreeMap<String, String>);
 
 impl Executor for MapTree {
-    fn execute(&mut self, _server: &str, msg_ref: u32, command: &Command, ids: &mut CmdIds) -> Vec<Command> {
-        let target = command.items().first().and_then(|i| i.target.as_ref()).map(|t| t.uri.clone());
+    fn execute(
+        &mut self,
+        _server: &str,
+        msg_ref: u32,
+        command: &Command,
+        ids: &mut CmdIds,
+    ) -> Vec<Command> {
+        let target = command
+            .items()
+            .first()
+            .and_then(|i| i.target.as_ref())
+            .map(|t| t.uri.clone());
         let (code, results) = match (command, &target) {
             (Command::Replace(c), Some(uri)) if self.0.contains_key(uri) => {
-                let value = c.items[0].data.as_ref().and_then(|d| d.as_text()).unwrap_or("");
+                let value = c.items[0]
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.as_text())
+                    .unwrap_or("");
                 self.0.insert(uri.clone(), value.to_owned());
                 (status::OK, None)
             }
@@ -77,7 +91,11 @@ fn exchange(
 }
 
 fn creds(auth: AuthType, name: &str, secret: &str) -> Credentials {
-    Credentials { auth, name: name.into(), secret: secret.into() }
+    Credentials {
+        auth,
+        name: name.into(),
+        secret: secret.into(),
+    }
 }
 
 struct Pair {
@@ -126,7 +144,12 @@ impl Pair {
         );
         let mut tree = MapTree::default();
         tree.0.insert("./DevDetail/FwV".into(), "1.0".into());
-        Pair { client, server, tree, nonces: 0 }
+        Pair {
+            client,
+            server,
+            tree,
+            nonces: 0,
+        }
     }
 
     /// Runs the session to its end; returns the outcome and every server event.
@@ -141,7 +164,13 @@ impl Pair {
                 counter += 1;
                 format!("nonce-{counter}").into_bytes()
             };
-            let reply = exchange(&mut self.server, &message, &outgoing.body, outgoing.hmac.as_deref(), &mut fresh)?;
+            let reply = exchange(
+                &mut self.server,
+                &message,
+                &outgoing.body,
+                outgoing.hmac.as_deref(),
+                &mut fresh,
+            )?;
             server_events.extend(self.server.take_events());
             let step = self.client.receive(
                 &reply.outgoing.body,
@@ -153,7 +182,10 @@ impl Pair {
             client_events.extend(self.client.take_events());
             match step {
                 ClientStep::Done(outcome) => {
-                    assert!(reply.ended, "the client stopped but the server expects more");
+                    assert!(
+                        reply.ended,
+                        "the client stopped but the server expects more"
+                    );
                     return Ok((outcome, server_events, client_events));
                 }
                 ClientStep::Send(next) => outgoing = next,
@@ -167,14 +199,20 @@ fn get(uri: &str) -> Command {
     Command::Get(ItemCommand {
         cmd_id: 0,
         meta: None,
-        items: vec![Item { target: Some(Location::new(uri)), ..Item::default() }],
+        items: vec![Item {
+            target: Some(Location::new(uri)),
+            ..Item::default()
+        }],
     })
 }
 
 fn replace(uri: &str, value: &str) -> Command {
     Command::Replace(ItemCommand {
         cmd_id: 0,
-        meta: Some(Meta { format: Some("chr".into()), ..Meta::default() }),
+        meta: Some(Meta {
+            format: Some("chr".into()),
+            ..Meta::default()
+        }),
         items: vec![Item {
             target: Some(Location::new(uri)),
             data: Some(Data::Text(value.into())),
@@ -187,7 +225,9 @@ fn done(events: &[ServerEvent]) -> BTreeMap<u64, (u16, Vec<Item>)> {
     events
         .iter()
         .filter_map(|e| match e {
-            ServerEvent::CommandDone { tag, outcome } => Some((*tag, (outcome.status, outcome.results.clone()))),
+            ServerEvent::CommandDone { tag, outcome } => {
+                Some((*tag, (outcome.status, outcome.results.clone())))
+            }
             _ => None,
         })
         .collect()
@@ -204,7 +244,9 @@ fn md5_session_with_a_challenge_runs_the_queued_commands() {
         pair.server.enqueue(9, get("./Missing"));
         let (outcome, server_events, client_events) = pair.run().unwrap();
         assert_eq!(outcome, ClientOutcome::Completed);
-        assert!(server_events.contains(&ServerEvent::AuthenticationFailed { code: status::INVALID_CREDENTIALS }));
+        assert!(server_events.contains(&ServerEvent::AuthenticationFailed {
+            code: status::INVALID_CREDENTIALS
+        }));
         assert!(server_events.contains(&ServerEvent::Authenticated));
         let results = done(&server_events);
         assert_eq!(results[&7].0, status::OK);
@@ -215,11 +257,17 @@ fn md5_session_with_a_challenge_runs_the_queued_commands() {
         // The device stores the newest nonce the server gave it, for its next session.
         let issued: Vec<_> = server_events
             .iter()
-            .filter_map(|e| match e { ServerEvent::ClientNonceIssued(n) => Some(n.clone()), _ => None })
+            .filter_map(|e| match e {
+                ServerEvent::ClientNonceIssued(n) => Some(n.clone()),
+                _ => None,
+            })
             .collect();
         let stored: Vec<_> = client_events
             .iter()
-            .filter_map(|e| match e { ClientEvent::ClientNonce(n) => Some(n.clone()), _ => None })
+            .filter_map(|e| match e {
+                ClientEvent::ClientNonce(n) => Some(n.clone()),
+                _ => None,
+            })
             .collect();
         assert_eq!(stored.last(), issued.last());
         assert!(server_events.iter().any(|e| matches!(e, ServerEvent::DevInfo(d) if d["./DevInfo/DevId"] == "IMEI:490154203237518")));
@@ -233,7 +281,11 @@ fn hmac_session_authenticates_every_message_both_ways() {
     let (outcome, server_events, client_events) = pair.run().unwrap();
     assert_eq!(outcome, ClientOutcome::Completed);
     assert_eq!(done(&server_events)[&1].0, status::OK);
-    assert!(!server_events.iter().any(|e| matches!(e, ServerEvent::AuthenticationFailed { .. })));
+    assert!(
+        !server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::AuthenticationFailed { .. }))
+    );
     assert!(client_events.contains(&ClientEvent::ServerAuthenticated));
 }
 
@@ -248,8 +300,21 @@ fn a_tampered_hmac_message_is_refused() {
         Ok(m) => m,
         Err(_) => return, // the flip broke the XML itself: refused as malformed
     };
-    let reply = exchange(&mut pair.server, &message, &outgoing.body, outgoing.hmac.as_deref(), &mut || b"x".to_vec()).unwrap();
-    assert!(pair.server.take_events().contains(&ServerEvent::AuthenticationFailed { code: status::INVALID_CREDENTIALS }));
+    let reply = exchange(
+        &mut pair.server,
+        &message,
+        &outgoing.body,
+        outgoing.hmac.as_deref(),
+        &mut || b"x".to_vec(),
+    )
+    .unwrap();
+    assert!(
+        pair.server
+            .take_events()
+            .contains(&ServerEvent::AuthenticationFailed {
+                code: status::INVALID_CREDENTIALS
+            })
+    );
     assert!(!pair.server.is_device_authenticated());
     assert!(!reply.outgoing.body.is_empty());
 }
@@ -257,20 +322,35 @@ fn a_tampered_hmac_message_is_refused() {
 #[test]
 fn a_replayed_package_one_is_refused_because_its_nonce_was_used() {
     let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    pair.server.enqueue(1, get("./DevDetail/FwV")); // keeps the session open
     let first = pair.client.start().unwrap();
     let message = Encoding::Xml.decode(&first.body).unwrap();
-    exchange(&mut pair.server, &message, &first.body, None, &mut || b"fresh".to_vec()).unwrap();
+    exchange(&mut pair.server, &message, &first.body, None, &mut || {
+        b"fresh".to_vec()
+    })
+    .unwrap();
     assert!(pair.server.is_device_authenticated());
 
     // The same bytes, captured and sent again in a new session: the nonce has rotated.
     let fresh_pair = Pair::new(AuthType::Md5, Encoding::Xml, b"fresh");
     let mut server = fresh_pair.server;
-    exchange(&mut server, &message, &first.body, None, &mut || b"other".to_vec()).unwrap();
+    exchange(&mut server, &message, &first.body, None, &mut || {
+        b"other".to_vec()
+    })
+    .unwrap();
     assert!(!server.is_device_authenticated());
-    assert!(server.take_events().contains(&ServerEvent::AuthenticationFailed { code: status::INVALID_CREDENTIALS }));
+    assert!(
+        server
+            .take_events()
+            .contains(&ServerEvent::AuthenticationFailed {
+                code: status::INVALID_CREDENTIALS
+            })
+    );
 
     // And within the first session, the same MsgID again is a replay.
-    let again = exchange(&mut pair.server, &message, &first.body, None, &mut || b"x".to_vec());
+    let again = exchange(&mut pair.server, &message, &first.body, None, &mut || {
+        b"x".to_vec()
+    });
     assert!(matches!(again, Err(SessionError::Replay(1))));
 }
 
@@ -278,7 +358,12 @@ fn a_replayed_package_one_is_refused_because_its_nonce_was_used() {
 fn wrong_device_secret_is_refused_until_the_session_gives_up() {
     let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
     pair.server = ServerSession::new(
-        ServerConfig { server_uri: "http://127.0.0.1/dm".into(), resp_uri: None, max_msg_size: 1 << 20, max_auth_attempts: 3 },
+        ServerConfig {
+            server_uri: "http://127.0.0.1/dm".into(),
+            resp_uri: None,
+            max_msg_size: 1 << 20,
+            max_auth_attempts: 3,
+        },
         "IMEI:490154203237518".into(),
         "1A".into(),
         Encoding::Xml,
@@ -291,7 +376,13 @@ fn wrong_device_secret_is_refused_until_the_session_gives_up() {
     );
     pair.server.enqueue(1, get("./DevDetail/FwV"));
     let error = pair.run().unwrap_err();
-    assert!(matches!(error, SessionError::AuthenticationFailed(status::INVALID_CREDENTIALS)), "{error}");
+    assert!(
+        matches!(
+            error,
+            SessionError::AuthenticationFailed(status::INVALID_CREDENTIALS)
+        ),
+        "{error}"
+    );
     assert_eq!(pair.tree.0["./DevDetail/FwV"], "1.0");
 }
 
@@ -315,14 +406,19 @@ fn a_server_with_wrong_credentials_is_not_obeyed() {
     };
     pair.server.enqueue(1, replace("./DevDetail/FwV", "evil"));
     assert!(pair.run().is_err());
-    assert_eq!(pair.tree.0["./DevDetail/FwV"], "1.0", "a command of an unauthenticated server ran");
+    assert_eq!(
+        pair.tree.0["./DevDetail/FwV"], "1.0",
+        "a command of an unauthenticated server ran"
+    );
 }
 
 #[test]
 fn a_package_larger_than_max_msg_size_goes_in_several_messages() {
     let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
     for i in 0..40 {
-        pair.tree.0.insert(format!("./Vendor/Leaf{i}"), "v".repeat(100));
+        pair.tree
+            .0
+            .insert(format!("./Vendor/Leaf{i}"), "v".repeat(100));
         pair.server.enqueue(i, get(&format!("./Vendor/Leaf{i}")));
     }
     // The device accepts only small messages: the server must split its package, and the
@@ -336,19 +432,47 @@ fn a_package_larger_than_max_msg_size_goes_in_several_messages() {
         assert!(round_trips < 100);
         let mut message = Encoding::Xml.decode(&outgoing.body).unwrap();
         // Announce a small MaxMsgSize on the device's behalf (as a small device would).
-        message.header.meta.get_or_insert_with(Meta::default).max_msg_size = Some(small);
-        let reply = exchange(&mut pair.server, &message, &outgoing.body, None, &mut || b"k".to_vec()).unwrap();
-        assert!(reply.outgoing.body.len() <= small as usize + 600, "{}", reply.outgoing.body.len());
+        message
+            .header
+            .meta
+            .get_or_insert_with(Meta::default)
+            .max_msg_size = Some(small);
+        let reply = exchange(
+            &mut pair.server,
+            &message,
+            &outgoing.body,
+            None,
+            &mut || b"k".to_vec(),
+        )
+        .unwrap();
+        assert!(
+            reply.outgoing.body.len() <= small as usize + 600,
+            "{}",
+            reply.outgoing.body.len()
+        );
         all.extend(pair.server.take_events());
-        match pair.client.receive(&reply.outgoing.body, None, &mut pair.tree, &mut || b"c".to_vec()).unwrap() {
+        match pair
+            .client
+            .receive(&reply.outgoing.body, None, &mut pair.tree, &mut || {
+                b"c".to_vec()
+            })
+            .unwrap()
+        {
             ClientStep::Done(_) => break,
             ClientStep::Send(next) => outgoing = next,
         }
     }
     let results = done(&all);
     assert_eq!(results.len(), 40);
-    assert!(results.values().all(|(code, items)| *code == status::OK && items.len() == 1));
-    assert!(round_trips > 3, "expected several messages, got {round_trips}");
+    assert!(
+        results
+            .values()
+            .all(|(code, items)| *code == status::OK && items.len() == 1)
+    );
+    assert!(
+        round_trips > 3,
+        "expected several messages, got {round_trips}"
+    );
 }
 
 #[test]
@@ -356,13 +480,19 @@ fn the_device_aborting_ends_the_session() {
     let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
     let first = pair.client.start().unwrap();
     let mut message = Encoding::Xml.decode(&first.body).unwrap();
-    message.body.commands.push(Command::Alert(gwmo_proto::Alert {
-        cmd_id: 9,
-        code: alert::SESSION_ABORT,
-        correlator: None,
-        items: vec![],
-    }));
-    let reply = exchange(&mut pair.server, &message, &first.body, None, &mut || b"z".to_vec()).unwrap();
+    message
+        .body
+        .commands
+        .push(Command::Alert(gwmo_proto::Alert {
+            cmd_id: 9,
+            code: alert::SESSION_ABORT,
+            correlator: None,
+            items: vec![],
+        }));
+    let reply = exchange(&mut pair.server, &message, &first.body, None, &mut || {
+        b"z".to_vec()
+    })
+    .unwrap();
     assert!(reply.ended);
     assert!(pair.server.take_events().contains(&ServerEvent::Aborted));
 }
@@ -373,8 +503,16 @@ fn commands_are_never_sent_before_the_device_authenticates() {
     pair.server.enqueue(1, replace("./DevDetail/FwV", "2.0"));
     let first = pair.client.start().unwrap();
     let message: Message = Encoding::Xml.decode(&first.body).unwrap();
-    let reply = exchange(&mut pair.server, &message, &first.body, None, &mut || b"q".to_vec()).unwrap();
+    let reply = exchange(&mut pair.server, &message, &first.body, None, &mut || {
+        b"q".to_vec()
+    })
+    .unwrap();
     let sent = Encoding::Xml.decode(&reply.outgoing.body).unwrap();
-    assert!(sent.body.commands.iter().all(|c| matches!(c, Command::Status(_))));
+    assert!(
+        sent.body
+            .commands
+            .iter()
+            .all(|c| matches!(c, Command::Status(_)))
+    );
     assert_eq!(pair.server.unsent_tags(), vec![1]);
 }
