@@ -5,10 +5,12 @@
 //! nonces and bytes they want used.
 
 pub mod auth;
+pub mod codec;
 pub mod codes;
 pub mod model;
 pub mod package0;
 pub mod wbxml;
 pub mod xml;
 
+pub use codec::{CodecError, Encoding};
 pub use model::*;

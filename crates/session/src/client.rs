@@ -102,6 +102,9 @@ pub struct ClientSession {
     /// A nonce the server gave us before it had proved itself: stored once it has.
     client_nonce_unsaved: bool,
     auth_attempts: u32,
+    /// The server's credentials were used in the message being answered: hand it a
+    /// fresh nonce in that answer.
+    nonce_due: bool,
     package1: Vec<Command>,
     /// Our statuses and results still to send (a package larger than one message).
     queue: VecDeque<((), Command)>,
@@ -146,6 +149,7 @@ impl ClientSession {
             server_authenticated: false,
             client_nonce_unsaved: false,
             auth_attempts: 0,
+            nonce_due: false,
             package1,
             queue: VecDeque::new(),
             sent_alerts: HashMap::new(),
@@ -155,7 +159,7 @@ impl ClientSession {
 
     /// Package 1.
     pub fn start(&mut self) -> Result<Outgoing, SessionError> {
-        self.send(self.package1.clone(), true)
+        self.send(self.package1.clone(), true, &mut Vec::new)
     }
 
     /// Everything the device must persist that the session learnt since the last call.
@@ -250,17 +254,17 @@ impl ClientSession {
 
         if wants_our_next_message {
             // The server asked for the rest of our package.
-            return self.send(leading, true).map(ClientStep::Send);
+            return self.send(leading, true, fresh_nonce).map(ClientStep::Send);
         }
         if !message.body.is_final {
             // The server's package goes on: answer and ask for its next message.
             leading.push(next_message_alert());
-            return self.send(leading, false).map(ClientStep::Send);
+            return self.send(leading, false, fresh_nonce).map(ClientStep::Send);
         }
         if self.queue.is_empty() && server_ok {
             return Ok(ClientStep::Done(ClientOutcome::Completed));
         }
-        self.send(leading, true).map(ClientStep::Send)
+        self.send(leading, true, fresh_nonce).map(ClientStep::Send)
     }
 
     /// Records the statuses of our alerts; returns the status of our SyncHdr.
@@ -303,6 +307,7 @@ impl ClientSession {
         hmac: Option<&str>,
         fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
     ) -> Result<Status, SessionError> {
+        self.nonce_due = false;
         let per_message = self.verifier.auth() == gwmo_proto::auth::AuthType::Hmac;
         let mut header_status = header_status(&message.header, status::OK);
         if !self.server_authenticated || per_message {
@@ -319,9 +324,9 @@ impl ClientSession {
                     if !per_message {
                         header_status.code = status::AUTHENTICATION_ACCEPTED;
                     }
-                    header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
-                    self.events
-                        .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
+                    // The used nonce is replaced in the answer, if one is sent: a nonce
+                    // that never reaches the server must not become the stored one.
+                    self.nonce_due = true;
                 }
                 verdict => {
                     self.auth_attempts += 1;
@@ -352,9 +357,17 @@ impl ClientSession {
     /// Sends `leading` and as much of the queue as fits.
     fn send(
         &mut self,
-        leading: Vec<Command>,
+        mut leading: Vec<Command>,
         closes_package: bool,
+        fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
     ) -> Result<Outgoing, SessionError> {
+        if std::mem::take(&mut self.nonce_due)
+            && let Some(Command::Status(header_status)) = leading.first_mut()
+        {
+            header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+            self.events
+                .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
+        }
         self.last_msg_id += 1;
         let msg_id = self.last_msg_id;
         let header = Header {

@@ -225,10 +225,20 @@ impl ServerSession {
         let mut statuses = vec![Command::Status(our_status)];
         let mut devinfo = BTreeMap::new();
         let mut resend = false;
+        // When the device refused our credentials, its other statuses only say that
+        // it ran nothing: the last message goes again instead.
+        for command in &message.body.commands {
+            if let Command::Status(s) = command
+                && s.cmd_ref == 0
+            {
+                resend |= self.read_verdict_on_us(s)?;
+            }
+        }
         for command in &message.body.commands {
             match command {
-                Command::Status(s) if s.cmd_ref == 0 => resend |= self.read_verdict_on_us(s)?,
+                Command::Status(s) if s.cmd_ref == 0 || resend => {}
                 Command::Status(s) => self.read_command_status(s),
+                Command::Results(_) if resend => {}
                 Command::Results(r) => self.read_results(r),
                 Command::Alert(a) => {
                     let code = match a.code {

@@ -1,1 +1,39 @@
-//! (being written)
+//! The OMA DM tree of a device: nodes with their properties, ACLs with inheritance,
+//! the standard objects (DevInfo, DevDetail, DMAcc), and the execution of server
+//! commands with DM 1.2 statuses. Pure: no I/O, no clock; serde for persistence.
+
+mod acl;
+mod dmacc;
+mod exec;
+mod node;
+mod stdobj;
+mod tree;
+mod uri;
+
+pub use acl::{Acl, Op};
+pub use dmacc::{
+    AppAuth, AuthLevel, DMACC, DmAccount, dm_accounts, set_account_nonce, write_dm_account,
+};
+pub use node::{Content, Format, Node};
+pub use stdobj::DeviceInfo;
+pub use tree::{ExecRequest, Tree};
+pub use uri::{MAX_DEPTH, MAX_SEGMENT_LEN, MAX_URI_LEN, Query, Uri};
+
+/// Why the device's own change to its tree failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("URI of {0} bytes is beyond the device's limits")]
+    UriTooLong(usize),
+    #[error("malformed URI {0:?}")]
+    BadUri(String),
+    #[error("no node at {0}")]
+    NotFound(String),
+    #[error("{0} is a leaf, not an interior node")]
+    NotInterior(String),
+    #[error("{0} is an interior node, not a leaf")]
+    NotLeaf(String),
+    #[error("malformed ACL {0:?}")]
+    BadAcl(String),
+    #[error("the root cannot be removed")]
+    Permanent,
+}
