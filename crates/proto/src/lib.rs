@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod codec;
 pub mod codes;
+mod grammar;
 pub mod model;
 pub mod package0;
 pub mod wbxml;
