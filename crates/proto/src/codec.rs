@@ -14,13 +14,14 @@ pub enum Encoding {
 /// Why a message could not be decoded or encoded, in either encoding.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("XML: {0}")]
-    XmlDecode(#[from] xml::DecodeError),
-    #[error("XML: {0}")]
+    #[error("malformed {encoding} message: {source}")]
+    Decode {
+        encoding: &'static str,
+        source: crate::grammar::DecodeError,
+    },
+    #[error("cannot write XML: {0}")]
     XmlEncode(#[from] xml::EncodeError),
-    #[error("WBXML: {0}")]
-    WbxmlDecode(#[from] wbxml::DecodeError),
-    #[error("WBXML: {0}")]
+    #[error("cannot write WBXML: {0}")]
     WbxmlEncode(#[from] wbxml::EncodeError),
 }
 
@@ -55,9 +56,13 @@ impl Encoding {
     }
 
     pub fn decode(self, bytes: &[u8]) -> Result<Message, CodecError> {
-        Ok(match self {
-            Encoding::Xml => xml::decode(bytes)?,
-            Encoding::Wbxml => wbxml::decode(bytes)?,
+        match self {
+            Encoding::Xml => xml::decode(bytes),
+            Encoding::Wbxml => wbxml::decode(bytes),
+        }
+        .map_err(|source| CodecError::Decode {
+            encoding: self.name(),
+            source,
         })
     }
 
