@@ -532,7 +532,7 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
             return Ok(Data::Text(text));
         };
         if text.is_empty()
-            && let Some(document) = nested_document(&bytes, depth_left)
+            && let Some(document) = document_to_xml(&bytes, depth_left)
         {
             return Ok(Data::Xml(document));
         }
@@ -547,9 +547,10 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     }
 }
 
-/// Opaque data that is itself a whole WBXML document (libwbxml nests TNDS so),
-/// converted to XML text; `None` when it is not one.
-fn nested_document(bytes: &[u8], depth_left: usize) -> Option<String> {
+/// A whole WBXML document of SyncML, MetInf or DDF tags (such as the TNDS that
+/// libwbxml nests in OPAQUE data, and prints as raw CDATA) as XML text, with elements
+/// nested at most `depth_left` deep; `None` when the bytes are not such a document.
+pub fn document_to_xml(bytes: &[u8], depth_left: usize) -> Option<String> {
     let (mut reader, _) = Reader::open(bytes).ok()?;
     let mut xml = XmlText::default();
     loop {
