@@ -18,6 +18,9 @@ pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Resul
 
 /// The effective configuration as TOML.
 pub fn print<T: Serialize>(settings: &T) -> anyhow::Result<()> {
-    print!("{}", toml::to_string(settings).context("cannot print the configuration")?);
+    print!(
+        "{}",
+        toml::to_string(settings).context("cannot print the configuration")?
+    );
     Ok(())
 }

@@ -38,27 +38,46 @@ impl Admin {
             .request(
                 method,
                 &format!("{}{path}", self.base),
-                &[("authorization", &auth), ("content-type", "application/json")],
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
                 body.as_bytes().to_vec(),
             )
             .await?;
-        let value: Value = serde_json::from_slice(&answer.body).context("the admin API answered no JSON")?;
-        ensure!((200..300).contains(&answer.status), "{path}: HTTP {} {value}", answer.status);
+        let value: Value =
+            serde_json::from_slice(&answer.body).context("the admin API answered no JSON")?;
+        ensure!(
+            (200..300).contains(&answer.status),
+            "{path}: HTTP {} {value}",
+            answer.status
+        );
         Ok(value)
     }
 
     async fn enroll(&self, dev_id: &str, auth: &str) -> anyhow::Result<Value> {
-        self.call(Method::POST, "/api/devices", &format!(r#"{{"dev_id":"{dev_id}","auth":"{auth}"}}"#))
-            .await
+        self.call(
+            Method::POST,
+            "/api/devices",
+            &format!(r#"{{"dev_id":"{dev_id}","auth":"{auth}"}}"#),
+        )
+        .await
     }
 
     async fn queue(&self, dev_id: &str, spec: &str) -> anyhow::Result<i64> {
-        let answer = self.call(Method::POST, &format!("/api/devices/{dev_id}/commands"), spec).await?;
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/api/devices/{dev_id}/commands"),
+                spec,
+            )
+            .await?;
         answer["id"].as_i64().context("no command id")
     }
 
     async fn command(&self, id: i64) -> anyhow::Result<Value> {
-        self.call(Method::GET, &format!("/api/commands/{id}"), "").await
+        self.call(Method::GET, &format!("/api/commands/{id}"), "")
+            .await
     }
 }
 
@@ -85,7 +104,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let serving = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    println!("gwmo demo: DM Server on http://{addr}/dm (SQLite in {})\n", dir.path().display());
+    println!(
+        "gwmo demo: DM Server on http://{addr}/dm (SQLite in {})\n",
+        dir.path().display()
+    );
     let admin = Admin {
         client: HttpClient::new(Duration::from_secs(10), 1 << 20),
         base: format!("http://{addr}"),
@@ -94,9 +116,30 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut verified: Vec<(String, anyhow::Result<String>)> = Vec::new();
     let steps: Vec<(&str, Step)> = vec![
-        ("MD5 session in XML: enroll, authenticate, report DevInfo", Box::pin(first_session(&admin, dir.path(), "IMEI:350000000000101", "md5", WireEncoding::Xml))),
-        ("queued Replace, Get, Exec and a failing Atomic run on the device", Box::pin(queued_commands(&admin, dir.path()))),
-        ("HMAC session in WBXML: every message authenticated both ways", Box::pin(first_session(&admin, dir.path(), "IMEI:350000000000102", "hmac", WireEncoding::Wbxml))),
+        (
+            "MD5 session in XML: enroll, authenticate, report DevInfo",
+            Box::pin(first_session(
+                &admin,
+                dir.path(),
+                "IMEI:350000000000101",
+                "md5",
+                WireEncoding::Xml,
+            )),
+        ),
+        (
+            "queued Replace, Get, Exec and a failing Atomic run on the device",
+            Box::pin(queued_commands(&admin, dir.path())),
+        ),
+        (
+            "HMAC session in WBXML: every message authenticated both ways",
+            Box::pin(first_session(
+                &admin,
+                dir.path(),
+                "IMEI:350000000000102",
+                "hmac",
+                WireEncoding::Wbxml,
+            )),
+        ),
     ];
     for (number, (title, step)) in steps.into_iter().enumerate() {
         println!("Step {}: {title}", number + 1);
@@ -110,13 +153,25 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("{:<4} {:<68} result", "step", "what was verified");
     for (number, (title, outcome)) in verified.iter().enumerate() {
-        println!("{:<4} {:<68} {}", number + 1, title, if outcome.is_ok() { "ok" } else { "FAILED" });
+        println!(
+            "{:<4} {:<68} {}",
+            number + 1,
+            title,
+            if outcome.is_ok() { "ok" } else { "FAILED" }
+        );
     }
     let failures = verified.iter().filter(|(_, o)| o.is_err()).count();
-    println!("\n{} of {} steps verified in {:.1} s", verified.len() - failures, verified.len(), started.elapsed().as_secs_f64());
+    println!(
+        "\n{} of {} steps verified in {:.1} s",
+        verified.len() - failures,
+        verified.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     if args.keep {
-        println!("\nThe server keeps running at http://{addr} (admin token {token}); Ctrl-C ends it.");
+        println!(
+            "\nThe server keeps running at http://{addr} (admin token {token}); Ctrl-C ends it."
+        );
         crate::server::shutdown_signal().await;
     }
     let _ = stop.send(());
@@ -127,8 +182,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn device_settings(dir: &Path, enrollment: &Value, encoding: WireEncoding, auth: AuthName) -> anyhow::Result<DeviceSettings> {
-    let text = |key: &str| enrollment[key].as_str().map(str::to_owned).with_context(|| format!("enrollment has no {key}"));
+fn device_settings(
+    dir: &Path,
+    enrollment: &Value,
+    encoding: WireEncoding,
+    auth: AuthName,
+) -> anyhow::Result<DeviceSettings> {
+    let text = |key: &str| {
+        enrollment[key]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("enrollment has no {key}"))
+    };
     let dev_id = text("dev_id")?;
     Ok(DeviceSettings {
         state_dir: dir.join(dev_id.replace(':', "_")),
@@ -147,15 +212,38 @@ fn device_settings(dir: &Path, enrollment: &Value, encoding: WireEncoding, auth:
     })
 }
 
-async fn first_session(admin: &Admin, dir: &Path, dev_id: &str, auth: &str, encoding: WireEncoding) -> anyhow::Result<String> {
+async fn first_session(
+    admin: &Admin,
+    dir: &Path,
+    dev_id: &str,
+    auth: &str,
+    encoding: WireEncoding,
+) -> anyhow::Result<String> {
     let enrollment = admin.enroll(dev_id, auth).await?;
-    let auth_name = if auth == "hmac" { AuthName::Hmac } else { AuthName::Md5 };
+    let auth_name = if auth == "hmac" {
+        AuthName::Hmac
+    } else {
+        AuthName::Md5
+    };
     let agent = Agent::open(device_settings(dir, &enrollment, encoding, auth_name)?)?;
-    let server_id = enrollment["server_id"].as_str().unwrap_or_default().to_owned();
-    let report = agent.session(&server_id, Trigger::Client, None, Vec::new()).await?;
-    let device = admin.call(Method::GET, &format!("/api/devices/{dev_id}"), "").await?;
-    ensure!(device["devinfo"]["./DevInfo/DevId"] == dev_id, "the server did not record the DevInfo: {device}");
-    Ok(format!("{dev_id} authenticated ({auth}), session {} ended after {} message(s)", report.session_id, report.messages))
+    let server_id = enrollment["server_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let report = agent
+        .session(&server_id, Trigger::Client, None, Vec::new())
+        .await?;
+    let device = admin
+        .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
+        .await?;
+    ensure!(
+        device["devinfo"]["./DevInfo/DevId"] == dev_id,
+        "the server did not record the DevInfo: {device}"
+    );
+    Ok(format!(
+        "{dev_id} authenticated ({auth}), session {} ended after {} message(s)",
+        report.session_id, report.messages
+    ))
 }
 
 async fn queued_commands(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
@@ -166,22 +254,55 @@ async fn queued_commands(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
         ..DeviceSettings::default()
     };
     let agent = Agent::open(settings)?; // the tree written in step 1
-    let replace = admin.queue(dev_id, r#"{"op":"Replace","target":"./Vendor/gwmo/Ping","data":"armed"}"#).await?;
-    let get = admin.queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Man"}"#).await?;
-    let exec = admin.queue(dev_id, r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"hello"}"#).await?;
+    let replace = admin
+        .queue(
+            dev_id,
+            r#"{"op":"Replace","target":"./Vendor/gwmo/Ping","data":"armed"}"#,
+        )
+        .await?;
+    let get = admin
+        .queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Man"}"#)
+        .await?;
+    let exec = admin
+        .queue(
+            dev_id,
+            r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"hello"}"#,
+        )
+        .await?;
     let atomic = admin
         .queue(dev_id, r#"{"op":"Atomic","commands":[{"op":"Add","target":"./Vendor/gwmo/A","data":"1"},{"op":"Delete","target":"./Vendor/gwmo/Missing"}]}"#)
         .await?;
-    let server_id = agent.server_ids().await.into_iter().next().context("the device has no account")?;
-    agent.session(&server_id, Trigger::Client, None, Vec::new()).await?;
+    let server_id = agent
+        .server_ids()
+        .await
+        .into_iter()
+        .next()
+        .context("the device has no account")?;
+    agent
+        .session(&server_id, Trigger::Client, None, Vec::new())
+        .await?;
     let status = |v: &Value| v["status"].as_u64().unwrap_or_default();
-    let (replace, get, exec, atomic) = (admin.command(replace).await?, admin.command(get).await?, admin.command(exec).await?, admin.command(atomic).await?);
+    let (replace, get, exec, atomic) = (
+        admin.command(replace).await?,
+        admin.command(get).await?,
+        admin.command(exec).await?,
+        admin.command(atomic).await?,
+    );
     ensure!(status(&replace) == 200, "Replace: {replace}");
     ensure!(get["outcome"]["results"][0]["data"] == "gwmo", "Get: {get}");
     ensure!(status(&exec) == 200, "Exec: {exec}");
-    ensure!(status(&atomic) == 507, "Atomic should fail with 507: {atomic}");
+    ensure!(
+        status(&atomic) == 507,
+        "Atomic should fail with 507: {atomic}"
+    );
     let tree = agent.tree().await;
-    ensure!(tree.value("./Vendor/gwmo/LastPing") == Some("hello"), "Exec did not run on the device");
-    ensure!(tree.value("./Vendor/gwmo/A").is_none(), "the failed Atomic was not rolled back");
+    ensure!(
+        tree.value("./Vendor/gwmo/LastPing") == Some("hello"),
+        "Exec did not run on the device"
+    );
+    ensure!(
+        tree.value("./Vendor/gwmo/A").is_none(),
+        "the failed Atomic was not rolled back"
+    );
     Ok("Replace 200, Get -> \"gwmo\", Exec 200 (Ping ran), Atomic 507 and rolled back".into())
 }

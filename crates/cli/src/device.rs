@@ -72,7 +72,11 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
             return once(&agent, args.server_id.as_deref()).await;
         }
         let notify = listener.map(|listener| {
-            tokio::spawn(gwmo_device::notify::serve(agent.clone(), listener, crate::server::shutdown_signal()))
+            tokio::spawn(gwmo_device::notify::serve(
+                agent.clone(),
+                listener,
+                crate::server::shutdown_signal(),
+            ))
         });
         agent.run(crate::server::shutdown_signal()).await;
         if let Some(task) = notify {
@@ -106,7 +110,10 @@ fn print_tree(state: &std::path::Path, json: bool) -> anyhow::Result<()> {
         .with_context(|| format!("no device state in {}", state.display()))?;
     if json {
         let value = node_json(&tree, ".");
-        println!("{}", serde_json::to_string_pretty(&value).context("cannot write JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).context("cannot write JSON")?
+        );
     } else {
         let mut out = String::new();
         node_text(&tree, ".", 0, &mut out);
@@ -148,6 +155,9 @@ fn node_text(tree: &Tree, uri: &str, depth: usize, out: &mut String) {
                 node_text(tree, &format!("{uri}/{child}"), depth + 1, out);
             }
         }
-        None => out.push_str(&format!("{pad}{name} = {}\n", tree.value(uri).unwrap_or(""))),
+        None => out.push_str(&format!(
+            "{pad}{name} = {}\n",
+            tree.value(uri).unwrap_or("")
+        )),
     }
 }

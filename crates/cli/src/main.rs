@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gwmo", version, about = "OMA DM 1.2 with DM Gateway bootstrapping on End Devices")]
+#[command(
+    name = "gwmo",
+    version,
+    about = "OMA DM 1.2 with DM Gateway bootstrapping on End Devices"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -47,7 +47,11 @@ pub fn run(command: MsgCommand) -> anyhow::Result<()> {
             };
             write(None, &out)
         }
-        MsgCommand::Encode { wbxml: _, file, output } => {
+        MsgCommand::Encode {
+            wbxml: _,
+            file,
+            output,
+        } => {
             let bytes = read(&file)?;
             let message = Encoding::Xml
                 .decode(&bytes)
@@ -63,10 +67,15 @@ fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
 
 fn write(output: Option<&PathBuf>, bytes: &[u8]) -> anyhow::Result<()> {
     match output {
-        Some(path) => std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display())),
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+        }
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(bytes).and_then(|()| stdout.flush()).context("cannot write to standard output")
+            stdout
+                .write_all(bytes)
+                .and_then(|()| stdout.flush())
+                .context("cannot write to standard output")
         }
     }
 }
@@ -77,7 +86,10 @@ fn indent(xml: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut writer = quick_xml::Writer::new_with_indent(Vec::with_capacity(xml.len() * 2), b' ', 2);
     let mut buf = Vec::new();
     loop {
-        match reader.read_event_into(&mut buf).context("cannot re-read the encoded XML")? {
+        match reader
+            .read_event_into(&mut buf)
+            .context("cannot re-read the encoded XML")?
+        {
             Event::Eof => break,
             event => writer.write_event(event).context("cannot indent the XML")?,
         }

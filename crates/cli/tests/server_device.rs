@@ -11,13 +11,31 @@ use serde_json::Value;
 
 /// The commands of the scenario, in queue order, with what each must come back with.
 const COMMANDS: &[(&str, &str)] = &[
-    ("add", r#"{"op":"Add","target":"./Vendor/gwmo/Config/Mode","data":"eco","format":"chr"}"#),
-    ("replace", r#"{"op":"Replace","target":"./Vendor/gwmo/Config/Mode","data":"performance"}"#),
-    ("get", r#"{"op":"Get","target":"./Vendor/gwmo/Config/Mode"}"#),
+    (
+        "add",
+        r#"{"op":"Add","target":"./Vendor/gwmo/Config/Mode","data":"eco","format":"chr"}"#,
+    ),
+    (
+        "replace",
+        r#"{"op":"Replace","target":"./Vendor/gwmo/Config/Mode","data":"performance"}"#,
+    ),
+    (
+        "get",
+        r#"{"op":"Get","target":"./Vendor/gwmo/Config/Mode"}"#,
+    ),
     ("get-interior", r#"{"op":"Get","target":"./DevInfo"}"#),
-    ("add-old", r#"{"op":"Add","target":"./Vendor/gwmo/Config/Old","data":"x"}"#),
-    ("delete", r#"{"op":"Delete","target":"./Vendor/gwmo/Config/Old"}"#),
-    ("exec", r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"hello"}"#),
+    (
+        "add-old",
+        r#"{"op":"Add","target":"./Vendor/gwmo/Config/Old","data":"x"}"#,
+    ),
+    (
+        "delete",
+        r#"{"op":"Delete","target":"./Vendor/gwmo/Config/Old"}"#,
+    ),
+    (
+        "exec",
+        r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"hello"}"#,
+    ),
     (
         "atomic",
         r#"{"op":"Atomic","commands":[
@@ -25,13 +43,19 @@ const COMMANDS: &[(&str, &str)] = &[
             {"op":"Replace","target":"./Vendor/gwmo/Config/Missing","data":"2"},
             {"op":"Add","target":"./Vendor/gwmo/Config/B","data":"3"}]}"#,
     ),
-    ("forbidden", r#"{"op":"Replace","target":"./DevInfo/DevId","data":"IMEI:stolen"}"#),
+    (
+        "forbidden",
+        r#"{"op":"Replace","target":"./DevInfo/DevId","data":"IMEI:stolen"}"#,
+    ),
 ];
 
 fn run_scenario(encoding: &str) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let dev_id = format!("IMEI:35000000000000{}", if encoding == "xml" { 1 } else { 2 });
+    let dev_id = format!(
+        "IMEI:35000000000000{}",
+        if encoding == "xml" { 1 } else { 2 }
+    );
     let enrollment = server.enroll(&dev_id, "md5");
     let config = device_config(dir.path(), &enrollment, encoding, "");
 
@@ -42,14 +66,20 @@ fn run_scenario(encoding: &str) {
     assert_eq!(device["devinfo"]["./DevInfo/DevId"], dev_id.as_str());
     assert_eq!(device["encoding"], encoding);
 
-    let ids: Vec<(&str, i64)> = COMMANDS.iter().map(|(name, spec)| (*name, server.queue(&dev_id, spec))).collect();
+    let ids: Vec<(&str, i64)> = COMMANDS
+        .iter()
+        .map(|(name, spec)| (*name, server.queue(&dev_id, spec)))
+        .collect();
     for (_, id) in &ids {
         assert_eq!(server.command(*id)["state"], "queued");
     }
 
     // Second session: every queued command runs, in order, and its outcome is stored.
     assert_success(&device_once(&config), "second session");
-    let outcome: std::collections::HashMap<&str, Value> = ids.iter().map(|(name, id)| (*name, server.command(*id))).collect();
+    let outcome: std::collections::HashMap<&str, Value> = ids
+        .iter()
+        .map(|(name, id)| (*name, server.command(*id)))
+        .collect();
     for (name, command) in &outcome {
         assert_eq!(command["state"], "done", "{name}: {command}");
     }
@@ -57,11 +87,22 @@ fn run_scenario(encoding: &str) {
     assert_eq!(status_of("add"), 200);
     assert_eq!(status_of("replace"), 200);
     assert_eq!(status_of("get"), 200);
-    assert_eq!(outcome["get"]["outcome"]["results"][0]["data"], "performance");
-    assert_eq!(outcome["get"]["outcome"]["results"][0]["uri"], "./Vendor/gwmo/Config/Mode");
-    let children = outcome["get-interior"]["outcome"]["results"][0]["data"].as_str().unwrap();
+    assert_eq!(
+        outcome["get"]["outcome"]["results"][0]["data"],
+        "performance"
+    );
+    assert_eq!(
+        outcome["get"]["outcome"]["results"][0]["uri"],
+        "./Vendor/gwmo/Config/Mode"
+    );
+    let children = outcome["get-interior"]["outcome"]["results"][0]["data"]
+        .as_str()
+        .unwrap();
     assert!(children.split('/').any(|c| c == "DevId"), "{children}");
-    assert_eq!(outcome["get-interior"]["outcome"]["results"][0]["format"], "node");
+    assert_eq!(
+        outcome["get-interior"]["outcome"]["results"][0]["format"],
+        "node"
+    );
     assert_eq!(status_of("delete"), 200);
     assert_eq!(status_of("exec"), 200);
     assert_eq!(status_of("atomic"), 507, "{}", outcome["atomic"]);
@@ -76,10 +117,16 @@ fn run_scenario(encoding: &str) {
 
     // The device's stored tree shows the same.
     let tree = device_tree(&dir.path().join("state"));
-    assert_eq!(leaf(&tree, "./Vendor/gwmo/Config/Mode").unwrap(), "performance");
+    assert_eq!(
+        leaf(&tree, "./Vendor/gwmo/Config/Mode").unwrap(),
+        "performance"
+    );
     assert!(leaf(&tree, "./Vendor/gwmo/Config/Old").is_none());
     assert_eq!(leaf(&tree, "./Vendor/gwmo/LastPing").unwrap(), "hello");
-    assert!(leaf(&tree, "./Vendor/gwmo/Config/A").is_none(), "the failed Atomic left A behind");
+    assert!(
+        leaf(&tree, "./Vendor/gwmo/Config/A").is_none(),
+        "the failed Atomic left A behind"
+    );
     assert!(leaf(&tree, "./Vendor/gwmo/Config/B").is_none());
     assert_eq!(leaf(&tree, "./DevInfo/DevId").unwrap(), dev_id.as_str());
 
@@ -106,12 +153,19 @@ fn hmac_sessions_authenticate_every_message() {
     let enrollment = server.enroll("IMEI:350000000000003", "hmac");
     let config = device_config(dir.path(), &enrollment, "xml", "");
     assert_success(&device_once(&config), "first HMAC session");
-    let id = server.queue("IMEI:350000000000003", r#"{"op":"Get","target":"./DevInfo/Man"}"#);
+    let id = server.queue(
+        "IMEI:350000000000003",
+        r#"{"op":"Get","target":"./DevInfo/Man"}"#,
+    );
     assert_success(&device_once(&config), "second HMAC session");
     let command = server.command(id);
     assert_eq!(command["status"], 200, "{command}");
     assert_eq!(command["outcome"]["results"][0]["data"], "gwmo");
-    assert!(!server.daemon.log_text().contains("authentication failed"), "{}", server.daemon.log_text());
+    assert!(
+        !server.daemon.log_text().contains("authentication failed"),
+        "{}",
+        server.daemon.log_text()
+    );
 }
 
 #[test]
@@ -119,17 +173,31 @@ fn wrong_credentials_get_401_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let mut enrollment = server.enroll("IMEI:350000000000004", "md5");
-    let id = server.queue("IMEI:350000000000004", r#"{"op":"Replace","target":"./Vendor/gwmo/Ping","data":"x"}"#);
+    let id = server.queue(
+        "IMEI:350000000000004",
+        r#"{"op":"Replace","target":"./Vendor/gwmo/Ping","data":"x"}"#,
+    );
     enrollment["client_secret"] = Value::String("not-the-secret".into());
     let config = device_config(dir.path(), &enrollment, "xml", "");
     let output = device_once(&config);
-    assert!(!output.status.success(), "a device with a wrong secret got in");
+    assert!(
+        !output.status.success(),
+        "a device with a wrong secret got in"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("authentication failed (status 401)"), "{stderr}");
+    assert!(
+        stderr.contains("authentication failed (status 401)"),
+        "{stderr}"
+    );
     // The queued command was never claimed, and the failures are in the event log.
     assert_eq!(server.command(id)["state"], "queued");
     let (_, events) = server.api("GET", "/api/events", None);
-    let failures = events["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "auth-failed").count();
+    let failures = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "auth-failed")
+        .count();
     assert!(failures >= 3, "{events}");
 }
 
@@ -140,7 +208,10 @@ fn malformed_messages_get_a_clear_error_and_leave_the_store_unchanged() {
     let enrollment = server.enroll("IMEI:350000000000005", "md5");
     let config = device_config(dir.path(), &enrollment, "xml", "");
     assert_success(&device_once(&config), "session");
-    let id = server.queue("IMEI:350000000000005", r#"{"op":"Get","target":"./DevInfo/Mod"}"#);
+    let id = server.queue(
+        "IMEI:350000000000005",
+        r#"{"op":"Get","target":"./DevInfo/Mod"}"#,
+    );
     let (_, before) = server.api("GET", "/api/devices/IMEI:350000000000005", None);
 
     let xml = "application/vnd.syncml.dm+xml";
@@ -164,7 +235,10 @@ fn malformed_messages_get_a_clear_error_and_leave_the_store_unchanged() {
     assert_eq!(before, after);
     assert_eq!(server.command(id)["state"], "queued");
     server.daemon.log_text(); // the server is still up:
-    assert_eq!(http(server.addr, "GET", "/healthz", None, "text/plain", b"").0, 200);
+    assert_eq!(
+        http(server.addr, "GET", "/healthz", None, "text/plain", b"").0,
+        200
+    );
 }
 
 #[test]
@@ -172,41 +246,196 @@ fn a_server_initiated_session_starts_with_package_zero() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let enrollment = server.enroll("IMEI:350000000000006", "md5");
-    let config = device_config(dir.path(), &enrollment, "wbxml", "listen = \"127.0.0.1:0\"\n");
+    let config = device_config(
+        dir.path(),
+        &enrollment,
+        "wbxml",
+        "listen = \"127.0.0.1:0\"\n",
+    );
     let mut command = gwmo();
     command.arg("device").arg("--config").arg(&config);
     let mut device = Daemon::spawn(command, dir.path().join("device.log"));
     // The device's first session reports where it takes package 0.
-    poll("the device's first session", Duration::from_secs(30), || {
-        device.assert_running();
-        let (_, body) = server.api("GET", "/api/devices/IMEI:350000000000006", None);
-        body["notify_url"].as_str().map(str::to_owned)
-    });
-    let id = server.queue("IMEI:350000000000006", r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"woken"}"#);
+    poll(
+        "the device's first session",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let (_, body) = server.api("GET", "/api/devices/IMEI:350000000000006", None);
+            body["notify_url"].as_str().map(str::to_owned)
+        },
+    );
+    let id = server.queue(
+        "IMEI:350000000000006",
+        r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"woken"}"#,
+    );
     let (status, body) = server.api("POST", "/api/devices/IMEI:350000000000006/notify", None);
     assert_eq!(status, 202, "{body}");
-    let done = poll("the notified session to run the command", Duration::from_secs(30), || {
-        device.assert_running();
-        let command = server.command(id);
-        (command["state"] == "done").then_some(command)
-    });
+    let done = poll(
+        "the notified session to run the command",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let command = server.command(id);
+            (command["state"] == "done").then_some(command)
+        },
+    );
     assert_eq!(done["status"], 200);
-    assert!(device.log_text().contains("package 0 accepted"), "{}", device.log_text());
+    assert!(
+        device.log_text().contains("package 0 accepted"),
+        "{}",
+        device.log_text()
+    );
 }
 
 #[test]
 fn the_admin_api_refuses_requests_without_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let (status, _) = http(server.addr, "GET", "/api/devices", None, "application/json", b"");
+    let (status, _) = http(
+        server.addr,
+        "GET",
+        "/api/devices",
+        None,
+        "application/json",
+        b"",
+    );
     assert_eq!(status, 401);
-    let (status, _) = http(server.addr, "GET", "/api/devices", Some("wrong"), "application/json", b"");
+    let (status, _) = http(
+        server.addr,
+        "GET",
+        "/api/devices",
+        Some("wrong"),
+        "application/json",
+        b"",
+    );
     assert_eq!(status, 401);
-    let (status, body) = server.api("POST", "/api/devices/IMEI:unknown/commands", Some(r#"{"op":"Get","target":"./DevInfo"}"#));
+    let (status, body) = server.api(
+        "POST",
+        "/api/devices/IMEI:unknown/commands",
+        Some(r#"{"op":"Get","target":"./DevInfo"}"#),
+    );
     assert_eq!(status, 404, "{body}");
     server.enroll("IMEI:350000000000007", "md5");
-    let (status, body) = server.api("POST", "/api/devices/IMEI:350000000000007/commands", Some(r#"{"op":"Get"}"#));
+    let (status, body) = server.api(
+        "POST",
+        "/api/devices/IMEI:350000000000007/commands",
+        Some(r#"{"op":"Get"}"#),
+    );
     assert_eq!(status, 400, "{body}");
-    let (status, _) = server.api("POST", "/api/devices", Some(r#"{"dev_id":"IMEI:350000000000007"}"#));
+    let (status, _) = server.api(
+        "POST",
+        "/api/devices",
+        Some(r#"{"dev_id":"IMEI:350000000000007"}"#),
+    );
     assert_eq!(status, 409);
+}
+
+#[test]
+fn the_same_device_moves_from_md5_to_hmac() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000008";
+    let enrollment = server.enroll(dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+    assert_success(&device_once(&config), "MD5 session");
+
+    let (status, body) = server.api(
+        "POST",
+        &format!("/api/devices/{dev_id}/auth"),
+        Some(r#"{"auth":"hmac"}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let switch = body["command"].as_i64().unwrap();
+    assert_success(
+        &device_once(&config),
+        "the session that switches (still MD5)",
+    );
+    assert_eq!(server.command(switch)["status"], 200);
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["auth"], "hmac", "{}", server.daemon.log_text());
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gwmo-dms/AppAuth/1/AAuthType").unwrap(),
+        "HMAC"
+    );
+
+    // From now on every message carries an HMAC, and the session works.
+    let id = server.queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Mod"}"#);
+    assert_success(&device_once(&config), "HMAC session");
+    assert_eq!(server.command(id)["status"], 200);
+    assert!(!server.daemon.log_text().contains("authentication failed"));
+}
+
+#[test]
+fn a_replayed_package_one_is_refused() {
+    use base64::Engine;
+    use gwmo_proto::codes::status;
+    use gwmo_proto::{Command, Encoding};
+    use gwmo_session::{AuthType, ClientConfig, ClientSession, Credentials, Trigger};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000009";
+    let enrollment = server.enroll(dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+    assert_success(&device_once(&config), "session");
+
+    // The nonce the server handed the device for its next credentials.
+    let tree = device_tree(&dir.path().join("state"));
+    let nonce_b64 = leaf(&tree, "./DMAcc/gwmo-dms/AppAuth/1/AAuthData")
+        .unwrap()
+        .as_str()
+        .unwrap();
+    let nonce = base64::engine::general_purpose::STANDARD
+        .decode(nonce_b64)
+        .unwrap();
+    let text = |key: &str| enrollment[key].as_str().unwrap().to_owned();
+    let credentials = |name: String, secret: String| Credentials {
+        auth: AuthType::Md5,
+        name,
+        secret,
+    };
+    let mut session = ClientSession::new(
+        ClientConfig {
+            device_id: dev_id.into(),
+            server_id: text("server_id"),
+            server_uri: text("server_url"),
+            encoding: Encoding::Xml,
+            max_msg_size: 65536,
+            client: credentials(text("client_name"), text("client_secret")),
+            client_nonce: nonce,
+            server: credentials(text("server_name"), text("server_secret")),
+            server_nonce: vec![],
+            max_auth_attempts: 3,
+        },
+        "77".into(),
+        Trigger::Client,
+        vec![],
+        vec![],
+    );
+    let package1 = session.start().unwrap();
+    let header_status = |body: &str| {
+        let message = Encoding::Xml.decode(body.as_bytes()).unwrap();
+        message.body.commands.iter().find_map(|c| match c {
+            Command::Status(s) if s.cmd_ref == 0 => Some(s.code),
+            _ => None,
+        })
+    };
+    let xml = "application/vnd.syncml.dm+xml";
+    let (code, first) = http(server.addr, "POST", "/dm", None, xml, &package1.body);
+    assert_eq!(code, 200);
+    assert_eq!(header_status(&first), Some(status::AUTHENTICATION_ACCEPTED));
+    // The same bytes again: the nonce they were made with has been used.
+    let (code, replayed) = http(server.addr, "POST", "/dm", None, xml, &package1.body);
+    assert_eq!(code, 200);
+    assert_eq!(
+        header_status(&replayed),
+        Some(status::INVALID_CREDENTIALS),
+        "{replayed}"
+    );
+    assert!(
+        replayed.contains("NextNonce"),
+        "no fresh challenge: {replayed}"
+    );
 }

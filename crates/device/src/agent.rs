@@ -116,7 +116,12 @@ impl Agent {
         let outcome = loop {
             let answer = self
                 .client
-                .post(&outgoing.url, outgoing.content_type, outgoing.hmac.as_deref(), outgoing.body)
+                .post(
+                    &outgoing.url,
+                    outgoing.content_type,
+                    outgoing.hmac.as_deref(),
+                    outgoing.body,
+                )
                 .await?;
             if answer.status != 200 {
                 return Err(DeviceError::Refused(
@@ -153,7 +158,10 @@ impl Agent {
     }
 
     /// Opens a session with every account; failures are logged, not fatal.
-    pub async fn session_with_all(&self, trigger: Trigger) -> Vec<Result<SessionReport, DeviceError>> {
+    pub async fn session_with_all(
+        &self,
+        trigger: Trigger,
+    ) -> Vec<Result<SessionReport, DeviceError>> {
         let mut reports = Vec::new();
         for server_id in self.server_ids().await {
             let report = self.session(&server_id, trigger, None, Vec::new()).await;
@@ -189,17 +197,32 @@ impl Agent {
 struct TreeExecutor<'a>(&'a mut Tree);
 
 impl Executor for TreeExecutor<'_> {
-    fn execute(&mut self, server_id: &str, msg_ref: u32, command: &Command, ids: &mut CmdIds) -> Vec<Command> {
+    fn execute(
+        &mut self,
+        server_id: &str,
+        msg_ref: u32,
+        command: &Command,
+        ids: &mut CmdIds,
+    ) -> Vec<Command> {
         self.0.execute(server_id, msg_ref, command, ids)
     }
 }
 
 /// The session settings for an account of the tree.
-fn client_config(settings: &DeviceSettings, account: &DmAccount) -> Result<ClientConfig, DeviceError> {
+fn client_config(
+    settings: &DeviceSettings,
+    account: &DmAccount,
+) -> Result<ClientConfig, DeviceError> {
     let missing = |what: &str| DeviceError::BadAccount(account.server_id.clone(), what.to_owned());
-    let client = account.credentials(AuthLevel::Client).ok_or_else(|| missing("client credentials (CLCRED)"))?;
-    let server = account.credentials(AuthLevel::Server).ok_or_else(|| missing("server credentials (SRVCRED)"))?;
-    let server_uri = account.address().ok_or_else(|| missing("address (AppAddr)"))?;
+    let client = account
+        .credentials(AuthLevel::Client)
+        .ok_or_else(|| missing("client credentials (CLCRED)"))?;
+    let server = account
+        .credentials(AuthLevel::Server)
+        .ok_or_else(|| missing("server credentials (SRVCRED)"))?;
+    let server_uri = account
+        .address()
+        .ok_or_else(|| missing("address (AppAddr)"))?;
     Ok(ClientConfig {
         device_id: settings.dev_id.clone(),
         server_id: account.server_id.clone(),
@@ -223,7 +246,11 @@ fn client_config(settings: &DeviceSettings, account: &DmAccount) -> Result<Clien
 }
 
 /// Stores the nonces the session exchanged in the account's AppAuth entries.
-fn apply_events(tree: &mut Tree, account_name: &str, events: &[ClientEvent]) -> Result<(), DeviceError> {
+fn apply_events(
+    tree: &mut Tree,
+    account_name: &str,
+    events: &[ClientEvent],
+) -> Result<(), DeviceError> {
     for event in events {
         match event {
             ClientEvent::ClientNonce(nonce) => {

@@ -24,7 +24,9 @@ pub async fn bind(agent: &Agent, listen: SocketAddr) -> Result<(TcpListener, Str
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| DeviceError::Listen(listen, e.to_string()))?;
-    let bound = listener.local_addr().map_err(|e| DeviceError::Listen(listen, e.to_string()))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| DeviceError::Listen(listen, e.to_string()))?;
     let url = agent
         .settings()
         .notify_url
@@ -34,8 +36,14 @@ pub async fn bind(agent: &Agent, listen: SocketAddr) -> Result<(TcpListener, Str
 }
 
 /// Serves package 0 until `shutdown`.
-pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), DeviceError> {
-    let router = Router::new().route("/notify", post(notification)).with_state(agent);
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DeviceError> {
+    let router = Router::new()
+        .route("/notify", post(notification))
+        .with_state(agent);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -45,7 +53,12 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: impl std:
 async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCode, String) {
     let (notification, _) = match package0::decode(&body) {
         Ok(decoded) => decoded,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("malformed package 0: {error}\n")),
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed package 0: {error}\n"),
+            );
+        }
     };
     let tree = agent.tree().await;
     let Some((_, account)) = gwmo_tree::dm_accounts(&tree)
@@ -56,7 +69,10 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
         return (StatusCode::FORBIDDEN, "no account for that server\n".into());
     };
     let Some(server) = account.credentials(AuthLevel::Server) else {
-        return (StatusCode::FORBIDDEN, "no server credentials for that account\n".into());
+        return (
+            StatusCode::FORBIDDEN,
+            "no server credentials for that account\n".into(),
+        );
     };
     if let Err(error) = package0::verify(&body, &account.server_id, &server.secret, &server.nonce) {
         warn!(server = %account.server_id, %error, "package 0 digest refused");
@@ -66,7 +82,10 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
     info!(server = %account.server_id, session = %session_id, "package 0 accepted");
     let server_id = account.server_id.clone();
     tokio::spawn(async move {
-        if let Err(error) = agent.session(&server_id, Trigger::Server, Some(session_id), Vec::new()).await {
+        if let Err(error) = agent
+            .session(&server_id, Trigger::Server, Some(session_id), Vec::new())
+            .await
+        {
             warn!(server = %server_id, %error, "server-initiated session failed");
         }
     });

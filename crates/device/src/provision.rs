@@ -21,7 +21,7 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
         model: settings.model.clone(),
         ..DeviceInfo::default()
     });
-    for (index, factory) in settings.accounts.iter().enumerate() {
+    for factory in &settings.accounts {
         let account = DmAccount::new(
             &factory.server_id,
             &factory.server_url,
@@ -31,10 +31,15 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
             factory.server_name.as_deref().unwrap_or(&factory.server_id),
             &factory.server_secret,
         );
-        gwmo_tree::write_dm_account(&mut tree, &format!("Factory{}", index + 1), &account)?;
+        let name = account_node_name(&tree, &factory.server_id);
+        gwmo_tree::write_dm_account(&mut tree, &name, &account)?;
     }
     // Vendor nodes every server may read, and the factory servers may execute.
-    let servers: Vec<&str> = settings.accounts.iter().map(|a| a.server_id.as_str()).collect();
+    let servers: Vec<&str> = settings
+        .accounts
+        .iter()
+        .map(|a| a.server_id.as_str())
+        .collect();
     tree.ensure_interior("./Vendor/gwmo")?;
     tree.set_leaf(PING_NODE, "", Format::Chr)?;
     tree.set_leaf(LAST_PING_NODE, "", Format::Chr)?;
@@ -42,10 +47,44 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
     let acl = if factory_servers.is_empty() {
         "Get=*".to_owned()
     } else {
-        format!("Get=*&Exec={factory_servers}&Replace={factory_servers}&Add={factory_servers}&Delete={factory_servers}")
+        format!(
+            "Get=*&Exec={factory_servers}&Replace={factory_servers}&Add={factory_servers}&Delete={factory_servers}"
+        )
     };
     tree.set_acl("./Vendor", Acl::parse(&acl)?)?;
     Ok(tree)
+}
+
+/// The node name of a factory account: its ServerID made a valid URI segment (so the
+/// server can address its own account), with a suffix if that name is taken.
+pub fn account_node_name(tree: &Tree, server_id: &str) -> String {
+    let base: String = server_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    let base = if base.is_empty() {
+        "Account".to_owned()
+    } else {
+        base
+    };
+    let taken = |name: &str| tree.exists(&format!("{}/{name}", gwmo_tree::DMACC));
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}_{n}")
+            }
+        })
+        .find(|name| !taken(name))
+        .unwrap_or(base)
 }
 
 pub fn set_notify_url(tree: &mut Tree, url: &str) -> Result<(), DeviceError> {

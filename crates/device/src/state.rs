@@ -21,7 +21,9 @@ impl StateDir {
     /// Opens (creating if needed) a state directory.
     pub fn open(dir: &Path) -> Result<StateDir, DeviceError> {
         fs::create_dir_all(dir).map_err(|e| DeviceError::State(dir.to_owned(), e.to_string()))?;
-        Ok(StateDir { dir: dir.to_owned() })
+        Ok(StateDir {
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn tree_path(&self) -> PathBuf {
@@ -43,7 +45,8 @@ impl StateDir {
 
     pub fn save_tree(&self, tree: &Tree) -> Result<(), DeviceError> {
         let path = self.tree_path();
-        let text = serde_json::to_vec(tree).map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
+        let text = serde_json::to_vec(tree)
+            .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
         write_atomically(&path, &text).map_err(|e| DeviceError::State(path, e.to_string()))
     }
 }
@@ -51,8 +54,13 @@ impl StateDir {
 /// Writes `bytes` to a temporary file beside `path`, flushes it to disk, renames it
 /// over `path` and flushes the directory entry.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io::Error::other("no file name"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
     let temporary = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let mut file = File::create(&temporary)?;
     file.write_all(bytes)?;
@@ -88,6 +96,12 @@ mod tests {
     #[test]
     fn first_start_has_no_tree() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(StateDir::open(&dir.path().join("new")).unwrap().load_tree().unwrap().is_none());
+        assert!(
+            StateDir::open(&dir.path().join("new"))
+                .unwrap()
+                .load_tree()
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -280,6 +280,70 @@ pub async fn notify_device(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthChange {
+    pub auth: String,
+}
+
+/// Moves a device to another authentication scheme: a command changes the scheme of
+/// this server's account on the device (`./DMAcc/<ServerID>`, as gwmo devices name
+/// factory accounts), and the server follows once the device reports success, so
+/// both sides use the new scheme from the next session on.
+pub async fn change_auth(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+    Json(change): Json<AuthChange>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let auth = parse_auth(&change.auth)?;
+    if state.store.device(&dev_id)?.is_none() {
+        return Err(not_found("device"));
+    }
+    let account = format!("./DMAcc/{}", state.settings.server_id);
+    let name = match auth {
+        AuthType::Basic => "BASIC",
+        AuthType::Md5 => "DIGEST",
+        AuthType::Hmac => "HMAC",
+    };
+    let replace = |target: String| CommandSpec::Replace {
+        target,
+        data: name.to_owned(),
+        format: None,
+        mime: None,
+    };
+    let spec = CommandSpec::Atomic {
+        commands: vec![
+            replace(format!("{account}/AAuthPref")),
+            replace(format!("{account}/AppAuth/1/AAuthType")),
+            replace(format!("{account}/AppAuth/2/AAuthType")),
+        ],
+    };
+    let id = state
+        .store
+        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
+    state.store.plan_auth_switch(&dev_id, auth, id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "command": id, "auth": auth_name(auth), "applies": "from the session after the device confirms" }),
+        ),
+    ))
+}
+
+fn parse_auth(text: &str) -> Result<AuthType, ApiError> {
+    match text {
+        "basic" => Ok(AuthType::Basic),
+        "md5" => Ok(AuthType::Md5),
+        "hmac" => Ok(AuthType::Hmac),
+        other => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("auth must be basic, md5 or hmac, not {other:?}"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     pub after: Option<i64>,
     pub limit: Option<u32>,

@@ -225,6 +225,13 @@ impl DmService {
                     );
                     self.store
                         .complete(tag as i64, outcome.status, &stored, unix_now)?;
+                    if let Some(auth) = self.store.settle_auth_switch(tag as i64, outcome.status)? {
+                        info!(
+                            device = dev_id,
+                            ?auth,
+                            "authentication scheme switched for the next session"
+                        );
+                    }
                 }
                 ServerEvent::Aborted => {
                     self.store

@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/devices/{dev_id}", get(admin::get_device))
         .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
         .route("/api/devices/{dev_id}/notify", post(admin::notify_device))
+        .route("/api/devices/{dev_id}/auth", post(admin::change_auth))
         .route("/api/commands/{id}", get(admin::get_command))
         .route("/api/events", get(admin::events))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -13,7 +13,8 @@ use gwmo_proto::auth::AuthType;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Schema changes in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE devices (
         dev_id          TEXT PRIMARY KEY,
         auth            TEXT NOT NULL,
@@ -51,7 +52,12 @@ const MIGRATIONS: &[&str] = &[r#"
         kind   TEXT NOT NULL,
         detail TEXT NOT NULL
     );
-"#];
+"#,
+    r#"
+    ALTER TABLE devices ADD COLUMN auth_switch_to TEXT;
+    ALTER TABLE devices ADD COLUMN auth_switch_command INTEGER;
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -337,6 +343,54 @@ impl Store {
         )?)
     }
 
+    /// Records that the device moves to `auth` once command `command` (which changes
+    /// the scheme on the device) succeeds.
+    pub fn plan_auth_switch(
+        &self,
+        dev_id: &str,
+        auth: AuthType,
+        command: i64,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE devices SET auth_switch_to = ?2, auth_switch_command = ?3 WHERE dev_id = ?1",
+            params![dev_id, auth_text(auth), command],
+        )?;
+        Ok(())
+    }
+
+    /// Applies a planned scheme change when its command came back with `status`:
+    /// success switches the device, anything else drops the plan. Returns the new scheme.
+    pub fn settle_auth_switch(
+        &self,
+        command: i64,
+        status: u16,
+    ) -> Result<Option<AuthType>, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let planned: Option<(String, String)> = transaction
+            .query_row(
+                "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = ?1",
+                [command],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((dev_id, auth)) = planned else {
+            return Ok(None);
+        };
+        let switched = gwmo_proto::codes::status::is_success(status);
+        transaction.execute(
+            "UPDATE devices SET auth = CASE WHEN ?2 THEN auth_switch_to ELSE auth END,
+                 auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = ?1",
+            params![dev_id, switched],
+        )?;
+        transaction.commit()?;
+        Ok(if switched {
+            Some(auth_from_text(&auth)?)
+        } else {
+            None
+        })
+    }
+
     pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
@@ -570,6 +624,37 @@ mod tests {
         let events = store.events(0, 3).unwrap();
         assert_eq!(events.len(), 3);
         assert_eq!(store.events(events[2].id, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_auth_switch_applies_only_when_its_command_succeeds() {
+        let store = Store::open_in_memory().unwrap();
+        let mut md5 = device("IMEI:1");
+        md5.auth = AuthType::Md5;
+        store.enroll(&md5, 0).unwrap();
+        let first = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store
+            .plan_auth_switch("IMEI:1", AuthType::Hmac, first)
+            .unwrap();
+        assert_eq!(store.settle_auth_switch(first, 425).unwrap(), None);
+        assert_eq!(store.device("IMEI:1").unwrap().unwrap().auth, AuthType::Md5);
+        let second = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store
+            .plan_auth_switch("IMEI:1", AuthType::Hmac, second)
+            .unwrap();
+        assert_eq!(
+            store.settle_auth_switch(second, 200).unwrap(),
+            Some(AuthType::Hmac)
+        );
+        assert_eq!(
+            store.device("IMEI:1").unwrap().unwrap().auth,
+            AuthType::Hmac
+        );
+        assert_eq!(
+            store.settle_auth_switch(second, 200).unwrap(),
+            None,
+            "settled once"
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ impl Daemon {
     pub fn spawn(mut command: Command, log: PathBuf) -> Daemon {
         let file = std::fs::File::create(&log).unwrap();
         command.stdout(Stdio::null()).stderr(file);
-        Daemon { child: command.spawn().expect("gwmo starts"), log }
+        Daemon {
+            child: command.spawn().expect("gwmo starts"),
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -87,9 +90,17 @@ impl ServerProcess {
         let mut daemon = Daemon::spawn(command, dir.join("server.log"));
         let addr = poll("the server's address", Duration::from_secs(30), || {
             daemon.assert_running();
-            std::fs::read_to_string(&address_file).ok()?.trim().parse().ok()
+            std::fs::read_to_string(&address_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
         });
-        ServerProcess { daemon, addr, dir: dir.to_owned() }
+        ServerProcess {
+            daemon,
+            addr,
+            dir: dir.to_owned(),
+        }
     }
 
     pub fn dm_url(&self) -> String {
@@ -97,20 +108,35 @@ impl ServerProcess {
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let (status, text) = http(self.addr, method, path, Some(TOKEN), "application/json", body.unwrap_or("").as_bytes());
+        let (status, text) = http(
+            self.addr,
+            method,
+            path,
+            Some(TOKEN),
+            "application/json",
+            body.unwrap_or("").as_bytes(),
+        );
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, value)
     }
 
     /// Enrolls a device; returns the enrollment (credentials included).
     pub fn enroll(&self, dev_id: &str, auth: &str) -> Value {
-        let (status, body) = self.api("POST", "/api/devices", Some(&format!(r#"{{"dev_id":"{dev_id}","auth":"{auth}"}}"#)));
+        let (status, body) = self.api(
+            "POST",
+            "/api/devices",
+            Some(&format!(r#"{{"dev_id":"{dev_id}","auth":"{auth}"}}"#)),
+        );
         assert_eq!(status, 201, "enroll: {body}");
         body
     }
 
     pub fn queue(&self, dev_id: &str, spec: &str) -> i64 {
-        let (status, body) = self.api("POST", &format!("/api/devices/{dev_id}/commands"), Some(spec));
+        let (status, body) = self.api(
+            "POST",
+            &format!("/api/devices/{dev_id}/commands"),
+            Some(spec),
+        );
         assert_eq!(status, 201, "queue {spec}: {body}");
         body["id"].as_i64().unwrap()
     }
@@ -123,10 +149,21 @@ impl ServerProcess {
 }
 
 /// One HTTP/1.1 exchange over a fresh connection; returns the status and body.
-pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, String) {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}\r\n",
         body.len()
@@ -136,8 +173,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, con
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, dechunk(&body))
 }
 
@@ -147,8 +191,12 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     loop {
-        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_owned() };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_owned() };
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_owned();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_owned();
+        };
         if size == 0 {
             return out;
         }
@@ -191,7 +239,13 @@ server_secret = "{server_secret}"
 
 /// `gwmo device --config CONFIG --once`.
 pub fn device_once(config: &Path) -> Output {
-    gwmo().arg("device").arg("--config").arg(config).arg("--once").output().unwrap()
+    gwmo()
+        .arg("device")
+        .arg("--config")
+        .arg(config)
+        .arg("--once")
+        .output()
+        .unwrap()
 }
 
 pub fn assert_success(output: &Output, what: &str) {
@@ -206,7 +260,11 @@ pub fn assert_success(output: &Output, what: &str) {
 
 /// The device's tree as `gwmo device tree --json` prints it.
 pub fn device_tree(state: &Path) -> Value {
-    let output = gwmo().args(["device", "tree", "--json", "--state"]).arg(state).output().unwrap();
+    let output = gwmo()
+        .args(["device", "tree", "--json", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
     assert_success(&output, "gwmo device tree");
     serde_json::from_slice(&output.stdout).unwrap()
 }
