@@ -14,10 +14,10 @@ pub enum Encoding {
 /// Why a message could not be decoded or encoded, in either encoding.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("malformed {encoding} message: {source}")]
+    #[error("malformed {encoding} message: {reason}")]
     Decode {
         encoding: &'static str,
-        source: crate::grammar::DecodeError,
+        reason: crate::grammar::DecodeError,
     },
     #[error("cannot write XML: {0}")]
     XmlEncode(#[from] xml::EncodeError),
@@ -60,9 +60,9 @@ impl Encoding {
             Encoding::Xml => xml::decode(bytes),
             Encoding::Wbxml => wbxml::decode(bytes),
         }
-        .map_err(|source| CodecError::Decode {
-            encoding: self.name(),
-            source,
+        .map_err(|reason| CodecError::Decode {
+            encoding: self.label(),
+            reason,
         })
     }
 
@@ -73,6 +73,15 @@ impl Encoding {
         })
     }
 
+    /// The encoding's name for people: XML or WBXML.
+    pub fn label(self) -> &'static str {
+        match self {
+            Encoding::Xml => "XML",
+            Encoding::Wbxml => "WBXML",
+        }
+    }
+
+    /// The encoding's name in configuration files and the store: xml or wbxml.
     pub fn name(self) -> &'static str {
         match self {
             Encoding::Xml => "xml",

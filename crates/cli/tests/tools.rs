@@ -1,0 +1,150 @@
+//! The `gwmo` tools: `msg decode|encode` on large captures and bad input, and
+//! `--print-config` for every role.
+
+mod common;
+
+use common::gwmo;
+use gwmo_proto::{Body, Command, Data, Encoding, Header, Item, ItemCommand, Location, Message};
+
+fn large_message(commands: usize) -> Message {
+    Message {
+        header: Header {
+            ver_dtd: "1.2".into(),
+            ver_proto: "DM/1.2".into(),
+            session_id: "1".into(),
+            msg_id: 1,
+            target: Location::new("IMEI:1"),
+            source: Location::new("http://dms/dm"),
+            resp_uri: None,
+            cred: None,
+            meta: None,
+        },
+        body: Body {
+            commands: (0..commands)
+                .map(|i| {
+                    Command::Replace(ItemCommand {
+                        cmd_id: i as u32 + 1,
+                        meta: None,
+                        items: vec![Item {
+                            target: Some(Location::new(format!("./Vendor/Leaf{i}"))),
+                            data: Some(Data::Text(format!(
+                                "value {i} & <more> {}",
+                                "x".repeat(200)
+                            ))),
+                            ..Item::default()
+                        }],
+                    })
+                })
+                .collect(),
+            is_final: true,
+        },
+    }
+}
+
+#[test]
+fn msg_encodes_and_decodes_a_capture_of_many_megabytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = large_message(20_000);
+    let xml_path = dir.path().join("capture.xml");
+    std::fs::write(&xml_path, Encoding::Xml.encode(&message).unwrap()).unwrap();
+    assert!(std::fs::metadata(&xml_path).unwrap().len() > 5_000_000);
+
+    let wbxml_path = dir.path().join("capture.wbxml");
+    let encoded = gwmo()
+        .args(["msg", "encode", "--wbxml"])
+        .arg(&xml_path)
+        .arg("-o")
+        .arg(&wbxml_path)
+        .output()
+        .unwrap();
+    common::assert_success(&encoded, "msg encode");
+    let wbxml = std::fs::read(&wbxml_path).unwrap();
+    assert_eq!(Encoding::Wbxml.decode(&wbxml).unwrap(), message);
+
+    let decoded = gwmo()
+        .args(["msg", "decode"])
+        .arg(&wbxml_path)
+        .output()
+        .unwrap();
+    common::assert_success(&decoded, "msg decode");
+    assert_eq!(
+        Encoding::Xml.decode(&decoded.stdout).unwrap(),
+        message,
+        "the indented XML reads back the same"
+    );
+
+    let json = gwmo()
+        .args(["msg", "decode", "--json"])
+        .arg(&wbxml_path)
+        .output()
+        .unwrap();
+    common::assert_success(&json, "msg decode --json");
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["body"]["commands"].as_array().unwrap().len(), 20_000);
+    assert_eq!(
+        value["body"]["commands"][7]["Replace"]["items"][0]["target"]["uri"],
+        "./Vendor/Leaf7"
+    );
+}
+
+#[test]
+fn msg_refuses_bad_input_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.wbxml");
+    let bytes = Encoding::Wbxml.encode(&large_message(3)).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.xml");
+    std::fs::write(&garbage, "<SyncML><SyncHdr>").unwrap();
+    for (path, expected) in [(&truncated, "WBXML"), (&garbage, "XML")] {
+        let output = gwmo().args(["msg", "decode"]).arg(path).output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("gwmo: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let missing = gwmo()
+        .args(["msg", "decode", "/nonexistent/capture"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/capture"));
+}
+
+#[test]
+fn every_role_prints_its_effective_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "server_id = \"dms-7\"\n").unwrap();
+    let output = gwmo()
+        .args(["server", "--print-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    common::assert_success(&output, "server --print-config");
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    assert_eq!(printed["server_id"].as_str(), Some("dms-7"));
+    assert_eq!(
+        printed["listen"].as_str(),
+        Some("127.0.0.1:8080"),
+        "defaults are printed too"
+    );
+
+    let output = gwmo()
+        .args(["device", "--print-config", "--state", "/tmp/x"])
+        .output()
+        .unwrap();
+    common::assert_success(&output, "device --print-config");
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    assert_eq!(printed["state_dir"].as_str(), Some("/tmp/x"));
+
+    std::fs::write(&config, "lisen = \"x\"\n").unwrap();
+    let output = gwmo()
+        .args(["server", "--print-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}
