@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -140,6 +141,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 WireEncoding::Wbxml,
             )),
         ),
+        (
+            "server-initiated session: package 0 wakes the device",
+            Box::pin(server_initiated(&admin, dir.path())),
+        ),
     ];
     for (number, (title, step)) in steps.into_iter().enumerate() {
         println!("Step {}: {title}", number + 1);
@@ -243,6 +248,61 @@ async fn first_session(
     Ok(format!(
         "{dev_id} authenticated ({auth}), session {} ended after {} message(s)",
         report.session_id, report.messages
+    ))
+}
+
+async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+    let dev_id = "IMEI:350000000000102";
+    let settings = DeviceSettings {
+        state_dir: dir.join(dev_id.replace(':', "_")),
+        dev_id: dev_id.into(),
+        encoding: WireEncoding::Wbxml,
+        ..DeviceSettings::default()
+    };
+    let agent = Arc::new(Agent::open(settings)?);
+    let (listener, url) = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
+    agent.set_notify_url(&url).await?;
+    let server_id = agent
+        .server_ids()
+        .await
+        .into_iter()
+        .next()
+        .context("the device has no account")?;
+    // One session reports the notification URL; then the device only listens.
+    agent
+        .session(&server_id, Trigger::Client, None, Vec::new())
+        .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listening = tokio::spawn(gwmo_device::notify::serve(agent.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let command = admin
+        .queue(dev_id, r#"{"op":"Get","target":"./DevInfo/DevId"}"#)
+        .await?;
+    let answer = admin
+        .call(Method::POST, &format!("/api/devices/{dev_id}/notify"), "")
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let state = admin.command(command).await?;
+        if state["state"] == "done" {
+            break state;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the device did not open the session in 10 s: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = stop.send(());
+    let _ = listening.await;
+    ensure!(
+        done["outcome"]["results"][0]["data"] == dev_id,
+        "unexpected outcome: {done}"
+    );
+    Ok(format!(
+        "package 0 for session {} verified by the device; the queued Get came back with its DevId",
+        answer["session_id"]
     ))
 }
 

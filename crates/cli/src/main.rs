@@ -51,7 +51,9 @@ pub struct ConfigArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo narrates on stdout: its logs stay quiet unless RUST_LOG asks.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logging(if quiet { "warn" } else { "warn,gwmo=info" });
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
@@ -67,10 +69,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` chooses what (default: info for gwmo, warn for the rest).
-fn init_logging() {
+/// Logs go to stderr; `RUST_LOG` chooses what, else `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,gwmo=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
