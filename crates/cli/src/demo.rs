@@ -251,27 +251,37 @@ async fn first_session(
     ))
 }
 
-async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
-    let dev_id = "IMEI:350000000000102";
-    let settings = DeviceSettings {
+/// A device of an earlier step, opened again from its state directory.
+fn reopen(dir: &Path, dev_id: &str, encoding: WireEncoding) -> anyhow::Result<Agent> {
+    Ok(Agent::open(DeviceSettings {
         state_dir: dir.join(dev_id.replace(':', "_")),
         dev_id: dev_id.into(),
-        encoding: WireEncoding::Wbxml,
+        encoding,
         ..DeviceSettings::default()
-    };
-    let agent = Arc::new(Agent::open(settings)?);
-    let (listener, url) = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
-    agent.set_notify_url(&url).await?;
+    })?)
+}
+
+/// A client-initiated session with the device's (one) server.
+async fn client_session(agent: &Agent) -> anyhow::Result<()> {
     let server_id = agent
         .server_ids()
         .await
         .into_iter()
         .next()
         .context("the device has no account")?;
-    // One session reports the notification URL; then the device only listens.
     agent
         .session(&server_id, Trigger::Client, None, Vec::new())
         .await?;
+    Ok(())
+}
+
+async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+    let dev_id = "IMEI:350000000000102";
+    let agent = Arc::new(reopen(dir, dev_id, WireEncoding::Wbxml)?);
+    let (listener, url) = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
+    agent.set_notify_url(&url).await?;
+    // One session reports the notification URL; then the device only listens.
+    client_session(&agent).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listening = tokio::spawn(gwmo_device::notify::serve(agent.clone(), listener, async {
         let _ = stopped.await;
@@ -308,12 +318,7 @@ async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
 
 async fn queued_commands(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000101";
-    let settings = DeviceSettings {
-        state_dir: dir.join(dev_id.replace(':', "_")),
-        dev_id: dev_id.into(),
-        ..DeviceSettings::default()
-    };
-    let agent = Agent::open(settings)?; // the tree written in step 1
+    let agent = reopen(dir, dev_id, WireEncoding::Xml)?;
     let replace = admin
         .queue(
             dev_id,
@@ -332,15 +337,7 @@ async fn queued_commands(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let atomic = admin
         .queue(dev_id, r#"{"op":"Atomic","commands":[{"op":"Add","target":"./Vendor/gwmo/A","data":"1"},{"op":"Delete","target":"./Vendor/gwmo/Missing"}]}"#)
         .await?;
-    let server_id = agent
-        .server_ids()
-        .await
-        .into_iter()
-        .next()
-        .context("the device has no account")?;
-    agent
-        .session(&server_id, Trigger::Client, None, Vec::new())
-        .await?;
+    client_session(&agent).await?;
     let status = |v: &Value| v["status"].as_u64().unwrap_or_default();
     let (replace, get, exec, atomic) = (
         admin.command(replace).await?,

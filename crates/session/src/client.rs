@@ -6,15 +6,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use gwmo_proto::codes::{alert, status};
-use gwmo_proto::{
-    Alert, CmdIds, Command, Encoding, Header, Item, ItemCommand, Location, Message, Meta, Status,
-    VER_DTD, VER_PROTO,
-};
+use gwmo_proto::{Alert, CmdIds, Command, Encoding, Item, ItemCommand, Message, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
 use crate::packer::pack;
-use crate::{Outgoing, SessionError, command_status, header_status};
+use crate::{Outgoing, OutgoingHeader, SessionError, command_status, header_status};
 
 /// Runs the management commands of a server against the device's tree.
 pub trait Executor {
@@ -370,23 +367,17 @@ impl ClientSession {
         }
         self.last_msg_id += 1;
         let msg_id = self.last_msg_id;
-        let header = Header {
-            ver_dtd: VER_DTD.into(),
-            ver_proto: VER_PROTO.into(),
-            session_id: self.session_id.clone(),
+        let header = OutgoingHeader {
+            session_id: &self.session_id,
             msg_id,
-            target: Location::new(self.config.server_uri.clone()),
-            source: Location {
-                uri: self.config.device_id.clone(),
-                name: Some(self.prover.name().to_owned()),
-            },
+            target: &self.config.server_uri,
+            source: &self.config.device_id,
+            source_name: self.prover.name(),
             resp_uri: None,
             cred: self.prover.cred(),
-            meta: Some(Meta {
-                max_msg_size: Some(self.config.max_msg_size as u64),
-                ..Meta::default()
-            }),
-        };
+            max_msg_size: self.config.max_msg_size,
+        }
+        .build();
         let packed = pack(
             header,
             leading,

@@ -19,7 +19,7 @@ pub use server::{
     CommandOutcome, DeviceAuth, Received, ServerConfig, ServerEvent, ServerReply, ServerSession,
 };
 
-use gwmo_proto::{CodecError, Command, Header, Status};
+use gwmo_proto::{CodecError, Command, Cred, Header, Location, Meta, Status, VER_DTD, VER_PROTO};
 
 /// A message to send, with what its HTTP request or response needs.
 #[derive(Debug, Clone)]
@@ -47,6 +47,41 @@ pub enum SessionError {
     Replay(u32),
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+/// The SyncHdr of an outgoing message: we are `source` (named by our credentials'
+/// name), announcing the largest message we accept.
+pub(crate) struct OutgoingHeader<'a> {
+    pub(crate) session_id: &'a str,
+    pub(crate) msg_id: u32,
+    pub(crate) target: &'a str,
+    pub(crate) source: &'a str,
+    pub(crate) source_name: &'a str,
+    pub(crate) resp_uri: Option<String>,
+    pub(crate) cred: Option<Cred>,
+    pub(crate) max_msg_size: usize,
+}
+
+impl OutgoingHeader<'_> {
+    pub(crate) fn build(self) -> Header {
+        Header {
+            ver_dtd: VER_DTD.into(),
+            ver_proto: VER_PROTO.into(),
+            session_id: self.session_id.to_owned(),
+            msg_id: self.msg_id,
+            target: Location::new(self.target),
+            source: Location {
+                uri: self.source.to_owned(),
+                name: Some(self.source_name.to_owned()),
+            },
+            resp_uri: self.resp_uri,
+            cred: self.cred,
+            meta: Some(Meta {
+                max_msg_size: Some(self.max_msg_size as u64),
+                ..Meta::default()
+            }),
+        }
+    }
 }
 
 /// The Status answering a message's SyncHdr.

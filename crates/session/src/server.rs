@@ -7,14 +7,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::codes::{alert, status};
-use gwmo_proto::{
-    Alert, Command, Encoding, Header, Item, Location, Message, Meta, Status, VER_DTD, VER_PROTO,
-};
+use gwmo_proto::{Alert, Command, Encoding, Item, Message, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
 use crate::packer::pack;
-use crate::{Outgoing, SessionError, command_status, header_status};
+use crate::{Outgoing, OutgoingHeader, SessionError, command_status, header_status};
 
 /// The server's own settings for its sessions.
 #[derive(Debug, Clone)]
@@ -482,23 +480,17 @@ impl ServerSession {
         self.last_msg_id_out += 1;
         let msg_id = self.last_msg_id_out;
         let shows_credentials = self.device_authenticated && !self.accepted_by_device;
-        let header = Header {
-            ver_dtd: VER_DTD.into(),
-            ver_proto: VER_PROTO.into(),
-            session_id: self.session_id.clone(),
+        let header = OutgoingHeader {
+            session_id: &self.session_id,
             msg_id,
-            target: Location::new(self.device_id.clone()),
-            source: Location {
-                uri: self.config.server_uri.clone(),
-                name: Some(self.prover.name().to_owned()),
-            },
+            target: &self.device_id,
+            source: &self.config.server_uri,
+            source_name: self.prover.name(),
             resp_uri: self.config.resp_uri.clone(),
             cred: shows_credentials.then(|| self.prover.cred()).flatten(),
-            meta: Some(Meta {
-                max_msg_size: Some(self.config.max_msg_size as u64),
-                ..Meta::default()
-            }),
-        };
+            max_msg_size: self.config.max_msg_size,
+        }
+        .build();
         let packed = pack(
             header,
             leading,
