@@ -7,6 +7,7 @@ use gwmo_proto::{CmdIds, Command, Container, Data, Item, Location, Meta, Results
 
 use crate::TreeError;
 use crate::acl::{Acl, Op};
+use crate::dmacc::DMACC;
 use crate::node::{Content, Format, Node};
 use crate::tree::{ExecRequest, Tree};
 use crate::uri::{Query, Uri, join};
@@ -255,12 +256,6 @@ impl Tree {
         let manages = [Op::Delete, Op::Get, Op::Replace]
             .iter()
             .all(|op| self.permits(server, *op, &segments[..existing]));
-        if !manages {
-            node.acl = Some(Acl::granting(
-                server,
-                &[Op::Add, Op::Delete, Op::Get, Op::Replace],
-            ));
-        }
         let parent = self
             .make_interiors(&segments[..segments.len() - 1])
             .map_err(|_| status::COMMAND_NOT_ALLOWED)?;
@@ -268,7 +263,41 @@ impl Tree {
             .children_mut()
             .ok_or(status::COMMAND_NOT_ALLOWED)?
             .insert((*name).to_owned(), node);
+        if !manages {
+            // On the topmost node this Add created, so the whole new subtree is covered.
+            if let Some(created) = self.node_at_mut(&segments[..=existing]) {
+                created.acl = Some(Acl::granting(
+                    server,
+                    &[Op::Add, Op::Delete, Op::Get, Op::Replace],
+                ));
+            }
+        }
+        self.grant_account_to_its_server(segments);
         Ok(())
+    }
+
+    /// A new `./DMAcc/<X>/ServerID` gives that server Add, Delete, Get and Replace on
+    /// `./DMAcc/<X>`, as a bootstrapped account must (DM Bootstrap).
+    fn grant_account_to_its_server(&mut self, segments: &[&str]) {
+        let [dmacc, account, "ServerID"] = segments else {
+            return;
+        };
+        if *dmacc != &DMACC[2..] {
+            return;
+        }
+        let Some(server) = self
+            .node_at(segments)
+            .and_then(Node::value)
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        if let Some(node) = self.node_at_mut(&[dmacc, account]) {
+            let acl = node.acl.get_or_insert_with(Acl::default);
+            for op in [Op::Add, Op::Delete, Op::Get, Op::Replace] {
+                acl.grant(op, &server);
+            }
+        }
     }
 
     fn replace(

@@ -5,6 +5,7 @@
 mod acl;
 mod dmacc;
 mod exec;
+mod gwboot;
 mod node;
 mod stdobj;
 mod tree;
@@ -14,6 +15,7 @@ pub use acl::{Acl, Op};
 pub use dmacc::{
     AppAuth, AuthLevel, DMACC, DmAccount, dm_accounts, set_account_nonce, write_dm_account,
 };
+pub use gwboot::{Origin, Provenance, Trust, account_of, provenance, write_provenance};
 pub use node::{Content, Format, Node};
 pub use stdobj::DeviceInfo;
 pub use tree::{ExecRequest, Tree};

@@ -178,8 +178,13 @@ impl Tree {
     /// The one place a server's right to do `op` at a node is decided. Every command
     /// a server sends goes through here; the gateway trust rules extend it.
     pub(crate) fn permits(&self, server_id: &str, op: Op, segments: &[&str]) -> bool {
-        self.effective_acl(segments)
-            .is_some_and(|acl| acl.allows(op, server_id))
+        let Some(acl) = self.effective_acl(segments) else {
+            return false;
+        };
+        acl.allows(op, server_id)
+            || self
+                .delegate(server_id)
+                .is_some_and(|parent| acl.allows(op, &parent))
     }
 
     /// Exec requests accepted since the last call.

@@ -515,3 +515,152 @@ proptest! {
         prop_assert!(tree.take_exec_requests().is_empty());
     }
 }
+
+/// The DM Server Assisted Gateway Bootstrap of figure x, as the DMS sends it: an Atomic
+/// adding the gateway's account with its provenance.
+fn server_assisted_bootstrap(tree: &mut Tree, gateway: &str) -> Vec<u16> {
+    let base = format!("./DMAcc/{gateway}");
+    let leaf = |path: &str, value: &str| add(&format!("{base}/{path}"), value);
+    let atomic = Command::Atomic(Container {
+        cmd_id: 1,
+        meta: None,
+        commands: vec![
+            leaf("ServerID", gateway),
+            leaf("AppAddr/1/Addr", "http://gw/dm"),
+            leaf("AppAuth/1/AAuthLevel", "CLCRED"),
+            leaf("AppAuth/1/AAuthType", "DIGEST"),
+            leaf("Ext/GwBoot/Origin", "server-assisted"),
+            leaf("Ext/GwBoot/Parent", DMS),
+            leaf("Ext/GwBoot/Trust", "full"),
+        ],
+    });
+    codes(tree, DMS, &atomic)
+}
+
+fn with_dmacc_add_for_dms() -> Tree {
+    let mut tree = device();
+    tree.set_acl("./DMAcc", Acl::parse("Get=*&Add=dms").unwrap())
+        .unwrap();
+    tree
+}
+
+#[test]
+fn req_8x1_the_dm_server_bootstraps_the_device_to_the_gateway() {
+    let mut tree = with_dmacc_add_for_dms();
+    assert!(
+        server_assisted_bootstrap(&mut tree, "gw-1")
+            .iter()
+            .all(|c| *c == 200)
+    );
+    let accounts = gwmo_tree::dm_accounts(&tree);
+    assert!(
+        accounts
+            .iter()
+            .any(|(_, a)| a.server_id == "gw-1" && a.address() == Some("http://gw/dm"))
+    );
+    let provenance = gwmo_tree::provenance(&tree, "gw-1");
+    assert_eq!(
+        (provenance.origin, provenance.trust),
+        (gwmo_tree::Origin::ServerAssisted, gwmo_tree::Trust::Full)
+    );
+    // The gateway manages its own account.
+    assert_eq!(
+        code(
+            &mut tree,
+            "gw-1",
+            &replace("./DMAcc/gw-1/AppAddr/1/Addr", "http://gw2/dm")
+        ),
+        200
+    );
+}
+
+#[test]
+fn req_8x1_gateway_may_change_pre_existing_dmacc_objects() {
+    let mut tree = with_dmacc_add_for_dms();
+    server_assisted_bootstrap(&mut tree, "gw-1");
+    // ./DMAcc/Factory1 existed before the gateway: its ACL names only dms.
+    assert_eq!(
+        code(
+            &mut tree,
+            "gw-1",
+            &replace("./DMAcc/Factory1/AppAddr/1/Addr", "http://new/dm")
+        ),
+        200
+    );
+    assert_eq!(
+        tree.value("./DMAcc/Factory1/AppAddr/1/Addr"),
+        Some("http://new/dm")
+    );
+    assert_eq!(
+        code(&mut tree, "gw-1", &get("./DMAcc/Factory1/ServerID")),
+        200
+    );
+}
+
+#[test]
+fn req_8x1_gateway_may_bootstrap_the_device_to_other_dm_servers() {
+    let mut tree = with_dmacc_add_for_dms();
+    server_assisted_bootstrap(&mut tree, "gw-1");
+    assert_eq!(
+        code(
+            &mut tree,
+            "gw-1",
+            &add("./DMAcc/other/ServerID", "other-dms")
+        ),
+        200
+    );
+    assert_eq!(
+        code(
+            &mut tree,
+            "gw-1",
+            &add("./DMAcc/other/AppAddr/1/Addr", "http://other/dm")
+        ),
+        200
+    );
+    // The new server manages its account and reads the device.
+    assert_eq!(
+        code(
+            &mut tree,
+            "other-dms",
+            &replace("./DMAcc/other/AppAddr/1/Addr", "http://o2/dm")
+        ),
+        200
+    );
+    assert_eq!(code(&mut tree, "other-dms", &get("./DevInfo/Man")), 200);
+}
+
+#[test]
+fn a_server_without_a_trusted_gateway_account_gets_no_delegated_rights() {
+    let mut tree = with_dmacc_add_for_dms();
+    // An account the DMS added without gateway provenance is an ordinary server.
+    assert_eq!(
+        code(&mut tree, DMS, &add("./DMAcc/plain/ServerID", "plain")),
+        200
+    );
+    assert_eq!(
+        code(
+            &mut tree,
+            "plain",
+            &replace("./DMAcc/Factory1/AppAddr/1/Addr", "x")
+        ),
+        425
+    );
+    // A restricted gateway has only its ACLs.
+    server_assisted_bootstrap(&mut tree, "gw-r");
+    assert_eq!(
+        code(
+            &mut tree,
+            DMS,
+            &replace("./DMAcc/gw-r/Ext/GwBoot/Trust", "restricted")
+        ),
+        200
+    );
+    assert_eq!(
+        code(
+            &mut tree,
+            "gw-r",
+            &replace("./DMAcc/Factory1/AppAddr/1/Addr", "x")
+        ),
+        425
+    );
+}
