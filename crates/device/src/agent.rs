@@ -101,6 +101,12 @@ impl Agent {
             .find(|(_, a)| a.server_id == server_id)
             .ok_or_else(|| DeviceError::NoAccount(server_id.to_owned()))?;
         let config = client_config(&self.settings, &account)?;
+        let mut alerts = alerts;
+        alerts.extend(provision::location_update(
+            &tree,
+            self.settings.gateway.as_deref(),
+            server_id,
+        ));
         let session_id =
             session_id.unwrap_or_else(|| format!("{:X}", rand::random::<u16>().max(1)));
         let mut session = ClientSession::new(

@@ -1,7 +1,8 @@
 //! What a device carries from the factory: its DevInfo and DevDetail, the DM
 //! accounts of its configuration, and the vendor nodes gwmo devices offer.
 
-use gwmo_tree::{Acl, DeviceInfo, DmAccount, ExecRequest, Format, Tree};
+use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
+use gwmo_tree::{Acl, DeviceInfo, DmAccount, ExecRequest, Format, Origin, Tree};
 use tracing::info;
 
 use crate::DeviceError;
@@ -52,28 +53,57 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
         )
     };
     tree.set_acl("./Vendor", Acl::parse(&acl)?)?;
+    // The factory servers may bootstrap the device to other servers and gateways.
+    if !factory_servers.is_empty() {
+        let acl = format!("Get=*&Add={factory_servers}");
+        tree.set_acl(gwmo_tree::DMACC, Acl::parse(&acl)?)?;
+    }
     Ok(tree)
+}
+
+/// The Location Update Alert (Generic Alert 1226, DESIGN.md §3) for a session with a
+/// server, when the gateway the device sees is not the one it is bootstrapped to.
+pub fn location_update(tree: &Tree, seen_gateway: Option<&str>, server_id: &str) -> Option<Alert> {
+    let seen = seen_gateway?;
+    let accounts = gwmo_tree::dm_accounts(tree);
+    let gateway_of = |origin: Origin| {
+        accounts
+            .iter()
+            .find(|(name, _)| gwmo_tree::provenance(tree, name).origin == origin)
+            .map(|(_, account)| account.server_id.as_str())
+    };
+    let talking_to_a_gateway = accounts.iter().any(|(name, a)| {
+        a.server_id == server_id
+            && matches!(
+                gwmo_tree::provenance(tree, name).origin,
+                Origin::ServerAssisted | Origin::LocalBootstrap
+            )
+    });
+    let current = gateway_of(Origin::ServerAssisted).or_else(|| gateway_of(Origin::LocalBootstrap));
+    if talking_to_a_gateway || current == Some(seen) {
+        return None;
+    }
+    Some(Alert {
+        cmd_id: 0,
+        code: codes::alert::GENERIC_ALERT,
+        correlator: None,
+        items: vec![Item {
+            source: Some(Location::new("./DevInfo/DevId")),
+            meta: Some(Meta {
+                r#type: Some(codes::alert_type::LOCATION_UPDATE.into()),
+                format: Some("chr".into()),
+                ..Meta::default()
+            }),
+            data: Some(Data::Text(seen.to_owned())),
+            ..Item::default()
+        }],
+    })
 }
 
 /// The node name of a factory account: its ServerID made a valid URI segment (so the
 /// server can address its own account), with a suffix if that name is taken.
 pub fn account_node_name(tree: &Tree, server_id: &str) -> String {
-    let base: String = server_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(48)
-        .collect();
-    let base = if base.is_empty() {
-        "Account".to_owned()
-    } else {
-        base
-    };
+    let base = gwmo_tree::segment_for(server_id);
     let taken = |name: &str| tree.exists(&format!("{}/{name}", gwmo_tree::DMACC));
     (1..)
         .map(|n| {

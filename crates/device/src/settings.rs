@@ -33,6 +33,10 @@ pub struct DeviceSettings {
     pub timeout_secs: u64,
     /// The accounts written into ./DMAcc on first start (factory bootstrap).
     pub accounts: Vec<FactoryAccount>,
+    /// The ServerID of the DM Gateway the device sees on its network (static
+    /// configuration). When it is not the gateway the device is bootstrapped to, the
+    /// device reports a Location Update Alert to its servers.
+    pub gateway: Option<String>,
 }
 
 impl Default for DeviceSettings {
@@ -49,6 +53,7 @@ impl Default for DeviceSettings {
             poll_secs: 0,
             timeout_secs: 30,
             accounts: Vec::new(),
+            gateway: None,
         }
     }
 }

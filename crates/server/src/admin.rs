@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::http::{AppState, unix_now};
-use crate::store::{CommandRecord, DeviceRecord, NewDevice, StoreError};
+use crate::store::{CommandRecord, DeviceRecord, GatewayRecord, NewDevice, StoreError};
 
 /// An admin API error: an HTTP status and a one-line reason, as JSON.
 #[derive(Debug)]
@@ -205,6 +205,7 @@ pub async fn get_device(
     let commands = state.store.commands_for(&dev_id)?;
     let mut body = device_json(&device);
     body["commands"] = commands.iter().map(command_json).collect();
+    body["gateway"] = json!(state.store.association(&dev_id)?);
     Ok(Json(body))
 }
 
@@ -277,6 +278,37 @@ pub async fn notify_device(
         StatusCode::ACCEPTED,
         Json(json!({ "session_id": session_id })),
     ))
+}
+
+/// Registers (or updates) a DM Gateway; its DevId must be enrolled.
+pub async fn register_gateway(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(gateway): Json<GatewayRecord>,
+) -> Result<(StatusCode, Json<GatewayRecord>), ApiError> {
+    authorize(&state, &headers)?;
+    if gateway.gateway_id.trim().is_empty() || !gateway.dm_url.starts_with("http") {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "gateway_id must not be empty and dm_url must be an http(s) URL".into(),
+        ));
+    }
+    if state.store.device(&gateway.dev_id)?.is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("enroll the gateway's device {:?} first", gateway.dev_id),
+        ));
+    }
+    state.store.register_gateway(&gateway)?;
+    Ok((StatusCode::CREATED, Json(gateway)))
+}
+
+pub async fn list_gateways(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(json!({ "gateways": state.store.gateways()? })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,16 +7,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gwmo_proto::codes::alert;
+use gwmo_proto::codes::{alert, alert_type};
 use gwmo_proto::{CodecError, Command, Encoding, Message};
 use gwmo_session::{
     Credentials, DeviceAuth, Received, ServerConfig, ServerEvent, ServerSession, SessionError,
 };
 use tracing::{debug, info, warn};
 
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::admin::random_secret;
+use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::settings::ServerSettings;
-use crate::store::{DeviceRecord, Store, StoreError};
+use crate::store::{DeviceRecord, SettledBootstrap, Store, StoreError};
 
 /// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
 pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
@@ -59,10 +63,17 @@ pub struct DmService {
     settings: ServerSettings,
     config: ServerConfig,
     sessions: Mutex<HashMap<(String, String), Slot>>,
+    /// Devices to wake with package 0 (the HTTP layer sends it).
+    wake: Option<UnboundedSender<String>>,
 }
 
 impl DmService {
-    pub fn new(store: Arc<Store>, settings: ServerSettings, dm_url: String) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        settings: ServerSettings,
+        dm_url: String,
+        wake: Option<UnboundedSender<String>>,
+    ) -> Self {
         let config = ServerConfig {
             server_uri: dm_url,
             resp_uri: None,
@@ -74,6 +85,7 @@ impl DmService {
             settings,
             config,
             sessions: Mutex::new(HashMap::new()),
+            wake,
         }
     }
 
@@ -139,6 +151,9 @@ impl DmService {
                 reply
             }
             Received::Accepted => {
+                // Events first: a Location Update in this message queues the bootstrap
+                // commands that its answer must carry.
+                self.persist(dev_id, slot, unix_now)?;
                 for queued in self
                     .store
                     .claim_pending(dev_id, &slot.store_key, unix_now)?
@@ -156,7 +171,6 @@ impl DmService {
                         }
                     }
                 }
-                self.persist(dev_id, slot, unix_now)?;
                 slot.session.reply()?
             }
         };
@@ -170,6 +184,7 @@ impl DmService {
     /// Writes the session's events to the store (before the answer leaves: a nonce the
     /// device will use must be known if this instance stops right after).
     fn persist(&self, dev_id: &str, slot: &mut Slot, unix_now: i64) -> Result<(), DmError> {
+        let mut seen_gateways = Vec::new();
         for event in slot.session.take_events() {
             match event {
                 ServerEvent::Authenticated => {
@@ -213,6 +228,7 @@ impl DmService {
                     info!(device = dev_id, code = a.code, "alert");
                     self.store
                         .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
+                    seen_gateways.extend(location_updates(&a));
                 }
                 ServerEvent::CommandDone { tag, outcome } => {
                     let stored =
@@ -232,11 +248,133 @@ impl DmService {
                             "authentication scheme switched for the next session"
                         );
                     }
+                    if let Some(settled) =
+                        self.store
+                            .settle_bootstrap(tag as i64, outcome.status, unix_now)?
+                    {
+                        self.tell_gateways(&settled, unix_now)?;
+                    }
                 }
                 ServerEvent::Aborted => {
                     self.store
                         .log_event(Some(dev_id), "session-aborted", "{}", unix_now)?;
                 }
+            }
+        }
+        // After the DevInfo of the same message is stored.
+        for gateway_id in seen_gateways {
+            self.location_update(dev_id, &gateway_id, unix_now)?;
+        }
+        Ok(())
+    }
+
+    /// A device reports the gateway it sees: bootstrap it to that gateway (removing the
+    /// account of the one it left), unless it already is.
+    fn location_update(
+        &self,
+        dev_id: &str,
+        gateway_id: &str,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        let Some(gateway) = self.store.gateway(gateway_id)? else {
+            warn!(
+                device = dev_id,
+                gateway = gateway_id,
+                "location update names an unknown gateway"
+            );
+            let detail = serde_json::json!({ "gateway": gateway_id, "result": "unknown gateway" });
+            self.store.log_event(
+                Some(dev_id),
+                "location-update",
+                &detail.to_string(),
+                unix_now,
+            )?;
+            return Ok(());
+        };
+        if !gateway.server_assisted {
+            let detail = serde_json::json!({ "gateway": gateway_id, "result": "server-assisted bootstrapping is off for this gateway" });
+            self.store.log_event(
+                Some(dev_id),
+                "location-update",
+                &detail.to_string(),
+                unix_now,
+            )?;
+            return Ok(());
+        }
+        let previous = self.store.association(dev_id)?.map(|a| a.gateway_id);
+        if previous.as_deref() == Some(gateway_id) {
+            return Ok(());
+        }
+        let (client_secret, server_secret) = (random_secret(), random_secret());
+        let commands = bootstrap::device_commands(
+            &self.settings.server_id,
+            &gateway,
+            previous.as_deref(),
+            dev_id,
+            &client_secret,
+            &server_secret,
+        );
+        let mut last = 0;
+        for spec in &commands {
+            last = self
+                .store
+                .queue_command(dev_id, &spec.to_json(), unix_now)?;
+        }
+        self.store
+            .plan_bootstrap(last, dev_id, gateway_id, &client_secret, &server_secret)?;
+        info!(
+            device = dev_id,
+            gateway = gateway_id,
+            ?previous,
+            "bootstrapping the device to its gateway"
+        );
+        let detail = serde_json::json!({ "gateway": gateway_id, "previous": previous, "result": "bootstrap sent" });
+        self.store.log_event(
+            Some(dev_id),
+            "location-update",
+            &detail.to_string(),
+            unix_now,
+        )?;
+        Ok(())
+    }
+
+    /// The device has its new gateway account: the gateway gets it in its Device
+    /// Inventory, the gateway it left loses it, and both are woken with package 0.
+    fn tell_gateways(&self, settled: &SettledBootstrap, unix_now: i64) -> Result<(), DmError> {
+        let Some(device) = self.store.device(&settled.dev_id)? else {
+            return Ok(());
+        };
+        let mut wake = Vec::new();
+        if let Some(gateway) = self.store.gateway(&settled.gateway_id)? {
+            let spec = bootstrap::inventory_add(&device, settled);
+            self.store
+                .queue_command(&gateway.dev_id, &spec.to_json(), unix_now)?;
+            wake.push(gateway.dev_id);
+        }
+        if let Some(old) = settled
+            .previous
+            .as_deref()
+            .map(|id| self.store.gateway(id))
+            .transpose()?
+            .flatten()
+        {
+            let spec = bootstrap::inventory_remove(&settled.dev_id);
+            self.store
+                .queue_command(&old.dev_id, &spec.to_json(), unix_now)?;
+            wake.push(old.dev_id);
+        }
+        let detail =
+            serde_json::json!({ "gateway": settled.gateway_id, "previous": settled.previous });
+        self.store.log_event(
+            Some(&settled.dev_id),
+            "bootstrap",
+            &detail.to_string(),
+            unix_now,
+        )?;
+        if let Some(sender) = &self.wake {
+            for dev_id in wake {
+                // The receiver lives as long as the server; a send after shutdown is moot.
+                let _ = sender.send(dev_id);
             }
         }
         Ok(())
@@ -306,6 +444,19 @@ impl DmService {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The gateways named by the Location Update items of an alert.
+fn location_updates(alert: &gwmo_proto::Alert) -> impl Iterator<Item = String> + '_ {
+    alert
+        .items
+        .iter()
+        .filter(|item| {
+            item.meta.as_ref().and_then(|m| m.r#type.as_deref())
+                == Some(alert_type::LOCATION_UPDATE)
+        })
+        .filter_map(|item| item.data.as_ref()?.as_text().map(|t| t.trim().to_owned()))
+        .filter(|gateway| !gateway.is_empty())
 }
 
 fn opens_session(message: &Message) -> bool {

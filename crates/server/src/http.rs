@@ -47,6 +47,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
         .route("/api/devices/{dev_id}/notify", post(admin::notify_device))
         .route("/api/devices/{dev_id}/auth", post(admin::change_auth))
+        .route(
+            "/api/gateways",
+            post(admin::register_gateway).get(admin::list_gateways),
+        )
         .route("/api/commands/{id}", get(admin::get_command))
         .route("/api/events", get(admin::events))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -123,12 +127,27 @@ impl Server {
             .local_addr()
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
         let dm_url = settings.dm_url(bound);
+        let (wake, mut to_wake) = tokio::sync::mpsc::unbounded_channel::<String>();
         let state = Arc::new(AppState {
-            dm: DmService::new(store.clone(), settings.clone(), dm_url.clone()),
+            dm: DmService::new(store.clone(), settings.clone(), dm_url.clone(), Some(wake)),
             client: HttpClient::new(Duration::from_secs(10), 64 * 1024),
             settings,
             store,
             dm_url,
+        });
+        let waker = state.clone();
+        tokio::spawn(async move {
+            while let Some(dev_id) = to_wake.recv().await {
+                match waker.store.device(&dev_id) {
+                    Ok(Some(device)) => {
+                        if let Err(error) = crate::notify::send(&waker, &device).await {
+                            warn!(device = %dev_id, %error, "could not wake the device");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => warn!(%error, "store failure while waking a device"),
+                }
+            }
         });
         Ok(Server { listener, state })
     }

@@ -3,6 +3,7 @@
 //! their outcomes, package-0 notifications, and the admin API.
 
 pub mod admin;
+pub mod bootstrap;
 pub mod command;
 pub mod dm;
 pub mod http;

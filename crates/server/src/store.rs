@@ -57,6 +57,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN auth_switch_to TEXT;
     ALTER TABLE devices ADD COLUMN auth_switch_command INTEGER;
 "#,
+    r#"
+    CREATE TABLE gateways (
+        gateway_id      TEXT PRIMARY KEY,
+        dev_id          TEXT NOT NULL REFERENCES devices(dev_id),
+        dm_url          TEXT NOT NULL,
+        server_assisted INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE associations (
+        dev_id     TEXT PRIMARY KEY REFERENCES devices(dev_id) ON DELETE CASCADE,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        origin     TEXT NOT NULL,
+        since      INTEGER NOT NULL
+    );
+    CREATE TABLE pending_bootstraps (
+        command       INTEGER PRIMARY KEY,
+        dev_id        TEXT NOT NULL,
+        gateway_id    TEXT NOT NULL,
+        client_secret TEXT NOT NULL,
+        server_secret TEXT NOT NULL
+    );
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +156,36 @@ pub struct CommandRecord {
     pub queued_at: i64,
     pub sent_at: Option<i64>,
     pub done_at: Option<i64>,
+}
+
+/// A DM Gateway the operator registered: its ServerID, its DevId as a client of this
+/// server, and the URL end devices reach it at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GatewayRecord {
+    pub gateway_id: String,
+    pub dev_id: String,
+    pub dm_url: String,
+    pub server_assisted: bool,
+}
+
+/// Which gateway an end device is bootstrapped to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Association {
+    pub dev_id: String,
+    pub gateway_id: String,
+    pub origin: String,
+    pub since: i64,
+}
+
+/// A gateway bootstrap the device confirmed: what the gateway must now be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledBootstrap {
+    pub dev_id: String,
+    pub gateway_id: String,
+    /// The gateway the device was bootstrapped to before, if another.
+    pub previous: Option<String>,
+    pub client_secret: String,
+    pub server_secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +442,125 @@ impl Store {
         })
     }
 
+    pub fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO gateways (gateway_id, dev_id, dm_url, server_assisted) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (gateway_id) DO UPDATE SET dev_id = ?2, dm_url = ?3, server_assisted = ?4",
+            params![gateway.gateway_id, gateway.dev_id, gateway.dm_url, gateway.server_assisted],
+        )?;
+        Ok(())
+    }
+
+    pub fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE gateway_id = ?1",
+                [gateway_id],
+                gateway_row,
+            )
+            .optional()?)
+    }
+
+    pub fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways ORDER BY gateway_id",
+        )?;
+        let rows = statement.query_map([], gateway_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT dev_id, gateway_id, origin, since FROM associations WHERE dev_id = ?1",
+                [dev_id],
+                |row| {
+                    Ok(Association {
+                        dev_id: row.get(0)?,
+                        gateway_id: row.get(1)?,
+                        origin: row.get(2)?,
+                        since: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Remembers a gateway bootstrap sent to a device as `command`, with the credentials
+    /// the gateway will need once the device confirms it.
+    pub fn plan_bootstrap(
+        &self,
+        command: i64,
+        dev_id: &str,
+        gateway_id: &str,
+        client_secret: &str,
+        server_secret: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![command, dev_id, gateway_id, client_secret, server_secret],
+        )?;
+        Ok(())
+    }
+
+    /// Settles a planned bootstrap when its command came back with `status`: success
+    /// makes it the device's association (replacing the previous one).
+    pub fn settle_bootstrap(
+        &self,
+        command: i64,
+        status: u16,
+        now: i64,
+    ) -> Result<Option<SettledBootstrap>, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let pending = transaction
+            .query_row(
+                "DELETE FROM pending_bootstraps WHERE command = ?1
+                 RETURNING dev_id, gateway_id, client_secret, server_secret",
+                [command],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((dev_id, gateway_id, client_secret, server_secret)) = pending else {
+            return Ok(None);
+        };
+        if !gwmo_proto::codes::status::is_success(status) {
+            transaction.commit()?;
+            return Ok(None);
+        }
+        let previous: Option<String> = transaction
+            .query_row(
+                "SELECT gateway_id FROM associations WHERE dev_id = ?1",
+                [&dev_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        transaction.execute(
+            "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES (?1, ?2, 'server-assisted', ?3)
+             ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = 'server-assisted', since = ?3",
+            params![dev_id, gateway_id, now],
+        )?;
+        transaction.commit()?;
+        Ok(Some(SettledBootstrap {
+            previous: previous.filter(|p| *p != gateway_id),
+            dev_id,
+            gateway_id,
+            client_secret,
+            server_secret,
+        }))
+    }
+
     pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
@@ -473,6 +643,15 @@ fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord, StoreError
         created_at: row.get(12)?,
         last_session_at: row.get(13)?,
     }))
+}
+
+fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
+    Ok(GatewayRecord {
+        gateway_id: row.get(0)?,
+        dev_id: row.get(1)?,
+        dm_url: row.get(2)?,
+        server_assisted: row.get(3)?,
+    })
 }
 
 const COMMAND_COLUMNS: &str =
@@ -652,6 +831,51 @@ mod tests {
         );
         assert_eq!(
             store.settle_auth_switch(second, 200).unwrap(),
+            None,
+            "settled once"
+        );
+    }
+
+    #[test]
+    fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
+        let store = Store::open_in_memory().unwrap();
+        for id in ["IMEI:gw1", "IMEI:gw2", "IMEI:ed"] {
+            store.enroll(&device(id), 0).unwrap();
+        }
+        for (gateway_id, dev_id) in [("gw-1", "IMEI:gw1"), ("gw-2", "IMEI:gw2")] {
+            let gateway = GatewayRecord {
+                gateway_id: gateway_id.into(),
+                dev_id: dev_id.into(),
+                dm_url: "http://gw/dm".into(),
+                server_assisted: true,
+            };
+            store.register_gateway(&gateway).unwrap();
+        }
+        store
+            .plan_bootstrap(10, "IMEI:ed", "gw-1", "c", "s")
+            .unwrap();
+        assert_eq!(store.settle_bootstrap(10, 507, 1).unwrap(), None);
+        assert_eq!(store.association("IMEI:ed").unwrap(), None);
+
+        store
+            .plan_bootstrap(11, "IMEI:ed", "gw-1", "c", "s")
+            .unwrap();
+        let settled = store.settle_bootstrap(11, 200, 2).unwrap().unwrap();
+        assert_eq!(
+            (settled.gateway_id.as_str(), settled.previous),
+            ("gw-1", None)
+        );
+        store
+            .plan_bootstrap(12, "IMEI:ed", "gw-2", "c2", "s2")
+            .unwrap();
+        let moved = store.settle_bootstrap(12, 200, 3).unwrap().unwrap();
+        assert_eq!(moved.previous.as_deref(), Some("gw-1"));
+        assert_eq!(
+            store.association("IMEI:ed").unwrap().unwrap().gateway_id,
+            "gw-2"
+        );
+        assert_eq!(
+            store.settle_bootstrap(12, 200, 4).unwrap(),
             None,
             "settled once"
         );

@@ -19,7 +19,7 @@ pub use gwboot::{Origin, Provenance, Trust, account_of, provenance, write_proven
 pub use node::{Content, Format, Node};
 pub use stdobj::DeviceInfo;
 pub use tree::{ExecRequest, Tree};
-pub use uri::{MAX_DEPTH, MAX_SEGMENT_LEN, MAX_URI_LEN, Query, Uri};
+pub use uri::{MAX_DEPTH, MAX_SEGMENT_LEN, MAX_URI_LEN, Query, Uri, segment_for};
 
 /// Why the device's own change to its tree failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -68,6 +68,27 @@ impl<'a> Uri<'a> {
     }
 }
 
+/// A node name made from an identifier (a ServerID, a DevId): characters other than
+/// letters, digits, `-` and `_` become `_`, cut to the segment limit.
+pub fn segment_for(id: &str) -> String {
+    let name: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_SEGMENT_LEN)
+        .collect();
+    if name.is_empty() {
+        "_".to_owned()
+    } else {
+        name
+    }
+}
+
 /// The URI of a node from its segments: `./A/B`, or `.` for the root.
 pub fn join(segments: &[&str]) -> String {
     if segments.is_empty() {
@@ -89,6 +110,14 @@ mod tests {
         assert!(Uri::parse("./").unwrap().segments.is_empty());
         assert_eq!(join(&["A", "B"]), "./A/B");
         assert_eq!(join(&[]), ".");
+    }
+
+    #[test]
+    fn identifiers_become_valid_segments() {
+        assert_eq!(segment_for("IMEI:35/0"), "IMEI_35_0");
+        assert_eq!(segment_for("gw-1"), "gw-1");
+        assert_eq!(segment_for(""), "_");
+        assert!(Uri::parse(&format!("./{}", segment_for(&"é".repeat(100)))).is_ok());
     }
 
     #[test]

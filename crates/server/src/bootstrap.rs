@@ -1,0 +1,157 @@
+//! DM Server Assisted Gateway Bootstrapping (seed 8.x.1, DESIGN.md §2 A): the commands
+//! the server sends an end device that reports the gateway it now sees, and what it
+//! tells the gateways once the device has confirmed its new account.
+
+use gwmo_tree::segment_for;
+
+use crate::command::CommandSpec;
+use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap};
+
+/// Where a gateway keeps its Device Inventory (GwMO; node names: DESIGN.md §3, the
+/// published DDF could not be read).
+pub const INVENTORY: &str = "./GwMO/DeviceInventory";
+
+fn add(target: String, data: &str) -> CommandSpec {
+    CommandSpec::Add {
+        target,
+        data: Some(data.to_owned()),
+        format: None,
+        mime: None,
+    }
+}
+
+/// The commands for the end device: remove the account of the gateway it left (if
+/// any), then add the new gateway's account, all of it or nothing.
+pub fn device_commands(
+    server_id: &str,
+    gateway: &GatewayRecord,
+    previous: Option<&str>,
+    dev_id: &str,
+    client_secret: &str,
+    server_secret: &str,
+) -> Vec<CommandSpec> {
+    let base = format!("./DMAcc/{}", segment_for(&gateway.gateway_id));
+    let leaf = |path: &str, value: &str| add(format!("{base}/{path}"), value);
+    let account = CommandSpec::Atomic {
+        commands: vec![
+            leaf("ServerID", &gateway.gateway_id),
+            leaf("AppID", "w7"),
+            leaf("AppAddr/1/Addr", &gateway.dm_url),
+            leaf("AppAddr/1/AddrType", "URI"),
+            leaf("AAuthPref", "DIGEST"),
+            leaf("AppAuth/1/AAuthLevel", "CLCRED"),
+            leaf("AppAuth/1/AAuthType", "DIGEST"),
+            leaf("AppAuth/1/AAuthName", dev_id),
+            leaf("AppAuth/1/AAuthSecret", client_secret),
+            leaf("AppAuth/1/AAuthData", ""),
+            leaf("AppAuth/2/AAuthLevel", "SRVCRED"),
+            leaf("AppAuth/2/AAuthType", "DIGEST"),
+            leaf("AppAuth/2/AAuthName", &gateway.gateway_id),
+            leaf("AppAuth/2/AAuthSecret", server_secret),
+            leaf("AppAuth/2/AAuthData", ""),
+            // The server that bootstraps the gateway vouches for it (DESIGN.md §3: a
+            // trusted pre-existing server writes the provenance of what it creates).
+            leaf("Ext/GwBoot/Origin", "server-assisted"),
+            leaf("Ext/GwBoot/Parent", server_id),
+            leaf("Ext/GwBoot/Trust", "full"),
+            leaf("Ext/GwBoot/LapseAt", ""),
+            leaf("Ext/GwBoot/Confirmed", "true"),
+        ],
+    };
+    let mut commands: Vec<CommandSpec> = previous
+        .map(|old| CommandSpec::Delete {
+            target: format!("./DMAcc/{}", segment_for(old)),
+        })
+        .into_iter()
+        .collect();
+    commands.push(account);
+    commands
+}
+
+/// The gateway's Device Inventory entry for a device it now serves.
+pub fn inventory_add(device: &DeviceRecord, settled: &SettledBootstrap) -> CommandSpec {
+    let base = format!("{INVENTORY}/{}", segment_for(&device.dev_id));
+    let info = |leaf: &str| {
+        device
+            .devinfo
+            .get(&format!("./DevInfo/{leaf}"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let leaf = |path: &str, value: &str| add(format!("{base}/{path}"), value);
+    CommandSpec::Atomic {
+        commands: vec![
+            leaf("DevId", &device.dev_id),
+            leaf("Man", &info("Man")),
+            leaf("Mod", &info("Mod")),
+            leaf("NotifyURL", device.notify_address.as_deref().unwrap_or("")),
+            leaf("Auth", "md5"),
+            leaf("ClientName", &device.dev_id),
+            leaf("ClientSecret", &settled.client_secret),
+            leaf("ServerSecret", &settled.server_secret),
+            leaf("Origin", "server-assisted"),
+            leaf("Trust", "full"),
+        ],
+    }
+}
+
+/// Removes a device from the inventory of the gateway it left.
+pub fn inventory_remove(dev_id: &str) -> CommandSpec {
+    CommandSpec::Delete {
+        target: format!("{INVENTORY}/{}", segment_for(dev_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> GatewayRecord {
+        GatewayRecord {
+            gateway_id: "gw-2".into(),
+            dev_id: "IMEI:gw2".into(),
+            dm_url: "http://10.0.0.2/dm".into(),
+            server_assisted: true,
+        }
+    }
+
+    #[test]
+    fn a_move_removes_the_old_account_then_adds_the_new_one_atomically() {
+        let commands = device_commands("dms", &gateway(), Some("gw-1"), "IMEI:1", "c", "s");
+        assert_eq!(
+            commands[0],
+            CommandSpec::Delete {
+                target: "./DMAcc/gw-1".into()
+            }
+        );
+        let CommandSpec::Atomic { commands: adds } = &commands[1] else {
+            panic!("not atomic")
+        };
+        let targets: Vec<String> = adds
+            .iter()
+            .filter_map(|c| match c {
+                CommandSpec::Add { target, .. } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            targets[0], "./DMAcc/gw-2/ServerID",
+            "ServerID first: it grants the gateway its account"
+        );
+        assert!(targets.contains(&"./DMAcc/gw-2/Ext/GwBoot/Trust".to_owned()));
+        assert_eq!(
+            device_commands("dms", &gateway(), None, "IMEI:1", "c", "s").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn inventory_entries_are_named_after_the_device() {
+        assert_eq!(
+            inventory_remove("IMEI:35"),
+            CommandSpec::Delete {
+                target: "./GwMO/DeviceInventory/IMEI_35".into()
+            }
+        );
+    }
+}
