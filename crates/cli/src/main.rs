@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod device;
+mod gateway;
 mod msg;
 mod server;
 
@@ -29,6 +30,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a DM Server.
     Server(server::ServerArgs),
+    /// Run a DM Gateway.
+    Gateway(gateway::GatewayArgs),
     /// Run an End Device agent, or inspect a device's state.
     Device(device::DeviceArgs),
     /// Decode and encode SyncML DM messages (XML and WBXML).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Device(args) => device::run(args),
         Command::Msg { command } => msg::run(command),
     };

@@ -12,7 +12,7 @@ use gwmo_session::{
     Trigger,
 };
 use gwmo_tree::{AuthLevel, DmAccount, Tree};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
 use crate::settings::DeviceSettings;
@@ -35,6 +35,7 @@ pub struct Agent {
     state: StateDir,
     tree: Mutex<Tree>,
     client: HttpClient,
+    sessions_done: Notify,
 }
 
 impl Agent {
@@ -59,6 +60,7 @@ impl Agent {
             settings,
             state,
             tree: Mutex::new(tree),
+            sessions_done: Notify::new(),
         })
     }
 
@@ -69,6 +71,22 @@ impl Agent {
     /// A copy of the tree as it is now.
     pub async fn tree(&self) -> Tree {
         self.tree.lock().await.clone()
+    }
+
+    /// Changes the tree as the device itself (not a server), and stores it.
+    pub async fn update_tree(
+        &self,
+        change: impl FnOnce(&mut Tree) -> Result<(), gwmo_tree::TreeError>,
+    ) -> Result<(), DeviceError> {
+        let mut tree = self.tree.lock().await;
+        change(&mut tree)?;
+        self.state.save_tree(&tree)
+    }
+
+    /// Notified each time a session ends, whatever its outcome (so that what a server
+    /// changed can be acted on).
+    pub fn sessions_done(&self) -> &Notify {
+        &self.sessions_done
     }
 
     /// Records the URL where this device takes package 0, reported in DevInfo.
@@ -89,6 +107,20 @@ impl Agent {
     /// Holds one management session with `server_id`. `session_id` is the one a
     /// package 0 named; otherwise the device picks one.
     pub async fn session(
+        &self,
+        server_id: &str,
+        trigger: Trigger,
+        session_id: Option<String>,
+        alerts: Vec<Alert>,
+    ) -> Result<SessionReport, DeviceError> {
+        let report = self
+            .hold_session(server_id, trigger, session_id, alerts)
+            .await;
+        self.sessions_done.notify_one();
+        report
+    }
+
+    async fn hold_session(
         &self,
         server_id: &str,
         trigger: Trigger,

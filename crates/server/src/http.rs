@@ -160,6 +160,12 @@ impl Server {
         &self.state.dm_url
     }
 
+    /// What the handlers share: the store, the settings, the HTTP client (for embedding
+    /// the server in another role, such as the gateway).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
     /// Serves until `shutdown` resolves, dropping idle sessions as it goes.
     pub async fn run(
         self,

@@ -289,6 +289,14 @@ impl Store {
         rows.map(|r| r?).collect()
     }
 
+    /// Forgets a device: its commands go with it. Returns whether it was there.
+    pub fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .execute("DELETE FROM devices WHERE dev_id = ?1", [dev_id])?
+            > 0)
+    }
+
     pub fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE devices SET client_nonce = ?2 WHERE dev_id = ?1",
@@ -731,6 +739,17 @@ mod tests {
         assert_eq!(record.devinfo["./DevInfo/Man"], "gwmo");
         assert_eq!((record.sessions, record.last_session_at), (1, Some(20)));
         assert_eq!(record.encoding.as_deref(), Some("wbxml"));
+    }
+
+    #[test]
+    fn a_removed_device_takes_its_commands_with_it() {
+        let store = Store::open_in_memory().unwrap();
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let id = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        assert!(store.remove_device("IMEI:1").unwrap());
+        assert!(store.command(id).unwrap().is_none());
+        assert!(!store.remove_device("IMEI:1").unwrap());
+        store.enroll(&device("IMEI:1"), 2).unwrap();
     }
 
     #[test]

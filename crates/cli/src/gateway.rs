@@ -1,0 +1,32 @@
+//! `gwmo gateway`: the DM Gateway daemon.
+
+use anyhow::Context;
+use clap::Args;
+use gwmo_gateway::{Gateway, GatewaySettings};
+
+use crate::ConfigArgs;
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let settings: GatewaySettings = crate::config::load(args.config.config.as_deref())?;
+    if args.config.print_config {
+        return crate::config::print(&settings);
+    }
+    settings.validate()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let address_file = settings.address_file.clone();
+        let gateway = Gateway::start(settings).await?;
+        if let (Some(path), Some(addr)) = (address_file, gateway.local_addr()) {
+            crate::device::write_atomically(&path, addr.to_string().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        gateway.run(crate::server::shutdown_signal()).await?;
+        Ok(())
+    })
+}

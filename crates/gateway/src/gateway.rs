@@ -1,0 +1,329 @@
+//! The DM Gateway at run time. Toward the DM Server it is a DM client (the device
+//! agent, with the GwMO objects in its own tree); toward end devices it is a DM server
+//! (an embedded `gwmo-server` with its own store). After every session with the DM
+//! Server, the Device Inventory the server keeps in the gateway's tree is brought into
+//! the end-device store: new devices are enrolled and woken with package 0, removed
+//! ones are forgotten.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gwmo_device::{Agent, DeviceSettings};
+use gwmo_proto::auth::AuthType;
+use gwmo_server::http::AppState;
+use gwmo_server::store::NewDevice;
+use gwmo_server::{Server, ServerSettings};
+use gwmo_session::Trigger;
+use gwmo_tree::{Acl, Format, Tree, TreeError};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::settings::{GatewaySettings, SettingsError};
+
+/// The GwMO objects in the gateway's tree (node names: DESIGN.md §3; the published
+/// DDFs could not be read).
+pub const GWMO: &str = "./GwMO";
+pub const INVENTORY: &str = "./GwMO/DeviceInventory";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
+    #[error("toward the DM Server: {0}")]
+    Upstream(#[from] gwmo_device::DeviceError),
+    #[error("toward end devices: {0}")]
+    Downstream(#[from] gwmo_server::ServerError),
+    #[error("end-device store: {0}")]
+    Store(#[from] gwmo_server::store::StoreError),
+}
+
+/// One entry of the Device Inventory, as the DM Server wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryEntry {
+    pub dev_id: String,
+    pub notify_url: Option<String>,
+    pub client_name: String,
+    pub client_secret: String,
+    pub server_secret: String,
+    pub origin: String,
+}
+
+/// A started gateway, not yet running.
+pub struct Gateway {
+    settings: GatewaySettings,
+    agent: Arc<Agent>,
+    server: Server,
+    downstream: Arc<AppState>,
+}
+
+impl Gateway {
+    /// Checks the configuration, opens the gateway's tree (writing the GwMO objects on
+    /// first start) and binds the end-device listener.
+    pub async fn start(settings: GatewaySettings) -> Result<Gateway, GatewayError> {
+        settings.validate()?;
+        let upstream = settings.upstream.clone().ok_or(SettingsError::NoUpstream)?;
+        let dms = upstream.server_id.clone();
+        let agent = Arc::new(Agent::open(DeviceSettings {
+            dev_id: settings.dev_id.clone(),
+            model: "gwmo-gateway".into(),
+            state_dir: settings.state_dir.join("upstream"),
+            listen: settings.notify_listen,
+            poll_secs: settings.poll_secs,
+            accounts: vec![upstream],
+            ..DeviceSettings::default()
+        })?);
+        let server = Server::bind(ServerSettings {
+            listen: settings.listen,
+            public_url: settings.public_url.clone(),
+            server_id: settings.gateway_id.clone(),
+            database: settings.state_dir.join("end-devices.db"),
+            admin_token: settings.admin_token.clone(),
+            ..ServerSettings::default()
+        })
+        .await?;
+        let dm_url = server.dm_url().to_owned();
+        agent
+            .update_tree(|tree| write_gwmo(tree, &settings, &dms, &dm_url))
+            .await?;
+        let downstream = server.state();
+        Ok(Gateway {
+            settings,
+            agent,
+            server,
+            downstream,
+        })
+    }
+
+    /// Where end devices reach the gateway.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// Runs until `shutdown`: the end-device server, the package-0 listener, a first
+    /// session with the DM Server, then inventory syncs after every session.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stopped| *stopped).await;
+        };
+        let Gateway {
+            settings,
+            agent,
+            server,
+            downstream,
+        } = self;
+        let serving = tokio::spawn(server.run(until_stopped(stopped.clone())));
+        if let Some(addr) = settings.notify_listen {
+            let (listener, url) = gwmo_device::notify::bind(&agent, addr).await?;
+            agent.set_notify_url(&url).await?;
+            tokio::spawn(gwmo_device::notify::serve(
+                agent.clone(),
+                listener,
+                until_stopped(stopped.clone()),
+            ));
+        }
+        let syncer = Syncer {
+            settings: &settings,
+            agent: &agent,
+            downstream: &downstream,
+        };
+        agent.session_with_all(Trigger::Client).await;
+        syncer.sync().await;
+        let poll = Duration::from_secs(settings.poll_secs.max(1));
+        let mut stopped_watch = stopped.clone();
+        loop {
+            tokio::select! {
+                _ = stopped_watch.wait_for(|stopped| *stopped) => break,
+                _ = agent.sessions_done().notified() => {}
+                _ = tokio::time::sleep(poll), if settings.poll_secs > 0 => {
+                    agent.session_with_all(Trigger::Client).await;
+                }
+            }
+            syncer.sync().await;
+        }
+        match serving.await {
+            Ok(result) => result.map_err(GatewayError::from),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Brings the Device Inventory into the end-device store.
+struct Syncer<'g> {
+    settings: &'g GatewaySettings,
+    agent: &'g Agent,
+    downstream: &'g AppState,
+}
+
+impl Syncer<'_> {
+    async fn sync(&self) {
+        if let Err(error) = self.try_sync().await {
+            warn!(%error, "could not bring the Device Inventory into the end-device store");
+        }
+    }
+
+    async fn try_sync(&self) -> Result<(), GatewayError> {
+        let entries = inventory(&self.agent.tree().await);
+        let store = &self.downstream.store;
+        let listed: HashSet<&str> = entries.iter().map(|e| e.dev_id.as_str()).collect();
+        for known in store.devices(None, u32::MAX)? {
+            if !listed.contains(known.dev_id.as_str()) {
+                store.remove_device(&known.dev_id)?;
+                info!(device = %known.dev_id, "end device left the inventory");
+            }
+        }
+        for entry in &entries {
+            if entry.origin == "server-assisted" && !self.settings.approaches.server_assisted {
+                warn!(device = %entry.dev_id, "refusing a server-assisted bootstrap: the approach is off");
+                continue;
+            }
+            match store.device(&entry.dev_id)? {
+                Some(known) if known.client_secret == entry.client_secret => continue,
+                Some(_) => {
+                    store.remove_device(&entry.dev_id)?;
+                }
+                None => {}
+            }
+            store.enroll(
+                &NewDevice {
+                    dev_id: entry.dev_id.clone(),
+                    auth: AuthType::Md5,
+                    client_name: entry.client_name.clone(),
+                    client_secret: entry.client_secret.clone(),
+                    server_name: self.settings.gateway_id.clone(),
+                    server_secret: entry.server_secret.clone(),
+                },
+                unix_now(),
+            )?;
+            store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
+            info!(device = %entry.dev_id, "end device added to the inventory");
+            if let Some(device) = store.device(&entry.dev_id)? {
+                if let Err(error) = gwmo_server::notify::send(self.downstream, &device).await {
+                    warn!(device = %entry.dev_id, %error, "could not wake the end device");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The GwMO objects of a new gateway: its Config, an empty Device Inventory, both
+/// managed by the DM Server.
+fn write_gwmo(
+    tree: &mut Tree,
+    settings: &GatewaySettings,
+    dms: &str,
+    dm_url: &str,
+) -> Result<(), TreeError> {
+    tree.ensure_interior(INVENTORY)?;
+    tree.set_leaf("./GwMO/Config/GatewayID", &settings.gateway_id, Format::Chr)?;
+    tree.set_leaf("./GwMO/Config/DMURL", dm_url, Format::Chr)?;
+    let approaches = [
+        ("server-assisted", settings.approaches.server_assisted),
+        ("local", settings.approaches.local),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| *name)
+    .collect::<Vec<_>>()
+    .join(",");
+    tree.set_leaf("./GwMO/Config/Approaches", &approaches, Format::Chr)?;
+    tree.set_acl(
+        GWMO,
+        Acl::parse(&format!(
+            "Get=*&Add={dms}&Replace={dms}&Delete={dms}&Exec={dms}"
+        ))?,
+    )
+}
+
+/// The entries of the Device Inventory that name a DevId.
+pub fn inventory(tree: &Tree) -> Vec<InventoryEntry> {
+    tree.children(INVENTORY)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|name| {
+            let leaf = |field: &str| {
+                tree.value(&format!("{INVENTORY}/{name}/{field}"))
+                    .map(str::to_owned)
+            };
+            Some(InventoryEntry {
+                dev_id: leaf("DevId").filter(|d| !d.is_empty())?,
+                notify_url: leaf("NotifyURL").filter(|u| !u.is_empty()),
+                client_name: leaf("ClientName").unwrap_or_default(),
+                client_secret: leaf("ClientSecret")?,
+                server_secret: leaf("ServerSecret")?,
+                origin: leaf("Origin").unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gwmo_proto::{CmdIds, Command, Data, Item, ItemCommand, Location};
+
+    #[test]
+    fn the_dm_server_writes_the_inventory_and_no_one_else_does() {
+        let mut tree = Tree::default();
+        write_gwmo(
+            &mut tree,
+            &GatewaySettings::default(),
+            "dms",
+            "http://gw/dm",
+        )
+        .unwrap();
+        let add = |target: &str, value: &str| {
+            Command::Add(ItemCommand {
+                cmd_id: 1,
+                meta: None,
+                items: vec![Item {
+                    target: Some(Location::new(format!("{INVENTORY}/ED1/{target}"))),
+                    data: Some(Data::Text(value.into())),
+                    ..Item::default()
+                }],
+            })
+        };
+        for (leaf, value) in [
+            ("DevId", "IMEI:1"),
+            ("ClientSecret", "c"),
+            ("ServerSecret", "s"),
+            ("Origin", "server-assisted"),
+        ] {
+            let replies = tree.execute("dms", 1, &add(leaf, value), &mut CmdIds::new());
+            assert!(
+                matches!(&replies[0], Command::Status(s) if s.code == 200),
+                "{replies:?}"
+            );
+        }
+        let refused = tree.execute("intruder", 1, &add("Other", "x"), &mut CmdIds::new());
+        assert!(matches!(&refused[0], Command::Status(s) if s.code == 425));
+        let entries = inventory(&tree);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            (entries[0].dev_id.as_str(), entries[0].origin.as_str()),
+            ("IMEI:1", "server-assisted")
+        );
+        assert_eq!(
+            tree.value("./GwMO/Config/Approaches"),
+            Some("server-assisted")
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The gateway's configuration (`gateway.toml`): its identity toward end devices, its
+//! account with the DM Server, where it listens, and which bootstrapping approaches of
+//! the seed's section 8.x it supports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use gwmo_device::settings::FactoryAccount;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// The gateway's ServerID toward end devices (their DMAcc names it).
+    pub gateway_id: String,
+    /// The gateway's DevId as a client of the DM Server.
+    pub dev_id: String,
+    /// The gateway's own DM tree and its end-device store live here.
+    pub state_dir: PathBuf,
+    /// Where end devices post their DM messages.
+    pub listen: SocketAddr,
+    /// The URL end devices use; defaults to `http://<listen>/dm`.
+    pub public_url: Option<String>,
+    /// Where the DM Server's package-0 notifications reach the gateway.
+    pub notify_listen: Option<SocketAddr>,
+    /// Poll the DM Server this often when no notification comes (0: never).
+    pub poll_secs: u64,
+    /// Bearer token of the gateway's admin API (its end devices, their commands).
+    pub admin_token: Option<String>,
+    /// Where to write the address the end-device listener bound (for port 0).
+    pub address_file: Option<PathBuf>,
+    pub approaches: Approaches,
+    /// The gateway's account with the DM Server.
+    pub upstream: Option<FactoryAccount>,
+}
+
+/// The bootstrapping approaches of the seed (8.x.1 and 8.x.2). A gateway MUST
+/// support at least one and MAY support both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Approaches {
+    pub server_assisted: bool,
+    pub local: bool,
+}
+
+impl Default for Approaches {
+    fn default() -> Self {
+        Approaches {
+            server_assisted: true,
+            local: false,
+        }
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            gateway_id: "gwmo-gw".into(),
+            dev_id: "GW:gwmo-gw".into(),
+            state_dir: PathBuf::from("gwmo-gateway-state"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            public_url: None,
+            notify_listen: None,
+            poll_secs: 0,
+            admin_token: None,
+            address_file: None,
+            approaches: Approaches::default(),
+            upstream: None,
+        }
+    }
+}
+
+/// Why a gateway configuration cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "a DM Gateway must support at least one bootstrapping approach: set approaches.server_assisted or approaches.local to true"
+    )]
+    NoApproach,
+    #[error("approaches.local (Local DM Bootstrap Server) is not built yet: turn it off")]
+    LocalNotBuilt,
+    #[error("the gateway has no account with a DM Server: add an [upstream] section")]
+    NoUpstream,
+}
+
+impl GatewaySettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        match self.approaches {
+            Approaches {
+                server_assisted: false,
+                local: false,
+            } => Err(SettingsError::NoApproach),
+            Approaches { local: true, .. } => Err(SettingsError::LocalNotBuilt),
+            _ if self.upstream.is_none() => Err(SettingsError::NoUpstream),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_upstream() -> GatewaySettings {
+        toml::from_str(
+            "[upstream]\nserver_id = \"dms\"\nserver_url = \"http://dms/dm\"\nclient_secret = \"c\"\nserver_secret = \"s\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn req_8x_a_gateway_with_neither_approach_refuses_to_start() {
+        let mut settings = with_upstream();
+        settings.approaches = Approaches {
+            server_assisted: false,
+            local: false,
+        };
+        assert_eq!(settings.validate(), Err(SettingsError::NoApproach));
+        assert!(
+            SettingsError::NoApproach
+                .to_string()
+                .contains("at least one")
+        );
+    }
+
+    #[test]
+    fn server_assisted_alone_is_enough() {
+        assert_eq!(with_upstream().validate(), Ok(()));
+        assert_eq!(
+            GatewaySettings::default().validate(),
+            Err(SettingsError::NoUpstream)
+        );
+    }
+}
