@@ -207,10 +207,10 @@ impl Syncer<'_> {
             )?;
             store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
             info!(device = %entry.dev_id, "end device added to the inventory");
-            if let Some(device) = store.device(&entry.dev_id)? {
-                if let Err(error) = gwmo_server::notify::send(self.downstream, &device).await {
-                    warn!(device = %entry.dev_id, %error, "could not wake the end device");
-                }
+            if let Some(device) = store.device(&entry.dev_id)?
+                && let Err(error) = gwmo_server::notify::send(self.downstream, &device).await
+            {
+                warn!(device = %entry.dev_id, %error, "could not wake the end device");
             }
         }
         Ok(())

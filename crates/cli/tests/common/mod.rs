@@ -88,14 +88,7 @@ impl ServerProcess {
         let mut command = gwmo();
         command.arg("server").arg("--config").arg(&config);
         let mut daemon = Daemon::spawn(command, dir.join("server.log"));
-        let addr = poll("the server's address", Duration::from_secs(30), || {
-            daemon.assert_running();
-            std::fs::read_to_string(&address_file)
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
-        });
+        let addr = bound_address(&mut daemon, &address_file);
         ServerProcess {
             daemon,
             addr,
@@ -108,16 +101,7 @@ impl ServerProcess {
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let (status, text) = http(
-            self.addr,
-            method,
-            path,
-            Some(TOKEN),
-            "application/json",
-            body.unwrap_or("").as_bytes(),
-        );
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        api(self.addr, method, path, body)
     }
 
     /// Enrolls a device; returns the enrollment (credentials included).
@@ -145,6 +129,105 @@ impl ServerProcess {
         let (status, body) = self.api("GET", &format!("/api/commands/{id}"), None);
         assert_eq!(status, 200, "command {id}: {body}");
         body
+    }
+}
+
+/// An admin API call (with the test token) to a server or gateway at `addr`.
+pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, text) = http(
+        addr,
+        method,
+        path,
+        Some(TOKEN),
+        "application/json",
+        body.unwrap_or("").as_bytes(),
+    );
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Waits for a daemon to write the address it bound.
+pub fn bound_address(daemon: &mut Daemon, file: &Path) -> SocketAddr {
+    poll("the bound address", Duration::from_secs(30), || {
+        daemon.assert_running();
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    })
+}
+
+/// A running `gwmo gateway`, enrolled with and registered at `server`.
+pub struct GatewayProcess {
+    pub daemon: Daemon,
+    /// Where end devices (and the admin API) reach it.
+    pub addr: SocketAddr,
+    pub gateway_id: String,
+}
+
+impl GatewayProcess {
+    pub fn start(
+        dir: &Path,
+        server: &ServerProcess,
+        gateway_id: &str,
+        extra: &str,
+    ) -> GatewayProcess {
+        let dir = dir.join(gateway_id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dev_id = format!("GW:{gateway_id}");
+        let enrollment = server.enroll(&dev_id, "md5");
+        let address_file = dir.join("gateway.addr");
+        let config = dir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"gateway_id = "{gateway_id}"
+dev_id = "{dev_id}"
+state_dir = {state:?}
+listen = "127.0.0.1:0"
+notify_listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+address_file = {address_file:?}
+{extra}
+[upstream]
+server_id = "{server_id}"
+server_url = "{server_url}"
+client_secret = "{client_secret}"
+server_secret = "{server_secret}"
+"#,
+                state = dir.join("state"),
+                server_id = enrollment["server_id"].as_str().unwrap(),
+                server_url = enrollment["server_url"].as_str().unwrap(),
+                client_secret = enrollment["client_secret"].as_str().unwrap(),
+                server_secret = enrollment["server_secret"].as_str().unwrap(),
+            ),
+        )
+        .unwrap();
+        let mut command = gwmo();
+        command.arg("gateway").arg("--config").arg(&config);
+        let mut daemon = Daemon::spawn(command, dir.join("gateway.log"));
+        let addr = bound_address(&mut daemon, &address_file);
+        let registration = format!(
+            r#"{{"gateway_id":"{gateway_id}","dev_id":"{dev_id}","dm_url":"http://{addr}/dm","server_assisted":true}}"#
+        );
+        let (status, body) = server.api("POST", "/api/gateways", Some(&registration));
+        assert_eq!(status, 201, "register {gateway_id}: {body}");
+        // Its first session tells the server where to send package 0.
+        poll(
+            "the gateway's first session",
+            Duration::from_secs(30),
+            || {
+                daemon.assert_running();
+                let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+                device["notify_url"].as_str().map(str::to_owned)
+            },
+        );
+        GatewayProcess {
+            daemon,
+            addr,
+            gateway_id: gateway_id.to_owned(),
+        }
+    }
+
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        api(self.addr, method, path, body)
     }
 }
 

@@ -1,0 +1,180 @@
+//! Scenario: DM Server Assisted Gateway Bootstrapping (seed 8.x.1, figures x and y)
+//! with the real `gwmo server`, two `gwmo gateway` and a `gwmo device` on loopback.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ED: &str = "IMEI:350000000000201";
+
+/// Runs the end device as a daemon that sees `gateway` on its network.
+fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> Daemon {
+    let extra = format!("listen = \"127.0.0.1:0\"\ngateway = \"{gateway}\"\n");
+    let config = device_config(dir, enrollment, "wbxml", &extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    Daemon::spawn(command, dir.join(format!("device-{gateway}.log")))
+}
+
+fn association(server: &ServerProcess) -> Option<String> {
+    let (_, device) = server.api("GET", &format!("/api/devices/{ED}"), None);
+    device["gateway"]["gateway_id"].as_str().map(str::to_owned)
+}
+
+/// Waits until the end device has held a session with the gateway.
+fn managed_by(gateway: &GatewayProcess, device: &mut Daemon) {
+    poll(
+        &format!(
+            "a session between the end device and {}",
+            gateway.gateway_id
+        ),
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let (status, record) = gateway.api("GET", &format!("/api/devices/{ED}"), None);
+            (status == 200 && record["sessions"].as_i64() > Some(0)).then_some(())
+        },
+    );
+}
+
+/// Queues a command on the gateway for the end device, wakes the device, waits for it.
+fn through_gateway(gateway: &GatewayProcess, spec: &str) -> Value {
+    let (status, queued) = gateway.api("POST", &format!("/api/devices/{ED}/commands"), Some(spec));
+    assert_eq!(status, 201, "{queued}");
+    let id = queued["id"].as_i64().unwrap();
+    let (status, body) = gateway.api("POST", &format!("/api/devices/{ED}/notify"), None);
+    assert_eq!(status, 202, "{body}");
+    poll(
+        "the command through the gateway",
+        Duration::from_secs(30),
+        || {
+            let (_, command) = gateway.api("GET", &format!("/api/commands/{id}"), None);
+            (command["state"] == "done").then_some(command)
+        },
+    )
+}
+
+#[test]
+fn req_8x1_figures_x_and_y_server_assisted_bootstrap_and_a_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut gw1 = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+    let mut gw2 = GatewayProcess::start(dir.path(), &server, "gw-2", "");
+    let enrollment = server.enroll(ED, "md5");
+
+    // Figure x: the device's first session with the DM Server reports gw-1; the server
+    // bootstraps it to gw-1, tells gw-1, and gw-1 manages it.
+    let mut device = end_device(dir.path(), &enrollment, "gw-1");
+    managed_by(&gw1, &mut device);
+    assert_eq!(association(&server).as_deref(), Some("gw-1"));
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gw-1/Ext/GwBoot/Origin").unwrap(),
+        "server-assisted"
+    );
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gw-1/Ext/GwBoot/Trust").unwrap(),
+        "full"
+    );
+    let get = through_gateway(&gw1, r#"{"op":"Get","target":"./DevInfo/DevId"}"#);
+    assert_eq!(get["outcome"]["results"][0]["data"], ED);
+
+    // 8.x.1: fully trusted, the gateway MAY change pre-existing DMAcc objects ...
+    let changed = through_gateway(
+        &gw1,
+        r#"{"op":"Replace","target":"./DMAcc/gwmo-dms/AAuthPref","data":"DIGEST"}"#,
+    );
+    assert_eq!(changed["status"], 200, "{changed}");
+    // ... and MAY bootstrap the device to other DM Servers.
+    let other = through_gateway(
+        &gw1,
+        r#"{"op":"Atomic","commands":[{"op":"Add","target":"./DMAcc/other/ServerID","data":"other-dms"},{"op":"Add","target":"./DMAcc/other/AppAddr/1/Addr","data":"http://127.0.0.1:9/dm"}]}"#,
+    );
+    assert_eq!(other["status"], 200, "{other}");
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(leaf(&tree, "./DMAcc/other/ServerID").unwrap(), "other-dms");
+
+    // Figure y: the device now sees gw-2, reports it, and moves.
+    drop(device);
+    let mut device = end_device(dir.path(), &enrollment, "gw-2");
+    managed_by(&gw2, &mut device);
+    assert_eq!(association(&server).as_deref(), Some("gw-2"));
+    poll("gw-1 to forget the device", Duration::from_secs(30), || {
+        gw1.daemon.assert_running();
+        (gw1.api("GET", &format!("/api/devices/{ED}"), None).0 == 404).then_some(())
+    });
+    let tree = device_tree(&dir.path().join("state"));
+    assert!(
+        leaf(&tree, "./DMAcc/gw-1/ServerID").is_none(),
+        "gw-1's account is still on the device"
+    );
+    assert_eq!(leaf(&tree, "./DMAcc/gw-2/ServerID").unwrap(), "gw-2");
+    let get = through_gateway(&gw2, r#"{"op":"Get","target":"./DevInfo/Man"}"#);
+    assert_eq!(get["status"], 200);
+    gw2.daemon.assert_running();
+
+    // The server's event log shows each association.
+    let (_, events) = server.api("GET", "/api/events", None);
+    let bootstraps: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "bootstrap")
+        .collect();
+    assert_eq!(bootstraps.len(), 2, "{events}");
+    assert_eq!(bootstraps[1]["detail"]["previous"], "gw-1");
+}
+
+#[test]
+fn a_gateway_with_neither_approach_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[approaches]\nserver_assisted = false\nlocal = false\n[upstream]\nserver_id = \"d\"\nserver_url = \"http://127.0.0.1:9/dm\"\nclient_secret = \"c\"\nserver_secret = \"s\"\n",
+    )
+    .unwrap();
+    let output = gwmo()
+        .arg("gateway")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("at least one bootstrapping approach"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_server_refuses_to_bootstrap_to_a_gateway_with_the_approach_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let gw = GatewayProcess::start(dir.path(), &server, "gw-off", "");
+    let registration = r#"{"gateway_id":"gw-off","dev_id":"GW:gw-off","dm_url":"http://127.0.0.1:9/dm","server_assisted":false}"#;
+    assert_eq!(
+        server.api("POST", "/api/gateways", Some(registration)).0,
+        201
+    );
+    let enrollment = server.enroll(ED, "md5");
+    let extra = "gateway = \"gw-off\"\n";
+    let config = device_config(dir.path(), &enrollment, "xml", extra);
+    assert_success(&device_once(&config), "session reporting gw-off");
+    assert_eq!(association(&server), None);
+    let tree = device_tree(&dir.path().join("state"));
+    assert!(leaf(&tree, "./DMAcc/gw-off/ServerID").is_none());
+    let (_, events) = server.api("GET", "/api/events", None);
+    assert!(
+        events
+            .to_string()
+            .contains("server-assisted bootstrapping is off"),
+        "{events}"
+    );
+    drop(gw);
+}
