@@ -178,3 +178,73 @@ fn the_server_refuses_to_bootstrap_to_a_gateway_with_the_approach_off() {
     );
     drop(gw);
 }
+
+#[test]
+fn a_fan_out_from_the_server_runs_through_the_gateway_on_several_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let gw = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+    let devices: Vec<(String, Daemon)> = (1..=2)
+        .map(|n| {
+            let dev_id = format!("IMEI:35000000000030{n}");
+            let device_dir = dir.path().join(&dev_id.replace(':', "_"));
+            std::fs::create_dir_all(&device_dir).unwrap();
+            let enrollment = server.enroll(&dev_id, "md5");
+            let mut daemon = end_device(&device_dir, &enrollment, "gw-1");
+            poll(
+                &format!("{dev_id} behind gw-1"),
+                Duration::from_secs(30),
+                || {
+                    daemon.assert_running();
+                    let (status, record) = gw.api("GET", &format!("/api/devices/{dev_id}"), None);
+                    (status == 200 && record["sessions"].as_i64() > Some(0)).then_some(())
+                },
+            );
+            (dev_id, daemon)
+        })
+        .collect();
+
+    let request = format!(
+        r#"{{"targets":["{}","{}","IMEI:not-here"],"command":{{"op":"Get","target":"./DevInfo/DevId"}}}}"#,
+        devices[0].0, devices[1].0
+    );
+    let (status, body) = server.api("POST", "/api/gateways/gw-1/fanout", Some(&request));
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    let fanout = poll(
+        "the fan-out results on the server",
+        Duration::from_secs(60),
+        || {
+            let (_, fanout) = server.api("GET", &format!("/api/fanouts/{id}"), None);
+            (fanout["state"] == "done").then_some(fanout)
+        },
+    );
+    let results = fanout["results"].as_array().unwrap();
+    for (dev_id, _) in &devices {
+        let result = results
+            .iter()
+            .find(|r| r["dev_id"] == dev_id.as_str())
+            .unwrap();
+        assert_eq!(result["status"], 200, "{result}");
+        assert_eq!(result["outcome"]["results"][0]["data"], dev_id.as_str());
+    }
+    let missing = results
+        .iter()
+        .find(|r| r["dev_id"] == "IMEI:not-here")
+        .unwrap();
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in this gateway")
+    );
+
+    let (status, _) = server.api("POST", "/api/gateways/gw-unknown/fanout", Some(&request));
+    assert_eq!(status, 404);
+    let (status, _) = server.api(
+        "POST",
+        "/api/gateways/gw-1/fanout",
+        Some(r#"{"targets":[],"command":{"op":"Get","target":"./A"}}"#),
+    );
+    assert_eq!(status, 400);
+}

@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_proto::auth::AuthType;
+use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
+use gwmo_server::command::CommandSpec;
 use gwmo_server::http::AppState;
-use gwmo_server::store::NewDevice;
+use gwmo_server::store::{CommandState, NewDevice};
 use gwmo_server::{Server, ServerSettings};
 use gwmo_session::Trigger;
 use gwmo_tree::{Acl, Format, Tree, TreeError};
@@ -27,6 +29,7 @@ use crate::settings::{GatewaySettings, SettingsError};
 /// DDFs could not be read).
 pub const GWMO: &str = "./GwMO";
 pub const INVENTORY: &str = "./GwMO/DeviceInventory";
+pub const FANOUT: &str = "./GwMO/Fanout";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -132,10 +135,11 @@ impl Gateway {
                 until_stopped(stopped.clone()),
             ));
         }
+        let settings = Arc::new(settings);
         let syncer = Syncer {
-            settings: &settings,
-            agent: &agent,
-            downstream: &downstream,
+            settings: settings.clone(),
+            agent: agent.clone(),
+            downstream,
         };
         agent.session_with_all(Trigger::Client).await;
         syncer.sync().await;
@@ -158,14 +162,16 @@ impl Gateway {
     }
 }
 
-/// Brings the Device Inventory into the end-device store.
-struct Syncer<'g> {
-    settings: &'g GatewaySettings,
-    agent: &'g Agent,
-    downstream: &'g AppState,
+/// Brings the Device Inventory into the end-device store, and runs the fan-outs the
+/// DM Server hands over.
+#[derive(Clone)]
+struct Syncer {
+    settings: Arc<GatewaySettings>,
+    agent: Arc<Agent>,
+    downstream: Arc<AppState>,
 }
 
-impl Syncer<'_> {
+impl Syncer {
     async fn sync(&self) {
         if let Err(error) = self.try_sync().await {
             warn!(%error, "could not bring the Device Inventory into the end-device store");
@@ -208,14 +214,144 @@ impl Syncer<'_> {
             store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
             info!(device = %entry.dev_id, "end device added to the inventory");
             if let Some(device) = store.device(&entry.dev_id)?
-                && let Err(error) = gwmo_server::notify::send(self.downstream, &device).await
+                && let Err(error) = gwmo_server::notify::send(&self.downstream, &device).await
             {
                 warn!(device = %entry.dev_id, %error, "could not wake the end device");
             }
         }
+        self.start_fanouts().await
+    }
+
+    /// Starts every fan-out that has no Status yet, each in its own task.
+    async fn start_fanouts(&self) -> Result<(), GatewayError> {
+        let tree = self.agent.tree().await;
+        for id in tree.children(FANOUT).unwrap_or_default() {
+            let leaf = |field: &str| {
+                tree.value(&format!("{FANOUT}/{id}/{field}"))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            if !leaf("Status").is_empty() {
+                continue;
+            }
+            let status_node = format!("{FANOUT}/{id}/Status");
+            self.agent
+                .update_tree(|tree| tree.set_leaf(&status_node, "running", Format::Chr))
+                .await?;
+            let targets: Vec<String> = leaf("Targets")
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let (syncer, id, command) = (self.clone(), id.to_owned(), leaf("Command"));
+            tokio::spawn(async move {
+                if let Err(error) = syncer.run_fanout(&id, targets, &command).await {
+                    warn!(fanout = %id, %error, "fan-out failed");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one fan-out: the command goes to every target, the targets are woken, and
+    /// once they answered (or the time is up) the results go to the DM Server.
+    async fn run_fanout(
+        &self,
+        id: &str,
+        targets: Vec<String>,
+        command: &str,
+    ) -> Result<(), GatewayError> {
+        let store = &self.downstream.store;
+        let targets = if targets.iter().any(|t| t == "*") {
+            store
+                .devices(None, u32::MAX)?
+                .into_iter()
+                .map(|d| d.dev_id)
+                .collect()
+        } else {
+            targets
+        };
+        let mut results = Vec::new();
+        let mut pending = Vec::new();
+        match CommandSpec::parse(command) {
+            Err(error) => results.push(serde_json::json!({ "error": error.to_string() })),
+            Ok(spec) => {
+                for target in targets {
+                    let Some(device) = store.device(&target)? else {
+                        results.push(serde_json::json!({ "dev_id": target, "error": "not in this gateway's inventory" }));
+                        continue;
+                    };
+                    pending.push((
+                        target,
+                        store.queue_command(&device.dev_id, &spec.to_json(), unix_now())?,
+                    ));
+                    if let Err(error) = gwmo_server::notify::send(&self.downstream, &device).await {
+                        warn!(device = %device.dev_id, %error, "could not wake the end device for a fan-out");
+                    }
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + FANOUT_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            let mut done = true;
+            for (_, command) in &pending {
+                done &= store
+                    .command(*command)?
+                    .is_some_and(|c| c.state == CommandState::Done);
+            }
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (target, command) in pending {
+            let record = store.command(command)?;
+            results.push(serde_json::json!({
+                "dev_id": target,
+                "state": record.as_ref().map(|c| c.state.as_str()),
+                "status": record.as_ref().and_then(|c| c.status),
+                "outcome": record
+                    .as_ref()
+                    .and_then(|c| c.results.as_deref())
+                    .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
+            }));
+        }
+        let results = serde_json::Value::Array(results).to_string();
+        let node = format!("{FANOUT}/{id}");
+        self.agent
+            .update_tree(|tree| {
+                tree.set_leaf(&format!("{node}/Results"), &results, Format::Chr)?;
+                tree.set_leaf(&format!("{node}/Status"), "done", Format::Chr)
+            })
+            .await?;
+        let Some(upstream) = &self.settings.upstream else {
+            return Ok(());
+        };
+        let alert = Alert {
+            cmd_id: 0,
+            code: codes::alert::GENERIC_ALERT,
+            correlator: None,
+            items: vec![Item {
+                source: Some(Location::new(node)),
+                meta: Some(Meta {
+                    r#type: Some(codes::alert_type::FANOUT_RESULTS.into()),
+                    format: Some("chr".into()),
+                    ..Meta::default()
+                }),
+                data: Some(Data::Text(results)),
+                ..Item::default()
+            }],
+        };
+        self.agent
+            .session(&upstream.server_id, Trigger::Client, None, vec![alert])
+            .await?;
+        info!(fanout = id, "fan-out results reported");
         Ok(())
     }
 }
+
+/// How long a fan-out waits for its end devices before it reports what it has.
+const FANOUT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn unix_now() -> i64 {
     SystemTime::now()

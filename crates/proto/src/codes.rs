@@ -85,4 +85,6 @@ pub mod alert_type {
     pub const LOCATION_UPDATE: &str = "urn:oma:at:gwmo:1.0:LocationUpdate";
     pub const DEVICE_ATTACH: &str = "urn:oma:at:gwmo:1.0:DeviceAttach";
     pub const DEVICE_DETACH: &str = "urn:oma:at:gwmo:1.0:DeviceDetach";
+    /// The outcome of a fan-out, from the gateway (data: JSON, one entry per device).
+    pub const FANOUT_RESULTS: &str = "urn:oma:at:gwmo:1.0:FanoutResults";
 }

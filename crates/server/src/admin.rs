@@ -311,6 +311,81 @@ pub async fn list_gateways(
     Ok(Json(json!({ "gateways": state.store.gateways()? })))
 }
 
+/// A fan-out request: a command for several end devices behind one gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanoutRequest {
+    pub targets: Vec<String>,
+    pub command: serde_json::Value,
+}
+
+/// Hands a gateway a command for several of its end devices and wakes it; the results
+/// come back in the gateway's next session (`GET /api/fanouts/{id}`).
+pub async fn create_fanout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(gateway_id): Path<String>,
+    Json(request): Json<FanoutRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let bad = |reason: String| ApiError(StatusCode::BAD_REQUEST, reason);
+    let spec = CommandSpec::parse(&request.command.to_string()).map_err(|e| bad(e.to_string()))?;
+    if request.targets.is_empty()
+        || request
+            .targets
+            .iter()
+            .any(|t| t.is_empty() || t.contains(','))
+    {
+        return Err(bad(
+            "targets must be a non-empty list of DevIds (or [\"*\"])".into(),
+        ));
+    }
+    let gateway = state
+        .store
+        .gateway(&gateway_id)?
+        .ok_or_else(|| not_found("gateway"))?;
+    let targets = serde_json::to_string(&request.targets).unwrap_or_default();
+    let id = state
+        .store
+        .create_fanout(&gateway_id, &targets, &spec.to_json(), unix_now())?;
+    let handover = crate::fanout::request(id, &request.targets, &spec);
+    state
+        .store
+        .queue_command(&gateway.dev_id, &handover.to_json(), unix_now())?;
+    if let Some(device) = state.store.device(&gateway.dev_id)? {
+        crate::notify::send(&state, &device)
+            .await
+            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "state": "sent" })),
+    ))
+}
+
+pub async fn get_fanout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let fanout = state
+        .store
+        .fanout(id)?
+        .ok_or_else(|| not_found("fan-out"))?;
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "id": fanout.id,
+        "gateway_id": fanout.gateway_id,
+        "targets": parse(&fanout.targets),
+        "command": parse(&fanout.spec),
+        "state": fanout.state,
+        "results": fanout.results.as_deref().map(parse),
+        "created_at": fanout.created_at,
+        "done_at": fanout.done_at,
+    })))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthChange {

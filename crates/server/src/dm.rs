@@ -229,6 +229,9 @@ impl DmService {
                     self.store
                         .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
                     seen_gateways.extend(location_updates(&a));
+                    for (id, results) in crate::fanout::results(&a) {
+                        self.fanout_results(dev_id, id, &results, unix_now)?;
+                    }
                 }
                 ServerEvent::CommandDone { tag, outcome } => {
                     let stored =
@@ -335,6 +338,33 @@ impl DmService {
             &detail.to_string(),
             unix_now,
         )?;
+        Ok(())
+    }
+
+    /// A gateway reports what its end devices answered to a fan-out.
+    fn fanout_results(
+        &self,
+        dev_id: &str,
+        id: i64,
+        results: &str,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        let Some(gateway) = self.store.gateway_by_device(dev_id)? else {
+            warn!(
+                device = dev_id,
+                fanout = id,
+                "fan-out results from a device that is no registered gateway"
+            );
+            return Ok(());
+        };
+        if self
+            .store
+            .complete_fanout(id, &gateway.gateway_id, results, unix_now)?
+        {
+            info!(gateway = %gateway.gateway_id, fanout = id, "fan-out results stored");
+        } else {
+            warn!(gateway = %gateway.gateway_id, fanout = id, "fan-out results for an unknown or finished fan-out");
+        }
         Ok(())
     }
 

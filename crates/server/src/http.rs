@@ -51,6 +51,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/gateways",
             post(admin::register_gateway).get(admin::list_gateways),
         )
+        .route(
+            "/api/gateways/{gateway_id}/fanout",
+            post(admin::create_fanout),
+        )
+        .route("/api/fanouts/{id}", get(admin::get_fanout))
         .route("/api/commands/{id}", get(admin::get_command))
         .route("/api/events", get(admin::events))
         .layer(DefaultBodyLimit::max(body_limit))

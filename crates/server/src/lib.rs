@@ -6,6 +6,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod command;
 pub mod dm;
+pub mod fanout;
 pub mod http;
 pub mod notify;
 pub mod settings;

@@ -78,6 +78,18 @@ const MIGRATIONS: &[&str] = &[
         server_secret TEXT NOT NULL
     );
 "#,
+    r#"
+    CREATE TABLE fanouts (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        targets    TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('sent', 'done')),
+        results    TEXT,
+        created_at INTEGER NOT NULL,
+        done_at    INTEGER
+    );
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +198,21 @@ pub struct SettledBootstrap {
     pub previous: Option<String>,
     pub client_secret: String,
     pub server_secret: String,
+}
+
+/// A command the server asked a gateway to run on several of its end devices.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FanoutRecord {
+    pub id: i64,
+    pub gateway_id: String,
+    /// JSON array of DevIds.
+    pub targets: String,
+    pub spec: String,
+    pub state: String,
+    /// JSON, as the gateway reported it.
+    pub results: Option<String>,
+    pub created_at: i64,
+    pub done_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -567,6 +594,71 @@ impl Store {
             client_secret,
             server_secret,
         }))
+    }
+
+    pub fn create_fanout(
+        &self,
+        gateway_id: &str,
+        targets: &str,
+        spec: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let connection = self.lock();
+        connection.execute(
+            "INSERT INTO fanouts (gateway_id, targets, spec, state, created_at) VALUES (?1, ?2, ?3, 'sent', ?4)",
+            params![gateway_id, targets, spec, now],
+        )?;
+        Ok(connection.last_insert_rowid())
+    }
+
+    /// Stores what a gateway reported for one of its fan-outs (the gateway must be the
+    /// one the fan-out went to). Returns whether it matched.
+    pub fn complete_fanout(
+        &self,
+        id: i64,
+        gateway_id: &str,
+        results: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE fanouts SET state = 'done', results = ?3, done_at = ?4
+             WHERE id = ?1 AND gateway_id = ?2 AND state = 'sent'",
+            params![id, gateway_id, results, now],
+        )? > 0)
+    }
+
+    pub fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, gateway_id, targets, spec, state, results, created_at, done_at FROM fanouts WHERE id = ?1",
+                [id],
+                |row| {
+                    Ok(FanoutRecord {
+                        id: row.get(0)?,
+                        gateway_id: row.get(1)?,
+                        targets: row.get(2)?,
+                        spec: row.get(3)?,
+                        state: row.get(4)?,
+                        results: row.get(5)?,
+                        created_at: row.get(6)?,
+                        done_at: row.get(7)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The registered gateway whose DevId (as a client of this server) is `dev_id`.
+    pub fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE dev_id = ?1",
+                [dev_id],
+                gateway_row,
+            )
+            .optional()?)
     }
 
     pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
