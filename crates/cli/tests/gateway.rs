@@ -187,7 +187,7 @@ fn a_fan_out_from_the_server_runs_through_the_gateway_on_several_devices() {
     let devices: Vec<(String, Daemon)> = (1..=2)
         .map(|n| {
             let dev_id = format!("IMEI:35000000000030{n}");
-            let device_dir = dir.path().join(&dev_id.replace(':', "_"));
+            let device_dir = dir.path().join(dev_id.replace(':', "_"));
             std::fs::create_dir_all(&device_dir).unwrap();
             let enrollment = server.enroll(&dev_id, "md5");
             let mut daemon = end_device(&device_dir, &enrollment, "gw-1");
