@@ -12,6 +12,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use gwmo_device::settings::{AuthName, FactoryAccount, WireEncoding};
 use gwmo_device::{Agent, DeviceSettings};
+use gwmo_gateway::{Gateway, GatewaySettings};
 use gwmo_net::{HttpClient, Method};
 use gwmo_server::{Server, ServerSettings};
 use gwmo_session::Trigger;
@@ -74,6 +75,21 @@ impl Admin {
             )
             .await?;
         answer["id"].as_i64().context("no command id")
+    }
+
+    /// The HTTP status of a GET (for expecting a 404).
+    async fn status(&self, path: &str) -> anyhow::Result<u16> {
+        let auth = format!("Bearer {}", self.token);
+        let answer = self
+            .client
+            .request(
+                Method::GET,
+                &format!("{}{path}", self.base),
+                &[("authorization", &auth)],
+                Vec::new(),
+            )
+            .await?;
+        Ok(answer.status)
     }
 
     async fn command(&self, id: i64) -> anyhow::Result<Value> {
@@ -145,6 +161,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "server-initiated session: package 0 wakes the device",
             Box::pin(server_initiated(&admin, dir.path())),
         ),
+        (
+            "figures x and y: server-assisted bootstrap to gw-1, then a move to gw-2",
+            Box::pin(figures_x_and_y(&admin, dir.path())),
+        ),
     ];
     for (number, (title, step)) in steps.into_iter().enumerate() {
         println!("Step {}: {title}", number + 1);
@@ -185,6 +205,182 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         bail!("{failures} demo step(s) failed");
     }
     Ok(())
+}
+
+/// Polls `probe` every 20 ms until it yields a value, for at most 15 s.
+async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A task that runs until told to stop.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+    ) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        Running {
+            stop,
+            task: tokio::spawn(run(stopped)),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// A gateway in this process, enrolled and registered with the demo's server.
+async fn start_gateway(
+    admin: &Admin,
+    dir: &Path,
+    gateway_id: &str,
+) -> anyhow::Result<(Admin, Running)> {
+    let dev_id = format!("GW:{gateway_id}");
+    let enrollment = admin.enroll(&dev_id, "md5").await?;
+    let upstream = device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
+        .accounts
+        .remove(0);
+    let gateway = Gateway::start(GatewaySettings {
+        gateway_id: gateway_id.into(),
+        dev_id: dev_id.clone(),
+        state_dir: dir.join(gateway_id),
+        listen: "127.0.0.1:0".parse()?,
+        notify_listen: Some("127.0.0.1:0".parse()?),
+        admin_token: Some(admin.token.clone()),
+        upstream: Some(upstream),
+        ..GatewaySettings::default()
+    })
+    .await?;
+    let addr = gateway.local_addr().context("the gateway has no address")?;
+    let registration = serde_json::json!({
+        "gateway_id": gateway_id, "dev_id": dev_id, "dm_url": format!("http://{addr}/dm"), "server_assisted": true,
+    });
+    admin
+        .call(Method::POST, "/api/gateways", &registration.to_string())
+        .await?;
+    let running = Running::spawn(|stopped| async move {
+        if let Err(error) = gateway
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+        {
+            tracing::warn!(%error, "gateway stopped");
+        }
+    });
+    wait_for("the gateway's first session", || async {
+        let device = admin
+            .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
+            .await?;
+        Ok(device["notify_url"].as_str().map(str::to_owned))
+    })
+    .await?;
+    let gateway_admin = Admin {
+        client: admin.client.clone(),
+        base: format!("http://{addr}"),
+        token: admin.token.clone(),
+    };
+    Ok((gateway_admin, running))
+}
+
+/// The end device seeing `gateway`: one session with its DM Server, then it listens
+/// for package 0 (from the gateway) until stopped.
+async fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> anyhow::Result<Running> {
+    let settings = DeviceSettings {
+        gateway: Some(gateway.into()),
+        ..device_settings(dir, enrollment, WireEncoding::Wbxml, AuthName::Md5)?
+    };
+    let agent = Arc::new(Agent::open(settings)?);
+    let (listener, url) = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
+    agent.set_notify_url(&url).await?;
+    let server_id = enrollment["server_id"]
+        .as_str()
+        .context("enrollment has no server_id")?;
+    agent
+        .session(server_id, Trigger::Client, None, Vec::new())
+        .await?;
+    Ok(Running::spawn(|stopped| async move {
+        let _ = gwmo_device::notify::serve(agent, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
+    }))
+}
+
+/// Waits until the gateway has the device in its store (after their first session).
+async fn managed_by(gateway: &Admin, dev_id: &str) -> anyhow::Result<()> {
+    let path = format!("/api/devices/{dev_id}");
+    wait_for("a session between the device and its gateway", || async {
+        let device = gateway.call(Method::GET, &path, "").await;
+        Ok(device
+            .ok()
+            .filter(|d| d["sessions"].as_i64() > Some(0))
+            .map(|_| ()))
+    })
+    .await
+}
+
+async fn figures_x_and_y(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+    let (gw1, gw1_running) = start_gateway(admin, dir, "gw-1").await?;
+    let (gw2, gw2_running) = start_gateway(admin, dir, "gw-2").await?;
+    let dev_id = "IMEI:350000000000103";
+    let enrollment = admin.enroll(dev_id, "md5").await?;
+    let association = || async {
+        let device = admin
+            .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
+            .await?;
+        anyhow::Ok(device["gateway"]["gateway_id"].as_str().map(str::to_owned))
+    };
+
+    // Figure x.
+    let device = end_device(dir, &enrollment, "gw-1").await?;
+    managed_by(&gw1, dev_id).await?;
+    ensure!(
+        association().await?.as_deref() == Some("gw-1"),
+        "the server did not record gw-1"
+    );
+    let get = gw1
+        .queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Mod"}"#)
+        .await?;
+    gw1.call(Method::POST, &format!("/api/devices/{dev_id}/notify"), "")
+        .await?;
+    wait_for("gw-1 to manage the device", || async {
+        let state = gw1.command(get).await?;
+        Ok((state["status"] == 200).then_some(()))
+    })
+    .await?;
+    device.stop().await;
+
+    // Figure y.
+    let device = end_device(dir, &enrollment, "gw-2").await?;
+    wait_for("the move to gw-2", || async {
+        Ok((association().await?.as_deref() == Some("gw-2")
+            && gw1.status(&format!("/api/devices/{dev_id}")).await? == 404)
+            .then_some(()))
+    })
+    .await?;
+    managed_by(&gw2, dev_id).await?;
+    device.stop().await;
+    gw1_running.stop().await;
+    gw2_running.stop().await;
+    Ok("the device was bootstrapped to gw-1, which managed it (figure x); it reported gw-2, moved, and gw-1 forgot it (figure y)".into())
 }
 
 fn device_settings(
@@ -292,18 +488,11 @@ async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let answer = admin
         .call(Method::POST, &format!("/api/devices/{dev_id}/notify"), "")
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let done = loop {
+    let done = wait_for("the notified session", || async {
         let state = admin.command(command).await?;
-        if state["state"] == "done" {
-            break state;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the device did not open the session in 10 s: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        Ok((state["state"] == "done").then_some(state))
+    })
+    .await?;
     let _ = stop.send(());
     let _ = listening.await;
     ensure!(

@@ -148,3 +148,23 @@ fn every_role_prints_its_effective_configuration() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
 }
+
+#[test]
+fn the_demo_verifies_every_step() {
+    let output = gwmo().arg("demo").output().unwrap();
+    common::assert_success(&output, "gwmo demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    let (verified, total) = summary
+        .split_once(" of ")
+        .and_then(|(v, rest)| {
+            Some((
+                v.parse::<u32>().ok()?,
+                rest.split_whitespace().next()?.parse::<u32>().ok()?,
+            ))
+        })
+        .unwrap_or_else(|| panic!("no summary line: {stdout}"));
+    assert_eq!(verified, total, "{stdout}");
+    assert!(total >= 5, "{stdout}");
+    assert!(stdout.contains("figures x and y"), "{stdout}");
+}

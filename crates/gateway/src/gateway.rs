@@ -147,7 +147,8 @@ impl Gateway {
         let mut stopped_watch = stopped.clone();
         loop {
             tokio::select! {
-                _ = stopped_watch.wait_for(|stopped| *stopped) => break,
+                // Only ever changes from running to stopped.
+                _ = stopped_watch.changed() => break,
                 _ = agent.sessions_done().notified() => {}
                 _ = tokio::time::sleep(poll), if settings.poll_secs > 0 => {
                     agent.session_with_all(Trigger::Client).await;
