@@ -113,11 +113,48 @@ impl Agent {
         session_id: Option<String>,
         alerts: Vec<Alert>,
     ) -> Result<SessionReport, DeviceError> {
+        let seen = self.seen_gateway(server_id).await;
         let report = self
-            .hold_session(server_id, trigger, session_id, alerts)
+            .hold_session(server_id, trigger, session_id, alerts, seen.as_deref())
             .await;
         self.sessions_done.notify_one();
         report
+    }
+
+    /// The gateway the device sees: looked up with DNS-SD when configured (before a
+    /// session with a DM Server; the current gateway is kept while it is in sight),
+    /// else the configured one.
+    async fn seen_gateway(&self, server_id: &str) -> Option<String> {
+        let configured = self.settings.gateway.clone();
+        let Some(interface) = self.settings.discover_interface.clone() else {
+            return configured;
+        };
+        let current = {
+            let tree = self.tree.lock().await;
+            if provision::is_gateway(&tree, server_id) {
+                return None;
+            }
+            provision::current_gateway(&tree)
+        };
+        let wait = Duration::from_millis(self.settings.discover_wait_ms);
+        let browse = tokio::task::spawn_blocking(move || {
+            gwmo_discovery::browse(gwmo_discovery::GATEWAY_SERVICE, &interface, wait)
+        });
+        match browse.await {
+            Ok(Ok(found)) => {
+                let ids: Vec<String> = found.into_iter().map(|f| f.server_id).collect();
+                info!(gateways = ?ids, "DNS-SD look-up");
+                match current {
+                    Some(current) if ids.contains(&current) => Some(current),
+                    _ => ids.into_iter().next().or(configured),
+                }
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "DNS-SD look-up failed");
+                configured
+            }
+            Err(_) => configured,
+        }
     }
 
     async fn hold_session(
@@ -126,6 +163,7 @@ impl Agent {
         trigger: Trigger,
         session_id: Option<String>,
         alerts: Vec<Alert>,
+        seen_gateway: Option<&str>,
     ) -> Result<SessionReport, DeviceError> {
         let mut tree = self.tree.lock().await;
         let (account_name, account) = gwmo_tree::dm_accounts(&tree)
@@ -134,11 +172,7 @@ impl Agent {
             .ok_or_else(|| DeviceError::NoAccount(server_id.to_owned()))?;
         let config = client_config(&self.settings, &account)?;
         let mut alerts = alerts;
-        alerts.extend(provision::location_update(
-            &tree,
-            self.settings.gateway.as_deref(),
-            server_id,
-        ));
+        alerts.extend(provision::location_update(&tree, seen_gateway, server_id));
         let session_id =
             session_id.unwrap_or_else(|| format!("{:X}", rand::random::<u16>().max(1)));
         let mut session = ClientSession::new(

@@ -61,26 +61,31 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
     Ok(tree)
 }
 
+/// Whether the account of `server_id` is a gateway's.
+pub fn is_gateway(tree: &Tree, server_id: &str) -> bool {
+    gwmo_tree::account_of(tree, server_id).is_some_and(|name| is_gateway_origin(tree, &name))
+}
+
+/// The ServerID of the gateway the device is bootstrapped to, if any.
+pub fn current_gateway(tree: &Tree) -> Option<String> {
+    gwmo_tree::dm_accounts(tree)
+        .into_iter()
+        .find(|(name, _)| is_gateway_origin(tree, name))
+        .map(|(_, account)| account.server_id)
+}
+
+fn is_gateway_origin(tree: &Tree, account: &str) -> bool {
+    matches!(
+        gwmo_tree::provenance(tree, account).origin,
+        Origin::ServerAssisted | Origin::LocalBootstrap
+    )
+}
+
 /// The Location Update Alert (Generic Alert 1226, DESIGN.md §3) for a session with a
 /// server, when the gateway the device sees is not the one it is bootstrapped to.
 pub fn location_update(tree: &Tree, seen_gateway: Option<&str>, server_id: &str) -> Option<Alert> {
     let seen = seen_gateway?;
-    let accounts = gwmo_tree::dm_accounts(tree);
-    let gateway_of = |origin: Origin| {
-        accounts
-            .iter()
-            .find(|(name, _)| gwmo_tree::provenance(tree, name).origin == origin)
-            .map(|(_, account)| account.server_id.as_str())
-    };
-    let talking_to_a_gateway = accounts.iter().any(|(name, a)| {
-        a.server_id == server_id
-            && matches!(
-                gwmo_tree::provenance(tree, name).origin,
-                Origin::ServerAssisted | Origin::LocalBootstrap
-            )
-    });
-    let current = gateway_of(Origin::ServerAssisted).or_else(|| gateway_of(Origin::LocalBootstrap));
-    if talking_to_a_gateway || current == Some(seen) {
+    if is_gateway(tree, server_id) || current_gateway(tree).as_deref() == Some(seen) {
         return None;
     }
     Some(Alert {

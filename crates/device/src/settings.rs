@@ -37,6 +37,11 @@ pub struct DeviceSettings {
     /// configuration). When it is not the gateway the device is bootstrapped to, the
     /// device reports a Location Update Alert to its servers.
     pub gateway: Option<String>,
+    /// Look for gateways with DNS-SD (`_omadm-gw._tcp`) on this interface only, before
+    /// each session with a DM Server; `gateway` is the fallback when none answers.
+    pub discover_interface: Option<String>,
+    /// How long each DNS-SD look-up listens, in milliseconds.
+    pub discover_wait_ms: u64,
 }
 
 impl Default for DeviceSettings {
@@ -54,6 +59,8 @@ impl Default for DeviceSettings {
             timeout_secs: 30,
             accounts: Vec::new(),
             gateway: None,
+            discover_interface: None,
+            discover_wait_ms: 1500,
         }
     }
 }

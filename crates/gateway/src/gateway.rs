@@ -39,6 +39,8 @@ pub enum GatewayError {
     Upstream(#[from] gwmo_device::DeviceError),
     #[error("toward end devices: {0}")]
     Downstream(#[from] gwmo_server::ServerError),
+    #[error("{0}")]
+    Discovery(String),
     #[error("end-device store: {0}")]
     Store(#[from] gwmo_server::store::StoreError),
 }
@@ -125,7 +127,22 @@ impl Gateway {
             server,
             downstream,
         } = self;
+        let addr = server.local_addr();
         let serving = tokio::spawn(server.run(until_stopped(stopped.clone())));
+        // Kept for the whole run: dropping it withdraws the advertisement.
+        let _advertisement = match (&settings.dns_sd_interface, addr) {
+            (Some(interface), Some(addr)) => Some(
+                gwmo_discovery::advertise(
+                    gwmo_discovery::GATEWAY_SERVICE,
+                    interface,
+                    &settings.gateway_id,
+                    addr.ip(),
+                    addr.port(),
+                )
+                .map_err(|e| GatewayError::Discovery(e.to_string()))?,
+            ),
+            _ => None,
+        };
         if let Some(addr) = settings.notify_listen {
             let (listener, url) = gwmo_device::notify::bind(&agent, addr).await?;
             agent.set_notify_url(&url).await?;

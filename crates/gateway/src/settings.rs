@@ -30,6 +30,9 @@ pub struct GatewaySettings {
     /// Where to write the address the end-device listener bound (for port 0).
     pub address_file: Option<PathBuf>,
     pub approaches: Approaches,
+    /// Advertise the gateway with DNS-SD (`_omadm-gw._tcp`) on this network interface
+    /// only (for example `eth1`); none: no advertisement.
+    pub dns_sd_interface: Option<String>,
     /// The gateway's account with the DM Server.
     pub upstream: Option<FactoryAccount>,
 }
@@ -65,6 +68,7 @@ impl Default for GatewaySettings {
             admin_token: None,
             address_file: None,
             approaches: Approaches::default(),
+            dns_sd_interface: None,
             upstream: None,
         }
     }
