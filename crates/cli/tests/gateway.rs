@@ -248,3 +248,29 @@ fn a_fan_out_from_the_server_runs_through_the_gateway_on_several_devices() {
     );
     assert_eq!(status, 400);
 }
+
+#[test]
+fn req_8x1_the_device_finds_its_gateway_with_dns_sd() {
+    // Every process of this test lives in a network namespace of its own.
+    if let Err(reason) = gwmo_discovery::private_network() {
+        eprintln!("NOT RUN: real mDNS needs a private network namespace ({reason})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let gw1 = GatewayProcess::start(dir.path(), &server, "gw-1", "dns_sd_interface = \"lo\"\n");
+    let _silent = GatewayProcess::start(dir.path(), &server, "gw-2", "");
+    let enrollment = server.enroll(ED, "md5");
+    let extra = "listen = \"127.0.0.1:0\"\ndiscover_interface = \"lo\"\ndiscover_wait_ms = 1000\n";
+    let config = device_config(dir.path(), &enrollment, "xml", extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    managed_by(&gw1, &mut device);
+    assert_eq!(association(&server).as_deref(), Some("gw-1"));
+    assert!(
+        device.log_text().contains("DNS-SD look-up"),
+        "{}",
+        device.log_text()
+    );
+}

@@ -37,6 +37,35 @@ fn daemon(interface: &str) -> Result<ServiceDaemon, DiscoveryError> {
     Ok(daemon)
 }
 
+/// Moves the calling thread (and every thread and process it starts afterwards) into a
+/// fresh network namespace whose only interface, loopback, carries multicast: real
+/// mDNS for tests, with nothing able to leave the machine. Needs root (CAP_SYS_ADMIN)
+/// and iproute2.
+#[cfg(feature = "testing")]
+pub fn private_network() -> Result<(), String> {
+    // SAFETY: unshare changes only this thread's namespace; no memory is involved.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["link", "set", "lo", "multicast", "on"],
+        &["route", "add", "224.0.0.0/4", "dev", "lo"],
+    ] {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .map_err(|e| format!("ip: {e}"))?;
+        if !status.success() {
+            return Err(format!("ip {} failed", args.join(" ")));
+        }
+    }
+    Ok(())
+}
+
 /// A service being advertised; withdrawn when dropped.
 pub struct Advertisement {
     daemon: ServiceDaemon,

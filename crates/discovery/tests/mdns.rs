@@ -2,36 +2,9 @@
 //! test makes for its own thread (so nothing it sends can leave the machine).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::Duration;
 
-use gwmo_discovery::{GATEWAY_SERVICE, advertise, browse};
-
-/// Moves this thread (and what it starts) into a fresh network namespace whose only
-/// interface, loopback, carries multicast. Needs root.
-fn private_network() -> Result<(), String> {
-    // SAFETY: unshare only changes this thread's namespace; no memory is involved.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(format!(
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    for args in [
-        &["link", "set", "lo", "up"][..],
-        &["link", "set", "lo", "multicast", "on"],
-        &["route", "add", "224.0.0.0/4", "dev", "lo"],
-    ] {
-        let status = Command::new("ip")
-            .args(args)
-            .status()
-            .map_err(|e| format!("ip: {e}"))?;
-        if !status.success() {
-            return Err(format!("ip {} failed", args.join(" ")));
-        }
-    }
-    Ok(())
-}
+use gwmo_discovery::{GATEWAY_SERVICE, advertise, browse, private_network};
 
 #[test]
 fn a_gateway_advertised_on_loopback_is_found_with_its_server_id() {
