@@ -82,6 +82,30 @@ fn req_8x1_figures_x_and_y_server_assisted_bootstrap_and_a_move() {
     );
     let get = through_gateway(&gw1, r#"{"op":"Get","target":"./DevInfo/DevId"}"#);
     assert_eq!(get["outcome"]["results"][0]["data"], ED);
+    // The gateway's Device Inventory, as the server reads it, shows the device active.
+    poll(
+        "gw-1's inventory to show the device active",
+        Duration::from_secs(30),
+        || {
+            let read = server.queue(
+                "GW:gw-1",
+                r#"{"op":"Get","target":"./GwMO/DeviceInventory/IMEI_350000000000201/State"}"#,
+            );
+            assert_eq!(
+                server.api("POST", "/api/devices/GW:gw-1/notify", None).0,
+                202
+            );
+            let state = poll(
+                "the server reading gw-1's inventory",
+                Duration::from_secs(30),
+                || {
+                    let command = server.command(read);
+                    (command["state"] == "done").then_some(command)
+                },
+            );
+            (state["outcome"]["results"][0]["data"] == "active").then_some(())
+        },
+    );
 
     // 8.x.1: fully trusted, the gateway MAY change pre-existing DMAcc objects ...
     let changed = through_gateway(

@@ -48,6 +48,8 @@ pub enum GatewayError {
 /// One entry of the Device Inventory, as the DM Server wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryEntry {
+    /// The entry's node name under the inventory.
+    pub node: String,
     pub dev_id: String,
     pub notify_url: Option<String>,
     pub client_name: String,
@@ -170,6 +172,8 @@ impl Gateway {
                 _ = tokio::time::sleep(poll), if settings.poll_secs > 0 => {
                     agent.session_with_all(Trigger::Client).await;
                 }
+                // End-device sessions change the inventory's State and LastSession.
+                _ = tokio::time::sleep(STATE_REFRESH) => {}
             }
             syncer.sync().await;
         }
@@ -206,38 +210,89 @@ impl Syncer {
                 info!(device = %known.dev_id, "end device left the inventory");
             }
         }
+        let mut states = Vec::with_capacity(entries.len());
         for entry in &entries {
-            if entry.origin == "server-assisted" && !self.settings.approaches.server_assisted {
-                warn!(device = %entry.dev_id, "refusing a server-assisted bootstrap: the approach is off");
-                continue;
-            }
-            match store.device(&entry.dev_id)? {
-                Some(known) if known.client_secret == entry.client_secret => continue,
-                Some(_) => {
-                    store.remove_device(&entry.dev_id)?;
-                }
-                None => {}
-            }
-            store.enroll(
-                &NewDevice {
-                    dev_id: entry.dev_id.clone(),
-                    auth: AuthType::Md5,
-                    client_name: entry.client_name.clone(),
-                    client_secret: entry.client_secret.clone(),
-                    server_name: self.settings.gateway_id.clone(),
-                    server_secret: entry.server_secret.clone(),
-                },
-                unix_now(),
-            )?;
-            store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
-            info!(device = %entry.dev_id, "end device added to the inventory");
-            if let Some(device) = store.device(&entry.dev_id)?
-                && let Err(error) = gwmo_server::notify::send(&self.downstream, &device).await
-            {
-                warn!(device = %entry.dev_id, %error, "could not wake the end device");
-            }
+            states.push((entry, self.admit(entry).await?));
         }
+        self.record_states(&states).await?;
         self.start_fanouts().await
+    }
+
+    /// Brings one inventory entry into the end-device store (enrolling and waking the
+    /// device when it is new or its credentials changed); returns its State.
+    async fn admit(&self, entry: &InventoryEntry) -> Result<&'static str, GatewayError> {
+        let store = &self.downstream.store;
+        if entry.origin == "server-assisted" && !self.settings.approaches.server_assisted {
+            warn!(device = %entry.dev_id, "refusing a server-assisted bootstrap: the approach is off");
+            return Ok("refused");
+        }
+        match store.device(&entry.dev_id)? {
+            Some(known) if known.client_secret == entry.client_secret => {
+                return Ok(if known.sessions > 0 {
+                    "active"
+                } else {
+                    "enrolled"
+                });
+            }
+            Some(_) => {
+                store.remove_device(&entry.dev_id)?;
+            }
+            None => {}
+        }
+        store.enroll(
+            &NewDevice {
+                dev_id: entry.dev_id.clone(),
+                auth: AuthType::Md5,
+                client_name: entry.client_name.clone(),
+                client_secret: entry.client_secret.clone(),
+                server_name: self.settings.gateway_id.clone(),
+                server_secret: entry.server_secret.clone(),
+            },
+            unix_now(),
+        )?;
+        store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
+        info!(device = %entry.dev_id, "end device added to the inventory");
+        if let Some(device) = store.device(&entry.dev_id)?
+            && let Err(error) = gwmo_server::notify::send(&self.downstream, &device).await
+        {
+            warn!(device = %entry.dev_id, %error, "could not wake the end device");
+        }
+        Ok("enrolled")
+    }
+
+    /// Writes each entry's State and LastSession into the inventory, for the DM Server.
+    async fn record_states(
+        &self,
+        states: &[(&InventoryEntry, &'static str)],
+    ) -> Result<(), GatewayError> {
+        let mut leaves = Vec::new();
+        for (entry, state) in states {
+            let last = self
+                .downstream
+                .store
+                .device(&entry.dev_id)?
+                .and_then(|d| d.last_session_at)
+                .map(|at| at.to_string())
+                .unwrap_or_default();
+            let base = format!("{INVENTORY}/{}", entry.node);
+            leaves.push((format!("{base}/State"), (*state).to_owned()));
+            leaves.push((format!("{base}/LastSession"), last));
+        }
+        let tree = self.agent.tree().await;
+        if leaves
+            .iter()
+            .all(|(uri, value)| tree.value(uri) == Some(value.as_str()))
+        {
+            return Ok(()); // unchanged: no write
+        }
+        self.agent
+            .update_tree(|tree| {
+                leaves
+                    .iter()
+                    .try_for_each(|(uri, value)| tree.set_leaf(uri, value, Format::Chr))
+            })
+            .await?;
+        Ok(())
     }
 
     /// Starts every fan-out that has no Status yet, each in its own task.
@@ -368,6 +423,9 @@ impl Syncer {
     }
 }
 
+/// How often the inventory's State and LastSession are brought up to date.
+const STATE_REFRESH: Duration = Duration::from_secs(1);
+
 /// How long a fan-out waits for its end devices before it reports what it has.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -418,6 +476,7 @@ pub fn inventory(tree: &Tree) -> Vec<InventoryEntry> {
                     .map(str::to_owned)
             };
             Some(InventoryEntry {
+                node: name.to_owned(),
                 dev_id: leaf("DevId").filter(|d| !d.is_empty())?,
                 notify_url: leaf("NotifyURL").filter(|u| !u.is_empty()),
                 client_name: leaf("ClientName").unwrap_or_default(),
