@@ -487,11 +487,19 @@ impl Store {
     }
 
     pub fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        self.gateway_where("gateway_id", gateway_id)
+    }
+
+    fn gateway_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<GatewayRecord>, StoreError> {
         Ok(self
             .lock()
             .query_row(
-                "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE gateway_id = ?1",
-                [gateway_id],
+                &format!("SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE {column} = ?1"),
+                [value],
                 gateway_row,
             )
             .optional()?)
@@ -651,14 +659,7 @@ impl Store {
 
     /// The registered gateway whose DevId (as a client of this server) is `dev_id`.
     pub fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
-                "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE dev_id = ?1",
-                [dev_id],
-                gateway_row,
-            )
-            .optional()?)
+        self.gateway_where("dev_id", dev_id)
     }
 
     pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
