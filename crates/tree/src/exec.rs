@@ -182,6 +182,10 @@ impl Tree {
             Err(_) => return (status::BAD_REQUEST, None),
         };
         let meta = item.meta.as_ref().or(meta);
+        // The trust rules of gateway bootstrapping bound every change, whatever ACLs say.
+        if kind != Kind::Get && !self.trust_permits_change(server, &uri.segments) {
+            return (status::PERMISSION_DENIED, None);
+        }
         let outcome = match (kind, &uri.query) {
             (Kind::Get, Some(Query::Prop(prop))) => {
                 self.get_property(server, &uri.segments, prop, target)
@@ -273,6 +277,7 @@ impl Tree {
             }
         }
         self.grant_account_to_its_server(segments);
+        self.record_via_gateway(server, &segments[..=existing]);
         Ok(())
     }
 
@@ -292,11 +297,16 @@ impl Tree {
         else {
             return;
         };
+        // Start from the ACL in force there, so no one loses a right they had.
+        let mut acl = self
+            .effective_acl(&[dmacc, account])
+            .cloned()
+            .unwrap_or_default();
+        for op in [Op::Add, Op::Delete, Op::Get, Op::Replace] {
+            acl.grant(op, &server);
+        }
         if let Some(node) = self.node_at_mut(&[dmacc, account]) {
-            let acl = node.acl.get_or_insert_with(Acl::default);
-            for op in [Op::Add, Op::Delete, Op::Get, Op::Replace] {
-                acl.grant(op, &server);
-            }
+            node.acl = Some(acl);
         }
     }
 

@@ -120,7 +120,137 @@ pub fn account_of(tree: &Tree, server_id: &str) -> Option<String> {
         .map(|(name, _)| name)
 }
 
+/// The accounts that lapse with gateway `server_id`: those it bootstrapped, and theirs.
+fn descendants(tree: &Tree, server_id: &str) -> Vec<String> {
+    let accounts = dm_accounts(tree);
+    let mut lapsing = Vec::new();
+    let mut parents = vec![server_id.to_owned()];
+    while let Some(parent) = parents.pop() {
+        for (name, account) in &accounts {
+            let p = provenance(tree, name);
+            if p.origin == Origin::ViaGateway
+                && p.parent.as_deref() == Some(parent.as_str())
+                && !lapsing.contains(name)
+            {
+                lapsing.push(name.clone());
+                parents.push(account.server_id.clone());
+            }
+        }
+    }
+    lapsing
+}
+
 impl Tree {
+    /// Whether `server_id` may change the node at `segments` as far as gateway trust
+    /// goes (ACLs are checked separately):
+    /// - GwBoot provenance is written only by servers whose own account predates any
+    ///   gateway (origin factory or server): a gateway never validates itself, and no
+    ///   other server may;
+    /// - a gateway that is not fully trusted (`restricted`) may not change DMAcc objects
+    ///   that existed before its bootstrap: only its own account and the ones it made.
+    pub(crate) fn trust_permits_change(&self, server_id: &str, segments: &[&str]) -> bool {
+        let [dmacc, account, rest @ ..] = segments else {
+            return true;
+        };
+        if *dmacc != &DMACC[2..] {
+            return true;
+        }
+        let writer = account_of(self, server_id).map(|name| provenance(self, &name));
+        if let [ext, gwboot, ..] = rest
+            && *ext == "Ext"
+            && *gwboot == "GwBoot"
+        {
+            return writer.is_some_and(|w| matches!(w.origin, Origin::Factory | Origin::Server));
+        }
+        let Some(writer) = writer else {
+            return true;
+        };
+        if writer.trust != Trust::Restricted {
+            return true;
+        }
+        let own = account_of(self, server_id).as_deref() == Some(*account);
+        let target = format!("{DMACC}/{account}");
+        let made_by_writer = || {
+            let p = provenance(self, account);
+            p.origin == Origin::ViaGateway && p.parent.as_deref() == Some(server_id)
+        };
+        own || !self.exists(&target) || made_by_writer()
+    }
+
+    /// An account a gateway creates is recorded as bootstrapped via that gateway.
+    pub(crate) fn record_via_gateway(&mut self, server_id: &str, created: &[&str]) {
+        let [dmacc, account] = created else {
+            return;
+        };
+        if *dmacc != &DMACC[2..] {
+            return;
+        }
+        let Some(writer) = account_of(self, server_id) else {
+            return;
+        };
+        if !matches!(
+            provenance(self, &writer).origin,
+            Origin::ServerAssisted | Origin::LocalBootstrap | Origin::ViaGateway
+        ) {
+            return;
+        }
+        let via = Provenance {
+            origin: Origin::ViaGateway,
+            parent: Some(server_id.to_owned()),
+            trust: Trust::Full,
+            lapse_at: None,
+            confirmed: true,
+        };
+        // The account node was just created under ./DMAcc: these writes cannot fail.
+        let _ = write_provenance(self, account, &via);
+    }
+
+    /// Removes every local gateway bootstrap whose deadline has passed unconfirmed,
+    /// with all the accounts that came via it. `now` is RFC 3339 UTC
+    /// (`YYYY-MM-DDTHH:MM:SSZ`), compared as text with `LapseAt` in the same form.
+    /// Returns the ServerIDs removed.
+    pub fn lapse(&mut self, now: &str) -> Vec<String> {
+        let due: Vec<(String, String)> = dm_accounts(self)
+            .into_iter()
+            .filter(|(name, _)| {
+                let p = provenance(self, name);
+                !p.confirmed && p.lapse_at.as_deref().is_some_and(|at| at <= now)
+            })
+            .map(|(name, account)| (name, account.server_id))
+            .collect();
+        let mut removed = Vec::new();
+        for (name, server_id) in due {
+            for child in descendants(self, &server_id) {
+                if let Some(id) = self
+                    .value(&format!("{DMACC}/{child}/ServerID"))
+                    .map(str::to_owned)
+                {
+                    removed.push(id);
+                }
+                let _ = self.remove(&format!("{DMACC}/{child}"));
+            }
+            let _ = self.remove(&format!("{DMACC}/{name}"));
+            removed.push(server_id);
+        }
+        removed
+    }
+
+    /// A management session with gateway `server_id` was completed: its bootstrap no
+    /// longer lapses.
+    pub fn confirm_gateway(&mut self, server_id: &str) -> Result<bool, TreeError> {
+        let Some(name) = account_of(self, server_id) else {
+            return Ok(false);
+        };
+        let mut p = provenance(self, &name);
+        if p.confirmed || p.lapse_at.is_none() {
+            return Ok(false);
+        }
+        p.confirmed = true;
+        p.lapse_at = None;
+        write_provenance(self, &name, &p)?;
+        Ok(true)
+    }
+
     /// The server whose rights `server_id` also has: the parent of a fully trusted or
     /// validated gateway account.
     pub(crate) fn delegate(&self, server_id: &str) -> Option<String> {
