@@ -3,6 +3,7 @@
 //! commands with DM 1.2 statuses. Pure: no I/O, no clock; serde for persistence.
 
 mod acl;
+mod bootstrap;
 mod dmacc;
 mod exec;
 mod gwboot;
@@ -12,6 +13,7 @@ mod tree;
 mod uri;
 
 pub use acl::{Acl, Op};
+pub use bootstrap::{BootstrapError, GatewayBootstrap, bootstrap_document, read_bootstrap};
 pub use dmacc::{
     AppAuth, AuthLevel, DMACC, DmAccount, dm_accounts, set_account_nonce, write_dm_account,
 };
