@@ -3,6 +3,7 @@
 //! server asks for.
 
 pub mod agent;
+pub mod local;
 pub mod notify;
 pub mod provision;
 pub mod settings;
@@ -31,6 +32,8 @@ pub enum DeviceError {
     Session(#[from] gwmo_session::SessionError),
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, String),
+    #[error("local bootstrap refused: {0}")]
+    Bootstrap(String),
     #[error("serving package 0 failed: {0}")]
     Serve(String),
 }
