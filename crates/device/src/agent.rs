@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::settings::DeviceSettings;
 use crate::state::StateDir;
-use crate::{DeviceError, provision};
+use crate::{DeviceError, local, provision};
 
 /// What one session did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ impl Agent {
     /// from the configuration (DevInfo, DevDetail and the factory accounts).
     pub fn open(settings: DeviceSettings) -> Result<Agent, DeviceError> {
         let state = StateDir::open(&settings.state_dir)?;
-        let tree = match state.load_tree()? {
+        let mut tree = match state.load_tree()? {
             Some(tree) => tree,
             None => {
                 let tree = provision::factory_tree(&settings)?;
@@ -52,6 +52,8 @@ impl Agent {
                 tree
             }
         };
+        // A device that was down past a bootstrap's deadline lapses it before anything else.
+        lapse(&mut tree, &state)?;
         Ok(Agent {
             client: HttpClient::new(
                 Duration::from_secs(settings.timeout_secs.max(1)),
@@ -220,6 +222,14 @@ impl Agent {
                 ClientStep::Done(outcome) => break outcome,
             }
         };
+        // A completed, mutually authenticated session confirms a local gateway bootstrap.
+        if outcome == ClientOutcome::Completed && tree.confirm_gateway(server_id)? {
+            self.state.save_tree(&tree)?;
+            info!(
+                gateway = server_id,
+                "gateway bootstrap confirmed: it no longer lapses"
+            );
+        }
         info!(server = server_id, session = %session_id, ?outcome, messages, "session finished");
         Ok(SessionReport {
             server_id: server_id.to_owned(),
@@ -227,6 +237,55 @@ impl Agent {
             outcome,
             messages,
         })
+    }
+
+    /// Removes the local gateway bootstraps whose deadline has passed (and what came
+    /// via them); returns the ServerIDs removed.
+    pub async fn enforce_lapse(&self) -> Result<Vec<String>, DeviceError> {
+        let mut tree = self.tree.lock().await;
+        lapse(&mut tree, &self.state)
+    }
+
+    /// Fetches a Gateway Bootstrap from a local bootstrap server, checks it against the
+    /// device's policy and applies it. Returns the gateway's ServerID.
+    pub async fn local_bootstrap(&self, url: &str) -> Result<String, DeviceError> {
+        let answer = self
+            .client
+            .post(
+                url,
+                "text/plain",
+                None,
+                self.settings.dev_id.clone().into_bytes(),
+            )
+            .await?;
+        if answer.status != 200 {
+            return Err(DeviceError::Refused(
+                answer.status,
+                String::from_utf8_lossy(&answer.body).trim().to_owned(),
+            ));
+        }
+        let content_type = answer.content_type.unwrap_or_default();
+        local::check(
+            &answer.body,
+            &content_type,
+            &self.settings.bootstrap_policy(),
+        )?;
+        let text = std::str::from_utf8(&answer.body)
+            .map_err(|_| DeviceError::Bootstrap("the document is not UTF-8".into()))?;
+        let bootstrap =
+            gwmo_tree::read_bootstrap(text).map_err(|e| DeviceError::Bootstrap(e.to_string()))?;
+        let mut tree = self.tree.lock().await;
+        let mut changed = tree.clone();
+        let gateway = local::apply(
+            &mut changed,
+            &bootstrap,
+            unix_now(),
+            &self.settings.bootstrap_policy(),
+        )?;
+        self.state.save_tree(&changed)?;
+        *tree = changed;
+        info!(%gateway, "local gateway bootstrap applied (restricted until validated)");
+        Ok(gateway)
     }
 
     /// Opens a session with every account; failures are logged, not fatal.
@@ -249,6 +308,15 @@ impl Agent {
     /// schedule (when `poll_secs` > 0).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        if let Some(url) = self.settings.bootstrap_url.clone()
+            && provision::current_gateway(&*self.tree.lock().await).is_none()
+        {
+            // Figure z: the bootstrap first, then the management session it needs.
+            match self.local_bootstrap(&url).await {
+                Ok(gateway) => info!(%gateway, "bootstrapped by the local bootstrap server"),
+                Err(error) => warn!(%error, "local bootstrap failed"),
+            }
+        }
         self.session_with_all(Trigger::Client).await;
         if self.settings.poll_secs == 0 {
             shutdown.await;
@@ -263,6 +331,23 @@ impl Agent {
             }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Lapses what is due and stores the tree if anything went.
+fn lapse(tree: &mut Tree, state: &StateDir) -> Result<Vec<String>, DeviceError> {
+    let removed = tree.lapse(&local::rfc3339(unix_now()));
+    if !removed.is_empty() {
+        state.save_tree(tree)?;
+        warn!(accounts = ?removed, "gateway bootstrap lapsed: its accounts are removed");
+    }
+    Ok(removed)
 }
 
 /// Runs a server's commands against the tree.

@@ -42,6 +42,15 @@ pub struct DeviceSettings {
     pub discover_interface: Option<String>,
     /// How long each DNS-SD look-up listens, in milliseconds.
     pub discover_wait_ms: u64,
+    /// A Local DM Bootstrap Server to ask for a Gateway Bootstrap when the device has
+    /// no gateway yet (`http://host:port/bootstrap`).
+    pub bootstrap_url: Option<String>,
+    /// The device's USERPIN: a Gateway Bootstrap must carry a MAC made with it.
+    pub userpin: Option<String>,
+    /// Accept Gateway Bootstraps without a MAC (only when no USERPIN is set).
+    pub accept_unsigned_bootstrap: bool,
+    /// The longest a Gateway Bootstrap may wait for its first management session (24 h).
+    pub max_lapse_secs: u64,
 }
 
 impl Default for DeviceSettings {
@@ -61,6 +70,20 @@ impl Default for DeviceSettings {
             gateway: None,
             discover_interface: None,
             discover_wait_ms: 1500,
+            bootstrap_url: None,
+            userpin: None,
+            accept_unsigned_bootstrap: false,
+            max_lapse_secs: 24 * 3600,
+        }
+    }
+}
+
+impl DeviceSettings {
+    pub fn bootstrap_policy(&self) -> crate::local::Policy {
+        crate::local::Policy {
+            userpin: self.userpin.clone(),
+            accept_unsigned: self.accept_unsigned_bootstrap,
+            max_lapse_secs: self.max_lapse_secs,
         }
     }
 }
