@@ -21,8 +21,13 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let address_file = settings.address_file.clone();
+        let bootstrap_address_file = settings.bootstrap_address_file.clone();
         let gateway = Gateway::start(settings).await?;
         if let (Some(path), Some(addr)) = (address_file, gateway.local_addr()) {
+            crate::device::write_atomically(&path, addr.to_string().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let (Some(path), Some(addr)) = (bootstrap_address_file, gateway.bootstrap_addr()) {
             crate::device::write_atomically(&path, addr.to_string().as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }

@@ -298,3 +298,107 @@ fn req_8x1_the_device_finds_its_gateway_with_dns_sd() {
         device.log_text()
     );
 }
+
+/// A gateway with the Local DM Bootstrap Server inside; returns it and the URL devices
+/// ask for a Gateway Bootstrap.
+fn local_gateway(dir: &Path, server: &ServerProcess) -> (GatewayProcess, String) {
+    let address_file = dir.join("lbs.addr");
+    let extra = format!(
+        "bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 600\n[approaches]\nserver_assisted = true\nlocal = true\n[userpins]\n\"{ED}\" = \"4711\"\n"
+    );
+    let mut gateway = GatewayProcess::start(dir, server, "gw-l", &extra);
+    let addr = bound_address(&mut gateway.daemon, &address_file);
+    (gateway, format!("http://{addr}/bootstrap"))
+}
+
+#[test]
+fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (gw, bootstrap_url) = local_gateway(dir.path(), &server);
+    let enrollment = server.enroll(ED, "md5");
+    let extra = format!(
+        "listen = \"127.0.0.1:0\"\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"4711\"\n"
+    );
+    let config = device_config(dir.path(), &enrollment, "xml", &extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+
+    // The device takes the bootstrap, holds its session with the gateway (confirming the
+    // bootstrap), the gateway reports the Device Attach Alert, the server records the
+    // association and validates the gateway on the device.
+    managed_by(&gw, &mut device);
+    let trust = poll(
+        "the server to validate the gateway on the device",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let tree = device_tree(&dir.path().join("state"));
+            let trust = leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Trust")?
+                .as_str()?
+                .to_owned();
+            (trust == "validated").then_some(tree)
+        },
+    );
+    assert_eq!(
+        leaf(&trust, "./DMAcc/gw-l/Ext/GwBoot/Origin").unwrap(),
+        "local-bootstrap"
+    );
+    assert_eq!(
+        leaf(&trust, "./DMAcc/gw-l/Ext/GwBoot/Confirmed").unwrap(),
+        "true"
+    );
+    let (_, record) = server.api("GET", &format!("/api/devices/{ED}"), None);
+    assert_eq!(record["gateway"]["gateway_id"], "gw-l", "{record}");
+    assert_eq!(record["gateway"]["origin"], "local-bootstrap");
+    let (_, events) = server.api("GET", "/api/events", None);
+    let attach = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "attach")
+        .cloned();
+    assert_eq!(attach.unwrap()["detail"]["device"]["dev_id"], ED);
+
+    // Validated, the gateway may now change the DM Server's pre-existing account.
+    let changed = through_gateway(
+        &gw,
+        r#"{"op":"Replace","target":"./DMAcc/gwmo-dms/AAuthPref","data":"DIGEST"}"#,
+    );
+    assert_eq!(changed["status"], 200, "{changed}");
+}
+
+#[test]
+fn req_8x2_a_bootstrap_whose_mac_does_not_verify_changes_nothing_on_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (_gw, bootstrap_url) = local_gateway(dir.path(), &server);
+    let enrollment = server.enroll(ED, "md5");
+    let extra = format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"0000\"\n");
+    let config = device_config(dir.path(), &enrollment, "xml", &extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    poll(
+        "the device to refuse the bootstrap",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            device
+                .log_text()
+                .contains("local bootstrap failed")
+                .then_some(())
+        },
+    );
+    assert!(
+        device.log_text().contains("MAC does not verify"),
+        "{}",
+        device.log_text()
+    );
+    let tree = device_tree(&dir.path().join("state"));
+    assert!(
+        leaf(&tree, "./DMAcc/gw-l/ServerID").is_none(),
+        "the refused bootstrap left an account"
+    );
+}

@@ -77,6 +77,12 @@ pub fn apply(
             confirmed: false,
         },
     )?;
+    // Validation (Trust := validated) is open to every server as far as ACLs go: the
+    // tree's trust rule lets only servers that predate the gateway write it.
+    tree.set_acl(
+        &format!("{}/{name}/Ext/GwBoot/Trust", gwmo_tree::DMACC),
+        Acl::parse("Get=*&Replace=*")?,
+    )?;
     let mut acl = tree
         .acl(gwmo_tree::DMACC)
         .cloned()
@@ -177,6 +183,30 @@ mod tests {
             "the bootstrap's 600 s < 3600 s"
         );
         assert!(tree.lapse(&rfc3339(1_800_000_599)).is_empty());
+        // Its own DM Server may validate it; the gateway may not.
+        let validate = gwmo_proto::Command::Replace(gwmo_proto::ItemCommand {
+            cmd_id: 1,
+            meta: None,
+            items: vec![gwmo_proto::Item {
+                target: Some(gwmo_proto::Location::new("./DMAcc/gw-l/Ext/GwBoot/Trust")),
+                data: Some(gwmo_proto::Data::Text("validated".into())),
+                ..gwmo_proto::Item::default()
+            }],
+        });
+        let code = |tree: &mut Tree, server: &str| match &tree.execute(
+            server,
+            1,
+            &validate,
+            &mut gwmo_proto::CmdIds::new(),
+        )[0]
+        {
+            gwmo_proto::Command::Status(s) => s.code,
+            _ => 0,
+        };
+        assert_eq!(code(&mut tree, "gw-l"), 425);
+        let dms = DmAccount::new("dms", "http://dms/dm", AuthType::Md5, "d", "c", "dms", "s");
+        gwmo_tree::write_dm_account(&mut tree, "dms", &dms).unwrap();
+        assert_eq!(code(&mut tree, "dms"), 200);
         assert_eq!(tree.lapse(&rfc3339(1_800_000_600)), vec!["gw-l"]);
     }
 

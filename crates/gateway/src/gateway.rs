@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gwmo_bootstrap::{BootstrapSettings, Enroller, Enrollment};
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
@@ -20,6 +21,7 @@ use gwmo_server::store::{CommandState, NewDevice};
 use gwmo_server::{Server, ServerSettings};
 use gwmo_session::Trigger;
 use gwmo_tree::{Acl, Format, Tree, TreeError};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -41,6 +43,8 @@ pub enum GatewayError {
     Downstream(#[from] gwmo_server::ServerError),
     #[error("{0}")]
     Discovery(String),
+    #[error("local bootstrap server: {0}")]
+    Bootstrap(String),
     #[error("end-device store: {0}")]
     Store(#[from] gwmo_server::store::StoreError),
 }
@@ -64,6 +68,8 @@ pub struct Gateway {
     agent: Arc<Agent>,
     server: Server,
     downstream: Arc<AppState>,
+    /// The embedded Local DM Bootstrap Server's listener (approaches.local).
+    bootstrap: Option<TcpListener>,
 }
 
 impl Gateway {
@@ -96,12 +102,31 @@ impl Gateway {
             .update_tree(|tree| write_gwmo(tree, &settings, &dms, &dm_url))
             .await?;
         let downstream = server.state();
+        let bootstrap = match settings.approaches.local {
+            true => Some(
+                TcpListener::bind(settings.bootstrap_listen)
+                    .await
+                    .map_err(|e| {
+                        GatewayError::Bootstrap(format!(
+                            "cannot listen on {}: {e}",
+                            settings.bootstrap_listen
+                        ))
+                    })?,
+            ),
+            false => None,
+        };
         Ok(Gateway {
             settings,
             agent,
             server,
             downstream,
+            bootstrap,
         })
+    }
+
+    /// Where end devices reach the embedded Local DM Bootstrap Server.
+    pub fn bootstrap_addr(&self) -> Option<SocketAddr> {
+        self.bootstrap.as_ref()?.local_addr().ok()
     }
 
     /// Where end devices reach the gateway.
@@ -128,6 +153,7 @@ impl Gateway {
             agent,
             server,
             downstream,
+            bootstrap,
         } = self;
         let addr = server.local_addr();
         let serving = tokio::spawn(server.run(until_stopped(stopped.clone())));
@@ -160,6 +186,12 @@ impl Gateway {
             agent: agent.clone(),
             downstream,
         };
+        let _bootstrap_advertisement = match bootstrap {
+            Some(listener) => {
+                serve_bootstrap(&syncer, listener, addr, until_stopped(stopped.clone()))?
+            }
+            None => None,
+        };
         agent.session_with_all(Trigger::Client).await;
         syncer.sync().await;
         let poll = Duration::from_secs(settings.poll_secs.max(1));
@@ -181,6 +213,60 @@ impl Gateway {
             Ok(result) => result.map_err(GatewayError::from),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// Starts the embedded Local DM Bootstrap Server: the credentials it issues become
+/// inventory entries of origin local-bootstrap. Advertised with DNS-SD when the gateway
+/// is; the advertisement lives as long as the returned value.
+fn serve_bootstrap(
+    syncer: &Syncer,
+    listener: TcpListener,
+    gateway_addr: Option<SocketAddr>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<gwmo_discovery::Advertisement>, GatewayError> {
+    let settings = &syncer.settings;
+    let gateway_url = match (&settings.public_url, gateway_addr) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{addr}/dm"),
+        (None, None) => return Err(GatewayError::Bootstrap("the gateway has no address".into())),
+    };
+    let lbs = BootstrapSettings {
+        gateway_id: settings.gateway_id.clone(),
+        gateway_url,
+        lapse_secs: settings.bootstrap_lapse_secs,
+        userpins: settings.userpins.clone(),
+    };
+    let enrolling = syncer.clone();
+    let enroller: Enroller = Arc::new(move |enrollment| {
+        let syncer = enrolling.clone();
+        Box::pin(async move {
+            syncer
+                .add_local(enrollment)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let local_addr = listener.local_addr().ok();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, gwmo_bootstrap::router(lbs, enroller))
+            .with_graceful_shutdown(stopped)
+            .await;
+        if let Err(error) = served {
+            warn!(%error, "the local bootstrap server stopped");
+        }
+    });
+    match (&settings.dns_sd_interface, local_addr) {
+        (Some(interface), Some(addr)) => gwmo_discovery::advertise(
+            gwmo_discovery::BOOTSTRAP_SERVICE,
+            interface,
+            &settings.gateway_id,
+            addr.ip(),
+            addr.port(),
+        )
+        .map(Some)
+        .map_err(|e| GatewayError::Discovery(e.to_string())),
+        _ => Ok(None),
     }
 }
 
@@ -215,6 +301,7 @@ impl Syncer {
             states.push((entry, self.admit(entry).await?));
         }
         self.record_states(&states).await?;
+        self.report_attaches(&states).await?;
         self.start_fanouts().await
     }
 
@@ -222,8 +309,12 @@ impl Syncer {
     /// device when it is new or its credentials changed); returns its State.
     async fn admit(&self, entry: &InventoryEntry) -> Result<&'static str, GatewayError> {
         let store = &self.downstream.store;
-        if entry.origin == "server-assisted" && !self.settings.approaches.server_assisted {
-            warn!(device = %entry.dev_id, "refusing a server-assisted bootstrap: the approach is off");
+        let approach_on = match entry.origin.as_str() {
+            "local-bootstrap" => self.settings.approaches.local,
+            _ => self.settings.approaches.server_assisted,
+        };
+        if !approach_on {
+            warn!(device = %entry.dev_id, origin = %entry.origin, "refusing a bootstrap: the approach is off");
             return Ok("refused");
         }
         match store.device(&entry.dev_id)? {
@@ -252,12 +343,108 @@ impl Syncer {
         )?;
         store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
         info!(device = %entry.dev_id, "end device added to the inventory");
-        if let Some(device) = store.device(&entry.dev_id)?
+        // A locally bootstrapped device opens its session itself once it has the account.
+        if entry.origin != "local-bootstrap"
+            && let Some(device) = store.device(&entry.dev_id)?
             && let Err(error) = gwmo_server::notify::send(&self.downstream, &device).await
         {
             warn!(device = %entry.dev_id, %error, "could not wake the end device");
         }
         Ok("enrolled")
+    }
+
+    /// A device the embedded bootstrap server just bootstrapped: an inventory entry of
+    /// origin local-bootstrap (restricted), then a sync that enrolls it.
+    async fn add_local(&self, enrollment: Enrollment) -> Result<(), GatewayError> {
+        let base = format!("{INVENTORY}/{}", gwmo_tree::segment_for(&enrollment.dev_id));
+        let leaves = [
+            ("DevId", enrollment.dev_id.as_str()),
+            ("ClientName", enrollment.dev_id.as_str()),
+            ("ClientSecret", enrollment.client_secret.as_str()),
+            ("ServerSecret", enrollment.server_secret.as_str()),
+            ("Origin", "local-bootstrap"),
+            ("Trust", "restricted"),
+            ("Attached", "false"),
+        ];
+        self.agent
+            .update_tree(|tree| {
+                tree.remove(&base).ok();
+                leaves.iter().try_for_each(|(leaf, value)| {
+                    tree.set_leaf(&format!("{base}/{leaf}"), value, Format::Chr)
+                })
+            })
+            .await?;
+        self.try_sync().await
+    }
+
+    /// Reports, once, each locally bootstrapped device that has held a session with the
+    /// gateway: a Device Attach Alert to the DM Server (seed 8.x.2, figure z).
+    async fn report_attaches(
+        &self,
+        states: &[(&InventoryEntry, &'static str)],
+    ) -> Result<(), GatewayError> {
+        let Some(upstream) = &self.settings.upstream else {
+            return Ok(());
+        };
+        let tree = self.agent.tree().await;
+        let mut attached = Vec::new();
+        let mut items = Vec::new();
+        for (entry, state) in states {
+            let flag = format!("{INVENTORY}/{}/Attached", entry.node);
+            if entry.origin != "local-bootstrap"
+                || *state != "active"
+                || tree.value(&flag) == Some("true")
+            {
+                continue;
+            }
+            let devinfo = self
+                .downstream
+                .store
+                .device(&entry.dev_id)?
+                .map(|d| d.devinfo)
+                .unwrap_or_default();
+            let info = |leaf: &str| {
+                devinfo
+                    .get(&format!("./DevInfo/{leaf}"))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let data = serde_json::json!({
+                "dev_id": entry.dev_id, "man": info("Man"), "mod": info("Mod"), "origin": entry.origin,
+            });
+            items.push(Item {
+                source: Some(Location::new(format!("{INVENTORY}/{}", entry.node))),
+                meta: Some(Meta {
+                    r#type: Some(codes::alert_type::DEVICE_ATTACH.into()),
+                    format: Some("chr".into()),
+                    ..Meta::default()
+                }),
+                data: Some(Data::Text(data.to_string())),
+                ..Item::default()
+            });
+            attached.push(flag);
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let alert = Alert {
+            cmd_id: 0,
+            code: codes::alert::GENERIC_ALERT,
+            correlator: None,
+            items,
+        };
+        self.agent
+            .session(&upstream.server_id, Trigger::Client, None, vec![alert])
+            .await?;
+        self.agent
+            .update_tree(|tree| {
+                attached
+                    .iter()
+                    .try_for_each(|flag| tree.set_leaf(flag, "true", Format::Chr))
+            })
+            .await?;
+        info!(devices = attached.len(), "Device Attach reported");
+        Ok(())
     }
 
     /// Writes each entry's State and LastSession into the inventory, for the DM Server.

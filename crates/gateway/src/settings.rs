@@ -30,6 +30,14 @@ pub struct GatewaySettings {
     /// Where to write the address the end-device listener bound (for port 0).
     pub address_file: Option<PathBuf>,
     pub approaches: Approaches,
+    /// Where the embedded Local DM Bootstrap Server listens (approaches.local).
+    pub bootstrap_listen: SocketAddr,
+    /// The lapse interval its Gateway Bootstraps ask for.
+    pub bootstrap_lapse_secs: u64,
+    /// Where to write the address the bootstrap listener bound (for port 0).
+    pub bootstrap_address_file: Option<PathBuf>,
+    /// USERPIN of each device (by DevId) whose Gateway Bootstrap must carry a MAC.
+    pub userpins: std::collections::BTreeMap<String, String>,
     /// Advertise the gateway with DNS-SD (`_omadm-gw._tcp`) on this network interface
     /// only (for example `eth1`); none: no advertisement.
     pub dns_sd_interface: Option<String>,
@@ -69,6 +77,10 @@ impl Default for GatewaySettings {
             address_file: None,
             approaches: Approaches::default(),
             dns_sd_interface: None,
+            bootstrap_listen: SocketAddr::from(([127, 0, 0, 1], 8091)),
+            bootstrap_lapse_secs: 3600,
+            bootstrap_address_file: None,
+            userpins: std::collections::BTreeMap::new(),
             upstream: None,
         }
     }
@@ -81,8 +93,6 @@ pub enum SettingsError {
         "a DM Gateway must support at least one bootstrapping approach: set approaches.server_assisted or approaches.local to true"
     )]
     NoApproach,
-    #[error("approaches.local (Local DM Bootstrap Server) is not built yet: turn it off")]
-    LocalNotBuilt,
     #[error("the gateway has no account with a DM Server: add an [upstream] section")]
     NoUpstream,
 }
@@ -94,7 +104,6 @@ impl GatewaySettings {
                 server_assisted: false,
                 local: false,
             } => Err(SettingsError::NoApproach),
-            Approaches { local: true, .. } => Err(SettingsError::LocalNotBuilt),
             _ if self.upstream.is_none() => Err(SettingsError::NoUpstream),
             _ => Ok(()),
         }

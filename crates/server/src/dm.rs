@@ -229,6 +229,9 @@ impl DmService {
                     self.store
                         .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
                     seen_gateways.extend(location_updates(&a));
+                    for attached in device_attaches(&a) {
+                        self.device_attach(dev_id, &attached, unix_now)?;
+                    }
                     for (id, results) in crate::fanout::results(&a) {
                         self.fanout_results(dev_id, id, &results, unix_now)?;
                     }
@@ -338,6 +341,54 @@ impl DmService {
             &detail.to_string(),
             unix_now,
         )?;
+        Ok(())
+    }
+
+    /// A gateway reports a device that a local bootstrap server brought to it (seed
+    /// 8.x.2): the association is recorded and, the gateway being registered (trusted by
+    /// the operator), this server validates it on the device.
+    fn device_attach(
+        &self,
+        gateway_dev_id: &str,
+        attached: &serde_json::Value,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        let Some(gateway) = self.store.gateway_by_device(gateway_dev_id)? else {
+            warn!(
+                device = gateway_dev_id,
+                "Device Attach Alert from a device that is no registered gateway"
+            );
+            return Ok(());
+        };
+        let Some(dev_id) = attached["dev_id"].as_str() else {
+            return Ok(());
+        };
+        let origin = attached["origin"].as_str().unwrap_or("local-bootstrap");
+        let known = self.store.device(dev_id)?.is_some();
+        if known {
+            self.store
+                .associate(dev_id, &gateway.gateway_id, origin, unix_now)?;
+            let validate = CommandSpec::Replace {
+                target: format!(
+                    "./DMAcc/{}/Ext/GwBoot/Trust",
+                    gwmo_tree::segment_for(&gateway.gateway_id)
+                ),
+                data: "validated".into(),
+                format: None,
+                mime: None,
+            };
+            self.store
+                .queue_command(dev_id, &validate.to_json(), unix_now)?;
+            if let Some(sender) = &self.wake {
+                let _ = sender.send(dev_id.to_owned());
+            }
+        }
+        info!(device = dev_id, gateway = %gateway.gateway_id, known, "device attached to a gateway");
+        let detail = serde_json::json!({
+            "gateway": gateway.gateway_id, "device": attached, "validation": if known { "sent" } else { "unknown device" },
+        });
+        self.store
+            .log_event(Some(dev_id), "attach", &detail.to_string(), unix_now)?;
         Ok(())
     }
 
@@ -474,6 +525,17 @@ impl DmService {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The devices named by the Device Attach items of an alert (JSON data).
+fn device_attaches(alert: &gwmo_proto::Alert) -> impl Iterator<Item = serde_json::Value> + '_ {
+    alert
+        .items
+        .iter()
+        .filter(|item| {
+            item.meta.as_ref().and_then(|m| m.r#type.as_deref()) == Some(alert_type::DEVICE_ATTACH)
+        })
+        .filter_map(|item| serde_json::from_str(item.data.as_ref()?.as_text()?).ok())
 }
 
 /// The gateways named by the Location Update items of an alert.

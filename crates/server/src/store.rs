@@ -589,11 +589,7 @@ impl Store {
                 |row| row.get(0),
             )
             .optional()?;
-        transaction.execute(
-            "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES (?1, ?2, 'server-assisted', ?3)
-             ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = 'server-assisted', since = ?3",
-            params![dev_id, gateway_id, now],
-        )?;
+        upsert_association(&transaction, &dev_id, &gateway_id, "server-assisted", now)?;
         transaction.commit()?;
         Ok(Some(SettledBootstrap {
             previous: previous.filter(|p| *p != gateway_id),
@@ -660,6 +656,17 @@ impl Store {
     /// The registered gateway whose DevId (as a client of this server) is `dev_id`.
     pub fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
         self.gateway_where("dev_id", dev_id)
+    }
+
+    /// Records that `dev_id` is now served by `gateway_id` (a Device Attach Alert).
+    pub fn associate(
+        &self,
+        dev_id: &str,
+        gateway_id: &str,
+        origin: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        upsert_association(&self.lock(), dev_id, gateway_id, origin, now)
     }
 
     pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
@@ -744,6 +751,21 @@ fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord, StoreError
         created_at: row.get(12)?,
         last_session_at: row.get(13)?,
     }))
+}
+
+fn upsert_association(
+    connection: &Connection,
+    dev_id: &str,
+    gateway_id: &str,
+    origin: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = ?3, since = ?4",
+        params![dev_id, gateway_id, origin, now],
+    )?;
+    Ok(())
 }
 
 fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {

@@ -197,9 +197,10 @@ impl Tree {
                 Err(status::OPTIONAL_FEATURE_NOT_SUPPORTED)
             }
             (Kind::Add, None) => self.add(server, &uri.segments, item, meta).map(|()| None),
-            (Kind::Replace, None) => self
-                .replace(server, &uri.segments, item, meta)
-                .map(|()| None),
+            (Kind::Replace, None) => self.replace(server, &uri.segments, item, meta).map(|()| {
+                self.record_validator(server, &uri.segments);
+                None
+            }),
             (Kind::Delete, None) => self.delete(server, &uri.segments).map(|()| None),
             (Kind::Get, None) => self.get(server, &uri.segments, target).map(Some),
             (Kind::Copy, None) => self.copy(server, &uri.segments, item).map(|()| None),

@@ -205,6 +205,23 @@ impl Tree {
         let _ = write_provenance(self, account, &via);
     }
 
+    /// After a server set a gateway account's Trust: the server that validated a local
+    /// bootstrap becomes its Parent, whose rights the now fully trusted gateway shares.
+    pub(crate) fn record_validator(&mut self, server_id: &str, segments: &[&str]) {
+        let [dmacc, account, "Ext", "GwBoot", "Trust"] = segments else {
+            return;
+        };
+        if *dmacc != &DMACC[2..] {
+            return;
+        }
+        let mut p = provenance(self, account);
+        if p.trust == Trust::Validated && p.parent.is_none() {
+            p.parent = Some(server_id.to_owned());
+            // The account exists (its Trust leaf was just replaced): cannot fail.
+            let _ = write_provenance(self, account, &p);
+        }
+    }
+
     /// Removes every local gateway bootstrap whose deadline has passed unconfirmed,
     /// with all the accounts that came via it. `now` is RFC 3339 UTC
     /// (`YYYY-MM-DDTHH:MM:SSZ`), compared as text with `LapseAt` in the same form.

@@ -217,6 +217,11 @@ fn req_8x2_validation_by_a_previously_bootstrapped_server_lifts_the_restriction(
     let validate = Command::Replace(items("./DMAcc/gw-l/Ext/GwBoot/Trust", "validated"));
     assert_eq!(codes(&mut tree, DMS, &validate), vec![200]);
     assert_eq!(provenance(&tree, GW).trust, Trust::Validated);
+    assert_eq!(
+        provenance(&tree, GW).parent.as_deref(),
+        Some(DMS),
+        "the validator vouches for it"
+    );
     let hijack = Command::Replace(items("./DMAcc/dms/AppAddr/1/Addr", "http://gw-chosen/dm"));
     assert_eq!(codes(&mut tree, GW, &hijack), vec![200]);
 }
