@@ -402,3 +402,33 @@ fn req_8x2_a_bootstrap_whose_mac_does_not_verify_changes_nothing_on_the_device()
         "the refused bootstrap left an account"
     );
 }
+
+#[test]
+fn req_8x2_the_device_finds_the_local_bootstrap_server_with_dns_sd() {
+    if let Err(reason) = gwmo_discovery::private_network() {
+        eprintln!("NOT RUN: real mDNS needs a private network namespace ({reason})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let extra = "dns_sd_interface = \"lo\"\nbootstrap_listen = \"127.0.0.1:0\"\n[approaches]\nlocal = true\n";
+    let gw = GatewayProcess::start(dir.path(), &server, "gw-l", extra);
+    let enrollment = server.enroll(ED, "md5");
+    let device_extra =
+        "discover_interface = \"lo\"\ndiscover_wait_ms = 1000\naccept_unsigned_bootstrap = true\n";
+    let config = device_config(dir.path(), &enrollment, "xml", device_extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    managed_by(&gw, &mut device);
+    assert!(
+        device.log_text().contains("found a local bootstrap server"),
+        "{}",
+        device.log_text()
+    );
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Origin").unwrap(),
+        "local-bootstrap"
+    );
+}

@@ -239,6 +239,35 @@ impl Agent {
         })
     }
 
+    /// Where to ask for a Gateway Bootstrap: the configured URL, or the first Local DM
+    /// Bootstrap Server DNS-SD finds (`_omadm-bs._tcp`) on the discovery interface.
+    async fn bootstrap_url(&self) -> Option<String> {
+        if let Some(url) = &self.settings.bootstrap_url {
+            return Some(url.clone());
+        }
+        let interface = self.settings.discover_interface.clone()?;
+        let wait = Duration::from_millis(self.settings.discover_wait_ms);
+        let found = tokio::task::spawn_blocking(move || {
+            gwmo_discovery::browse(gwmo_discovery::BOOTSTRAP_SERVICE, &interface, wait)
+        })
+        .await
+        .ok()?
+        .map_err(|error| warn!(%error, "DNS-SD look-up for a bootstrap server failed"))
+        .ok()?;
+        let server = found.into_iter().next()?;
+        let address = server
+            .addresses
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(server.addresses.first())?;
+        let url = format!(
+            "http://{}/bootstrap",
+            std::net::SocketAddr::new(*address, server.port)
+        );
+        info!(%url, server = %server.server_id, "found a local bootstrap server");
+        Some(url)
+    }
+
     /// Removes the local gateway bootstraps whose deadline has passed (and what came
     /// via them); returns the ServerIDs removed.
     pub async fn enforce_lapse(&self) -> Result<Vec<String>, DeviceError> {
@@ -308,9 +337,8 @@ impl Agent {
     /// schedule (when `poll_secs` > 0).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        if let Some(url) = self.settings.bootstrap_url.clone()
-            && provision::current_gateway(&*self.tree.lock().await).is_none()
-        {
+        let has_gateway = provision::current_gateway(&*self.tree.lock().await).is_some();
+        if !has_gateway && let Some(url) = self.bootstrap_url().await {
             // Figure z: the bootstrap first, then the management session it needs.
             match self.local_bootstrap(&url).await {
                 Ok(gateway) => info!(%gateway, "bootstrapped by the local bootstrap server"),
