@@ -432,3 +432,40 @@ fn req_8x2_the_device_finds_the_local_bootstrap_server_with_dns_sd() {
         "local-bootstrap"
     );
 }
+
+#[test]
+fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_detach() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let address_file = dir.path().join("lbs.addr");
+    let extra = format!(
+        "bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 1\n[approaches]\nlocal = true\n"
+    );
+    let mut gw = GatewayProcess::start(dir.path(), &server, "gw-l", &extra);
+    let lbs = bound_address(&mut gw.daemon, &address_file);
+    server.enroll(ED, "md5");
+    // A device takes a Gateway Bootstrap and never comes back.
+    let (status, _) = http(lbs, "POST", "/bootstrap", None, "text/plain", ED.as_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(gw.api("GET", &format!("/api/devices/{ED}"), None).0, 200);
+    let detach = poll(
+        "the Device Detach Alert on the server",
+        Duration::from_secs(30),
+        || {
+            gw.daemon.assert_running();
+            let (_, events) = server.api("GET", "/api/events", None);
+            events["events"]
+                .as_array()?
+                .iter()
+                .find(|e| e["kind"] == "detach")
+                .cloned()
+        },
+    );
+    assert_eq!(detach["detail"]["device"]["dev_id"], ED);
+    assert_eq!(detach["detail"]["device"]["reason"], "lapsed");
+    assert_eq!(
+        gw.api("GET", &format!("/api/devices/{ED}"), None).0,
+        404,
+        "the gateway still serves it"
+    );
+}

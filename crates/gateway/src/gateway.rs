@@ -302,6 +302,7 @@ impl Syncer {
         }
         self.record_states(&states).await?;
         self.report_attaches(&states).await?;
+        self.detach_lapsed(&states).await?;
         self.start_fanouts().await
     }
 
@@ -356,6 +357,7 @@ impl Syncer {
     /// A device the embedded bootstrap server just bootstrapped: an inventory entry of
     /// origin local-bootstrap (restricted), then a sync that enrolls it.
     async fn add_local(&self, enrollment: Enrollment) -> Result<(), GatewayError> {
+        let issued_at = unix_now().to_string();
         let base = format!("{INVENTORY}/{}", gwmo_tree::segment_for(&enrollment.dev_id));
         let leaves = [
             ("DevId", enrollment.dev_id.as_str()),
@@ -365,6 +367,7 @@ impl Syncer {
             ("Origin", "local-bootstrap"),
             ("Trust", "restricted"),
             ("Attached", "false"),
+            ("IssuedAt", &issued_at),
         ];
         self.agent
             .update_tree(|tree| {
@@ -383,9 +386,6 @@ impl Syncer {
         &self,
         states: &[(&InventoryEntry, &'static str)],
     ) -> Result<(), GatewayError> {
-        let Some(upstream) = &self.settings.upstream else {
-            return Ok(());
-        };
         let tree = self.agent.tree().await;
         let mut attached = Vec::new();
         let mut items = Vec::new();
@@ -412,21 +412,81 @@ impl Syncer {
             let data = serde_json::json!({
                 "dev_id": entry.dev_id, "man": info("Man"), "mod": info("Mod"), "origin": entry.origin,
             });
-            items.push(Item {
-                source: Some(Location::new(format!("{INVENTORY}/{}", entry.node))),
-                meta: Some(Meta {
-                    r#type: Some(codes::alert_type::DEVICE_ATTACH.into()),
-                    format: Some("chr".into()),
-                    ..Meta::default()
-                }),
-                data: Some(Data::Text(data.to_string())),
-                ..Item::default()
-            });
+            items.push(gwmo_alert_item(
+                codes::alert_type::DEVICE_ATTACH,
+                &format!("{INVENTORY}/{}", entry.node),
+                data.to_string(),
+            ));
             attached.push(flag);
         }
         if items.is_empty() {
             return Ok(());
         }
+        self.report_upstream(items).await?;
+        self.agent
+            .update_tree(|tree| {
+                attached
+                    .iter()
+                    .try_for_each(|flag| tree.set_leaf(flag, "true", Format::Chr))
+            })
+            .await?;
+        info!(devices = attached.len(), "Device Attach reported");
+        Ok(())
+    }
+
+    /// Local bootstraps whose device never held a session within the lapse interval
+    /// have lapsed on the device too: the gateway forgets them and reports a Device
+    /// Detach Alert to the DM Server.
+    async fn detach_lapsed(
+        &self,
+        states: &[(&InventoryEntry, &'static str)],
+    ) -> Result<(), GatewayError> {
+        let tree = self.agent.tree().await;
+        let lapse = self.settings.bootstrap_lapse_secs as i64;
+        let lapsed: Vec<&InventoryEntry> = states
+            .iter()
+            .filter(|(entry, state)| {
+                let issued = tree
+                    .value(&format!("{INVENTORY}/{}/IssuedAt", entry.node))
+                    .and_then(|v| v.parse::<i64>().ok());
+                entry.origin == "local-bootstrap"
+                    && *state == "enrolled"
+                    && issued.is_some_and(|at| unix_now() > at + lapse)
+            })
+            .map(|(entry, _)| *entry)
+            .collect();
+        if lapsed.is_empty() {
+            return Ok(());
+        }
+        for entry in &lapsed {
+            self.downstream.store.remove_device(&entry.dev_id)?;
+        }
+        let nodes: Vec<String> = lapsed
+            .iter()
+            .map(|e| format!("{INVENTORY}/{}", e.node))
+            .collect();
+        self.agent
+            .update_tree(|tree| nodes.iter().try_for_each(|node| tree.remove(node)))
+            .await?;
+        warn!(
+            devices = lapsed.len(),
+            "local bootstraps lapsed without a session"
+        );
+        let items = lapsed
+            .iter()
+            .map(|entry| {
+                let data = serde_json::json!({ "dev_id": entry.dev_id, "origin": entry.origin, "reason": "lapsed" });
+                gwmo_alert_item(codes::alert_type::DEVICE_DETACH, &format!("{INVENTORY}/{}", entry.node), data.to_string())
+            })
+            .collect();
+        self.report_upstream(items).await
+    }
+
+    /// One session with the DM Server carrying these Generic Alert items.
+    async fn report_upstream(&self, items: Vec<Item>) -> Result<(), GatewayError> {
+        let Some(upstream) = &self.settings.upstream else {
+            return Ok(());
+        };
         let alert = Alert {
             cmd_id: 0,
             code: codes::alert::GENERIC_ALERT,
@@ -436,14 +496,6 @@ impl Syncer {
         self.agent
             .session(&upstream.server_id, Trigger::Client, None, vec![alert])
             .await?;
-        self.agent
-            .update_tree(|tree| {
-                attached
-                    .iter()
-                    .try_for_each(|flag| tree.set_leaf(flag, "true", Format::Chr))
-            })
-            .await?;
-        info!(devices = attached.len(), "Device Attach reported");
         Ok(())
     }
 
@@ -584,29 +636,24 @@ impl Syncer {
                 tree.set_leaf(&format!("{node}/Status"), "done", Format::Chr)
             })
             .await?;
-        let Some(upstream) = &self.settings.upstream else {
-            return Ok(());
-        };
-        let alert = Alert {
-            cmd_id: 0,
-            code: codes::alert::GENERIC_ALERT,
-            correlator: None,
-            items: vec![Item {
-                source: Some(Location::new(node)),
-                meta: Some(Meta {
-                    r#type: Some(codes::alert_type::FANOUT_RESULTS.into()),
-                    format: Some("chr".into()),
-                    ..Meta::default()
-                }),
-                data: Some(Data::Text(results)),
-                ..Item::default()
-            }],
-        };
-        self.agent
-            .session(&upstream.server_id, Trigger::Client, None, vec![alert])
-            .await?;
+        let item = gwmo_alert_item(codes::alert_type::FANOUT_RESULTS, &node, results);
+        self.report_upstream(vec![item]).await?;
         info!(fanout = id, "fan-out results reported");
         Ok(())
+    }
+}
+
+/// A Generic Alert item about an inventory entry: a type, the entry, JSON data.
+fn gwmo_alert_item(kind: &str, source: &str, data: String) -> Item {
+    Item {
+        source: Some(Location::new(source)),
+        meta: Some(Meta {
+            r#type: Some(kind.into()),
+            format: Some("chr".into()),
+            ..Meta::default()
+        }),
+        data: Some(Data::Text(data)),
+        ..Item::default()
     }
 }
 

@@ -229,8 +229,11 @@ impl DmService {
                     self.store
                         .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
                     seen_gateways.extend(location_updates(&a));
-                    for attached in device_attaches(&a) {
+                    for attached in alert_json(&a, alert_type::DEVICE_ATTACH) {
                         self.device_attach(dev_id, &attached, unix_now)?;
+                    }
+                    for detached in alert_json(&a, alert_type::DEVICE_DETACH) {
+                        self.device_detach(dev_id, &detached, unix_now)?;
                     }
                     for (id, results) in crate::fanout::results(&a) {
                         self.fanout_results(dev_id, id, &results, unix_now)?;
@@ -392,6 +395,32 @@ impl DmService {
         Ok(())
     }
 
+    /// A gateway reports that a device left it (its local bootstrap lapsed): the
+    /// association goes if it named that gateway.
+    fn device_detach(
+        &self,
+        gateway_dev_id: &str,
+        detached: &serde_json::Value,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        let Some(gateway) = self.store.gateway_by_device(gateway_dev_id)? else {
+            warn!(
+                device = gateway_dev_id,
+                "Device Detach Alert from a device that is no registered gateway"
+            );
+            return Ok(());
+        };
+        let Some(dev_id) = detached["dev_id"].as_str() else {
+            return Ok(());
+        };
+        let dissociated = self.store.dissociate(dev_id, &gateway.gateway_id)?;
+        info!(device = dev_id, gateway = %gateway.gateway_id, dissociated, "device detached from a gateway");
+        let detail = serde_json::json!({ "gateway": gateway.gateway_id, "device": detached });
+        self.store
+            .log_event(Some(dev_id), "detach", &detail.to_string(), unix_now)?;
+        Ok(())
+    }
+
     /// A gateway reports what its end devices answered to a fan-out.
     fn fanout_results(
         &self,
@@ -527,14 +556,15 @@ impl DmService {
     }
 }
 
-/// The devices named by the Device Attach items of an alert (JSON data).
-fn device_attaches(alert: &gwmo_proto::Alert) -> impl Iterator<Item = serde_json::Value> + '_ {
+/// The JSON data of the items of one Generic Alert type (Device Attach, Detach).
+fn alert_json<'a>(
+    alert: &'a gwmo_proto::Alert,
+    kind: &'a str,
+) -> impl Iterator<Item = serde_json::Value> + 'a {
     alert
         .items
         .iter()
-        .filter(|item| {
-            item.meta.as_ref().and_then(|m| m.r#type.as_deref()) == Some(alert_type::DEVICE_ATTACH)
-        })
+        .filter(move |item| item.meta.as_ref().and_then(|m| m.r#type.as_deref()) == Some(kind))
         .filter_map(|item| serde_json::from_str(item.data.as_ref()?.as_text()?).ok())
 }
 

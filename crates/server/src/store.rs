@@ -669,6 +669,14 @@ impl Store {
         upsert_association(&self.lock(), dev_id, gateway_id, origin, now)
     }
 
+    /// Ends the association of `dev_id` with `gateway_id`, if that is its association.
+    pub fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "DELETE FROM associations WHERE dev_id = ?1 AND gateway_id = ?2",
+            params![dev_id, gateway_id],
+        )? > 0)
+    }
+
     pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
