@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 /// Credentials the gateway must learn for a device it will manage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub dev_id: String,
     pub client_secret: String,
@@ -68,6 +68,67 @@ pub fn router(settings: BootstrapSettings, enroller: Enroller) -> Router {
     Router::new()
         .route("/bootstrap", post(bootstrap))
         .with_state(Arc::new(Shared { settings, enroller }))
+}
+
+/// The gateway's side of a standalone bootstrap server: `POST /bootstrap/enrollments`
+/// (JSON [`Enrollment`], `Authorization: Bearer <token>`) hands it a device's credentials.
+pub fn enrollment_router(token: String, enroller: Enroller) -> Router {
+    Router::new()
+        .route("/bootstrap/enrollments", post(take_enrollment))
+        .with_state(Arc::new((token, enroller)))
+}
+
+async fn take_enrollment(
+    State(taker): State<Arc<(String, Enroller)>>,
+    headers: axum::http::HeaderMap,
+    axum::Json(enrollment): axum::Json<Enrollment>,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let (token, enroller) = &*taker;
+    if token.is_empty()
+        || !bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            token.as_bytes(),
+        ))
+    {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    match enroller(enrollment).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response(),
+    }
+}
+
+/// The enroller of a standalone bootstrap server: an authenticated call to the
+/// gateway's enrollment endpoint.
+pub fn remote_enroller(enrollments_url: String, token: String) -> Enroller {
+    let client = gwmo_net::HttpClient::new(std::time::Duration::from_secs(10), 4096);
+    Arc::new(move |enrollment: Enrollment| {
+        let (client, url, auth) = (
+            client.clone(),
+            enrollments_url.clone(),
+            format!("Bearer {token}"),
+        );
+        Box::pin(async move {
+            let body = serde_json::to_vec(&enrollment).map_err(|e| e.to_string())?;
+            let headers = [
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ];
+            let answer = client
+                .request(gwmo_net::Method::POST, &url, &headers, body)
+                .await
+                .map_err(|e| e.to_string())?;
+            match answer.status {
+                200..=299 => Ok(()),
+                status => Err(format!("the gateway answered HTTP {status}")),
+            }
+        })
+    })
 }
 
 fn secret() -> String {

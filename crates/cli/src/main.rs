@@ -1,6 +1,7 @@
 //! `gwmo`: every gwmo role behind one command, plus the message codec tool.
 //! The command line is a contract (DESIGN.md §5): tests and operators rely on it.
 
+mod bootstrap;
 mod config;
 mod demo;
 mod device;
@@ -32,6 +33,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a DM Gateway.
     Gateway(gateway::GatewayArgs),
+    /// Run a standalone Local DM Bootstrap Server.
+    Bootstrap(bootstrap::BootstrapArgs),
     /// Run an End Device agent, or inspect a device's state.
     Device(device::DeviceArgs),
     /// Decode and encode SyncML DM messages (XML and WBXML).
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Bootstrap(args) => bootstrap::run(args),
         Command::Device(args) => device::run(args),
         Command::Msg { command } => msg::run(command),
     };

@@ -469,3 +469,66 @@ fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_deta
         "the gateway still serves it"
     );
 }
+
+/// `gwmo bootstrap` pointed at a gateway's enrollment endpoint with `token`.
+fn standalone_bootstrap(
+    dir: &Path,
+    gw: &GatewayProcess,
+    gateway_bootstrap_url: &str,
+    token: &str,
+) -> (Daemon, String) {
+    let address_file = dir.join(format!("standalone-{token}.addr"));
+    let config = dir.join(format!("bootstrap-{token}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\naddress_file = {address_file:?}\ngateway_enrollments_url = \"{gateway_bootstrap_url}/enrollments\"\ngateway_token = \"{token}\"\n[bootstrap]\ngateway_id = \"gw-l\"\ngateway_url = \"http://{}/dm\"\nlapse_secs = 600\n[bootstrap.userpins]\n\"{ED}\" = \"4711\"\n",
+            gw.addr
+        ),
+    )
+    .unwrap();
+    let mut command = gwmo();
+    command.arg("bootstrap").arg("--config").arg(&config);
+    let mut daemon = Daemon::spawn(command, dir.join(format!("bootstrap-{token}.log")));
+    let addr = bound_address(&mut daemon, &address_file);
+    (daemon, format!("http://{addr}/bootstrap"))
+}
+
+#[test]
+fn req_8x2_a_standalone_bootstrap_server_hands_the_gateway_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (gw, gateway_bootstrap_url) = local_gateway(dir.path(), &server);
+    let (_standalone, url) = standalone_bootstrap(dir.path(), &gw, &gateway_bootstrap_url, TOKEN);
+    let (_impostor, impostor_url) =
+        standalone_bootstrap(dir.path(), &gw, &gateway_bootstrap_url, "wrong-token");
+    let url_of = |url: &str| -> std::net::SocketAddr {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/bootstrap")
+            .parse()
+            .unwrap()
+    };
+    // A bootstrap server the gateway does not trust issues nothing.
+    let (status, _) = http(
+        url_of(&impostor_url),
+        "POST",
+        "/bootstrap",
+        None,
+        "text/plain",
+        ED.as_bytes(),
+    );
+    assert_eq!(status, 503);
+
+    let enrollment = server.enroll(ED, "md5");
+    let extra = format!("bootstrap_url = \"{url}\"\nuserpin = \"4711\"\n");
+    let config = device_config(dir.path(), &enrollment, "xml", &extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    managed_by(&gw, &mut device);
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Origin").unwrap(),
+        "local-bootstrap"
+    );
+}

@@ -248,8 +248,12 @@ fn serve_bootstrap(
         })
     });
     let local_addr = listener.local_addr().ok();
+    // A standalone bootstrap server hands over credentials with the admin token.
+    let token = settings.admin_token.clone().unwrap_or_default();
     tokio::spawn(async move {
-        let served = axum::serve(listener, gwmo_bootstrap::router(lbs, enroller))
+        let routes = gwmo_bootstrap::router(lbs, enroller.clone())
+            .merge(gwmo_bootstrap::enrollment_router(token, enroller));
+        let served = axum::serve(listener, routes)
             .with_graceful_shutdown(stopped)
             .await;
         if let Err(error) = served {
