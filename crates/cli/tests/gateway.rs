@@ -361,6 +361,20 @@ fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
         .cloned();
     assert_eq!(attach.unwrap()["detail"]["device"]["dev_id"], ED);
 
+    // An operator may ask for the validation too (here again, harmlessly).
+    let (status, body) = server.api(
+        "POST",
+        &format!("/api/devices/{ED}/validate"),
+        Some(r#"{"gateway_id":"gw-l"}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["command"].as_i64().unwrap();
+    let done = poll("the operator's validation", Duration::from_secs(30), || {
+        let command = server.command(id);
+        (command["state"] == "done").then_some(command)
+    });
+    assert_eq!(done["status"], 200, "{done}");
+
     // Validated, the gateway may now change the DM Server's pre-existing account.
     let changed = through_gateway(
         &gw,
@@ -530,5 +544,59 @@ fn req_8x2_a_standalone_bootstrap_server_hands_the_gateway_the_credentials() {
     assert_eq!(
         leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Origin").unwrap(),
         "local-bootstrap"
+    );
+}
+
+#[test]
+fn req_8x2_figure_z_with_a_blank_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (gw, bootstrap_url) = local_gateway(dir.path(), &server);
+    // A device with no DM account at all, which the DM Server has never heard of.
+    let config = dir.path().join("blank.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "dev_id = \"{ED}\"\nstate_dir = {:?}\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"4711\"\n",
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(&config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    managed_by(&gw, &mut device);
+    let association = poll(
+        "the server to record the association",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = server.api("GET", "/api/associations", None);
+            body["associations"]
+                .as_array()?
+                .iter()
+                .find(|a| a["dev_id"] == ED)
+                .cloned()
+        },
+    );
+    assert_eq!(association["gateway_id"], "gw-l");
+    assert_eq!(association["origin"], "local-bootstrap");
+    // No previously bootstrapped server: the gateway stays restricted.
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Trust").unwrap(),
+        "restricted"
+    );
+    assert_eq!(
+        leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Confirmed").unwrap(),
+        "true"
+    );
+    let (status, _) = server.api(
+        "POST",
+        &format!("/api/devices/{ED}/validate"),
+        Some(r#"{"gateway_id":"gw-l"}"#),
+    );
+    assert_eq!(
+        status, 404,
+        "validation by a server the device does not know"
     );
 }

@@ -168,6 +168,7 @@ impl Agent {
         seen_gateway: Option<&str>,
     ) -> Result<SessionReport, DeviceError> {
         let mut tree = self.tree.lock().await;
+        lapse(&mut tree, &self.state)?;
         let (account_name, account) = gwmo_tree::dm_accounts(&tree)
             .into_iter()
             .find(|(_, a)| a.server_id == server_id)

@@ -386,6 +386,48 @@ pub async fn get_fanout(
     })))
 }
 
+pub async fn list_associations(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(json!({ "associations": state.store.associations()? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validation {
+    pub gateway_id: String,
+}
+
+/// An operator validates a locally bootstrapped gateway on a device: the command goes
+/// to the device (woken with package 0 when it can be).
+pub async fn validate_gateway(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+    Json(request): Json<Validation>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let device = state
+        .store
+        .device(&dev_id)?
+        .ok_or_else(|| not_found("device"))?;
+    state
+        .store
+        .gateway(&request.gateway_id)?
+        .ok_or_else(|| not_found("gateway"))?;
+    let spec = crate::bootstrap::validation(&request.gateway_id);
+    let id = state
+        .store
+        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
+    let woken = crate::notify::send(&state, &device).await.is_ok();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "command": id, "woken": woken })),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthChange {

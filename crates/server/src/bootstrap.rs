@@ -95,6 +95,17 @@ pub fn inventory_add(device: &DeviceRecord, settled: &SettledBootstrap) -> Comma
     }
 }
 
+/// Validates a locally bootstrapped gateway on a device (seed 8.x.2): its account's
+/// Trust becomes `validated`. Only a server that predates the gateway may do this.
+pub fn validation(gateway_id: &str) -> CommandSpec {
+    CommandSpec::Replace {
+        target: format!("./DMAcc/{}/Ext/GwBoot/Trust", segment_for(gateway_id)),
+        data: "validated".into(),
+        format: None,
+        mime: None,
+    }
+}
+
 /// Removes a device from the inventory of the gateway it left.
 pub fn inventory_remove(dev_id: &str) -> CommandSpec {
     CommandSpec::Delete {

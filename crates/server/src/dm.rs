@@ -367,19 +367,11 @@ impl DmService {
             return Ok(());
         };
         let origin = attached["origin"].as_str().unwrap_or("local-bootstrap");
+        self.store
+            .associate(dev_id, &gateway.gateway_id, origin, unix_now)?;
         let known = self.store.device(dev_id)?.is_some();
         if known {
-            self.store
-                .associate(dev_id, &gateway.gateway_id, origin, unix_now)?;
-            let validate = CommandSpec::Replace {
-                target: format!(
-                    "./DMAcc/{}/Ext/GwBoot/Trust",
-                    gwmo_tree::segment_for(&gateway.gateway_id)
-                ),
-                data: "validated".into(),
-                format: None,
-                mime: None,
-            };
+            let validate = bootstrap::validation(&gateway.gateway_id);
             self.store
                 .queue_command(dev_id, &validate.to_json(), unix_now)?;
             if let Some(sender) = &self.wake {
@@ -388,7 +380,7 @@ impl DmService {
         }
         info!(device = dev_id, gateway = %gateway.gateway_id, known, "device attached to a gateway");
         let detail = serde_json::json!({
-            "gateway": gateway.gateway_id, "device": attached, "validation": if known { "sent" } else { "unknown device" },
+            "gateway": gateway.gateway_id, "device": attached, "validation": if known { "sent" } else { "none: the device has no account with this server" },
         });
         self.store
             .log_event(Some(dev_id), "attach", &detail.to_string(), unix_now)?;

@@ -56,6 +56,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(admin::create_fanout),
         )
         .route("/api/fanouts/{id}", get(admin::get_fanout))
+        .route("/api/associations", get(admin::list_associations))
+        .route(
+            "/api/devices/{dev_id}/validate",
+            post(admin::validate_gateway),
+        )
         .route("/api/commands/{id}", get(admin::get_command))
         .route("/api/events", get(admin::events))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -90,6 +90,19 @@ const MIGRATIONS: &[&str] = &[
         done_at    INTEGER
     );
 "#,
+    // A gateway may report devices this server never enrolled (blank devices bootstrapped
+    // locally): associations no longer require an enrolled device.
+    r#"
+    CREATE TABLE associations_any (
+        dev_id     TEXT PRIMARY KEY,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        origin     TEXT NOT NULL,
+        since      INTEGER NOT NULL
+    );
+    INSERT INTO associations_any SELECT dev_id, gateway_id, origin, since FROM associations;
+    DROP TABLE associations;
+    ALTER TABLE associations_any RENAME TO associations;
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -667,6 +680,23 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         upsert_association(&self.lock(), dev_id, gateway_id, origin, now)
+    }
+
+    /// Every association, by DevId.
+    pub fn associations(&self) -> Result<Vec<Association>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT dev_id, gateway_id, origin, since FROM associations ORDER BY dev_id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Association {
+                dev_id: row.get(0)?,
+                gateway_id: row.get(1)?,
+                origin: row.get(2)?,
+                since: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Ends the association of `dev_id` with `gateway_id`, if that is its association.

@@ -42,6 +42,17 @@ pub fn bootstrap_document(account: &DmAccount, lapse_secs: u64) -> Result<String
         &lapse_secs.to_string(),
         Format::Int,
     )?;
+    // Informative: the device writes the provenance of what it accepts itself.
+    scratch.set_leaf(
+        &format!("{base}/Ext/GwBoot/Origin"),
+        "local-bootstrap",
+        Format::Chr,
+    )?;
+    scratch.set_leaf(
+        &format!("{base}/Ext/GwBoot/Trust"),
+        "restricted",
+        Format::Chr,
+    )?;
     let mut node = scratch
         .subtree_tnds(&base)
         .ok_or_else(|| TreeError::NotFound(base.clone()))?;
