@@ -165,6 +165,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "figures x and y: server-assisted bootstrap to gw-1, then a move to gw-2",
             Box::pin(figures_x_and_y(&admin, dir.path())),
         ),
+        (
+            "figure z: local bootstrap server, Device Attach Alert, validation",
+            Box::pin(figure_z(&admin, dir.path())),
+        ),
     ];
     for (number, (title, step)) in steps.into_iter().enumerate() {
         println!("Step {}: {title}", number + 1);
@@ -246,12 +250,14 @@ impl Running {
     }
 }
 
-/// A gateway in this process, enrolled and registered with the demo's server.
+/// A gateway in this process, enrolled and registered with the demo's server; with
+/// `local`, its Local DM Bootstrap Server too (its URL is returned).
 async fn start_gateway(
     admin: &Admin,
     dir: &Path,
     gateway_id: &str,
-) -> anyhow::Result<(Admin, Running)> {
+    local: Option<(&str, &str)>,
+) -> anyhow::Result<(Admin, Running, Option<String>)> {
     let dev_id = format!("GW:{gateway_id}");
     let enrollment = admin.enroll(&dev_id, "md5").await?;
     let upstream = device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
@@ -265,10 +271,21 @@ async fn start_gateway(
         notify_listen: Some("127.0.0.1:0".parse()?),
         admin_token: Some(admin.token.clone()),
         upstream: Some(upstream),
+        approaches: gwmo_gateway::settings::Approaches {
+            server_assisted: true,
+            local: local.is_some(),
+        },
+        bootstrap_listen: "127.0.0.1:0".parse()?,
+        userpins: local
+            .map(|(dev_id, pin)| [(dev_id.to_owned(), pin.to_owned())].into())
+            .unwrap_or_default(),
         ..GatewaySettings::default()
     })
     .await?;
     let addr = gateway.local_addr().context("the gateway has no address")?;
+    let bootstrap_url = gateway
+        .bootstrap_addr()
+        .map(|a| format!("http://{a}/bootstrap"));
     let registration = serde_json::json!({
         "gateway_id": gateway_id, "dev_id": dev_id, "dm_url": format!("http://{addr}/dm"), "server_assisted": true,
     });
@@ -297,7 +314,7 @@ async fn start_gateway(
         base: format!("http://{addr}"),
         token: admin.token.clone(),
     };
-    Ok((gateway_admin, running))
+    Ok((gateway_admin, running, bootstrap_url))
 }
 
 /// The end device seeing `gateway`: one session with its DM Server, then it listens
@@ -337,9 +354,51 @@ async fn managed_by(gateway: &Admin, dev_id: &str) -> anyhow::Result<()> {
     .await
 }
 
+async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+    let dev_id = "IMEI:350000000000104";
+    let (gw, running, url) = start_gateway(admin, dir, "gw-l", Some((dev_id, "4711"))).await?;
+    let url = url.context("the gateway runs no bootstrap server")?;
+    let enrollment = admin.enroll(dev_id, "md5").await?;
+    let agent = Agent::open(DeviceSettings {
+        userpin: Some("4711".into()),
+        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
+    })?;
+    let gateway = agent.local_bootstrap(&url).await?;
+    agent
+        .session(&gateway, Trigger::Client, None, Vec::new())
+        .await?;
+    let restricted = gwmo_tree::provenance(&agent.tree().await, &gateway);
+    ensure!(
+        restricted.confirmed,
+        "the session did not confirm the bootstrap"
+    );
+    managed_by(&gw, dev_id).await?;
+    wait_for("the Device Attach Alert", || async {
+        let device = admin
+            .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
+            .await?;
+        Ok((device["gateway"]["origin"] == "local-bootstrap").then_some(()))
+    })
+    .await?;
+    // The device's next session with its DM Server carries the validation.
+    let server_id = enrollment["server_id"]
+        .as_str()
+        .context("enrollment has no server_id")?;
+    agent
+        .session(server_id, Trigger::Client, None, Vec::new())
+        .await?;
+    let trust = gwmo_tree::provenance(&agent.tree().await, &gateway).trust;
+    ensure!(
+        trust == gwmo_tree::Trust::Validated,
+        "the gateway is still {trust:?}"
+    );
+    running.stop().await;
+    Ok("USERPIN-signed Gateway Bootstrap applied restricted, confirmed by a session with gw-l, attached, then validated by the DM Server".into())
+}
+
 async fn figures_x_and_y(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
-    let (gw1, gw1_running) = start_gateway(admin, dir, "gw-1").await?;
-    let (gw2, gw2_running) = start_gateway(admin, dir, "gw-2").await?;
+    let (gw1, gw1_running, _) = start_gateway(admin, dir, "gw-1", None).await?;
+    let (gw2, gw2_running, _) = start_gateway(admin, dir, "gw-2", None).await?;
     let dev_id = "IMEI:350000000000103";
     let enrollment = admin.enroll(dev_id, "md5").await?;
     let association = || async {

@@ -150,8 +150,15 @@ impl Server {
             while let Some(dev_id) = to_wake.recv().await {
                 match waker.store.device(&dev_id) {
                     Ok(Some(device)) => {
-                        if let Err(error) = crate::notify::send(&waker, &device).await {
-                            warn!(device = %dev_id, %error, "could not wake the device");
+                        match crate::notify::send(&waker, &device).await {
+                            Ok(_) => {}
+                            // A device in a private network: its own next session brings it.
+                            Err(crate::notify::NotifyError::NoAddress(_)) => {
+                                tracing::debug!(device = %dev_id, "no notification URL: waiting for the device")
+                            }
+                            Err(error) => {
+                                warn!(device = %dev_id, %error, "could not wake the device")
+                            }
                         }
                     }
                     Ok(None) => {}
