@@ -439,3 +439,39 @@ fn a_replayed_package_one_is_refused() {
         "no fresh challenge: {replayed}"
     );
 }
+
+#[test]
+fn a_large_object_reaches_a_device_with_a_small_max_msg_size_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000010";
+    let enrollment = server.enroll(dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, "wbxml", "max_msg_size = 2048\n");
+    assert_success(&device_once(&config), "first session");
+    let big: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let spec = format!(r#"{{"op":"Add","target":"./Vendor/gwmo/Blob","data":"{big}"}}"#);
+    let add = server.queue(dev_id, &spec);
+    let get = server.queue(dev_id, r#"{"op":"Get","target":"./Vendor/gwmo/Blob"}"#);
+    let output = device_once(&config);
+    assert_success(&output, "session with a large object");
+    let messages: u32 = String::from_utf8_lossy(&output.stdout)
+        .split("after ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        messages > 10,
+        "20 KB in 2 KB messages took only {messages} messages"
+    );
+    assert_eq!(server.command(add)["status"], 200);
+    let read = server.command(get);
+    assert_eq!(
+        read["outcome"]["results"][0]["data"],
+        big.as_str(),
+        "the value came back whole"
+    );
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(leaf(&tree, "./Vendor/gwmo/Blob").unwrap(), big.as_str());
+}

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use gwmo_proto::codes::{alert, status};
-use gwmo_proto::{Alert, CmdIds, Command, Encoding, Item, ItemCommand, Message, Status};
+use gwmo_proto::{Alert, CmdIds, Command, Data, Encoding, Item, ItemCommand, Message, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
@@ -84,6 +84,21 @@ pub enum ClientOutcome {
     Aborted,
 }
 
+/// A large object being received in chunks.
+#[derive(Debug)]
+struct LargeObject {
+    target: String,
+    /// The first chunk's command: its Meta (Format, Type) describes the whole.
+    first: Command,
+    data: Option<Data>,
+    /// The size the first chunk announced.
+    size: Option<u64>,
+}
+
+fn target_of(item: &Item) -> Option<&str> {
+    item.target.as_ref().map(|t| t.uri.as_str())
+}
+
 /// One management session of an End Device with one server.
 #[derive(Debug)]
 pub struct ClientSession {
@@ -107,6 +122,7 @@ pub struct ClientSession {
     queue: VecDeque<((), Command)>,
     sent_alerts: HashMap<(u32, u32), u16>,
     events: Vec<ClientEvent>,
+    large: Option<LargeObject>,
 }
 
 impl ClientSession {
@@ -151,6 +167,7 @@ impl ClientSession {
             queue: VecDeque::new(),
             sent_alerts: HashMap::new(),
             events: Vec::new(),
+            large: None,
         }
     }
 
@@ -241,12 +258,12 @@ impl ClientSession {
                     wants_our_next_message = true;
                     self.queue_status(command, msg_ref, status::OK);
                 }
-                _ => {
-                    let replies =
-                        executor.execute(&self.config.server_id, msg_ref, command, &mut ids);
-                    self.queue.extend(replies.into_iter().map(|c| ((), c)));
-                }
+                _ => self.run(command, msg_ref, executor, &mut ids),
             }
+        }
+        if message.body.is_final {
+            // The server's package ended in the middle of a large object.
+            self.abandon_large_object();
         }
 
         if wants_our_next_message {
@@ -262,6 +279,80 @@ impl ClientSession {
             return Ok(ClientStep::Done(ClientOutcome::Completed));
         }
         self.send(leading, true, fresh_nonce).map(ClientStep::Send)
+    }
+
+    /// Runs one server command, reassembling large objects (DM large object delivery):
+    /// each chunk but the last is answered 213, the whole object runs once complete and
+    /// its size checked (424 if it differs from the announced one).
+    fn run(
+        &mut self,
+        command: &Command,
+        msg_ref: u32,
+        executor: &mut dyn Executor,
+        ids: &mut CmdIds,
+    ) {
+        let chunk = match command {
+            Command::Add(c) | Command::Replace(c) if c.items.len() == 1 => c.items.first(),
+            _ => None,
+        };
+        let continues =
+            |large: &LargeObject| chunk.and_then(target_of) == Some(large.target.as_str());
+        if self.large.as_ref().is_some_and(|large| !continues(large)) {
+            // Anything but the next chunk interrupts a large object.
+            self.abandon_large_object();
+        }
+        let Some(item) = chunk.filter(|item| item.more_data || self.large.is_some()) else {
+            let replies = executor.execute(&self.config.server_id, msg_ref, command, ids);
+            self.queue.extend(replies.into_iter().map(|c| ((), c)));
+            return;
+        };
+        let large = self.large.get_or_insert_with(|| LargeObject {
+            target: target_of(item).unwrap_or_default().to_owned(),
+            first: command.clone(),
+            data: None,
+            size: item.meta.as_ref().and_then(|m| m.size),
+        });
+        crate::packer::append_chunk(&mut large.data, item.data.as_ref());
+        if item.more_data {
+            self.queue_status(command, msg_ref, status::CHUNKED_ITEM_ACCEPTED);
+            return;
+        }
+        let Some(large) = self.large.take() else {
+            return;
+        };
+        let received = large.data.as_ref().map_or(0, Data::len) as u64;
+        if large.size.is_some_and(|size| size != received) {
+            self.queue_status(command, msg_ref, status::SIZE_MISMATCH);
+            return;
+        }
+        let mut whole = large.first;
+        whole.set_cmd_id(command.cmd_id());
+        if let Command::Add(c) | Command::Replace(c) = &mut whole
+            && let Some(item) = c.items.first_mut()
+        {
+            item.data = large.data;
+            item.more_data = false;
+        }
+        let replies = executor.execute(&self.config.server_id, msg_ref, &whole, ids);
+        self.queue.extend(replies.into_iter().map(|c| ((), c)));
+    }
+
+    /// A large object that will not be completed: Alert 1225 (no end of data) names it.
+    fn abandon_large_object(&mut self) {
+        if let Some(large) = self.large.take() {
+            self.queue.push_back((
+                (),
+                Command::Alert(Alert {
+                    cmd_id: 0,
+                    code: alert::NO_END_OF_DATA,
+                    correlator: None,
+                    items: vec![Item {
+                        source: Some(gwmo_proto::Location::new(large.target)),
+                        ..Item::default()
+                    }],
+                }),
+            ));
+        }
     }
 
     /// Records the statuses of our alerts; returns the status of our SyncHdr.

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use gwmo_proto::{Body, CmdIds, CodecError, Command, Encoding, Header, Message};
+use gwmo_proto::{Body, CmdIds, CodecError, Command, Data, Encoding, Header, Item, Message, Meta};
 
 /// A message ready to send, and which queued commands went into it.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub(crate) struct Packed<T> {
 /// Builds one message: `leading` (statuses, alerts) always goes in, then as many
 /// commands from the front of `queue` as fit in `limit` bytes. The message carries
 /// `Final` when `closes_package` and the queue is then empty.
-pub(crate) fn pack<T>(
+pub(crate) fn pack<T: Clone>(
     header: Header,
     leading: Vec<Command>,
     queue: &mut VecDeque<(T, Command)>,
@@ -58,9 +58,17 @@ pub(crate) fn pack<T>(
                 high = mid - 1;
             }
         }
-        // A message that would carry nothing new must still move the package on, even
-        // if its one command is larger than the limit.
-        taken = if low == 0 && leading_len <= 1 { 1 } else { low };
+        // A message that would carry nothing new must still move the package on: a
+        // large object goes in chunks, anything else whole.
+        if low == 0 {
+            message.body.commands.truncate(leading_len);
+            // A large object goes in chunks sized to fit beside the leading commands;
+            // anything else goes whole when the message would carry nothing else.
+            if split_front(queue, &message, limit, encoding)? || leading_len <= 1 {
+                low = 1;
+            }
+        }
+        taken = low;
         bytes = encode_with(&mut message, taken, queue)?;
     }
 
@@ -78,6 +86,136 @@ pub(crate) fn pack<T>(
         bytes,
         sent,
     })
+}
+
+/// Replaces the front command of the queue, when it is an Add, Replace or Results of
+/// one item too large for a message, with chunks of its data (DM large objects):
+/// `MoreData` on every chunk but the last, the total `Size` in the first one's Meta.
+/// Returns whether it did.
+fn split_front<T: Clone>(
+    queue: &mut VecDeque<(T, Command)>,
+    without: &Message,
+    limit: usize,
+    encoding: Encoding,
+) -> Result<bool, CodecError> {
+    let Some((tag, command)) = queue.front().cloned() else {
+        return Ok(false);
+    };
+    let Some(item) = single_item(&command) else {
+        return Ok(false);
+    };
+    let Some(data) = item.data.clone() else {
+        return Ok(false);
+    };
+    // What a message holds besides the data: the same command with no data.
+    let mut empty = command.clone();
+    if let Some(item) = single_item_mut(&mut empty) {
+        item.data = Some(Data::Text(String::new()));
+        item.meta.get_or_insert_with(Meta::default).size = Some(data.len() as u64);
+        item.more_data = true;
+    }
+    let mut probe = without.clone();
+    probe.body.commands.push(empty);
+    let overhead = encoding.encode(&probe)?.len() + 16;
+    // XML escapes grow the data ("&" is "&amp;"): size chunks by the escaped length.
+    let raw = data.len().max(1);
+    let written = match encoding {
+        Encoding::Xml => escaped_len(data.as_bytes()),
+        Encoding::Wbxml => raw,
+    };
+    let room = limit.saturating_sub(overhead);
+    let chunk_len = (room * raw / written.max(1)).max(64);
+    let chunks = split_data(&data, chunk_len);
+    if chunks.len() < 2 {
+        return Ok(false);
+    }
+    queue.pop_front();
+    let last = chunks.len() - 1;
+    for (index, chunk) in chunks.into_iter().enumerate().rev() {
+        let mut piece = command.clone();
+        if let Some(item) = single_item_mut(&mut piece) {
+            item.data = Some(chunk);
+            item.more_data = index != last;
+            if index == 0 {
+                item.meta.get_or_insert_with(Meta::default).size = Some(data.len() as u64);
+            }
+        }
+        queue.push_front((tag.clone(), piece));
+    }
+    Ok(true)
+}
+
+/// The length of data once XML-escaped (as the XML codec escapes it).
+fn escaped_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|b| match b {
+            b'&' => 5,
+            b'<' | b'>' => 4,
+            b'\r' => 5,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn single_item(command: &Command) -> Option<&Item> {
+    match command {
+        Command::Add(c) | Command::Replace(c) if c.items.len() == 1 => c.items.first(),
+        Command::Results(r) if r.items.len() == 1 => r.items.first(),
+        _ => None,
+    }
+}
+
+fn single_item_mut(command: &mut Command) -> Option<&mut Item> {
+    match command {
+        Command::Add(c) | Command::Replace(c) if c.items.len() == 1 => c.items.first_mut(),
+        Command::Results(r) if r.items.len() == 1 => r.items.first_mut(),
+        _ => None,
+    }
+}
+
+/// Data cut into pieces of at most `len` bytes (text on character boundaries).
+fn split_data(data: &Data, len: usize) -> Vec<Data> {
+    match data {
+        Data::Bytes(bytes) => bytes.chunks(len).map(|c| Data::Bytes(c.to_vec())).collect(),
+        Data::Text(text) | Data::Xml(text) => {
+            let mut pieces = Vec::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let mut end = len.min(rest.len());
+                while !rest.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let (piece, tail) =
+                    rest.split_at(end.max(rest.chars().next().map_or(1, char::len_utf8)));
+                pieces.push(Data::Text(piece.to_owned()));
+                rest = tail;
+            }
+            pieces
+        }
+    }
+}
+
+/// Appends the data of the next chunk of a large object to what came before.
+pub(crate) fn append_chunk(assembled: &mut Option<Data>, next: Option<&Data>) {
+    let Some(next) = next else {
+        return;
+    };
+    *assembled = Some(match (assembled.take(), next) {
+        (None, next) => next.clone(),
+        (Some(Data::Text(mut text)), Data::Text(more)) => {
+            text.push_str(more);
+            Data::Text(text)
+        }
+        (Some(before), more) => {
+            let mut bytes = before.as_bytes().to_vec();
+            bytes.extend_from_slice(more.as_bytes());
+            match String::from_utf8(bytes) {
+                Ok(text) => Data::Text(text),
+                Err(e) => Data::Bytes(e.into_bytes()),
+            }
+        }
+    });
 }
 
 /// Numbers the commands of a message 1, 2, 3, ... in document order, members of
@@ -160,8 +298,44 @@ mod tests {
     }
 
     #[test]
-    fn an_oversize_command_still_moves_the_package_on() {
-        let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, replace(&"z".repeat(5000)))]);
+    fn an_oversize_item_goes_in_chunks() {
+        let big = "z".repeat(5000);
+        let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, replace(&big))]);
+        let packed = pack(header(), vec![], &mut queue, true, 1000, Encoding::Xml).unwrap();
+        assert!(packed.bytes.len() <= 1000, "{}", packed.bytes.len());
+        assert!(!packed.message.body.is_final);
+        let Command::Replace(first) = &packed.message.body.commands[0] else {
+            panic!()
+        };
+        assert!(first.items[0].more_data);
+        assert_eq!(first.items[0].meta.as_ref().unwrap().size, Some(5000));
+        assert!(
+            queue.iter().all(|(tag, _)| *tag == 7),
+            "every chunk answers the same command"
+        );
+        let Some((_, Command::Replace(last))) = queue.back() else {
+            panic!()
+        };
+        assert!(!last.items[0].more_data);
+        let mut whole = first.items[0].data.clone();
+        for (_, chunk) in &queue {
+            let Command::Replace(c) = chunk else { panic!() };
+            append_chunk(&mut whole, c.items[0].data.as_ref());
+        }
+        assert_eq!(whole, Some(Data::Text(big)));
+    }
+
+    #[test]
+    fn an_oversize_command_that_cannot_be_split_still_goes() {
+        let long_target = Command::Get(ItemCommand {
+            cmd_id: 0,
+            meta: None,
+            items: vec![Item {
+                target: Some(Location::new("x".repeat(5000))),
+                ..Item::default()
+            }],
+        });
+        let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, long_target)]);
         let packed = pack(header(), vec![], &mut queue, true, 1000, Encoding::Xml).unwrap();
         assert_eq!(packed.sent.len(), 1);
         assert!(packed.message.body.is_final);

@@ -121,6 +121,8 @@ pub struct ServerSession {
     last_sent: Vec<(u64, Command)>,
     outcomes: BTreeMap<u64, CommandOutcome>,
     events: Vec<ServerEvent>,
+    /// The chunks of a large result received so far.
+    partial_result: Option<Item>,
     pending: Option<Pending>,
     ended: bool,
 }
@@ -152,6 +154,7 @@ impl ServerSession {
             last_sent: Vec::new(),
             outcomes: BTreeMap::new(),
             events: Vec::new(),
+            partial_result: None,
             pending: None,
             ended: false,
         }
@@ -445,12 +448,24 @@ impl ServerSession {
     fn read_results(&mut self, r: &gwmo_proto::Results) {
         // MsgRef may be left out when the Results answer the last message we sent.
         let sent_in = r.msg_ref.unwrap_or(self.last_msg_id_out);
-        if let Some(&(tag, _)) = self.in_flight.get(&(sent_in, r.cmd_ref)) {
-            self.outcomes
-                .entry(tag)
-                .or_default()
-                .results
-                .extend(r.items.iter().cloned());
+        let Some(&(tag, _)) = self.in_flight.get(&(sent_in, r.cmd_ref)) else {
+            return;
+        };
+        for item in &r.items {
+            // A large result comes in chunks: MoreData on all but the last.
+            let mut whole = match self.partial_result.take() {
+                Some(mut partial) => {
+                    crate::packer::append_chunk(&mut partial.data, item.data.as_ref());
+                    partial
+                }
+                None => item.clone(),
+            };
+            if item.more_data {
+                self.partial_result = Some(whole);
+                continue;
+            }
+            whole.more_data = false;
+            self.outcomes.entry(tag).or_default().results.push(whole);
         }
     }
 

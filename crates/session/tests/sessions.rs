@@ -107,12 +107,29 @@ struct Pair {
 
 impl Pair {
     fn new(auth: AuthType, encoding: Encoding, client_nonce_known_to_server: &[u8]) -> Pair {
+        Pair::with_limits(
+            auth,
+            encoding,
+            client_nonce_known_to_server,
+            1 << 20,
+            1 << 20,
+        )
+    }
+
+    /// A pair whose device and server accept messages of at most these sizes.
+    fn with_limits(
+        auth: AuthType,
+        encoding: Encoding,
+        client_nonce_known_to_server: &[u8],
+        client_max: usize,
+        server_max: usize,
+    ) -> Pair {
         let config = ClientConfig {
             device_id: "IMEI:490154203237518".into(),
             server_id: "gwmo-dms".into(),
             server_uri: "http://127.0.0.1/dm".into(),
             encoding,
-            max_msg_size: 1 << 20,
+            max_msg_size: client_max,
             client: creds(auth, "device-1", "client-secret"),
             client_nonce: b"n-old".to_vec(),
             server: creds(auth, "gwmo-dms", "server-secret"),
@@ -129,7 +146,7 @@ impl Pair {
             ServerConfig {
                 server_uri: "http://127.0.0.1/dm".into(),
                 resp_uri: None,
-                max_msg_size: 1 << 20,
+                max_msg_size: server_max,
                 max_auth_attempts: 3,
             },
             "IMEI:490154203237518".into(),
@@ -157,7 +174,7 @@ impl Pair {
         let mut outgoing = self.client.start()?;
         let mut server_events = Vec::new();
         let mut client_events = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..500 {
             let message = Encoding::sniff(&outgoing.body).decode(&outgoing.body)?;
             let mut counter = self.nonces;
             let mut fresh = || {
@@ -191,7 +208,7 @@ impl Pair {
                 ClientStep::Send(next) => outgoing = next,
             }
         }
-        panic!("the session did not end in 50 round trips");
+        panic!("the session did not end in 500 round trips");
     }
 }
 
@@ -515,4 +532,91 @@ fn commands_are_never_sent_before_the_device_authenticates() {
             .all(|c| matches!(c, Command::Status(_)))
     );
     assert_eq!(pair.server.unsent_tags(), vec![1]);
+}
+
+fn big_text() -> String {
+    (0..10_000)
+        .map(|i| ['a', '&', '<', 'é', 'z'][i % 5])
+        .collect()
+}
+
+#[test]
+fn a_large_object_goes_in_chunks_and_is_reassembled_on_the_device() {
+    for encoding in [Encoding::Xml, Encoding::Wbxml] {
+        let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 2048, 1 << 20);
+        pair.tree.0.insert("./Vendor/Big".into(), "small".into());
+        pair.server.enqueue(1, replace("./Vendor/Big", &big_text()));
+        let (outcome, server_events, _) = pair.run().unwrap();
+        assert_eq!(outcome, ClientOutcome::Completed);
+        assert_eq!(pair.tree.0["./Vendor/Big"], big_text(), "{encoding:?}");
+        assert_eq!(done(&server_events)[&1].0, status::OK);
+    }
+}
+
+#[test]
+fn a_large_result_goes_in_chunks_and_is_reassembled_on_the_server() {
+    for encoding in [Encoding::Xml, Encoding::Wbxml] {
+        let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 1 << 20, 2048);
+        pair.tree.0.insert("./Vendor/Big".into(), big_text());
+        pair.server.enqueue(1, get("./Vendor/Big"));
+        let (_, server_events, _) = pair.run().unwrap();
+        let results = done(&server_events);
+        assert_eq!(results[&1].0, status::OK);
+        assert_eq!(results[&1].1.len(), 1, "one reassembled item");
+        assert_eq!(
+            results[&1].1[0].data,
+            Some(Data::Text(big_text())),
+            "{encoding:?}"
+        );
+    }
+}
+
+/// A chunk of a Replace, as a sender would write it.
+fn chunk(data: &str, more: bool, size: Option<u64>) -> Command {
+    Command::Replace(ItemCommand {
+        cmd_id: 0,
+        meta: None,
+        items: vec![Item {
+            target: Some(Location::new("./Vendor/Big")),
+            meta: size.map(|size| Meta {
+                size: Some(size),
+                ..Meta::default()
+            }),
+            data: Some(Data::Text(data.into())),
+            more_data: more,
+            ..Item::default()
+        }],
+    })
+}
+
+#[test]
+fn chunks_that_do_not_add_up_to_the_announced_size_get_424() {
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    pair.tree.0.insert("./Vendor/Big".into(), "small".into());
+    pair.server.enqueue(1, chunk("abc", true, Some(10)));
+    pair.server.enqueue(2, chunk("def", false, None));
+    let (_, server_events, _) = pair.run().unwrap();
+    let results = done(&server_events);
+    assert_eq!(results[&1].0, status::CHUNKED_ITEM_ACCEPTED);
+    assert_eq!(results[&2].0, status::SIZE_MISMATCH);
+    assert_eq!(
+        pair.tree.0["./Vendor/Big"], "small",
+        "a mismatched object was stored"
+    );
+}
+
+#[test]
+fn a_package_that_ends_inside_a_large_object_gets_alert_1225() {
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    pair.tree.0.insert("./Vendor/Big".into(), "small".into());
+    pair.server.enqueue(1, chunk("abc", true, Some(6)));
+    let (_, server_events, _) = pair.run().unwrap();
+    let no_end = server_events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::Alert(a) if a.code == alert::NO_END_OF_DATA));
+    assert!(
+        !no_end,
+        "1225 is not a Generic Alert: it is answered, not reported"
+    );
+    assert_eq!(pair.tree.0["./Vendor/Big"], "small");
 }
