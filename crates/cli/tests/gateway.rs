@@ -285,7 +285,7 @@ fn req_8x1_the_device_finds_its_gateway_with_dns_sd() {
     let gw1 = GatewayProcess::start(dir.path(), &server, "gw-1", "dns_sd_interface = \"lo\"\n");
     let _silent = GatewayProcess::start(dir.path(), &server, "gw-2", "");
     let enrollment = server.enroll(ED, "md5");
-    let extra = "listen = \"127.0.0.1:0\"\ndiscover_interface = \"lo\"\ndiscover_wait_ms = 1000\n";
+    let extra = "listen = \"127.0.0.1:0\"\ndiscover_interface = \"lo\"\ndiscover_wait_ms = 1000\npoll_secs = 1\n"; // it looks again every second
     let config = device_config(dir.path(), &enrollment, "xml", extra);
     let mut command = gwmo();
     command.arg("device").arg("--config").arg(config);
@@ -428,8 +428,7 @@ fn req_8x2_the_device_finds_the_local_bootstrap_server_with_dns_sd() {
     let extra = "dns_sd_interface = \"lo\"\nbootstrap_listen = \"127.0.0.1:0\"\n[approaches]\nlocal = true\n";
     let gw = GatewayProcess::start(dir.path(), &server, "gw-l", extra);
     let enrollment = server.enroll(ED, "md5");
-    let device_extra =
-        "discover_interface = \"lo\"\ndiscover_wait_ms = 1000\naccept_unsigned_bootstrap = true\n";
+    let device_extra = "discover_interface = \"lo\"\ndiscover_wait_ms = 1000\naccept_unsigned_bootstrap = true\npoll_secs = 1\n";
     let config = device_config(dir.path(), &enrollment, "xml", device_extra);
     let mut command = gwmo();
     command.arg("device").arg("--config").arg(config);

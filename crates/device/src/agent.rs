@@ -338,26 +338,36 @@ impl Agent {
     /// schedule (when `poll_secs` > 0).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let has_gateway = provision::current_gateway(&*self.tree.lock().await).is_some();
-        if !has_gateway && let Some(url) = self.bootstrap_url().await {
-            // Figure z: the bootstrap first, then the management session it needs.
-            match self.local_bootstrap(&url).await {
-                Ok(gateway) => info!(%gateway, "bootstrapped by the local bootstrap server"),
-                Err(error) => warn!(%error, "local bootstrap failed"),
-            }
-        }
-        self.session_with_all(Trigger::Client).await;
-        if self.settings.poll_secs == 0 {
-            shutdown.await;
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(self.settings.poll_secs));
-        tick.tick().await;
+        let mut tick = (self.settings.poll_secs > 0)
+            .then(|| tokio::time::interval(Duration::from_secs(self.settings.poll_secs)));
         loop {
+            // Each round looks again for what it did not find (a bootstrap server, a
+            // gateway in sight): a device must not give up after one look.
+            self.bootstrap_if_needed().await;
+            self.session_with_all(Trigger::Client).await;
+            let Some(tick) = tick.as_mut() else {
+                shutdown.await;
+                return;
+            };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tick.tick() => { self.session_with_all(Trigger::Client).await; }
+                _ = tick.tick() => {}
             }
+        }
+    }
+
+    /// Figure z: a device without a gateway asks a local bootstrap server, if it knows or
+    /// finds one, before its sessions.
+    async fn bootstrap_if_needed(&self) {
+        if provision::current_gateway(&*self.tree.lock().await).is_some() {
+            return;
+        }
+        let Some(url) = self.bootstrap_url().await else {
+            return;
+        };
+        match self.local_bootstrap(&url).await {
+            Ok(gateway) => info!(%gateway, "bootstrapped by the local bootstrap server"),
+            Err(error) => warn!(%error, "local bootstrap failed"),
         }
     }
 }
