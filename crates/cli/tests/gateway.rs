@@ -58,11 +58,31 @@ fn through_gateway(gateway: &GatewayProcess, spec: &str) -> Value {
     )
 }
 
+/// Reads a leaf of a gateway's tree through the DM Server (a Get queued for the
+/// gateway, which picks it up at its next poll).
+fn read_gateway_leaf(server: &ServerProcess, gateway_dev_id: &str, uri: &str) -> Option<String> {
+    let read = server.queue(
+        gateway_dev_id,
+        &format!(r#"{{"op":"Get","target":"{uri}"}}"#),
+    );
+    let command = poll(
+        "the server reading the gateway's tree",
+        Duration::from_secs(30),
+        || {
+            let command = server.command(read);
+            (command["state"] == "done").then_some(command)
+        },
+    );
+    command["outcome"]["results"][0]["data"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 #[test]
 fn req_8x1_figures_x_and_y_server_assisted_bootstrap_and_a_move() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let mut gw1 = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+    let mut gw1 = GatewayProcess::start(dir.path(), &server, "gw-1", "poll_secs = 1\n");
     let mut gw2 = GatewayProcess::start(dir.path(), &server, "gw-2", "");
     let enrollment = server.enroll(ED, "md5");
 
@@ -87,23 +107,12 @@ fn req_8x1_figures_x_and_y_server_assisted_bootstrap_and_a_move() {
         "gw-1's inventory to show the device active",
         Duration::from_secs(30),
         || {
-            let read = server.queue(
+            let state = read_gateway_leaf(
+                &server,
                 "GW:gw-1",
-                r#"{"op":"Get","target":"./GwMO/DeviceInventory/IMEI_350000000000201/State"}"#,
+                "./GwMO/DeviceInventory/IMEI_350000000000201/State",
             );
-            assert_eq!(
-                server.api("POST", "/api/devices/GW:gw-1/notify", None).0,
-                202
-            );
-            let state = poll(
-                "the server reading gw-1's inventory",
-                Duration::from_secs(30),
-                || {
-                    let command = server.command(read);
-                    (command["state"] == "done").then_some(command)
-                },
-            );
-            (state["outcome"]["results"][0]["data"] == "active").then_some(())
+            (state.as_deref() == Some("active")).then_some(())
         },
     );
 
@@ -597,5 +606,45 @@ fn req_8x2_figure_z_with_a_blank_device() {
     assert_eq!(
         status, 404,
         "validation by a server the device does not know"
+    );
+}
+
+#[test]
+fn a_gateway_with_server_assisted_bootstrapping_off_refuses_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    // The operator registers it as server-assisted, but the gateway's own
+    // configuration has only the local approach.
+    let extra = "poll_secs = 1\nbootstrap_listen = \"127.0.0.1:0\"\n[approaches]\nserver_assisted = false\nlocal = true\n";
+    let mut gw = GatewayProcess::start(dir.path(), &server, "gw-1", extra);
+    let enrollment = server.enroll(ED, "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "gateway = \"gw-1\"\n");
+    assert_success(&device_once(&config), "session reporting gw-1");
+    // The server did its part; the gateway declines the device and says so in its inventory.
+    let state = poll(
+        "gw-1 to record its refusal",
+        Duration::from_secs(30),
+        || {
+            gw.daemon.assert_running();
+            let state = read_gateway_leaf(
+                &server,
+                "GW:gw-1",
+                "./GwMO/DeviceInventory/IMEI_350000000000201/State",
+            );
+            (state.as_deref() == Some("refused")).then_some(state)
+        },
+    );
+    assert_eq!(state.as_deref(), Some("refused"));
+    assert_eq!(
+        gw.api("GET", &format!("/api/devices/{ED}"), None).0,
+        404,
+        "the gateway took the device"
+    );
+    assert!(
+        gw.daemon
+            .log_text()
+            .contains("refusing a bootstrap: the approach is off"),
+        "{}",
+        gw.daemon.log_text()
     );
 }
