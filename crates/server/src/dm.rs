@@ -89,10 +89,6 @@ impl DmService {
         }
     }
 
-    pub fn open_sessions(&self) -> usize {
-        self.lock_sessions().len()
-    }
-
     /// Handles one posted DM message. `unix_now` stamps what is stored.
     pub fn handle(
         &self,

@@ -147,12 +147,6 @@ impl Tree {
         Ok(())
     }
 
-    /// Marks a node as one servers may not delete.
-    pub fn set_permanent(&mut self, uri: &str) -> Result<(), TreeError> {
-        self.node_mut(uri)?.permanent = true;
-        Ok(())
-    }
-
     fn node_mut(&mut self, uri: &str) -> Result<&mut Node, TreeError> {
         let parsed = Uri::parse(uri)?;
         self.node_at_mut(&parsed.segments)
