@@ -475,3 +475,87 @@ fn a_large_object_reaches_a_device_with_a_small_max_msg_size_in_chunks() {
     let tree = device_tree(&dir.path().join("state"));
     assert_eq!(leaf(&tree, "./Vendor/gwmo/Blob").unwrap(), big.as_str());
 }
+
+#[test]
+fn a_package_zero_made_just_before_a_nonce_change_still_wakes_the_device() {
+    use base64::Engine;
+    use gwmo_proto::package0::{self, Initiator, Notification, UiMode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000011";
+    let enrollment = server.enroll(dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(&config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let sessions = |n: i64| {
+        poll(&format!("session {n}"), Duration::from_secs(30), || {
+            let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+            (record["sessions"].as_i64() >= Some(n)).then_some(record)
+        })
+    };
+    let record = sessions(1);
+    let notify_url = record["notify_url"].as_str().unwrap().to_owned();
+    let nonce = || {
+        let tree = device_tree(&dir.path().join("state"));
+        let b64 = leaf(&tree, "./DMAcc/gwmo-dms/AppAuth/2/AAuthData")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+    };
+    let before = nonce();
+    // A session in which the device answers (a queued command) rotates the nonce.
+    server.queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Man"}"#);
+    assert_eq!(
+        server
+            .api("POST", &format!("/api/devices/{dev_id}/notify"), None)
+            .0,
+        202
+    );
+    sessions(2);
+    device.assert_running();
+    assert_ne!(
+        nonce(),
+        before,
+        "the session did not rotate the server nonce"
+    );
+
+    let secret = enrollment["server_secret"].as_str().unwrap();
+    let notification = Notification {
+        version: 11,
+        ui_mode: UiMode::Background,
+        initiator: Initiator::Server,
+        session_id: 0x77,
+        server_id: "gwmo-dms".into(),
+        vendor_specific: vec![],
+    };
+    let addr: std::net::SocketAddr = notify_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/notify")
+        .parse()
+        .unwrap();
+    let post = |nonce: &[u8]| {
+        let body = package0::encode(&notification, "gwmo-dms", secret, nonce).unwrap();
+        http(
+            addr,
+            "POST",
+            "/notify",
+            None,
+            "application/vnd.syncml.notification",
+            &body,
+        )
+        .0
+    };
+    assert_eq!(
+        post(&before),
+        200,
+        "made with the nonce before the last session"
+    );
+    assert_eq!(post(b"not-a-nonce-it-ever-had"), 401);
+    assert_eq!(post(&[]), 401, "the factory nonce is two changes old");
+}

@@ -2,6 +2,7 @@
 //! servers it has accounts for (at start, on a schedule, or when package 0 asks),
 //! and persists the tree after every message.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct Agent {
     tree: Mutex<Tree>,
     client: HttpClient,
     sessions_done: Notify,
+    /// Each server's nonce before the last one the device handed out (package 0 made in
+    /// between still verifies).
+    previous_server_nonces: std::sync::Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Agent {
@@ -63,6 +67,7 @@ impl Agent {
             state,
             tree: Mutex::new(tree),
             sessions_done: Notify::new(),
+            previous_server_nonces: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -73,6 +78,14 @@ impl Agent {
     /// A copy of the tree as it is now.
     pub async fn tree(&self) -> Tree {
         self.tree.lock().await.clone()
+    }
+
+    /// The nonce `server_id` had before the device's last session with it.
+    pub fn previous_server_nonce(&self, server_id: &str) -> Option<Vec<u8>> {
+        self.previous_server_nonces
+            .lock()
+            .ok()
+            .and_then(|previous| previous.get(server_id).cloned())
     }
 
     /// Changes the tree as the device itself (not a server), and stores it.
@@ -174,6 +187,7 @@ impl Agent {
             .find(|(_, a)| a.server_id == server_id)
             .ok_or_else(|| DeviceError::NoAccount(server_id.to_owned()))?;
         let config = client_config(&self.settings, &account)?;
+        let nonce_before = config.server_nonce.clone();
         let mut alerts = alerts;
         alerts.extend(provision::location_update(&tree, seen_gateway, server_id));
         let session_id =
@@ -223,6 +237,9 @@ impl Agent {
                 ClientStep::Done(outcome) => break outcome,
             }
         };
+        if let Ok(mut previous) = self.previous_server_nonces.lock() {
+            previous.insert(server_id.to_owned(), nonce_before);
+        }
         // A completed, mutually authenticated session confirms a local gateway bootstrap.
         if outcome == ClientOutcome::Completed && tree.confirm_gateway(server_id)? {
             self.state.save_tree(&tree)?;
