@@ -559,3 +559,43 @@ fn a_package_zero_made_just_before_a_nonce_change_still_wakes_the_device() {
     assert_eq!(post(b"not-a-nonce-it-ever-had"), 401);
     assert_eq!(post(&[]), 401, "the factory nonce is two changes old");
 }
+
+#[test]
+fn metrics_count_sessions_statuses_and_failures_in_the_prometheus_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut enrollment = server.enroll("IMEI:350000000000012", "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+    server.queue(
+        "IMEI:350000000000012",
+        r#"{"op":"Get","target":"./DevInfo/Man"}"#,
+    );
+    server.queue(
+        "IMEI:350000000000012",
+        r#"{"op":"Replace","target":"./DevInfo/DevId","data":"x"}"#,
+    );
+    assert_success(&device_once(&config), "session");
+    enrollment["client_secret"] = serde_json::Value::String("wrong".into());
+    let wrong = dir.path().join("wrong");
+    std::fs::create_dir_all(&wrong).unwrap();
+    assert!(
+        !device_once(&device_config(&wrong, &enrollment, "xml", ""))
+            .status
+            .success()
+    );
+    let (status, text) = http(server.addr, "GET", "/metrics", None, "text/plain", b"");
+    assert_eq!(status, 200);
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(sample("gwmo_sessions_opened_total"), 2.0);
+    // The one completed, and the one given up after three failed logins.
+    assert_eq!(sample("gwmo_sessions_ended_total"), 2.0);
+    assert_eq!(sample("gwmo_auth_failures_total"), 3.0);
+    assert_eq!(sample("gwmo_command_statuses_total{code=\"200\"}"), 1.0);
+    assert_eq!(sample("gwmo_command_statuses_total{code=\"425\"}"), 1.0);
+    assert!(sample("gwmo_store_seconds_total") > 0.0);
+}

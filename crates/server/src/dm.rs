@@ -19,6 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::admin::random_secret;
 use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
+use crate::metrics::Metrics;
 use crate::settings::ServerSettings;
 use crate::store::{DeviceRecord, SettledBootstrap, Store, StoreError};
 
@@ -65,6 +66,7 @@ pub struct DmService {
     sessions: Mutex<HashMap<(String, String), Slot>>,
     /// Devices to wake with package 0 (the HTTP layer sends it).
     wake: Option<UnboundedSender<String>>,
+    metrics: Arc<Metrics>,
 }
 
 impl DmService {
@@ -73,6 +75,7 @@ impl DmService {
         settings: ServerSettings,
         dm_url: String,
         wake: Option<UnboundedSender<String>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let config = ServerConfig {
             server_uri: dm_url,
@@ -86,11 +89,27 @@ impl DmService {
             config,
             sessions: Mutex::new(HashMap::new()),
             wake,
+            metrics,
         }
     }
 
     /// Handles one posted DM message. `unix_now` stamps what is stored.
     pub fn handle(
+        &self,
+        content_type: Option<&str>,
+        hmac: Option<&str>,
+        body: &[u8],
+        now: Instant,
+        unix_now: i64,
+    ) -> Result<DmResponse, DmError> {
+        let answer = self.answer(content_type, hmac, body, now, unix_now);
+        if answer.is_err() {
+            self.metrics.message_refused();
+        }
+        answer
+    }
+
+    fn answer(
         &self,
         content_type: Option<&str>,
         hmac: Option<&str>,
@@ -119,7 +138,10 @@ impl DmService {
             Ok(_) if !slot.session.is_ended() => {
                 self.lock_sessions().insert(key, slot);
             }
-            Ok(_) => debug!(device = %key.0, session = %key.1, "session ended"),
+            Ok(_) => {
+                self.metrics.session_ended();
+                debug!(device = %key.0, session = %key.1, "session ended");
+            }
             Err(error) => {
                 warn!(device = %key.0, session = %key.1, %error, "session dropped");
                 self.store.requeue_session(&slot.store_key)?;
@@ -143,10 +165,13 @@ impl DmService {
             .receive(message, body, hmac, &mut fresh_nonce)?
         {
             Received::Refused(reply) => {
+                let started = Instant::now();
                 self.persist(dev_id, slot, unix_now)?;
+                self.metrics.message(started.elapsed());
                 reply
             }
             Received::Accepted => {
+                let started = Instant::now();
                 // Events first: a Location Update in this message queues the bootstrap
                 // commands that its answer must carry.
                 self.persist(dev_id, slot, unix_now)?;
@@ -167,6 +192,7 @@ impl DmService {
                         }
                     }
                 }
+                self.metrics.message(started.elapsed());
                 slot.session.reply()?
             }
         };
@@ -192,6 +218,7 @@ impl DmService {
                 }
                 ServerEvent::AuthenticationFailed { code } => {
                     warn!(device = dev_id, code, "device authentication failed");
+                    self.metrics.auth_failure();
                     self.store.log_event(
                         Some(dev_id),
                         "auth-failed",
@@ -224,6 +251,13 @@ impl DmService {
                     info!(device = dev_id, code = a.code, "alert");
                     self.store
                         .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
+                    for kind in a
+                        .items
+                        .iter()
+                        .filter_map(|i| i.meta.as_ref()?.r#type.as_deref())
+                    {
+                        self.metrics.alert(kind);
+                    }
                     seen_gateways.extend(location_updates(&a));
                     for attached in alert_json(&a, alert_type::DEVICE_ATTACH) {
                         self.device_attach(dev_id, &attached, unix_now)?;
@@ -246,6 +280,7 @@ impl DmService {
                     );
                     self.store
                         .complete(tag as i64, outcome.status, &stored, unix_now)?;
+                    self.metrics.command_status(outcome.status);
                     if let Some(auth) = self.store.settle_auth_switch(tag as i64, outcome.status)? {
                         info!(
                             device = dev_id,
@@ -257,6 +292,7 @@ impl DmService {
                         self.store
                             .settle_bootstrap(tag as i64, outcome.status, unix_now)?
                     {
+                        self.metrics.bootstrap("server-assisted");
                         self.tell_gateways(&settled, unix_now)?;
                     }
                 }
@@ -365,6 +401,7 @@ impl DmService {
         let origin = attached["origin"].as_str().unwrap_or("local-bootstrap");
         self.store
             .associate(dev_id, &gateway.gateway_id, origin, unix_now)?;
+        self.metrics.bootstrap("local-bootstrap");
         let known = self.store.device(dev_id)?.is_some();
         if known {
             let validate = bootstrap::validation(&gateway.gateway_id);
@@ -489,6 +526,7 @@ impl DmService {
             .device(&key.0)?
             .ok_or_else(|| DmError::UnknownDevice(key.0.clone()))?;
         let store_key = format!("{}#{}#{unix_now}", key.0, key.1);
+        self.metrics.session_opened();
         debug!(device = %key.0, session = %key.1, "session opened");
         Ok(Slot {
             session: ServerSession::new(

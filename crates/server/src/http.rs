@@ -25,6 +25,7 @@ pub struct AppState {
     pub settings: ServerSettings,
     pub store: Arc<Store>,
     pub dm: DmService,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub dm_url: String,
     pub client: HttpClient,
 }
@@ -42,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dm", post(dm_message))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/api/devices", post(admin::enroll).get(admin::list_devices))
         .route("/api/devices/{dev_id}", get(admin::get_device))
         .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
@@ -65,6 +67,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/events", get(admin::events))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Prometheus text exposition (unauthenticated, like most scrape targets: bind the
+/// server where only the monitoring can reach it).
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn dm_message(
@@ -138,8 +149,16 @@ impl Server {
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
         let dm_url = settings.dm_url(bound);
         let (wake, mut to_wake) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let state = Arc::new(AppState {
-            dm: DmService::new(store.clone(), settings.clone(), dm_url.clone(), Some(wake)),
+            dm: DmService::new(
+                store.clone(),
+                settings.clone(),
+                dm_url.clone(),
+                Some(wake),
+                metrics.clone(),
+            ),
+            metrics,
             client: HttpClient::new(Duration::from_secs(10), 64 * 1024),
             settings,
             store,

@@ -8,6 +8,7 @@ pub mod command;
 pub mod dm;
 pub mod fanout;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod settings;
 pub mod store;

@@ -1,0 +1,182 @@
+//! What a DM server counts, rendered in the Prometheus text format at `/metrics`:
+//! sessions, authentication failures, command statuses by code, Generic Alerts by
+//! type (attach, detach, location update, fan-out), gateway bootstraps by approach,
+//! and the time spent in the store per DM message.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters shared by every request handler.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    sessions_opened: AtomicU64,
+    sessions_ended: AtomicU64,
+    messages: AtomicU64,
+    messages_refused: AtomicU64,
+    auth_failures: AtomicU64,
+    store_micros: AtomicU64,
+    statuses: Mutex<BTreeMap<u16, u64>>,
+    alerts: Mutex<BTreeMap<String, u64>>,
+    bootstraps: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    // A poisoned map only means a panic elsewhere; counting goes on.
+    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    *map.entry(key).or_default() += 1;
+}
+
+impl Metrics {
+    pub fn session_opened(&self) {
+        self.sessions_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn session_ended(&self) {
+        self.sessions_ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One DM message handled, and the time its store work took.
+    pub fn message(&self, store_time: Duration) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.store_micros
+            .fetch_add(store_time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A DM message refused before any session (malformed, unknown device, ...).
+    pub fn message_refused(&self) {
+        self.messages_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn command_status(&self, code: u16) {
+        bump(&self.statuses, code);
+    }
+
+    pub fn alert(&self, kind: &str) {
+        bump(&self.alerts, kind.to_owned());
+    }
+
+    /// `approach`: "server-assisted" or "local-bootstrap".
+    pub fn bootstrap(&self, approach: &'static str) {
+        bump(&self.bootstraps, approach);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            "gwmo_sessions_opened_total",
+            "DM sessions opened by devices.",
+            get(&self.sessions_opened),
+        );
+        counter(
+            "gwmo_sessions_ended_total",
+            "DM sessions that ended (completed, aborted, or given up after failed logins).",
+            get(&self.sessions_ended),
+        );
+        counter(
+            "gwmo_messages_total",
+            "DM messages answered.",
+            get(&self.messages),
+        );
+        counter(
+            "gwmo_messages_refused_total",
+            "DM messages refused before any session.",
+            get(&self.messages_refused),
+        );
+        counter(
+            "gwmo_auth_failures_total",
+            "Device credentials missing or wrong.",
+            get(&self.auth_failures),
+        );
+        let store = get(&self.store_micros) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "# HELP gwmo_store_seconds_total Time spent in the store handling DM messages.\n# TYPE gwmo_store_seconds_total counter\ngwmo_store_seconds_total {store}"
+        );
+        labelled(
+            &mut out,
+            "gwmo_command_statuses_total",
+            "Statuses of queued commands, by code.",
+            "code",
+            &self.statuses,
+        );
+        labelled(
+            &mut out,
+            "gwmo_alerts_total",
+            "Generic Alerts from devices and gateways, by type.",
+            "type",
+            &self.alerts,
+        );
+        labelled(
+            &mut out,
+            "gwmo_bootstraps_total",
+            "Gateway bootstraps completed, by approach.",
+            "approach",
+            &self.bootstraps,
+        );
+        out
+    }
+}
+
+fn labelled<K: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    map: &Mutex<BTreeMap<K, u64>>,
+) {
+    let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (key, value) in map.iter() {
+        let key = key.to_string().replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_the_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.session_opened();
+        metrics.message(Duration::from_millis(3));
+        metrics.command_status(200);
+        metrics.command_status(200);
+        metrics.command_status(425);
+        metrics.alert("urn:oma:at:gwmo:1.0:DeviceAttach");
+        metrics.bootstrap("server-assisted");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "# TYPE gwmo_sessions_opened_total counter\ngwmo_sessions_opened_total 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("gwmo_command_statuses_total{code=\"200\"} 2\n"));
+        assert!(text.contains("gwmo_command_statuses_total{code=\"425\"} 1\n"));
+        assert!(text.contains("gwmo_alerts_total{type=\"urn:oma:at:gwmo:1.0:DeviceAttach\"} 1\n"));
+        assert!(text.contains("gwmo_bootstraps_total{approach=\"server-assisted\"} 1\n"));
+        assert!(text.contains("gwmo_store_seconds_total 0.003\n"));
+        // Every sample line is "name{labels} value" or "name value".
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
