@@ -21,7 +21,7 @@ use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::metrics::Metrics;
 use crate::settings::ServerSettings;
-use crate::store::{DeviceRecord, SettledBootstrap, Store, StoreError};
+use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap, Store, StoreError};
 
 /// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
 pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
@@ -379,6 +379,24 @@ impl DmService {
         Ok(())
     }
 
+    /// The registered gateway behind a report and the device it names; reports from
+    /// anyone else, or naming no device, are dropped (with a warning).
+    fn gateway_report<'r>(
+        &self,
+        gateway_dev_id: &str,
+        report: &'r serde_json::Value,
+        kind: &str,
+    ) -> Result<Option<(GatewayRecord, &'r str)>, DmError> {
+        let Some(gateway) = self.store.gateway_by_device(gateway_dev_id)? else {
+            warn!(
+                device = gateway_dev_id,
+                kind, "gateway report from a device that is no registered gateway"
+            );
+            return Ok(None);
+        };
+        Ok(report["dev_id"].as_str().map(|dev_id| (gateway, dev_id)))
+    }
+
     /// A gateway reports a device that a local bootstrap server brought to it (seed
     /// 8.x.2): the association is recorded and, the gateway being registered (trusted by
     /// the operator), this server validates it on the device.
@@ -388,14 +406,9 @@ impl DmService {
         attached: &serde_json::Value,
         unix_now: i64,
     ) -> Result<(), DmError> {
-        let Some(gateway) = self.store.gateway_by_device(gateway_dev_id)? else {
-            warn!(
-                device = gateway_dev_id,
-                "Device Attach Alert from a device that is no registered gateway"
-            );
-            return Ok(());
-        };
-        let Some(dev_id) = attached["dev_id"].as_str() else {
+        let Some((gateway, dev_id)) =
+            self.gateway_report(gateway_dev_id, attached, "Device Attach")?
+        else {
             return Ok(());
         };
         let origin = attached["origin"].as_str().unwrap_or("local-bootstrap");
@@ -428,14 +441,9 @@ impl DmService {
         detached: &serde_json::Value,
         unix_now: i64,
     ) -> Result<(), DmError> {
-        let Some(gateway) = self.store.gateway_by_device(gateway_dev_id)? else {
-            warn!(
-                device = gateway_dev_id,
-                "Device Detach Alert from a device that is no registered gateway"
-            );
-            return Ok(());
-        };
-        let Some(dev_id) = detached["dev_id"].as_str() else {
+        let Some((gateway, dev_id)) =
+            self.gateway_report(gateway_dev_id, detached, "Device Detach")?
+        else {
             return Ok(());
         };
         let dissociated = self.store.dissociate(dev_id, &gateway.gateway_id)?;
