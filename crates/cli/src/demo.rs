@@ -111,7 +111,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let token = gwmo_server::admin::random_secret();
     let server = Server::bind(ServerSettings {
         listen: "127.0.0.1:0".parse()?,
-        database: dir.path().join("server.db"),
+        database: dir.path().join("server.db").display().to_string(),
         admin_token: Some(token.clone()),
         ..ServerSettings::default()
     })

@@ -92,7 +92,11 @@ impl Gateway {
             listen: settings.listen,
             public_url: settings.public_url.clone(),
             server_id: settings.gateway_id.clone(),
-            database: settings.state_dir.join("end-devices.db"),
+            database: settings
+                .state_dir
+                .join("end-devices.db")
+                .display()
+                .to_string(),
             admin_token: settings.admin_token.clone(),
             ..ServerSettings::default()
         })

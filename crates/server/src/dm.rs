@@ -60,7 +60,7 @@ struct Slot {
 
 /// All open sessions of this server instance.
 pub struct DmService {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     settings: ServerSettings,
     config: ServerConfig,
     sessions: Mutex<HashMap<(String, String), Slot>>,
@@ -71,15 +71,16 @@ pub struct DmService {
 
 impl DmService {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         settings: ServerSettings,
         dm_url: String,
+        resp_uri: Option<String>,
         wake: Option<UnboundedSender<String>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let config = ServerConfig {
             server_uri: dm_url,
-            resp_uri: None,
+            resp_uri,
             max_msg_size: settings.max_msg_size,
             max_auth_attempts: settings.max_auth_attempts,
         };

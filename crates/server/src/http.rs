@@ -23,7 +23,7 @@ use crate::store::Store;
 /// What every request handler shares.
 pub struct AppState {
     pub settings: ServerSettings,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub dm: DmService,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub dm_url: String,
@@ -140,7 +140,7 @@ pub struct Server {
 impl Server {
     /// Opens the store (creating it on first start) and binds the listener.
     pub async fn bind(settings: ServerSettings) -> Result<Server, crate::ServerError> {
-        let store = Arc::new(Store::open(&settings.database)?);
+        let store = crate::store::open(&settings.database)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
@@ -155,6 +155,7 @@ impl Server {
                 store.clone(),
                 settings.clone(),
                 dm_url.clone(),
+                settings.resp_uri(bound),
                 Some(wake),
                 metrics.clone(),
             ),

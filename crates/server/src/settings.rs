@@ -15,8 +15,13 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     /// This server's ServerID, as it appears in devices' DMAcc.
     pub server_id: String,
-    /// The SQLite database file, created on first start.
-    pub database: PathBuf,
+    /// Where the store is: the path of an SQLite file (created on first start), or a
+    /// `postgres://user:password@host/database` URL for several instances sharing one.
+    pub database: String,
+    /// The URL that reaches this very instance, sent to devices as RespURI so that a
+    /// session started here continues here. Needed when several instances share one
+    /// public URL; defaults to `http://<listen>/dm` with a PostgreSQL store.
+    pub instance_url: Option<String>,
     /// Bearer token of the admin API; the API is closed while it is unset.
     pub admin_token: Option<String>,
     /// Largest DM message accepted (announced as MaxMsgSize), in bytes.
@@ -35,7 +40,8 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             server_id: "gwmo-dms".into(),
-            database: PathBuf::from("gwmo-server.db"),
+            database: "gwmo-server.db".into(),
+            instance_url: None,
             admin_token: None,
             max_msg_size: 1 << 20,
             max_auth_attempts: 3,
@@ -51,6 +57,15 @@ impl ServerSettings {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}/dm"))
+    }
+
+    /// The RespURI this instance sends: its own URL, when it is one of several
+    /// instances sharing a PostgreSQL store (a DM session's state lives in the memory
+    /// of the instance that opened it), or when configured.
+    pub fn resp_uri(&self, bound: SocketAddr) -> Option<String> {
+        self.instance_url.clone().or_else(|| {
+            crate::store::is_shared(&self.database).then(|| format!("http://{bound}/dm"))
+        })
     }
 }
 

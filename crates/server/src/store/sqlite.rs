@@ -1,9 +1,6 @@
-//! The DM Server's store: enrolled devices with their credentials, nonces and last
-//! DevInfo; the queue of management commands with their outcomes; an event log.
-//!
-//! SQLite embedded (a file created on first start, WAL, versioned migrations). The
-//! interface uses no SQLite types so that a PostgreSQL backend can stand behind it.
-//! Secrets are kept in clear: MD5 digests and HMACs need them on the server side.
+//! The embedded store backend: one SQLite file created on first start, in WAL mode,
+//! with versioned migrations recorded in `PRAGMA user_version`. One connection behind
+//! a mutex: SQLite serialises writers anyway.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +8,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Association, CommandRecord, DeviceRecord, EventRecord, FanoutRecord, GatewayRecord, NewDevice,
+    SettledBootstrap, Store, StoreError, auth_from_text, auth_text, command_state,
+    devinfo_from_json, devinfo_to_json,
+};
 
 /// Schema changes in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -105,145 +108,13 @@ const MIGRATIONS: &[&str] = &[
 "#,
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("cannot create {0}: {1}")]
-    Create(String, std::io::Error),
-    #[error("device {0:?} is already enrolled")]
-    AlreadyExists(String),
-    #[error("stored value is corrupt: {0}")]
-    Corrupt(String),
-    #[error("the database was written by a newer gwmo (schema {0}, this one knows {1})")]
-    TooNew(i64, usize),
-}
-
-/// A device to enroll.
-#[derive(Debug, Clone)]
-pub struct NewDevice {
-    pub dev_id: String,
-    pub auth: AuthType,
-    pub client_name: String,
-    pub client_secret: String,
-    pub server_name: String,
-    pub server_secret: String,
-}
-
-/// An enrolled device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRecord {
-    pub dev_id: String,
-    pub auth: AuthType,
-    pub client_name: String,
-    pub client_secret: String,
-    /// The nonce the device must use in its next Cred (the last NextNonce we sent).
-    pub client_nonce: Vec<u8>,
-    pub server_name: String,
-    pub server_secret: String,
-    /// The nonce the device gave us for our next Cred.
-    pub server_nonce: Vec<u8>,
-    pub notify_address: Option<String>,
-    pub devinfo: BTreeMap<String, String>,
-    pub encoding: Option<String>,
-    pub sessions: i64,
-    pub created_at: i64,
-    pub last_session_at: Option<i64>,
-}
-
-/// Where a queued command is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandState {
-    Queued,
-    Sent,
-    Done,
-}
-
-impl CommandState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandState::Queued => "queued",
-            CommandState::Sent => "sent",
-            CommandState::Done => "done",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandRecord {
-    pub id: i64,
-    pub dev_id: String,
-    pub spec: String,
-    pub state: CommandState,
-    pub session_key: Option<String>,
-    pub status: Option<u16>,
-    pub results: Option<String>,
-    pub queued_at: i64,
-    pub sent_at: Option<i64>,
-    pub done_at: Option<i64>,
-}
-
-/// A DM Gateway the operator registered: its ServerID, its DevId as a client of this
-/// server, and the URL end devices reach it at.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GatewayRecord {
-    pub gateway_id: String,
-    pub dev_id: String,
-    pub dm_url: String,
-    pub server_assisted: bool,
-}
-
-/// Which gateway an end device is bootstrapped to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Association {
-    pub dev_id: String,
-    pub gateway_id: String,
-    pub origin: String,
-    pub since: i64,
-}
-
-/// A gateway bootstrap the device confirmed: what the gateway must now be told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettledBootstrap {
-    pub dev_id: String,
-    pub gateway_id: String,
-    /// The gateway the device was bootstrapped to before, if another.
-    pub previous: Option<String>,
-    pub client_secret: String,
-    pub server_secret: String,
-}
-
-/// A command the server asked a gateway to run on several of its end devices.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FanoutRecord {
-    pub id: i64,
-    pub gateway_id: String,
-    /// JSON array of DevIds.
-    pub targets: String,
-    pub spec: String,
-    pub state: String,
-    /// JSON, as the gateway reported it.
-    pub results: Option<String>,
-    pub created_at: i64,
-    pub done_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRecord {
-    pub id: i64,
-    pub at: i64,
-    pub dev_id: Option<String>,
-    pub kind: String,
-    pub detail: String,
-}
-
-pub struct Store {
+pub struct SqliteStore {
     connection: Mutex<Connection>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens the database file, creating it (and its directory) on first start.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Create(dir.display().to_string(), e))?;
@@ -251,14 +122,14 @@ impl Store {
         let connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
-        Store::prepare(connection)
+        SqliteStore::prepare(connection)
     }
 
-    pub fn open_in_memory() -> Result<Store, StoreError> {
-        Store::prepare(Connection::open_in_memory()?)
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::prepare(Connection::open_in_memory()?)
     }
 
-    fn prepare(mut connection: Connection) -> Result<Store, StoreError> {
+    fn prepare(mut connection: Connection) -> Result<SqliteStore, StoreError> {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -271,7 +142,7 @@ impl Store {
             transaction.pragma_update(None, "user_version", index as i64 + 1)?;
             transaction.commit()?;
         }
-        Ok(Store {
+        Ok(SqliteStore {
             connection: Mutex::new(connection),
         })
     }
@@ -283,7 +154,24 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
+    fn gateway_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<GatewayRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE {column} = ?1"),
+                [value],
+                gateway_row,
+            )
+            .optional()?)
+    }
+}
+
+impl Store for SqliteStore {
+    fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
         let inserted = self.lock().execute(
             "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dev_id) DO NOTHING",
@@ -303,7 +191,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+    fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
             .query_row(
@@ -316,11 +204,7 @@ impl Store {
     }
 
     /// Devices in DevId order, after `after`, at most `limit`.
-    pub fn devices(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<DeviceRecord>, StoreError> {
+    fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id > ?1 ORDER BY dev_id LIMIT ?2"
@@ -330,14 +214,14 @@ impl Store {
     }
 
     /// Forgets a device: its commands go with it. Returns whether it was there.
-    pub fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError> {
+    fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .lock()
             .execute("DELETE FROM devices WHERE dev_id = ?1", [dev_id])?
             > 0)
     }
 
-    pub fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
+    fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE devices SET client_nonce = ?2 WHERE dev_id = ?1",
             params![dev_id, nonce],
@@ -345,7 +229,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
+    fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE devices SET server_nonce = ?2 WHERE dev_id = ?1",
             params![dev_id, nonce],
@@ -354,15 +238,14 @@ impl Store {
     }
 
     /// Records a session's DevInfo and encoding, and counts the session.
-    pub fn record_session(
+    fn record_session(
         &self,
         dev_id: &str,
         devinfo: &BTreeMap<String, String>,
         encoding: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let devinfo =
-            serde_json::to_string(devinfo).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let devinfo = devinfo_to_json(devinfo)?;
         self.lock().execute(
             "UPDATE devices SET devinfo = ?2, encoding = ?3, sessions = sessions + 1, last_session_at = ?4
              WHERE dev_id = ?1",
@@ -371,11 +254,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_notify_address(
-        &self,
-        dev_id: &str,
-        address: Option<&str>,
-    ) -> Result<(), StoreError> {
+    fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE devices SET notify_address = ?2 WHERE dev_id = ?1",
             params![dev_id, address],
@@ -383,7 +262,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
+    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
         let connection = self.lock();
         connection.execute(
             "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
@@ -394,7 +273,7 @@ impl Store {
 
     /// Moves the device's queued commands to `sent` for one session, in queue order,
     /// and returns them. A command is claimed by one session only.
-    pub fn claim_pending(
+    fn claim_pending(
         &self,
         dev_id: &str,
         session_key: &str,
@@ -418,13 +297,7 @@ impl Store {
 
     /// Stores a command's outcome. Only a `sent` command completes; completing one
     /// that is already done with the same status changes nothing.
-    pub fn complete(
-        &self,
-        id: i64,
-        status: u16,
-        results: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE commands SET state = 'done', status = ?2, results = ?3, done_at = ?4
              WHERE id = ?1 AND state = 'sent'",
@@ -434,7 +307,7 @@ impl Store {
     }
 
     /// Puts the unanswered commands of a session that died back in the queue.
-    pub fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
+    fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
         Ok(self.lock().execute(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
              WHERE session_key = ?1 AND state = 'sent'",
@@ -444,7 +317,7 @@ impl Store {
 
     /// Records that the device moves to `auth` once command `command` (which changes
     /// the scheme on the device) succeeds.
-    pub fn plan_auth_switch(
+    fn plan_auth_switch(
         &self,
         dev_id: &str,
         auth: AuthType,
@@ -459,7 +332,7 @@ impl Store {
 
     /// Applies a planned scheme change when its command came back with `status`:
     /// success switches the device, anything else drops the plan. Returns the new scheme.
-    pub fn settle_auth_switch(
+    fn settle_auth_switch(
         &self,
         command: i64,
         status: u16,
@@ -490,7 +363,7 @@ impl Store {
         })
     }
 
-    pub fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
+    fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
         self.lock().execute(
             "INSERT INTO gateways (gateway_id, dev_id, dm_url, server_assisted) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (gateway_id) DO UPDATE SET dev_id = ?2, dm_url = ?3, server_assisted = ?4",
@@ -499,26 +372,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+    fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
         self.gateway_where("gateway_id", gateway_id)
     }
 
-    fn gateway_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<GatewayRecord>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
-                &format!("SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE {column} = ?1"),
-                [value],
-                gateway_row,
-            )
-            .optional()?)
-    }
-
-    pub fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+    fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways ORDER BY gateway_id",
@@ -527,7 +385,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError> {
+    fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError> {
         Ok(self
             .lock()
             .query_row(
@@ -547,7 +405,7 @@ impl Store {
 
     /// Remembers a gateway bootstrap sent to a device as `command`, with the credentials
     /// the gateway will need once the device confirms it.
-    pub fn plan_bootstrap(
+    fn plan_bootstrap(
         &self,
         command: i64,
         dev_id: &str,
@@ -565,7 +423,7 @@ impl Store {
 
     /// Settles a planned bootstrap when its command came back with `status`: success
     /// makes it the device's association (replacing the previous one).
-    pub fn settle_bootstrap(
+    fn settle_bootstrap(
         &self,
         command: i64,
         status: u16,
@@ -613,7 +471,7 @@ impl Store {
         }))
     }
 
-    pub fn create_fanout(
+    fn create_fanout(
         &self,
         gateway_id: &str,
         targets: &str,
@@ -630,7 +488,7 @@ impl Store {
 
     /// Stores what a gateway reported for one of its fan-outs (the gateway must be the
     /// one the fan-out went to). Returns whether it matched.
-    pub fn complete_fanout(
+    fn complete_fanout(
         &self,
         id: i64,
         gateway_id: &str,
@@ -644,7 +502,7 @@ impl Store {
         )? > 0)
     }
 
-    pub fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError> {
+    fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError> {
         Ok(self
             .lock()
             .query_row(
@@ -667,12 +525,12 @@ impl Store {
     }
 
     /// The registered gateway whose DevId (as a client of this server) is `dev_id`.
-    pub fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+    fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
         self.gateway_where("dev_id", dev_id)
     }
 
     /// Records that `dev_id` is now served by `gateway_id` (a Device Attach Alert).
-    pub fn associate(
+    fn associate(
         &self,
         dev_id: &str,
         gateway_id: &str,
@@ -683,7 +541,7 @@ impl Store {
     }
 
     /// Every association, by DevId.
-    pub fn associations(&self) -> Result<Vec<Association>, StoreError> {
+    fn associations(&self) -> Result<Vec<Association>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT dev_id, gateway_id, origin, since FROM associations ORDER BY dev_id",
@@ -700,14 +558,14 @@ impl Store {
     }
 
     /// Ends the association of `dev_id` with `gateway_id`, if that is its association.
-    pub fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
+    fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
         Ok(self.lock().execute(
             "DELETE FROM associations WHERE dev_id = ?1 AND gateway_id = ?2",
             params![dev_id, gateway_id],
         )? > 0)
     }
 
-    pub fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
+    fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
             .query_row(
@@ -719,7 +577,7 @@ impl Store {
         row.transpose()
     }
 
-    pub fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+    fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {COMMAND_COLUMNS} FROM commands WHERE dev_id = ?1 ORDER BY id"
@@ -728,7 +586,7 @@ impl Store {
         rows.map(|r| r?).collect()
     }
 
-    pub fn log_event(
+    fn log_event(
         &self,
         dev_id: Option<&str>,
         kind: &str,
@@ -743,7 +601,7 @@ impl Store {
     }
 
     /// Events with an id above `after_id`, oldest first.
-    pub fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT id, at, dev_id, kind, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
@@ -769,9 +627,9 @@ fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord, StoreError
         Ok(auth) => auth,
         Err(error) => return Ok(Err(error)),
     };
-    let devinfo = match serde_json::from_str(&row.get::<_, String>(9)?) {
+    let devinfo = match devinfo_from_json(&row.get::<_, String>(9)?) {
         Ok(devinfo) => devinfo,
-        Err(error) => return Ok(Err(StoreError::Corrupt(format!("devinfo: {error}")))),
+        Err(error) => return Ok(Err(error)),
     };
     Ok(Ok(DeviceRecord {
         dev_id: row.get(0)?,
@@ -819,12 +677,9 @@ const COMMAND_COLUMNS: &str =
     "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at";
 
 fn command_row(row: &Row<'_>) -> rusqlite::Result<Result<CommandRecord, StoreError>> {
-    let state: String = row.get(3)?;
-    let state = match state.as_str() {
-        "queued" => CommandState::Queued,
-        "sent" => CommandState::Sent,
-        "done" => CommandState::Done,
-        other => return Ok(Err(StoreError::Corrupt(format!("command state {other:?}")))),
+    let state = match command_state(&row.get::<_, String>(3)?) {
+        Ok(state) => state,
+        Err(error) => return Ok(Err(error)),
     };
     Ok(Ok(CommandRecord {
         id: row.get(0)?,
@@ -840,44 +695,17 @@ fn command_row(row: &Row<'_>) -> rusqlite::Result<Result<CommandRecord, StoreErr
     }))
 }
 
-fn auth_text(auth: AuthType) -> &'static str {
-    match auth {
-        AuthType::Basic => "basic",
-        AuthType::Md5 => "md5",
-        AuthType::Hmac => "hmac",
-    }
-}
-
-fn auth_from_text(text: &str) -> Result<AuthType, StoreError> {
-    match text {
-        "basic" => Ok(AuthType::Basic),
-        "md5" => Ok(AuthType::Md5),
-        "hmac" => Ok(AuthType::Hmac),
-        other => Err(StoreError::Corrupt(format!("auth type {other:?}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn device(dev_id: &str) -> NewDevice {
-        NewDevice {
-            dev_id: dev_id.into(),
-            auth: AuthType::Hmac,
-            client_name: "c".into(),
-            client_secret: "cs".into(),
-            server_name: "s".into(),
-            server_secret: "ss".into(),
-        }
-    }
+    use crate::store::tests::device;
 
     #[test]
     fn a_fresh_file_is_migrated_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/dir/server.db");
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             store.enroll(&device("IMEI:1"), 10).unwrap();
             store.set_client_nonce("IMEI:1", &[1, 2, 3]).unwrap();
             let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), "gwmo".to_owned())]);
@@ -885,172 +713,13 @@ mod tests {
                 .record_session("IMEI:1", &devinfo, "wbxml", 20)
                 .unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let record = store.device("IMEI:1").unwrap().unwrap();
         assert_eq!(record.auth, AuthType::Hmac);
         assert_eq!(record.client_nonce, vec![1, 2, 3]);
         assert_eq!(record.devinfo["./DevInfo/Man"], "gwmo");
         assert_eq!((record.sessions, record.last_session_at), (1, Some(20)));
         assert_eq!(record.encoding.as_deref(), Some("wbxml"));
-    }
-
-    #[test]
-    fn a_removed_device_takes_its_commands_with_it() {
-        let store = Store::open_in_memory().unwrap();
-        store.enroll(&device("IMEI:1"), 0).unwrap();
-        let id = store.queue_command("IMEI:1", "{}", 1).unwrap();
-        assert!(store.remove_device("IMEI:1").unwrap());
-        assert!(store.command(id).unwrap().is_none());
-        assert!(!store.remove_device("IMEI:1").unwrap());
-        store.enroll(&device("IMEI:1"), 2).unwrap();
-    }
-
-    #[test]
-    fn enrolling_twice_is_refused() {
-        let store = Store::open_in_memory().unwrap();
-        store.enroll(&device("IMEI:1"), 0).unwrap();
-        assert!(matches!(
-            store.enroll(&device("IMEI:1"), 0),
-            Err(StoreError::AlreadyExists(_))
-        ));
-    }
-
-    #[test]
-    fn a_command_is_claimed_once_and_completed_once() {
-        let store = Store::open_in_memory().unwrap();
-        store.enroll(&device("IMEI:1"), 0).unwrap();
-        let first = store
-            .queue_command("IMEI:1", "{\"op\":\"Get\"}", 1)
-            .unwrap();
-        let second = store.queue_command("IMEI:1", "{}", 1).unwrap();
-        let claimed = store.claim_pending("IMEI:1", "s1", 2).unwrap();
-        assert_eq!(
-            claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
-            vec![first, second]
-        );
-        assert!(store.claim_pending("IMEI:1", "s2", 3).unwrap().is_empty());
-
-        store.complete(first, 200, "{}", 4).unwrap();
-        store.complete(first, 500, "{\"late\":1}", 5).unwrap();
-        let done = store.command(first).unwrap().unwrap();
-        assert_eq!(
-            (done.state, done.status, done.done_at),
-            (CommandState::Done, Some(200), Some(4))
-        );
-
-        // A queued command cannot complete without having been sent.
-        let third = store.queue_command("IMEI:1", "{}", 6).unwrap();
-        store.complete(third, 200, "{}", 7).unwrap();
-        assert_eq!(
-            store.command(third).unwrap().unwrap().state,
-            CommandState::Queued
-        );
-    }
-
-    #[test]
-    fn a_dead_session_gives_its_commands_back() {
-        let store = Store::open_in_memory().unwrap();
-        store.enroll(&device("IMEI:1"), 0).unwrap();
-        let id = store.queue_command("IMEI:1", "{}", 1).unwrap();
-        store.claim_pending("IMEI:1", "dead", 2).unwrap();
-        assert_eq!(store.requeue_session("dead").unwrap(), 1);
-        let again = store.claim_pending("IMEI:1", "next", 3).unwrap();
-        assert_eq!(again[0].id, id);
-        assert_eq!(again[0].session_key.as_deref(), Some("next"));
-    }
-
-    #[test]
-    fn devices_and_events_page() {
-        let store = Store::open_in_memory().unwrap();
-        for i in 0..5 {
-            store.enroll(&device(&format!("IMEI:{i}")), 0).unwrap();
-            store
-                .log_event(Some(&format!("IMEI:{i}")), "alert", "{}", i)
-                .unwrap();
-        }
-        let first = store.devices(None, 2).unwrap();
-        let next = store.devices(Some(&first[1].dev_id), 10).unwrap();
-        assert_eq!((first.len(), next.len()), (2, 3));
-        assert_eq!(next[0].dev_id, "IMEI:2");
-        let events = store.events(0, 3).unwrap();
-        assert_eq!(events.len(), 3);
-        assert_eq!(store.events(events[2].id, 10).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn an_auth_switch_applies_only_when_its_command_succeeds() {
-        let store = Store::open_in_memory().unwrap();
-        let mut md5 = device("IMEI:1");
-        md5.auth = AuthType::Md5;
-        store.enroll(&md5, 0).unwrap();
-        let first = store.queue_command("IMEI:1", "{}", 1).unwrap();
-        store
-            .plan_auth_switch("IMEI:1", AuthType::Hmac, first)
-            .unwrap();
-        assert_eq!(store.settle_auth_switch(first, 425).unwrap(), None);
-        assert_eq!(store.device("IMEI:1").unwrap().unwrap().auth, AuthType::Md5);
-        let second = store.queue_command("IMEI:1", "{}", 1).unwrap();
-        store
-            .plan_auth_switch("IMEI:1", AuthType::Hmac, second)
-            .unwrap();
-        assert_eq!(
-            store.settle_auth_switch(second, 200).unwrap(),
-            Some(AuthType::Hmac)
-        );
-        assert_eq!(
-            store.device("IMEI:1").unwrap().unwrap().auth,
-            AuthType::Hmac
-        );
-        assert_eq!(
-            store.settle_auth_switch(second, 200).unwrap(),
-            None,
-            "settled once"
-        );
-    }
-
-    #[test]
-    fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
-        let store = Store::open_in_memory().unwrap();
-        for id in ["IMEI:gw1", "IMEI:gw2", "IMEI:ed"] {
-            store.enroll(&device(id), 0).unwrap();
-        }
-        for (gateway_id, dev_id) in [("gw-1", "IMEI:gw1"), ("gw-2", "IMEI:gw2")] {
-            let gateway = GatewayRecord {
-                gateway_id: gateway_id.into(),
-                dev_id: dev_id.into(),
-                dm_url: "http://gw/dm".into(),
-                server_assisted: true,
-            };
-            store.register_gateway(&gateway).unwrap();
-        }
-        store
-            .plan_bootstrap(10, "IMEI:ed", "gw-1", "c", "s")
-            .unwrap();
-        assert_eq!(store.settle_bootstrap(10, 507, 1).unwrap(), None);
-        assert_eq!(store.association("IMEI:ed").unwrap(), None);
-
-        store
-            .plan_bootstrap(11, "IMEI:ed", "gw-1", "c", "s")
-            .unwrap();
-        let settled = store.settle_bootstrap(11, 200, 2).unwrap().unwrap();
-        assert_eq!(
-            (settled.gateway_id.as_str(), settled.previous),
-            ("gw-1", None)
-        );
-        store
-            .plan_bootstrap(12, "IMEI:ed", "gw-2", "c2", "s2")
-            .unwrap();
-        let moved = store.settle_bootstrap(12, 200, 3).unwrap().unwrap();
-        assert_eq!(moved.previous.as_deref(), Some("gw-1"));
-        assert_eq!(
-            store.association("IMEI:ed").unwrap().unwrap().gateway_id,
-            "gw-2"
-        );
-        assert_eq!(
-            store.settle_bootstrap(12, 200, 4).unwrap(),
-            None,
-            "settled once"
-        );
     }
 
     #[test]
@@ -1061,6 +730,9 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew(99, _))));
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::TooNew(99, _))
+        ));
     }
 }

@@ -1,0 +1,323 @@
+//! The DM Server's store: enrolled devices with their credentials, nonces and last
+//! DevInfo; the queue of management commands with their outcomes; gateways,
+//! associations and fan-outs; an event log.
+//!
+//! One interface, [`Store`], with two backends: SQLite embedded (the default, a file
+//! created on first start) and PostgreSQL (for several server instances sharing one
+//! database). Both run versioned migrations at open. Secrets are kept in clear: MD5
+//! digests and HMACs need them on the server side.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use gwmo_proto::auth::AuthType;
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
+/// the path of an SQLite file.
+pub fn open(database: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(database)?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(Path::new(database))?))
+    }
+}
+
+/// Whether `database` names a PostgreSQL database (shared by several instances).
+pub fn is_shared(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("cannot create {0}: {1}")]
+    Create(String, std::io::Error),
+    #[error("device {0:?} is already enrolled")]
+    AlreadyExists(String),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the database was written by a newer gwmo (schema {0}, this one knows {1})")]
+    TooNew(i64, usize),
+    #[error("bad database URL: {0}")]
+    BadUrl(String),
+}
+
+/// A device to enroll.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub dev_id: String,
+    pub auth: AuthType,
+    pub client_name: String,
+    pub client_secret: String,
+    pub server_name: String,
+    pub server_secret: String,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub dev_id: String,
+    pub auth: AuthType,
+    pub client_name: String,
+    pub client_secret: String,
+    /// The nonce the device must use in its next Cred (the last NextNonce we sent).
+    pub client_nonce: Vec<u8>,
+    pub server_name: String,
+    pub server_secret: String,
+    /// The nonce the device gave us for our next Cred.
+    pub server_nonce: Vec<u8>,
+    pub notify_address: Option<String>,
+    pub devinfo: BTreeMap<String, String>,
+    pub encoding: Option<String>,
+    pub sessions: i64,
+    pub created_at: i64,
+    pub last_session_at: Option<i64>,
+}
+
+/// Where a queued command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandState {
+    Queued,
+    Sent,
+    Done,
+}
+
+impl CommandState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Queued => "queued",
+            CommandState::Sent => "sent",
+            CommandState::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub id: i64,
+    pub dev_id: String,
+    pub spec: String,
+    pub state: CommandState,
+    pub session_key: Option<String>,
+    pub status: Option<u16>,
+    pub results: Option<String>,
+    pub queued_at: i64,
+    pub sent_at: Option<i64>,
+    pub done_at: Option<i64>,
+}
+
+/// A DM Gateway the operator registered: its ServerID, its DevId as a client of this
+/// server, and the URL end devices reach it at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GatewayRecord {
+    pub gateway_id: String,
+    pub dev_id: String,
+    pub dm_url: String,
+    pub server_assisted: bool,
+}
+
+/// Which gateway an end device is bootstrapped to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Association {
+    pub dev_id: String,
+    pub gateway_id: String,
+    pub origin: String,
+    pub since: i64,
+}
+
+/// A gateway bootstrap the device confirmed: what the gateway must now be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledBootstrap {
+    pub dev_id: String,
+    pub gateway_id: String,
+    /// The gateway the device was bootstrapped to before, if another.
+    pub previous: Option<String>,
+    pub client_secret: String,
+    pub server_secret: String,
+}
+
+/// A command the server asked a gateway to run on several of its end devices.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FanoutRecord {
+    pub id: i64,
+    pub gateway_id: String,
+    /// JSON array of DevIds.
+    pub targets: String,
+    pub spec: String,
+    pub state: String,
+    /// JSON, as the gateway reported it.
+    pub results: Option<String>,
+    pub created_at: i64,
+    pub done_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub at: i64,
+    pub dev_id: Option<String>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// What the server keeps. Every method is one transaction: a crash leaves either all
+/// of it or none. Claiming and completing commands are safe against several server
+/// instances doing the same at once.
+pub trait Store: Send + Sync {
+    /// Enrolls a device; [`StoreError::AlreadyExists`] if its DevId is taken.
+    fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError>;
+    fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Devices in DevId order, after `after`, at most `limit`.
+    fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Forgets a device: its commands go with it. Returns whether it was there.
+    fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError>;
+    fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
+    fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
+    /// Records a session's DevInfo and encoding, and counts the session.
+    fn record_session(
+        &self,
+        dev_id: &str,
+        devinfo: &BTreeMap<String, String>,
+        encoding: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError>;
+    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError>;
+    /// Moves the device's queued commands to `sent` for one session, in queue order,
+    /// and returns them. A command is claimed by one session only, whichever instance
+    /// holds it.
+    fn claim_pending(
+        &self,
+        dev_id: &str,
+        session_key: &str,
+        now: i64,
+    ) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Stores a command's outcome. Only a `sent` command completes; completing one
+    /// that is already done changes nothing.
+    fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError>;
+    /// Puts the unanswered commands of a session that died back in the queue.
+    fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError>;
+    /// Records that the device moves to `auth` once command `command` (which changes
+    /// the scheme on the device) succeeds.
+    fn plan_auth_switch(
+        &self,
+        dev_id: &str,
+        auth: AuthType,
+        command: i64,
+    ) -> Result<(), StoreError>;
+    /// Applies a planned scheme change when its command came back with `status`:
+    /// success switches the device, anything else drops the plan. Returns the new scheme.
+    fn settle_auth_switch(&self, command: i64, status: u16)
+    -> Result<Option<AuthType>, StoreError>;
+    fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError>;
+    fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError>;
+    fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError>;
+    /// The registered gateway whose DevId (as a client of this server) is `dev_id`.
+    fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError>;
+    fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError>;
+    /// Every association, by DevId.
+    fn associations(&self) -> Result<Vec<Association>, StoreError>;
+    /// Records that `dev_id` is now served by `gateway_id` (a Device Attach Alert).
+    fn associate(
+        &self,
+        dev_id: &str,
+        gateway_id: &str,
+        origin: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Ends the association of `dev_id` with `gateway_id`, if that is its association.
+    fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError>;
+    /// Remembers a gateway bootstrap sent to a device as `command`, with the credentials
+    /// the gateway will need once the device confirms it.
+    fn plan_bootstrap(
+        &self,
+        command: i64,
+        dev_id: &str,
+        gateway_id: &str,
+        client_secret: &str,
+        server_secret: &str,
+    ) -> Result<(), StoreError>;
+    /// Settles a planned bootstrap when its command came back with `status`: success
+    /// makes it the device's association (replacing the previous one). Once only.
+    fn settle_bootstrap(
+        &self,
+        command: i64,
+        status: u16,
+        now: i64,
+    ) -> Result<Option<SettledBootstrap>, StoreError>;
+    fn create_fanout(
+        &self,
+        gateway_id: &str,
+        targets: &str,
+        spec: &str,
+        now: i64,
+    ) -> Result<i64, StoreError>;
+    /// Stores what a gateway reported for one of its fan-outs (the gateway must be the
+    /// one the fan-out went to). Returns whether it matched.
+    fn complete_fanout(
+        &self,
+        id: i64,
+        gateway_id: &str,
+        results: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError>;
+    fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError>;
+    fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    fn log_event(
+        &self,
+        dev_id: Option<&str>,
+        kind: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Events with an id above `after_id`, oldest first.
+    fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+}
+
+fn auth_text(auth: AuthType) -> &'static str {
+    match auth {
+        AuthType::Basic => "basic",
+        AuthType::Md5 => "md5",
+        AuthType::Hmac => "hmac",
+    }
+}
+
+fn auth_from_text(text: &str) -> Result<AuthType, StoreError> {
+    match text {
+        "basic" => Ok(AuthType::Basic),
+        "md5" => Ok(AuthType::Md5),
+        "hmac" => Ok(AuthType::Hmac),
+        other => Err(StoreError::Corrupt(format!("auth type {other:?}"))),
+    }
+}
+
+fn command_state(text: &str) -> Result<CommandState, StoreError> {
+    match text {
+        "queued" => Ok(CommandState::Queued),
+        "sent" => Ok(CommandState::Sent),
+        "done" => Ok(CommandState::Done),
+        other => Err(StoreError::Corrupt(format!("command state {other:?}"))),
+    }
+}
+
+fn devinfo_from_json(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("devinfo: {error}")))
+}
+
+fn devinfo_to_json(devinfo: &BTreeMap<String, String>) -> Result<String, StoreError> {
+    serde_json::to_string(devinfo).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,698 @@
+//! The shared store backend: PostgreSQL, for several server instances serving the
+//! same devices. A small pool of connections per instance; versioned migrations in
+//! `gwmo_schema`, run under an advisory lock so that instances starting together
+//! migrate once. Row locks make claiming a command, settling a bootstrap and
+//! settling an authentication switch happen once, whichever instance tries first.
+//!
+//! The client is the synchronous `postgres` crate: the DM endpoint already runs on
+//! blocking threads, and calls from async handlers leave the runtime's worker with
+//! `block_in_place` (so this backend needs the multi-threaded runtime).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use gwmo_proto::auth::AuthType;
+use postgres::{Client, Config, GenericClient, NoTls, Row};
+
+use super::{
+    Association, CommandRecord, DeviceRecord, EventRecord, FanoutRecord, GatewayRecord, NewDevice,
+    SettledBootstrap, Store, StoreError, auth_from_text, auth_text, command_state,
+    devinfo_from_json, devinfo_to_json,
+};
+
+/// Schema changes in order; `gwmo_schema.version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE devices (
+        dev_id              TEXT PRIMARY KEY,
+        auth                TEXT NOT NULL,
+        client_name         TEXT NOT NULL,
+        client_secret       TEXT NOT NULL,
+        client_nonce        BYTEA NOT NULL DEFAULT '',
+        server_name         TEXT NOT NULL,
+        server_secret       TEXT NOT NULL,
+        server_nonce        BYTEA NOT NULL DEFAULT '',
+        notify_address      TEXT,
+        devinfo             TEXT NOT NULL DEFAULT '{}',
+        encoding            TEXT,
+        sessions            BIGINT NOT NULL DEFAULT 0,
+        created_at          BIGINT NOT NULL,
+        last_session_at     BIGINT,
+        auth_switch_to      TEXT,
+        auth_switch_command BIGINT
+    );
+    CREATE TABLE commands (
+        id          BIGSERIAL PRIMARY KEY,
+        dev_id      TEXT NOT NULL REFERENCES devices(dev_id) ON DELETE CASCADE,
+        spec        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'done')),
+        session_key TEXT,
+        status      INTEGER,
+        results     TEXT,
+        queued_at   BIGINT NOT NULL,
+        sent_at     BIGINT,
+        done_at     BIGINT
+    );
+    CREATE INDEX commands_by_device ON commands (dev_id, state, id);
+    CREATE INDEX commands_by_session ON commands (session_key) WHERE state = 'sent';
+    CREATE TABLE events (
+        id     BIGSERIAL PRIMARY KEY,
+        at     BIGINT NOT NULL,
+        dev_id TEXT,
+        kind   TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE gateways (
+        gateway_id      TEXT PRIMARY KEY,
+        dev_id          TEXT NOT NULL REFERENCES devices(dev_id),
+        dm_url          TEXT NOT NULL,
+        server_assisted BOOLEAN NOT NULL DEFAULT TRUE
+    );
+    CREATE INDEX gateways_by_device ON gateways (dev_id);
+    CREATE TABLE associations (
+        dev_id     TEXT PRIMARY KEY,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        origin     TEXT NOT NULL,
+        since      BIGINT NOT NULL
+    );
+    CREATE TABLE pending_bootstraps (
+        command       BIGINT PRIMARY KEY,
+        dev_id        TEXT NOT NULL,
+        gateway_id    TEXT NOT NULL,
+        client_secret TEXT NOT NULL,
+        server_secret TEXT NOT NULL
+    );
+    CREATE TABLE fanouts (
+        id         BIGSERIAL PRIMARY KEY,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        targets    TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('sent', 'done')),
+        results    TEXT,
+        created_at BIGINT NOT NULL,
+        done_at    BIGINT
+    );
+"#];
+
+/// Any fixed number: the advisory lock instances take while migrating.
+const MIGRATION_LOCK: i64 = 0x67776d6f;
+
+/// Connections each instance keeps.
+const POOL_SIZE: usize = 4;
+
+pub struct PostgresStore {
+    config: Config,
+    pool: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and brings
+    /// the schema up to date.
+    pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let config: Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
+        let store = PostgresStore {
+            config,
+            pool: (0..POOL_SIZE).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        store.with(migrate)?;
+        Ok(store)
+    }
+
+    /// Runs `work` on a pooled connection (connecting, or reconnecting after the
+    /// server closed it, as needed).
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        leave_async_worker(|| {
+            let mut slot = self.slot();
+            let client = match slot.take() {
+                Some(client) if !client.is_closed() => slot.insert(client),
+                _ => slot.insert(self.config.connect(NoTls)?),
+            };
+            work(client)
+        })
+    }
+
+    /// A free connection slot if there is one, else the next in turn.
+    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..self.pool.len() {
+            if let Ok(slot) = self.pool[(start + offset) % self.pool.len()].try_lock() {
+                return slot;
+            }
+        }
+        // A panicking holder leaves the connection as PostgreSQL left it: usable.
+        self.pool[start % self.pool.len()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.with(|client| Ok(client.execute(sql, params)?))
+    }
+
+    fn query_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        map: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.with(|client| client.query_opt(sql, params)?.as_ref().map(map).transpose())
+    }
+
+    fn query<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        map: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with(|client| client.query(sql, params)?.iter().map(map).collect())
+    }
+}
+
+/// The synchronous client runs its own small runtime: on an async worker thread it
+/// must first leave the caller's.
+fn leave_async_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut transaction = client.transaction()?;
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    transaction.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gwmo_schema (version INTEGER NOT NULL);
+         INSERT INTO gwmo_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM gwmo_schema);",
+    )?;
+    let version: i32 = transaction
+        .query_one("SELECT version FROM gwmo_schema", &[])?
+        .get(0);
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::TooNew(version.into(), MIGRATIONS.len()));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        transaction.batch_execute(migration)?;
+        let version = index as i32 + 1;
+        transaction.execute("UPDATE gwmo_schema SET version = $1", &[&version])?;
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+const DEVICE_COLUMNS: &str = "dev_id, auth, client_name, client_secret, client_nonce, server_name, \
+     server_secret, server_nonce, notify_address, devinfo, encoding, sessions, created_at, last_session_at";
+
+fn device_row(row: &Row) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        dev_id: row.try_get(0)?,
+        auth: auth_from_text(row.try_get(1)?)?,
+        client_name: row.try_get(2)?,
+        client_secret: row.try_get(3)?,
+        client_nonce: row.try_get(4)?,
+        server_name: row.try_get(5)?,
+        server_secret: row.try_get(6)?,
+        server_nonce: row.try_get(7)?,
+        notify_address: row.try_get(8)?,
+        devinfo: devinfo_from_json(row.try_get(9)?)?,
+        encoding: row.try_get(10)?,
+        sessions: row.try_get(11)?,
+        created_at: row.try_get(12)?,
+        last_session_at: row.try_get(13)?,
+    })
+}
+
+const COMMAND_COLUMNS: &str =
+    "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at";
+
+fn command_row(row: &Row) -> Result<CommandRecord, StoreError> {
+    let status: Option<i32> = row.try_get(5)?;
+    Ok(CommandRecord {
+        id: row.try_get(0)?,
+        dev_id: row.try_get(1)?,
+        spec: row.try_get(2)?,
+        state: command_state(row.try_get(3)?)?,
+        session_key: row.try_get(4)?,
+        status: status
+            .map(|s| u16::try_from(s).map_err(|_| StoreError::Corrupt(format!("status {s}"))))
+            .transpose()?,
+        results: row.try_get(6)?,
+        queued_at: row.try_get(7)?,
+        sent_at: row.try_get(8)?,
+        done_at: row.try_get(9)?,
+    })
+}
+
+const GATEWAY_COLUMNS: &str = "gateway_id, dev_id, dm_url, server_assisted";
+
+fn gateway_row(row: &Row) -> Result<GatewayRecord, StoreError> {
+    Ok(GatewayRecord {
+        gateway_id: row.try_get(0)?,
+        dev_id: row.try_get(1)?,
+        dm_url: row.try_get(2)?,
+        server_assisted: row.try_get(3)?,
+    })
+}
+
+fn association_row(row: &Row) -> Result<Association, StoreError> {
+    Ok(Association {
+        dev_id: row.try_get(0)?,
+        gateway_id: row.try_get(1)?,
+        origin: row.try_get(2)?,
+        since: row.try_get(3)?,
+    })
+}
+
+fn upsert_association(
+    client: &mut impl GenericClient,
+    dev_id: &str,
+    gateway_id: &str,
+    origin: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    client.execute(
+        "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = $2, origin = $3, since = $4",
+        &[&dev_id, &gateway_id, &origin, &now],
+    )?;
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
+        let inserted = self.execute(
+            "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dev_id) DO NOTHING",
+            &[
+                &device.dev_id,
+                &auth_text(device.auth),
+                &device.client_name,
+                &device.client_secret,
+                &device.server_name,
+                &device.server_secret,
+                &now,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists(device.dev_id.clone()));
+        }
+        Ok(())
+    }
+
+    fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id = $1"),
+            &[&dev_id],
+            device_row,
+        )
+    }
+
+    fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id > $1 ORDER BY dev_id LIMIT $2"
+            ),
+            &[&after.unwrap_or(""), &i64::from(limit)],
+            device_row,
+        )
+    }
+
+    fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError> {
+        Ok(self.execute("DELETE FROM devices WHERE dev_id = $1", &[&dev_id])? > 0)
+    }
+
+    fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET client_nonce = $2 WHERE dev_id = $1",
+            &[&dev_id, &nonce],
+        )?;
+        Ok(())
+    }
+
+    fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET server_nonce = $2 WHERE dev_id = $1",
+            &[&dev_id, &nonce],
+        )?;
+        Ok(())
+    }
+
+    fn record_session(
+        &self,
+        dev_id: &str,
+        devinfo: &BTreeMap<String, String>,
+        encoding: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let devinfo = devinfo_to_json(devinfo)?;
+        self.execute(
+            "UPDATE devices SET devinfo = $2, encoding = $3, sessions = sessions + 1, last_session_at = $4
+             WHERE dev_id = $1",
+            &[&dev_id, &devinfo, &encoding, &now],
+        )?;
+        Ok(())
+    }
+
+    fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET notify_address = $2 WHERE dev_id = $1",
+            &[&dev_id, &address],
+        )?;
+        Ok(())
+    }
+
+    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
+        self.with(|client| {
+            Ok(client
+                .query_one(
+                    "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES ($1, $2, 'queued', $3)
+                     RETURNING id",
+                    &[&dev_id, &spec, &now],
+                )?
+                .try_get(0)?)
+        })
+    }
+
+    fn claim_pending(
+        &self,
+        dev_id: &str,
+        session_key: &str,
+        now: i64,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        // Two instances claiming at once: the second waits for the first's row locks,
+        // then sees the rows no longer queued and skips them.
+        let mut claimed = self.query(
+            &format!(
+                "UPDATE commands SET state = 'sent', session_key = $2, sent_at = $3
+                 WHERE dev_id = $1 AND state = 'queued' RETURNING {COMMAND_COLUMNS}"
+            ),
+            &[&dev_id, &session_key, &now],
+            command_row,
+        )?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE commands SET state = 'done', status = $2, results = $3, done_at = $4
+             WHERE id = $1 AND state = 'sent'",
+            &[&id, &i32::from(status), &results, &now],
+        )?;
+        Ok(())
+    }
+
+    fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
+        let requeued = self.execute(
+            "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
+             WHERE session_key = $1 AND state = 'sent'",
+            &[&session_key],
+        )?;
+        Ok(requeued as usize)
+    }
+
+    fn plan_auth_switch(
+        &self,
+        dev_id: &str,
+        auth: AuthType,
+        command: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET auth_switch_to = $2, auth_switch_command = $3 WHERE dev_id = $1",
+            &[&dev_id, &auth_text(auth), &command],
+        )?;
+        Ok(())
+    }
+
+    fn settle_auth_switch(
+        &self,
+        command: i64,
+        status: u16,
+    ) -> Result<Option<AuthType>, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            let Some(planned) = transaction.query_opt(
+                "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = $1
+                 FOR UPDATE",
+                &[&command],
+            )?
+            else {
+                return Ok(None);
+            };
+            let dev_id: String = planned.try_get(0)?;
+            let auth: String = planned.try_get(1)?;
+            let switched = gwmo_proto::codes::status::is_success(status);
+            transaction.execute(
+                "UPDATE devices SET auth = CASE WHEN $2 THEN auth_switch_to ELSE auth END,
+                     auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = $1",
+                &[&dev_id, &switched],
+            )?;
+            transaction.commit()?;
+            switched.then(|| auth_from_text(&auth)).transpose()
+        })
+    }
+
+    fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO gateways (gateway_id, dev_id, dm_url, server_assisted) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (gateway_id) DO UPDATE SET dev_id = $2, dm_url = $3, server_assisted = $4",
+            &[
+                &gateway.gateway_id,
+                &gateway.dev_id,
+                &gateway.dm_url,
+                &gateway.server_assisted,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = $1"),
+            &[&gateway_id],
+            gateway_row,
+        )
+    }
+
+    fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {GATEWAY_COLUMNS} FROM gateways ORDER BY gateway_id"),
+            &[],
+            gateway_row,
+        )
+    }
+
+    fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE dev_id = $1"),
+            &[&dev_id],
+            gateway_row,
+        )
+    }
+
+    fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError> {
+        self.query_opt(
+            "SELECT dev_id, gateway_id, origin, since FROM associations WHERE dev_id = $1",
+            &[&dev_id],
+            association_row,
+        )
+    }
+
+    fn associations(&self) -> Result<Vec<Association>, StoreError> {
+        self.query(
+            "SELECT dev_id, gateway_id, origin, since FROM associations ORDER BY dev_id",
+            &[],
+            association_row,
+        )
+    }
+
+    fn associate(
+        &self,
+        dev_id: &str,
+        gateway_id: &str,
+        origin: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|client| upsert_association(client, dev_id, gateway_id, origin, now))
+    }
+
+    fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            "DELETE FROM associations WHERE dev_id = $1 AND gateway_id = $2",
+            &[&dev_id, &gateway_id],
+        )? > 0)
+    }
+
+    fn plan_bootstrap(
+        &self,
+        command: i64,
+        dev_id: &str,
+        gateway_id: &str,
+        client_secret: &str,
+        server_secret: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&command, &dev_id, &gateway_id, &client_secret, &server_secret],
+        )?;
+        Ok(())
+    }
+
+    fn settle_bootstrap(
+        &self,
+        command: i64,
+        status: u16,
+        now: i64,
+    ) -> Result<Option<SettledBootstrap>, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            let Some(pending) = transaction.query_opt(
+                "DELETE FROM pending_bootstraps WHERE command = $1
+                 RETURNING dev_id, gateway_id, client_secret, server_secret",
+                &[&command],
+            )?
+            else {
+                return Ok(None);
+            };
+            let dev_id: String = pending.try_get(0)?;
+            let gateway_id: String = pending.try_get(1)?;
+            if !gwmo_proto::codes::status::is_success(status) {
+                transaction.commit()?;
+                return Ok(None);
+            }
+            let previous: Option<String> = transaction
+                .query_opt(
+                    "SELECT gateway_id FROM associations WHERE dev_id = $1 FOR UPDATE",
+                    &[&dev_id],
+                )?
+                .map(|row| row.try_get(0))
+                .transpose()?;
+            upsert_association(
+                &mut transaction,
+                &dev_id,
+                &gateway_id,
+                "server-assisted",
+                now,
+            )?;
+            transaction.commit()?;
+            Ok(Some(SettledBootstrap {
+                previous: previous.filter(|p| *p != gateway_id),
+                client_secret: pending.try_get(2)?,
+                server_secret: pending.try_get(3)?,
+                dev_id,
+                gateway_id,
+            }))
+        })
+    }
+
+    fn create_fanout(
+        &self,
+        gateway_id: &str,
+        targets: &str,
+        spec: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.with(|client| {
+            Ok(client
+                .query_one(
+                    "INSERT INTO fanouts (gateway_id, targets, spec, state, created_at)
+                     VALUES ($1, $2, $3, 'sent', $4) RETURNING id",
+                    &[&gateway_id, &targets, &spec, &now],
+                )?
+                .try_get(0)?)
+        })
+    }
+
+    fn complete_fanout(
+        &self,
+        id: i64,
+        gateway_id: &str,
+        results: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            "UPDATE fanouts SET state = 'done', results = $3, done_at = $4
+             WHERE id = $1 AND gateway_id = $2 AND state = 'sent'",
+            &[&id, &gateway_id, &results, &now],
+        )? > 0)
+    }
+
+    fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError> {
+        self.query_opt(
+            "SELECT id, gateway_id, targets, spec, state, results, created_at, done_at
+             FROM fanouts WHERE id = $1",
+            &[&id],
+            |row| {
+                Ok(FanoutRecord {
+                    id: row.try_get(0)?,
+                    gateway_id: row.try_get(1)?,
+                    targets: row.try_get(2)?,
+                    spec: row.try_get(3)?,
+                    state: row.try_get(4)?,
+                    results: row.try_get(5)?,
+                    created_at: row.try_get(6)?,
+                    done_at: row.try_get(7)?,
+                })
+            },
+        )
+    }
+
+    fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"),
+            &[&id],
+            command_row,
+        )
+    }
+
+    fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE dev_id = $1 ORDER BY id"),
+            &[&dev_id],
+            command_row,
+        )
+    }
+
+    fn log_event(
+        &self,
+        dev_id: Option<&str>,
+        kind: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO events (at, dev_id, kind, detail) VALUES ($1, $2, $3, $4)",
+            &[&now, &dev_id, &kind, &detail],
+        )?;
+        Ok(())
+    }
+
+    fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        self.query(
+            "SELECT id, at, dev_id, kind, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after_id, &i64::from(limit)],
+            |row| {
+                Ok(EventRecord {
+                    id: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    dev_id: row.try_get(2)?,
+                    kind: row.try_get(3)?,
+                    detail: row.try_get(4)?,
+                })
+            },
+        )
+    }
+}

@@ -1,0 +1,328 @@
+//! The behaviour both backends must share, run against each: SQLite in memory always,
+//! PostgreSQL when `GWMO_TEST_POSTGRES` names a server (an admin URL such as
+//! `postgres://postgres@localhost/postgres`); each test gets a database of its own.
+//! In CI the variable must be set: a skipped backend there is a failure.
+
+use super::*;
+
+pub(super) fn device(dev_id: &str) -> NewDevice {
+    NewDevice {
+        dev_id: dev_id.into(),
+        auth: AuthType::Hmac,
+        client_name: "c".into(),
+        client_secret: "cs".into(),
+        server_name: "s".into(),
+        server_secret: "ss".into(),
+    }
+}
+
+/// Runs `check` on a fresh store of each backend.
+fn each_backend(check: impl Fn(&dyn Store)) {
+    check(&SqliteStore::open_in_memory().unwrap());
+    if let Some(admin_url) = postgres_under_test() {
+        let database = ScratchDatabase::create(&admin_url);
+        check(&PostgresStore::open(&database.url).unwrap());
+    }
+}
+
+/// A database made for one test and dropped after it.
+pub(crate) struct ScratchDatabase {
+    admin: ::postgres::Client,
+    name: String,
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    pub fn create(admin_url: &str) -> ScratchDatabase {
+        let mut admin = ::postgres::Client::connect(admin_url, ::postgres::NoTls).unwrap();
+        let name = format!("gwmo_test_{:016x}", rand::random::<u64>());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let url = database_url(admin_url, &name);
+        ScratchDatabase { admin, name, url }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name));
+    }
+}
+
+/// `admin_url` with its database (the URL path) replaced by `name`.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let authority_end = base
+        .find("://")
+        .map(|scheme| scheme + 3)
+        .and_then(|start| base[start..].find('/').map(|slash| start + slash))
+        .unwrap_or(base.len());
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+#[test]
+fn a_database_url_gets_the_scratch_name() {
+    assert_eq!(
+        database_url("postgres://u@h:5/postgres?sslmode=disable", "x"),
+        "postgres://u@h:5/x?sslmode=disable"
+    );
+    assert_eq!(database_url("postgres://u@h", "x"), "postgres://u@h/x");
+}
+
+#[test]
+fn a_removed_device_takes_its_commands_with_it() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let id = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        assert!(store.remove_device("IMEI:1").unwrap());
+        assert!(store.command(id).unwrap().is_none());
+        assert!(!store.remove_device("IMEI:1").unwrap());
+        store.enroll(&device("IMEI:1"), 2).unwrap();
+    });
+}
+
+#[test]
+fn enrolling_twice_is_refused() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        assert!(matches!(
+            store.enroll(&device("IMEI:1"), 0),
+            Err(StoreError::AlreadyExists(_))
+        ));
+    });
+}
+
+#[test]
+fn a_command_is_claimed_once_and_completed_once() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let first = store
+            .queue_command("IMEI:1", "{\"op\":\"Get\"}", 1)
+            .unwrap();
+        let second = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        let claimed = store.claim_pending("IMEI:1", "s1", 2).unwrap();
+        assert_eq!(
+            claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![first, second]
+        );
+        assert!(store.claim_pending("IMEI:1", "s2", 3).unwrap().is_empty());
+
+        store.complete(first, 200, "{}", 4).unwrap();
+        store.complete(first, 500, "{\"late\":1}", 5).unwrap();
+        let done = store.command(first).unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.status, done.done_at),
+            (CommandState::Done, Some(200), Some(4))
+        );
+
+        // A queued command cannot complete without having been sent.
+        let third = store.queue_command("IMEI:1", "{}", 6).unwrap();
+        store.complete(third, 200, "{}", 7).unwrap();
+        assert_eq!(
+            store.command(third).unwrap().unwrap().state,
+            CommandState::Queued
+        );
+    });
+}
+
+#[test]
+fn a_dead_session_gives_its_commands_back() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let id = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store.claim_pending("IMEI:1", "dead", 2).unwrap();
+        assert_eq!(store.requeue_session("dead").unwrap(), 1);
+        let again = store.claim_pending("IMEI:1", "next", 3).unwrap();
+        assert_eq!(again[0].id, id);
+        assert_eq!(again[0].session_key.as_deref(), Some("next"));
+    });
+}
+
+#[test]
+fn devices_and_events_page() {
+    each_backend(|store| {
+        for i in 0..5 {
+            store.enroll(&device(&format!("IMEI:{i}")), 0).unwrap();
+            store
+                .log_event(Some(&format!("IMEI:{i}")), "alert", "{}", i)
+                .unwrap();
+        }
+        let first = store.devices(None, 2).unwrap();
+        let next = store.devices(Some(&first[1].dev_id), 10).unwrap();
+        assert_eq!((first.len(), next.len()), (2, 3));
+        assert_eq!(next[0].dev_id, "IMEI:2");
+        let events = store.events(0, 3).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(store.events(events[2].id, 10).unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn an_auth_switch_applies_only_when_its_command_succeeds() {
+    each_backend(|store| {
+        let mut md5 = device("IMEI:1");
+        md5.auth = AuthType::Md5;
+        store.enroll(&md5, 0).unwrap();
+        let first = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store
+            .plan_auth_switch("IMEI:1", AuthType::Hmac, first)
+            .unwrap();
+        assert_eq!(store.settle_auth_switch(first, 425).unwrap(), None);
+        assert_eq!(store.device("IMEI:1").unwrap().unwrap().auth, AuthType::Md5);
+        let second = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store
+            .plan_auth_switch("IMEI:1", AuthType::Hmac, second)
+            .unwrap();
+        assert_eq!(
+            store.settle_auth_switch(second, 200).unwrap(),
+            Some(AuthType::Hmac)
+        );
+        assert_eq!(
+            store.device("IMEI:1").unwrap().unwrap().auth,
+            AuthType::Hmac
+        );
+        assert_eq!(
+            store.settle_auth_switch(second, 200).unwrap(),
+            None,
+            "settled once"
+        );
+    });
+}
+
+#[test]
+fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
+    each_backend(|store| {
+        for id in ["IMEI:gw1", "IMEI:gw2", "IMEI:ed"] {
+            store.enroll(&device(id), 0).unwrap();
+        }
+        for (gateway_id, dev_id) in [("gw-1", "IMEI:gw1"), ("gw-2", "IMEI:gw2")] {
+            let gateway = GatewayRecord {
+                gateway_id: gateway_id.into(),
+                dev_id: dev_id.into(),
+                dm_url: "http://gw/dm".into(),
+                server_assisted: true,
+            };
+            store.register_gateway(&gateway).unwrap();
+        }
+        store
+            .plan_bootstrap(10, "IMEI:ed", "gw-1", "c", "s")
+            .unwrap();
+        assert_eq!(store.settle_bootstrap(10, 507, 1).unwrap(), None);
+        assert_eq!(store.association("IMEI:ed").unwrap(), None);
+
+        store
+            .plan_bootstrap(11, "IMEI:ed", "gw-1", "c", "s")
+            .unwrap();
+        let settled = store.settle_bootstrap(11, 200, 2).unwrap().unwrap();
+        assert_eq!(
+            (settled.gateway_id.as_str(), settled.previous),
+            ("gw-1", None)
+        );
+        store
+            .plan_bootstrap(12, "IMEI:ed", "gw-2", "c2", "s2")
+            .unwrap();
+        let moved = store.settle_bootstrap(12, 200, 3).unwrap().unwrap();
+        assert_eq!(moved.previous.as_deref(), Some("gw-1"));
+        assert_eq!(
+            store.association("IMEI:ed").unwrap().unwrap().gateway_id,
+            "gw-2"
+        );
+        assert_eq!(
+            store.settle_bootstrap(12, 200, 4).unwrap(),
+            None,
+            "settled once"
+        );
+    });
+}
+
+/// Two instances claiming the same device's commands at once (as when a device talks
+/// to both): every command is claimed by exactly one session.
+#[test]
+fn commands_are_claimed_once_across_instances() {
+    let Some(admin_url) = postgres_under_test() else {
+        return;
+    };
+    let database = ScratchDatabase::create(&admin_url);
+    let instances = [
+        PostgresStore::open(&database.url).unwrap(),
+        PostgresStore::open(&database.url).unwrap(),
+    ];
+    instances[0].enroll(&device("IMEI:1"), 0).unwrap();
+    let mut queued = Vec::new();
+    for round in 0..20 {
+        for _ in 0..10 {
+            queued.push(
+                instances[round % 2]
+                    .queue_command("IMEI:1", "{}", 1)
+                    .unwrap(),
+            );
+        }
+        let claims: Vec<Vec<i64>> = std::thread::scope(|scope| {
+            let claimers: Vec<_> = (0..8)
+                .map(|session| {
+                    let store = &instances[session % 2];
+                    scope.spawn(move || {
+                        store
+                            .claim_pending("IMEI:1", &format!("r{round}s{session}"), 2)
+                            .unwrap()
+                            .into_iter()
+                            .map(|c| c.id)
+                            .collect()
+                    })
+                })
+                .collect();
+            claimers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let mut claimed: Vec<i64> = claims.into_iter().flatten().collect();
+        claimed.sort();
+        let expected: Vec<i64> = queued[round * 10..].to_vec();
+        assert_eq!(claimed, expected, "round {round}");
+    }
+}
+
+/// Instances starting together migrate the schema once; a database from a newer
+/// gwmo is refused untouched.
+#[test]
+fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
+    let Some(admin_url) = postgres_under_test() else {
+        return;
+    };
+    let database = ScratchDatabase::create(&admin_url);
+    std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| PostgresStore::open(&database.url).map(|_| ())))
+            .collect();
+        for open in opening {
+            open.join().unwrap().unwrap();
+        }
+    });
+    let mut client = ::postgres::Client::connect(&database.url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute("UPDATE gwmo_schema SET version = 99")
+        .unwrap();
+    assert!(matches!(
+        PostgresStore::open(&database.url),
+        Err(StoreError::TooNew(99, _))
+    ));
+}
+
+fn postgres_under_test() -> Option<String> {
+    match std::env::var("GWMO_TEST_POSTGRES") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI must test the PostgreSQL backend: set GWMO_TEST_POSTGRES")
+        }
+        Err(_) => {
+            eprintln!("GWMO_TEST_POSTGRES unset: PostgreSQL backend not tested");
+            None
+        }
+    }
+}
