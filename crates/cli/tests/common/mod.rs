@@ -74,14 +74,18 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(dir: &Path) -> ServerProcess {
+        ServerProcess::start_with_database(dir, &dir.join("server.db").display().to_string())
+    }
+
+    /// A server on `database` (an SQLite path or a PostgreSQL URL); its files in `dir`.
+    pub fn start_with_database(dir: &Path, database: &str) -> ServerProcess {
+        std::fs::create_dir_all(dir).unwrap();
         let address_file = dir.join("server.addr");
         let config = dir.join("server.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndatabase = {:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {:?}\n",
-                dir.join("server.db"),
-                address_file
+                "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {address_file:?}\n",
             ),
         )
         .unwrap();

@@ -1,0 +1,174 @@
+//! Several `gwmo server` instances sharing one PostgreSQL database, behind a load
+//! balancer that sends each new connection to the next instance: a device's sessions
+//! land on different instances, each session stays on the instance that opened it
+//! (RespURI), and every queued command runs exactly once.
+//!
+//! Needs `GWMO_TEST_POSTGRES` (an admin URL); CI sets it, and there a missing one fails.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+/// A database created for one test, dropped after it.
+struct ScratchDatabase {
+    admin: postgres::Client,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    fn create() -> Option<ScratchDatabase> {
+        let admin_url = match std::env::var("GWMO_TEST_POSTGRES") {
+            Ok(url) => url,
+            Err(_) if std::env::var_os("CI").is_some() => {
+                panic!("CI must test several instances on PostgreSQL: set GWMO_TEST_POSTGRES")
+            }
+            Err(_) => {
+                eprintln!("GWMO_TEST_POSTGRES unset: several-instance test not run");
+                return None;
+            }
+        };
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+        let name = format!("gwmo_test_{:016x}", rand::random::<u64>());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let (base, _) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+        Some(ScratchDatabase { admin, name, url })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name));
+    }
+}
+
+/// A TCP load balancer on loopback: connection n goes to `backends[n % len]`.
+/// Returns its address and the number of connections it took.
+fn round_robin_balancer(backends: Vec<SocketAddr>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let Ok(backend) = TcpStream::connect(backends[n % backends.len()]) else {
+                continue;
+            };
+            pipe(&client, &backend);
+            pipe(&backend, &client);
+        }
+    });
+    (addr, accepted)
+}
+
+fn pipe(from: &TcpStream, to: &TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+fn sessions_opened(server: &ServerProcess) -> f64 {
+    let (status, text) = http(server.addr, "GET", "/metrics", None, "text/plain", b"");
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|line| line.strip_prefix("gwmo_sessions_opened_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no session counter in:\n{text}"))
+}
+
+fn start_instances(dir: &Path, database: &ScratchDatabase) -> [ServerProcess; 2] {
+    [
+        ServerProcess::start_with_database(&dir.join("a"), &database.url),
+        ServerProcess::start_with_database(&dir.join("b"), &database.url),
+    ]
+}
+
+#[test]
+fn a_device_served_by_two_instances_runs_each_queued_command_once() {
+    let Some(database) = ScratchDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let instances = start_instances(dir.path(), &database);
+    let (balancer, connections) = round_robin_balancer(instances.iter().map(|s| s.addr).collect());
+    let dev_id = "IMEI:350000000000201";
+    let mut enrollment = instances[0].enroll(dev_id, "md5");
+    // The device knows the operator's one public URL: the balancer's.
+    enrollment["server_url"] = format!("http://{balancer}/dm").into();
+    let config = device_config(dir.path(), &enrollment, "xml", "");
+
+    let mut queued = Vec::new();
+    for round in 0..2 {
+        // Queued through both instances: the queue is shared.
+        for (i, instance) in instances.iter().enumerate() {
+            let spec = format!(
+                r#"{{"op":"Add","target":"./Vendor/gwmo/R{round}I{i}","data":"{round}{i}"}}"#
+            );
+            queued.push(instance.queue(dev_id, &spec));
+        }
+        let before = instances.each_ref().map(sessions_opened);
+        assert_success(&device_once(&config), "session");
+        let after = instances.each_ref().map(sessions_opened);
+        // The session opened on the instance the balancer chose and stayed there.
+        assert_eq!(after[round] - before[round], 1.0, "round {round}");
+        assert_eq!(after[1 - round], before[1 - round], "round {round}");
+    }
+    // One connection per session: every message after the first went to the RespURI.
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+
+    let tree = device_tree(&dir.path().join("state"));
+    for id in &queued {
+        // Both instances answer for every command: the store is shared.
+        for instance in &instances {
+            let command = instance.command(*id);
+            // An Add run twice would have failed with 418 the second time.
+            assert_eq!(command["status"], 200, "{command}");
+            assert_eq!(command["state"], "done", "{command}");
+        }
+    }
+    for round in 0..2 {
+        for i in 0..2 {
+            let leaf_uri = format!("./Vendor/gwmo/R{round}I{i}");
+            assert_eq!(
+                leaf(&tree, &leaf_uri),
+                Some(&serde_json::Value::String(format!("{round}{i}")))
+            );
+        }
+    }
+    // The second instance authenticated the device with the nonce the first issued.
+    let (_, device) = instances[1].api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["sessions"], 2, "{device}");
+}
+
+#[test]
+fn instances_started_together_share_one_migrated_schema() {
+    let Some(database) = ScratchDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let instances = start_instances(dir.path(), &database);
+    instances[0].enroll("IMEI:350000000000202", "hmac");
+    let (status, device) = instances[1].api("GET", "/api/devices/IMEI:350000000000202", None);
+    assert_eq!(status, 200, "{device}");
+    let (status, _) = instances[1].api(
+        "POST",
+        "/api/devices",
+        Some(r#"{"dev_id":"IMEI:350000000000202","auth":"md5"}"#),
+    );
+    assert_eq!(status, 409, "enrolled once across instances");
+}
