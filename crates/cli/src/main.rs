@@ -8,6 +8,7 @@ mod device;
 mod gateway;
 mod msg;
 mod server;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: msg::MsgCommand,
     },
+    /// Rehearse a rollout: many End Devices and Gateways against real DM Servers.
+    Sim(sim::SimArgs),
 }
 
 /// `--config FILE` and `--print-config`, shared by every role.
@@ -58,7 +61,7 @@ pub struct ConfigArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo narrates on stdout: its logs stay quiet unless RUST_LOG asks.
-    let quiet = matches!(cli.command, Command::Demo(_));
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Sim(_));
     init_logging(if quiet { "warn" } else { "warn,gwmo=info" });
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Bootstrap(args) => bootstrap::run(args),
         Command::Device(args) => device::run(args),
         Command::Msg { command } => msg::run(command),
+        Command::Sim(args) => sim::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,16 @@ pub struct SessionReport {
     pub messages: u32,
 }
 
+/// What an observer (a simulator, a test) is told after each session.
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    pub server_id: String,
+    pub trigger: Trigger,
+    /// From the first message sent to the last answer read.
+    pub elapsed: Duration,
+    pub result: Result<SessionReport, String>,
+}
+
 /// One End Device.
 pub struct Agent {
     settings: DeviceSettings,
@@ -40,6 +50,7 @@ pub struct Agent {
     /// Each server's nonce before the last one the device handed out (package 0 made in
     /// between still verifies).
     previous_server_nonces: std::sync::Mutex<HashMap<String, Vec<u8>>>,
+    observer: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<SessionEnd>>,
 }
 
 impl Agent {
@@ -68,6 +79,7 @@ impl Agent {
             tree: Mutex::new(tree),
             sessions_done: Notify::new(),
             previous_server_nonces: std::sync::Mutex::new(HashMap::new()),
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -104,6 +116,12 @@ impl Agent {
         &self.sessions_done
     }
 
+    /// Sends a [`SessionEnd`] to `observer` after every session from now on (once set,
+    /// the observer stays).
+    pub fn observe_sessions(&self, observer: tokio::sync::mpsc::UnboundedSender<SessionEnd>) {
+        let _ = self.observer.set(observer);
+    }
+
     /// Records the URL where this device takes package 0, reported in DevInfo.
     pub async fn set_notify_url(&self, url: &str) -> Result<(), DeviceError> {
         let mut tree = self.tree.lock().await;
@@ -129,9 +147,21 @@ impl Agent {
         alerts: Vec<Alert>,
     ) -> Result<SessionReport, DeviceError> {
         let seen = self.seen_gateway(server_id).await;
+        let started = std::time::Instant::now();
         let report = self
             .hold_session(server_id, trigger, session_id, alerts, seen.as_deref())
             .await;
+        if let Some(observer) = self.observer.get() {
+            let _ = observer.send(SessionEnd {
+                server_id: server_id.to_owned(),
+                trigger,
+                elapsed: started.elapsed(),
+                result: report
+                    .as_ref()
+                    .map(Clone::clone)
+                    .map_err(ToString::to_string),
+            });
+        }
         self.sessions_done.notify_one();
         report
     }

@@ -9,7 +9,7 @@ pub mod provision;
 pub mod settings;
 pub mod state;
 
-pub use agent::{Agent, SessionReport};
+pub use agent::{Agent, SessionEnd, SessionReport};
 pub use settings::DeviceSettings;
 pub use state::{StateDir, write_atomically};
 

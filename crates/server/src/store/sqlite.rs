@@ -15,6 +15,34 @@ use super::{
     devinfo_from_json, devinfo_to_json,
 };
 
+/// Statements through the connection's statement cache: SQLite parses each SQL text
+/// once per connection instead of once per call (parsing was the largest cost of a
+/// store call under load).
+trait CachedStatements {
+    fn run_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize>;
+    fn row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl CachedStatements for Connection {
+    fn run_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, map)
+    }
+}
+
 /// Schema changes in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -132,6 +160,7 @@ impl SqliteStore {
     fn prepare(mut connection: Connection) -> Result<SqliteStore, StoreError> {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.set_prepared_statement_cache_capacity(64);
         let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() as i64 {
             return Err(StoreError::TooNew(version, MIGRATIONS.len()));
@@ -161,7 +190,7 @@ impl SqliteStore {
     ) -> Result<Option<GatewayRecord>, StoreError> {
         Ok(self
             .lock()
-            .query_row(
+            .row_cached(
                 &format!("SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways WHERE {column} = ?1"),
                 [value],
                 gateway_row,
@@ -172,7 +201,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
-        let inserted = self.lock().execute(
+        let inserted = self.lock().run_cached(
             "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dev_id) DO NOTHING",
             params![
@@ -194,7 +223,7 @@ impl Store for SqliteStore {
     fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
-            .query_row(
+            .row_cached(
                 &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id = ?1"),
                 [dev_id],
                 device_row,
@@ -217,12 +246,12 @@ impl Store for SqliteStore {
     fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .lock()
-            .execute("DELETE FROM devices WHERE dev_id = ?1", [dev_id])?
+            .run_cached("DELETE FROM devices WHERE dev_id = ?1", [dev_id])?
             > 0)
     }
 
     fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "UPDATE devices SET client_nonce = ?2 WHERE dev_id = ?1",
             params![dev_id, nonce],
         )?;
@@ -230,7 +259,7 @@ impl Store for SqliteStore {
     }
 
     fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "UPDATE devices SET server_nonce = ?2 WHERE dev_id = ?1",
             params![dev_id, nonce],
         )?;
@@ -246,7 +275,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<(), StoreError> {
         let devinfo = devinfo_to_json(devinfo)?;
-        self.lock().execute(
+        self.lock().run_cached(
             "UPDATE devices SET devinfo = ?2, encoding = ?3, sessions = sessions + 1, last_session_at = ?4
              WHERE dev_id = ?1",
             params![dev_id, devinfo, encoding, now],
@@ -255,7 +284,7 @@ impl Store for SqliteStore {
     }
 
     fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "UPDATE devices SET notify_address = ?2 WHERE dev_id = ?1",
             params![dev_id, address],
         )?;
@@ -264,7 +293,7 @@ impl Store for SqliteStore {
 
     fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
         let connection = self.lock();
-        connection.execute(
+        connection.run_cached(
             "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
             params![dev_id, spec, now],
         )?;
@@ -298,7 +327,7 @@ impl Store for SqliteStore {
     /// Stores a command's outcome. Only a `sent` command completes; completing one
     /// that is already done with the same status changes nothing.
     fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "UPDATE commands SET state = 'done', status = ?2, results = ?3, done_at = ?4
              WHERE id = ?1 AND state = 'sent'",
             params![id, status, results, now],
@@ -308,7 +337,7 @@ impl Store for SqliteStore {
 
     /// Puts the unanswered commands of a session that died back in the queue.
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
-        Ok(self.lock().execute(
+        Ok(self.lock().run_cached(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
              WHERE session_key = ?1 AND state = 'sent'",
             [session_key],
@@ -323,7 +352,7 @@ impl Store for SqliteStore {
         auth: AuthType,
         command: i64,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "UPDATE devices SET auth_switch_to = ?2, auth_switch_command = ?3 WHERE dev_id = ?1",
             params![dev_id, auth_text(auth), command],
         )?;
@@ -340,7 +369,7 @@ impl Store for SqliteStore {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         let planned: Option<(String, String)> = transaction
-            .query_row(
+            .row_cached(
                 "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = ?1",
                 [command],
                 |row| Ok((row.get(0)?, row.get(1)?)),
@@ -350,7 +379,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let switched = gwmo_proto::codes::status::is_success(status);
-        transaction.execute(
+        transaction.run_cached(
             "UPDATE devices SET auth = CASE WHEN ?2 THEN auth_switch_to ELSE auth END,
                  auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = ?1",
             params![dev_id, switched],
@@ -364,7 +393,7 @@ impl Store for SqliteStore {
     }
 
     fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "INSERT INTO gateways (gateway_id, dev_id, dm_url, server_assisted) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (gateway_id) DO UPDATE SET dev_id = ?2, dm_url = ?3, server_assisted = ?4",
             params![gateway.gateway_id, gateway.dev_id, gateway.dm_url, gateway.server_assisted],
@@ -388,7 +417,7 @@ impl Store for SqliteStore {
     fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError> {
         Ok(self
             .lock()
-            .query_row(
+            .row_cached(
                 "SELECT dev_id, gateway_id, origin, since FROM associations WHERE dev_id = ?1",
                 [dev_id],
                 |row| {
@@ -413,7 +442,7 @@ impl Store for SqliteStore {
         client_secret: &str,
         server_secret: &str,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![command, dev_id, gateway_id, client_secret, server_secret],
@@ -432,7 +461,7 @@ impl Store for SqliteStore {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         let pending = transaction
-            .query_row(
+            .row_cached(
                 "DELETE FROM pending_bootstraps WHERE command = ?1
                  RETURNING dev_id, gateway_id, client_secret, server_secret",
                 [command],
@@ -454,7 +483,7 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let previous: Option<String> = transaction
-            .query_row(
+            .row_cached(
                 "SELECT gateway_id FROM associations WHERE dev_id = ?1",
                 [&dev_id],
                 |row| row.get(0),
@@ -479,7 +508,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<i64, StoreError> {
         let connection = self.lock();
-        connection.execute(
+        connection.run_cached(
             "INSERT INTO fanouts (gateway_id, targets, spec, state, created_at) VALUES (?1, ?2, ?3, 'sent', ?4)",
             params![gateway_id, targets, spec, now],
         )?;
@@ -495,7 +524,7 @@ impl Store for SqliteStore {
         results: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
+        Ok(self.lock().run_cached(
             "UPDATE fanouts SET state = 'done', results = ?3, done_at = ?4
              WHERE id = ?1 AND gateway_id = ?2 AND state = 'sent'",
             params![id, gateway_id, results, now],
@@ -505,7 +534,7 @@ impl Store for SqliteStore {
     fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError> {
         Ok(self
             .lock()
-            .query_row(
+            .row_cached(
                 "SELECT id, gateway_id, targets, spec, state, results, created_at, done_at FROM fanouts WHERE id = ?1",
                 [id],
                 |row| {
@@ -559,7 +588,7 @@ impl Store for SqliteStore {
 
     /// Ends the association of `dev_id` with `gateway_id`, if that is its association.
     fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
+        Ok(self.lock().run_cached(
             "DELETE FROM associations WHERE dev_id = ?1 AND gateway_id = ?2",
             params![dev_id, gateway_id],
         )? > 0)
@@ -568,7 +597,7 @@ impl Store for SqliteStore {
     fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
-            .query_row(
+            .row_cached(
                 &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"),
                 [id],
                 command_row,
@@ -593,7 +622,7 @@ impl Store for SqliteStore {
         detail: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock().run_cached(
             "INSERT INTO events (at, dev_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
             params![now, dev_id, kind, detail],
         )?;
@@ -656,7 +685,7 @@ fn upsert_association(
     origin: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    connection.execute(
+    connection.run_cached(
         "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = ?3, since = ?4",
         params![dev_id, gateway_id, origin, now],

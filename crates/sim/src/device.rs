@@ -1,0 +1,233 @@
+//! One simulated End Device's rollout: a real [`Agent`] with its own tree on disk and
+//! its own package-0 listener, taken through figure x (server-assisted) or figure z
+//! (local bootstrap, then validation by the DM Server) until its gateway manages it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gwmo_device::settings::{FactoryAccount, WireEncoding};
+use gwmo_device::{Agent, DeviceSettings, SessionEnd};
+use gwmo_session::{ClientOutcome, Trigger};
+use gwmo_tree::Trust;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How a device is brought to its gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approach {
+    /// Seed 8.x.1: the DM Server bootstraps the device to the gateway it reports.
+    ServerAssisted,
+    /// Seed 8.x.2: the gateway's Local DM Bootstrap Server does, and the DM Server
+    /// validates the gateway afterwards.
+    Local,
+}
+
+/// Everything one device needs to know.
+pub struct DevicePlan {
+    pub dev_id: String,
+    pub approach: Approach,
+    pub gateway_id: String,
+    pub bootstrap_url: Option<String>,
+    pub userpin: String,
+    pub encoding: WireEncoding,
+    pub account: FactoryAccount,
+    pub state_dir: PathBuf,
+    /// The longest to wait for a session someone else starts (package 0).
+    pub wait: Duration,
+}
+
+/// What became of one device.
+pub struct DeviceOutcome {
+    pub sessions: Vec<SessionEnd>,
+    /// The step that failed, and why.
+    pub error: Option<(&'static str, String)>,
+}
+
+/// Runs the device's rollout; never panics, whatever the servers answer.
+pub async fn roll_out(plan: DevicePlan) -> DeviceOutcome {
+    let (observer, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let mut observed = Observed {
+        receiver,
+        seen: Vec::new(),
+    };
+    let error = match open(&plan) {
+        Ok(agent) => {
+            agent.observe_sessions(observer);
+            run(&plan, agent, &mut observed).await.err()
+        }
+        Err(error) => Some(error),
+    };
+    while let Ok(session) = observed.receiver.try_recv() {
+        observed.seen.push(session);
+    }
+    DeviceOutcome {
+        sessions: observed.seen,
+        error,
+    }
+}
+
+/// The device's sessions as they end: the ones waited for and the others.
+struct Observed {
+    receiver: UnboundedReceiver<SessionEnd>,
+    seen: Vec<SessionEnd>,
+}
+
+type StepError = (&'static str, String);
+
+fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
+    let settings = DeviceSettings {
+        dev_id: plan.dev_id.clone(),
+        encoding: plan.encoding,
+        state_dir: plan.state_dir.clone(),
+        accounts: vec![plan.account.clone()],
+        gateway: (plan.approach == Approach::ServerAssisted).then(|| plan.gateway_id.clone()),
+        userpin: (plan.approach == Approach::Local).then(|| plan.userpin.clone()),
+        timeout_secs: plan.wait.as_secs().max(1),
+        ..DeviceSettings::default()
+    };
+    Agent::open(settings)
+        .map(Arc::new)
+        .map_err(|e| ("device-state", e.to_string()))
+}
+
+async fn run(
+    plan: &DevicePlan,
+    agent: Arc<Agent>,
+    observed: &mut Observed,
+) -> Result<(), StepError> {
+    let any = "127.0.0.1:0"
+        .parse()
+        .map_err(|_| ("notify-listener", "loopback".to_owned()))?;
+    let (listener, url) = gwmo_device::notify::bind(&agent, any)
+        .await
+        .map_err(|e| ("notify-listener", e.to_string()))?;
+    agent
+        .set_notify_url(&url)
+        .await
+        .map_err(|e| ("device-state", e.to_string()))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listening = tokio::spawn(gwmo_device::notify::serve(agent.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let outcome = match plan.approach {
+        Approach::ServerAssisted => server_assisted(plan, &agent, observed).await,
+        Approach::Local => local(plan, &agent, observed).await,
+    };
+    let _ = stop.send(());
+    let _ = listening.await;
+    outcome
+}
+
+/// Figure x: a session with the DM Server reports the gateway in sight and brings
+/// back its Gateway Bootstrap; the gateway then wakes the device for a session.
+async fn server_assisted(
+    plan: &DevicePlan,
+    agent: &Agent,
+    observed: &mut Observed,
+) -> Result<(), StepError> {
+    session(agent, &plan.account.server_id).await?;
+    let bootstrapped = gwmo_tree::dm_accounts(&agent.tree().await)
+        .iter()
+        .any(|(_, account)| account.server_id == plan.gateway_id);
+    if !bootstrapped {
+        return Err((
+            "no-gateway-bootstrap",
+            "the server's session brought no account for the gateway".into(),
+        ));
+    }
+    observed
+        .wait_for(&plan.gateway_id, plan.wait, "gateway-session")
+        .await
+}
+
+/// Figure z: a session with the DM Server (it learns where to send package 0), the
+/// Gateway Bootstrap from the local bootstrap server, a session with the gateway that
+/// confirms it, then the DM Server's session that validates the gateway.
+async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Result<(), StepError> {
+    session(agent, &plan.account.server_id).await?;
+    let url = plan.bootstrap_url.as_deref().ok_or((
+        "local-bootstrap",
+        "the gateway runs no bootstrap server".to_owned(),
+    ))?;
+    let gateway = agent
+        .local_bootstrap(url)
+        .await
+        .map_err(|e| ("local-bootstrap", e.to_string()))?;
+    if gateway != plan.gateway_id {
+        return Err((
+            "local-bootstrap",
+            format!("bootstrapped to {gateway}, not {}", plan.gateway_id),
+        ));
+    }
+    session(agent, &gateway).await?;
+    let deadline = Instant::now() + plan.wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        observed
+            .wait_for(&plan.account.server_id, left, "validation")
+            .await?;
+        let trust = gwmo_tree::provenance(&agent.tree().await, &gateway).trust;
+        if trust == Trust::Validated {
+            return Ok(());
+        }
+    }
+}
+
+async fn session(agent: &Agent, server_id: &str) -> Result<(), StepError> {
+    let report = agent
+        .session(server_id, Trigger::Client, None, Vec::new())
+        .await
+        .map_err(|e| (session_kind(agent, server_id), e.to_string()))?;
+    match report.outcome {
+        ClientOutcome::Completed => Ok(()),
+        other => Err((session_kind(agent, server_id), format!("{other:?}"))),
+    }
+}
+
+fn session_kind(agent: &Agent, server_id: &str) -> &'static str {
+    if agent
+        .settings()
+        .accounts
+        .iter()
+        .any(|a| a.server_id == server_id)
+    {
+        "server-session"
+    } else {
+        "gateway-session"
+    }
+}
+
+impl Observed {
+    /// Waits for a completed session with `server_id` that the other side started.
+    async fn wait_for(
+        &mut self,
+        server_id: &str,
+        wait: Duration,
+        kind: &'static str,
+    ) -> Result<(), StepError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let session = match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(session)) => session,
+                Ok(None) => return Err((kind, "the device stopped".into())),
+                Err(_) => {
+                    return Err((
+                        kind,
+                        format!("no session from {server_id} within {} s", wait.as_secs()),
+                    ));
+                }
+            };
+            let awaited = session.server_id == server_id && session.trigger == Trigger::Server;
+            let result = session.result.clone();
+            self.seen.push(session);
+            match result {
+                Ok(report) if awaited && report.outcome == ClientOutcome::Completed => {
+                    return Ok(());
+                }
+                Err(error) if awaited => return Err((kind, error)),
+                _ => {}
+            }
+        }
+    }
+}

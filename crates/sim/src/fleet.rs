@@ -1,0 +1,241 @@
+//! The DM Server instances a simulation runs against: `gwmo server` processes the
+//! simulator starts itself (and kills at the end), or servers already running that
+//! it reaches by URL; and the admin API calls the simulation makes on them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gwmo_net::{HttpClient, Method};
+use serde_json::Value;
+
+use crate::SimError;
+
+/// Where the servers come from.
+#[derive(Debug, Clone)]
+pub enum Servers {
+    /// Start `instances` `gwmo server` processes from `exe`, sharing `database` (an
+    /// SQLite path or a PostgreSQL URL; none: an SQLite file in the scratch directory).
+    Spawn {
+        exe: PathBuf,
+        database: Option<String>,
+        instances: usize,
+    },
+    /// Servers already running: their base URLs (`http://host:port`) and admin token.
+    External {
+        base_urls: Vec<String>,
+        admin_token: String,
+    },
+}
+
+/// One server instance as the simulation sees it.
+pub struct Instance {
+    pub base_url: String,
+    process: Option<Child>,
+}
+
+impl Instance {
+    /// The server's resident and peak memory in bytes (`/proc`), if the simulator
+    /// started it.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let pid = self.process.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|k| k * 1024)
+        };
+        Some((kib("VmRSS:")?, kib("VmHWM:")?))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The instances and an admin API client for them.
+pub struct Fleet {
+    pub instances: Vec<Instance>,
+    pub store: String,
+    client: HttpClient,
+    token: String,
+}
+
+impl Fleet {
+    pub async fn start(servers: &Servers, scratch: &Path) -> Result<Fleet, SimError> {
+        let client = HttpClient::new(Duration::from_secs(60), 64 << 20);
+        match servers {
+            Servers::External {
+                base_urls,
+                admin_token,
+            } => Ok(Fleet {
+                instances: base_urls
+                    .iter()
+                    .map(|url| Instance {
+                        base_url: url.trim_end_matches('/').to_owned(),
+                        process: None,
+                    })
+                    .collect(),
+                store: "external".into(),
+                client,
+                token: admin_token.clone(),
+            }),
+            Servers::Spawn {
+                exe,
+                database,
+                instances,
+            } => {
+                let token = format!("{:032x}", rand::random::<u128>());
+                let database = database
+                    .clone()
+                    .unwrap_or_else(|| scratch.join("server.db").display().to_string());
+                let mut started = Vec::new();
+                for index in 0..(*instances).max(1) {
+                    started.push(spawn_server(exe, &database, &token, scratch, index).await?);
+                }
+                let store = if database.starts_with("postgres") {
+                    "postgresql"
+                } else {
+                    "sqlite"
+                };
+                Ok(Fleet {
+                    instances: started,
+                    store: store.into(),
+                    client,
+                    token,
+                })
+            }
+        }
+    }
+
+    /// An admin API call to instance `index` (modulo the number of instances).
+    pub async fn api(
+        &self,
+        index: usize,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, SimError> {
+        let url = format!("{}{path}", self.base_url(index));
+        let auth = format!("Bearer {}", self.token);
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let answer = self
+            .client
+            .request(
+                method,
+                &url,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.into_bytes(),
+            )
+            .await
+            .map_err(|e| SimError::Admin(format!("{path}: {e}")))?;
+        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        if !(200..300).contains(&answer.status) {
+            return Err(SimError::Admin(format!(
+                "{path}: HTTP {} {value}",
+                answer.status
+            )));
+        }
+        Ok(value)
+    }
+
+    pub fn base_url(&self, index: usize) -> &str {
+        &self.instances[index % self.instances.len()].base_url
+    }
+
+    /// Enrolls a device with MD5 authentication at instance `index`; returns the
+    /// enrollment (with the credentials).
+    pub async fn enroll(&self, index: usize, dev_id: &str) -> Result<Value, SimError> {
+        let body = serde_json::json!({ "dev_id": dev_id, "auth": "md5" });
+        self.api(index, Method::POST, "/api/devices", Some(&body))
+            .await
+    }
+
+    /// DM messages the instances have answered so far (their `/metrics`).
+    pub async fn messages_answered(&self) -> Result<u64, SimError> {
+        let mut total = 0;
+        for instance in &self.instances {
+            let url = format!("{}/metrics", instance.base_url);
+            let answer = self
+                .client
+                .request(Method::GET, &url, &[], Vec::new())
+                .await
+                .map_err(|e| SimError::Admin(format!("/metrics: {e}")))?;
+            let text = String::from_utf8_lossy(&answer.body);
+            total += text
+                .lines()
+                .find_map(|line| line.strip_prefix("gwmo_messages_total "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or_default() as u64;
+        }
+        Ok(total)
+    }
+
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
+async fn spawn_server(
+    exe: &Path,
+    database: &str,
+    token: &str,
+    scratch: &Path,
+    index: usize,
+) -> Result<Instance, SimError> {
+    let config = scratch.join(format!("server-{index}.toml"));
+    let address_file = scratch.join(format!("server-{index}.addr"));
+    let log = scratch.join(format!("server-{index}.log"));
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = {token:?}\naddress_file = {address_file:?}\n"
+    );
+    std::fs::write(&config, text).map_err(|e| SimError::Io(config.clone(), e))?;
+    let log_file = std::fs::File::create(&log).map_err(|e| SimError::Io(log.clone(), e))?;
+    let mut child = Command::new(exe)
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| SimError::Io(exe.to_owned(), e))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = std::fs::read_to_string(&address_file)
+            .ok()
+            .filter(|text| !text.trim().is_empty())
+        {
+            return Ok(Instance {
+                base_url: format!("http://{}", addr.trim()),
+                process: Some(child),
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(SimError::ServerStart(format!(
+                "exited with {status}: {output}"
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(SimError::ServerStart(
+                "no address written within 30 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,369 @@
+//! `gwmo sim`: a rehearsal of a rollout. Many End Devices and DM Gateways in one
+//! process against real `gwmo server` instances (started here, or already running),
+//! over real HTTP on loopback with real authentication. Each device is brought to its
+//! gateway by figure x (server-assisted), figure z (local bootstrap, then validation),
+//! or half of each; afterwards every device's association and commands are checked
+//! in the server's store. The result is a [`Report`].
+
+mod device;
+mod fleet;
+mod gateways;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gwmo_device::settings::WireEncoding;
+use gwmo_gateway::settings::Approaches;
+use gwmo_net::Method;
+use gwmo_session::ClientOutcome;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub use device::Approach;
+pub use fleet::Servers;
+pub use report::Report;
+
+use device::{DeviceOutcome, DevicePlan};
+use fleet::Fleet;
+use gateways::GatewayPlan;
+use report::{Bootstrapped, ErrorKind, Latency, ServerMemory, Sessions, Verified};
+
+/// Which approaches the simulated devices use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApproachMix {
+    ServerAssisted,
+    Local,
+    /// Even devices server-assisted, odd ones local.
+    Both,
+}
+
+impl ApproachMix {
+    fn for_device(self, index: usize) -> Approach {
+        match self {
+            ApproachMix::ServerAssisted => Approach::ServerAssisted,
+            ApproachMix::Local => Approach::Local,
+            ApproachMix::Both if index.is_multiple_of(2) => Approach::ServerAssisted,
+            ApproachMix::Both => Approach::Local,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ApproachMix::ServerAssisted => "server-assisted",
+            ApproachMix::Local => "local",
+            ApproachMix::Both => "both",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub devices: usize,
+    pub gateways: usize,
+    pub approach: ApproachMix,
+    pub servers: Servers,
+    /// Devices rolling out at the same time.
+    pub concurrency: usize,
+    /// Also measure the raw HTTP ceiling of the same stack.
+    pub baseline: bool,
+    /// The longest a device waits for a session the other side starts.
+    pub wait: Duration,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the DM Server did not start: {0}")]
+    ServerStart(String),
+    #[error("admin API: {0}")]
+    Admin(String),
+    #[error("gateway {0}: {1}")]
+    Gateway(String, String),
+    #[error("bad plan: {0}")]
+    Plan(&'static str),
+}
+
+/// Runs the simulation and returns what it measured. Errors of single devices are in
+/// the report; an `Err` means the simulation itself could not run.
+pub async fn run(options: SimOptions) -> Result<Report, SimError> {
+    if options.devices == 0 || options.gateways == 0 {
+        return Err(SimError::Plan("at least one device and one gateway"));
+    }
+    // The servers' files (their SQLite store) on the ordinary disk, as in production;
+    // the simulated devices' and gateways' state in memory-backed files when the
+    // machine has them: 10,000 devices each syncing its own flash do not share one
+    // disk in real life.
+    let server_scratch = tempfile::tempdir().map_err(|e| SimError::Io(std::env::temp_dir(), e))?;
+    let shm = std::path::Path::new("/dev/shm");
+    let scratch = match shm.is_dir() {
+        true => tempfile::tempdir_in(shm),
+        false => tempfile::tempdir(),
+    }
+    .map_err(|e| SimError::Io(shm.to_owned(), e))?;
+    let setup_started = Instant::now();
+    let fleet = Arc::new(Fleet::start(&options.servers, server_scratch.path()).await?);
+    let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let gateway_id = |g: usize| format!("sim{run_id}-gw{g:04}");
+    let dev_id = |i: usize| format!("IMEI:sim{run_id}-{i:06}");
+    let userpin = |i: usize| format!("{:08}", (i * 7919) % 100_000_000);
+    let instances = fleet.instances.len();
+
+    let plans = (0..options.gateways)
+        .map(|g| GatewayPlan {
+            gateway_id: gateway_id(g),
+            instance: g % instances,
+            approaches: Approaches {
+                server_assisted: options.approach != ApproachMix::Local,
+                local: options.approach != ApproachMix::ServerAssisted,
+            },
+            userpins: (g..options.devices)
+                .step_by(options.gateways)
+                .filter(|&i| options.approach.for_device(i) == Approach::Local)
+                .map(|i| (dev_id(i), userpin(i)))
+                .collect(),
+        })
+        .collect();
+    let gateways = gateways::start(&fleet, plans, scratch.path()).await?;
+
+    let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut enrolling = JoinSet::new();
+    for i in 0..options.devices {
+        let (fleet, limit, dev_id) = (fleet.clone(), limit.clone(), dev_id(i));
+        enrolling.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, fleet.enroll(i % instances, &dev_id).await)
+        });
+    }
+    let mut enrollments = vec![serde_json::Value::Null; options.devices];
+    while let Some(joined) = enrolling.join_next().await {
+        if let Ok((i, enrollment)) = joined {
+            enrollments[i] = enrollment?;
+        }
+    }
+    let baseline = match options.baseline {
+        true => Some(baseline(&fleet, options.concurrency, options.devices * 2).await?),
+        false => None,
+    };
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+
+    let progress = progress_bar(options.progress, options.devices);
+    let messages_before = fleet.messages_answered().await?;
+    let rollout_started = Instant::now();
+    let mut rolling = JoinSet::new();
+    for (i, enrollment) in enrollments.iter().enumerate() {
+        let gateway = &gateways.list[i % options.gateways];
+        let plan = DevicePlan {
+            dev_id: dev_id(i),
+            approach: options.approach.for_device(i),
+            gateway_id: gateway.gateway_id.clone(),
+            bootstrap_url: gateway.bootstrap_url.clone(),
+            userpin: userpin(i),
+            encoding: match (i / 2) % 2 {
+                0 => WireEncoding::Xml,
+                _ => WireEncoding::Wbxml,
+            },
+            account: gateways::factory_account(enrollment)?,
+            state_dir: scratch.path().join("devices").join(i.to_string()),
+            wait: options.wait,
+        };
+        let limit = limit.clone();
+        rolling.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let approach = plan.approach;
+            (i, approach, device::roll_out(plan).await)
+        });
+    }
+    let mut outcomes: Vec<(usize, Approach, DeviceOutcome)> = Vec::new();
+    while let Some(joined) = rolling.join_next().await {
+        if let Ok(outcome) = joined {
+            outcomes.push(outcome);
+        }
+        progress.inc(1);
+    }
+    let rollout_secs = rollout_started.elapsed().as_secs_f64();
+    let server_round_trips = fleet.messages_answered().await? - messages_before;
+    progress.finish_and_clear();
+
+    let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
+    let mut note = |kind: &str, example: String| {
+        let entry = errors.entry(kind.to_owned()).or_default();
+        entry.count += 1;
+        if entry.example.is_empty() {
+            entry.example = example;
+        }
+    };
+    let mut bootstrapped = Bootstrapped::default();
+    let mut latencies = Vec::new();
+    for (i, approach, outcome) in &outcomes {
+        for session in &outcome.sessions {
+            match &session.result {
+                Ok(report) if report.outcome == ClientOutcome::Completed => {
+                    latencies.push(session.elapsed)
+                }
+                Ok(report) => note(
+                    "session-not-completed",
+                    format!("{}: {:?}", dev_id(*i), report.outcome),
+                ),
+                Err(error) => note("session-failed", format!("{}: {error}", dev_id(*i))),
+            }
+        }
+        match &outcome.error {
+            Some((kind, error)) => note(kind, format!("{}: {error}", dev_id(*i))),
+            None if *approach == Approach::ServerAssisted => bootstrapped.server_assisted += 1,
+            None => bootstrapped.local += 1,
+        }
+    }
+    let verified = verify(&fleet, &options, &dev_id, &gateway_id, &mut note).await;
+    gateways.stop().await;
+
+    let rollout = rollout_secs.max(f64::EPSILON);
+    let server_round_trips_per_sec = server_round_trips as f64 / rollout;
+    let server_memory = memory(&fleet, options.devices);
+    Ok(Report {
+        devices: options.devices,
+        gateways: options.gateways,
+        approach: options.approach.name().into(),
+        store: fleet.store.clone(),
+        server_instances: instances,
+        concurrency: options.concurrency,
+        setup_secs,
+        rollout_secs,
+        bootstrapped,
+        sessions: Sessions {
+            total: latencies.len(),
+            per_sec: latencies.len() as f64 / rollout,
+            latency_ms: Latency::of(latencies),
+        },
+        server_round_trips,
+        server_round_trips_per_sec,
+        baseline_round_trips_per_sec: baseline,
+        share_of_baseline: baseline.map(|b| server_round_trips_per_sec / b),
+        server_memory,
+        verified,
+        errors,
+    })
+}
+
+fn progress_bar(enabled: bool, devices: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(devices as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{elapsed_precise} [{wide_bar}] {pos}/{len} devices rolled out ({per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Raw HTTP round trips per second: `total` GETs of `/healthz` through the same
+/// client, `concurrency` at a time, spread over the instances.
+async fn baseline(fleet: &Arc<Fleet>, concurrency: usize, total: usize) -> Result<f64, SimError> {
+    let workers = concurrency.max(1);
+    let started = Instant::now();
+    let mut running = JoinSet::new();
+    for worker in 0..workers {
+        let fleet = fleet.clone();
+        let count = total / workers + usize::from(worker < total % workers);
+        running.spawn(async move {
+            let url = format!("{}/healthz", fleet.base_url(worker));
+            for _ in 0..count {
+                let answer = fleet
+                    .client()
+                    .request(Method::GET, &url, &[], Vec::new())
+                    .await
+                    .map_err(|e| SimError::Admin(format!("baseline: {e}")))?;
+                if answer.status != 200 {
+                    return Err(SimError::Admin(format!("baseline: HTTP {}", answer.status)));
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(joined) = running.join_next().await {
+        if let Ok(result) = joined {
+            result?;
+        }
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64().max(f64::EPSILON))
+}
+
+/// Checks every device in the server's store: associated with its gateway by the
+/// approach it used, and every command the server queued for it done once with 200.
+async fn verify(
+    fleet: &Arc<Fleet>,
+    options: &SimOptions,
+    dev_id: &impl Fn(usize) -> String,
+    gateway_id: &impl Fn(usize) -> String,
+    note: &mut impl FnMut(&str, String),
+) -> Verified {
+    let mut verified = Verified::default();
+    let mut reading = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    for i in 0..options.devices {
+        let (fleet, limit, id) = (fleet.clone(), limit.clone(), dev_id(i));
+        reading.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let path = format!("/api/devices/{id}");
+            (i, fleet.api(i, Method::GET, &path, None).await)
+        });
+    }
+    while let Some(joined) = reading.join_next().await {
+        let Ok((i, device)) = joined else { continue };
+        let device = match device {
+            Ok(device) => device,
+            Err(error) => {
+                note("verify-read", error.to_string());
+                continue;
+            }
+        };
+        let origin = match options.approach.for_device(i) {
+            Approach::ServerAssisted => "server-assisted",
+            Approach::Local => "local-bootstrap",
+        };
+        let expected_gateway = gateway_id(i % options.gateways);
+        let association = &device["gateway"];
+        if association["gateway_id"] == expected_gateway.as_str() && association["origin"] == origin
+        {
+            verified.associations += 1;
+        } else {
+            note(
+                "association",
+                format!(
+                    "{}: expected {expected_gateway} ({origin}), found {association}",
+                    dev_id(i)
+                ),
+            );
+        }
+        for command in device["commands"].as_array().into_iter().flatten() {
+            if command["state"] == "done" && command["status"] == 200 {
+                verified.commands += 1;
+            } else {
+                note("command", format!("{}: {command}", dev_id(i)));
+            }
+        }
+    }
+    verified
+}
+
+fn memory(fleet: &Fleet, devices: usize) -> Option<ServerMemory> {
+    let measured: Vec<(u64, u64)> = fleet.instances.iter().filter_map(|i| i.memory()).collect();
+    if measured.is_empty() {
+        return None;
+    }
+    let rss_bytes = measured.iter().map(|m| m.0).sum();
+    let peak_bytes: u64 = measured.iter().map(|m| m.1).sum();
+    Some(ServerMemory {
+        rss_bytes,
+        peak_bytes,
+        peak_bytes_per_device: peak_bytes / devices.max(1) as u64,
+    })
+}

@@ -1,0 +1,222 @@
+//! What a simulation measured: counts, rates, session latency percentiles, server
+//! memory, the HTTP ceiling, and every error by kind; as a table and as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The summary of one run (`--report FILE` writes it as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub devices: usize,
+    pub gateways: usize,
+    pub approach: String,
+    pub store: String,
+    pub server_instances: usize,
+    pub concurrency: usize,
+    /// Starting servers and gateways, enrolling every device.
+    pub setup_secs: f64,
+    /// The rollout itself, from the first device's first session to the last one's end.
+    pub rollout_secs: f64,
+    pub bootstrapped: Bootstrapped,
+    pub sessions: Sessions,
+    /// DM messages the server instances answered during the rollout (from their
+    /// `/metrics`), gateways' own sessions included.
+    pub server_round_trips: u64,
+    pub server_round_trips_per_sec: f64,
+    /// Raw HTTP round trips per second of the same client and server stack, same
+    /// concurrency, measured in the same run (`--baseline`).
+    pub baseline_round_trips_per_sec: Option<f64>,
+    /// `server_round_trips_per_sec` as a share of the baseline.
+    pub share_of_baseline: Option<f64>,
+    /// Server memory (only for servers the simulator started).
+    pub server_memory: Option<ServerMemory>,
+    /// Devices checked afterwards in the server's store: association and commands.
+    pub verified: Verified,
+    pub errors: BTreeMap<String, ErrorKind>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Bootstrapped {
+    pub server_assisted: usize,
+    pub local: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sessions {
+    /// Device sessions (with the DM Server or a gateway), whoever started them.
+    pub total: usize,
+    pub per_sec: f64,
+    pub latency_ms: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[index].as_secs_f64() * 1000.0
+        };
+        Latency {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerMemory {
+    pub rss_bytes: u64,
+    pub peak_bytes: u64,
+    /// Peak resident memory of all instances divided by the devices they manage.
+    pub peak_bytes_per_device: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verified {
+    /// Devices whose association names the right gateway with the right origin.
+    pub associations: usize,
+    /// Commands the server queued for the devices (bootstraps, validations), each
+    /// done exactly once with 200.
+    pub commands: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErrorKind {
+    pub count: usize,
+    /// One instance of it, to start looking.
+    pub example: String,
+}
+
+impl Report {
+    pub fn error_count(&self) -> usize {
+        self.errors.values().map(|e| e.count).sum()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, value: String| {
+            writeln!(f, "  {name:<38} {value}")
+        };
+        writeln!(f, "gwmo sim summary")?;
+        row(
+            f,
+            "devices / gateways / approach",
+            format!("{} / {} / {}", self.devices, self.gateways, self.approach),
+        )?;
+        row(
+            f,
+            "store / server instances / concurrency",
+            format!(
+                "{} / {} / {}",
+                self.store, self.server_instances, self.concurrency
+            ),
+        )?;
+        row(f, "setup", format!("{:.1} s", self.setup_secs))?;
+        row(f, "rollout", format!("{:.1} s", self.rollout_secs))?;
+        row(
+            f,
+            "devices bootstrapped (server-assisted)",
+            self.bootstrapped.server_assisted.to_string(),
+        )?;
+        row(
+            f,
+            "devices bootstrapped (local)",
+            self.bootstrapped.local.to_string(),
+        )?;
+        row(f, "device sessions", self.sessions.total.to_string())?;
+        row(
+            f,
+            "sessions per second",
+            format!("{:.0}", self.sessions.per_sec),
+        )?;
+        let latency = &self.sessions.latency_ms;
+        row(
+            f,
+            "session latency p50 / p95 / p99 / max",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                latency.p50, latency.p95, latency.p99, latency.max
+            ),
+        )?;
+        row(
+            f,
+            "server DM round trips per second",
+            format!(
+                "{:.0} ({} in all)",
+                self.server_round_trips_per_sec, self.server_round_trips
+            ),
+        )?;
+        if let (Some(baseline), Some(share)) =
+            (self.baseline_round_trips_per_sec, self.share_of_baseline)
+        {
+            row(
+                f,
+                "baseline HTTP round trips per second",
+                format!("{baseline:.0} (DM traffic at {:.0}% of it)", share * 100.0),
+            )?;
+        }
+        if let Some(memory) = &self.server_memory {
+            row(
+                f,
+                "server memory (RSS / peak / per device)",
+                format!(
+                    "{:.1} MiB / {:.1} MiB / {:.1} KiB",
+                    memory.rss_bytes as f64 / 1048576.0,
+                    memory.peak_bytes as f64 / 1048576.0,
+                    memory.peak_bytes_per_device as f64 / 1024.0
+                ),
+            )?;
+        }
+        row(
+            f,
+            "verified associations / commands",
+            format!(
+                "{} / {}",
+                self.verified.associations, self.verified.commands
+            ),
+        )?;
+        row(f, "errors", self.error_count().to_string())?;
+        for (kind, error) in &self.errors {
+            writeln!(
+                f,
+                "    {kind:<36} {:>6}  e.g. {}",
+                error.count, error.example
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let samples = (1..=100).map(Duration::from_millis).collect();
+        let latency = Latency::of(samples);
+        assert_eq!(
+            (latency.p50, latency.p95, latency.p99, latency.max),
+            (50.0, 95.0, 99.0, 100.0)
+        );
+        assert_eq!(Latency::of(Vec::new()).max, 0.0);
+        assert_eq!(Latency::of(vec![Duration::from_millis(7)]).p50, 7.0);
+    }
+}
