@@ -14,44 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 
-/// A database created for one test, dropped after it.
-struct ScratchDatabase {
-    admin: postgres::Client,
-    name: String,
-    url: String,
-}
-
-impl ScratchDatabase {
-    fn create() -> Option<ScratchDatabase> {
-        let admin_url = match std::env::var("GWMO_TEST_POSTGRES") {
-            Ok(url) => url,
-            Err(_) if std::env::var_os("CI").is_some() => {
-                panic!("CI must test several instances on PostgreSQL: set GWMO_TEST_POSTGRES")
-            }
-            Err(_) => {
-                eprintln!("GWMO_TEST_POSTGRES unset: several-instance test not run");
-                return None;
-            }
-        };
-        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
-        let name = format!("gwmo_test_{:016x}", rand::random::<u64>());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let (base, _) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
-        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-        Some(ScratchDatabase { admin, name, url })
-    }
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        let _ = self
-            .admin
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name));
-    }
-}
-
 /// A TCP load balancer on loopback: connection n goes to `backends[n % len]`.
 /// Returns its address and the number of connections it took.
 fn round_robin_balancer(backends: Vec<SocketAddr>) -> (SocketAddr, Arc<AtomicUsize>) {

@@ -295,7 +295,10 @@ impl Syncer {
     }
 
     async fn try_sync(&self) -> Result<(), GatewayError> {
-        let entries = inventory(&self.agent.tree().await);
+        // One copy of the tree per sync: the steps below read different leaves of it
+        // (copying it per step was the gateway's largest cost with 100 devices).
+        let tree = self.agent.tree().await;
+        let entries = inventory(&tree);
         let store = &self.downstream.store;
         let listed: HashSet<&str> = entries.iter().map(|e| e.dev_id.as_str()).collect();
         for known in store.devices(None, u32::MAX)? {
@@ -308,10 +311,10 @@ impl Syncer {
         for entry in &entries {
             states.push((entry, self.admit(entry).await?));
         }
-        self.record_states(&states).await?;
-        self.report_attaches(&states).await?;
-        self.detach_lapsed(&states).await?;
-        self.start_fanouts().await
+        self.record_states(&tree, &states).await?;
+        self.report_attaches(&tree, &states).await?;
+        self.detach_lapsed(&tree, &states).await?;
+        self.start_fanouts(&tree).await
     }
 
     /// Brings one inventory entry into the end-device store (enrolling and waking the
@@ -392,9 +395,9 @@ impl Syncer {
     /// gateway: a Device Attach Alert to the DM Server (seed 8.x.2, figure z).
     async fn report_attaches(
         &self,
+        tree: &Tree,
         states: &[(&InventoryEntry, &'static str)],
     ) -> Result<(), GatewayError> {
-        let tree = self.agent.tree().await;
         let mut attached = Vec::new();
         let mut items = Vec::new();
         for (entry, state) in states {
@@ -447,9 +450,9 @@ impl Syncer {
     /// Detach Alert to the DM Server.
     async fn detach_lapsed(
         &self,
+        tree: &Tree,
         states: &[(&InventoryEntry, &'static str)],
     ) -> Result<(), GatewayError> {
-        let tree = self.agent.tree().await;
         let lapse = self.settings.bootstrap_lapse_secs as i64;
         let lapsed: Vec<&InventoryEntry> = states
             .iter()
@@ -510,6 +513,7 @@ impl Syncer {
     /// Writes each entry's State and LastSession into the inventory, for the DM Server.
     async fn record_states(
         &self,
+        tree: &Tree,
         states: &[(&InventoryEntry, &'static str)],
     ) -> Result<(), GatewayError> {
         let mut leaves = Vec::new();
@@ -525,7 +529,6 @@ impl Syncer {
             leaves.push((format!("{base}/State"), (*state).to_owned()));
             leaves.push((format!("{base}/LastSession"), last));
         }
-        let tree = self.agent.tree().await;
         if leaves
             .iter()
             .all(|(uri, value)| tree.value(uri) == Some(value.as_str()))
@@ -543,8 +546,7 @@ impl Syncer {
     }
 
     /// Starts every fan-out that has no Status yet, each in its own task.
-    async fn start_fanouts(&self) -> Result<(), GatewayError> {
-        let tree = self.agent.tree().await;
+    async fn start_fanouts(&self, tree: &Tree) -> Result<(), GatewayError> {
         for id in tree.children(FANOUT).unwrap_or_default() {
             let leaf = |field: &str| {
                 tree.value(&format!("{FANOUT}/{id}/{field}"))

@@ -52,6 +52,18 @@ impl Instance {
         };
         Some((kib("VmRSS:")?, kib("VmHWM:")?))
     }
+
+    /// CPU time the server has used so far, in seconds (`/proc`), if the simulator
+    /// started it.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        let pid = self.process.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are the 12th
+        // and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
 }
 
 impl Drop for Instance {
@@ -182,6 +194,11 @@ impl Fleet {
                 .unwrap_or_default() as u64;
         }
         Ok(total)
+    }
+
+    /// CPU seconds all the instances the simulator started have used so far.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        self.instances.iter().map(Instance::cpu_secs).sum()
     }
 
     pub fn client(&self) -> &HttpClient {

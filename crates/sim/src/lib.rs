@@ -155,6 +155,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
 
     let progress = progress_bar(options.progress, options.devices);
     let messages_before = fleet.messages_answered().await?;
+    let cpu_before = fleet.cpu_secs();
     let rollout_started = Instant::now();
     let mut rolling = JoinSet::new();
     for (i, enrollment) in enrollments.iter().enumerate() {
@@ -189,6 +190,10 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     }
     let rollout_secs = rollout_started.elapsed().as_secs_f64();
     let server_round_trips = fleet.messages_answered().await? - messages_before;
+    let server_cpu_secs = fleet
+        .cpu_secs()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     progress.finish_and_clear();
 
     let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
@@ -243,6 +248,10 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         },
         server_round_trips,
         server_round_trips_per_sec,
+        server_cpu_secs,
+        server_round_trips_per_cpu_sec: server_cpu_secs
+            .filter(|secs| *secs > 0.0)
+            .map(|secs| server_round_trips as f64 / secs),
         baseline_round_trips_per_sec: baseline,
         share_of_baseline: baseline.map(|b| server_round_trips_per_sec / b),
         server_memory,

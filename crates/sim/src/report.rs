@@ -26,6 +26,11 @@ pub struct Report {
     /// `/metrics`), gateways' own sessions included.
     pub server_round_trips: u64,
     pub server_round_trips_per_sec: f64,
+    /// CPU time the server instances spent during the rollout (servers the simulator
+    /// started), and the DM round trips that buys per CPU second: the server's own
+    /// capacity, whatever the simulated devices cost the machine.
+    pub server_cpu_secs: Option<f64>,
+    pub server_round_trips_per_cpu_sec: Option<f64>,
     /// Raw HTTP round trips per second of the same client and server stack, same
     /// concurrency, measured in the same run (`--baseline`).
     pub baseline_round_trips_per_sec: Option<f64>,
@@ -163,6 +168,14 @@ impl fmt::Display for Report {
                 self.server_round_trips_per_sec, self.server_round_trips
             ),
         )?;
+        if let (Some(cpu), Some(rate)) = (self.server_cpu_secs, self.server_round_trips_per_cpu_sec)
+        {
+            row(
+                f,
+                "server CPU (round trips per CPU second)",
+                format!("{cpu:.1} s ({rate:.0})"),
+            )?;
+        }
         if let (Some(baseline), Some(share)) =
             (self.baseline_round_trips_per_sec, self.share_of_baseline)
         {

@@ -22,7 +22,8 @@ use super::{
 };
 
 /// Schema changes in order; `gwmo_schema.version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE devices (
         dev_id              TEXT PRIMARY KEY,
         auth                TEXT NOT NULL,
@@ -92,7 +93,12 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at BIGINT NOT NULL,
         done_at    BIGINT
     );
-"#];
+"#,
+    r#"
+    CREATE INDEX devices_by_auth_switch ON devices (auth_switch_command)
+        WHERE auth_switch_command IS NOT NULL;
+"#,
+];
 
 /// Any fixed number: the advisory lock instances take while migrating.
 const MIGRATION_LOCK: i64 = 0x67776d6f;

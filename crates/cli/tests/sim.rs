@@ -1,0 +1,151 @@
+//! `gwmo sim` end to end: the real binary starts its own servers, rolls out devices
+//! through both approaches, checks them in the server's store, and reports.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+fn sim(args: &[&str], report: &Path) -> (Output, Value) {
+    let output = gwmo()
+        .arg("sim")
+        .args(args)
+        .arg("--report")
+        .arg(report)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(report).unwrap_or_else(|_| {
+        panic!(
+            "no report; stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output, serde_json::from_str(&text).unwrap())
+}
+
+/// Everything a successful run of `devices` devices, half each approach, must show.
+fn assert_clean_rollout(output: &Output, report: &Value, devices: u64) {
+    assert_success(output, "gwmo sim");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("gwmo sim summary"), "{stdout}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["bootstrapped"]["server_assisted"], devices / 2);
+    assert_eq!(report["bootstrapped"]["local"], devices / 2);
+    assert_eq!(report["verified"]["associations"], devices);
+    // At least the bootstrap (figure x) or the validation (figure z) of each device.
+    assert!(report["verified"]["commands"].as_u64().unwrap() >= devices);
+    // Figure x: the server's session, then the gateway's; figure z: the server's, the
+    // gateway's, then the server's with the validation.
+    assert!(report["sessions"]["total"].as_u64().unwrap() >= devices / 2 * 5);
+    let latency = &report["sessions"]["latency_ms"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0);
+    assert!(latency["p50"].as_f64() <= latency["p99"].as_f64());
+    assert!(report["server_round_trips"].as_u64().unwrap() >= devices * 2);
+}
+
+#[test]
+fn sim_rolls_out_both_approaches_with_zero_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("report.json");
+    let (output, report) = sim(
+        &[
+            "--devices",
+            "40",
+            "--gateways",
+            "4",
+            "--approach",
+            "both",
+            "--baseline",
+        ],
+        &report_file,
+    );
+    assert_clean_rollout(&output, &report, 40);
+    assert_eq!(report["store"], "sqlite");
+    assert!(report["baseline_round_trips_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["server_memory"]["peak_bytes_per_device"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[test]
+fn sim_against_two_instances_sharing_postgresql() {
+    let Some(database) = ScratchDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("report.json");
+    let (output, report) = sim(
+        &[
+            "--devices",
+            "40",
+            "--gateways",
+            "4",
+            "--db",
+            &database.url,
+            "--instances",
+            "2",
+        ],
+        &report_file,
+    );
+    assert_clean_rollout(&output, &report, 40);
+    assert_eq!(report["store"], "postgresql");
+    assert_eq!(report["server_instances"], 2);
+}
+
+#[test]
+fn sim_lists_the_errors_and_fails_when_devices_cannot_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("report.json");
+    // No time at all to wait for the gateway's session.
+    let (output, report) = sim(
+        &[
+            "--devices",
+            "10",
+            "--gateways",
+            "2",
+            "--approach",
+            "server-assisted",
+            "--wait-secs",
+            "0",
+        ],
+        &report_file,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error(s) in the simulation"), "{stderr}");
+    let waited = &report["errors"]["gateway-session"];
+    assert!(waited["count"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        waited["example"]
+            .as_str()
+            .unwrap()
+            .contains("no session from"),
+        "{report}"
+    );
+}
+
+#[test]
+fn several_instances_without_postgresql_are_refused() {
+    let output = gwmo()
+        .args([
+            "sim",
+            "--devices",
+            "2",
+            "--gateways",
+            "1",
+            "--instances",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--db postgres://"), "{stderr}");
+}
