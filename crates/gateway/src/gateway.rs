@@ -189,6 +189,7 @@ impl Gateway {
             settings: settings.clone(),
             agent: agent.clone(),
             downstream,
+            running: Arc::default(),
         };
         let _bootstrap_advertisement = match bootstrap {
             Some(listener) => {
@@ -285,6 +286,10 @@ struct Syncer {
     settings: Arc<GatewaySettings>,
     agent: Arc<Agent>,
     downstream: Arc<AppState>,
+    /// One sync at a time: the bootstrap server's and the main loop's syncs running
+    /// together both saw a device not yet reported and sent its Device Attach twice
+    /// (found by `gwmo sim`: a second validation left queued on the server).
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Syncer {
@@ -295,6 +300,7 @@ impl Syncer {
     }
 
     async fn try_sync(&self) -> Result<(), GatewayError> {
+        let _one_at_a_time = self.running.lock().await;
         // One copy of the tree per sync: the steps below read different leaves of it
         // (copying it per step was the gateway's largest cost with 100 devices).
         let tree = self.agent.tree().await;

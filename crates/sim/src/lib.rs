@@ -306,7 +306,8 @@ async fn baseline(fleet: &Arc<Fleet>, concurrency: usize, total: usize) -> Resul
 }
 
 /// Checks every device in the server's store: associated with its gateway by the
-/// approach it used, and every command the server queued for it done once with 200.
+/// approach it used, every command the server queued for it done with 200, and none
+/// queued twice (a duplicated bootstrap or validation).
 async fn verify(
     fleet: &Arc<Fleet>,
     options: &SimOptions,
@@ -352,7 +353,16 @@ async fn verify(
                 ),
             );
         }
-        for command in device["commands"].as_array().into_iter().flatten() {
+        let commands = device["commands"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut specs: Vec<String> = commands.iter().map(|c| c["spec"].to_string()).collect();
+        specs.sort();
+        if let Some(twice) = specs.windows(2).find(|pair| pair[0] == pair[1]) {
+            note("duplicate-command", format!("{}: {}", dev_id(i), twice[0]));
+        }
+        for command in commands {
             if command["state"] == "done" && command["status"] == 200 {
                 verified.commands += 1;
             } else {
