@@ -485,6 +485,8 @@ fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_deta
     );
     assert_eq!(detach["detail"]["device"]["dev_id"], ED);
     assert_eq!(detach["detail"]["device"]["reason"], "lapsed");
+    let (_, metrics) = http(server.addr, "GET", "/metrics", None, "text/plain", b"");
+    assert!(metrics.contains("\ngwmo_lapses_total 1\n"), "{metrics}");
     assert_eq!(
         gw.api("GET", &format!("/api/devices/{ED}"), None).0,
         404,

@@ -448,6 +448,9 @@ impl DmService {
             return Ok(());
         };
         let dissociated = self.store.dissociate(dev_id, &gateway.gateway_id)?;
+        if detached["reason"] == "lapsed" {
+            self.metrics.lapse();
+        }
         info!(device = dev_id, gateway = %gateway.gateway_id, dissociated, "device detached from a gateway");
         let detail = serde_json::json!({ "gateway": gateway.gateway_id, "device": detached });
         self.store

@@ -1,7 +1,7 @@
 //! What a DM server counts, rendered in the Prometheus text format at `/metrics`:
 //! sessions, authentication failures, command statuses by code, Generic Alerts by
 //! type (attach, detach, location update, fan-out), gateway bootstraps by approach,
-//! and the time spent in the store per DM message.
+//! lapsed local bootstraps, and the time spent in the store per DM message.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,6 +17,7 @@ pub struct Metrics {
     messages: AtomicU64,
     messages_refused: AtomicU64,
     auth_failures: AtomicU64,
+    lapses: AtomicU64,
     store_micros: AtomicU64,
     statuses: Mutex<BTreeMap<u16, u64>>,
     alerts: Mutex<BTreeMap<String, u64>>,
@@ -52,6 +53,11 @@ impl Metrics {
 
     pub fn auth_failure(&self) {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A gateway reported that a device's local bootstrap lapsed (no session in time).
+    pub fn lapse(&self) {
+        self.lapses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn command_status(&self, code: u16) {
@@ -101,6 +107,11 @@ impl Metrics {
             "gwmo_auth_failures_total",
             "Device credentials missing or wrong.",
             get(&self.auth_failures),
+        );
+        counter(
+            "gwmo_lapses_total",
+            "Local gateway bootstraps that lapsed without a session, as gateways reported.",
+            get(&self.lapses),
         );
         let store = get(&self.store_micros) as f64 / 1e6;
         let _ = writeln!(
@@ -161,6 +172,7 @@ mod tests {
         metrics.command_status(425);
         metrics.alert("urn:oma:at:gwmo:1.0:DeviceAttach");
         metrics.bootstrap("server-assisted");
+        metrics.lapse();
         let text = metrics.render();
         assert!(
             text.contains(
@@ -173,6 +185,7 @@ mod tests {
         assert!(text.contains("gwmo_alerts_total{type=\"urn:oma:at:gwmo:1.0:DeviceAttach\"} 1\n"));
         assert!(text.contains("gwmo_bootstraps_total{approach=\"server-assisted\"} 1\n"));
         assert!(text.contains("gwmo_store_seconds_total 0.003\n"));
+        assert!(text.contains("gwmo_lapses_total 1\n"));
         // Every sample line is "name{labels} value" or "name value".
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
