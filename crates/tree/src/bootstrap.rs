@@ -2,11 +2,11 @@
 //! with the lapse interval it asks for. Written and read through a scratch tree, so the
 //! DMAcc mapping is the one of `dmacc.rs`.
 
-use gwmo_proto::tnds::{self, TndsError, TndsNode};
+use gwmo_proto::tnds::{self, TndsError};
 
 use crate::TreeError;
 use crate::dmacc::{DMACC, DmAccount, dm_accounts, write_dm_account};
-use crate::node::{Content, Format};
+use crate::node::Format;
 use crate::tree::Tree;
 use crate::uri::segment_for;
 
@@ -81,37 +81,6 @@ pub fn read_bootstrap(xml: &str) -> Result<GatewayBootstrap, BootstrapError> {
         account,
         lapse_secs,
     })
-}
-
-impl Tree {
-    /// A subtree as a TNDS node (values, formats and children; no ACLs).
-    pub fn subtree_tnds(&self, uri: &str) -> Option<TndsNode> {
-        let parsed = crate::uri::Uri::parse(uri).ok()?;
-        let node = self.node_at(&parsed.segments)?;
-        let name = parsed.segments.last().copied().unwrap_or(".").to_owned();
-        Some(to_tnds(name, node))
-    }
-}
-
-fn to_tnds(name: String, node: &crate::node::Node) -> TndsNode {
-    match &node.content {
-        Content::Leaf(value) => TndsNode {
-            name,
-            format: Some(node.format.as_str().to_owned()),
-            mime: node.mime.clone(),
-            value: Some(value.clone()),
-            ..TndsNode::default()
-        },
-        Content::Interior(children) => TndsNode {
-            name,
-            format: Some("node".into()),
-            children: children
-                .iter()
-                .map(|(child, node)| to_tnds(child.clone(), node))
-                .collect(),
-            ..TndsNode::default()
-        },
-    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,9 @@ impl Tree {
             (Kind::Replace, Some(Query::Prop(prop))) => {
                 self.replace_property(server, &uri.segments, prop, item)
             }
+            (Kind::Get, Some(Query::List(list))) if list.split('+').any(|p| p == "TNDS") => {
+                self.get_tnds(server, &uri.segments, target).map(Some)
+            }
             (_, Some(Query::List(_))) | (_, Some(Query::Prop(_))) => {
                 Err(status::OPTIONAL_FEATURE_NOT_SUPPORTED)
             }
@@ -370,6 +373,28 @@ impl Tree {
             Some(node.format.as_str()),
             node.mime.clone(),
             data,
+        ))
+    }
+
+    /// `Get <uri>?list=TNDS+...`: the subtree as one TNDS document, without the nodes
+    /// this server may not Get. (The `list` options beyond TNDS change nothing: values,
+    /// formats and types always come, ACLs never.)
+    fn get_tnds(&self, server: &str, segments: &[&str], target: &str) -> Result<Item, u16> {
+        self.node_at(segments).ok_or(status::NOT_FOUND)?;
+        self.require(server, Op::Get, segments)?;
+        let subtree = self
+            .visible_tnds(server, segments)
+            .ok_or(status::NOT_FOUND)?;
+        // The root has no name of its own: its children are the document's nodes.
+        let nodes = match segments {
+            [] => subtree.children,
+            _ => vec![subtree],
+        };
+        Ok(result_item(
+            target,
+            Some("xml"),
+            Some(content_type::TNDS_XML.into()),
+            gwmo_proto::tnds::to_xml(&nodes),
         ))
     }
 

@@ -9,6 +9,7 @@ mod exec;
 mod gwboot;
 mod node;
 mod stdobj;
+mod subtree;
 mod tree;
 mod uri;
 

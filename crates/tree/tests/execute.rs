@@ -664,3 +664,58 @@ fn a_server_without_a_trusted_gateway_account_gets_no_delegated_rights() {
         425
     );
 }
+
+/// The TNDS a server reads of the whole tree: the server's own account with its
+/// secrets, never another server's account.
+#[test]
+fn a_tnds_get_returns_the_subtree_the_server_may_see() {
+    let mut tree = device();
+    let other = DmAccount::new(
+        "other",
+        "http://other/dm",
+        gwmo_proto::auth::AuthType::Md5,
+        "d",
+        "other-client-secret",
+        "other",
+        "other-server-secret",
+    );
+    write_dm_account(&mut tree, "Other", &other).unwrap();
+    let replies = tree.execute(DMS, 1, &get(".?list=TNDS+Format+Value"), &mut CmdIds::new());
+    assert_eq!(statuses(&replies)[0].code, status::OK);
+    let Command::Results(results) = &replies[1] else {
+        panic!("no Results after the Status")
+    };
+    let meta = results.items[0].meta.as_ref().unwrap();
+    assert_eq!(
+        meta.r#type.as_deref(),
+        Some(gwmo_proto::codes::content_type::TNDS_XML)
+    );
+    let Some(Data::Text(document)) = &results.items[0].data else {
+        panic!("no TNDS text")
+    };
+    let nodes = gwmo_proto::tnds::parse(document).unwrap();
+    let leaves = gwmo_proto::tnds::leaves(&nodes, ".");
+    let value = |uri: &str| {
+        leaves
+            .iter()
+            .find(|(path, _, _)| path == uri)
+            .map(|(_, value, _)| value.clone())
+    };
+    assert_eq!(value("./DevInfo/DevId"), Some("IMEI:1".into()));
+    assert_eq!(value("./Vendor/Leaf"), Some("v".into()));
+    assert!(value("./DMAcc/Factory1/ServerID").is_some());
+    assert!(
+        !document.contains("other-client-secret") && !document.contains("Other"),
+        "another server's account leaked: {document}"
+    );
+    // Someone with no Get right on the subtree's root gets 425, no document.
+    assert_eq!(
+        code(&mut tree, "other", &get("./DMAcc/Factory1?list=TNDS")),
+        status::PERMISSION_DENIED
+    );
+    // Other list queries stay unsupported.
+    assert_eq!(
+        code(&mut tree, DMS, &get("./Vendor?list=Struct")),
+        status::OPTIONAL_FEATURE_NOT_SUPPORTED
+    );
+}
