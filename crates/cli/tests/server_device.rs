@@ -599,3 +599,54 @@ fn metrics_count_sessions_statuses_and_failures_in_the_prometheus_format() {
     assert_eq!(sample("gwmo_command_statuses_total{code=\"425\"}"), 1.0);
     assert!(sample("gwmo_store_seconds_total") > 0.0);
 }
+
+/// The operator asks a device for its tree: the next session brings it as TNDS, and
+/// the admin API shows its leaves (secrets hidden) and its accounts with provenance.
+#[test]
+fn a_device_reports_its_tree_and_accounts_to_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000013";
+    let enrollment = server.enroll(dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, "wbxml", "");
+
+    let (status, before) = server.api("GET", &format!("/api/devices/{dev_id}/tree"), None);
+    assert_eq!(status, 200);
+    assert_eq!(before["reported_at"], serde_json::Value::Null);
+    let (status, asked) = server.api("POST", &format!("/api/devices/{dev_id}/tree"), None);
+    assert_eq!(status, 202, "{asked}");
+    assert_success(&device_once(&config), "session");
+
+    let (status, tree) = server.api("GET", &format!("/api/devices/{dev_id}/tree"), None);
+    assert_eq!(status, 200, "{tree}");
+    assert!(tree["reported_at"].is_i64(), "{tree}");
+    let leaves = tree["leaves"].as_array().unwrap();
+    let value = |uri: &str| {
+        leaves
+            .iter()
+            .find(|leaf| leaf["uri"] == uri)
+            .map(|leaf| leaf["value"].clone())
+    };
+    assert_eq!(value("./DevInfo/DevId"), Some(dev_id.into()));
+    let secrets: Vec<_> = leaves
+        .iter()
+        .filter(|leaf| leaf["uri"].as_str().unwrap().ends_with("/AAuthSecret"))
+        .collect();
+    assert!(!secrets.is_empty(), "{tree}");
+    assert!(secrets.iter().all(|leaf| leaf["value"] == "(hidden)"));
+    let text = tree.to_string();
+    assert!(!text.contains(enrollment["client_secret"].as_str().unwrap()));
+
+    let (status, accounts) = server.api("GET", &format!("/api/devices/{dev_id}/accounts"), None);
+    assert_eq!(status, 200);
+    let accounts = accounts["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0]["server_id"], enrollment["server_id"]);
+    assert_eq!(accounts[0]["origin"], "factory");
+    assert_eq!(accounts[0]["trust"], "full");
+
+    for path in ["tree", "accounts"] {
+        let (status, _) = server.api("GET", &format!("/api/devices/IMEI:none/{path}"), None);
+        assert_eq!(status, 404);
+    }
+}

@@ -58,7 +58,7 @@ pub enum SpecError {
     Json(#[from] serde_json::Error),
     #[error("{0} must hold at least one command")]
     EmptyContainer(&'static str),
-    #[error("target must be a DM URI starting with './', got {0:?}")]
+    #[error("target must be a DM URI: '.' or starting with './', got {0:?}")]
     BadTarget(String),
 }
 
@@ -84,7 +84,8 @@ impl CommandSpec {
             | CommandSpec::Get { target }
             | CommandSpec::Exec { target, .. }
             | CommandSpec::Copy { target, .. } => {
-                if target.starts_with("./") {
+                // The root itself ("." or ".?list=...") or a node under it.
+                if target.starts_with("./") || target.split('?').next() == Some(".") {
                     Ok(())
                 } else {
                     Err(SpecError::BadTarget(target.clone()))
@@ -282,5 +283,10 @@ mod tests {
             CommandSpec::parse(r#"{"op":"Get","target":"/etc/passwd"}"#),
             Err(SpecError::BadTarget(_))
         ));
+        assert!(matches!(
+            CommandSpec::parse(r#"{"op":"Get","target":"..?list=TNDS"}"#),
+            Err(SpecError::BadTarget(_))
+        ));
+        assert!(CommandSpec::parse(r#"{"op":"Get","target":".?list=TNDS"}"#).is_ok());
     }
 }

@@ -26,6 +26,18 @@ use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap, Store, StoreEr
 /// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
 pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
 
+/// What a device's tree report is asked with (`Get` of the root as TNDS).
+pub const TREE_REPORT_TARGET: &str = ".?list=TNDS+Format+Type+Value";
+
+/// The TNDS document of a Results item answering a Get of the whole tree.
+fn whole_tree_report(item: &gwmo_proto::Item) -> Option<&str> {
+    let source = item.source.as_ref()?.uri.as_str();
+    let mime = item.meta.as_ref()?.r#type.as_deref()?;
+    (source.split('?').next() == Some(".") && mime == gwmo_proto::codes::content_type::TNDS_XML)
+        .then(|| item.data.as_ref()?.as_text())
+        .flatten()
+}
+
 /// Why a message got no DM answer; each maps to an HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum DmError {
@@ -281,6 +293,9 @@ impl DmService {
                     );
                     self.store
                         .complete(tag as i64, outcome.status, &stored, unix_now)?;
+                    if let Some(tnds) = outcome.results.iter().find_map(whole_tree_report) {
+                        self.store.set_tree(dev_id, tnds, unix_now)?;
+                    }
                     self.metrics.command_status(outcome.status);
                     if let Some(auth) = self.store.settle_auth_switch(tag as i64, outcome.status)? {
                         info!(

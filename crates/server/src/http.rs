@@ -15,10 +15,10 @@ use gwmo_net::{HMAC_HEADER, HttpClient};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin;
 use crate::dm::{DmError, DmService};
 use crate::settings::ServerSettings;
 use crate::store::Store;
+use crate::{admin, devtree};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -49,6 +49,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
         .route("/api/devices/{dev_id}/notify", post(admin::notify_device))
         .route("/api/devices/{dev_id}/auth", post(admin::change_auth))
+        .route(
+            "/api/devices/{dev_id}/tree",
+            post(devtree::request_tree).get(devtree::get_tree),
+        )
+        .route("/api/devices/{dev_id}/accounts", get(devtree::get_accounts))
         .route(
             "/api/gateways",
             post(admin::register_gateway).get(admin::list_gateways),

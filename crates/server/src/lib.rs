@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod command;
+pub mod devtree;
 pub mod dm;
 pub mod fanout;
 pub mod http;

@@ -62,13 +62,10 @@ pub fn bootstrap_document(account: &DmAccount, lapse_secs: u64) -> Result<String
 
 /// Reads a Gateway Bootstrap: exactly one DM account under ./DMAcc.
 pub fn read_bootstrap(xml: &str) -> Result<GatewayBootstrap, BootstrapError> {
-    let nodes = tnds::parse(xml)?;
-    let mut scratch = Tree::default();
-    for (uri, value, format) in tnds::leaves(&nodes, DMACC) {
-        if uri.starts_with(&format!("{DMACC}/")) {
-            scratch.set_leaf(&uri, &value, Format::parse(&format).unwrap_or_default())?;
-        }
-    }
+    let scratch = Tree::from_tnds(xml, DMACC).map_err(|error| match error {
+        crate::subtree::TndsTreeError::Tnds(e) => BootstrapError::Tnds(e),
+        crate::subtree::TndsTreeError::Tree(e) => BootstrapError::Tree(e),
+    })?;
     let mut accounts = dm_accounts(&scratch);
     if accounts.len() != 1 {
         return Err(BootstrapError::Accounts(accounts.len()));

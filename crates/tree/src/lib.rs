@@ -21,6 +21,7 @@ pub use dmacc::{
 pub use gwboot::{Origin, Provenance, Trust, account_of, provenance, write_provenance};
 pub use node::{Content, Format, Node};
 pub use stdobj::DeviceInfo;
+pub use subtree::TndsTreeError;
 pub use tree::{ExecRequest, Tree};
 pub use uri::{MAX_DEPTH, MAX_SEGMENT_LEN, MAX_URI_LEN, Query, Uri, segment_for};
 

@@ -2,13 +2,35 @@
 //! reads with `Get <uri>?list=TNDS` (only the nodes that server may Get: another
 //! server's account, secrets included, stays out).
 
-use gwmo_proto::tnds::TndsNode;
+use gwmo_proto::tnds::{self, TndsError, TndsNode};
 
+use crate::TreeError;
 use crate::acl::Op;
-use crate::node::{Content, Node};
+use crate::node::{Content, Format, Node};
 use crate::tree::Tree;
 
+/// Why a TNDS document does not make a tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TndsTreeError {
+    #[error("{0}")]
+    Tnds(#[from] TndsError),
+    #[error("{0}")]
+    Tree(#[from] TreeError),
+}
+
 impl Tree {
+    /// A scratch tree holding a TNDS document whose top nodes hang under `base` (unless
+    /// they name their own Path): its leaves with their values and formats, interior
+    /// nodes where the paths need them. For reading a document with the tree's own
+    /// readers (accounts, provenance).
+    pub fn from_tnds(xml: &str, base: &str) -> Result<Tree, TndsTreeError> {
+        let mut scratch = Tree::default();
+        for (uri, value, format) in tnds::leaves(&tnds::parse(xml)?, base) {
+            scratch.set_leaf(&uri, &value, Format::parse(&format).unwrap_or_default())?;
+        }
+        Ok(scratch)
+    }
+
     /// A subtree as a TNDS node (values, formats and children; no ACLs).
     pub fn subtree_tnds(&self, uri: &str) -> Option<TndsNode> {
         let parsed = crate::uri::Uri::parse(uri).ok()?;

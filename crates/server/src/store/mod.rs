@@ -274,6 +274,10 @@ pub trait Store: Send + Sync {
     fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError>;
     fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError>;
     fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Keeps the DM tree the device reported (a TNDS document), replacing the last one.
+    fn set_tree(&self, dev_id: &str, tnds: &str, now: i64) -> Result<(), StoreError>;
+    /// The DM tree the device last reported, and when.
+    fn tree(&self, dev_id: &str) -> Result<Option<(String, i64)>, StoreError>;
     fn log_event(
         &self,
         dev_id: Option<&str>,

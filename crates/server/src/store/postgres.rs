@@ -98,6 +98,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX devices_by_auth_switch ON devices (auth_switch_command)
         WHERE auth_switch_command IS NOT NULL;
 "#,
+    r#"
+    ALTER TABLE devices ADD COLUMN tree TEXT, ADD COLUMN tree_at BIGINT;
+"#,
 ];
 
 /// Any fixed number: the advisory lock instances take while migrating.
@@ -669,6 +672,22 @@ impl Store for PostgresStore {
             &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE dev_id = $1 ORDER BY id"),
             &[&dev_id],
             command_row,
+        )
+    }
+
+    fn set_tree(&self, dev_id: &str, tnds: &str, now: i64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET tree = $2, tree_at = $3 WHERE dev_id = $1",
+            &[&dev_id, &tnds, &now],
+        )?;
+        Ok(())
+    }
+
+    fn tree(&self, dev_id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.query_opt(
+            "SELECT tree, tree_at FROM devices WHERE dev_id = $1 AND tree IS NOT NULL",
+            &[&dev_id],
+            |row| Ok((row.try_get(0)?, row.try_get(1)?)),
         )
     }
 

@@ -142,6 +142,11 @@ const MIGRATIONS: &[&str] = &[
         WHERE auth_switch_command IS NOT NULL;
     CREATE INDEX gateways_by_device ON gateways (dev_id);
 "#,
+    // The DM tree each device last reported (TNDS), for the operator.
+    r#"
+    ALTER TABLE devices ADD COLUMN tree TEXT;
+    ALTER TABLE devices ADD COLUMN tree_at INTEGER;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -624,6 +629,25 @@ impl Store for SqliteStore {
         ))?;
         let rows = statement.query_map([dev_id], command_row)?;
         rows.map(|r| r?).collect()
+    }
+
+    fn set_tree(&self, dev_id: &str, tnds: &str, now: i64) -> Result<(), StoreError> {
+        self.lock().run_cached(
+            "UPDATE devices SET tree = ?2, tree_at = ?3 WHERE dev_id = ?1",
+            params![dev_id, tnds, now],
+        )?;
+        Ok(())
+    }
+
+    fn tree(&self, dev_id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(self
+            .lock()
+            .row_cached(
+                "SELECT tree, tree_at FROM devices WHERE dev_id = ?1 AND tree IS NOT NULL",
+                [dev_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
     }
 
     fn log_event(

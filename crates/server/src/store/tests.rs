@@ -243,6 +243,23 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
     });
 }
 
+#[test]
+fn the_last_reported_tree_replaces_the_one_before() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        assert_eq!(store.tree("IMEI:1").unwrap(), None);
+        store.set_tree("IMEI:1", "<MgmtTree/>", 5).unwrap();
+        store
+            .set_tree("IMEI:1", "<MgmtTree>2</MgmtTree>", 6)
+            .unwrap();
+        assert_eq!(
+            store.tree("IMEI:1").unwrap(),
+            Some(("<MgmtTree>2</MgmtTree>".into(), 6))
+        );
+        assert_eq!(store.tree("IMEI:unknown").unwrap(), None);
+    });
+}
+
 /// Two instances claiming the same device's commands at once (as when a device talks
 /// to both): every command is claimed by exactly one session.
 #[test]

@@ -1,0 +1,141 @@
+//! The DM tree a device last reported, for the operator: asking the device for it
+//! (a `Get` of the root as TNDS, which carries only what this server may read), the
+//! tree as a list of leaves, and the DM accounts in it with their bootstrap
+//! provenance (origin, trust, lapse deadline). Secrets never leave the server.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use gwmo_tree::{Tree, dm_accounts, provenance};
+use serde_json::{Value, json};
+
+use crate::admin::{ApiError, authorize, not_found};
+use crate::command::CommandSpec;
+use crate::dm::TREE_REPORT_TARGET;
+use crate::http::{AppState, unix_now};
+
+/// Shown instead of a secret's value.
+const HIDDEN: &str = "(hidden)";
+
+/// Asks the device for its tree: the Get is queued and the device woken when it can be.
+pub async fn request_tree(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers)?;
+    let device = state
+        .store
+        .device(&dev_id)?
+        .ok_or_else(|| not_found("device"))?;
+    let spec = CommandSpec::Get {
+        target: TREE_REPORT_TARGET.into(),
+    };
+    let id = state
+        .store
+        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
+    let woken = crate::notify::send(&state, &device).await.is_ok();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "command": id, "woken": woken })),
+    ))
+}
+
+/// The last reported tree as leaves (`uri`, `format`, `value`), secrets hidden.
+pub async fn get_tree(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Some((tree, reported_at)) = reported_tree(&state, &dev_id)? else {
+        return Ok(Json(
+            json!({ "dev_id": dev_id, "reported_at": null, "leaves": [] }),
+        ));
+    };
+    let leaves: Vec<Value> = leaves(&tree, ".")
+        .into_iter()
+        .map(|(uri, format, value)| {
+            let value = if uri.ends_with("/AAuthSecret") {
+                HIDDEN.to_owned()
+            } else {
+                value
+            };
+            json!({ "uri": uri, "format": format, "value": value })
+        })
+        .collect();
+    Ok(Json(json!({
+        "dev_id": dev_id, "reported_at": reported_at, "leaves": leaves,
+    })))
+}
+
+/// The DM accounts of the last reported tree, with the provenance of each.
+pub async fn get_accounts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(dev_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Some((tree, reported_at)) = reported_tree(&state, &dev_id)? else {
+        return Ok(Json(
+            json!({ "dev_id": dev_id, "reported_at": null, "accounts": [] }),
+        ));
+    };
+    let accounts: Vec<Value> = dm_accounts(&tree)
+        .into_iter()
+        .map(|(node, account)| {
+            let origin = provenance(&tree, &node);
+            json!({
+                "node": node,
+                "server_id": account.server_id,
+                "address": account.addr,
+                "origin": origin.origin.as_str(),
+                "trust": origin.trust.as_str(),
+                "parent": origin.parent,
+                "lapse_at": origin.lapse_at,
+                "confirmed": origin.confirmed,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "dev_id": dev_id, "reported_at": reported_at, "accounts": accounts,
+    })))
+}
+
+/// The device's last reported tree, rebuilt; `None` when it never reported one.
+fn reported_tree(state: &AppState, dev_id: &str) -> Result<Option<(Tree, i64)>, ApiError> {
+    state
+        .store
+        .device(dev_id)?
+        .ok_or_else(|| not_found("device"))?;
+    let Some((tnds, reported_at)) = state.store.tree(dev_id)? else {
+        return Ok(None);
+    };
+    let tree = Tree::from_tnds(&tnds, ".").map_err(|error| {
+        tracing::warn!(device = dev_id, %error, "the stored tree does not read back");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored tree is corrupt",
+        )
+    })?;
+    Ok(Some((tree, reported_at)))
+}
+
+/// Every leaf under `uri`, depth first: (URI, format, value).
+fn leaves(tree: &Tree, uri: &str) -> Vec<(String, String, String)> {
+    match tree.children(uri) {
+        Some(children) => children
+            .into_iter()
+            .flat_map(|child| leaves(tree, &format!("{uri}/{child}")))
+            .collect(),
+        None => tree
+            .value(uri)
+            .map(|value| {
+                let format = tree.format(uri).map(|f| f.as_str()).unwrap_or("chr");
+                vec![(uri.to_owned(), format.to_owned(), value.to_owned())]
+            })
+            .unwrap_or_default(),
+    }
+}
