@@ -15,7 +15,9 @@ use subtle::ConstantTimeEq;
 
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::http::{AppState, unix_now};
-use crate::store::{CommandRecord, DeviceRecord, GatewayRecord, NewDevice, StoreError};
+use crate::store::{
+    CommandRecord, DeviceRecord, EventFilter, GatewayRecord, NewDevice, StoreError,
+};
 
 /// An admin API error: an HTTP status and a one-line reason, as JSON.
 #[derive(Debug)]
@@ -161,8 +163,26 @@ pub fn random_secret() -> String {
         .collect()
 }
 
+/// `?after=KEY&limit=N`: a page of a listing in key order (100 rows unless asked,
+/// at most 1000).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl Page {
+    fn limit(&self) -> u32 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+/// `?gateway=ID&after=DEVID&limit=N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssociationsQuery {
+    pub gateway: Option<String>,
     pub after: Option<String>,
     pub limit: Option<u32>,
 }
@@ -173,11 +193,9 @@ pub async fn list_devices(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page.limit();
     let devices = state.store.devices(page.after.as_deref(), limit)?;
-    let next = (devices.len() == limit as usize)
-        .then(|| devices.last().map(|d| d.dev_id.clone()))
-        .flatten();
+    let next = next_key(&devices, limit, |d| &d.dev_id);
     Ok(Json(json!({
         "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
         "next": next,
@@ -312,9 +330,22 @@ pub async fn register_gateway(
 pub async fn list_gateways(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(json!({ "gateways": state.store.gateways()? })))
+    let limit = page.limit();
+    let gateways = state
+        .store
+        .gateways(page.after.as_deref().unwrap_or(""), limit)?;
+    let next = next_key(&gateways, limit, |g| &g.gateway_id);
+    Ok(Json(json!({ "gateways": gateways, "next": next })))
+}
+
+/// The key to ask for the next page with, when this page is full.
+fn next_key<T>(page: &[T], limit: u32, key: impl Fn(&T) -> &String) -> Option<String> {
+    (page.len() == limit as usize)
+        .then(|| page.last().map(|last| key(last).clone()))
+        .flatten()
 }
 
 /// A fan-out request: a command for several end devices behind one gateway.
@@ -395,9 +426,21 @@ pub async fn get_fanout(
 pub async fn list_associations(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Query(query): Query<AssociationsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(json!({ "associations": state.store.associations()? })))
+    let page = Page {
+        after: query.after,
+        limit: query.limit,
+    };
+    let limit = page.limit();
+    let associations = state.store.associations(
+        query.gateway.as_deref(),
+        page.after.as_deref().unwrap_or(""),
+        limit,
+    )?;
+    let next = next_key(&associations, limit, |a| &a.dev_id);
+    Ok(Json(json!({ "associations": associations, "next": next })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,10 +541,14 @@ fn parse_auth(text: &str) -> Result<AuthType, ApiError> {
     }
 }
 
+/// `?after=ID&limit=N&kind=K&device=DEVID`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     pub after: Option<i64>,
     pub limit: Option<u32>,
+    pub kind: Option<String>,
+    pub device: Option<String>,
 }
 
 pub async fn events(
@@ -510,9 +557,14 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    let filter = EventFilter {
+        kind: query.kind,
+        dev_id: query.device,
+    };
     let events = state.store.events(
         query.after.unwrap_or(0),
         query.limit.unwrap_or(100).clamp(1, 1000),
+        &filter,
     )?;
     Ok(Json(json!({
         "events": events.iter().map(|e| json!({

@@ -161,6 +161,13 @@ pub struct FanoutRecord {
     pub done_at: Option<i64>,
 }
 
+/// Which events to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub kind: Option<String>,
+    pub dev_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
     pub id: i64,
@@ -221,12 +228,19 @@ pub trait Store: Send + Sync {
     -> Result<Option<AuthType>, StoreError>;
     fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError>;
     fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError>;
-    fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError>;
+    /// Gateways in GatewayID order, after `after`, at most `limit`.
+    fn gateways(&self, after: &str, limit: u32) -> Result<Vec<GatewayRecord>, StoreError>;
     /// The registered gateway whose DevId (as a client of this server) is `dev_id`.
     fn gateway_by_device(&self, dev_id: &str) -> Result<Option<GatewayRecord>, StoreError>;
     fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError>;
-    /// Every association, by DevId.
-    fn associations(&self) -> Result<Vec<Association>, StoreError>;
+    /// Associations in DevId order (of one gateway, if given), after `after`, at most
+    /// `limit`.
+    fn associations(
+        &self,
+        gateway_id: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Association>, StoreError>;
     /// Records that `dev_id` is now served by `gateway_id` (a Device Attach Alert).
     fn associate(
         &self,
@@ -285,8 +299,14 @@ pub trait Store: Send + Sync {
         detail: &str,
         now: i64,
     ) -> Result<(), StoreError>;
-    /// Events with an id above `after_id`, oldest first.
-    fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+    /// Events with an id above `after_id`, oldest first, at most `limit`; only those
+    /// matching the filter's kind and device, where it names them.
+    fn events(
+        &self,
+        after_id: i64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>, StoreError>;
 }
 
 fn auth_text(auth: AuthType) -> &'static str {

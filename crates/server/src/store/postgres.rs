@@ -16,9 +16,9 @@ use gwmo_proto::auth::AuthType;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::{
-    Association, CommandRecord, DeviceRecord, EventRecord, FanoutRecord, GatewayRecord, NewDevice,
-    SettledBootstrap, Store, StoreError, auth_from_text, auth_text, command_state,
-    devinfo_from_json, devinfo_to_json,
+    Association, CommandRecord, DeviceRecord, EventFilter, EventRecord, FanoutRecord,
+    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, auth_text,
+    command_state, devinfo_from_json, devinfo_to_json,
 };
 
 /// Schema changes in order; `gwmo_schema.version` records how many have run.
@@ -495,10 +495,13 @@ impl Store for PostgresStore {
         )
     }
 
-    fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+    fn gateways(&self, after: &str, limit: u32) -> Result<Vec<GatewayRecord>, StoreError> {
         self.query(
-            &format!("SELECT {GATEWAY_COLUMNS} FROM gateways ORDER BY gateway_id"),
-            &[],
+            &format!(
+                "SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id > $1
+                 ORDER BY gateway_id LIMIT $2"
+            ),
+            &[&after, &i64::from(limit)],
             gateway_row,
         )
     }
@@ -519,10 +522,17 @@ impl Store for PostgresStore {
         )
     }
 
-    fn associations(&self) -> Result<Vec<Association>, StoreError> {
+    fn associations(
+        &self,
+        gateway_id: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Association>, StoreError> {
         self.query(
-            "SELECT dev_id, gateway_id, origin, since FROM associations ORDER BY dev_id",
-            &[],
+            "SELECT dev_id, gateway_id, origin, since FROM associations
+             WHERE dev_id > $1 AND ($2::TEXT IS NULL OR gateway_id = $2)
+             ORDER BY dev_id LIMIT $3",
+            &[&after, &gateway_id, &i64::from(limit)],
             association_row,
         )
     }
@@ -705,10 +715,17 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    fn events(
+        &self,
+        after_id: i64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         self.query(
-            "SELECT id, at, dev_id, kind, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2",
-            &[&after_id, &i64::from(limit)],
+            "SELECT id, at, dev_id, kind, detail FROM events
+             WHERE id > $1 AND ($3::TEXT IS NULL OR kind = $3) AND ($4::TEXT IS NULL OR dev_id = $4)
+             ORDER BY id LIMIT $2",
+            &[&after_id, &i64::from(limit), &filter.kind, &filter.dev_id],
             |row| {
                 Ok(EventRecord {
                     id: row.try_get(0)?,

@@ -10,9 +10,9 @@ use gwmo_proto::auth::AuthType;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Association, CommandRecord, DeviceRecord, EventRecord, FanoutRecord, GatewayRecord, NewDevice,
-    SettledBootstrap, Store, StoreError, auth_from_text, auth_text, command_state,
-    devinfo_from_json, devinfo_to_json,
+    Association, CommandRecord, DeviceRecord, EventFilter, EventRecord, FanoutRecord,
+    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, auth_text,
+    command_state, devinfo_from_json, devinfo_to_json,
 };
 
 /// Statements through the connection's statement cache: SQLite parses each SQL text
@@ -421,12 +421,13 @@ impl Store for SqliteStore {
         self.gateway_where("gateway_id", gateway_id)
     }
 
-    fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+    fn gateways(&self, after: &str, limit: u32) -> Result<Vec<GatewayRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
-            "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways ORDER BY gateway_id",
+            "SELECT gateway_id, dev_id, dm_url, server_assisted FROM gateways
+             WHERE gateway_id > ?1 ORDER BY gateway_id LIMIT ?2",
         )?;
-        let rows = statement.query_map([], gateway_row)?;
+        let rows = statement.query_map(params![after, limit], gateway_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -586,12 +587,18 @@ impl Store for SqliteStore {
     }
 
     /// Every association, by DevId.
-    fn associations(&self) -> Result<Vec<Association>, StoreError> {
+    fn associations(
+        &self,
+        gateway_id: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Association>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
-            "SELECT dev_id, gateway_id, origin, since FROM associations ORDER BY dev_id",
+            "SELECT dev_id, gateway_id, origin, since FROM associations
+             WHERE dev_id > ?1 AND (?2 IS NULL OR gateway_id = ?2) ORDER BY dev_id LIMIT ?3",
         )?;
-        let rows = statement.query_map([], |row| {
+        let rows = statement.query_map(params![after, gateway_id, limit], |row| {
             Ok(Association {
                 dev_id: row.get(0)?,
                 gateway_id: row.get(1)?,
@@ -665,20 +672,30 @@ impl Store for SqliteStore {
     }
 
     /// Events with an id above `after_id`, oldest first.
-    fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    fn events(
+        &self,
+        after_id: i64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
-            "SELECT id, at, dev_id, kind, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, at, dev_id, kind, detail FROM events
+             WHERE id > ?1 AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR dev_id = ?4)
+             ORDER BY id LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![after_id, limit], |row| {
-            Ok(EventRecord {
-                id: row.get(0)?,
-                at: row.get(1)?,
-                dev_id: row.get(2)?,
-                kind: row.get(3)?,
-                detail: row.get(4)?,
-            })
-        })?;
+        let rows = statement.query_map(
+            params![after_id, limit, filter.kind, filter.dev_id],
+            |row| {
+                Ok(EventRecord {
+                    id: row.get(0)?,
+                    at: row.get(1)?,
+                    dev_id: row.get(2)?,
+                    kind: row.get(3)?,
+                    detail: row.get(4)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

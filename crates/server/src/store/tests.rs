@@ -159,9 +159,23 @@ fn devices_and_events_page() {
         let next = store.devices(Some(&first[1].dev_id), 10).unwrap();
         assert_eq!((first.len(), next.len()), (2, 3));
         assert_eq!(next[0].dev_id, "IMEI:2");
-        let events = store.events(0, 3).unwrap();
+        let all = EventFilter::default();
+        let events = store.events(0, 3, &all).unwrap();
         assert_eq!(events.len(), 3);
-        assert_eq!(store.events(events[2].id, 10).unwrap().len(), 2);
+        assert_eq!(store.events(events[2].id, 10, &all).unwrap().len(), 2);
+        store.log_event(Some("IMEI:1"), "attach", "{}", 9).unwrap();
+        let attaches = EventFilter {
+            kind: Some("attach".into()),
+            ..EventFilter::default()
+        };
+        let found = store.events(0, 10, &attaches).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].dev_id.as_deref(), Some("IMEI:1"));
+        let of_device = EventFilter {
+            dev_id: Some("IMEI:1".into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(store.events(0, 10, &of_device).unwrap().len(), 2);
     });
 }
 
@@ -240,6 +254,26 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
             None,
             "settled once"
         );
+        store
+            .associate("IMEI:gw1", "gw-1", "local-bootstrap", 5)
+            .unwrap();
+        let ids = |page: Vec<Association>| page.into_iter().map(|a| a.dev_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.associations(None, "", 10).unwrap()),
+            ["IMEI:ed", "IMEI:gw1"]
+        );
+        assert_eq!(
+            ids(store.associations(Some("gw-1"), "", 10).unwrap()),
+            ["IMEI:gw1"]
+        );
+        assert_eq!(
+            ids(store.associations(None, "IMEI:ed", 10).unwrap()),
+            ["IMEI:gw1"]
+        );
+        assert_eq!(ids(store.associations(None, "", 1).unwrap()), ["IMEI:ed"]);
+        let gateways = store.gateways("gw-1", 10).unwrap();
+        assert_eq!(gateways.len(), 1);
+        assert_eq!(gateways[0].gateway_id, "gw-2");
     });
 }
 
