@@ -46,8 +46,20 @@ pub(crate) fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
 
+/// Every `/api` route but the OpenAPI description goes through this first: requests
+/// without the configured bearer token are refused before their body is even read.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(next.run(request).await)
+}
+
 /// Refuses requests without the configured bearer token (constant-time compare).
-pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = state.settings.admin_token.as_deref() else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -99,10 +111,8 @@ pub struct Enrollment {
 
 pub async fn enroll(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Json(request): Json<EnrollRequest>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
-    authorize(&state, &headers)?;
     let bad = |reason: String| ApiError(StatusCode::BAD_REQUEST, reason);
     if request.dev_id.trim().is_empty() || request.dev_id.len() > 256 {
         return Err(bad("dev_id must be 1 to 256 characters".into()));
@@ -189,10 +199,8 @@ pub struct AssociationsQuery {
 
 pub async fn list_devices(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let limit = page.limit();
     let devices = state.store.devices(page.after.as_deref(), limit)?;
     let next = next_key(&devices, limit, |d| &d.dev_id);
@@ -218,10 +226,8 @@ fn device_json(device: &DeviceRecord) -> Value {
 
 pub async fn get_device(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let device = state
         .store
         .device(&dev_id)?
@@ -235,11 +241,9 @@ pub async fn get_device(
 
 pub async fn queue_command(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(dev_id): Path<String>,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
     let spec =
         CommandSpec::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     if state.store.device(&dev_id)?.is_none() {
@@ -256,10 +260,8 @@ pub async fn queue_command(
 
 pub async fn get_command(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let command = state
         .store
         .command(id)?
@@ -287,10 +289,8 @@ fn command_json(command: &CommandRecord) -> Value {
 
 pub async fn notify_device(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(dev_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
     let device = state
         .store
         .device(&dev_id)?
@@ -307,10 +307,8 @@ pub async fn notify_device(
 /// Registers (or updates) a DM Gateway; its DevId must be enrolled.
 pub async fn register_gateway(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Json(gateway): Json<GatewayRecord>,
 ) -> Result<(StatusCode, Json<GatewayRecord>), ApiError> {
-    authorize(&state, &headers)?;
     if gateway.gateway_id.trim().is_empty() || !gateway.dm_url.starts_with("http") {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -329,10 +327,8 @@ pub async fn register_gateway(
 
 pub async fn list_gateways(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let limit = page.limit();
     let gateways = state
         .store
@@ -360,11 +356,9 @@ pub struct FanoutRequest {
 /// come back in the gateway's next session (`GET /api/fanouts/{id}`).
 pub async fn create_fanout(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(gateway_id): Path<String>,
     Json(request): Json<FanoutRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
     let bad = |reason: String| ApiError(StatusCode::BAD_REQUEST, reason);
     let spec = CommandSpec::parse(&request.command.to_string()).map_err(|e| bad(e.to_string()))?;
     if request.targets.is_empty()
@@ -402,10 +396,8 @@ pub async fn create_fanout(
 
 pub async fn get_fanout(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let fanout = state
         .store
         .fanout(id)?
@@ -425,10 +417,8 @@ pub async fn get_fanout(
 
 pub async fn list_associations(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(query): Query<AssociationsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let page = Page {
         after: query.after,
         limit: query.limit,
@@ -453,11 +443,9 @@ pub struct Validation {
 /// to the device (woken with package 0 when it can be).
 pub async fn validate_gateway(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(dev_id): Path<String>,
     Json(request): Json<Validation>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
     let device = state
         .store
         .device(&dev_id)?
@@ -489,11 +477,9 @@ pub struct AuthChange {
 /// both sides use the new scheme from the next session on.
 pub async fn change_auth(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(dev_id): Path<String>,
     Json(change): Json<AuthChange>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
     let auth = parse_auth(&change.auth)?;
     if state.store.device(&dev_id)?.is_none() {
         return Err(not_found("device"));
@@ -553,10 +539,8 @@ pub struct EventsQuery {
 
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let filter = EventFilter {
         kind: query.kind,
         dev_id: query.device,

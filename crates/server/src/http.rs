@@ -40,15 +40,16 @@ pub fn unix_now() -> i64 {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.settings.max_msg_size;
-    Router::new()
-        .route("/dm", post(dm_message))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+    let admin = Router::new()
         .route("/api/devices", post(admin::enroll).get(admin::list_devices))
         .route("/api/devices/{dev_id}", get(admin::get_device))
         .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
         .route("/api/devices/{dev_id}/notify", post(admin::notify_device))
         .route("/api/devices/{dev_id}/auth", post(admin::change_auth))
+        .route(
+            "/api/devices/{dev_id}/validate",
+            post(admin::validate_gateway),
+        )
         .route(
             "/api/devices/{dev_id}/tree",
             post(devtree::request_tree).get(devtree::get_tree),
@@ -64,14 +65,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/fanouts/{id}", get(admin::get_fanout))
         .route("/api/associations", get(admin::list_associations))
-        .route(
-            "/api/devices/{dev_id}/validate",
-            post(admin::validate_gateway),
-        )
         .route("/api/commands/{id}", get(admin::get_command))
         .route("/api/events", get(admin::events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    Router::new()
+        .route("/dm", post(dm_message))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .merge(admin)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The admin API's OpenAPI 3 description (public: it holds no data).
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../api/openapi.json"),
+    )
 }
 
 /// Prometheus text exposition (unauthenticated, like most scrape targets: bind the

@@ -1,0 +1,216 @@
+//! The admin REST API against a running server: its OpenAPI description matches the
+//! routes that exist, listings page, and refused requests (no token, wrong token,
+//! unknown device, malformed body) get a clear 4xx and change nothing.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Every `/api/...` route the server's router declares (read from its source, so a
+/// route added without documentation fails here).
+fn declared_routes() -> Vec<String> {
+    let source = include_str!("../../server/src/http.rs");
+    source
+        .split('"')
+        .filter(|piece| piece.starts_with("/api/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_openapi_description_documents_every_route_and_only_routes_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (status, text) = http(server.addr, "GET", "/api/openapi.json", None, "", b"");
+    assert_eq!(status, 200, "served without a token");
+    let spec: Value = serde_json::from_str(&text).unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = spec["paths"].as_object().unwrap();
+
+    for route in declared_routes() {
+        assert!(paths.contains_key(&route), "{route} is not documented");
+    }
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{dev_id}", "IMEI:1")
+                .replace("{gateway_id}", "gw")
+                .replace("{id}", "1");
+            let (status, body) = http(
+                server.addr,
+                &method.to_uppercase(),
+                &concrete,
+                None,
+                "application/json",
+                b"{}",
+            );
+            let expected = if path == "/api/openapi.json" {
+                200
+            } else {
+                401
+            };
+            assert_eq!(status, expected, "{method} {path}: {body}");
+        }
+    }
+}
+
+/// What a refused request must leave as it was.
+fn snapshot(server: &ServerProcess) -> Value {
+    let (_, devices) = server.api("GET", "/api/devices", None);
+    let (_, gateways) = server.api("GET", "/api/gateways", None);
+    let (_, device) = server.api("GET", "/api/devices/IMEI:350000000000301", None);
+    serde_json::json!([devices, gateways, device["commands"]])
+}
+
+#[test]
+fn refused_requests_get_a_clear_4xx_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    server.enroll("IMEI:350000000000301", "md5");
+    let before = snapshot(&server);
+
+    let device = "/api/devices/IMEI:350000000000301";
+    let queue = format!("{device}/commands");
+    let get = br#"{"op":"Get","target":"./DevInfo/Man"}"#;
+    let mut refused: Vec<(u16, String)> = Vec::new();
+    // No token, a wrong token.
+    for token in [None, Some("wrong")] {
+        for (method, path, body) in [
+            ("GET", "/api/devices", &b""[..]),
+            ("POST", "/api/devices", br#"{"dev_id":"IMEI:9"}"#),
+            ("POST", queue.as_str(), get),
+            ("POST", "/api/gateways", br#"{}"#),
+        ] {
+            let (status, text) = http(server.addr, method, path, token, "application/json", body);
+            assert_eq!(status, 401, "{method} {path} with {token:?}");
+            refused.push((status, text));
+        }
+    }
+    // Unknown device, gateway, command.
+    for (method, path, body) in [
+        ("GET", "/api/devices/IMEI:none", &b""[..]),
+        ("POST", "/api/devices/IMEI:none/commands", get),
+        ("POST", "/api/devices/IMEI:none/notify", b""),
+        ("POST", "/api/devices/IMEI:none/tree", b""),
+        ("GET", "/api/devices/IMEI:none/accounts", b""),
+        (
+            "POST",
+            "/api/devices/IMEI:none/validate",
+            br#"{"gateway_id":"gw"}"#,
+        ),
+        (
+            "POST",
+            &format!("{device}/validate"),
+            br#"{"gateway_id":"gw-none"}"#,
+        ),
+        ("GET", "/api/commands/999", b""),
+        ("GET", "/api/fanouts/999", b""),
+    ] {
+        let (status, text) = http(
+            server.addr,
+            method,
+            path,
+            Some(TOKEN),
+            "application/json",
+            body,
+        );
+        assert_eq!(status, 404, "{method} {path}: {text}");
+        refused.push((status, text));
+    }
+    // Malformed bodies and parameters.
+    for (method, path, body) in [
+        ("POST", "/api/devices", &b"{not json"[..]),
+        (
+            "POST",
+            "/api/devices",
+            br#"{"dev_id":"IMEI:9","colour":"red"}"#,
+        ),
+        (
+            "POST",
+            "/api/devices",
+            br#"{"dev_id":"IMEI:9","auth":"rot13"}"#,
+        ),
+        ("POST", queue.as_str(), br#"{"op":"Launch","target":"./A"}"#),
+        (
+            "POST",
+            queue.as_str(),
+            br#"{"op":"Get","target":"/etc/passwd"}"#,
+        ),
+        ("POST", queue.as_str(), br#"{"op":"Atomic","commands":[]}"#),
+        ("POST", &format!("{device}/auth"), br#"{"auth":"none"}"#),
+        ("POST", "/api/gateways", br#"{"gateway_id":"gw"}"#),
+        ("GET", "/api/devices?limit=many", b""),
+        ("GET", "/api/events?after=yesterday", b""),
+    ] {
+        let (status, text) = http(
+            server.addr,
+            method,
+            path,
+            Some(TOKEN),
+            "application/json",
+            body,
+        );
+        assert!(
+            (400..500).contains(&status) && status != 404,
+            "{method} {path} {}: {status} {text}",
+            String::from_utf8_lossy(body)
+        );
+        refused.push((status, text));
+    }
+    // Each refusal says why, in one line of JSON (or plain text from the framework).
+    for (status, text) in &refused {
+        let reason = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| text.clone());
+        assert!(!reason.trim().is_empty(), "{status} without a reason");
+    }
+    assert_eq!(
+        snapshot(&server),
+        before,
+        "a refused request changed the store"
+    );
+}
+
+#[test]
+fn listings_page_through_every_device_and_gateway_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for i in 0..5 {
+        server.enroll(&format!("IMEI:35000000000040{i}"), "md5");
+    }
+    for g in 0..3 {
+        let body = format!(
+            r#"{{"gateway_id":"gw-{g}","dev_id":"IMEI:35000000000040{g}","dm_url":"http://127.0.0.1:9/dm","server_assisted":true}}"#
+        );
+        assert_eq!(server.api("POST", "/api/gateways", Some(&body)).0, 201);
+    }
+    for (listing, key) in [("devices", "dev_id"), ("gateways", "gateway_id")] {
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = server.api(
+                "GET",
+                &format!("/api/{listing}?limit=2&after={after}"),
+                None,
+            );
+            assert_eq!(status, 200, "{page}");
+            let rows = page[listing].as_array().unwrap();
+            assert!(rows.len() <= 2);
+            seen.extend(rows.iter().map(|r| r[key].as_str().unwrap().to_owned()));
+            match page["next"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(seen, sorted, "{listing}: in order, each once");
+        assert_eq!(seen.len(), if listing == "devices" { 5 } else { 3 });
+    }
+    let (status, none) = server.api("GET", "/api/associations?gateway=gw-1", None);
+    assert_eq!(status, 200);
+    assert_eq!(none["associations"], serde_json::json!([]));
+}
