@@ -384,6 +384,33 @@ fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
     });
     assert_eq!(done["status"], 200, "{done}");
 
+    // The operator sees the device's accounts: the gateway's by its provenance only
+    // (the account itself, secrets and all, belongs to the gateway).
+    let (status, asked) = server.api("POST", &format!("/api/devices/{ED}/tree"), None);
+    assert_eq!(status, 202, "{asked}");
+    let id = asked["command"].as_i64().unwrap();
+    poll("the tree report", Duration::from_secs(30), || {
+        (server.command(id)["status"] == 200).then_some(())
+    });
+    let (_, accounts) = server.api("GET", &format!("/api/devices/{ED}/accounts"), None);
+    let accounts = accounts["accounts"].as_array().unwrap();
+    let gateway = accounts.iter().find(|a| a["node"] == "gw-l").unwrap();
+    assert_eq!(gateway["origin"], "local-bootstrap", "{gateway}");
+    assert_eq!(gateway["trust"], "validated");
+    assert_eq!(gateway["confirmed"], true);
+    assert_eq!(
+        gateway["server_id"],
+        Value::Null,
+        "not readable by the DM Server"
+    );
+    let own = accounts
+        .iter()
+        .find(|a| a["server_id"] == "gwmo-dms")
+        .unwrap();
+    assert_eq!(own["origin"], "factory", "{own}");
+    let (_, tree) = server.api("GET", &format!("/api/devices/{ED}/tree"), None);
+    assert!(!tree.to_string().contains("gw-l/AppAuth"), "{tree}");
+
     // Validated, the gateway may now change the DM Server's pre-existing account.
     let changed = through_gateway(
         &gw,

@@ -77,12 +77,6 @@ pub fn apply(
             confirmed: false,
         },
     )?;
-    // Validation (Trust := validated) is open to every server as far as ACLs go: the
-    // tree's trust rule lets only servers that predate the gateway write it.
-    tree.set_acl(
-        &format!("{}/{name}/Ext/GwBoot/Trust", gwmo_tree::DMACC),
-        Acl::parse("Get=*&Replace=*")?,
-    )?;
     let mut acl = tree
         .acl(gwmo_tree::DMACC)
         .cloned()

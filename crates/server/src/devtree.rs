@@ -8,7 +8,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use gwmo_tree::{Tree, dm_accounts, provenance};
+use std::collections::HashMap;
+
+use gwmo_tree::{DMACC, DmAccount, Tree, dm_accounts, provenance};
 use serde_json::{Value, json};
 
 use crate::admin::{ApiError, not_found};
@@ -77,14 +79,24 @@ pub async fn get_accounts(
             json!({ "dev_id": dev_id, "reported_at": null, "accounts": [] }),
         ));
     };
-    let accounts: Vec<Value> = dm_accounts(&tree)
+    // Accounts this server may read whole, and those of which it may read only the
+    // provenance (a gateway's account belongs to that gateway).
+    let readable: HashMap<String, DmAccount> = dm_accounts(&tree).into_iter().collect();
+    let accounts: Vec<Value> = tree
+        .children(DMACC)
+        .unwrap_or_default()
         .into_iter()
-        .map(|(node, account)| {
-            let origin = provenance(&tree, &node);
+        .filter(|node| {
+            readable.contains_key(*node)
+                || tree.exists(&format!("{DMACC}/{node}/Ext/GwBoot/Origin"))
+        })
+        .map(|node| {
+            let account = readable.get(node);
+            let origin = provenance(&tree, node);
             json!({
                 "node": node,
-                "server_id": account.server_id,
-                "address": account.addr,
+                "server_id": account.map(|a| a.server_id.as_str()),
+                "address": account.map(|a| a.addr.as_str()),
                 "origin": origin.origin.as_str(),
                 "trust": origin.trust.as_str(),
                 "parent": origin.parent,

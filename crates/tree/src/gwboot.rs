@@ -7,6 +7,7 @@
 //! name only its factory servers. A `restricted` gateway has only what ACLs give it.
 
 use crate::TreeError;
+use crate::acl::{Acl, Op};
 use crate::dmacc::{DMACC, dm_accounts};
 use crate::node::Format;
 use crate::tree::Tree;
@@ -109,7 +110,21 @@ pub fn write_provenance(tree: &mut Tree, name: &str, p: &Provenance) -> Result<(
         Format::Chr,
     )?;
     let confirmed = if p.confirmed { "true" } else { "false" };
-    tree.set_leaf(&leaf(name, "Confirmed"), confirmed, Format::Bool)
+    tree.set_leaf(&leaf(name, "Confirmed"), confirmed, Format::Bool)?;
+    // Where an account came from and how far it is trusted is no secret: every server
+    // may read it (the DM Server shows it to its operator), whoever may change it.
+    // The rights it had by inheritance stay as they were.
+    let provenance = format!("{DMACC}/{name}/Ext/GwBoot");
+    let segments = ["DMAcc", name, "Ext", "GwBoot"];
+    let mut acl = tree.effective_acl(&segments).cloned().unwrap_or_default();
+    acl.grant(Op::Get, "*");
+    tree.set_acl(&provenance, acl)?;
+    // Validation (Trust := validated) is open to every server as far as ACLs go: the
+    // trust rule (`Tree::trust_permits_change`) lets only servers that predate the
+    // gateway write it.
+    let mut trust = Acl::granting("*", &[Op::Get]);
+    trust.grant(Op::Replace, "*");
+    tree.set_acl(&leaf(name, "Trust"), trust)
 }
 
 /// The node name of the account whose ServerID is `server_id`.

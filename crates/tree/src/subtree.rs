@@ -39,8 +39,10 @@ impl Tree {
         Some(to_tnds(node, &mut path, &|_| true))
     }
 
-    /// The subtree at `segments` as `server` may see it: every node it may not Get is
-    /// left out, with everything below it.
+    /// The subtree at `segments` as `server` may see it: a leaf it may not Get is left
+    /// out; an interior node it may not Get appears only by name, and only when
+    /// something below it is visible (a gateway's account whose provenance every
+    /// server may read, say).
     pub(crate) fn visible_tnds(&self, server: &str, segments: &[&str]) -> Option<TndsNode> {
         let node = self.node_at(segments)?;
         let mut path = segments.to_vec();
@@ -55,30 +57,55 @@ fn to_tnds<'t>(
     path: &mut Vec<&'t str>,
     visible: &dyn Fn(&[&str]) -> bool,
 ) -> TndsNode {
+    visible_part(node, path, visible, true).unwrap_or_default()
+}
+
+/// The node as far as `visible` lets it be seen (`None`: nothing of it).
+fn visible_part<'t>(
+    node: &'t Node,
+    path: &mut Vec<&'t str>,
+    visible: &dyn Fn(&[&str]) -> bool,
+    seen: bool,
+) -> Option<TndsNode> {
     let name = path.last().copied().unwrap_or(".").to_owned();
     match &node.content {
-        Content::Leaf(value) => TndsNode {
+        Content::Leaf(_) if !seen => None,
+        Content::Interior(children) if !seen => {
+            let nodes = visible_children(children, path, visible);
+            (!nodes.is_empty()).then(|| TndsNode {
+                name,
+                format: Some("node".into()),
+                children: nodes,
+                ..TndsNode::default()
+            })
+        }
+        Content::Leaf(value) => Some(TndsNode {
             name,
             format: Some(node.format.as_str().to_owned()),
             mime: node.mime.clone(),
             value: Some(value.clone()),
             ..TndsNode::default()
-        },
-        Content::Interior(children) => {
-            let mut nodes = Vec::new();
-            for (child, node) in children {
-                path.push(child);
-                if visible(path) {
-                    nodes.push(to_tnds(node, path, visible));
-                }
-                path.pop();
-            }
-            TndsNode {
-                name,
-                format: Some("node".into()),
-                children: nodes,
-                ..TndsNode::default()
-            }
-        }
+        }),
+        Content::Interior(children) => Some(TndsNode {
+            name,
+            format: Some("node".into()),
+            children: visible_children(children, path, visible),
+            ..TndsNode::default()
+        }),
     }
+}
+
+fn visible_children<'t>(
+    children: &'t std::collections::BTreeMap<String, Node>,
+    path: &mut Vec<&'t str>,
+    visible: &dyn Fn(&[&str]) -> bool,
+) -> Vec<TndsNode> {
+    let mut nodes = Vec::new();
+    for (child, node) in children {
+        path.push(child);
+        let seen = visible(path);
+        nodes.extend(visible_part(node, path, visible, seen));
+        path.pop();
+    }
+    nodes
 }
