@@ -310,21 +310,11 @@ fn req_8x1_the_device_finds_its_gateway_with_dns_sd() {
 
 /// A gateway with the Local DM Bootstrap Server inside; returns it and the URL devices
 /// ask for a Gateway Bootstrap.
-fn local_gateway(dir: &Path, server: &ServerProcess) -> (GatewayProcess, String) {
-    let address_file = dir.join("lbs.addr");
-    let extra = format!(
-        "bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 600\n[approaches]\nserver_assisted = true\nlocal = true\n[userpins]\n\"{ED}\" = \"4711\"\n"
-    );
-    let mut gateway = GatewayProcess::start(dir, server, "gw-l", &extra);
-    let addr = bound_address(&mut gateway.daemon, &address_file);
-    (gateway, format!("http://{addr}/bootstrap"))
-}
-
 #[test]
 fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let (gw, bootstrap_url) = local_gateway(dir.path(), &server);
+    let (gw, bootstrap_url) = local_gateway(dir.path(), &server, ED, "4711");
     let enrollment = server.enroll(ED, "md5");
     let extra = format!(
         "listen = \"127.0.0.1:0\"\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"4711\"\n"
@@ -423,7 +413,7 @@ fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
 fn req_8x2_a_bootstrap_whose_mac_does_not_verify_changes_nothing_on_the_device() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let (_gw, bootstrap_url) = local_gateway(dir.path(), &server);
+    let (_gw, bootstrap_url) = local_gateway(dir.path(), &server, ED, "4711");
     let enrollment = server.enroll(ED, "md5");
     let extra = format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"0000\"\n");
     let config = device_config(dir.path(), &enrollment, "xml", &extra);
@@ -549,7 +539,7 @@ fn standalone_bootstrap(
 fn req_8x2_a_standalone_bootstrap_server_hands_the_gateway_the_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let (gw, gateway_bootstrap_url) = local_gateway(dir.path(), &server);
+    let (gw, gateway_bootstrap_url) = local_gateway(dir.path(), &server, ED, "4711");
     let (_standalone, url) = standalone_bootstrap(dir.path(), &gw, &gateway_bootstrap_url, TOKEN);
     let (_impostor, impostor_url) =
         standalone_bootstrap(dir.path(), &gw, &gateway_bootstrap_url, "wrong-token");
@@ -588,7 +578,7 @@ fn req_8x2_a_standalone_bootstrap_server_hands_the_gateway_the_credentials() {
 fn req_8x2_figure_z_with_a_blank_device() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let (gw, bootstrap_url) = local_gateway(dir.path(), &server);
+    let (gw, bootstrap_url) = local_gateway(dir.path(), &server, ED, "4711");
     // A device with no DM account at all, which the DM Server has never heard of.
     let config = dir.path().join("blank.toml");
     std::fs::write(

@@ -76,9 +76,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
         .merge(admin)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The web dashboard: one page, no build step, that reads the admin API with the
+/// token the operator gives it (kept in the browser tab).
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        include_str!("../web/dashboard.html"),
+    )
 }
 
 /// The admin API's OpenAPI 3 description (public: it holds no data).

@@ -235,6 +235,23 @@ server_secret = "{server_secret}"
     }
 }
 
+/// A gateway `gw-l` with its Local DM Bootstrap Server on, which will sign the
+/// Gateway Bootstrap of `dev_id` with `userpin`; returns it and the bootstrap URL.
+pub fn local_gateway(
+    dir: &Path,
+    server: &ServerProcess,
+    dev_id: &str,
+    userpin: &str,
+) -> (GatewayProcess, String) {
+    let address_file = dir.join("lbs.addr");
+    let extra = format!(
+        "bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 600\n[approaches]\nserver_assisted = true\nlocal = true\n[userpins]\n\"{dev_id}\" = \"{userpin}\"\n"
+    );
+    let mut gateway = GatewayProcess::start(dir, server, "gw-l", &extra);
+    let addr = bound_address(&mut gateway.daemon, &address_file);
+    (gateway, format!("http://{addr}/bootstrap"))
+}
+
 /// One HTTP/1.1 exchange over a fresh connection; returns the status and body.
 pub fn http(
     addr: SocketAddr,

@@ -1,0 +1,148 @@
+//! The web dashboard in a real browser: Debian's headless Chromium opens the page the
+//! server serves, after figure z ran with real processes, and what it shows is checked;
+//! a screenshot is saved (to `$GWMO_SCREENSHOT` too, when set: that is how the
+//! README's picture is made). Installs Chromium with apt-get when it is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const ED: &str = "IMEI:350000000000501";
+
+/// The Chromium binary, installed first if needs be.
+fn chromium() -> PathBuf {
+    let find = || {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            let output = Command::new("which").arg(name).output().ok()?;
+            output
+                .status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        })
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    assert!(
+        installed.is_ok_and(|s| s.success()),
+        "Chromium is missing and apt-get could not install it"
+    );
+    find().expect("chromium on the PATH after installing it")
+}
+
+fn headless(browser: &Path, args: &[&str], url: &str) -> String {
+    let output = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (_gateway, bootstrap_url) = local_gateway(dir.path(), &server, ED, "2468");
+    let enrollment = server.enroll(ED, "md5");
+    server.enroll("IMEI:350000000000502", "hmac");
+    let extra = format!(
+        "listen = \"127.0.0.1:0\"\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"2468\"\n"
+    );
+    let config = device_config(dir.path(), &enrollment, "wbxml", &extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    poll("the validation on the device", Duration::from_secs(30), || {
+        device.assert_running();
+        let state = dir.path().join("state");
+        if !state.join("tree.json").exists() {
+            return None;
+        }
+        let tree = device_tree(&state);
+        (leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Trust")? == "validated").then_some(())
+    });
+    let (status, asked) = server.api("POST", &format!("/api/devices/{ED}/tree"), None);
+    assert_eq!(status, 202, "{asked}");
+    let id = asked["command"].as_i64().unwrap();
+    poll("the tree report", Duration::from_secs(30), || {
+        (server.command(id)["status"] == 200).then_some(())
+    });
+
+    let url = format!("http://{}/dashboard#token={TOKEN}&device={ED}", server.addr);
+    let dom = headless(&browser, &["--dump-dom"], &url);
+    for shown in [
+        ED,                     // the device list
+        "IMEI:350000000000502", // a device with no session yet
+        "gw-l",                 // the gateway, with its device
+        "1 device(s): IMEI:350000000000501",
+        "local-bootstrap", // the account's origin and the association's
+        "validated",       // its trust
+        "(the gateway's own)",
+        "gwmo-dms", // the factory account
+        "attach",   // the alert log
+        "takes package 0",
+    ] {
+        assert!(dom.contains(shown), "the page does not show {shown:?}:\n{dom}");
+    }
+    assert!(!dom.contains(enrollment["client_secret"].as_str().unwrap()));
+
+    let screenshot = dir.path().join("dashboard.png");
+    headless(
+        &browser,
+        &[
+            &format!("--screenshot={}", screenshot.display()),
+            "--window-size=1400,900",
+        ],
+        &url,
+    );
+    let png = std::fs::read(&screenshot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(png.len() > 20_000, "an empty page? {} bytes", png.len());
+    if let Some(keep) = std::env::var_os("GWMO_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
+}
+
+#[test]
+fn the_dashboard_asks_for_the_token_and_serves_no_data_without_it() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    server.enroll(ED, "md5");
+    let dom = headless(
+        &browser,
+        &["--dump-dom"],
+        &format!("http://{}/dashboard", server.addr),
+    );
+    assert!(dom.contains("Admin token"), "{dom}");
+    assert!(!dom.contains(ED), "data shown without a token:\n{dom}");
+    let wrong = headless(
+        &browser,
+        &["--dump-dom"],
+        &format!("http://{}/dashboard#token=wrong", server.addr),
+    );
+    assert!(wrong.contains("wrong or missing token"), "{wrong}");
+    assert!(!wrong.contains(ED));
+}
