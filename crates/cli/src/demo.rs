@@ -122,9 +122,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     println!(
-        "gwmo demo: DM Server on http://{addr}/dm (SQLite in {})\n",
+        "gwmo demo: DM Server on http://{addr}/dm (SQLite in {})",
         dir.path().display()
     );
+    let dashboard = format!("http://{addr}/dashboard#token={token}");
+    println!("Dashboard: {dashboard}\n");
     let admin = Admin {
         client: HttpClient::new(Duration::from_secs(10), 1 << 20),
         base: format!("http://{addr}"),
@@ -169,6 +171,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "figure z: local bootstrap server, Device Attach Alert, validation",
             Box::pin(figure_z(&admin, dir.path())),
         ),
+        (
+            "a lapse: a local bootstrap with no session in time is removed and reported",
+            Box::pin(lapse(&admin, dir.path())),
+        ),
     ];
     for (number, (title, step)) in steps.into_iter().enumerate() {
         println!("Step {}: {title}", number + 1);
@@ -180,10 +186,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         verified.push((title.to_owned(), outcome));
     }
 
-    println!("{:<4} {:<68} result", "step", "what was verified");
+    let width = verified
+        .iter()
+        .map(|(title, _)| title.len())
+        .max()
+        .unwrap_or(0);
+    println!("{:<4} {:<width$} result", "step", "what was verified");
     for (number, (title, outcome)) in verified.iter().enumerate() {
         println!(
-            "{:<4} {:<68} {}",
+            "{:<4} {:<width$} {}",
             number + 1,
             title,
             if outcome.is_ok() { "ok" } else { "FAILED" }
@@ -199,7 +210,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     if args.keep {
         println!(
-            "\nThe server keeps running at http://{addr} (admin token {token}); Ctrl-C ends it."
+            "\nThe server keeps running: the dashboard is at {dashboard} (admin token {token}); Ctrl-C ends it."
         );
         crate::server::shutdown_signal().await;
     }
@@ -250,13 +261,21 @@ impl Running {
     }
 }
 
+/// The Local DM Bootstrap Server a demo gateway runs: for which device, with which
+/// USERPIN, asking for which lapse interval.
+struct LocalBootstrap<'a> {
+    dev_id: &'a str,
+    userpin: &'a str,
+    lapse_secs: u64,
+}
+
 /// A gateway in this process, enrolled and registered with the demo's server; with
 /// `local`, its Local DM Bootstrap Server too (its URL is returned).
 async fn start_gateway(
     admin: &Admin,
     dir: &Path,
     gateway_id: &str,
-    local: Option<(&str, &str)>,
+    local: Option<LocalBootstrap<'_>>,
 ) -> anyhow::Result<(Admin, Running, Option<String>)> {
     let dev_id = format!("GW:{gateway_id}");
     let enrollment = admin.enroll(&dev_id, "md5").await?;
@@ -276,8 +295,9 @@ async fn start_gateway(
             local: local.is_some(),
         },
         bootstrap_listen: "127.0.0.1:0".parse()?,
+        bootstrap_lapse_secs: local.as_ref().map_or(3600, |l| l.lapse_secs),
         userpins: local
-            .map(|(dev_id, pin)| [(dev_id.to_owned(), pin.to_owned())].into())
+            .map(|l| [(l.dev_id.to_owned(), l.userpin.to_owned())].into())
             .unwrap_or_default(),
         ..GatewaySettings::default()
     })
@@ -356,7 +376,12 @@ async fn managed_by(gateway: &Admin, dev_id: &str) -> anyhow::Result<()> {
 
 async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000104";
-    let (gw, running, url) = start_gateway(admin, dir, "gw-l", Some((dev_id, "4711"))).await?;
+    let local = LocalBootstrap {
+        dev_id,
+        userpin: "4711",
+        lapse_secs: 600,
+    };
+    let (gw, running, url) = start_gateway(admin, dir, "gw-l", Some(local)).await?;
     let url = url.context("the gateway runs no bootstrap server")?;
     let enrollment = admin.enroll(dev_id, "md5").await?;
     let agent = Agent::open(DeviceSettings {
@@ -394,6 +419,61 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     );
     running.stop().await;
     Ok("USERPIN-signed Gateway Bootstrap applied restricted, confirmed by a session with gw-l, attached, then validated by the DM Server".into())
+}
+
+/// A device takes a Gateway Bootstrap asking for a 2-second lapse interval and holds
+/// no session with the gateway: the bootstrap lapses on the device, and the gateway
+/// reports a Device Detach Alert (reason: lapsed) to the DM Server.
+async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+    let dev_id = "IMEI:350000000000105";
+    let local = LocalBootstrap {
+        dev_id,
+        userpin: "1357",
+        lapse_secs: 2,
+    };
+    let (_gw, running, url) = start_gateway(admin, dir, "gw-t", Some(local)).await?;
+    let url = url.context("the gateway runs no bootstrap server")?;
+    let enrollment = admin.enroll(dev_id, "md5").await?;
+    let agent = Agent::open(DeviceSettings {
+        userpin: Some("1357".into()),
+        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
+    })?;
+    let gateway = agent.local_bootstrap(&url).await?;
+    let deadline = gwmo_tree::provenance(&agent.tree().await, &gateway)
+        .lapse_at
+        .context("the bootstrap has no lapse deadline")?;
+    println!(
+        "  the device took the bootstrap of {gateway}; it lapses at {deadline} unless a session follows"
+    );
+    let removed = wait_for("the lapse on the device", || async {
+        let removed = agent.enforce_lapse().await?;
+        Ok((!removed.is_empty()).then_some(removed))
+    })
+    .await?;
+    ensure!(
+        removed.contains(&gateway),
+        "the device removed {removed:?}, not {gateway}"
+    );
+    println!("  the device removed the account of {gateway}");
+    wait_for("the Device Detach Alert on the server", || async {
+        let events = admin
+            .call(
+                Method::GET,
+                &format!("/api/events?kind=detach&device={dev_id}"),
+                "",
+            )
+            .await?;
+        Ok(events["events"]
+            .as_array()
+            .and_then(|events| events.first())
+            .filter(|event| event["detail"]["device"]["reason"] == "lapsed")
+            .map(|_| ()))
+    })
+    .await?;
+    running.stop().await;
+    Ok(format!(
+        "the account of {gateway} lapsed on the device at {deadline} and gw-t reported the Device Detach (lapsed)"
+    ))
 }
 
 async fn figures_x_and_y(admin: &Admin, dir: &Path) -> anyhow::Result<String> {

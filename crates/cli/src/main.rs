@@ -60,9 +60,13 @@ pub struct ConfigArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo narrates on stdout: its logs stay quiet unless RUST_LOG asks.
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Sim(_));
-    init_logging(if quiet { "warn" } else { "warn,gwmo=info" });
+    // The demo narrates on stdout (the lapses and refusals it shows on purpose would
+    // log warnings) and the simulator prints a summary: their logs stay quiet unless
+    // RUST_LOG asks.
+    init_logging(match cli.command {
+        Command::Demo(_) | Command::Sim(_) => "error",
+        _ => "warn,gwmo=info",
+    });
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),

@@ -74,15 +74,19 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     let mut command = gwmo();
     command.arg("device").arg("--config").arg(config);
     let mut device = Daemon::spawn(command, dir.path().join("device.log"));
-    poll("the validation on the device", Duration::from_secs(30), || {
-        device.assert_running();
-        let state = dir.path().join("state");
-        if !state.join("tree.json").exists() {
-            return None;
-        }
-        let tree = device_tree(&state);
-        (leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Trust")? == "validated").then_some(())
-    });
+    poll(
+        "the validation on the device",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let state = dir.path().join("state");
+            if !state.join("tree.json").exists() {
+                return None;
+            }
+            let tree = device_tree(&state);
+            (leaf(&tree, "./DMAcc/gw-l/Ext/GwBoot/Trust")? == "validated").then_some(())
+        },
+    );
     let (status, asked) = server.api("POST", &format!("/api/devices/{ED}/tree"), None);
     assert_eq!(status, 202, "{asked}");
     let id = asked["command"].as_i64().unwrap();
@@ -104,7 +108,10 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
         "attach",   // the alert log
         "takes package 0",
     ] {
-        assert!(dom.contains(shown), "the page does not show {shown:?}:\n{dom}");
+        assert!(
+            dom.contains(shown),
+            "the page does not show {shown:?}:\n{dom}"
+        );
     }
     assert!(!dom.contains(enrollment["client_secret"].as_str().unwrap()));
 

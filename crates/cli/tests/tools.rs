@@ -165,6 +165,49 @@ fn the_demo_verifies_every_step() {
         })
         .unwrap_or_else(|| panic!("no summary line: {stdout}"));
     assert_eq!(verified, total, "{stdout}");
-    assert!(total >= 5, "{stdout}");
-    assert!(stdout.contains("figures x and y"), "{stdout}");
+    assert!(total >= 7, "{stdout}");
+    for step in ["figures x and y", "figure z", "a lapse"] {
+        assert!(stdout.contains(step), "no {step:?} step: {stdout}");
+    }
+    assert!(
+        stdout.contains("/dashboard#token="),
+        "no dashboard URL: {stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
+
+#[test]
+fn the_demo_keeps_its_server_and_dashboard_up_with_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = gwmo();
+    command.args(["demo", "--keep"]);
+    let log = dir.path().join("demo.out");
+    let file = std::fs::File::create(&log).unwrap();
+    command.stdout(file).stderr(std::process::Stdio::null());
+    let mut demo = command.spawn().unwrap();
+    let url = common::poll(
+        "the demo to finish its steps and keep running",
+        std::time::Duration::from_secs(60),
+        || {
+            assert!(demo.try_wait().unwrap().is_none(), "the demo exited");
+            let text = std::fs::read_to_string(&log).ok()?;
+            let line = text.lines().find(|l| l.contains("keeps running"))?;
+            let start = line.find("http://")?;
+            line[start..].split_whitespace().next().map(str::to_owned)
+        },
+    );
+    let address = url.trim_start_matches("http://").split('/').next().unwrap();
+    let (status, page) = common::http(
+        address.parse().unwrap(),
+        "GET",
+        "/dashboard",
+        None,
+        "text/html",
+        b"",
+    );
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert_eq!(status, 200);
+    assert!(page.contains("gwmo DM Server"));
+    assert!(url.contains("#token="), "{url}");
 }
