@@ -12,6 +12,8 @@ use std::time::Duration;
 use common::*;
 
 const ED: &str = "IMEI:350000000000501";
+/// A device whose gateway it cannot reach: its bootstrap stays restricted, lapsing.
+const UNREACHED: &str = "IMEI:350000000000503";
 
 /// The Chromium binary, installed first if needs be.
 fn chromium() -> PathBuf {
@@ -93,6 +95,7 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     poll("the tree report", Duration::from_secs(30), || {
         (server.command(id)["status"] == 200).then_some(())
     });
+    let _unreached = unreached_device(dir.path(), &server);
 
     let url = format!("http://{}/dashboard#token={TOKEN}&device={ED}", server.addr);
     let dom = headless(&browser, &["--dump-dom"], &url);
@@ -115,6 +118,16 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     }
     assert!(!dom.contains(enrollment["client_secret"].as_str().unwrap()));
 
+    // The device whose gateway never answered: restricted, and counting down.
+    let url = format!(
+        "http://{}/dashboard#token={TOKEN}&device={UNREACHED}",
+        server.addr
+    );
+    let dom = headless(&browser, &["--dump-dom"], &url);
+    for shown in ["gw-far", "restricted", "lapses in", "validate"] {
+        assert!(dom.contains(shown), "the page does not show {shown:?}:\n{dom}");
+    }
+
     let screenshot = dir.path().join("dashboard.png");
     headless(
         &browser,
@@ -130,6 +143,46 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     if let Some(keep) = std::env::var_os("GWMO_SCREENSHOT") {
         std::fs::write(keep, &png).unwrap();
     }
+}
+
+/// A device that takes the Gateway Bootstrap of `gw-far`, whose end-device address is
+/// a closed port: its session with the gateway fails, the bootstrap stays restricted
+/// and lapsing, and its session with the DM Server reports its tree.
+fn unreached_device(dir: &std::path::Path, server: &ServerProcess) -> Daemon {
+    let (_gateway, bootstrap_url) = local_gateway_named(
+        dir,
+        server,
+        "gw-far",
+        UNREACHED,
+        "8642",
+        "public_url = \"http://127.0.0.1:9/dm\"\n",
+    );
+    let enrollment = server.enroll(UNREACHED, "md5");
+    let (status, asked) = server.api("POST", &format!("/api/devices/{UNREACHED}/tree"), None);
+    assert_eq!(status, 202, "{asked}");
+    let id = asked["command"].as_i64().unwrap();
+    let home = dir.join("unreached");
+    std::fs::create_dir_all(&home).unwrap();
+    let extra = format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"8642\"\ntimeout_secs = 2\n");
+    let config = device_config(&home, &enrollment, "xml", &extra);
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    let mut device = Daemon::spawn(command, home.join("device.log"));
+    poll("the unreached device's tree", Duration::from_secs(30), || {
+        device.assert_running();
+        (server.command(id)["status"] == 200).then_some(())
+    });
+    let (_, accounts) = server.api("GET", &format!("/api/devices/{UNREACHED}/accounts"), None);
+    let far = accounts["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["node"] == "gw-far")
+        .cloned()
+        .unwrap_or_else(|| panic!("no gw-far account: {accounts}"));
+    assert_eq!(far["trust"], "restricted", "{far}");
+    assert!(far["lapse_at"].is_string(), "{far}");
+    device
 }
 
 #[test]

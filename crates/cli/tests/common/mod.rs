@@ -243,11 +243,24 @@ pub fn local_gateway(
     dev_id: &str,
     userpin: &str,
 ) -> (GatewayProcess, String) {
-    let address_file = dir.join("lbs.addr");
+    local_gateway_named(dir, server, "gw-l", dev_id, userpin, "")
+}
+
+/// As [`local_gateway`], with another name and more top-level settings (`settings`,
+/// TOML lines).
+pub fn local_gateway_named(
+    dir: &Path,
+    server: &ServerProcess,
+    gateway_id: &str,
+    dev_id: &str,
+    userpin: &str,
+    settings: &str,
+) -> (GatewayProcess, String) {
+    let address_file = dir.join(format!("{gateway_id}.lbs.addr"));
     let extra = format!(
-        "bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 600\n[approaches]\nserver_assisted = true\nlocal = true\n[userpins]\n\"{dev_id}\" = \"{userpin}\"\n"
+        "{settings}bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 600\n[approaches]\nserver_assisted = true\nlocal = true\n[userpins]\n\"{dev_id}\" = \"{userpin}\"\n"
     );
-    let mut gateway = GatewayProcess::start(dir, server, "gw-l", &extra);
+    let mut gateway = GatewayProcess::start(dir, server, gateway_id, &extra);
     let addr = bound_address(&mut gateway.daemon, &address_file);
     (gateway, format!("http://{addr}/bootstrap"))
 }
