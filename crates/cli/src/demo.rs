@@ -374,6 +374,27 @@ async fn managed_by(gateway: &Admin, dev_id: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// A gateway `gateway_id` running a Local DM Bootstrap Server for `local.dev_id`, and
+/// that device, enrolled, having taken its Gateway Bootstrap (the gateway's ServerID
+/// is returned with them).
+async fn locally_bootstrapped(
+    admin: &Admin,
+    dir: &Path,
+    gateway_id: &str,
+    local: LocalBootstrap<'_>,
+) -> anyhow::Result<(Admin, Running, Agent, String, Value)> {
+    let (dev_id, userpin) = (local.dev_id, local.userpin.to_owned());
+    let (gw, running, url) = start_gateway(admin, dir, gateway_id, Some(local)).await?;
+    let url = url.context("the gateway runs no bootstrap server")?;
+    let enrollment = admin.enroll(dev_id, "md5").await?;
+    let agent = Agent::open(DeviceSettings {
+        userpin: Some(userpin),
+        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
+    })?;
+    let gateway = agent.local_bootstrap(&url).await?;
+    Ok((gw, running, agent, gateway, enrollment))
+}
+
 async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000104";
     let local = LocalBootstrap {
@@ -381,14 +402,8 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
         userpin: "4711",
         lapse_secs: 600,
     };
-    let (gw, running, url) = start_gateway(admin, dir, "gw-l", Some(local)).await?;
-    let url = url.context("the gateway runs no bootstrap server")?;
-    let enrollment = admin.enroll(dev_id, "md5").await?;
-    let agent = Agent::open(DeviceSettings {
-        userpin: Some("4711".into()),
-        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
-    })?;
-    let gateway = agent.local_bootstrap(&url).await?;
+    let (gw, running, agent, gateway, enrollment) =
+        locally_bootstrapped(admin, dir, "gw-l", local).await?;
     agent
         .session(&gateway, Trigger::Client, None, Vec::new())
         .await?;
@@ -431,14 +446,7 @@ async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
         userpin: "1357",
         lapse_secs: 2,
     };
-    let (_gw, running, url) = start_gateway(admin, dir, "gw-t", Some(local)).await?;
-    let url = url.context("the gateway runs no bootstrap server")?;
-    let enrollment = admin.enroll(dev_id, "md5").await?;
-    let agent = Agent::open(DeviceSettings {
-        userpin: Some("1357".into()),
-        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
-    })?;
-    let gateway = agent.local_bootstrap(&url).await?;
+    let (_gw, running, agent, gateway, _) = locally_bootstrapped(admin, dir, "gw-t", local).await?;
     let deadline = gwmo_tree::provenance(&agent.tree().await, &gateway)
         .lapse_at
         .context("the bootstrap has no lapse deadline")?;

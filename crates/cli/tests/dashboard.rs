@@ -125,7 +125,10 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     );
     let dom = headless(&browser, &["--dump-dom"], &url);
     for shown in ["gw-far", "restricted", "lapses in", "validate"] {
-        assert!(dom.contains(shown), "the page does not show {shown:?}:\n{dom}");
+        assert!(
+            dom.contains(shown),
+            "the page does not show {shown:?}:\n{dom}"
+        );
     }
 
     let screenshot = dir.path().join("dashboard.png");
@@ -163,15 +166,20 @@ fn unreached_device(dir: &std::path::Path, server: &ServerProcess) -> Daemon {
     let id = asked["command"].as_i64().unwrap();
     let home = dir.join("unreached");
     std::fs::create_dir_all(&home).unwrap();
-    let extra = format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"8642\"\ntimeout_secs = 2\n");
+    let extra =
+        format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"8642\"\ntimeout_secs = 2\n");
     let config = device_config(&home, &enrollment, "xml", &extra);
     let mut command = gwmo();
     command.arg("device").arg("--config").arg(config);
     let mut device = Daemon::spawn(command, home.join("device.log"));
-    poll("the unreached device's tree", Duration::from_secs(30), || {
-        device.assert_running();
-        (server.command(id)["status"] == 200).then_some(())
-    });
+    poll(
+        "the unreached device's tree",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            (server.command(id)["status"] == 200).then_some(())
+        },
+    );
     let (_, accounts) = server.api("GET", &format!("/api/devices/{UNREACHED}/accounts"), None);
     let far = accounts["accounts"]
         .as_array()

@@ -455,10 +455,20 @@ pub async fn validate_gateway(
         .gateway(&request.gateway_id)?
         .ok_or_else(|| not_found("gateway"))?;
     let spec = crate::bootstrap::validation(&request.gateway_id);
+    queue_and_wake(&state, &device, &spec).await
+}
+
+/// Queues `spec` for the device and wakes it with package 0 when it can be: 202 with
+/// the command's id and whether the device was woken.
+pub(crate) async fn queue_and_wake(
+    state: &AppState,
+    device: &DeviceRecord,
+    spec: &CommandSpec,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = state
         .store
-        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
-    let woken = crate::notify::send(&state, &device).await.is_ok();
+        .queue_command(&device.dev_id, &spec.to_json(), unix_now())?;
+    let woken = crate::notify::send(state, device).await.is_ok();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "command": id, "woken": woken })),

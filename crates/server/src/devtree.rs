@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use gwmo_tree::{DMACC, DmAccount, Tree, dm_accounts, provenance};
 use serde_json::{Value, json};
 
-use crate::admin::{ApiError, not_found};
+use crate::admin::{ApiError, not_found, queue_and_wake};
 use crate::command::CommandSpec;
 use crate::dm::TREE_REPORT_TARGET;
-use crate::http::{AppState, unix_now};
+use crate::http::AppState;
 
 /// Shown instead of a secret's value.
 const HIDDEN: &str = "(hidden)";
@@ -33,14 +33,7 @@ pub async fn request_tree(
     let spec = CommandSpec::Get {
         target: TREE_REPORT_TARGET.into(),
     };
-    let id = state
-        .store
-        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
-    let woken = crate::notify::send(&state, &device).await.is_ok();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "command": id, "woken": woken })),
-    ))
+    queue_and_wake(&state, &device, &spec).await
 }
 
 /// The last reported tree as leaves (`uri`, `format`, `value`), secrets hidden.
