@@ -650,3 +650,47 @@ fn a_device_reports_its_tree_and_accounts_to_the_operator() {
         assert_eq!(status, 404);
     }
 }
+
+/// Failed authentications add up across sessions: past the limit the device's new
+/// sessions get 429 with Retry-After, right credentials or not, until the lockout ends.
+#[test]
+fn a_device_failing_to_authenticate_too_often_is_locked_out_for_a_while() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &dir.path().join("server.db").display().to_string(),
+        "auth_lockout_failures = 4\nauth_lockout_secs = 2\n",
+    );
+    let dev_id = "IMEI:350000000000014";
+    let mut enrollment = server.enroll(dev_id, "md5");
+    let right = device_config(dir.path(), &enrollment, "xml", "");
+    enrollment["client_secret"] = "wrong".into();
+    let wrong_dir = dir.path().join("wrong");
+    std::fs::create_dir_all(&wrong_dir).unwrap();
+    let wrong = device_config(&wrong_dir, &enrollment, "xml", "");
+
+    // Three failures per session: the fourth, in the second session, locks it out.
+    for _ in 0..2 {
+        assert!(!device_once(&wrong).status.success());
+    }
+    let refused = device_once(&right);
+    assert!(
+        !refused.status.success(),
+        "right credentials during the lockout"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("429"), "{stderr}");
+    let (_, events) = server.api(
+        "GET",
+        &format!("/api/events?kind=auth-locked&device={dev_id}"),
+        None,
+    );
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["sessions"], 0);
+
+    // Once the lockout is over, the right credentials work again.
+    poll("the end of the lockout", Duration::from_secs(15), || {
+        device_once(&right).status.success().then_some(())
+    });
+}

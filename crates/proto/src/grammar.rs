@@ -37,6 +37,21 @@ pub enum DecodeError {
     TooDeep,
 }
 
+/// Whether XML 1.0 allows `c` in a document (its `Char` production).
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// Whether `name` can be an element name as gwmo writes XML: ASCII letters, digits,
+/// `-`, `.` and `_`, not starting with a digit, `-` or `.` (every DM and TNDS name is).
+pub(crate) fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
 /// The element names the model knows, matched once per start tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tag {

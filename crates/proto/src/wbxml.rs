@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use quick_xml::events::Event;
 
 pub use crate::grammar::{DecodeError, MAX_DEPTH};
-use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Tag, Walk};
+use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Tag, Walk, is_xml_name};
 use crate::model::*;
 
 const SWITCH_PAGE: u8 = 0x00;
@@ -417,6 +417,11 @@ impl<'a> Reader<'a> {
                 t if t & 0x3F == LITERAL => {
                     let offset = self.mb("a literal tag name")?;
                     let name = self.table_string(offset)?;
+                    if !is_xml_name(name) {
+                        return Err(
+                            self.error(format!("literal tag name {name:?} is not an XML name"))
+                        );
+                    }
                     self.tag_rest(t, name)?
                 }
                 t if t & 0x3F >= 0x05 => {
@@ -610,6 +615,7 @@ impl XmlText {
                 '<' => self.out.push_str("&lt;"),
                 '&' => self.out.push_str("&amp;"),
                 '>' => self.out.push_str("&gt;"),
+                '\r' => self.out.push_str("&#13;"),
                 c => self.out.push(c),
             }
         }
@@ -788,8 +794,8 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
         }
         match event {
             Event::End(_) => body.push(END),
-            Event::Text(t) => push_inline(&mut body, &t.xml10_content()),
-            Event::CData(c) => push_inline(&mut body, &c.xml10_content()),
+            Event::Text(t) => push_inline(&mut body, &t.xml10_content())?,
+            Event::CData(c) => push_inline(&mut body, &c.xml10_content())?,
             Event::GeneralRef(r) => {
                 let text = match r.resolve_char_ref().map_err(|e| bad(&e))? {
                     Some(c) => c.to_string(),
@@ -797,7 +803,7 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
                         .ok_or_else(|| bad(&"unknown entity"))?
                         .to_owned(),
                 };
-                push_inline(&mut body, &text);
+                push_inline(&mut body, &text)?;
             }
             Event::Eof => break,
             _ => {}
@@ -813,13 +819,18 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
     Ok(out)
 }
 
-/// Text inside an embedded document (whitespace between elements is dropped).
-fn push_inline(body: &mut Vec<u8>, text: &str) {
+/// Text inside an embedded document (whitespace between elements is dropped). A NUL
+/// cannot be in an inline string: refused, as in the message's own text.
+fn push_inline(body: &mut Vec<u8>, text: &str) -> Result<(), EncodeError> {
+    if text.contains('\0') {
+        return Err(EncodeError::NulInText);
+    }
     if !text.trim().is_empty() {
         body.push(STR_I);
-        body.extend_from_slice(text.replace('\0', "").as_bytes());
+        body.extend_from_slice(text.as_bytes());
         body.push(0);
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 
 pub use crate::grammar::{DecodeError, MAX_DEPTH};
-use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Tag, Walk, missing};
+use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Tag, Walk, is_xml_char, missing};
 use crate::model::*;
 
 /// Why a message cannot be written as XML.
@@ -171,9 +171,7 @@ impl XmlSink {
                 '>' => "&gt;",
                 '\r' => "&#13;",
                 '\t' | '\n' => continue,
-                c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
-                    return Err(EncodeError::InvalidChar(c as u32));
-                }
+                c if !is_xml_char(c) => return Err(EncodeError::InvalidChar(c as u32)),
                 _ => continue,
             };
             self.raw(&text[clean..at]);

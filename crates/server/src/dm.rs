@@ -22,6 +22,7 @@ use crate::command::{CommandSpec, StoredOutcome};
 use crate::metrics::Metrics;
 use crate::settings::ServerSettings;
 use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap, Store, StoreError};
+use crate::throttle::AuthThrottle;
 
 /// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
 pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
@@ -53,6 +54,8 @@ pub enum DmError {
     Session(#[from] SessionError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("device {0:?} failed to authenticate too often: try again in {1} s")]
+    Throttled(String, u64),
 }
 
 /// The answer to post back.
@@ -79,6 +82,7 @@ pub struct DmService {
     /// Devices to wake with package 0 (the HTTP layer sends it).
     wake: Option<UnboundedSender<String>>,
     metrics: Arc<Metrics>,
+    throttle: AuthThrottle,
 }
 
 impl DmService {
@@ -97,6 +101,10 @@ impl DmService {
             max_auth_attempts: settings.max_auth_attempts,
         };
         DmService {
+            throttle: AuthThrottle::new(
+                settings.auth_lockout_failures,
+                Duration::from_secs(settings.auth_lockout_secs),
+            ),
             store,
             settings,
             config,
@@ -142,7 +150,12 @@ impl DmService {
         );
         let mut slot = match self.take_slot(&key, &message) {
             Some(slot) => slot,
-            None if opens_session(&message) => self.open(&key, encoding, unix_now)?,
+            None if opens_session(&message) => {
+                if let Some(wait) = self.throttle.locked_for(&key.0, now) {
+                    return Err(DmError::Throttled(key.0, wait.as_secs().max(1)));
+                }
+                self.open(&key, encoding, unix_now)?
+            }
             None => return Err(DmError::UnknownSession(key.0, key.1)),
         };
         slot.last_active = now;
@@ -223,6 +236,7 @@ impl DmService {
         for event in slot.session.take_events() {
             match event {
                 ServerEvent::Authenticated => {
+                    self.throttle.succeeded(dev_id);
                     info!(
                         device = dev_id,
                         encoding = slot.encoding.name(),
@@ -232,6 +246,23 @@ impl DmService {
                 ServerEvent::AuthenticationFailed { code } => {
                     warn!(device = dev_id, code, "device authentication failed");
                     self.metrics.auth_failure();
+                    if self.throttle.failed(dev_id, slot.last_active) {
+                        warn!(
+                            device = dev_id,
+                            secs = self.settings.auth_lockout_secs,
+                            "too many failed authentications: the device is locked out"
+                        );
+                        let detail = serde_json::json!({
+                            "failures": self.settings.auth_lockout_failures,
+                            "lockout_secs": self.settings.auth_lockout_secs,
+                        });
+                        self.store.log_event(
+                            Some(dev_id),
+                            "auth-locked",
+                            &detail.to_string(),
+                            unix_now,
+                        )?;
+                    }
                     self.store.log_event(
                         Some(dev_id),
                         "auth-failed",
@@ -585,6 +616,7 @@ impl DmService {
     /// Drops sessions idle for longer than the configured time; their commands that
     /// were sent but not answered go back to the queue for the next session.
     pub fn evict_idle(&self, now: Instant) -> Result<usize, DmError> {
+        self.throttle.forget_expired(now);
         let idle = Duration::from_secs(self.settings.session_idle_secs);
         let stale: Vec<Slot> = {
             let mut sessions = self.lock_sessions();

@@ -156,10 +156,17 @@ async fn dm_message(
                     StatusCode::BAD_REQUEST
                 }
                 DmError::UnknownDevice(_) => StatusCode::FORBIDDEN,
+                DmError::Throttled(..) => StatusCode::TOO_MANY_REQUESTS,
                 DmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             warn!(%error, "DM message refused");
-            (status, format!("{error}\n")).into_response()
+            let mut response = (status, format!("{error}\n")).into_response();
+            if let DmError::Throttled(_, retry_after) = error {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after.into());
+            }
+            response
         }
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,

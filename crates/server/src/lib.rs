@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notify;
 pub mod settings;
 pub mod store;
+pub mod throttle;
 
 pub use http::Server;
 pub use settings::ServerSettings;

@@ -28,6 +28,12 @@ pub struct ServerSettings {
     pub max_msg_size: usize,
     /// Failed authentications in one session before it is ended.
     pub max_auth_attempts: u32,
+    /// Failed authentications of one device (across sessions, with no success in
+    /// between) after which its new sessions are refused for `auth_lockout_secs`
+    /// (0: never).
+    pub auth_lockout_failures: u32,
+    /// How long a device stays locked out after its last failed authentication.
+    pub auth_lockout_secs: u64,
     /// A session with no message for this long is dropped, and its commands requeued.
     pub session_idle_secs: u64,
     /// Where to write the address actually bound (for scripts using port 0).
@@ -45,6 +51,8 @@ impl Default for ServerSettings {
             admin_token: None,
             max_msg_size: 1 << 20,
             max_auth_attempts: 3,
+            auth_lockout_failures: 10,
+            auth_lockout_secs: 300,
             session_idle_secs: 300,
             address_file: None,
         }

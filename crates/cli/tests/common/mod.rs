@@ -79,13 +79,18 @@ impl ServerProcess {
 
     /// A server on `database` (an SQLite path or a PostgreSQL URL); its files in `dir`.
     pub fn start_with_database(dir: &Path, database: &str) -> ServerProcess {
+        ServerProcess::start_with(dir, database, "")
+    }
+
+    /// A server with more settings (`settings`: TOML lines).
+    pub fn start_with(dir: &Path, database: &str, settings: &str) -> ServerProcess {
         std::fs::create_dir_all(dir).unwrap();
         let address_file = dir.join("server.addr");
         let config = dir.join("server.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {address_file:?}\n",
+                "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {address_file:?}\n{settings}",
             ),
         )
         .unwrap();

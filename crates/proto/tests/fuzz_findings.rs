@@ -1,0 +1,38 @@
+//! Inputs the fuzz targets (fuzz/) found, kept as tests: each once decoded into a
+//! message that did not survive re-encoding.
+
+use gwmo_proto::{CodecError, Encoding};
+
+fn refused(encoding: Encoding, file: &str) -> String {
+    let path = format!("{}/tests/data/fuzz/{file}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(path).unwrap();
+    match encoding.decode(&bytes) {
+        Err(error @ CodecError::Decode { .. }) => error.to_string(),
+        other => panic!("{file} was not refused: {other:?}"),
+    }
+}
+
+/// NUL characters between the elements of an embedded TNDS document: the XML decoder
+/// tolerates raw control characters in `<Data>` (libwbxml's `wbxml2xml` writes nested
+/// WBXML there raw), but WBXML cannot carry a NUL in a string: encoding refuses it
+/// instead of dropping it, and XML keeps it as it came.
+#[test]
+fn a_nul_in_embedded_xml_is_refused_by_wbxml_and_kept_by_xml() {
+    let path = format!(
+        "{}/tests/data/fuzz/nul-in-embedded-tnds.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let error = Encoding::Wbxml.encode(&message).unwrap_err().to_string();
+    assert!(error.contains("NUL"), "{error}");
+    let xml = Encoding::Xml.encode(&message).unwrap();
+    assert_eq!(Encoding::Xml.decode(&xml).unwrap(), message);
+}
+
+/// A WBXML document nested in OPAQUE data whose LITERAL tag name ("http://...") could
+/// never be an XML element name.
+#[test]
+fn a_literal_tag_that_is_no_xml_name_is_refused() {
+    let error = refused(Encoding::Wbxml, "literal-tag-not-an-xml-name.wbxml");
+    assert!(error.contains("is not an XML name"), "{error}");
+}
