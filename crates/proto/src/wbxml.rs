@@ -763,8 +763,35 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
     let mut page = 0u8;
     let mut reader = quick_xml::Reader::from_str(xml);
     let bad = |e: &dyn std::fmt::Display| EncodeError::EmbeddedXml(e.to_string());
+    // Text, CDATA and references between two tags make one inline string, so the same
+    // document always encodes the same way.
+    let mut text = String::new();
     loop {
         let event = reader.read_event().map_err(|e| bad(&e))?;
+        match &event {
+            Event::Text(t) => {
+                text.push_str(&t.xml10_content());
+                continue;
+            }
+            Event::CData(c) => {
+                text.push_str(&c.xml10_content());
+                continue;
+            }
+            Event::GeneralRef(r) => {
+                match r.resolve_char_ref().map_err(|e| bad(&e))? {
+                    Some(c) => text.push(c),
+                    None => text.push_str(
+                        quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
+                            .ok_or_else(|| bad(&"unknown entity"))?,
+                    ),
+                }
+                continue;
+            }
+            _ => {
+                push_inline(&mut body, &text)?;
+                text.clear();
+            }
+        }
         let (start, content) = match &event {
             Event::Start(e) => (Some(e.local_name().as_ref().to_owned()), true),
             Event::Empty(e) => (Some(e.local_name().as_ref().to_owned()), false),
@@ -794,17 +821,6 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
         }
         match event {
             Event::End(_) => body.push(END),
-            Event::Text(t) => push_inline(&mut body, &t.xml10_content())?,
-            Event::CData(c) => push_inline(&mut body, &c.xml10_content())?,
-            Event::GeneralRef(r) => {
-                let text = match r.resolve_char_ref().map_err(|e| bad(&e))? {
-                    Some(c) => c.to_string(),
-                    None => quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
-                        .ok_or_else(|| bad(&"unknown entity"))?
-                        .to_owned(),
-                };
-                push_inline(&mut body, &text)?;
-            }
             Event::Eof => break,
             _ => {}
         }
