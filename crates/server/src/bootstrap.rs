@@ -106,6 +106,16 @@ pub fn validation(gateway_id: &str) -> CommandSpec {
     }
 }
 
+/// The gateway (its account's node name) that `spec` validates, if it is a validation.
+pub fn validated_account(spec: &CommandSpec) -> Option<&str> {
+    match spec {
+        CommandSpec::Replace { target, data, .. } if data == "validated" => target
+            .strip_prefix("./DMAcc/")?
+            .strip_suffix("/Ext/GwBoot/Trust"),
+        _ => None,
+    }
+}
+
 /// Removes a device from the inventory of the gateway it left.
 pub fn inventory_remove(dev_id: &str) -> CommandSpec {
     CommandSpec::Delete {

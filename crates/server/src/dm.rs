@@ -324,6 +324,9 @@ impl DmService {
                     );
                     self.store
                         .complete(tag as i64, outcome.status, &stored, unix_now)?;
+                    if outcome.status == gwmo_proto::codes::status::NOT_FOUND {
+                        self.refute_attach(dev_id, tag as i64, unix_now)?;
+                    }
                     if let Some(tnds) = outcome.results.iter().find_map(whole_tree_report) {
                         self.store.set_tree(dev_id, tnds, unix_now)?;
                     }
@@ -477,6 +480,46 @@ impl DmService {
         });
         self.store
             .log_event(Some(dev_id), "attach", &detail.to_string(), unix_now)?;
+        Ok(())
+    }
+
+    /// A validation the device answered 404: it has no account for that gateway, so the
+    /// Device Attach that led to it was not true (a gateway claiming a device it does
+    /// not serve). The association it made goes, and the refusal is logged.
+    fn refute_attach(&self, dev_id: &str, command: i64, unix_now: i64) -> Result<(), DmError> {
+        let Some(record) = self.store.command(command)? else {
+            return Ok(());
+        };
+        let Ok(spec) = CommandSpec::parse(&record.spec) else {
+            return Ok(());
+        };
+        let Some(account) = bootstrap::validated_account(&spec) else {
+            return Ok(());
+        };
+        let Some(association) = self.store.association(dev_id)? else {
+            return Ok(());
+        };
+        if association.origin != "local-bootstrap"
+            || gwmo_tree::segment_for(&association.gateway_id) != account
+        {
+            return Ok(());
+        }
+        self.store.dissociate(dev_id, &association.gateway_id)?;
+        warn!(
+            device = dev_id,
+            gateway = %association.gateway_id,
+            "a Device Attach was not true: the device has no account for that gateway"
+        );
+        let detail = serde_json::json!({
+            "gateway": association.gateway_id,
+            "reason": "the device has no account for this gateway",
+        });
+        self.store.log_event(
+            Some(dev_id),
+            "attach-refused",
+            &detail.to_string(),
+            unix_now,
+        )?;
         Ok(())
     }
 
