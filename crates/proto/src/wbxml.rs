@@ -807,6 +807,12 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
                     body.push(if content { token | CONTENT } else { token });
                 }
                 None => {
+                    // A LITERAL is a NUL-terminated string: only a real name survives.
+                    let valid = std::str::from_utf8(&name).is_ok_and(is_xml_name);
+                    if !valid {
+                        let shown = String::from_utf8_lossy(&name);
+                        return Err(bad(&format!("element name {shown:?} is not an XML name")));
+                    }
                     let next = table.len() as u32;
                     let offset = *literals.entry(name.clone()).or_insert_with(|| {
                         table.extend_from_slice(name.as_bytes());

@@ -51,3 +51,16 @@ fn embedded_text_encodes_the_same_after_a_round_trip() {
     let again = Encoding::Wbxml.decode(&wbxml).unwrap();
     assert_eq!(Encoding::Wbxml.encode(&again).unwrap(), wbxml);
 }
+
+/// An element of an embedded document named with a NUL inside: written as a LITERAL
+/// (NUL-terminated), it came back cut short. Now WBXML refuses to write it.
+#[test]
+fn an_embedded_element_name_that_is_no_xml_name_is_refused_by_wbxml() {
+    let path = format!(
+        "{}/tests/data/fuzz/nul-in-embedded-element-name.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let error = Encoding::Wbxml.encode(&message).unwrap_err().to_string();
+    assert!(error.contains("not an XML name"), "{error}");
+}
