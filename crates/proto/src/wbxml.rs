@@ -808,10 +808,8 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
                 }
                 None => {
                     // A LITERAL is a NUL-terminated string: only a real name survives.
-                    let valid = std::str::from_utf8(&name).is_ok_and(is_xml_name);
-                    if !valid {
-                        let shown = String::from_utf8_lossy(&name);
-                        return Err(bad(&format!("element name {shown:?} is not an XML name")));
+                    if !is_xml_name(&name) {
+                        return Err(bad(&format!("element name {name:?} is not an XML name")));
                     }
                     let next = table.len() as u32;
                     let offset = *literals.entry(name.clone()).or_insert_with(|| {
