@@ -676,6 +676,14 @@ impl DmService {
         Ok(stale.len())
     }
 
+    /// Requeues commands claimed long ago by sessions no instance holds any more (their
+    /// instance was killed): twice the idle timeout, since a live instance drops an idle
+    /// session and requeues its commands itself after one. Returns how many.
+    pub fn requeue_abandoned(&self, unix_now: i64) -> Result<usize, DmError> {
+        let idle = self.settings.session_idle_secs.max(1) as i64;
+        Ok(self.store.requeue_abandoned(unix_now - 2 * idle)?)
+    }
+
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
         // A panic while holding the lock cannot leave the map half-changed: recover it.
         self.sessions

@@ -254,16 +254,29 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), crate::ServerError> {
         let sweeper_state = self.state.clone();
+        let period = self.state.settings.session_idle_secs.clamp(1, 15);
+        // From the start (the first tick is at once): commands a killed instance had
+        // claimed come back to the queue.
         let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            let mut tick = tokio::time::interval(Duration::from_secs(period));
             loop {
                 tick.tick().await;
                 let state = sweeper_state.clone();
-                match tokio::task::spawn_blocking(move || state.dm.evict_idle(Instant::now())).await
-                {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => info!(sessions = n, "idle sessions dropped"),
-                    Ok(Err(error)) => warn!(%error, "dropping idle sessions failed"),
+                let swept = tokio::task::spawn_blocking(move || {
+                    let idle = state.dm.evict_idle(Instant::now())?;
+                    let abandoned = state.dm.requeue_abandoned(unix_now())?;
+                    Ok::<_, DmError>((idle, abandoned))
+                })
+                .await;
+                match swept {
+                    Ok(Ok((0, 0))) => {}
+                    Ok(Ok((idle, abandoned))) => {
+                        info!(
+                            idle,
+                            abandoned, "idle sessions dropped, abandoned commands requeued"
+                        )
+                    }
+                    Ok(Err(error)) => warn!(%error, "sweeping sessions and commands failed"),
                     Err(_) => {}
                 }
             }

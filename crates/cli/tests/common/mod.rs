@@ -51,6 +51,12 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("daemon exited with {status}:\n{}", self.log_text());
@@ -107,6 +113,24 @@ impl ServerProcess {
 
     pub fn dm_url(&self) -> String {
         format!("http://{}/dm", self.addr)
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same address, store
+    /// and settings.
+    pub fn kill_and_restart(&mut self) {
+        self.daemon.kill();
+        let config = self.dir.join("server.toml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", self.addr),
+        );
+        std::fs::write(&config, text).unwrap();
+        let address_file = self.dir.join("server.addr");
+        std::fs::remove_file(&address_file).unwrap();
+        let mut command = gwmo();
+        command.arg("server").arg("--config").arg(&config);
+        self.daemon = Daemon::spawn(command, self.dir.join("server-restarted.log"));
+        assert_eq!(bound_address(&mut self.daemon, &address_file), self.addr);
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {

@@ -214,6 +214,9 @@ pub trait Store: Send + Sync {
     fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError>;
     /// Puts the unanswered commands of a session that died back in the queue.
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError>;
+    /// Puts back in the queue every command sent before `sent_before` and still
+    /// unanswered: its session's instance died (a live one requeues its own).
+    fn requeue_abandoned(&self, sent_before: i64) -> Result<usize, StoreError>;
     /// Records that the device moves to `auth` once command `command` (which changes
     /// the scheme on the device) succeeds.
     fn plan_auth_switch(

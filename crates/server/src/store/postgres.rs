@@ -432,6 +432,15 @@ impl Store for PostgresStore {
         Ok(requeued as usize)
     }
 
+    fn requeue_abandoned(&self, sent_before: i64) -> Result<usize, StoreError> {
+        let requeued = self.execute(
+            "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
+             WHERE state = 'sent' AND sent_at < $1",
+            &[&sent_before],
+        )?;
+        Ok(requeued as usize)
+    }
+
     fn plan_auth_switch(
         &self,
         dev_id: &str,

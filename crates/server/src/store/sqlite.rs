@@ -360,6 +360,14 @@ impl Store for SqliteStore {
         )?)
     }
 
+    fn requeue_abandoned(&self, sent_before: i64) -> Result<usize, StoreError> {
+        Ok(self.lock().run_cached(
+            "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
+             WHERE state = 'sent' AND sent_at < ?1",
+            [sent_before],
+        )?)
+    }
+
     /// Records that the device moves to `auth` once command `command` (which changes
     /// the scheme on the device) succeeds.
     fn plan_auth_switch(

@@ -147,6 +147,28 @@ fn a_dead_session_gives_its_commands_back() {
 }
 
 #[test]
+fn abandoned_commands_go_back_to_the_queue() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let old = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store.claim_pending("IMEI:1", "dead", 10).unwrap();
+        let recent = store.queue_command("IMEI:1", "{}", 11).unwrap();
+        store.claim_pending("IMEI:1", "live", 100).unwrap();
+        assert_eq!(store.requeue_abandoned(50).unwrap(), 1);
+        assert_eq!(
+            store.command(old).unwrap().unwrap().state,
+            CommandState::Queued
+        );
+        assert_eq!(
+            store.command(recent).unwrap().unwrap().state,
+            CommandState::Sent
+        );
+        let again = store.claim_pending("IMEI:1", "next", 101).unwrap();
+        assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), vec![old]);
+    });
+}
+
+#[test]
 fn devices_and_events_page() {
     each_backend(|store| {
         for i in 0..5 {
