@@ -64,3 +64,18 @@ fn an_embedded_element_name_that_is_no_xml_name_is_refused_by_wbxml() {
     let error = Encoding::Wbxml.encode(&message).unwrap_err().to_string();
     assert!(error.contains("not an XML name"), "{error}");
 }
+
+/// A byte order mark before the XML declaration shifted the reader's positions by three
+/// bytes, and an embedded document was cut out of the message three bytes off.
+#[test]
+fn a_byte_order_mark_does_not_shift_embedded_documents() {
+    let path = format!(
+        "{}/tests/data/fuzz/byte-order-mark-and-embedded-xml.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let xml = Encoding::Xml.encode(&message).unwrap();
+    assert_eq!(Encoding::Xml.decode(&xml).unwrap(), message);
+    let text = String::from_utf8(xml).unwrap();
+    assert!(text.contains("<Data><MgmtTree"), "{text}");
+}
