@@ -3,10 +3,17 @@
 
 use gwmo_proto::{CodecError, Encoding};
 
+/// An input the fuzzers found, from `tests/data/fuzz`.
+fn finding(file: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/data/fuzz/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
 fn refused(encoding: Encoding, file: &str) -> String {
-    let path = format!("{}/tests/data/fuzz/{file}", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(path).unwrap();
-    match encoding.decode(&bytes) {
+    match encoding.decode(&finding(file)) {
         Err(error @ CodecError::Decode { .. }) => error.to_string(),
         other => panic!("{file} was not refused: {other:?}"),
     }
@@ -18,11 +25,9 @@ fn refused(encoding: Encoding, file: &str) -> String {
 /// instead of dropping it, and XML keeps it as it came.
 #[test]
 fn a_nul_in_embedded_xml_is_refused_by_wbxml_and_kept_by_xml() {
-    let path = format!(
-        "{}/tests/data/fuzz/nul-in-embedded-tnds.xml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let message = Encoding::Xml
+        .decode(&finding("nul-in-embedded-tnds.xml"))
+        .unwrap();
     let error = Encoding::Wbxml.encode(&message).unwrap_err().to_string();
     assert!(error.contains("NUL"), "{error}");
     let xml = Encoding::Xml.encode(&message).unwrap();
@@ -42,11 +47,9 @@ fn a_literal_tag_that_is_no_xml_name_is_refused() {
 /// always gives the same WBXML.
 #[test]
 fn embedded_text_encodes_the_same_after_a_round_trip() {
-    let path = format!(
-        "{}/tests/data/fuzz/text-and-references-in-embedded-xml.xml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let message = Encoding::Xml
+        .decode(&finding("text-and-references-in-embedded-xml.xml"))
+        .unwrap();
     let wbxml = Encoding::Wbxml.encode(&message).unwrap();
     let again = Encoding::Wbxml.decode(&wbxml).unwrap();
     assert_eq!(Encoding::Wbxml.encode(&again).unwrap(), wbxml);
@@ -56,11 +59,9 @@ fn embedded_text_encodes_the_same_after_a_round_trip() {
 /// (NUL-terminated), it came back cut short. Now WBXML refuses to write it.
 #[test]
 fn an_embedded_element_name_that_is_no_xml_name_is_refused_by_wbxml() {
-    let path = format!(
-        "{}/tests/data/fuzz/nul-in-embedded-element-name.xml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let message = Encoding::Xml
+        .decode(&finding("nul-in-embedded-element-name.xml"))
+        .unwrap();
     let error = Encoding::Wbxml.encode(&message).unwrap_err().to_string();
     assert!(error.contains("not an XML name"), "{error}");
 }
@@ -69,11 +70,9 @@ fn an_embedded_element_name_that_is_no_xml_name_is_refused_by_wbxml() {
 /// bytes, and an embedded document was cut out of the message three bytes off.
 #[test]
 fn a_byte_order_mark_does_not_shift_embedded_documents() {
-    let path = format!(
-        "{}/tests/data/fuzz/byte-order-mark-and-embedded-xml.xml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let message = Encoding::Xml.decode(&std::fs::read(path).unwrap()).unwrap();
+    let message = Encoding::Xml
+        .decode(&finding("byte-order-mark-and-embedded-xml.xml"))
+        .unwrap();
     let xml = Encoding::Xml.encode(&message).unwrap();
     assert_eq!(Encoding::Xml.decode(&xml).unwrap(), message);
     let text = String::from_utf8(xml).unwrap();
