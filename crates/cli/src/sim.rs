@@ -42,6 +42,13 @@ pub struct SimArgs {
     /// Seconds a device waits for a session the other side starts.
     #[arg(long, default_value_t = 120)]
     wait_secs: u64,
+    /// After the rollout, keep devices holding sessions for this many seconds, sampling
+    /// the memory and file descriptors of the server and the simulator (0: no soak).
+    #[arg(long, default_value_t = 0)]
+    soak_secs: u64,
+    /// Sessions started per second during the soak.
+    #[arg(long, default_value_t = 50.0)]
+    soak_rate: f64,
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -88,6 +95,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         baseline: args.baseline,
         wait: Duration::from_secs(args.wait_secs),
         progress: std::io::stderr().is_terminal(),
+        soak: (args.soak_secs > 0).then(|| gwmo_sim::soak::SoakOptions {
+            duration: Duration::from_secs(args.soak_secs),
+            rate: args.soak_rate,
+        }),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(gwmo_sim::run(options))?;

@@ -149,3 +149,39 @@ fn several_instances_without_postgresql_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--db postgres://"), "{stderr}");
 }
+
+#[test]
+fn sim_soaks_at_a_steady_rate_and_samples_memory_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("report.json");
+    let (output, report) = sim(
+        &[
+            "--devices",
+            "20",
+            "--gateways",
+            "2",
+            "--soak-secs",
+            "3",
+            "--soak-rate",
+            "20",
+        ],
+        &report_file,
+    );
+    assert_clean_rollout(&output, &report, 20);
+    let soak = &report["soak"];
+    assert!(soak["sessions"].as_u64().unwrap() >= 40, "{soak}");
+    assert_eq!(soak["errors"], 0, "{soak}");
+    let samples = soak["samples"].as_array().unwrap();
+    assert!(samples.len() >= 2, "{soak}");
+    for sample in samples {
+        for key in [
+            "server_rss_bytes",
+            "server_fds",
+            "simulator_rss_bytes",
+            "simulator_fds",
+        ] {
+            assert!(sample[key].as_u64().unwrap() > 0, "{key}: {sample}");
+        }
+    }
+    assert!(soak["server_rss_growth"].as_f64().unwrap() > 0.0);
+}

@@ -24,6 +24,7 @@ pub enum Approach {
 }
 
 /// Everything one device needs to know.
+#[derive(Debug, Clone)]
 pub struct DevicePlan {
     pub dev_id: String,
     pub approach: Approach,
@@ -75,7 +76,8 @@ struct Observed {
 
 type StepError = (&'static str, String);
 
-fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
+/// The device's agent, from its state directory (its tree as its last session left it).
+pub fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
     let settings = DeviceSettings {
         dev_id: plan.dev_id.clone(),
         encoding: plan.encoding,

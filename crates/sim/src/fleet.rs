@@ -38,19 +38,13 @@ impl Instance {
     /// The server's resident and peak memory in bytes (`/proc`), if the simulator
     /// started it.
     pub fn memory(&self) -> Option<(u64, u64)> {
-        let pid = self.process.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kib = |key: &str| -> Option<u64> {
-            let line = status.lines().find(|l| l.starts_with(key))?;
-            line[key.len()..]
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|k| k * 1024)
-        };
-        Some((kib("VmRSS:")?, kib("VmHWM:")?))
+        let pid = self.process.as_ref()?.id().to_string();
+        Some((resident_bytes(&pid)?, status_bytes(&pid, "VmHWM:")?))
+    }
+
+    /// The server's open file descriptors, if the simulator started it.
+    pub fn open_files(&self) -> Option<usize> {
+        open_files(&self.process.as_ref()?.id().to_string())
     }
 
     /// CPU time the server has used so far, in seconds (`/proc`), if the simulator
@@ -64,6 +58,29 @@ impl Instance {
         let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         Some(ticks as f64 / 100.0)
     }
+}
+
+/// Resident memory of process `pid` ("self" for this one), in bytes.
+pub fn resident_bytes(pid: &str) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Open file descriptors of process `pid` ("self" for this one).
+pub fn open_files(pid: &str) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 impl Drop for Instance {

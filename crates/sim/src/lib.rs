@@ -9,6 +9,7 @@ mod device;
 mod fleet;
 mod gateways;
 pub mod report;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -74,6 +75,9 @@ pub struct SimOptions {
     pub wait: Duration,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// After the rollout, keep devices holding sessions at a steady rate for a while,
+    /// sampling memory and file descriptors.
+    pub soak: Option<soak::SoakOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +162,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     let cpu_before = fleet.cpu_secs();
     let rollout_started = Instant::now();
     let mut rolling = JoinSet::new();
+    let mut plans = Vec::with_capacity(options.devices);
     for (i, enrollment) in enrollments.iter().enumerate() {
         let gateway = &gateways.list[i % options.gateways];
         let plan = DevicePlan {
@@ -174,6 +179,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
             state_dir: scratch.path().join("devices").join(i.to_string()),
             wait: options.wait,
         };
+        plans.push(plan.clone());
         let limit = limit.clone();
         rolling.spawn(async move {
             let _permit = limit.acquire_owned().await;
@@ -226,6 +232,10 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         }
     }
     let verified = verify(&fleet, &options, &dev_id, &gateway_id, &mut note).await;
+    let soak = match options.soak {
+        Some(soak) => Some(soak::run(&fleet, &plans, soak, &mut note).await),
+        None => None,
+    };
     gateways.stop().await;
 
     let rollout = rollout_secs.max(f64::EPSILON);
@@ -256,6 +266,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         share_of_baseline: baseline.map(|b| server_round_trips_per_sec / b),
         server_memory,
         verified,
+        soak,
         errors,
     })
 }

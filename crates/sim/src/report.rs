@@ -40,6 +40,8 @@ pub struct Report {
     pub server_memory: Option<ServerMemory>,
     /// Devices checked afterwards in the server's store: association and commands.
     pub verified: Verified,
+    /// The steady phase, when asked for (`--soak-secs`).
+    pub soak: Option<crate::soak::Soak>,
     pub errors: BTreeMap<String, ErrorKind>,
 }
 
@@ -205,6 +207,34 @@ impl fmt::Display for Report {
                 self.verified.associations, self.verified.commands
             ),
         )?;
+        if let Some(soak) = &self.soak {
+            row(
+                f,
+                "soak: duration / sessions / rate",
+                format!(
+                    "{:.0} s / {} / {:.0} per s",
+                    soak.secs,
+                    soak.sessions,
+                    soak.sessions as f64 / soak.secs.max(f64::EPSILON)
+                ),
+            )?;
+            row(
+                f,
+                "soak growth: server RSS / fds",
+                format!(
+                    "x{:.2} / x{:.2}",
+                    soak.server_rss_growth, soak.server_fds_growth
+                ),
+            )?;
+            row(
+                f,
+                "soak growth: simulator RSS / fds",
+                format!(
+                    "x{:.2} / x{:.2}",
+                    soak.simulator_rss_growth, soak.simulator_fds_growth
+                ),
+            )?;
+        }
         row(f, "errors", self.error_count().to_string())?;
         for (kind, error) in &self.errors {
             writeln!(

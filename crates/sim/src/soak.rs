@@ -1,0 +1,161 @@
+//! The steady phase after a rollout (`--soak-secs`): devices keep holding sessions, in
+//! turn with their gateway and with their DM Server, at a fixed rate for a fixed time,
+//! while the resident memory and open file descriptors of the server instances and of
+//! this process (every simulated gateway and device) are sampled. A leak shows as
+//! growth between the first and the last samples.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gwmo_session::{ClientOutcome, Trigger};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::device::{self, DevicePlan};
+use crate::fleet::Fleet;
+
+/// How long and how fast.
+#[derive(Debug, Clone, Copy)]
+pub struct SoakOptions {
+    pub duration: Duration,
+    /// Sessions started per second.
+    pub rate: f64,
+}
+
+/// What the soak measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Soak {
+    pub secs: f64,
+    pub rate: f64,
+    pub sessions: usize,
+    pub errors: usize,
+    pub samples: Vec<Sample>,
+    /// Last sample over first (after the first minute's warm-up when the run is
+    /// long enough): 1.0 is flat.
+    pub server_rss_growth: f64,
+    pub server_fds_growth: f64,
+    pub simulator_rss_growth: f64,
+    pub simulator_fds_growth: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub at_secs: f64,
+    pub sessions: usize,
+    pub server_rss_bytes: u64,
+    pub server_fds: usize,
+    pub simulator_rss_bytes: u64,
+    pub simulator_fds: usize,
+}
+
+/// How often resources are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the soak; `note` hears every failed session.
+pub async fn run(
+    fleet: &Fleet,
+    plans: &[DevicePlan],
+    options: SoakOptions,
+    note: &mut impl FnMut(&str, String),
+) -> Soak {
+    let started = Instant::now();
+    let busy: Arc<Mutex<HashSet<usize>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut sessions = 0;
+    let mut samples = vec![sample(fleet, started, 0)];
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate.max(0.01)));
+    let mut next_sample = started + SAMPLE_EVERY;
+    let mut running = JoinSet::new();
+    let mut turn = 0usize;
+    while started.elapsed() < options.duration {
+        tick.tick().await;
+        while running.try_join_next().is_some() {}
+        if Instant::now() >= next_sample {
+            samples.push(sample(fleet, started, sessions));
+            next_sample += SAMPLE_EVERY;
+        }
+        let index = turn % plans.len();
+        turn += 1;
+        // A device still in its last session sits this turn out.
+        if !lock(&busy).insert(index) {
+            continue;
+        }
+        sessions += 1;
+        let plan = plans[index].clone();
+        let with_gateway = (turn / plans.len()) % 2 == 0;
+        let (busy, failures) = (busy.clone(), failures.clone());
+        running.spawn(async move {
+            if let Err(error) = one_session(&plan, with_gateway).await {
+                lock(&failures).push(format!("{}: {error}", plan.dev_id));
+            }
+            lock(&busy).remove(&index);
+        });
+    }
+    while running.join_next().await.is_some() {}
+    samples.push(sample(fleet, started, sessions));
+    let failures = std::mem::take(&mut *lock(&failures));
+    for failure in &failures {
+        note("soak-session", failure.clone());
+    }
+    let growth = |value: fn(&Sample) -> f64| {
+        // Past the first minute when there is more than a minute: caches fill first.
+        let first = samples
+            .iter()
+            .find(|s| s.at_secs >= 60.0 || samples.len() < 8)
+            .map(value)
+            .unwrap_or(0.0);
+        let last = samples.last().map(value).unwrap_or(0.0);
+        if first > 0.0 { last / first } else { 0.0 }
+    };
+    Soak {
+        secs: started.elapsed().as_secs_f64(),
+        rate: options.rate,
+        sessions,
+        errors: failures.len(),
+        server_rss_growth: growth(|s| s.server_rss_bytes as f64),
+        server_fds_growth: growth(|s| s.server_fds as f64),
+        simulator_rss_growth: growth(|s| s.simulator_rss_bytes as f64),
+        simulator_fds_growth: growth(|s| s.simulator_fds as f64),
+        samples,
+    }
+}
+
+async fn one_session(plan: &DevicePlan, with_gateway: bool) -> Result<(), String> {
+    let agent = device::open(plan).map_err(|(_, error)| error)?;
+    let server_id = match with_gateway {
+        true => &plan.gateway_id,
+        false => &plan.account.server_id,
+    };
+    let report = agent
+        .session(server_id, Trigger::Client, None, Vec::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match report.outcome {
+        ClientOutcome::Completed => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn sample(fleet: &Fleet, started: Instant, sessions: usize) -> Sample {
+    let (server_rss_bytes, server_fds) = fleet.instances.iter().fold((0, 0), |(rss, fds), i| {
+        (
+            rss + i.memory().map_or(0, |(rss, _)| rss),
+            fds + i.open_files().unwrap_or(0),
+        )
+    });
+    Sample {
+        at_secs: started.elapsed().as_secs_f64(),
+        sessions,
+        server_rss_bytes,
+        server_fds,
+        simulator_rss_bytes: crate::fleet::resident_bytes("self").unwrap_or(0),
+        simulator_fds: crate::fleet::open_files("self").unwrap_or(0),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
