@@ -83,7 +83,7 @@ pub async fn run(
         }
         sessions += 1;
         let plan = plans[index].clone();
-        let with_gateway = (turn / plans.len()) % 2 == 0;
+        let with_gateway = (turn / plans.len()).is_multiple_of(2);
         let (busy, failures) = (busy.clone(), failures.clone());
         running.spawn(async move {
             if let Err(error) = one_session(&plan, with_gateway).await {
