@@ -70,9 +70,13 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
         };
         let enroller = remote_enroller(settings.gateway_enrollments_url.clone(), settings.gateway_token.clone());
         tracing::info!(address = %bound, gateway = %settings.bootstrap.gateway_id, "local bootstrap server listening");
-        axum::serve(listener, gwmo_bootstrap::router(settings.bootstrap, enroller))
-            .with_graceful_shutdown(crate::server::shutdown_signal())
-            .await
-            .context("serving failed")
+        gwmo_net::serve(
+            listener,
+            gwmo_bootstrap::router(settings.bootstrap, enroller),
+            gwmo_net::ServeLimits::default(),
+            crate::server::shutdown_signal(),
+        )
+        .await;
+        Ok(())
     })
 }

@@ -698,3 +698,58 @@ fn a_device_failing_to_authenticate_too_often_is_locked_out_for_a_while() {
         device_once(&right).status.success().then_some(())
     });
 }
+
+/// A client that trickles the head of its request is dropped after
+/// `header_read_secs`; one whose body does not arrive within `body_read_secs` gets 408;
+/// others are served all the while.
+#[test]
+fn slow_clients_are_cut_off_while_others_are_served() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &dir.path().join("server.db").display().to_string(),
+        "header_read_secs = 1\nbody_read_secs = 1\n",
+    );
+    let connect = || {
+        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    let answer_of = |mut stream: std::net::TcpStream| {
+        let mut answer = Vec::new();
+        // Until the server closes the connection (a read timeout fails the test).
+        match stream.read_to_end(&mut answer) {
+            Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+            Err(error) => panic!("the server kept a slow client: {error}"),
+        }
+    };
+
+    let mut slow_head = connect();
+    slow_head
+        .write_all(b"POST /dm HTTP/1.1\r\nHost: gwmo\r\n")
+        .unwrap();
+    let mut slow_body = connect();
+    slow_body
+        .write_all(
+            b"POST /dm HTTP/1.1\r\nHost: gwmo\r\nContent-Type: application/vnd.syncml.dm+xml\r\nContent-Length: 1000\r\n\r\n<SyncML>",
+        )
+        .unwrap();
+    let (status, _) = http(server.addr, "GET", "/healthz", None, "text/plain", b"");
+    assert_eq!(status, 200, "served while two clients dawdle");
+
+    let head_answer = answer_of(slow_head);
+    assert!(
+        head_answer.is_empty() || head_answer.starts_with("HTTP/1.1 408"),
+        "{head_answer}"
+    );
+    let body_answer = answer_of(slow_body);
+    assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");
+    assert!(
+        body_answer.contains("did not arrive within 1 s"),
+        "{body_answer}"
+    );
+}

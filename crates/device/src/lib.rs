@@ -34,6 +34,4 @@ pub enum DeviceError {
     Listen(std::net::SocketAddr, String),
     #[error("local bootstrap refused: {0}")]
     Bootstrap(String),
-    #[error("serving package 0 failed: {0}")]
-    Serve(String),
 }

@@ -40,14 +40,16 @@ pub async fn serve(
     agent: Arc<Agent>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), DeviceError> {
+) {
     let router = Router::new()
         .route("/notify", post(notification))
         .with_state(agent);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| DeviceError::Serve(e.to_string()))
+    // A package 0 is a few dozen bytes: anything much larger is not one.
+    let limits = gwmo_net::ServeLimits {
+        max_body: 4096,
+        ..gwmo_net::ServeLimits::default()
+    };
+    gwmo_net::serve(listener, router, limits, shutdown).await
 }
 
 async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCode, String) {

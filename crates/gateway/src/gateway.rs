@@ -258,12 +258,7 @@ fn serve_bootstrap(
     tokio::spawn(async move {
         let routes = gwmo_bootstrap::router(lbs, enroller.clone())
             .merge(gwmo_bootstrap::enrollment_router(token, enroller));
-        let served = axum::serve(listener, routes)
-            .with_graceful_shutdown(stopped)
-            .await;
-        if let Err(error) = served {
-            warn!(%error, "the local bootstrap server stopped");
-        }
+        gwmo_net::serve(listener, routes, gwmo_net::ServeLimits::default(), stopped).await;
     });
     match (&settings.dns_sd_interface, local_addr) {
         (Some(interface), Some(addr)) => gwmo_discovery::advertise(

@@ -1,6 +1,11 @@
 //! The HTTP plumbing every gwmo role shares: a small HTTP/1.1 client that posts DM
 //! messages and package-0 notifications and reads the answer, with a size limit and
-//! a time limit on every exchange.
+//! a time limit on every exchange; and the server loop every listener runs
+//! ([`serve`]), with limits on slow and large requests.
+
+mod serve;
+
+pub use serve::{ServeLimits, serve};
 
 use std::time::Duration;
 

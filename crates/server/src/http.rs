@@ -282,10 +282,9 @@ impl Server {
             }
         });
         info!(url = %self.state.dm_url, "DM server listening");
-        let served = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = self.state.settings.serve_limits();
+        gwmo_net::serve(self.listener, router(self.state), limits, shutdown).await;
         sweeper.abort();
-        served.map_err(crate::ServerError::Serve)
+        Ok(())
     }
 }

@@ -25,6 +25,4 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
-    #[error("serving HTTP failed: {0}")]
-    Serve(std::io::Error),
 }

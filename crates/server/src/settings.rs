@@ -36,6 +36,11 @@ pub struct ServerSettings {
     pub auth_lockout_secs: u64,
     /// A session with no message for this long is dropped, and its commands requeued.
     pub session_idle_secs: u64,
+    /// The longest a request head may take to arrive, or a kept-alive connection sit
+    /// idle, before the connection is dropped (slow clients).
+    pub header_read_secs: u64,
+    /// The longest a request body may take to arrive (408 after that).
+    pub body_read_secs: u64,
     /// Where to write the address actually bound (for scripts using port 0).
     pub address_file: Option<PathBuf>,
 }
@@ -54,6 +59,8 @@ impl Default for ServerSettings {
             auth_lockout_failures: 10,
             auth_lockout_secs: 300,
             session_idle_secs: 300,
+            header_read_secs: 30,
+            body_read_secs: 30,
             address_file: None,
         }
     }
@@ -65,6 +72,15 @@ impl ServerSettings {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}/dm"))
+    }
+
+    /// What the HTTP listener tolerates from clients.
+    pub fn serve_limits(&self) -> gwmo_net::ServeLimits {
+        gwmo_net::ServeLimits {
+            header_read: std::time::Duration::from_secs(self.header_read_secs.max(1)),
+            body_read: std::time::Duration::from_secs(self.body_read_secs.max(1)),
+            max_body: self.max_msg_size,
+        }
     }
 
     /// The RespURI this instance sends: its own URL, when it is one of several

@@ -1,0 +1,136 @@
+//! The one HTTP server loop every role's listener uses. A client that trickles the
+//! head of its request (or leaves a kept-alive connection idle) is dropped after
+//! `header_read`; a body must arrive whole within `body_read` and be at most
+//! `max_body` bytes, or the request is answered 408 or 413 before any handler runs.
+//! Shutdown stops accepting and lets requests in flight finish (for a while).
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// What a listener tolerates from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// The longest a request head may take to arrive (and a kept-alive connection may
+    /// sit idle).
+    pub header_read: Duration,
+    /// The longest a request body may take to arrive.
+    pub body_read: Duration,
+    /// The largest request body.
+    pub max_body: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read: Duration::from_secs(30),
+            body_read: Duration::from_secs(30),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+/// How long requests in flight may take to finish once shutdown is asked for.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let router = router.layer(axum::middleware::from_fn(move |request, next| {
+        read_body_within(limits, request, next)
+    }));
+    let service = TowerToHyperService::new(router);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+/// Reads the whole body, within the time and size limits, before the handler runs.
+async fn read_body_within(limits: ServeLimits, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        limits.body_read,
+        axum::body::to_bytes(body, limits.max_body),
+    )
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) if is_too_large(&error) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes\n", limits.max_body),
+        )
+            .into_response(),
+        Ok(Err(error)) => (
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {error}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s\n",
+                limits.body_read.as_secs()
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
