@@ -117,3 +117,63 @@ fn a_server_killed_mid_session_loses_and_repeats_nothing() {
     let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
     assert_eq!(device["commands"].as_array().unwrap().len(), 1, "{device}");
 }
+
+/// A device killed with SIGKILL at many points of sessions that write its tree after
+/// every message: each time its tree loads whole, and once sessions complete, every
+/// queued command has run and the tree holds what they wrote.
+#[test]
+fn a_device_killed_while_writing_its_tree_keeps_a_whole_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        dir.path(),
+        &dir.path().join("server.db").display().to_string(),
+        "session_idle_secs = 1\n",
+    );
+    let dev_id = "IMEI:350000000000702";
+    let enrollment = server.enroll(dev_id, "md5");
+    let commands: Vec<i64> = (0..60)
+        .map(|i| {
+            server.queue(
+                dev_id,
+                &format!(r#"{{"op":"Replace","target":"./Vendor/gwmo/Ping","data":"value {i}"}}"#),
+            )
+        })
+        .collect();
+    // Small messages: many of them, each followed by a tree write.
+    let config = device_config(dir.path(), &enrollment, "xml", "max_msg_size = 2048\n");
+    let state = dir.path().join("state");
+    for kill_after_ms in (5..=100).step_by(5) {
+        let mut command = gwmo();
+        command
+            .arg("device")
+            .arg("--config")
+            .arg(&config)
+            .arg("--once");
+        let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+        // Not a wait for anything: the moment of the crash, a little later each round.
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        device.kill();
+        if state.join("tree.json").exists() {
+            // `gwmo device tree` fails on a torn or half-written tree.
+            let tree = device_tree(&state);
+            assert!(leaf(&tree, "./DevInfo/DevId").is_some());
+        }
+    }
+    // Sessions cut short give their commands back (idle timeout); the next whole
+    // sessions run them all.
+    poll("every command done", Duration::from_secs(60), || {
+        let _ = device_once(&config);
+        commands
+            .iter()
+            .all(|id| server.command(*id)["state"] == "done")
+            .then_some(())
+    });
+    for id in &commands {
+        assert_eq!(server.command(*id)["status"], 200);
+    }
+    let tree = device_tree(&state);
+    assert_eq!(
+        leaf(&tree, "./Vendor/gwmo/Ping"),
+        Some(&Value::from("value 59"))
+    );
+}
