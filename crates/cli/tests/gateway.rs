@@ -667,3 +667,67 @@ fn a_gateway_with_server_assisted_bootstrapping_off_refuses_it_cleanly() {
         gw.daemon.log_text()
     );
 }
+
+/// A gateway killed with SIGKILL in the middle of a fan-out (its command queued for an
+/// end device that is away) resumes it when it starts again: the device runs the
+/// command once, and the DM Server gets the results.
+#[test]
+fn a_gateway_killed_during_a_fan_out_resumes_it_and_runs_each_command_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut gw = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+    let enrollment = server.enroll(ED, "md5");
+    let mut device = end_device(dir.path(), &enrollment, "gw-1");
+    managed_by(&gw, &mut device);
+    // The device goes away: the fan-out's command waits at the gateway.
+    device.kill();
+
+    let request = format!(
+        r#"{{"targets":["{ED}"],"command":{{"op":"Add","target":"./Vendor/gwmo/FannedOut","data":"once"}}}}"#
+    );
+    let (status, body) = server.api("POST", "/api/gateways/gw-1/fanout", Some(&request));
+    assert_eq!(status, 202, "{body}");
+    let fanout = body["id"].as_i64().unwrap();
+    let gateway_state = gw.dir.join("state").join("upstream");
+    poll(
+        "the fan-out running on the gateway",
+        Duration::from_secs(30),
+        || {
+            let tree = device_tree(&gateway_state);
+            let node = format!("./GwMO/Fanout/{fanout}");
+            (leaf(&tree, &format!("{node}/Status"))? == "running"
+                && leaf(&tree, &format!("{node}/Queued")).is_some())
+            .then_some(())
+        },
+    );
+
+    gw.kill_and_restart();
+    // The device is back, and holds its sessions (with the gateway too).
+    let mut device = end_device(dir.path(), &enrollment, "gw-1");
+    let done = poll(
+        "the fan-out results on the server",
+        Duration::from_secs(60),
+        || {
+            device.assert_running();
+            let (_, record) = server.api("GET", &format!("/api/fanouts/{fanout}"), None);
+            (record["state"] == "done").then_some(record)
+        },
+    );
+    let result = &done["results"][0];
+    assert_eq!(result["dev_id"], ED, "{done}");
+    // An Add run twice would answer 418.
+    assert_eq!(result["status"], 200, "{done}");
+    let (_, record) = gw.api("GET", &format!("/api/devices/{ED}"), None);
+    let fanned: Vec<&Value> = record["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["spec"]["target"] == "./Vendor/gwmo/FannedOut")
+        .collect();
+    assert_eq!(fanned.len(), 1, "queued once: {record}");
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./Vendor/gwmo/FannedOut"),
+        Some(&Value::from("once"))
+    );
+}

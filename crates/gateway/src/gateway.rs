@@ -5,7 +5,7 @@
 //! the end-device store: new devices are enrolled and woken with package 0, removed
 //! ones are forgotten.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -190,6 +190,7 @@ impl Gateway {
             agent: agent.clone(),
             downstream,
             running: Arc::default(),
+            fanouts: Arc::default(),
         };
         let _bootstrap_advertisement = match bootstrap {
             Some(listener) => {
@@ -285,6 +286,9 @@ struct Syncer {
     /// together both saw a device not yet reported and sent its Device Attach twice
     /// (found by `gwmo sim`: a second validation left queued on the server).
     running: Arc<tokio::sync::Mutex<()>>,
+    /// The fan-outs this process is running (a fan-out marked running in the tree but
+    /// not here was left by a gateway that stopped: it is resumed).
+    fanouts: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Syncer {
@@ -554,23 +558,34 @@ impl Syncer {
                     .unwrap_or("")
                     .to_owned()
             };
-            if !leaf("Status").is_empty() {
-                continue;
+            match leaf("Status").as_str() {
+                "" => {
+                    let status_node = format!("{FANOUT}/{id}/Status");
+                    self.agent
+                        .update_tree(|tree| tree.set_leaf(&status_node, "running", Format::Chr))
+                        .await?;
+                }
+                "running" if !self.fanouts_running().contains(id) => {
+                    info!(
+                        fanout = id,
+                        "resuming a fan-out the gateway had not finished"
+                    );
+                }
+                _ => continue,
             }
-            let status_node = format!("{FANOUT}/{id}/Status");
-            self.agent
-                .update_tree(|tree| tree.set_leaf(&status_node, "running", Format::Chr))
-                .await?;
+            self.fanouts_running().insert(id.to_owned());
             let targets: Vec<String> = leaf("Targets")
                 .split(',')
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
                 .collect();
+            let queued = parse_queued(&leaf("Queued"));
             let (syncer, id, command) = (self.clone(), id.to_owned(), leaf("Command"));
             tokio::spawn(async move {
-                if let Err(error) = syncer.run_fanout(&id, targets, &command).await {
+                if let Err(error) = syncer.run_fanout(&id, targets, &command, queued).await {
                     warn!(fanout = %id, %error, "fan-out failed");
                 }
+                syncer.fanouts_running().remove(&id);
             });
         }
         Ok(())
@@ -578,11 +593,21 @@ impl Syncer {
 
     /// Runs one fan-out: the command goes to every target, the targets are woken, and
     /// once they answered (or the time is up) the results go to the DM Server.
+    fn fanouts_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.fanouts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs a fan-out: the command queued for each target (or, resuming, the one queued
+    /// before, recorded in the fan-out's Queued leaf), the devices woken, their outcomes
+    /// awaited and reported to the DM Server.
     async fn run_fanout(
         &self,
         id: &str,
         targets: Vec<String>,
         command: &str,
+        mut queued: HashMap<String, i64>,
     ) -> Result<(), GatewayError> {
         let store = &self.downstream.store;
         let targets = if targets.iter().any(|t| t == "*") {
@@ -604,11 +629,29 @@ impl Syncer {
                         results.push(serde_json::json!({ "dev_id": target, "error": "not in this gateway's inventory" }));
                         continue;
                     };
-                    pending.push((
-                        target,
-                        store.queue_command(&device.dev_id, &spec.to_json(), unix_now())?,
-                    ));
-                    if let Err(error) = gwmo_server::notify::send(&self.downstream, &device).await {
+                    let command = match queued.get(&target) {
+                        Some(&command) => command,
+                        None => {
+                            let command =
+                                store.queue_command(&device.dev_id, &spec.to_json(), unix_now())?;
+                            queued.insert(target.clone(), command);
+                            command
+                        }
+                    };
+                    pending.push((target, command));
+                }
+                // Recorded before any device is woken: a gateway stopped from here on
+                // resumes with these commands instead of queuing them again.
+                let record = format_queued(&queued);
+                let node = format!("{FANOUT}/{id}/Queued");
+                self.agent
+                    .update_tree(|tree| tree.set_leaf(&node, &record, Format::Chr))
+                    .await?;
+                for (target, _) in &pending {
+                    if let Some(device) = store.device(target)?
+                        && let Err(error) =
+                            gwmo_server::notify::send(&self.downstream, &device).await
+                    {
                         warn!(device = %device.dev_id, %error, "could not wake the end device for a fan-out");
                     }
                 }
@@ -652,6 +695,26 @@ impl Syncer {
         info!(fanout = id, "fan-out results reported");
         Ok(())
     }
+}
+
+/// A fan-out's Queued leaf: `DevId=command` pairs separated by spaces (a pair that
+/// does not read back is queued again).
+fn format_queued(queued: &HashMap<String, i64>) -> String {
+    let mut pairs: Vec<String> = queued
+        .iter()
+        .map(|(dev_id, command)| format!("{dev_id}={command}"))
+        .collect();
+    pairs.sort();
+    pairs.join(" ")
+}
+
+fn parse_queued(text: &str) -> HashMap<String, i64> {
+    text.split_whitespace()
+        .filter_map(|pair| {
+            let (dev_id, command) = pair.rsplit_once('=')?;
+            Some((dev_id.to_owned(), command.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A Generic Alert item about an inventory entry: a type, the entry, JSON data.

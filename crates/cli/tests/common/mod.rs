@@ -118,19 +118,7 @@ impl ServerProcess {
     /// Kills the server with SIGKILL and starts it again on the same address, store
     /// and settings.
     pub fn kill_and_restart(&mut self) {
-        self.daemon.kill();
-        let config = self.dir.join("server.toml");
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"{}\"", self.addr),
-        );
-        std::fs::write(&config, text).unwrap();
-        let address_file = self.dir.join("server.addr");
-        std::fs::remove_file(&address_file).unwrap();
-        let mut command = gwmo();
-        command.arg("server").arg("--config").arg(&config);
-        self.daemon = Daemon::spawn(command, self.dir.join("server-restarted.log"));
-        assert_eq!(bound_address(&mut self.daemon, &address_file), self.addr);
+        restart(&mut self.daemon, "server", &self.dir, "server", self.addr);
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -179,6 +167,29 @@ pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u
     (status, value)
 }
 
+/// Kills `daemon` with SIGKILL and starts `role` again from `<dir>/<name>.toml`, on the
+/// address `addr` it had (its other listeners may move); its log goes to
+/// `<dir>/<name>-restarted.log`.
+fn restart(daemon: &mut Daemon, role: &str, dir: &Path, name: &str, addr: SocketAddr) {
+    daemon.kill();
+    let config = dir.join(format!("{name}.toml"));
+    let text: String = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .map(|line| match line {
+            "listen = \"127.0.0.1:0\"" => format!("listen = \"{addr}\"\n"),
+            line => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    let address_file = dir.join(format!("{name}.addr"));
+    std::fs::remove_file(&address_file).unwrap();
+    let mut command = gwmo();
+    command.arg(role).arg("--config").arg(&config);
+    *daemon = Daemon::spawn(command, dir.join(format!("{name}-restarted.log")));
+    assert_eq!(bound_address(daemon, &address_file), addr);
+}
+
 /// Waits for a daemon to write the address it bound.
 pub fn bound_address(daemon: &mut Daemon, file: &Path) -> SocketAddr {
     poll("the bound address", Duration::from_secs(30), || {
@@ -193,6 +204,8 @@ pub struct GatewayProcess {
     /// Where end devices (and the admin API) reach it.
     pub addr: SocketAddr,
     pub gateway_id: String,
+    /// Its configuration, state and logs.
+    pub dir: PathBuf,
 }
 
 impl GatewayProcess {
@@ -256,7 +269,14 @@ server_secret = "{server_secret}"
             daemon,
             addr,
             gateway_id: gateway_id.to_owned(),
+            dir,
         }
+    }
+
+    /// Kills the gateway with SIGKILL and starts it again on the same end-device
+    /// address, configuration and state.
+    pub fn kill_and_restart(&mut self) {
+        restart(&mut self.daemon, "gateway", &self.dir, "gateway", self.addr);
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
