@@ -39,25 +39,46 @@ fn session_with_alerts(dir: &Path, enrollment: &Value, alerts: Vec<Alert>) {
         .unwrap();
 }
 
-/// A Device Attach Alert naming `dev_id`, as a gateway sends it.
-fn attach_alert(dev_id: &str) -> Alert {
+/// A Generic Alert of type `kind` about the gateway node `source`, as a gateway sends it.
+fn gateway_alert(kind: &str, source: &str, data: String) -> Alert {
     Alert {
         cmd_id: 0,
         code: alert::GENERIC_ALERT,
         correlator: None,
         items: vec![Item {
-            source: Some(Location::new("./GwMO/DeviceInventory/x")),
+            source: Some(Location::new(source)),
             meta: Some(Meta {
-                r#type: Some(alert_type::DEVICE_ATTACH.into()),
+                r#type: Some(kind.into()),
                 format: Some("chr".into()),
                 ..Meta::default()
             }),
-            data: Some(Data::Text(
-                serde_json::json!({ "dev_id": dev_id, "origin": "local-bootstrap" }).to_string(),
-            )),
+            data: Some(Data::Text(data)),
             ..Item::default()
         }],
     }
+}
+
+/// A Device Attach Alert naming `dev_id`.
+fn attach_alert(dev_id: &str) -> Alert {
+    let data = serde_json::json!({ "dev_id": dev_id, "origin": "local-bootstrap" });
+    gateway_alert(
+        alert_type::DEVICE_ATTACH,
+        "./GwMO/DeviceInventory/x",
+        data.to_string(),
+    )
+}
+
+/// Enrolls `GW:<gateway_id>` and registers it as a gateway; returns its enrollment.
+fn registered_gateway(server: &ServerProcess, gateway_id: &str) -> Value {
+    let enrollment = server.enroll(&format!("GW:{gateway_id}"), "md5");
+    let registration = format!(
+        r#"{{"gateway_id":"{gateway_id}","dev_id":"GW:{gateway_id}","dm_url":"http://127.0.0.1:9/dm","server_assisted":true}}"#
+    );
+    assert_eq!(
+        server.api("POST", "/api/gateways", Some(&registration)).0,
+        201
+    );
+    enrollment
 }
 
 #[test]
@@ -112,12 +133,7 @@ fn a_gateway_claiming_a_device_it_does_not_serve_does_not_keep_it() {
     let victim = "IMEI:350000000000605";
     let enrollment = server.enroll(victim, "md5");
     // A registered gateway (the operator trusts it), lying about a device.
-    let rogue = server.enroll("GW:gw-rogue", "md5");
-    let registration = r#"{"gateway_id":"gw-rogue","dev_id":"GW:gw-rogue","dm_url":"http://127.0.0.1:9/dm","server_assisted":true}"#;
-    assert_eq!(
-        server.api("POST", "/api/gateways", Some(registration)).0,
-        201
-    );
+    let rogue = registered_gateway(&server, "gw-rogue");
     session_with_alerts(dir.path(), &rogue, vec![attach_alert(victim)]);
     let (_, record) = server.api("GET", &format!("/api/devices/{victim}"), None);
     assert_eq!(record["gateway"]["gateway_id"], "gw-rogue", "{record}");
@@ -139,4 +155,36 @@ fn a_gateway_claiming_a_device_it_does_not_serve_does_not_keep_it() {
     let events = events["events"].as_array().unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["detail"]["gateway"], "gw-rogue");
+}
+
+#[test]
+fn a_gateway_cannot_report_results_for_another_gateways_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let owner = registered_gateway(&server, "gw-a");
+    let other = registered_gateway(&server, "gw-b");
+    let request =
+        r#"{"targets":["IMEI:350000000000606"],"command":{"op":"Get","target":"./DevInfo/Mod"}}"#;
+    let (status, body) = server.api("POST", "/api/gateways/gw-a/fanout", Some(request));
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    let results = |status: u16| {
+        gateway_alert(
+            alert_type::FANOUT_RESULTS,
+            &format!("./GwMO/Fanout/{id}"),
+            format!(r#"[{{"dev_id":"IMEI:350000000000606","status":{status}}}]"#),
+        )
+    };
+
+    session_with_alerts(dir.path(), &other, vec![results(500)]);
+    let (_, fanout) = server.api("GET", &format!("/api/fanouts/{id}"), None);
+    assert_eq!(
+        fanout["state"], "sent",
+        "another gateway's report was taken: {fanout}"
+    );
+
+    session_with_alerts(dir.path(), &owner, vec![results(200)]);
+    let (_, fanout) = server.api("GET", &format!("/api/fanouts/{id}"), None);
+    assert_eq!(fanout["state"], "done", "{fanout}");
+    assert_eq!(fanout["results"][0]["status"], 200, "{fanout}");
 }

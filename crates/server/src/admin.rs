@@ -383,14 +383,15 @@ pub async fn create_fanout(
     state
         .store
         .queue_command(&gateway.dev_id, &handover.to_json(), unix_now())?;
-    if let Some(device) = state.store.device(&gateway.dev_id)? {
-        crate::notify::send(&state, &device)
-            .await
-            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
-    }
+    // A gateway that cannot be woken (no notification URL yet, unreachable) takes the
+    // fan-out at its next session: the fan-out stands either way.
+    let woken = match state.store.device(&gateway.dev_id)? {
+        Some(device) => crate::notify::send(&state, &device).await.is_ok(),
+        None => false,
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "state": "sent" })),
+        Json(json!({ "id": id, "state": "sent", "woken": woken })),
     ))
 }
 
