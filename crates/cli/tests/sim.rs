@@ -3,22 +3,24 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
 use common::*;
 use serde_json::Value;
 
-fn sim(args: &[&str], report: &Path) -> (Output, Value) {
+/// Runs `gwmo sim` with `args` (split at spaces) and reads the report it writes.
+fn sim(args: &str) -> (Output, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
     let output = gwmo()
         .arg("sim")
-        .args(args)
+        .args(args.split_whitespace())
         .arg("--report")
-        .arg(report)
+        .arg(&report)
         .env("RUST_LOG", "error")
         .output()
         .unwrap();
-    let text = std::fs::read_to_string(report).unwrap_or_else(|_| {
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|_| {
         panic!(
             "no report; stderr:\n{}",
             String::from_utf8_lossy(&output.stderr)
@@ -49,20 +51,7 @@ fn assert_clean_rollout(output: &Output, report: &Value, devices: u64) {
 
 #[test]
 fn sim_rolls_out_both_approaches_with_zero_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let report_file = dir.path().join("report.json");
-    let (output, report) = sim(
-        &[
-            "--devices",
-            "40",
-            "--gateways",
-            "4",
-            "--approach",
-            "both",
-            "--baseline",
-        ],
-        &report_file,
-    );
+    let (output, report) = sim("--devices 40 --gateways 4 --approach both --baseline");
     assert_clean_rollout(&output, &report, 40);
     assert_eq!(report["store"], "sqlite");
     assert!(report["baseline_round_trips_per_sec"].as_f64().unwrap() > 0.0);
@@ -79,21 +68,10 @@ fn sim_against_two_instances_sharing_postgresql() {
     let Some(database) = ScratchDatabase::create() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let report_file = dir.path().join("report.json");
-    let (output, report) = sim(
-        &[
-            "--devices",
-            "40",
-            "--gateways",
-            "4",
-            "--db",
-            &database.url,
-            "--instances",
-            "2",
-        ],
-        &report_file,
-    );
+    let (output, report) = sim(&format!(
+        "--devices 40 --gateways 4 --db {} --instances 2",
+        database.url
+    ));
     assert_clean_rollout(&output, &report, 40);
     assert_eq!(report["store"], "postgresql");
     assert_eq!(report["server_instances"], 2);
@@ -101,22 +79,9 @@ fn sim_against_two_instances_sharing_postgresql() {
 
 #[test]
 fn sim_lists_the_errors_and_fails_when_devices_cannot_finish() {
-    let dir = tempfile::tempdir().unwrap();
-    let report_file = dir.path().join("report.json");
     // No time at all to wait for the gateway's session.
-    let (output, report) = sim(
-        &[
-            "--devices",
-            "10",
-            "--gateways",
-            "2",
-            "--approach",
-            "server-assisted",
-            "--wait-secs",
-            "0",
-        ],
-        &report_file,
-    );
+    let (output, report) =
+        sim("--devices 10 --gateways 2 --approach server-assisted --wait-secs 0");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("error(s) in the simulation"), "{stderr}");
@@ -152,21 +117,7 @@ fn several_instances_without_postgresql_are_refused() {
 
 #[test]
 fn sim_soaks_at_a_steady_rate_and_samples_memory_and_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let report_file = dir.path().join("report.json");
-    let (output, report) = sim(
-        &[
-            "--devices",
-            "20",
-            "--gateways",
-            "2",
-            "--soak-secs",
-            "3",
-            "--soak-rate",
-            "20",
-        ],
-        &report_file,
-    );
+    let (output, report) = sim("--devices 20 --gateways 2 --soak-secs 3 --soak-rate 20");
     assert_clean_rollout(&output, &report, 20);
     let soak = &report["soak"];
     assert!(soak["sessions"].as_u64().unwrap() >= 40, "{soak}");
