@@ -66,7 +66,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         && !args
             .db
             .as_deref()
-            .is_some_and(|db| db.starts_with("postgres"))
+            .is_some_and(gwmo_server::store::is_shared)
     {
         bail!("several server instances share one store: give --db postgres://...");
     }

@@ -591,8 +591,7 @@ impl Syncer {
         Ok(())
     }
 
-    /// Runs one fan-out: the command goes to every target, the targets are woken, and
-    /// once they answered (or the time is up) the results go to the DM Server.
+    /// The ids of the fan-outs this process is running.
     fn fanouts_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.fanouts
             .lock()

@@ -173,8 +173,7 @@ pub fn random_secret() -> String {
         .collect()
 }
 
-/// `?after=KEY&limit=N`: a page of a listing in key order (100 rows unless asked,
-/// at most 1000).
+/// `?after=KEY&limit=N`: a page of a listing in key order.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
@@ -182,10 +181,9 @@ pub struct Page {
     pub limit: Option<u32>,
 }
 
-impl Page {
-    fn limit(&self) -> u32 {
-        self.limit.unwrap_or(100).clamp(1, 1000)
-    }
+/// A page's size: 100 rows unless asked, at most 1000.
+fn page_limit(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(100).clamp(1, 1000)
 }
 
 /// `?gateway=ID&after=DEVID&limit=N`.
@@ -201,7 +199,7 @@ pub async fn list_devices(
     State(state): State<Arc<AppState>>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = page.limit();
+    let limit = page_limit(page.limit);
     let devices = state.store.devices(page.after.as_deref(), limit)?;
     let next = next_key(&devices, limit, |d| &d.dev_id);
     Ok(Json(json!({
@@ -329,7 +327,7 @@ pub async fn list_gateways(
     State(state): State<Arc<AppState>>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = page.limit();
+    let limit = page_limit(page.limit);
     let gateways = state
         .store
         .gateways(page.after.as_deref().unwrap_or(""), limit)?;
@@ -420,14 +418,10 @@ pub async fn list_associations(
     State(state): State<Arc<AppState>>,
     Query(query): Query<AssociationsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = Page {
-        after: query.after,
-        limit: query.limit,
-    };
-    let limit = page.limit();
+    let limit = page_limit(query.limit);
     let associations = state.store.associations(
         query.gateway.as_deref(),
-        page.after.as_deref().unwrap_or(""),
+        query.after.as_deref().unwrap_or(""),
         limit,
     )?;
     let next = next_key(&associations, limit, |a| &a.dev_id);
@@ -556,11 +550,9 @@ pub async fn events(
         kind: query.kind,
         dev_id: query.device,
     };
-    let events = state.store.events(
-        query.after.unwrap_or(0),
-        query.limit.unwrap_or(100).clamp(1, 1000),
-        &filter,
-    )?;
+    let events = state
+        .store
+        .events(query.after.unwrap_or(0), page_limit(query.limit), &filter)?;
     Ok(Json(json!({
         "events": events.iter().map(|e| json!({
             "id": e.id,

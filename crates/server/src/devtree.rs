@@ -41,14 +41,15 @@ pub async fn get_tree(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some((tree, reported_at)) = reported_tree(&state, &dev_id)? else {
+    let Some((tnds, reported_at)) = reported_tnds(&state, &dev_id)? else {
         return Ok(Json(
             json!({ "dev_id": dev_id, "reported_at": null, "leaves": [] }),
         ));
     };
-    let leaves: Vec<Value> = leaves(&tree, ".")
+    let nodes = gwmo_proto::tnds::parse(&tnds).map_err(|error| corrupt(&dev_id, &error))?;
+    let leaves: Vec<Value> = gwmo_proto::tnds::leaves(&nodes, ".")
         .into_iter()
-        .map(|(uri, format, value)| {
+        .map(|(uri, value, format)| {
             let value = if uri.ends_with("/AAuthSecret") {
                 HIDDEN.to_owned()
             } else {
@@ -67,11 +68,12 @@ pub async fn get_accounts(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some((tree, reported_at)) = reported_tree(&state, &dev_id)? else {
+    let Some((tnds, reported_at)) = reported_tnds(&state, &dev_id)? else {
         return Ok(Json(
             json!({ "dev_id": dev_id, "reported_at": null, "accounts": [] }),
         ));
     };
+    let tree = Tree::from_tnds(&tnds, ".").map_err(|error| corrupt(&dev_id, &error))?;
     // Accounts this server may read whole, and those of which it may read only the
     // provenance (a gateway's account belongs to that gateway).
     let readable: HashMap<String, DmAccount> = dm_accounts(&tree).into_iter().collect();
@@ -103,38 +105,20 @@ pub async fn get_accounts(
     })))
 }
 
-/// The device's last reported tree, rebuilt; `None` when it never reported one.
-fn reported_tree(state: &AppState, dev_id: &str) -> Result<Option<(Tree, i64)>, ApiError> {
+/// The TNDS document of the device's last reported tree, and when it came; `None`
+/// when it never reported one.
+fn reported_tnds(state: &AppState, dev_id: &str) -> Result<Option<(String, i64)>, ApiError> {
     state
         .store
         .device(dev_id)?
         .ok_or_else(|| not_found("device"))?;
-    let Some((tnds, reported_at)) = state.store.tree(dev_id)? else {
-        return Ok(None);
-    };
-    let tree = Tree::from_tnds(&tnds, ".").map_err(|error| {
-        tracing::warn!(device = dev_id, %error, "the stored tree does not read back");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored tree is corrupt",
-        )
-    })?;
-    Ok(Some((tree, reported_at)))
+    Ok(state.store.tree(dev_id)?)
 }
 
-/// Every leaf under `uri`, depth first: (URI, format, value).
-fn leaves(tree: &Tree, uri: &str) -> Vec<(String, String, String)> {
-    match tree.children(uri) {
-        Some(children) => children
-            .into_iter()
-            .flat_map(|child| leaves(tree, &format!("{uri}/{child}")))
-            .collect(),
-        None => tree
-            .value(uri)
-            .map(|value| {
-                let format = tree.format(uri).map(|f| f.as_str()).unwrap_or("chr");
-                vec![(uri.to_owned(), format.to_owned(), value.to_owned())]
-            })
-            .unwrap_or_default(),
-    }
+fn corrupt(dev_id: &str, error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(device = dev_id, %error, "the stored tree does not read back");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the stored tree is corrupt",
+    )
 }

@@ -39,7 +39,6 @@ pub fn unix_now() -> i64 {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.settings.max_msg_size;
     let admin = Router::new()
         .route("/api/devices", post(admin::enroll).get(admin::list_devices))
         .route("/api/devices/{dev_id}", get(admin::get_device))
@@ -79,7 +78,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
         .merge(admin)
-        .layer(DefaultBodyLimit::max(body_limit))
+        // The serve loop reads every body within max_msg_size before a handler runs
+        // (gwmo_net::serve); axum's own 2 MB default would only cap it lower.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 

@@ -98,13 +98,14 @@ pub async fn run(
     for failure in &failures {
         note("soak-session", failure.clone());
     }
+    // Growth is measured from the end of the first minute when the run is long
+    // enough (caches fill first), else from the start.
+    let baseline = samples
+        .iter()
+        .find(|s| s.at_secs >= 60.0 && samples.len() >= 8)
+        .or(samples.first());
     let growth = |value: fn(&Sample) -> f64| {
-        // Past the first minute when there is more than a minute: caches fill first.
-        let first = samples
-            .iter()
-            .find(|s| s.at_secs >= 60.0 || samples.len() < 8)
-            .map(value)
-            .unwrap_or(0.0);
+        let first = baseline.map(value).unwrap_or(0.0);
         let last = samples.last().map(value).unwrap_or(0.0);
         if first > 0.0 { last / first } else { 0.0 }
     };

@@ -22,7 +22,7 @@ pub use self::sqlite::SqliteStore;
 /// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
 /// the path of an SQLite file.
 pub fn open(database: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+    if is_shared(database) {
         Ok(Arc::new(PostgresStore::open(database)?))
     } else {
         Ok(Arc::new(SqliteStore::open(Path::new(database))?))
