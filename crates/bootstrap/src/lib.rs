@@ -51,7 +51,7 @@ impl Default for BootstrapSettings {
     fn default() -> Self {
         BootstrapSettings {
             gateway_id: "gwmo-gw".into(),
-            gateway_url: "http://127.0.0.1:8090/dm".into(),
+            gateway_url: "https://127.0.0.1:8090/dm".into(),
             lapse_secs: 3600,
             userpins: BTreeMap::new(),
         }
@@ -104,9 +104,13 @@ async fn take_enrollment(
 }
 
 /// The enroller of a standalone bootstrap server: an authenticated call to the
-/// gateway's enrollment endpoint.
-pub fn remote_enroller(enrollments_url: String, token: String) -> Enroller {
-    let client = gwmo_net::HttpClient::new(std::time::Duration::from_secs(10), 4096);
+/// gateway's enrollment endpoint (its certificate checked as `tls` says).
+pub fn remote_enroller(
+    enrollments_url: String,
+    token: String,
+    tls: &gwmo_net::ClientTls,
+) -> Enroller {
+    let client = gwmo_net::HttpClient::new(tls, std::time::Duration::from_secs(10), 4096);
     Arc::new(move |enrollment: Enrollment| {
         let (client, url, auth) = (
             client.clone(),
@@ -211,7 +215,8 @@ mod tests {
             ..BootstrapSettings::default()
         };
         let url = serve(settings, enroller).await;
-        let client = gwmo_net::HttpClient::new(Duration::from_secs(5), 1 << 16);
+        let plain = gwmo_net::ClientTls::trusting(None, true).unwrap();
+        let client = gwmo_net::HttpClient::new(&plain, Duration::from_secs(5), 1 << 16);
         let answer = client
             .post(&url, "text/plain", None, b"IMEI:1".to_vec())
             .await

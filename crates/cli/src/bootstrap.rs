@@ -25,7 +25,7 @@ pub struct StandaloneSettings {
     pub listen: Option<SocketAddr>,
     /// Where to write the address bound (for port 0).
     pub address_file: Option<PathBuf>,
-    /// The gateway's enrollment endpoint (`http://<gateway bootstrap listener>/bootstrap/enrollments`).
+    /// The gateway's enrollment endpoint (`https://<gateway bootstrap listener>/bootstrap/enrollments`).
     pub gateway_enrollments_url: String,
     /// The gateway's admin token.
     pub gateway_token: String,
@@ -33,10 +33,14 @@ pub struct StandaloneSettings {
     pub dns_sd_interface: Option<String>,
     /// What is issued: `[bootstrap]` gateway_id, gateway_url, lapse_secs, `[bootstrap.userpins]`.
     pub bootstrap: BootstrapSettings,
+    /// The listener's certificate, the CA the gateway's certificate is checked with,
+    /// or plain HTTP.
+    pub tls: gwmo_net::TlsSettings,
 }
 
 pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
-    let settings: StandaloneSettings = crate::config::load(args.config.config.as_deref())?;
+    let mut settings: StandaloneSettings = crate::config::load(args.config.config.as_deref())?;
+    settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
         return crate::config::print(&settings);
     }
@@ -49,6 +53,8 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8092)));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let tls = settings.tls.acceptor("local bootstrap server")?;
+    let client_tls = settings.tls.client()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -68,10 +74,15 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
             )?),
             None => None,
         };
-        let enroller = remote_enroller(settings.gateway_enrollments_url.clone(), settings.gateway_token.clone());
+        let enroller = remote_enroller(
+            settings.gateway_enrollments_url.clone(),
+            settings.gateway_token.clone(),
+            &client_tls,
+        );
         tracing::info!(address = %bound, gateway = %settings.bootstrap.gateway_id, "local bootstrap server listening");
         gwmo_net::serve(
             listener,
+            tls,
             gwmo_bootstrap::router(settings.bootstrap, enroller),
             gwmo_net::ServeLimits::default(),
             crate::server::shutdown_signal(),

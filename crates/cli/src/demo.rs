@@ -13,7 +13,7 @@ use clap::Args;
 use gwmo_device::settings::{AuthName, FactoryAccount, WireEncoding};
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_gateway::{Gateway, GatewaySettings};
-use gwmo_net::{HttpClient, Method};
+use gwmo_net::{HttpClient, Method, TlsSettings};
 use gwmo_server::{Server, ServerSettings};
 use gwmo_session::Trigger;
 use serde_json::Value;
@@ -109,10 +109,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("cannot make a scratch directory")?;
     let token = gwmo_server::admin::random_secret();
+    let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    gwmo_net::certs::issue(&dir.path().join("pki"), "demo", &hosts)?;
+    let tls = demo_tls(dir.path());
     let server = Server::bind(ServerSettings {
         listen: "127.0.0.1:0".parse()?,
         database: dir.path().join("server.db").display().to_string(),
         admin_token: Some(token.clone()),
+        tls: tls.clone(),
         ..ServerSettings::default()
     })
     .await?;
@@ -122,14 +126,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     println!(
-        "gwmo demo: DM Server on http://{addr}/dm (SQLite in {})",
-        dir.path().display()
+        "gwmo demo: DM Server on https://{addr}/dm (SQLite in {dir}; every role speaks TLS, \
+         with certificates from the development CA {dir}/pki/ca.pem)",
+        dir = dir.path().display()
     );
-    let dashboard = format!("http://{addr}/dashboard#token={token}");
-    println!("Dashboard: {dashboard}\n");
+    let dashboard = format!("https://{addr}/dashboard#token={token}");
+    println!("Dashboard: {dashboard} (the browser asks about the demo's CA)\n");
     let admin = Admin {
-        client: HttpClient::new(Duration::from_secs(10), 1 << 20),
-        base: format!("http://{addr}"),
+        client: HttpClient::new(&tls.client()?, Duration::from_secs(10), 1 << 20),
+        base: format!("https://{addr}"),
         token: token.clone(),
     };
 
@@ -223,6 +228,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Polls `probe` every 20 ms until it yields a value, for at most 15 s.
+/// What every role of the demo uses: the certificate `demo` issues in `<dir>/pki` at
+/// the start, and the CA that issued it.
+fn demo_tls(dir: &Path) -> TlsSettings {
+    let pki = dir.join("pki");
+    TlsSettings {
+        certificate: Some(pki.join("demo.pem")),
+        private_key: Some(pki.join("demo-key.pem")),
+        ca: Some(pki.join("ca.pem")),
+        plain_http: false,
+    }
+}
+
 async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -299,15 +316,16 @@ async fn start_gateway(
         userpins: local
             .map(|l| [(l.dev_id.to_owned(), l.userpin.to_owned())].into())
             .unwrap_or_default(),
+        tls: demo_tls(dir),
         ..GatewaySettings::default()
     })
     .await?;
     let addr = gateway.local_addr().context("the gateway has no address")?;
     let bootstrap_url = gateway
         .bootstrap_addr()
-        .map(|a| format!("http://{a}/bootstrap"));
+        .map(|a| format!("https://{a}/bootstrap"));
     let registration = serde_json::json!({
-        "gateway_id": gateway_id, "dev_id": dev_id, "dm_url": format!("http://{addr}/dm"), "server_assisted": true,
+        "gateway_id": gateway_id, "dev_id": dev_id, "dm_url": format!("https://{addr}/dm"), "server_assisted": true,
     });
     admin
         .call(Method::POST, "/api/gateways", &registration.to_string())
@@ -331,7 +349,7 @@ async fn start_gateway(
     .await?;
     let gateway_admin = Admin {
         client: admin.client.clone(),
-        base: format!("http://{addr}"),
+        base: format!("https://{addr}"),
         token: admin.token.clone(),
     };
     Ok((gateway_admin, running, bootstrap_url))
@@ -345,8 +363,8 @@ async fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> anyhow::Re
         ..device_settings(dir, enrollment, WireEncoding::Wbxml, AuthName::Md5)?
     };
     let agent = Arc::new(Agent::open(settings)?);
-    let (listener, url) = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
-    agent.set_notify_url(&url).await?;
+    let listener = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
+    agent.set_notify_url(&listener.url).await?;
     let server_id = enrollment["server_id"]
         .as_str()
         .context("enrollment has no server_id")?;
@@ -556,6 +574,7 @@ fn device_settings(
             server_name: Some(text("server_name")?),
             server_secret: text("server_secret")?,
         }],
+        tls: demo_tls(dir),
         ..DeviceSettings::default()
     })
 }
@@ -600,6 +619,7 @@ fn reopen(dir: &Path, dev_id: &str, encoding: WireEncoding) -> anyhow::Result<Ag
         state_dir: dir.join(dev_id.replace(':', "_")),
         dev_id: dev_id.into(),
         encoding,
+        tls: demo_tls(dir),
         ..DeviceSettings::default()
     })?)
 }
@@ -621,8 +641,8 @@ async fn client_session(agent: &Agent) -> anyhow::Result<()> {
 async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000102";
     let agent = Arc::new(reopen(dir, dev_id, WireEncoding::Wbxml)?);
-    let (listener, url) = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
-    agent.set_notify_url(&url).await?;
+    let listener = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
+    agent.set_notify_url(&listener.url).await?;
     // One session reports the notification URL; then the device only listens.
     client_session(&agent).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -53,6 +53,7 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
     if let Some(state) = args.state {
         settings.state_dir = state;
     }
+    settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
         return crate::config::print(&settings);
     }
@@ -61,9 +62,9 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
         let agent = Arc::new(Agent::open(settings)?);
         let listener = match agent.settings().listen {
             Some(addr) => {
-                let (listener, url) = gwmo_device::notify::bind(&agent, addr).await?;
-                agent.set_notify_url(&url).await?;
-                tracing::info!(%url, "taking package 0");
+                let listener = gwmo_device::notify::bind(&agent, addr).await?;
+                agent.set_notify_url(&listener.url).await?;
+                tracing::info!(url = %listener.url, "taking package 0");
                 Some(listener)
             }
             None => None,

@@ -13,7 +13,8 @@ pub struct GatewayArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let settings: GatewaySettings = crate::config::load(args.config.config.as_deref())?;
+    let mut settings: GatewaySettings = crate::config::load(args.config.config.as_deref())?;
+    settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
         return crate::config::print(&settings);
     }

@@ -2,6 +2,7 @@
 //! The command line is a contract (DESIGN.md §5): tests and operators rely on it.
 
 mod bootstrap;
+mod certs;
 mod config;
 mod demo;
 mod device;
@@ -45,6 +46,9 @@ enum Command {
     },
     /// Rehearse a rollout: many End Devices and Gateways against real DM Servers.
     Sim(sim::SimArgs),
+    /// Make a development CA and certificates for the roles' listeners (TLS is on by
+    /// default).
+    Certs(certs::CertsArgs),
 }
 
 /// `--config FILE` and `--print-config`, shared by every role.
@@ -56,6 +60,10 @@ pub struct ConfigArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Serve and call plain HTTP, without TLS (`plain_http` under `[tls]`): for closed
+    /// test networks only; logged as a warning.
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
         Command::Device(args) => device::run(args),
         Command::Msg { command } => msg::run(command),
         Command::Sim(args) => sim::run(args),
+        Command::Certs(args) => certs::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

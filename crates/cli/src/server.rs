@@ -13,7 +13,8 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let settings: ServerSettings = crate::config::load(args.config.config.as_deref())?;
+    let mut settings: ServerSettings = crate::config::load(args.config.config.as_deref())?;
+    settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
         return crate::config::print(&settings);
     }

@@ -52,6 +52,14 @@ pub struct SimArgs {
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// The development CA (`gwmo certs --dir DIR`) the simulated roles' certificates
+    /// come from, and which they trust: `--server`s must present certificates from it.
+    /// Default: a CA made for this run only.
+    #[arg(long, value_name = "DIR")]
+    pki: Option<PathBuf>,
+    /// Plain HTTP everywhere, without TLS.
+    #[arg(long)]
+    plain_http: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -99,6 +107,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs(args.soak_secs),
             rate: args.soak_rate,
         }),
+        plain_http: args.plain_http,
+        pki: args.pki,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(gwmo_sim::run(options))?;

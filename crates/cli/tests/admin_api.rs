@@ -182,7 +182,7 @@ fn listings_page_through_every_device_and_gateway_once() {
     }
     for g in 0..3 {
         let body = format!(
-            r#"{{"gateway_id":"gw-{g}","dev_id":"IMEI:35000000000040{g}","dm_url":"http://127.0.0.1:9/dm","server_assisted":true}}"#
+            r#"{{"gateway_id":"gw-{g}","dev_id":"IMEI:35000000000040{g}","dm_url":"https://127.0.0.1:9/dm","server_assisted":true}}"#
         );
         assert_eq!(server.api("POST", "/api/gateways", Some(&body)).0, 201);
     }

@@ -30,6 +30,7 @@ fn session_with_alerts(dir: &Path, enrollment: &Value, alerts: Vec<Alert>) {
             server_name: Some(text("server_name")),
             server_secret: text("server_secret"),
         }],
+        tls: test_tls(),
         ..DeviceSettings::default()
     })
     .unwrap();
@@ -72,7 +73,7 @@ fn attach_alert(dev_id: &str) -> Alert {
 fn registered_gateway(server: &ServerProcess, gateway_id: &str) -> Value {
     let enrollment = server.enroll(&format!("GW:{gateway_id}"), "md5");
     let registration = format!(
-        r#"{{"gateway_id":"{gateway_id}","dev_id":"GW:{gateway_id}","dm_url":"http://127.0.0.1:9/dm","server_assisted":true}}"#
+        r#"{{"gateway_id":"{gateway_id}","dev_id":"GW:{gateway_id}","dm_url":"https://127.0.0.1:9/dm","server_assisted":true}}"#
     );
     assert_eq!(
         server.api("POST", "/api/gateways", Some(&registration)).0,

@@ -45,6 +45,8 @@ fn headless(browser: &Path, args: &[&str], url: &str) -> String {
         .args([
             "--headless",
             "--no-sandbox",
+            // The server's certificate is from the tests' development CA.
+            "--ignore-certificate-errors",
             "--disable-gpu",
             "--hide-scrollbars",
             "--virtual-time-budget=10000",
@@ -97,7 +99,10 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     });
     let _unreached = unreached_device(dir.path(), &server);
 
-    let url = format!("http://{}/dashboard#token={TOKEN}&device={ED}", server.addr);
+    let url = format!(
+        "https://{}/dashboard#token={TOKEN}&device={ED}",
+        server.addr
+    );
     let dom = headless(&browser, &["--dump-dom"], &url);
     for shown in [
         ED,                     // the device list
@@ -120,7 +125,7 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
 
     // The device whose gateway never answered: restricted, and counting down.
     let url = format!(
-        "http://{}/dashboard#token={TOKEN}&device={UNREACHED}",
+        "https://{}/dashboard#token={TOKEN}&device={UNREACHED}",
         server.addr
     );
     let dom = headless(&browser, &["--dump-dom"], &url);
@@ -158,7 +163,7 @@ fn unreached_device(dir: &std::path::Path, server: &ServerProcess) -> Daemon {
         "gw-far",
         UNREACHED,
         "8642",
-        "public_url = \"http://127.0.0.1:9/dm\"\n",
+        "public_url = \"https://127.0.0.1:9/dm\"\n",
     );
     let enrollment = server.enroll(UNREACHED, "md5");
     let (status, asked) = server.api("POST", &format!("/api/devices/{UNREACHED}/tree"), None);
@@ -202,14 +207,14 @@ fn the_dashboard_asks_for_the_token_and_serves_no_data_without_it() {
     let dom = headless(
         &browser,
         &["--dump-dom"],
-        &format!("http://{}/dashboard", server.addr),
+        &format!("https://{}/dashboard", server.addr),
     );
     assert!(dom.contains("Admin token"), "{dom}");
     assert!(!dom.contains(ED), "data shown without a token:\n{dom}");
     let wrong = headless(
         &browser,
         &["--dump-dom"],
-        &format!("http://{}/dashboard#token=wrong", server.addr),
+        &format!("https://{}/dashboard#token=wrong", server.addr),
     );
     assert!(wrong.contains("wrong or missing token"), "{wrong}");
     assert!(!wrong.contains(ED));

@@ -190,7 +190,7 @@ fn the_server_refuses_to_bootstrap_to_a_gateway_with_the_approach_off() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let gw = GatewayProcess::start(dir.path(), &server, "gw-off", "");
-    let registration = r#"{"gateway_id":"gw-off","dev_id":"GW:gw-off","dm_url":"http://127.0.0.1:9/dm","server_assisted":false}"#;
+    let registration = r#"{"gateway_id":"gw-off","dev_id":"GW:gw-off","dm_url":"https://127.0.0.1:9/dm","server_assisted":false}"#;
     assert_eq!(
         server.api("POST", "/api/gateways", Some(registration)).0,
         201
@@ -523,8 +523,9 @@ fn standalone_bootstrap(
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\naddress_file = {address_file:?}\ngateway_enrollments_url = \"{gateway_bootstrap_url}/enrollments\"\ngateway_token = \"{token}\"\n[bootstrap]\ngateway_id = \"gw-l\"\ngateway_url = \"http://{}/dm\"\nlapse_secs = 600\n[bootstrap.userpins]\n\"{ED}\" = \"4711\"\n",
-            gw.addr
+            "listen = \"127.0.0.1:0\"\naddress_file = {address_file:?}\ngateway_enrollments_url = \"{gateway_bootstrap_url}/enrollments\"\ngateway_token = \"{token}\"\n[bootstrap]\ngateway_id = \"gw-l\"\ngateway_url = \"https://{}/dm\"\nlapse_secs = 600\n[bootstrap.userpins]\n\"{ED}\" = \"4711\"\n{}",
+            gw.addr,
+            common::tls_table()
         ),
     )
     .unwrap();
@@ -532,7 +533,7 @@ fn standalone_bootstrap(
     command.arg("bootstrap").arg("--config").arg(&config);
     let mut daemon = Daemon::spawn(command, dir.join(format!("bootstrap-{token}.log")));
     let addr = bound_address(&mut daemon, &address_file);
-    (daemon, format!("http://{addr}/bootstrap"))
+    (daemon, format!("https://{addr}/bootstrap"))
 }
 
 #[test]
@@ -544,7 +545,7 @@ fn req_8x2_a_standalone_bootstrap_server_hands_the_gateway_the_credentials() {
     let (_impostor, impostor_url) =
         standalone_bootstrap(dir.path(), &gw, &gateway_bootstrap_url, "wrong-token");
     let url_of = |url: &str| -> std::net::SocketAddr {
-        url.trim_start_matches("http://")
+        url.trim_start_matches("https://")
             .trim_end_matches("/bootstrap")
             .parse()
             .unwrap()
@@ -584,8 +585,9 @@ fn req_8x2_figure_z_with_a_blank_device() {
     std::fs::write(
         &config,
         format!(
-            "dev_id = \"{ED}\"\nstate_dir = {:?}\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"4711\"\n",
-            dir.path().join("state")
+            "dev_id = \"{ED}\"\nstate_dir = {:?}\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"4711\"\n{}",
+            dir.path().join("state"),
+            tls_table()
         ),
     )
     .unwrap();

@@ -71,7 +71,7 @@ fn a_device_served_by_two_instances_runs_each_queued_command_once() {
     let dev_id = "IMEI:350000000000201";
     let mut enrollment = instances[0].enroll(dev_id, "md5");
     // The device knows the operator's one public URL: the balancer's.
-    enrollment["server_url"] = format!("http://{balancer}/dm").into();
+    enrollment["server_url"] = format!("https://{balancer}/dm").into();
     let config = device_config(dir.path(), &enrollment, "xml", "");
 
     let mut queued = Vec::new();

@@ -539,7 +539,7 @@ fn a_package_zero_made_just_before_a_nonce_change_still_wakes_the_device() {
         vendor_specific: vec![],
     };
     let addr: std::net::SocketAddr = notify_url
-        .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches("/notify")
         .parse()
         .unwrap();
@@ -704,26 +704,18 @@ fn a_device_failing_to_authenticate_too_often_is_locked_out_for_a_while() {
 /// others are served all the while.
 #[test]
 fn slow_clients_are_cut_off_while_others_are_served() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(
         dir.path(),
         &dir.path().join("server.db").display().to_string(),
         "header_read_secs = 1\nbody_read_secs = 1\n",
     );
-    let connect = || {
-        let stream = std::net::TcpStream::connect(server.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-    };
-    let answer_of = |mut stream: std::net::TcpStream| {
-        let mut answer = Vec::new();
+    let connect = || connect_tls(server.addr);
+    let answer_of = |mut stream: TlsStream| {
         // Until the server closes the connection (a read timeout fails the test).
-        match stream.read_to_end(&mut answer) {
-            Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+        match read_until_closed(&mut stream) {
+            Ok(answer) => String::from_utf8_lossy(&answer).into_owned(),
             Err(error) => panic!("the server kept a slow client: {error}"),
         }
     };

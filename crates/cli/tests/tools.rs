@@ -192,13 +192,26 @@ fn the_demo_keeps_its_server_and_dashboard_up_with_keep() {
             assert!(demo.try_wait().unwrap().is_none(), "the demo exited");
             let text = std::fs::read_to_string(&log).ok()?;
             let line = text.lines().find(|l| l.contains("keeps running"))?;
-            let start = line.find("http://")?;
+            let start = line.find("https://")?;
             line[start..].split_whitespace().next().map(str::to_owned)
         },
     );
-    let address = url.trim_start_matches("http://").split('/').next().unwrap();
-    let (status, page) = common::http(
-        address.parse().unwrap(),
+    // The demo's own development CA, named on its first line.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ca = text
+        .split_whitespace()
+        .find(|word| word.ends_with("ca.pem)"))
+        .map(|word| word.trim_end_matches(')'))
+        .unwrap_or_else(|| panic!("the demo names no CA: {text}"));
+    let address = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap();
+    let address: std::net::SocketAddr = address.parse().unwrap();
+    let (status, page) = common::exchange(
+        common::connect_tls_trusting(address, std::path::Path::new(ca)),
+        address,
         "GET",
         "/dashboard",
         None,

@@ -71,6 +71,7 @@ impl Agent {
         lapse(&mut tree, &state)?;
         Ok(Agent {
             client: HttpClient::new(
+                &settings.tls.client()?,
                 Duration::from_secs(settings.timeout_secs.max(1)),
                 settings.max_msg_size.max(1024) * 2,
             ),
@@ -309,7 +310,8 @@ impl Agent {
             .find(|a| a.is_ipv4())
             .or(server.addresses.first())?;
         let url = format!(
-            "http://{}/bootstrap",
+            "{}://{}/bootstrap",
+            self.settings.tls.scheme(),
             std::net::SocketAddr::new(*address, server.port)
         );
         info!(%url, server = %server.server_id, "found a local bootstrap server");

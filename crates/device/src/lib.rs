@@ -26,6 +26,8 @@ pub enum DeviceError {
     BadAccount(String, String),
     #[error("{0}")]
     Net(#[from] gwmo_net::NetError),
+    #[error("TLS: {0}")]
+    Tls(#[from] gwmo_net::TlsError),
     #[error("the server answered HTTP {0}: {1}")]
     Refused(u16, String),
     #[error("session: {0}")]

@@ -19,8 +19,16 @@ use tracing::{info, warn};
 use crate::DeviceError;
 use crate::agent::Agent;
 
-/// Binds the listener and returns it with the URL to report to servers.
-pub async fn bind(agent: &Agent, listen: SocketAddr) -> Result<(TcpListener, String), DeviceError> {
+/// The package-0 listener, bound, and the URL to report to servers.
+pub struct NotifyListener {
+    listener: TcpListener,
+    tls: Option<gwmo_net::TlsAcceptor>,
+    pub url: String,
+}
+
+/// Binds the listener (with the device's certificate, unless plain HTTP).
+pub async fn bind(agent: &Agent, listen: SocketAddr) -> Result<NotifyListener, DeviceError> {
+    let tls = agent.settings().tls.acceptor("package-0 listener")?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| DeviceError::Listen(listen, e.to_string()))?;
@@ -31,14 +39,14 @@ pub async fn bind(agent: &Agent, listen: SocketAddr) -> Result<(TcpListener, Str
         .settings()
         .notify_url
         .clone()
-        .unwrap_or_else(|| format!("http://{bound}/notify"));
-    Ok((listener, url))
+        .unwrap_or_else(|| format!("{}://{bound}/notify", agent.settings().tls.scheme()));
+    Ok(NotifyListener { listener, tls, url })
 }
 
 /// Serves package 0 until `shutdown`.
 pub async fn serve(
     agent: Arc<Agent>,
-    listener: TcpListener,
+    listener: NotifyListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let router = Router::new()
@@ -49,7 +57,7 @@ pub async fn serve(
         max_body: 4096,
         ..gwmo_net::ServeLimits::default()
     };
-    gwmo_net::serve(listener, router, limits, shutdown).await
+    gwmo_net::serve(listener.listener, listener.tls, router, limits, shutdown).await
 }
 
 async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCode, String) {

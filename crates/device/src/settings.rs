@@ -25,7 +25,8 @@ pub struct DeviceSettings {
     pub state_dir: PathBuf,
     /// Where to take package-0 notifications over HTTP; none: no listener.
     pub listen: Option<SocketAddr>,
-    /// The URL reported to servers for package 0; defaults to `http://<listen>/notify`.
+    /// The URL reported to servers for package 0; defaults to `https://<listen>/notify`
+    /// (`http` with plain HTTP).
     pub notify_url: Option<String>,
     /// Open a session with every account this often (0: only at start and on package 0).
     pub poll_secs: u64,
@@ -43,7 +44,7 @@ pub struct DeviceSettings {
     /// How long each DNS-SD look-up listens, in milliseconds.
     pub discover_wait_ms: u64,
     /// A Local DM Bootstrap Server to ask for a Gateway Bootstrap when the device has
-    /// no gateway yet (`http://host:port/bootstrap`).
+    /// no gateway yet (`https://host:port/bootstrap`).
     pub bootstrap_url: Option<String>,
     /// The device's USERPIN: a Gateway Bootstrap must carry a MAC made with it.
     pub userpin: Option<String>,
@@ -51,6 +52,9 @@ pub struct DeviceSettings {
     pub accept_unsigned_bootstrap: bool,
     /// The longest a Gateway Bootstrap may wait for its first management session (24 h).
     pub max_lapse_secs: u64,
+    /// The CA the device verifies its servers' (and bootstrap servers')
+    /// certificates with, its package-0 listener's certificate, or plain HTTP.
+    pub tls: gwmo_net::TlsSettings,
 }
 
 impl Default for DeviceSettings {
@@ -74,6 +78,7 @@ impl Default for DeviceSettings {
             userpin: None,
             accept_unsigned_bootstrap: false,
             max_lapse_secs: 24 * 3600,
+            tls: gwmo_net::TlsSettings::default(),
         }
     }
 }

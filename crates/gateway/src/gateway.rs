@@ -69,7 +69,7 @@ pub struct Gateway {
     server: Server,
     downstream: Arc<AppState>,
     /// The embedded Local DM Bootstrap Server's listener (approaches.local).
-    bootstrap: Option<TcpListener>,
+    bootstrap: Option<(TcpListener, Option<gwmo_net::TlsAcceptor>)>,
 }
 
 impl Gateway {
@@ -86,6 +86,7 @@ impl Gateway {
             listen: settings.notify_listen,
             poll_secs: settings.poll_secs,
             accounts: vec![upstream],
+            tls: settings.tls.clone(),
             ..DeviceSettings::default()
         })?);
         let server = Server::bind(ServerSettings {
@@ -98,6 +99,7 @@ impl Gateway {
                 .display()
                 .to_string(),
             admin_token: settings.admin_token.clone(),
+            tls: settings.tls.clone(),
             ..ServerSettings::default()
         })
         .await?;
@@ -107,7 +109,7 @@ impl Gateway {
             .await?;
         let downstream = server.state();
         let bootstrap = match settings.approaches.local {
-            true => Some(
+            true => Some((
                 TcpListener::bind(settings.bootstrap_listen)
                     .await
                     .map_err(|e| {
@@ -116,7 +118,11 @@ impl Gateway {
                             settings.bootstrap_listen
                         ))
                     })?,
-            ),
+                settings
+                    .tls
+                    .acceptor("local bootstrap server")
+                    .map_err(|e| GatewayError::Bootstrap(e.to_string()))?,
+            )),
             false => None,
         };
         Ok(Gateway {
@@ -130,7 +136,7 @@ impl Gateway {
 
     /// Where end devices reach the embedded Local DM Bootstrap Server.
     pub fn bootstrap_addr(&self) -> Option<SocketAddr> {
-        self.bootstrap.as_ref()?.local_addr().ok()
+        self.bootstrap.as_ref()?.0.local_addr().ok()
     }
 
     /// Where end devices reach the gateway.
@@ -176,8 +182,8 @@ impl Gateway {
             _ => None,
         };
         if let Some(addr) = settings.notify_listen {
-            let (listener, url) = gwmo_device::notify::bind(&agent, addr).await?;
-            agent.set_notify_url(&url).await?;
+            let listener = gwmo_device::notify::bind(&agent, addr).await?;
+            agent.set_notify_url(&listener.url).await?;
             tokio::spawn(gwmo_device::notify::serve(
                 agent.clone(),
                 listener,
@@ -227,14 +233,14 @@ impl Gateway {
 /// is; the advertisement lives as long as the returned value.
 fn serve_bootstrap(
     syncer: &Syncer,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<gwmo_net::TlsAcceptor>),
     gateway_addr: Option<SocketAddr>,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Option<gwmo_discovery::Advertisement>, GatewayError> {
     let settings = &syncer.settings;
     let gateway_url = match (&settings.public_url, gateway_addr) {
         (Some(url), _) => url.clone(),
-        (None, Some(addr)) => format!("http://{addr}/dm"),
+        (None, Some(addr)) => format!("{}://{addr}/dm", settings.tls.scheme()),
         (None, None) => return Err(GatewayError::Bootstrap("the gateway has no address".into())),
     };
     let lbs = BootstrapSettings {
@@ -259,7 +265,14 @@ fn serve_bootstrap(
     tokio::spawn(async move {
         let routes = gwmo_bootstrap::router(lbs, enroller.clone())
             .merge(gwmo_bootstrap::enrollment_router(token, enroller));
-        gwmo_net::serve(listener, routes, gwmo_net::ServeLimits::default(), stopped).await;
+        gwmo_net::serve(
+            listener,
+            tls,
+            routes,
+            gwmo_net::ServeLimits::default(),
+            stopped,
+        )
+        .await;
     });
     match (&settings.dns_sd_interface, local_addr) {
         (Some(interface), Some(addr)) => gwmo_discovery::advertise(

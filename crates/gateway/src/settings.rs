@@ -19,7 +19,8 @@ pub struct GatewaySettings {
     pub state_dir: PathBuf,
     /// Where end devices post their DM messages.
     pub listen: SocketAddr,
-    /// The URL end devices use; defaults to `http://<listen>/dm`.
+    /// The URL end devices use; defaults to `https://<listen>/dm` (`http` with plain
+    /// HTTP).
     pub public_url: Option<String>,
     /// Where the DM Server's package-0 notifications reach the gateway.
     pub notify_listen: Option<SocketAddr>,
@@ -43,6 +44,10 @@ pub struct GatewaySettings {
     pub dns_sd_interface: Option<String>,
     /// The gateway's account with the DM Server.
     pub upstream: Option<FactoryAccount>,
+    /// The certificate of every listener of the gateway (end devices, package 0,
+    /// bootstrap), the CA its DM Server's and end devices' certificates are checked
+    /// with, or plain HTTP.
+    pub tls: gwmo_net::TlsSettings,
 }
 
 /// The bootstrapping approaches of the seed (8.x.1 and 8.x.2). A gateway MUST
@@ -82,6 +87,7 @@ impl Default for GatewaySettings {
             bootstrap_address_file: None,
             userpins: std::collections::BTreeMap::new(),
             upstream: None,
+            tls: gwmo_net::TlsSettings::default(),
         }
     }
 }

@@ -1,11 +1,16 @@
 //! The HTTP plumbing every gwmo role shares: a small HTTP/1.1 client that posts DM
 //! messages and package-0 notifications and reads the answer, with a size limit and
 //! a time limit on every exchange; and the server loop every listener runs
-//! ([`serve`]), with limits on slow and large requests.
+//! ([`serve`]), with limits on slow and large requests. Both speak TLS unless told
+//! not to ([`tls`]); [`certs`] makes a development CA and certificates.
 
+pub mod certs;
 mod serve;
+mod tls;
 
 pub use serve::{ServeLimits, serve};
+pub use tls::{ClientTls, TlsError, TlsSettings};
+pub use tokio_rustls::TlsAcceptor;
 
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 pub use hyper::Method;
 use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -32,6 +38,10 @@ pub enum NetError {
     Timeout(String, Duration),
     #[error("answer from {0} larger than {1} bytes")]
     TooLarge(String, usize),
+    #[error("refusing plain HTTP to {0}: use https, or set plain_http = true under [tls]")]
+    PlainHttp(String),
+    #[error("TLS with {0} failed: {1} (is [tls] ca the CA that issued its certificate?)")]
+    Tls(String, String),
 }
 
 /// What came back.
@@ -43,23 +53,33 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// A pooled HTTP/1.1 client.
+/// A pooled HTTP/1.1 client, over TLS.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    plain_http: bool,
     timeout: Duration,
     max_response: usize,
 }
 
 impl HttpClient {
-    /// A client that waits at most `timeout` for a whole exchange and reads at most
-    /// `max_response` bytes of an answer.
-    pub fn new(timeout: Duration, max_response: usize) -> Self {
+    /// A client that verifies servers as `tls` says, waits at most `timeout` for a
+    /// whole exchange and reads at most `max_response` bytes of an answer.
+    pub fn new(tls: &ClientTls, timeout: Duration, max_response: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        // `http://` URLs are refused before they reach the connector unless plain
+        // HTTP is allowed.
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.config).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         HttpClient {
             inner: Client::builder(TokioExecutor::new()).build(connector),
+            plain_http: tls.plain_http,
             timeout,
             max_response,
         }
@@ -92,6 +112,9 @@ impl HttpClient {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| bad_url(e.to_string()))?;
+        if uri.scheme() == Some(&hyper::http::uri::Scheme::HTTP) && !self.plain_http {
+            return Err(NetError::PlainHttp(url.to_owned()));
+        }
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -108,7 +131,7 @@ impl HttpClient {
                 .inner
                 .request(request)
                 .await
-                .map_err(|e| NetError::Request(url.to_owned(), error_chain(&e)))?;
+                .map_err(|e| failed(url, &e))?;
             let status = response.status().as_u16();
             let header = |name: &str| {
                 response
@@ -144,6 +167,27 @@ impl HttpClient {
     }
 }
 
+/// A failed exchange, told apart: TLS (a certificate not trusted, say) or otherwise.
+fn failed(url: &str, error: &(dyn std::error::Error + 'static)) -> NetError {
+    match rustls_cause(error) {
+        Some(tls) => NetError::Tls(url.to_owned(), tls.to_string()),
+        None => NetError::Request(url.to_owned(), error_chain(error)),
+    }
+}
+
+/// The rustls error behind `error`, if any. It reaches hyper wrapped in io::Errors,
+/// whose source() skips what they wrap.
+fn rustls_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let wrapped = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| rustls_cause(inner));
+    wrapped.or_else(|| error.source().and_then(rustls_cause))
+}
+
 /// An error and its causes on one line ("connection refused" hides two levels down).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -162,16 +206,45 @@ mod tests {
     use axum::Router;
     use axum::routing::post;
 
-    async fn serve(router: Router) -> String {
+    /// Serves `router` on loopback, over TLS when `tls` has a certificate; its base URL.
+    async fn serve_with(tls: &TlsSettings, router: Router) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        format!("http://{addr}/")
+        let acceptor = tls.acceptor("test").unwrap();
+        tokio::spawn(serve(
+            listener,
+            acceptor,
+            router,
+            ServeLimits::default(),
+            std::future::pending(),
+        ));
+        format!("{}://{addr}/", tls.scheme())
     }
 
-    #[tokio::test]
-    async fn posts_and_reads_headers_and_body() {
-        let url = serve(Router::new().route(
+    fn plain() -> TlsSettings {
+        TlsSettings {
+            plain_http: true,
+            ..TlsSettings::default()
+        }
+    }
+
+    fn client(tls: &TlsSettings, max_response: usize) -> HttpClient {
+        HttpClient::new(&tls.client().unwrap(), Duration::from_secs(5), max_response)
+    }
+
+    /// TLS settings with a certificate for 127.0.0.1 from a fresh CA in `dir`.
+    fn issued(dir: &std::path::Path) -> TlsSettings {
+        let issued = certs::issue(dir, "server", &["127.0.0.1".into()]).unwrap();
+        TlsSettings {
+            certificate: Some(issued.certificate),
+            private_key: Some(issued.private_key),
+            ca: Some(issued.ca),
+            plain_http: false,
+        }
+    }
+
+    fn echo() -> Router {
+        Router::new().route(
             "/",
             post(
                 |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
@@ -179,10 +252,13 @@ mod tests {
                     ([(HMAC_HEADER, mac)], body)
                 },
             ),
-        ))
-        .await;
-        let client = HttpClient::new(Duration::from_secs(5), 1024);
-        let answer = client
+        )
+    }
+
+    #[tokio::test]
+    async fn posts_and_reads_headers_and_body() {
+        let url = serve_with(&plain(), echo()).await;
+        let answer = client(&plain(), 1024)
             .post(&url, "text/plain", Some("mac=abc"), b"hello".to_vec())
             .await
             .unwrap();
@@ -192,10 +268,90 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_exchange_over_tls_verifies_the_server_by_its_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = issued(dir.path());
+        let url = serve_with(&tls, echo()).await;
+        assert!(url.starts_with("https://"), "{url}");
+        let answer = client(&tls, 1024)
+            .post(&url, "text/plain", Some("mac=abc"), b"hello".to_vec())
+            .await
+            .unwrap();
+        assert_eq!((answer.status, answer.body), (200, b"hello".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_server_certificate_from_another_ca_fails_clearly() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let url = serve_with(&issued(theirs.path()), echo()).await;
+        let error = client(&issued(ours.path()), 1024)
+            .post(&url, "text/plain", Some("mac=abc"), b"hello".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, NetError::Tls(..)), "{error}");
+        assert!(error.to_string().contains("certificate"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_certificate_for_another_name_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = issued(dir.path());
+        let url = serve_with(&tls, echo())
+            .await
+            .replace("127.0.0.1", "localhost");
+        let error = client(&tls, 1024)
+            .post(&url, "text/plain", Some("mac=abc"), vec![])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, NetError::Tls(..)), "{error}");
+        assert!(error.to_string().contains("localhost"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_refused_unless_allowed() {
+        let url = serve_with(&plain(), echo()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let error = client(&issued(dir.path()), 1024)
+            .post(&url, "text/plain", Some("mac=abc"), vec![])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, NetError::PlainHttp(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_handshake_is_dropped() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            header_read: Duration::from_millis(200),
+            ..ServeLimits::default()
+        };
+        let acceptor = issued(dir.path()).acceptor("test").unwrap();
+        tokio::spawn(serve(
+            listener,
+            acceptor,
+            echo(),
+            limits,
+            std::future::pending(),
+        ));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buffer = [0; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("the server dropped the silent connection");
+        assert_eq!(read.unwrap(), 0, "the server closed the connection");
+    }
+
+    #[tokio::test]
     async fn an_oversize_answer_is_refused() {
-        let url = serve(Router::new().route("/", post(|| async { vec![b'x'; 4096] }))).await;
-        let client = HttpClient::new(Duration::from_secs(5), 1024);
-        let error = client
+        let url = serve_with(
+            &plain(),
+            Router::new().route("/", post(|| async { vec![b'x'; 4096] })),
+        )
+        .await;
+        let error = client(&plain(), 1024)
             .post(&url, "text/plain", None, vec![])
             .await
             .unwrap_err();
@@ -207,8 +363,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         drop(listener);
-        let client = HttpClient::new(Duration::from_secs(5), 1024);
-        let error = client
+        let error = client(&plain(), 1024)
             .post(&url, "text/plain", None, vec![])
             .await
             .unwrap_err();

@@ -2,7 +2,8 @@
 //! head of its request (or leaves a kept-alive connection idle) is dropped after
 //! `header_read`; a body must arrive whole within `body_read` and be at most
 //! `max_body` bytes, or the request is answered 408 or 413 before any handler runs.
-//! Shutdown stops accepting and lets requests in flight finish (for a while).
+//! A TLS handshake must be over within `header_read` too. Shutdown stops accepting and
+//! lets requests in flight finish (for a while).
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// What a listener tolerates from a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +47,11 @@ impl Default for ServeLimits {
 /// How long requests in flight may take to finish once shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves: over TLS with `tls`, plain
+/// HTTP without.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
@@ -75,12 +80,17 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-                    .into_owned();
-                let connection = graceful.watch(connection);
+                let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = connection.await;
+                    let Some(acceptor) = tls else {
+                        return serve_connection(&builder, stream, service, watcher).await;
+                    };
+                    match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(&builder, stream, service, watcher).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 });
             }
             () = &mut shutdown => break,
@@ -88,6 +98,19 @@ pub async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+/// Serves one connection, until it closes or shutdown has drained it.
+async fn serve_connection<S>(
+    builder: &Builder<TokioExecutor>,
+    stream: S,
+    service: TowerToHyperService<Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let _ = watcher.watch(connection).await;
 }
 
 /// Reads the whole body, within the time and size limits, before the handler runs.

@@ -180,12 +180,15 @@ async fn dm_message(
 /// A bound, not yet serving, DM Server.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<gwmo_net::TlsAcceptor>,
     state: Arc<AppState>,
 }
 
 impl Server {
     /// Opens the store (creating it on first start) and binds the listener.
     pub async fn bind(settings: ServerSettings) -> Result<Server, crate::ServerError> {
+        let tls = settings.tls.acceptor("DM server")?;
+        let client = HttpClient::new(&settings.tls.client()?, Duration::from_secs(10), 64 * 1024);
         let store = crate::store::open(&settings.database)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -206,7 +209,7 @@ impl Server {
                 metrics.clone(),
             ),
             metrics,
-            client: HttpClient::new(Duration::from_secs(10), 64 * 1024),
+            client,
             settings,
             store,
             dm_url,
@@ -232,7 +235,11 @@ impl Server {
                 }
             }
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            tls,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -284,7 +291,14 @@ impl Server {
         });
         info!(url = %self.state.dm_url, "DM server listening");
         let limits = self.state.settings.serve_limits();
-        gwmo_net::serve(self.listener, router(self.state), limits, shutdown).await;
+        gwmo_net::serve(
+            self.listener,
+            self.tls,
+            router(self.state),
+            limits,
+            shutdown,
+        )
+        .await;
         sweeper.abort();
         Ok(())
     }

@@ -25,4 +25,6 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] gwmo_net::TlsError),
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct ServerSettings {
     /// Address the HTTP listener binds (port 0: any free port, logged at start).
     pub listen: SocketAddr,
-    /// The URL devices post DM messages to; defaults to `http://<listen>/dm`.
+    /// The URL devices post DM messages to; defaults to `https://<listen>/dm` (`http` with plain HTTP).
     pub public_url: Option<String>,
     /// This server's ServerID, as it appears in devices' DMAcc.
     pub server_id: String,
@@ -20,7 +20,7 @@ pub struct ServerSettings {
     pub database: String,
     /// The URL that reaches this very instance, sent to devices as RespURI so that a
     /// session started here continues here. Needed when several instances share one
-    /// public URL; defaults to `http://<listen>/dm` with a PostgreSQL store.
+    /// public URL; defaults to `https://<listen>/dm` (`http` with plain HTTP) with a PostgreSQL store.
     pub instance_url: Option<String>,
     /// Bearer token of the admin API; the API is closed while it is unset.
     pub admin_token: Option<String>,
@@ -43,6 +43,9 @@ pub struct ServerSettings {
     pub body_read_secs: u64,
     /// Where to write the address actually bound (for scripts using port 0).
     pub address_file: Option<PathBuf>,
+    /// The listener's certificate, the CA trusted for the devices' package-0
+    /// listeners, or plain HTTP.
+    pub tls: gwmo_net::TlsSettings,
 }
 
 impl Default for ServerSettings {
@@ -62,6 +65,7 @@ impl Default for ServerSettings {
             header_read_secs: 30,
             body_read_secs: 30,
             address_file: None,
+            tls: gwmo_net::TlsSettings::default(),
         }
     }
 }
@@ -71,7 +75,12 @@ impl ServerSettings {
     pub fn dm_url(&self, bound: SocketAddr) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{bound}/dm"))
+            .unwrap_or_else(|| self.own_url(bound))
+    }
+
+    /// `https://<bound>/dm` (`http` with plain HTTP).
+    fn own_url(&self, bound: SocketAddr) -> String {
+        format!("{}://{bound}/dm", self.tls.scheme())
     }
 
     /// What the HTTP listener tolerates from clients.
@@ -87,9 +96,9 @@ impl ServerSettings {
     /// instances sharing a PostgreSQL store (a DM session's state lives in the memory
     /// of the instance that opened it), or when configured.
     pub fn resp_uri(&self, bound: SocketAddr) -> Option<String> {
-        self.instance_url.clone().or_else(|| {
-            crate::store::is_shared(&self.database).then(|| format!("http://{bound}/dm"))
-        })
+        self.instance_url
+            .clone()
+            .or_else(|| crate::store::is_shared(&self.database).then(|| self.own_url(bound)))
     }
 }
 

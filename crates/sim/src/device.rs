@@ -36,6 +36,7 @@ pub struct DevicePlan {
     pub state_dir: PathBuf,
     /// The longest to wait for a session someone else starts (package 0).
     pub wait: Duration,
+    pub tls: gwmo_net::TlsSettings,
 }
 
 /// What became of one device.
@@ -86,6 +87,7 @@ pub fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
         gateway: (plan.approach == Approach::ServerAssisted).then(|| plan.gateway_id.clone()),
         userpin: (plan.approach == Approach::Local).then(|| plan.userpin.clone()),
         timeout_secs: plan.wait.as_secs().max(1),
+        tls: plan.tls.clone(),
         ..DeviceSettings::default()
     };
     Agent::open(settings)
@@ -101,11 +103,11 @@ async fn run(
     let any = "127.0.0.1:0"
         .parse()
         .map_err(|_| ("notify-listener", "loopback".to_owned()))?;
-    let (listener, url) = gwmo_device::notify::bind(&agent, any)
+    let listener = gwmo_device::notify::bind(&agent, any)
         .await
         .map_err(|e| ("notify-listener", e.to_string()))?;
     agent
-        .set_notify_url(&url)
+        .set_notify_url(&listener.url)
         .await
         .map_err(|e| ("device-state", e.to_string()))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gwmo_net::{HttpClient, Method};
+use gwmo_net::{HttpClient, Method, TlsSettings};
 use serde_json::Value;
 
 use crate::SimError;
@@ -21,7 +21,7 @@ pub enum Servers {
         database: Option<String>,
         instances: usize,
     },
-    /// Servers already running: their base URLs (`http://host:port`) and admin token.
+    /// Servers already running: their base URLs (`https://host:port`) and admin token.
     External {
         base_urls: Vec<String>,
         admin_token: String,
@@ -96,13 +96,42 @@ impl Drop for Instance {
 pub struct Fleet {
     pub instances: Vec<Instance>,
     pub store: String,
+    /// What every simulated role uses: the certificate of its listeners, the CA it
+    /// trusts (the servers' too), or plain HTTP.
+    pub tls: TlsSettings,
     client: HttpClient,
     token: String,
 }
 
+/// The simulation's TLS: plain HTTP, or a certificate for loopback from the
+/// development CA in `pki` (made there when it has none), which every simulated role
+/// presents and trusts. Servers the simulator does not start must trust that CA too.
+pub fn tls(plain_http: bool, pki: &Path) -> Result<TlsSettings, SimError> {
+    if plain_http {
+        return Ok(TlsSettings {
+            plain_http,
+            ..TlsSettings::default()
+        });
+    }
+    let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let issued =
+        gwmo_net::certs::issue(pki, "sim", &hosts).map_err(|e| SimError::Tls(e.to_string()))?;
+    Ok(TlsSettings {
+        certificate: Some(issued.certificate),
+        private_key: Some(issued.private_key),
+        ca: Some(issued.ca),
+        plain_http,
+    })
+}
+
 impl Fleet {
-    pub async fn start(servers: &Servers, scratch: &Path) -> Result<Fleet, SimError> {
-        let client = HttpClient::new(Duration::from_secs(60), 64 << 20);
+    pub async fn start(
+        servers: &Servers,
+        tls: TlsSettings,
+        scratch: &Path,
+    ) -> Result<Fleet, SimError> {
+        let client_tls = tls.client().map_err(|e| SimError::Tls(e.to_string()))?;
+        let client = HttpClient::new(&client_tls, Duration::from_secs(60), 64 << 20);
         match servers {
             Servers::External {
                 base_urls,
@@ -116,6 +145,7 @@ impl Fleet {
                     })
                     .collect(),
                 store: "external".into(),
+                tls,
                 client,
                 token: admin_token.clone(),
             }),
@@ -130,7 +160,7 @@ impl Fleet {
                     .unwrap_or_else(|| scratch.join("server.db").display().to_string());
                 let mut started = Vec::new();
                 for index in 0..(*instances).max(1) {
-                    started.push(spawn_server(exe, &database, &token, scratch, index).await?);
+                    started.push(spawn_server(exe, &database, &token, &tls, scratch, index).await?);
                 }
                 let store = if database.starts_with("postgres") {
                     "postgresql"
@@ -140,6 +170,7 @@ impl Fleet {
                 Ok(Fleet {
                     instances: started,
                     store: store.into(),
+                    tls,
                     client,
                     token,
                 })
@@ -227,15 +258,26 @@ async fn spawn_server(
     exe: &Path,
     database: &str,
     token: &str,
+    tls: &TlsSettings,
     scratch: &Path,
     index: usize,
 ) -> Result<Instance, SimError> {
     let config = scratch.join(format!("server-{index}.toml"));
     let address_file = scratch.join(format!("server-{index}.addr"));
     let log = scratch.join(format!("server-{index}.log"));
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = {token:?}\naddress_file = {address_file:?}\n"
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = {token:?}\naddress_file = {address_file:?}\n[tls]\nplain_http = {}\n",
+        tls.plain_http
     );
+    for (key, path) in [
+        ("certificate", &tls.certificate),
+        ("private_key", &tls.private_key),
+        ("ca", &tls.ca),
+    ] {
+        if let Some(path) = path {
+            text.push_str(&format!("{key} = {path:?}\n"));
+        }
+    }
     std::fs::write(&config, text).map_err(|e| SimError::Io(config.clone(), e))?;
     let log_file = std::fs::File::create(&log).map_err(|e| SimError::Io(log.clone(), e))?;
     let mut child = Command::new(exe)
@@ -254,7 +296,7 @@ async fn spawn_server(
             .filter(|text| !text.trim().is_empty())
         {
             return Ok(Instance {
-                base_url: format!("http://{}", addr.trim()),
+                base_url: format!("{}://{}", tls.scheme(), addr.trim()),
                 process: Some(child),
             });
         }

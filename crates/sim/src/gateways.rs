@@ -90,6 +90,7 @@ async fn start_one(
         bootstrap_listen: any,
         userpins: plan.userpins,
         upstream: Some(factory_account(&enrollment)?),
+        tls: fleet.tls.clone(),
         ..GatewaySettings::default()
     })
     .await
@@ -99,11 +100,11 @@ async fn start_one(
         .ok_or_else(|| SimError::Gateway(plan.gateway_id.clone(), "no address".into()))?;
     let bootstrap_url = gateway
         .bootstrap_addr()
-        .map(|a| format!("http://{a}/bootstrap"));
+        .map(|a| format!("{}://{a}/bootstrap", fleet.tls.scheme()));
     let registration = serde_json::json!({
         "gateway_id": plan.gateway_id,
         "dev_id": dev_id,
-        "dm_url": format!("http://{addr}/dm"),
+        "dm_url": format!("{}://{addr}/dm", fleet.tls.scheme()),
         "server_assisted": plan.approaches.server_assisted,
     });
     fleet

@@ -78,6 +78,11 @@ pub struct SimOptions {
     /// After the rollout, keep devices holding sessions at a steady rate for a while,
     /// sampling memory and file descriptors.
     pub soak: Option<soak::SoakOptions>,
+    /// Plain HTTP everywhere instead of TLS.
+    pub plain_http: bool,
+    /// The development CA to issue the simulation's certificates from (made when
+    /// absent; none: one for this run only). External servers must trust it.
+    pub pki: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,8 @@ pub enum SimError {
     Gateway(String, String),
     #[error("bad plan: {0}")]
     Plan(&'static str),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Runs the simulation and returns what it measured. Errors of single devices are in
@@ -112,7 +119,12 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     }
     .map_err(|e| SimError::Io(shm.to_owned(), e))?;
     let setup_started = Instant::now();
-    let fleet = Arc::new(Fleet::start(&options.servers, server_scratch.path()).await?);
+    let pki = options
+        .pki
+        .clone()
+        .unwrap_or_else(|| server_scratch.path().join("pki"));
+    let tls = fleet::tls(options.plain_http, &pki)?;
+    let fleet = Arc::new(Fleet::start(&options.servers, tls, server_scratch.path()).await?);
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let gateway_id = |g: usize| format!("sim{run_id}-gw{g:04}");
     let dev_id = |i: usize| format!("IMEI:sim{run_id}-{i:06}");
@@ -178,6 +190,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
             account: gateways::factory_account(enrollment)?,
             state_dir: scratch.path().join("devices").join(i.to_string()),
             wait: options.wait,
+            tls: fleet.tls.clone(),
         };
         plans.push(plan.clone());
         let limit = limit.clone();

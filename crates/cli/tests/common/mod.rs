@@ -1,11 +1,13 @@
 //! Harness for scenario tests: real `gwmo` processes on loopback ports chosen at
-//! run time, a minimal HTTP client for the admin API, and polling with deadlines.
+//! run time, over TLS with certificates `gwmo certs` issues once per test binary; a
+//! minimal HTTPS client for the admin API; polling with deadlines.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,6 +19,105 @@ pub fn gwmo() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gwmo"));
     command.env("RUST_LOG", "warn,gwmo=debug");
     command
+}
+
+/// The test PKI: a development CA and one certificate for loopback, made by `gwmo
+/// certs` once per test binary; every process of the tests presents the certificate
+/// and trusts the CA.
+pub fn pki() -> &'static Path {
+    static PKI: OnceLock<PathBuf> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "pki-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let output = gwmo()
+            .args([
+                "certs",
+                "--name",
+                "test",
+                "--host",
+                "127.0.0.1",
+                "--host",
+                "localhost",
+                "--dir",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_success(&output, "gwmo certs");
+        dir
+    })
+}
+
+/// The TLS settings of every role in the tests.
+pub fn test_tls() -> gwmo_net::TlsSettings {
+    let pki = pki();
+    gwmo_net::TlsSettings {
+        certificate: Some(pki.join("test.pem")),
+        private_key: Some(pki.join("test-key.pem")),
+        ca: Some(pki.join("ca.pem")),
+        plain_http: false,
+    }
+}
+
+/// The `[tls]` table every test configuration ends with.
+pub fn tls_table() -> String {
+    let tls = test_tls();
+    format!(
+        "\n[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n",
+        tls.certificate.unwrap_or_default(),
+        tls.private_key.unwrap_or_default(),
+        tls.ca.unwrap_or_default()
+    )
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client connection to `addr` that trusts the test CA.
+pub fn connect_tls(addr: SocketAddr) -> TlsStream {
+    connect_tls_trusting(addr, &pki().join("ca.pem"))
+}
+
+/// A TLS client connection to `addr` that trusts the CA certificate in `ca`.
+pub fn connect_tls_trusting(addr: SocketAddr, ca: &Path) -> TlsStream {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    rustls::StreamOwned::new(connection, stream)
+}
+
+/// Reads until the peer closes; a close without TLS close_notify (a dropped
+/// connection) or a reset counts as closed.
+pub fn read_until_closed(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(answer)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Polls `probe` until it yields a value or `deadline` passes.
@@ -96,7 +197,8 @@ impl ServerProcess {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {address_file:?}\n{settings}",
+                "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = \"{TOKEN}\"\naddress_file = {address_file:?}\n{settings}{}",
+                tls_table()
             ),
         )
         .unwrap();
@@ -112,7 +214,7 @@ impl ServerProcess {
     }
 
     pub fn dm_url(&self) -> String {
-        format!("http://{}/dm", self.addr)
+        format!("https://{}/dm", self.addr)
     }
 
     /// Kills the server with SIGKILL and starts it again on the same address, store
@@ -237,7 +339,8 @@ server_id = "{server_id}"
 server_url = "{server_url}"
 client_secret = "{client_secret}"
 server_secret = "{server_secret}"
-"#,
+{tls}"#,
+                tls = tls_table(),
                 state = dir.join("state"),
                 server_id = enrollment["server_id"].as_str().unwrap(),
                 server_url = enrollment["server_url"].as_str().unwrap(),
@@ -251,7 +354,7 @@ server_secret = "{server_secret}"
         let mut daemon = Daemon::spawn(command, dir.join("gateway.log"));
         let addr = bound_address(&mut daemon, &address_file);
         let registration = format!(
-            r#"{{"gateway_id":"{gateway_id}","dev_id":"{dev_id}","dm_url":"http://{addr}/dm","server_assisted":true}}"#
+            r#"{{"gateway_id":"{gateway_id}","dev_id":"{dev_id}","dm_url":"https://{addr}/dm","server_assisted":true}}"#
         );
         let (status, body) = server.api("POST", "/api/gateways", Some(&registration));
         assert_eq!(status, 201, "register {gateway_id}: {body}");
@@ -311,10 +414,10 @@ pub fn local_gateway_named(
     );
     let mut gateway = GatewayProcess::start(dir, server, gateway_id, &extra);
     let addr = bound_address(&mut gateway.daemon, &address_file);
-    (gateway, format!("http://{addr}/bootstrap"))
+    (gateway, format!("https://{addr}/bootstrap"))
 }
 
-/// One HTTP/1.1 exchange over a fresh connection; returns the status and body.
+/// One HTTP/1.1 exchange over a fresh TLS connection; returns the status and body.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -323,10 +426,27 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    exchange(
+        connect_tls(addr),
+        addr,
+        method,
+        path,
+        token,
+        content_type,
+        body,
+    )
+}
+
+/// One HTTP/1.1 exchange on `stream`.
+pub fn exchange(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -336,8 +456,7 @@ pub fn http(
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    let response = read_until_closed(&mut stream).unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split(' ')
@@ -389,7 +508,8 @@ auth = "{auth}"
 client_name = "{client_name}"
 client_secret = "{client_secret}"
 server_secret = "{server_secret}"
-"#,
+{tls}"#,
+        tls = tls_table(),
         dev_id = enrollment["dev_id"].as_str().unwrap(),
         state = dir.join("state"),
         server_id = enrollment["server_id"].as_str().unwrap(),

@@ -1,0 +1,207 @@
+//! TLS for every listener and every client of gwmo: rustls with the aws-lc-rs
+//! provider, the only one compiled in (passed explicitly, so no process-wide default
+//! has to be installed). TLS is on by default: a listener presents a certificate, a
+//! client verifies its peer against the configured CA (or the system's roots). Plain
+//! HTTP needs `plain_http`, and a listener serving it says so in a warning.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use serde::{Deserialize, Serialize};
+use tokio_rustls::TlsAcceptor;
+
+/// The `[tls]` table of every role's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain (leaf first) this role's listeners present.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub private_key: Option<PathBuf>,
+    /// PEM CA certificates trusted for the servers this role calls; unset: the
+    /// system's roots.
+    pub ca: Option<PathBuf>,
+    /// Serve and call plain HTTP, without TLS: only for closed test networks.
+    pub plain_http: bool,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, String),
+    #[error("{0} holds no {1}")]
+    Missing(PathBuf, &'static str),
+    #[error(
+        "TLS is on by default, and [tls] certificate and private_key are unset: make them \
+         with `gwmo certs --dir DIR`, or serve plain HTTP with --plain-http \
+         (plain_http = true under [tls])"
+    )]
+    NoCertificate,
+    #[error("the TLS configuration is refused: {0}")]
+    Refused(String),
+}
+
+/// What a client needs to call peers: whom it trusts, and whether it may call plain
+/// HTTP.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) plain_http: bool,
+}
+
+impl ClientTls {
+    /// A client that trusts the CA certificates in `ca` (PEM), or the system's roots.
+    pub fn trusting(ca: Option<&Path>, plain_http: bool) -> Result<ClientTls, TlsError> {
+        let roots = match ca {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in read_certificates(path)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|e| TlsError::Refused(format!("{}: {e}", path.display())))?;
+                }
+                roots
+            }
+            None => system_roots().clone(),
+        };
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Refused(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(ClientTls {
+            config: Arc::new(config),
+            plain_http,
+        })
+    }
+}
+
+impl TlsSettings {
+    /// `https`, or `http` with `plain_http`: the scheme of this role's own URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.plain_http { "http" } else { "https" }
+    }
+
+    /// What a listener serving `what` needs: a TLS acceptor, or None (and a warning)
+    /// for plain HTTP.
+    pub fn acceptor(&self, what: &str) -> Result<Option<TlsAcceptor>, TlsError> {
+        if self.plain_http {
+            tracing::warn!(
+                listener = what,
+                "serving plain HTTP (plain_http): messages, credentials and commands cross the network unencrypted"
+            );
+            return Ok(None);
+        }
+        let (Some(certificate), Some(key)) = (&self.certificate, &self.private_key) else {
+            return Err(TlsError::NoCertificate);
+        };
+        let chain = read_certificates(certificate)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                TlsError::Missing(key.clone(), "private key")
+            }
+            e => TlsError::Read(key.clone(), e.to_string()),
+        })?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Refused(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| {
+                TlsError::Refused(format!(
+                    "{} and its private key: {e}",
+                    certificate.display()
+                ))
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    /// What this role's clients need to call its peers.
+    pub fn client(&self) -> Result<ClientTls, TlsError> {
+        if self.plain_http {
+            tracing::warn!(
+                "plain HTTP allowed toward peers (plain_http): nothing verifies who answers"
+            );
+        }
+        ClientTls::trusting(self.ca.as_deref(), self.plain_http)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let text = std::fs::read(path).map_err(|e| TlsError::Read(path.to_owned(), e.to_string()))?;
+    let certificates = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Read(path.to_owned(), e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(TlsError::Missing(path.to_owned(), "PEM certificate"));
+    }
+    Ok(certificates)
+}
+
+/// The operating system's trust anchors, read once per process (a simulator runs
+/// thousands of devices). Unreadable ones are skipped, with a warning.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "reading the system's CA certificates");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "system CA certificates loaded");
+        roots
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_tls_table_means_tls_without_a_certificate() {
+        let settings: TlsSettings = toml::from_str("").unwrap();
+        assert_eq!(settings, TlsSettings::default());
+        assert_eq!(settings.scheme(), "https");
+        assert!(matches!(
+            settings.acceptor("test"),
+            Err(TlsError::NoCertificate)
+        ));
+    }
+
+    #[test]
+    fn plain_http_is_only_served_when_asked_for() {
+        let settings = TlsSettings {
+            plain_http: true,
+            ..TlsSettings::default()
+        };
+        assert_eq!(settings.scheme(), "http");
+        assert!(settings.acceptor("test").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = ClientTls::trusting(Some(&empty), false).err().unwrap();
+        assert!(error.to_string().contains("empty.pem"), "{error}");
+        let settings = TlsSettings {
+            certificate: Some(empty.clone()),
+            private_key: Some(dir.path().join("absent.key")),
+            ..TlsSettings::default()
+        };
+        let error = settings.acceptor("test").err().unwrap();
+        assert!(error.to_string().contains("empty.pem"), "{error}");
+    }
+}
