@@ -31,28 +31,53 @@ fn the_openapi_description_documents_every_route_and_only_routes_that_exist() {
     for route in declared_routes() {
         assert!(paths.contains_key(&route), "{route} is not documented");
     }
-    for (path, operations) in paths {
+    assert_every_operation_needs_the_token(server.addr, &spec);
+}
+
+/// Every operation of the OpenAPI description `spec`, called at `addr` without a
+/// token and with a wrong one, is refused with 401 (the description itself is public).
+fn assert_every_operation_needs_the_token(addr: std::net::SocketAddr, spec: &Value) {
+    for (path, operations) in spec["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
             let concrete = path
                 .replace("{dev_id}", "IMEI:1")
                 .replace("{gateway_id}", "gw")
                 .replace("{id}", "1");
-            let (status, body) = http(
-                server.addr,
-                &method.to_uppercase(),
-                &concrete,
-                None,
-                "application/json",
-                b"{}",
-            );
-            let expected = if path == "/api/openapi.json" {
-                200
-            } else {
-                401
-            };
-            assert_eq!(status, expected, "{method} {path}: {body}");
+            for token in [None, Some("wrong")] {
+                let (status, body) = http(
+                    addr,
+                    &method.to_uppercase(),
+                    &concrete,
+                    token,
+                    "application/json",
+                    b"{}",
+                );
+                let expected = if path == "/api/openapi.json" {
+                    200
+                } else {
+                    401
+                };
+                assert_eq!(status, expected, "{method} {path} ({token:?}): {body}");
+            }
         }
     }
+}
+
+/// A gateway's own admin API (its end devices, their commands) is as closed as the
+/// DM Server's: every operation wants the gateway's token, and its end devices
+/// cannot be read or commanded without it.
+#[test]
+fn a_gateways_admin_api_refuses_everyone_without_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let gw = GatewayProcess::start(dir.path(), &server, "gw-a", "");
+    let (status, text) = http(gw.addr, "GET", "/api/openapi.json", None, "", b"");
+    assert_eq!(status, 200);
+    let spec: Value = serde_json::from_str(&text).unwrap();
+    assert_every_operation_needs_the_token(gw.addr, &spec);
+    // With its token, the same API answers: the refusals above were the token's doing.
+    let (status, body) = gw.api("GET", "/api/devices", None);
+    assert_eq!(status, 200, "{body}");
 }
 
 /// What a refused request must leave as it was.
