@@ -121,6 +121,64 @@ fn a_server_killed_mid_session_loses_and_repeats_nothing() {
     assert_eq!(device["commands"].as_array().unwrap().len(), 1, "{device}");
 }
 
+/// A command handed to a session that died with its server goes back to the queue,
+/// and the device is woken with package 0 for it: a device that only listens (it never
+/// polls) still gets it, without anyone asking.
+#[test]
+fn a_listening_device_is_woken_for_the_commands_a_killed_server_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    // Commands are taken back 2 x 3 s after they were sent: time for the device's own
+    // first session to come and go before.
+    let mut server = ServerProcess::start_with(
+        dir.path(),
+        &dir.path().join("server.db").display().to_string(),
+        "session_idle_secs = 3\n",
+    );
+    let dev_id = "IMEI:350000000000703";
+    let enrollment = server.enroll(dev_id, "md5");
+    let add = server.queue(
+        dev_id,
+        r#"{"op":"Add","target":"./Vendor/gwmo/Crash","data":"once"}"#,
+    );
+    session_cut_short(&server, &enrollment, add);
+    server.kill_and_restart();
+
+    let config = device_config(dir.path(), &enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(&config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    poll(
+        "the device's first session",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+            (record["sessions"].as_u64() >= Some(1) && record["notify_url"].is_string())
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        server.command(add)["state"],
+        "sent",
+        "the premise: the command was still held by the dead session when the device came"
+    );
+    let done = poll(
+        "the abandoned command done",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let command = server.command(add);
+            (command["state"] == "done").then_some(command)
+        },
+    );
+    assert_eq!(done["status"], 200, "{done}");
+    let tree = device_tree(&dir.path().join("state"));
+    assert_eq!(
+        leaf(&tree, "./Vendor/gwmo/Crash"),
+        Some(&Value::from("once"))
+    );
+}
+
 /// A device killed with SIGKILL at many points of sessions that write its tree after
 /// every message: each time its tree loads whole, and once sessions complete, every
 /// queued command has run and the tree holds what they wrote.

@@ -678,10 +678,18 @@ impl DmService {
 
     /// Requeues commands claimed long ago by sessions no instance holds any more (their
     /// instance was killed): twice the idle timeout, since a live instance drops an idle
-    /// session and requeues its commands itself after one. Returns how many.
+    /// session and requeues its commands itself after one. The devices they belong to
+    /// are woken with package 0 (those that listen for it get them at once, the others
+    /// at their next session). Returns how many devices.
     pub fn requeue_abandoned(&self, unix_now: i64) -> Result<usize, DmError> {
         let idle = self.settings.session_idle_secs.max(1) as i64;
-        Ok(self.store.requeue_abandoned(unix_now - 2 * idle)?)
+        let devices = self.store.requeue_abandoned(unix_now - 2 * idle)?;
+        if let Some(sender) = &self.wake {
+            for dev_id in &devices {
+                let _ = sender.send(dev_id.clone());
+            }
+        }
+        Ok(devices.len())
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {

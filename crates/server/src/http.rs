@@ -278,10 +278,11 @@ impl Server {
                 .await;
                 match swept {
                     Ok(Ok((0, 0))) => {}
-                    Ok(Ok((idle, abandoned))) => {
+                    Ok(Ok((idle, woken))) => {
                         info!(
                             idle,
-                            abandoned, "idle sessions dropped, abandoned commands requeued"
+                            woken,
+                            "idle sessions dropped; abandoned commands requeued and their devices woken"
                         )
                     }
                     Ok(Err(error)) => warn!(%error, "sweeping sessions and commands failed"),

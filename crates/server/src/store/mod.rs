@@ -215,8 +215,9 @@ pub trait Store: Send + Sync {
     /// Puts the unanswered commands of a session that died back in the queue.
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError>;
     /// Puts back in the queue every command sent before `sent_before` and still
-    /// unanswered: its session's instance died (a live one requeues its own).
-    fn requeue_abandoned(&self, sent_before: i64) -> Result<usize, StoreError>;
+    /// unanswered: its session's instance died (a live one requeues its own). Returns
+    /// the devices whose commands went back, each once, sorted.
+    fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError>;
     /// Records that the device moves to `auth` once command `command` (which changes
     /// the scheme on the device) succeeds.
     fn plan_auth_switch(

@@ -432,13 +432,15 @@ impl Store for PostgresStore {
         Ok(requeued as usize)
     }
 
-    fn requeue_abandoned(&self, sent_before: i64) -> Result<usize, StoreError> {
-        let requeued = self.execute(
+    fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError> {
+        let devices = self.query(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
-             WHERE state = 'sent' AND sent_at < $1",
+             WHERE state = 'sent' AND sent_at < $1 RETURNING dev_id",
             &[&sent_before],
+            |row| Ok(row.try_get::<_, String>(0)?),
         )?;
-        Ok(requeued as usize)
+        let devices: std::collections::BTreeSet<String> = devices.into_iter().collect();
+        Ok(devices.into_iter().collect())
     }
 
     fn plan_auth_switch(

@@ -360,12 +360,15 @@ impl Store for SqliteStore {
         )?)
     }
 
-    fn requeue_abandoned(&self, sent_before: i64) -> Result<usize, StoreError> {
-        Ok(self.lock().run_cached(
+    fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
-             WHERE state = 'sent' AND sent_at < ?1",
-            [sent_before],
-        )?)
+             WHERE state = 'sent' AND sent_at < ?1 RETURNING dev_id",
+        )?;
+        let rows = statement.query_map([sent_before], |row| row.get::<_, String>(0))?;
+        let devices = rows.collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+        Ok(devices.into_iter().collect())
     }
 
     /// Records that the device moves to `auth` once command `command` (which changes

@@ -154,7 +154,10 @@ fn abandoned_commands_go_back_to_the_queue() {
         store.claim_pending("IMEI:1", "dead", 10).unwrap();
         let recent = store.queue_command("IMEI:1", "{}", 11).unwrap();
         store.claim_pending("IMEI:1", "live", 100).unwrap();
-        assert_eq!(store.requeue_abandoned(50).unwrap(), 1);
+        assert_eq!(
+            store.requeue_abandoned(50).unwrap(),
+            vec!["IMEI:1".to_owned()]
+        );
         assert_eq!(
             store.command(old).unwrap().unwrap().state,
             CommandState::Queued
