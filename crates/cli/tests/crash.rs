@@ -179,6 +179,80 @@ fn a_listening_device_is_woken_for_the_commands_a_killed_server_abandoned() {
     );
 }
 
+/// Devices are woken several at once: one whose package-0 listener takes the
+/// connection and never answers (the server waits 10 s for it) holds up none of the
+/// others woken with it.
+#[test]
+fn a_device_that_never_answers_its_wake_up_holds_up_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start_with(
+        dir.path(),
+        &dir.path().join("server.db").display().to_string(),
+        "session_idle_secs = 2\n",
+    );
+    // Accepts connections (the kernel does) and never answers.
+    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Woken first: the server wakes devices in DevId order.
+    let (silent, listening) = ("IMEI:350000000000704", "IMEI:350000000000705");
+    let silent_enrollment = server.enroll(silent, "md5");
+    let silent_dir = dir.path().join("silent");
+    std::fs::create_dir_all(&silent_dir).unwrap();
+    let extra = format!(
+        "listen = \"127.0.0.1:0\"\nnotify_url = \"https://{}/notify\"\n",
+        silent_listener.local_addr().unwrap()
+    );
+    let silent_config = device_config(&silent_dir, &silent_enrollment, "xml", &extra);
+    assert_success(&device_once(&silent_config), "the silent device's session");
+    let listening_enrollment = server.enroll(listening, "md5");
+    let mut commands = Vec::new();
+    for (dev_id, enrollment) in [
+        (silent, &silent_enrollment),
+        (listening, &listening_enrollment),
+    ] {
+        let id = server.queue(dev_id, r#"{"op":"Get","target":"./DevInfo/DevId"}"#);
+        session_cut_short(&server, enrollment, id);
+        commands.push(id);
+    }
+    server.kill_and_restart();
+
+    let config = device_config(
+        dir.path(),
+        &listening_enrollment,
+        "xml",
+        "listen = \"127.0.0.1:0\"\n",
+    );
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(&config);
+    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    poll(
+        "the listening device's first session",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            let (_, record) = server.api("GET", &format!("/api/devices/{listening}"), None);
+            (record["sessions"].as_u64() >= Some(1) && record["notify_url"].is_string())
+                .then_some(())
+        },
+    );
+    assert_eq!(server.command(commands[1])["state"], "sent", "the premise");
+    // The sweeper takes both back and wakes both devices, the silent one first.
+    poll(
+        "the abandoned commands requeued",
+        Duration::from_secs(30),
+        || (server.command(commands[0])["state"] == "queued").then_some(()),
+    );
+    let done = poll(
+        "the listening device's command, well within the silent one's 10 s",
+        Duration::from_secs(5),
+        || {
+            let command = server.command(commands[1]);
+            (command["state"] == "done").then_some(command)
+        },
+    );
+    assert_eq!(done["status"], 200, "{done}");
+    drop(silent_listener);
+}
+
 /// A device killed with SIGKILL at many points of sessions that write its tree after
 /// every message: each time its tree loads whole, and once sessions complete, every
 /// queued command has run and the tree holds what they wrote.

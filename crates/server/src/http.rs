@@ -197,7 +197,7 @@ impl Server {
             .local_addr()
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
         let dm_url = settings.dm_url(bound);
-        let (wake, mut to_wake) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (wake, to_wake) = tokio::sync::mpsc::unbounded_channel::<String>();
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let state = Arc::new(AppState {
             dm: DmService::new(
@@ -214,27 +214,7 @@ impl Server {
             store,
             dm_url,
         });
-        let waker = state.clone();
-        tokio::spawn(async move {
-            while let Some(dev_id) = to_wake.recv().await {
-                match waker.store.device(&dev_id) {
-                    Ok(Some(device)) => {
-                        match crate::notify::send(&waker, &device).await {
-                            Ok(_) => {}
-                            // A device in a private network: its own next session brings it.
-                            Err(crate::notify::NotifyError::NoAddress(_)) => {
-                                tracing::debug!(device = %dev_id, "no notification URL: waiting for the device")
-                            }
-                            Err(error) => {
-                                warn!(device = %dev_id, %error, "could not wake the device")
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(error) => warn!(%error, "store failure while waking a device"),
-                }
-            }
-        });
+        tokio::spawn(crate::notify::wake_each(state.clone(), to_wake));
         Ok(Server {
             listener,
             tls,

@@ -1,12 +1,22 @@
 //! Server-initiated sessions: a package-0 notification (DM 1.2 General
 //! Notification, with its digest) posted to the URL the device reported.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use gwmo_proto::codes::content_type;
 use gwmo_proto::package0::{self, Initiator, Notification, UiMode};
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{debug, warn};
 
 use crate::dm::device_auth;
 use crate::http::AppState;
 use crate::store::DeviceRecord;
+
+/// Package-0 notifications in flight at once: a device that does not answer (its
+/// notification waits for the client's time limit) holds up only its own.
+const WAKES_IN_FLIGHT: usize = 64;
 
 /// Why a device could not be notified.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +29,49 @@ pub enum NotifyError {
     Net(#[from] gwmo_net::NetError),
     #[error("the device answered the notification with HTTP {0}")]
     Refused(u16),
+}
+
+/// Wakes every device named on `to_wake` with package 0, several at once. A device
+/// already being woken is not woken again meanwhile: the session it is about to open
+/// takes every command queued by then.
+pub(crate) async fn wake_each(state: Arc<AppState>, mut to_wake: UnboundedReceiver<String>) {
+    let slots = Arc::new(Semaphore::new(WAKES_IN_FLIGHT));
+    let waking: Arc<Mutex<HashSet<String>>> = Arc::default();
+    while let Some(dev_id) = to_wake.recv().await {
+        let newly = waking
+            .lock()
+            .map(|mut waking| waking.insert(dev_id.clone()))
+            .unwrap_or(true);
+        if !newly {
+            continue;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (state, waking) = (state.clone(), waking.clone());
+        tokio::spawn(async move {
+            wake(&state, &dev_id).await;
+            if let Ok(mut waking) = waking.lock() {
+                waking.remove(&dev_id);
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn wake(state: &AppState, dev_id: &str) {
+    match state.store.device(dev_id) {
+        Ok(Some(device)) => match send(state, &device).await {
+            Ok(_) => {}
+            // A device in a private network: its own next session brings it.
+            Err(NotifyError::NoAddress(_)) => {
+                debug!(device = %dev_id, "no notification URL: waiting for the device")
+            }
+            Err(error) => warn!(device = %dev_id, %error, "could not wake the device"),
+        },
+        Ok(None) => {}
+        Err(error) => warn!(%error, "store failure while waking a device"),
+    }
 }
 
 /// Sends package 0 to `device`; returns the session id the device must open.
