@@ -188,7 +188,7 @@ fn a_device_that_never_answers_its_wake_up_holds_up_no_other() {
     let mut server = ServerProcess::start_with(
         dir.path(),
         &dir.path().join("server.db").display().to_string(),
-        "session_idle_secs = 2\n",
+        "session_idle_secs = 3\n",
     );
     // Accepts connections (the kernel does) and never answers.
     let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
