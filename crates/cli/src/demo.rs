@@ -110,7 +110,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot make a scratch directory")?;
     let token = gwmo_server::admin::random_secret();
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
-    gwmo_net::certs::issue(&dir.path().join("pki"), "demo", &hosts)?;
+    gwmo_net::certs::issue(&dir.path().join("pki"), DEMO_CERTIFICATE, &hosts)?;
     let tls = demo_tls(dir.path());
     let server = Server::bind(ServerSettings {
         listen: "127.0.0.1:0".parse()?,
@@ -228,16 +228,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Polls `probe` every 20 ms until it yields a value, for at most 15 s.
+const DEMO_CERTIFICATE: &str = "demo";
+
 /// What every role of the demo uses: the certificate `demo` issues in `<dir>/pki` at
 /// the start, and the CA that issued it.
 fn demo_tls(dir: &Path) -> TlsSettings {
-    let pki = dir.join("pki");
-    TlsSettings {
-        certificate: Some(pki.join("demo.pem")),
-        private_key: Some(pki.join("demo-key.pem")),
-        ca: Some(pki.join("ca.pem")),
-        plain_http: false,
-    }
+    gwmo_net::certs::Issued::in_dir(&dir.join("pki"), DEMO_CERTIFICATE).tls_settings()
 }
 
 async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>

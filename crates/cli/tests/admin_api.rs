@@ -99,6 +99,16 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
     let queue = format!("{device}/commands");
     let get = br#"{"op":"Get","target":"./DevInfo/Man"}"#;
     let mut refused: Vec<(u16, String)> = Vec::new();
+    let with_token = |method: &str, path: &str, body: &[u8]| {
+        http(
+            server.addr,
+            method,
+            path,
+            Some(TOKEN),
+            "application/json",
+            body,
+        )
+    };
     // No token, a wrong token.
     for token in [None, Some("wrong")] {
         for (method, path, body) in [
@@ -132,14 +142,7 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         ("GET", "/api/commands/999", b""),
         ("GET", "/api/fanouts/999", b""),
     ] {
-        let (status, text) = http(
-            server.addr,
-            method,
-            path,
-            Some(TOKEN),
-            "application/json",
-            body,
-        );
+        let (status, text) = with_token(method, path, body);
         assert_eq!(status, 404, "{method} {path}: {text}");
         refused.push((status, text));
     }
@@ -168,14 +171,7 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         ("GET", "/api/devices?limit=many", b""),
         ("GET", "/api/events?after=yesterday", b""),
     ] {
-        let (status, text) = http(
-            server.addr,
-            method,
-            path,
-            Some(TOKEN),
-            "application/json",
-            body,
-        );
+        let (status, text) = with_token(method, path, body);
         assert!(
             (400..500).contains(&status) && status != 404,
             "{method} {path} {}: {status} {text}",

@@ -9,8 +9,8 @@ use std::path::Path;
 use common::*;
 use gwmo_device::settings::{AuthName, FactoryAccount};
 use gwmo_device::{Agent, DeviceSettings};
+use gwmo_proto::Alert;
 use gwmo_proto::codes::{alert, alert_type};
-use gwmo_proto::{Alert, Data, Item, Location, Meta};
 use gwmo_session::Trigger;
 use serde_json::Value;
 
@@ -46,16 +46,7 @@ fn gateway_alert(kind: &str, source: &str, data: String) -> Alert {
         cmd_id: 0,
         code: alert::GENERIC_ALERT,
         correlator: None,
-        items: vec![Item {
-            source: Some(Location::new(source)),
-            meta: Some(Meta {
-                r#type: Some(kind.into()),
-                format: Some("chr".into()),
-                ..Meta::default()
-            }),
-            data: Some(Data::Text(data)),
-            ..Item::default()
-        }],
+        items: vec![gwmo_gateway::gateway::gwmo_alert_item(kind, source, data)],
     }
 }
 

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -77,14 +78,30 @@ fn session_cut_short(server: &ServerProcess, enrollment: &Value, command: i64) {
     panic!("the server never handed over the queued command");
 }
 
+/// A server in `dir` that drops a session idle for `idle_secs`, and takes back the
+/// commands of a session no instance holds after twice that.
+fn server_dropping_idle_sessions_after(dir: &Path, idle_secs: u64) -> ServerProcess {
+    let database = dir.join("server.db").display().to_string();
+    ServerProcess::start_with(
+        dir,
+        &database,
+        &format!("session_idle_secs = {idle_secs}\n"),
+    )
+}
+
+/// `enrollment`'s device running in `dir` with a package-0 listener, once its first
+/// session has told `server` where that listener is.
+fn listening_device(dir: &Path, server: &ServerProcess, enrollment: &Value) -> Daemon {
+    let config = device_config(dir, enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
+    let mut device = device_daemon(&config, dir.join("device.log"));
+    server.reported_notify_url(enrollment["dev_id"].as_str().unwrap(), &mut device);
+    device
+}
+
 #[test]
 fn a_server_killed_mid_session_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start_with(
-        dir.path(),
-        &dir.path().join("server.db").display().to_string(),
-        "session_idle_secs = 1\n",
-    );
+    let mut server = server_dropping_idle_sessions_after(dir.path(), 1);
     let dev_id = "IMEI:350000000000701";
     let enrollment = server.enroll(dev_id, "md5");
     let add = server.queue(
@@ -129,11 +146,7 @@ fn a_listening_device_is_woken_for_the_commands_a_killed_server_abandoned() {
     let dir = tempfile::tempdir().unwrap();
     // Commands are taken back 2 x 3 s after they were sent: time for the device's own
     // first session to come and go before.
-    let mut server = ServerProcess::start_with(
-        dir.path(),
-        &dir.path().join("server.db").display().to_string(),
-        "session_idle_secs = 3\n",
-    );
+    let mut server = server_dropping_idle_sessions_after(dir.path(), 3);
     let dev_id = "IMEI:350000000000703";
     let enrollment = server.enroll(dev_id, "md5");
     let add = server.queue(
@@ -143,20 +156,7 @@ fn a_listening_device_is_woken_for_the_commands_a_killed_server_abandoned() {
     session_cut_short(&server, &enrollment, add);
     server.kill_and_restart();
 
-    let config = device_config(dir.path(), &enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(&config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
-    poll(
-        "the device's first session",
-        Duration::from_secs(30),
-        || {
-            device.assert_running();
-            let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
-            (record["sessions"].as_u64() >= Some(1) && record["notify_url"].is_string())
-                .then_some(())
-        },
-    );
+    let mut device = listening_device(dir.path(), &server, &enrollment);
     assert_eq!(
         server.command(add)["state"],
         "sent",
@@ -185,11 +185,7 @@ fn a_listening_device_is_woken_for_the_commands_a_killed_server_abandoned() {
 #[test]
 fn a_device_that_never_answers_its_wake_up_holds_up_no_other() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start_with(
-        dir.path(),
-        &dir.path().join("server.db").display().to_string(),
-        "session_idle_secs = 3\n",
-    );
+    let mut server = server_dropping_idle_sessions_after(dir.path(), 3);
     // Accepts connections (the kernel does) and never answers.
     let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     // Woken first: the server wakes devices in DevId order.
@@ -215,25 +211,7 @@ fn a_device_that_never_answers_its_wake_up_holds_up_no_other() {
     }
     server.kill_and_restart();
 
-    let config = device_config(
-        dir.path(),
-        &listening_enrollment,
-        "xml",
-        "listen = \"127.0.0.1:0\"\n",
-    );
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(&config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
-    poll(
-        "the listening device's first session",
-        Duration::from_secs(30),
-        || {
-            device.assert_running();
-            let (_, record) = server.api("GET", &format!("/api/devices/{listening}"), None);
-            (record["sessions"].as_u64() >= Some(1) && record["notify_url"].is_string())
-                .then_some(())
-        },
-    );
+    let _device = listening_device(dir.path(), &server, &listening_enrollment);
     assert_eq!(server.command(commands[1])["state"], "sent", "the premise");
     // The sweeper takes both back and wakes both devices, the silent one first.
     poll(
@@ -259,11 +237,7 @@ fn a_device_that_never_answers_its_wake_up_holds_up_no_other() {
 #[test]
 fn a_device_killed_while_writing_its_tree_keeps_a_whole_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_with(
-        dir.path(),
-        &dir.path().join("server.db").display().to_string(),
-        "session_idle_secs = 1\n",
-    );
+    let server = server_dropping_idle_sessions_after(dir.path(), 1);
     let dev_id = "IMEI:350000000000702";
     let enrollment = server.enroll(dev_id, "md5");
     let commands: Vec<i64> = (0..60)
@@ -346,11 +320,7 @@ fn associations(server: &ServerProcess) -> usize {
 #[test]
 fn a_server_killed_in_the_middle_of_a_rollout_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start_with(
-        dir.path(),
-        &dir.path().join("server.db").display().to_string(),
-        "session_idle_secs = 1\n",
-    );
+    let mut server = server_dropping_idle_sessions_after(dir.path(), 1);
     let devices = 120;
     let report = dir.path().join("report.json");
     let mut command = gwmo();

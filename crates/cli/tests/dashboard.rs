@@ -75,9 +75,7 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
         "listen = \"127.0.0.1:0\"\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"2468\"\n"
     );
     let config = device_config(dir.path(), &enrollment, "wbxml", &extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     poll(
         "the validation on the device",
         Duration::from_secs(30),
@@ -174,9 +172,7 @@ fn unreached_device(dir: &std::path::Path, server: &ServerProcess) -> Daemon {
     let extra =
         format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"8642\"\ntimeout_secs = 2\n");
     let config = device_config(&home, &enrollment, "xml", &extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, home.join("device.log"));
+    let mut device = device_daemon(&config, home.join("device.log"));
     poll(
         "the unreached device's tree",
         Duration::from_secs(30),

@@ -15,9 +15,7 @@ const ED: &str = "IMEI:350000000000201";
 fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> Daemon {
     let extra = format!("listen = \"127.0.0.1:0\"\ngateway = \"{gateway}\"\n");
     let config = device_config(dir, enrollment, "wbxml", &extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    Daemon::spawn(command, dir.join(format!("device-{gateway}.log")))
+    device_daemon(&config, dir.join(format!("device-{gateway}.log")))
 }
 
 fn association(server: &ServerProcess) -> Option<String> {
@@ -296,9 +294,7 @@ fn req_8x1_the_device_finds_its_gateway_with_dns_sd() {
     let enrollment = server.enroll(ED, "md5");
     let extra = "listen = \"127.0.0.1:0\"\ndiscover_interface = \"lo\"\ndiscover_wait_ms = 1000\npoll_secs = 1\n"; // it looks again every second
     let config = device_config(dir.path(), &enrollment, "xml", extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     managed_by(&gw1, &mut device);
     assert_eq!(association(&server).as_deref(), Some("gw-1"));
     assert!(
@@ -320,9 +316,7 @@ fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
         "listen = \"127.0.0.1:0\"\nbootstrap_url = \"{bootstrap_url}\"\nuserpin = \"4711\"\n"
     );
     let config = device_config(dir.path(), &enrollment, "xml", &extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
 
     // The device takes the bootstrap, holds its session with the gateway (confirming the
     // bootstrap), the gateway reports the Device Attach Alert, the server records the
@@ -417,9 +411,7 @@ fn req_8x2_a_bootstrap_whose_mac_does_not_verify_changes_nothing_on_the_device()
     let enrollment = server.enroll(ED, "md5");
     let extra = format!("bootstrap_url = \"{bootstrap_url}\"\nuserpin = \"0000\"\n");
     let config = device_config(dir.path(), &enrollment, "xml", &extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     poll(
         "the device to refuse the bootstrap",
         Duration::from_secs(30),
@@ -456,9 +448,7 @@ fn req_8x2_the_device_finds_the_local_bootstrap_server_with_dns_sd() {
     let enrollment = server.enroll(ED, "md5");
     let device_extra = "discover_interface = \"lo\"\ndiscover_wait_ms = 1000\naccept_unsigned_bootstrap = true\npoll_secs = 1\n";
     let config = device_config(dir.path(), &enrollment, "xml", device_extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     managed_by(&gw, &mut device);
     assert!(
         device.log_text().contains("found a local bootstrap server"),
@@ -564,9 +554,7 @@ fn req_8x2_a_standalone_bootstrap_server_hands_the_gateway_the_credentials() {
     let enrollment = server.enroll(ED, "md5");
     let extra = format!("bootstrap_url = \"{url}\"\nuserpin = \"4711\"\n");
     let config = device_config(dir.path(), &enrollment, "xml", &extra);
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     managed_by(&gw, &mut device);
     let tree = device_tree(&dir.path().join("state"));
     assert_eq!(
@@ -591,9 +579,7 @@ fn req_8x2_figure_z_with_a_blank_device() {
         ),
     )
     .unwrap();
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(&config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     managed_by(&gw, &mut device);
     let association = poll(
         "the server to record the association",

@@ -252,19 +252,9 @@ fn a_server_initiated_session_starts_with_package_zero() {
         "wbxml",
         "listen = \"127.0.0.1:0\"\n",
     );
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(&config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     // The device's first session reports where it takes package 0.
-    poll(
-        "the device's first session",
-        Duration::from_secs(30),
-        || {
-            device.assert_running();
-            let (_, body) = server.api("GET", "/api/devices/IMEI:350000000000006", None);
-            body["notify_url"].as_str().map(str::to_owned)
-        },
-    );
+    server.reported_notify_url("IMEI:350000000000006", &mut device);
     let id = server.queue(
         "IMEI:350000000000006",
         r#"{"op":"Exec","target":"./Vendor/gwmo/Ping","data":"woken"}"#,
@@ -486,9 +476,7 @@ fn a_package_zero_made_just_before_a_nonce_change_still_wakes_the_device() {
     let dev_id = "IMEI:350000000000011";
     let enrollment = server.enroll(dev_id, "md5");
     let config = device_config(dir.path(), &enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
-    let mut command = gwmo();
-    command.arg("device").arg("--config").arg(&config);
-    let mut device = Daemon::spawn(command, dir.path().join("device.log"));
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
     let sessions = |n: i64| {
         poll(&format!("session {n}"), Duration::from_secs(30), || {
             let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);

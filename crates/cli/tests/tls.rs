@@ -7,6 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -56,31 +57,12 @@ fn assert_tls_only(what: &str, addr: SocketAddr) {
 fn every_listener_of_every_role_speaks_tls_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let (gw, bootstrap_url) = local_gateway(dir.path(), &server, ED, "4711");
+    let (mut gw, bootstrap_url) = local_gateway(dir.path(), &server, ED, "4711");
     let enrollment = server.enroll(ED, "md5");
     let config = device_config(dir.path(), &enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
-    let mut device = Daemon::spawn(
-        {
-            let mut command = gwmo();
-            command.arg("device").arg("--config").arg(&config);
-            command
-        },
-        dir.path().join("device.log"),
-    );
-    let mut notify_url = |dev_id: &str| {
-        let dev_id = dev_id.to_owned();
-        poll(
-            "a reported notification URL",
-            Duration::from_secs(30),
-            || {
-                device.assert_running();
-                let (_, body) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
-                body["notify_url"].as_str().map(str::to_owned)
-            },
-        )
-    };
-    let device_notify = notify_url(ED);
-    let gateway_notify = notify_url("GW:gw-l");
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
+    let device_notify = server.reported_notify_url(ED, &mut device);
+    let gateway_notify = server.reported_notify_url("GW:gw-l", &mut gw.daemon);
 
     assert_tls_only("the DM server", server.addr);
     assert_tls_only("the gateway's end-device listener", gw.addr);
@@ -90,18 +72,23 @@ fn every_listener_of_every_role_speaks_tls_only() {
     assert!(server.dm_url().starts_with("https://"));
 }
 
+/// A server configuration in `dir` with no `[tls]` table; the server writes the
+/// address it binds to `server.addr`.
+fn server_config_without_tls(dir: &Path) -> PathBuf {
+    let config = dir.join("server.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\naddress_file = {:?}\n",
+        dir.join("server.db"),
+        dir.join("server.addr")
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
 fn a_server_without_a_certificate_refuses_to_start_and_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n",
-            dir.path().join("server.db")
-        ),
-    )
-    .unwrap();
+    let config = server_config_without_tls(dir.path());
     let output = gwmo()
         .arg("server")
         .arg("--config")
@@ -118,16 +105,7 @@ fn a_server_without_a_certificate_refuses_to_start_and_says_how_to_get_one() {
 #[test]
 fn plain_http_takes_the_flag_and_is_logged_as_a_warning() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    let address_file = dir.path().join("server.addr");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = {:?}\naddress_file = {address_file:?}\n",
-            dir.path().join("server.db")
-        ),
-    )
-    .unwrap();
+    let config = server_config_without_tls(dir.path());
     let mut command = gwmo();
     command
         .arg("server")
@@ -135,7 +113,7 @@ fn plain_http_takes_the_flag_and_is_logged_as_a_warning() {
         .arg(&config)
         .arg("--plain-http");
     let mut server = Daemon::spawn(command, dir.path().join("server.log"));
-    let addr = bound_address(&mut server, &address_file);
+    let addr = bound_address(&mut server, &dir.path().join("server.addr"));
     let answer = plain_answer(addr);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let log = server.log_text();

@@ -730,7 +730,7 @@ fn parse_queued(text: &str) -> HashMap<String, i64> {
 }
 
 /// A Generic Alert item about an inventory entry: a type, the entry, JSON data.
-fn gwmo_alert_item(kind: &str, source: &str, data: String) -> Item {
+pub fn gwmo_alert_item(kind: &str, source: &str, data: String) -> Item {
     Item {
         source: Some(Location::new(source)),
         meta: Some(Meta {

@@ -11,12 +11,35 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-/// The files `issue` wrote.
+use crate::TlsSettings;
+
+/// The files `issue` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issued {
     pub ca: PathBuf,
     pub certificate: PathBuf,
     pub private_key: PathBuf,
+}
+
+impl Issued {
+    /// Where `issue(dir, name, ..)` writes (or wrote) its files.
+    pub fn in_dir(dir: &Path, name: &str) -> Issued {
+        Issued {
+            ca: dir.join("ca.pem"),
+            certificate: dir.join(format!("{name}.pem")),
+            private_key: dir.join(format!("{name}-key.pem")),
+        }
+    }
+
+    /// The `[tls]` settings of a role that presents this certificate and trusts its CA.
+    pub fn tls_settings(&self) -> TlsSettings {
+        TlsSettings {
+            certificate: Some(self.certificate.clone()),
+            private_key: Some(self.private_key.clone()),
+            ca: Some(self.ca.clone()),
+            plain_http: false,
+        }
+    }
 }
 
 /// Why certificates could not be made.
@@ -39,8 +62,8 @@ const CA_VALIDITY_DAYS: i64 = 3650;
 /// signed by the CA in `dir`, which is made first if there is none.
 pub fn issue(dir: &Path, name: &str, hosts: &[String]) -> Result<Issued, CertError> {
     std::fs::create_dir_all(dir).map_err(|e| CertError::Io(dir.to_owned(), e))?;
-    let ca = dir.join("ca.pem");
-    let issuer = ca_issuer(dir, &ca)?;
+    let issued = Issued::in_dir(dir, name);
+    let issuer = ca_issuer(dir, &issued.ca)?;
     let mut params = CertificateParams::new(hosts.to_vec())?;
     params.distinguished_name.push(
         DnType::CommonName,
@@ -58,11 +81,6 @@ pub fn issue(dir: &Path, name: &str, hosts: &[String]) -> Result<Issued, CertErr
     validity(&mut params, VALIDITY_DAYS);
     let key = KeyPair::generate()?;
     let certificate = params.signed_by(&key, &issuer)?;
-    let issued = Issued {
-        ca,
-        certificate: dir.join(format!("{name}.pem")),
-        private_key: dir.join(format!("{name}-key.pem")),
-    };
     write_private(&issued.private_key, &key.serialize_pem())?;
     write(&issued.certificate, &certificate.pem())?;
     Ok(issued)
@@ -146,7 +164,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TlsSettings;
 
     fn hosts() -> Vec<String> {
         vec!["localhost".into(), "127.0.0.1".into()]
@@ -156,12 +173,8 @@ mod tests {
     fn issued_certificates_load_as_a_listener_and_as_a_trust_anchor() {
         let dir = tempfile::tempdir().unwrap();
         let issued = issue(dir.path(), "server", &hosts()).unwrap();
-        let settings = TlsSettings {
-            certificate: Some(issued.certificate),
-            private_key: Some(issued.private_key.clone()),
-            ca: Some(issued.ca),
-            plain_http: false,
-        };
+        assert_eq!(issued, Issued::in_dir(dir.path(), "server"));
+        let settings = issued.tls_settings();
         assert!(settings.acceptor("test").unwrap().is_some());
         assert!(settings.client().is_ok());
         let mode = std::os::unix::fs::PermissionsExt::mode(

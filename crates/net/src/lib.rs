@@ -234,13 +234,9 @@ mod tests {
 
     /// TLS settings with a certificate for 127.0.0.1 from a fresh CA in `dir`.
     fn issued(dir: &std::path::Path) -> TlsSettings {
-        let issued = certs::issue(dir, "server", &["127.0.0.1".into()]).unwrap();
-        TlsSettings {
-            certificate: Some(issued.certificate),
-            private_key: Some(issued.private_key),
-            ca: Some(issued.ca),
-            plain_http: false,
-        }
+        certs::issue(dir, "server", &["127.0.0.1".into()])
+            .unwrap()
+            .tls_settings()
     }
 
     fn echo() -> Router {

@@ -65,6 +65,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
+    // Shared by the connections' tasks (a TLS connection is served after its handshake).
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

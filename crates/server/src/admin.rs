@@ -46,6 +46,14 @@ pub(crate) fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
 
+/// The enrolled device `dev_id`, or 404.
+pub(crate) fn known_device(state: &AppState, dev_id: &str) -> Result<DeviceRecord, ApiError> {
+    state
+        .store
+        .device(dev_id)?
+        .ok_or_else(|| not_found("device"))
+}
+
 /// Every `/api` route but the OpenAPI description goes through this first: requests
 /// without the configured bearer token are refused before their body is even read.
 pub async fn require_token(
@@ -226,10 +234,7 @@ pub async fn get_device(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let device = state
-        .store
-        .device(&dev_id)?
-        .ok_or_else(|| not_found("device"))?;
+    let device = known_device(&state, &dev_id)?;
     let commands = state.store.commands_for(&dev_id)?;
     let mut body = device_json(&device);
     body["commands"] = commands.iter().map(command_json).collect();
@@ -244,9 +249,7 @@ pub async fn queue_command(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec =
         CommandSpec::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if state.store.device(&dev_id)?.is_none() {
-        return Err(not_found("device"));
-    }
+    known_device(&state, &dev_id)?;
     let id = state
         .store
         .queue_command(&dev_id, &spec.to_json(), unix_now())?;
@@ -289,10 +292,7 @@ pub async fn notify_device(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let device = state
-        .store
-        .device(&dev_id)?
-        .ok_or_else(|| not_found("device"))?;
+    let device = known_device(&state, &dev_id)?;
     let session_id = crate::notify::send(&state, &device)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
@@ -441,10 +441,7 @@ pub async fn validate_gateway(
     Path(dev_id): Path<String>,
     Json(request): Json<Validation>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let device = state
-        .store
-        .device(&dev_id)?
-        .ok_or_else(|| not_found("device"))?;
+    let device = known_device(&state, &dev_id)?;
     state
         .store
         .gateway(&request.gateway_id)?
@@ -486,9 +483,7 @@ pub async fn change_auth(
     Json(change): Json<AuthChange>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let auth = parse_auth(&change.auth)?;
-    if state.store.device(&dev_id)?.is_none() {
-        return Err(not_found("device"));
-    }
+    known_device(&state, &dev_id)?;
     let account = format!("./DMAcc/{}", state.settings.server_id);
     let name = match auth {
         AuthType::Basic => "BASIC",

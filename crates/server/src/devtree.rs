@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use gwmo_tree::{DMACC, DmAccount, Tree, dm_accounts, provenance};
 use serde_json::{Value, json};
 
-use crate::admin::{ApiError, not_found, queue_and_wake};
+use crate::admin::{ApiError, known_device, queue_and_wake};
 use crate::command::CommandSpec;
 use crate::dm::TREE_REPORT_TARGET;
 use crate::http::AppState;
@@ -26,10 +26,7 @@ pub async fn request_tree(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let device = state
-        .store
-        .device(&dev_id)?
-        .ok_or_else(|| not_found("device"))?;
+    let device = known_device(&state, &dev_id)?;
     let spec = CommandSpec::Get {
         target: TREE_REPORT_TARGET.into(),
     };
@@ -108,10 +105,7 @@ pub async fn get_accounts(
 /// The TNDS document of the device's last reported tree, and when it came; `None`
 /// when it never reported one.
 fn reported_tnds(state: &AppState, dev_id: &str) -> Result<Option<(String, i64)>, ApiError> {
-    state
-        .store
-        .device(dev_id)?
-        .ok_or_else(|| not_found("device"))?;
+    known_device(state, dev_id)?;
     Ok(state.store.tree(dev_id)?)
 }
 

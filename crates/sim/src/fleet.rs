@@ -2,11 +2,13 @@
 //! simulator starts itself (and kills at the end), or servers already running that
 //! it reaches by URL; and the admin API calls the simulation makes on them.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gwmo_net::{HttpClient, Method, TlsSettings};
+use gwmo_server::ServerSettings;
 use serde_json::Value;
 
 use crate::SimError;
@@ -116,12 +118,7 @@ pub fn tls(plain_http: bool, pki: &Path) -> Result<TlsSettings, SimError> {
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
     let issued =
         gwmo_net::certs::issue(pki, "sim", &hosts).map_err(|e| SimError::Tls(e.to_string()))?;
-    Ok(TlsSettings {
-        certificate: Some(issued.certificate),
-        private_key: Some(issued.private_key),
-        ca: Some(issued.ca),
-        plain_http,
-    })
+    Ok(issued.tls_settings())
 }
 
 impl Fleet {
@@ -265,19 +262,15 @@ async fn spawn_server(
     let config = scratch.join(format!("server-{index}.toml"));
     let address_file = scratch.join(format!("server-{index}.addr"));
     let log = scratch.join(format!("server-{index}.log"));
-    let mut text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\nadmin_token = {token:?}\naddress_file = {address_file:?}\n[tls]\nplain_http = {}\n",
-        tls.plain_http
-    );
-    for (key, path) in [
-        ("certificate", &tls.certificate),
-        ("private_key", &tls.private_key),
-        ("ca", &tls.ca),
-    ] {
-        if let Some(path) = path {
-            text.push_str(&format!("{key} = {path:?}\n"));
-        }
-    }
+    let settings = ServerSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database: database.to_owned(),
+        admin_token: Some(token.to_owned()),
+        address_file: Some(address_file.clone()),
+        tls: tls.clone(),
+        ..ServerSettings::default()
+    };
+    let text = toml::to_string(&settings).map_err(|e| SimError::ServerStart(e.to_string()))?;
     std::fs::write(&config, text).map_err(|e| SimError::Io(config.clone(), e))?;
     let log_file = std::fs::File::create(&log).map_err(|e| SimError::Io(log.clone(), e))?;
     let mut child = Command::new(exe)

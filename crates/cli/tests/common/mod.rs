@@ -53,24 +53,12 @@ pub fn pki() -> &'static Path {
 
 /// The TLS settings of every role in the tests.
 pub fn test_tls() -> gwmo_net::TlsSettings {
-    let pki = pki();
-    gwmo_net::TlsSettings {
-        certificate: Some(pki.join("test.pem")),
-        private_key: Some(pki.join("test-key.pem")),
-        ca: Some(pki.join("ca.pem")),
-        plain_http: false,
-    }
+    gwmo_net::certs::Issued::in_dir(pki(), "test").tls_settings()
 }
 
 /// The `[tls]` table every test configuration ends with.
 pub fn tls_table() -> String {
-    let tls = test_tls();
-    format!(
-        "\n[tls]\ncertificate = {:?}\nprivate_key = {:?}\nca = {:?}\n",
-        tls.certificate.unwrap_or_default(),
-        tls.private_key.unwrap_or_default(),
-        tls.ca.unwrap_or_default()
-    )
+    format!("\n[tls]\n{}", toml::to_string(&test_tls()).unwrap())
 }
 
 pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -172,6 +160,13 @@ impl Drop for Daemon {
     }
 }
 
+/// `gwmo device --config CONFIG`, running until the test ends; its log in `log`.
+pub fn device_daemon(config: &Path, log: PathBuf) -> Daemon {
+    let mut command = gwmo();
+    command.arg("device").arg("--config").arg(config);
+    Daemon::spawn(command, log)
+}
+
 /// A running `gwmo server` with its admin API.
 pub struct ServerProcess {
     pub daemon: Daemon,
@@ -246,6 +241,20 @@ impl ServerProcess {
         );
         assert_eq!(status, 201, "queue {spec}: {body}");
         body["id"].as_i64().unwrap()
+    }
+
+    /// Waits, while `device` runs, until `dev_id` has reported where it takes package 0
+    /// (its first session does); returns that URL.
+    pub fn reported_notify_url(&self, dev_id: &str, device: &mut Daemon) -> String {
+        poll(
+            "a reported notification URL",
+            Duration::from_secs(30),
+            || {
+                device.assert_running();
+                let (_, record) = self.api("GET", &format!("/api/devices/{dev_id}"), None);
+                record["notify_url"].as_str().map(str::to_owned)
+            },
+        )
     }
 
     pub fn command(&self, id: i64) -> Value {
