@@ -39,6 +39,7 @@ fn session_cut_short(server: &ServerProcess, enrollment: &Value, command: i64) {
             server_uri: server.dm_url(),
             encoding: Encoding::Xml,
             max_msg_size: 64 * 1024,
+            max_obj_size: 1 << 20,
             client: credentials("client_name", "client_secret"),
             client_nonce: Vec::new(),
             server: credentials("server_name", "server_secret"),

@@ -393,6 +393,7 @@ fn a_replayed_package_one_is_refused() {
             server_uri: text("server_url"),
             encoding: Encoding::Xml,
             max_msg_size: 65536,
+            max_obj_size: 1 << 20,
             client: credentials(text("client_name"), text("client_secret")),
             client_nonce: nonce,
             server: credentials(text("server_name"), text("server_secret")),

@@ -474,6 +474,7 @@ fn client_config(
         server_uri: server_uri.to_owned(),
         encoding: Encoding::from(settings.encoding),
         max_msg_size: settings.max_msg_size,
+        max_obj_size: settings.max_obj_size,
         client: Credentials {
             auth: client.auth_type,
             name: client.name.clone(),

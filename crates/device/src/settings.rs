@@ -21,6 +21,9 @@ pub struct DeviceSettings {
     pub encoding: WireEncoding,
     /// Largest message it accepts (announced as MaxMsgSize).
     pub max_msg_size: usize,
+    /// Largest object it takes in chunks (announced as MaxObjSize); a larger one is
+    /// refused with 413.
+    pub max_obj_size: usize,
     /// Where the device's DM tree is kept (`--state` overrides it).
     pub state_dir: PathBuf,
     /// Where to take package-0 notifications over HTTP; none: no listener.
@@ -65,6 +68,7 @@ impl Default for DeviceSettings {
             model: "gwmo-device".into(),
             encoding: WireEncoding::Xml,
             max_msg_size: 64 * 1024,
+            max_obj_size: 4 << 20,
             state_dir: PathBuf::from("gwmo-device-state"),
             listen: None,
             notify_url: None,

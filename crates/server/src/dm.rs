@@ -98,6 +98,7 @@ impl DmService {
             server_uri: dm_url,
             resp_uri,
             max_msg_size: settings.max_msg_size,
+            max_obj_size: settings.max_obj_size,
             max_auth_attempts: settings.max_auth_attempts,
         };
         DmService {

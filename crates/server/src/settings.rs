@@ -26,6 +26,9 @@ pub struct ServerSettings {
     pub admin_token: Option<String>,
     /// Largest DM message accepted (announced as MaxMsgSize), in bytes.
     pub max_msg_size: usize,
+    /// Largest result kept whole when a device sends it in chunks (announced as
+    /// MaxObjSize), in bytes; of a larger one only its size is stored.
+    pub max_obj_size: usize,
     /// Failed authentications in one session before it is ended.
     pub max_auth_attempts: u32,
     /// Failed authentications of one device (across sessions, with no success in
@@ -58,6 +61,7 @@ impl Default for ServerSettings {
             instance_url: None,
             admin_token: None,
             max_msg_size: 1 << 20,
+            max_obj_size: 16 << 20,
             max_auth_attempts: 3,
             auth_lockout_failures: 10,
             auth_lockout_secs: 300,

@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub encoding: Encoding,
     /// The largest message we accept, announced in our header.
     pub max_msg_size: usize,
+    /// The largest object we take in chunks (announced as MaxObjSize): a larger one is
+    /// refused with 413, and nothing of it is kept.
+    pub max_obj_size: usize,
     /// Our credentials (CLCRED) and the nonce the server last gave us.
     pub client: Credentials,
     pub client_nonce: Vec<u8>,
@@ -93,6 +96,8 @@ struct LargeObject {
     data: Option<Data>,
     /// The size the first chunk announced.
     size: Option<u64>,
+    /// Larger than our MaxObjSize: every chunk is answered 413, none is kept.
+    refused: bool,
 }
 
 fn target_of(item: &Item) -> Option<&str> {
@@ -283,7 +288,9 @@ impl ClientSession {
 
     /// Runs one server command, reassembling large objects (DM large object delivery):
     /// each chunk but the last is answered 213, the whole object runs once complete and
-    /// its size checked (424 if it differs from the announced one).
+    /// its size checked (424 if it differs from the announced one). An object that
+    /// announces, or grows to, more than our MaxObjSize gets 413 for it and every
+    /// chunk after, and is never kept or run.
     fn run(
         &mut self,
         command: &Command,
@@ -311,8 +318,24 @@ impl ClientSession {
             first: command.clone(),
             data: None,
             size: item.meta.as_ref().and_then(|m| m.size),
+            refused: false,
         });
-        crate::packer::append_chunk(&mut large.data, item.data.as_ref());
+        if !large.refused {
+            crate::packer::append_chunk(&mut large.data, item.data.as_ref());
+            let max = self.config.max_obj_size;
+            let received = large.data.as_ref().map_or(0, Data::len);
+            if large.size.is_some_and(|size| size > max as u64) || received > max {
+                large.refused = true;
+                large.data = None;
+            }
+        }
+        if large.refused {
+            if !item.more_data {
+                self.large = None;
+            }
+            self.queue_status(command, msg_ref, status::REQUEST_ENTITY_TOO_LARGE);
+            return;
+        }
         if item.more_data {
             self.queue_status(command, msg_ref, status::CHUNKED_ITEM_ACCEPTED);
             return;
@@ -467,6 +490,7 @@ impl ClientSession {
             resp_uri: None,
             cred: self.prover.cred(),
             max_msg_size: self.config.max_msg_size,
+            max_obj_size: self.config.max_obj_size,
         }
         .build();
         let packed = pack(

@@ -60,6 +60,7 @@ pub(crate) struct OutgoingHeader<'a> {
     pub(crate) resp_uri: Option<String>,
     pub(crate) cred: Option<Cred>,
     pub(crate) max_msg_size: usize,
+    pub(crate) max_obj_size: usize,
 }
 
 impl OutgoingHeader<'_> {
@@ -78,6 +79,7 @@ impl OutgoingHeader<'_> {
             cred: self.cred,
             meta: Some(Meta {
                 max_msg_size: Some(self.max_msg_size as u64),
+                max_obj_size: Some(self.max_obj_size as u64),
                 ..Meta::default()
             }),
         }

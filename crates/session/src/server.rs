@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::codes::{alert, status};
-use gwmo_proto::{Alert, Command, Encoding, Item, Message, Status};
+use gwmo_proto::{Alert, Command, Data, Encoding, Item, Message, Meta, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
@@ -23,8 +23,21 @@ pub struct ServerConfig {
     pub resp_uri: Option<String>,
     /// The largest message we accept, announced in our header.
     pub max_msg_size: usize,
+    /// The largest result we keep whole (announced as MaxObjSize): of a larger one only
+    /// its size is kept.
+    pub max_obj_size: usize,
     /// Failed authentications in a session after which it is ended.
     pub max_auth_attempts: u32,
+}
+
+/// A large result being received in chunks.
+#[derive(Debug)]
+struct PartialResult {
+    /// The first chunk's item, with the data received so far while it is within our
+    /// MaxObjSize; past it, none.
+    item: Item,
+    /// Bytes received so far.
+    received: usize,
 }
 
 /// Both directions of authentication with one device, as the store holds them.
@@ -122,7 +135,7 @@ pub struct ServerSession {
     outcomes: BTreeMap<u64, CommandOutcome>,
     events: Vec<ServerEvent>,
     /// The chunks of a large result received so far.
-    partial_result: Option<Item>,
+    partial_result: Option<PartialResult>,
     pending: Option<Pending>,
     ended: bool,
 }
@@ -452,19 +465,31 @@ impl ServerSession {
             return;
         };
         for item in &r.items {
-            // A large result comes in chunks: MoreData on all but the last.
-            let mut whole = match self.partial_result.take() {
-                Some(mut partial) => {
-                    crate::packer::append_chunk(&mut partial.data, item.data.as_ref());
-                    partial
-                }
-                None => item.clone(),
-            };
+            // A large result comes in chunks: MoreData on all but the last. One larger
+            // than our MaxObjSize is not kept: only its size is.
+            let mut partial = self.partial_result.take().unwrap_or_else(|| PartialResult {
+                item: Item {
+                    data: None,
+                    ..item.clone()
+                },
+                received: 0,
+            });
+            partial.received += item.data.as_ref().map_or(0, Data::len);
+            let too_large = partial.received > self.config.max_obj_size;
+            if too_large {
+                partial.item.data = None;
+            } else {
+                crate::packer::append_chunk(&mut partial.item.data, item.data.as_ref());
+            }
             if item.more_data {
-                self.partial_result = Some(whole);
+                self.partial_result = Some(partial);
                 continue;
             }
+            let mut whole = partial.item;
             whole.more_data = false;
+            if too_large {
+                whole.meta.get_or_insert_with(Meta::default).size = Some(partial.received as u64);
+            }
             self.outcomes.entry(tag).or_default().results.push(whole);
         }
     }
@@ -504,6 +529,7 @@ impl ServerSession {
             resp_uri: self.config.resp_uri.clone(),
             cred: shows_credentials.then(|| self.prover.cred()).flatten(),
             max_msg_size: self.config.max_msg_size,
+            max_obj_size: self.config.max_obj_size,
         }
         .build();
         let packed = pack(

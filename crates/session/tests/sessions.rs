@@ -130,6 +130,7 @@ impl Pair {
             server_uri: "http://127.0.0.1/dm".into(),
             encoding,
             max_msg_size: client_max,
+            max_obj_size: MAX_OBJ,
             client: creds(auth, "device-1", "client-secret"),
             client_nonce: b"n-old".to_vec(),
             server: creds(auth, "gwmo-dms", "server-secret"),
@@ -147,6 +148,7 @@ impl Pair {
                 server_uri: "http://127.0.0.1/dm".into(),
                 resp_uri: None,
                 max_msg_size: server_max,
+                max_obj_size: MAX_OBJ,
                 max_auth_attempts: 3,
             },
             "IMEI:490154203237518".into(),
@@ -379,6 +381,7 @@ fn wrong_device_secret_is_refused_until_the_session_gives_up() {
             server_uri: "http://127.0.0.1/dm".into(),
             resp_uri: None,
             max_msg_size: 1 << 20,
+            max_obj_size: MAX_OBJ,
             max_auth_attempts: 3,
         },
         "IMEI:490154203237518".into(),
@@ -413,6 +416,7 @@ fn a_server_with_wrong_credentials_is_not_obeyed() {
             server_uri: "http://127.0.0.1/dm".into(),
             encoding: Encoding::Xml,
             max_msg_size: 1 << 20,
+            max_obj_size: MAX_OBJ,
             client: creds(AuthType::Md5, "device-1", "client-secret"),
             client_nonce: b"n-old".to_vec(),
             server: creds(AuthType::Md5, "gwmo-dms", "what-the-device-expects"),
@@ -534,6 +538,13 @@ fn commands_are_never_sent_before_the_device_authenticates() {
     assert_eq!(pair.server.unsent_tags(), vec![1]);
 }
 
+/// The MaxObjSize of both sides in these tests: above `big_text`, below `huge_text`.
+const MAX_OBJ: usize = 32 * 1024;
+
+fn huge_text() -> String {
+    "x".repeat(MAX_OBJ + 1)
+}
+
 fn big_text() -> String {
     (0..10_000)
         .map(|i| ['a', '&', '<', 'é', 'z'][i % 5])
@@ -602,6 +613,59 @@ fn chunks_that_do_not_add_up_to_the_announced_size_get_424() {
     assert_eq!(
         pair.tree.0["./Vendor/Big"], "small",
         "a mismatched object was stored"
+    );
+}
+
+#[test]
+fn an_object_larger_than_max_obj_size_gets_413_and_nothing_of_it_is_kept() {
+    for encoding in [Encoding::Xml, Encoding::Wbxml] {
+        let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 2048, 1 << 20);
+        pair.tree.0.insert("./Vendor/Big".into(), "small".into());
+        pair.server
+            .enqueue(1, replace("./Vendor/Big", &huge_text()));
+        pair.server.enqueue(2, replace("./DevDetail/FwV", "2.0"));
+        let (outcome, server_events, _) = pair.run().unwrap();
+        assert_eq!(outcome, ClientOutcome::Completed);
+        let results = done(&server_events);
+        assert_eq!(
+            results[&1].0,
+            status::REQUEST_ENTITY_TOO_LARGE,
+            "{encoding:?}"
+        );
+        assert_eq!(
+            pair.tree.0["./Vendor/Big"], "small",
+            "part of it was stored"
+        );
+        assert_eq!(results[&2].0, status::OK, "the next command ran as usual");
+    }
+}
+
+#[test]
+fn a_huge_announced_size_is_refused_at_the_first_chunk() {
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    pair.tree.0.insert("./Vendor/Big".into(), "small".into());
+    pair.server.enqueue(1, chunk("abc", true, Some(u64::MAX)));
+    pair.server.enqueue(2, chunk("def", false, None));
+    let (_, server_events, _) = pair.run().unwrap();
+    let results = done(&server_events);
+    assert_eq!(results[&1].0, status::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(results[&2].0, status::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(pair.tree.0["./Vendor/Big"], "small");
+}
+
+#[test]
+fn a_result_larger_than_max_obj_size_is_kept_as_its_size_only() {
+    let mut pair = Pair::with_limits(AuthType::Md5, Encoding::Wbxml, b"n-old", 1 << 20, 2048);
+    pair.tree.0.insert("./Vendor/Big".into(), huge_text());
+    pair.server.enqueue(1, get("./Vendor/Big"));
+    let (_, server_events, _) = pair.run().unwrap();
+    let results = done(&server_events);
+    assert_eq!(results[&1].0, status::OK);
+    let item = &results[&1].1[0];
+    assert_eq!(item.data, None, "the data was kept");
+    assert_eq!(
+        item.meta.as_ref().and_then(|m| m.size),
+        Some(huge_text().len() as u64)
     );
 }
 
