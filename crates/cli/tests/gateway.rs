@@ -270,6 +270,14 @@ fn a_fan_out_from_the_server_runs_through_the_gateway_on_several_devices() {
             .contains("not in this gateway")
     );
 
+    // Once the server has the results, the gateway keeps nothing of the fan-out: its
+    // tree would otherwise grow with every fan-out for as long as it runs.
+    poll(
+        "the finished fan-out gone from the gateway's tree",
+        Duration::from_secs(30),
+        || fan_out_status_on(&gw, id).is_none().then_some(()),
+    );
+
     let (status, _) = server.api("POST", "/api/gateways/gw-unknown/fanout", Some(&request));
     assert_eq!(status, 404);
     let (status, _) = server.api(
@@ -659,21 +667,27 @@ fn a_gateway_with_server_assisted_bootstrapping_off_refuses_it_cleanly() {
 /// A gateway killed with SIGKILL in the middle of a fan-out (its command queued for an
 /// end device that is away) resumes it when it starts again: the device runs the
 /// command once, and the DM Server gets the results.
-#[test]
-fn a_gateway_killed_during_a_fan_out_resumes_it_and_runs_each_command_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
-    let mut gw = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+/// The end device, managed by `gw`, goes away; then the server hands `gw` a fan-out of
+/// an Add for it, which waits at the gateway. Returns the fan-out's id and the device's
+/// enrollment.
+fn fan_out_waiting_for_an_absent_device(
+    dir: &Path,
+    server: &ServerProcess,
+    gw: &GatewayProcess,
+) -> (i64, Value) {
     let enrollment = server.enroll(ED, "md5");
-    let mut device = end_device(dir.path(), &enrollment, "gw-1");
-    managed_by(&gw, &mut device);
-    // The device goes away: the fan-out's command waits at the gateway.
+    let mut device = end_device(dir, &enrollment, &gw.gateway_id);
+    managed_by(gw, &mut device);
     device.kill();
 
     let request = format!(
         r#"{{"targets":["{ED}"],"command":{{"op":"Add","target":"./Vendor/gwmo/FannedOut","data":"once"}}}}"#
     );
-    let (status, body) = server.api("POST", "/api/gateways/gw-1/fanout", Some(&request));
+    let (status, body) = server.api(
+        "POST",
+        &format!("/api/gateways/{}/fanout", gw.gateway_id),
+        Some(&request),
+    );
     assert_eq!(status, 202, "{body}");
     let fanout = body["id"].as_i64().unwrap();
     let gateway_state = gw.dir.join("state").join("upstream");
@@ -688,6 +702,23 @@ fn a_gateway_killed_during_a_fan_out_resumes_it_and_runs_each_command_once() {
             .then_some(())
         },
     );
+    (fanout, enrollment)
+}
+
+/// The Status leaf of fan-out `id` in the gateway's tree, while the fan-out is there.
+fn fan_out_status_on(gw: &GatewayProcess, id: i64) -> Option<String> {
+    let tree = device_tree(&gw.dir.join("state").join("upstream"));
+    leaf(&tree, &format!("./GwMO/Fanout/{id}/Status"))?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn a_gateway_killed_during_a_fan_out_resumes_it_and_runs_each_command_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut gw = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+    let (fanout, enrollment) = fan_out_waiting_for_an_absent_device(dir.path(), &server, &gw);
 
     gw.kill_and_restart();
     // The device is back, and holds its sessions (with the gateway too).
@@ -717,5 +748,45 @@ fn a_gateway_killed_during_a_fan_out_resumes_it_and_runs_each_command_once() {
     assert_eq!(
         leaf(&tree, "./Vendor/gwmo/FannedOut"),
         Some(&Value::from("once"))
+    );
+}
+
+/// A fan-out that finishes while the DM Server is down keeps its results in the
+/// gateway's tree; they reach the server once it is back, and only then does the
+/// gateway remove the fan-out.
+#[test]
+fn fan_out_results_the_server_missed_are_reported_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let gw = GatewayProcess::start(dir.path(), &server, "gw-1", "");
+    let (fanout, enrollment) = fan_out_waiting_for_an_absent_device(dir.path(), &server, &gw);
+
+    server.daemon.kill();
+    // The device is back and runs the command; the results have nowhere to go.
+    let mut device = end_device(dir.path(), &enrollment, "gw-1");
+    poll(
+        "the fan-out finished and kept on the gateway",
+        Duration::from_secs(60),
+        || {
+            device.assert_running();
+            (fan_out_status_on(&gw, fanout)? == "done").then_some(())
+        },
+    );
+
+    server.kill_and_restart();
+    let done = poll(
+        "the missed results on the restarted server",
+        Duration::from_secs(60),
+        || {
+            let (_, record) = server.api("GET", &format!("/api/fanouts/{fanout}"), None);
+            (record["state"] == "done").then_some(record)
+        },
+    );
+    assert_eq!(done["results"][0]["dev_id"], ED, "{done}");
+    assert_eq!(done["results"][0]["status"], 200, "{done}");
+    poll(
+        "the reported fan-out gone from the gateway's tree",
+        Duration::from_secs(30),
+        || fan_out_status_on(&gw, fanout).is_none().then_some(()),
     );
 }

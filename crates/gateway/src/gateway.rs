@@ -19,7 +19,7 @@ use gwmo_server::command::CommandSpec;
 use gwmo_server::http::AppState;
 use gwmo_server::store::{CommandState, NewDevice};
 use gwmo_server::{Server, ServerSettings};
-use gwmo_session::Trigger;
+use gwmo_session::{ClientOutcome, Trigger};
 use gwmo_tree::{Acl, Format, Tree, TreeError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,6 +47,8 @@ pub enum GatewayError {
     Bootstrap(String),
     #[error("end-device store: {0}")]
     Store(#[from] gwmo_server::store::StoreError),
+    #[error("the DM Server aborted the session that carried a report")]
+    ReportAborted,
 }
 
 /// One entry of the Device Inventory, as the DM Server wrote it.
@@ -98,6 +100,7 @@ impl Gateway {
                 .join("end-devices.db")
                 .display()
                 .to_string(),
+            database_cache_mib: END_DEVICE_STORE_CACHE_MIB,
             admin_token: settings.admin_token.clone(),
             tls: settings.tls.clone(),
             ..ServerSettings::default()
@@ -522,10 +525,14 @@ impl Syncer {
             correlator: None,
             items,
         };
-        self.agent
+        let report = self
+            .agent
             .session(&upstream.server_id, Trigger::Client, None, vec![alert])
             .await?;
-        Ok(())
+        match report.outcome {
+            ClientOutcome::Completed => Ok(()),
+            ClientOutcome::Aborted => Err(GatewayError::ReportAborted),
+        }
     }
 
     /// Writes each entry's State and LastSession into the inventory, for the DM Server.
@@ -583,6 +590,18 @@ impl Syncer {
                         fanout = id,
                         "resuming a fan-out the gateway had not finished"
                     );
+                }
+                "done" if !self.fanouts_running().contains(id) => {
+                    // Finished, but the DM Server has not acknowledged the results yet.
+                    self.fanouts_running().insert(id.to_owned());
+                    let (syncer, id, results) = (self.clone(), id.to_owned(), leaf("Results"));
+                    tokio::spawn(async move {
+                        if let Err(error) = syncer.deliver_fanout(&id, results).await {
+                            warn!(fanout = %id, %error, "could not report the fan-out's results");
+                        }
+                        syncer.fanouts_running().remove(&id);
+                    });
+                    continue;
                 }
                 _ => continue,
             }
@@ -702,8 +721,18 @@ impl Syncer {
                 tree.set_leaf(&format!("{node}/Status"), "done", Format::Chr)
             })
             .await?;
+        self.deliver_fanout(id, results).await
+    }
+
+    /// Reports a finished fan-out's results to the DM Server and, once a session has
+    /// carried them, removes the fan-out from the tree: kept, every fan-out would grow
+    /// the tree (held in memory, written after every change) for as long as the gateway
+    /// runs. Results a session could not carry stay, and go with the next sync.
+    async fn deliver_fanout(&self, id: &str, results: String) -> Result<(), GatewayError> {
+        let node = format!("{FANOUT}/{id}");
         let item = gwmo_alert_item(codes::alert_type::FANOUT_RESULTS, &node, results);
         self.report_upstream(vec![item]).await?;
+        self.agent.update_tree(|tree| tree.remove(&node)).await?;
         info!(fanout = id, "fan-out results reported");
         Ok(())
     }
@@ -742,6 +771,10 @@ pub fn gwmo_alert_item(kind: &str, source: &str, data: String) -> Item {
         ..Item::default()
     }
 }
+
+/// The page cache of the gateway's end-device store: it holds the gateway's own
+/// devices, not a fleet, and a gateway's memory is small.
+const END_DEVICE_STORE_CACHE_MIB: u32 = 4;
 
 /// How often the inventory's State and LastSession are brought up to date.
 const STATE_REFRESH: Duration = Duration::from_secs(1);

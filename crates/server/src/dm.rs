@@ -693,6 +693,15 @@ impl DmService {
         Ok(devices.len())
     }
 
+    /// Forgets the history that ended more than `history_days` before `unix_now`
+    /// (nothing when the setting is 0). Returns how many records went.
+    pub fn forget_old_history(&self, unix_now: i64) -> Result<u64, DmError> {
+        match i64::from(self.settings.history_days) {
+            0 => Ok(0),
+            days => Ok(self.store.forget_history(unix_now - days * 86_400)?),
+        }
+    }
+
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
         // A panic while holding the lock cannot leave the map half-changed: recover it.
         self.sessions
@@ -748,5 +757,69 @@ pub fn device_auth(device: &DeviceRecord) -> DeviceAuth {
             secret: device.server_secret.clone(),
         },
         server_nonce: device.server_nonce.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewDevice, SqliteStore};
+
+    fn service(history_days: u32) -> (DmService, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let settings = ServerSettings {
+            history_days,
+            ..ServerSettings::default()
+        };
+        let dm = DmService::new(
+            store.clone(),
+            settings,
+            "https://dms.example/dm".into(),
+            None,
+            None,
+            Arc::default(),
+        );
+        (dm, store)
+    }
+
+    /// A device with one command that finished at `done_at`.
+    fn finished_command(store: &dyn Store, done_at: i64) -> i64 {
+        store
+            .enroll(
+                &NewDevice {
+                    dev_id: "IMEI:1".into(),
+                    auth: gwmo_proto::auth::AuthType::Md5,
+                    client_name: "c".into(),
+                    client_secret: "cs".into(),
+                    server_name: "s".into(),
+                    server_secret: "ss".into(),
+                },
+                0,
+            )
+            .unwrap();
+        let id = store.queue_command("IMEI:1", "{}", 0).unwrap();
+        store.claim_pending("IMEI:1", "s1", 0).unwrap();
+        store.complete(id, 200, "{}", done_at).unwrap();
+        id
+    }
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn history_is_forgotten_once_older_than_history_days() {
+        let (dm, store) = service(30);
+        let id = finished_command(store.as_ref(), 1_000);
+        assert_eq!(dm.forget_old_history(1_000 + 30 * DAY).unwrap(), 0);
+        assert!(store.command(id).unwrap().is_some());
+        assert_eq!(dm.forget_old_history(1_001 + 30 * DAY).unwrap(), 1);
+        assert!(store.command(id).unwrap().is_none());
+    }
+
+    #[test]
+    fn history_days_zero_keeps_history_for_ever() {
+        let (dm, store) = service(0);
+        let id = finished_command(store.as_ref(), 1_000);
+        assert_eq!(dm.forget_old_history(1_000 + 10_000 * DAY).unwrap(), 0);
+        assert!(store.command(id).unwrap().is_some());
     }
 }

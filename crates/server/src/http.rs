@@ -30,6 +30,9 @@ pub struct AppState {
     pub client: HttpClient,
 }
 
+/// How often the sweeper forgets history older than `history_days`.
+const FORGET_HISTORY_EVERY: Duration = Duration::from_secs(3600);
+
 /// Seconds since the Unix epoch, for what the store records.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -189,7 +192,7 @@ impl Server {
     pub async fn bind(settings: ServerSettings) -> Result<Server, crate::ServerError> {
         let tls = settings.tls.acceptor("DM server")?;
         let client = HttpClient::new(&settings.tls.client()?, Duration::from_secs(10), 64 * 1024);
-        let store = crate::store::open(&settings.database)?;
+        let store = crate::store::open(&settings.database, settings.database_cache_mib)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
@@ -247,25 +250,38 @@ impl Server {
         // claimed come back to the queue.
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(period));
+            let mut history_forgotten_at: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 let state = sweeper_state.clone();
+                let forget_history =
+                    history_forgotten_at.is_none_or(|at| at.elapsed() >= FORGET_HISTORY_EVERY);
+                if forget_history {
+                    history_forgotten_at = Some(Instant::now());
+                }
                 let swept = tokio::task::spawn_blocking(move || {
                     let idle = state.dm.evict_idle(Instant::now())?;
                     let abandoned = state.dm.requeue_abandoned(unix_now())?;
-                    Ok::<_, DmError>((idle, abandoned))
+                    let forgotten = match forget_history {
+                        true => state.dm.forget_old_history(unix_now())?,
+                        false => 0,
+                    };
+                    Ok::<_, DmError>((idle, abandoned, forgotten))
                 })
                 .await;
                 match swept {
-                    Ok(Ok((0, 0))) => {}
-                    Ok(Ok((idle, woken))) => {
+                    Ok(Ok((0, 0, 0))) => {}
+                    Ok(Ok((idle, woken, forgotten))) => {
                         info!(
                             idle,
                             woken,
-                            "idle sessions dropped; abandoned commands requeued and their devices woken"
+                            forgotten,
+                            "idle sessions dropped; abandoned commands requeued and their devices woken; old history forgotten"
                         )
                     }
-                    Ok(Err(error)) => warn!(%error, "sweeping sessions and commands failed"),
+                    Ok(Err(error)) => {
+                        warn!(%error, "sweeping sessions, commands and history failed")
+                    }
                     Err(_) => {}
                 }
             }

@@ -18,6 +18,12 @@ pub struct ServerSettings {
     /// Where the store is: the path of an SQLite file (created on first start), or a
     /// `postgres://user:password@host/database` URL for several instances sharing one.
     pub database: String,
+    /// SQLite's page cache, in MiB. The server's memory grows with its store until the
+    /// cache is full, then stays there. (A PostgreSQL store caches in its own server.)
+    pub database_cache_mib: u32,
+    /// How long finished commands, finished fan-outs and events are kept, in days
+    /// (0: for ever). Devices, associations and queued commands are never forgotten.
+    pub history_days: u32,
     /// The URL that reaches this very instance, sent to devices as RespURI so that a
     /// session started here continues here. Needed when several instances share one
     /// public URL; defaults to `https://<listen>/dm` (`http` with plain HTTP) with a PostgreSQL store.
@@ -58,6 +64,8 @@ impl Default for ServerSettings {
             public_url: None,
             server_id: "gwmo-dms".into(),
             database: "gwmo-server.db".into(),
+            database_cache_mib: 32,
+            history_days: 90,
             instance_url: None,
             admin_token: None,
             max_msg_size: 1 << 20,

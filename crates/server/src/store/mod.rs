@@ -20,12 +20,12 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
-/// the path of an SQLite file.
-pub fn open(database: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// the path of an SQLite file with a page cache of `cache_mib`.
+pub fn open(database: &str, cache_mib: u32) -> Result<Arc<dyn Store>, StoreError> {
     if is_shared(database) {
         Ok(Arc::new(PostgresStore::open(database)?))
     } else {
-        Ok(Arc::new(SqliteStore::open(Path::new(database))?))
+        Ok(Arc::new(SqliteStore::open(Path::new(database), cache_mib)?))
     }
 }
 
@@ -311,6 +311,10 @@ pub trait Store: Send + Sync {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>, StoreError>;
+    /// Deletes the history that ended before `before`: finished commands, finished
+    /// fan-outs and events. Devices, associations, gateways and whatever is still
+    /// queued or running stay. Returns how many records went.
+    fn forget_history(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 fn auth_text(auth: AuthType) -> &'static str {

@@ -101,6 +101,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN tree TEXT, ADD COLUMN tree_at BIGINT;
 "#,
+    // History is forgotten by age (`history_days`) without scanning whole tables.
+    r#"
+    CREATE INDEX commands_by_done_at ON commands (done_at) WHERE state = 'done';
+    CREATE INDEX fanouts_by_done_at ON fanouts (done_at) WHERE state = 'done';
+    CREATE INDEX events_by_time ON events (at);
+"#,
 ];
 
 /// Any fixed number: the advisory lock instances take while migrating.
@@ -710,6 +716,18 @@ impl Store for PostgresStore {
             &[&dev_id],
             |row| Ok((row.try_get(0)?, row.try_get(1)?)),
         )
+    }
+
+    fn forget_history(&self, before: i64) -> Result<u64, StoreError> {
+        let mut forgotten = 0;
+        for sql in [
+            "DELETE FROM commands WHERE state = 'done' AND done_at < $1",
+            "DELETE FROM fanouts WHERE state = 'done' AND done_at < $1",
+            "DELETE FROM events WHERE at < $1",
+        ] {
+            forgotten += self.execute(sql, &[&before])?;
+        }
+        Ok(forgotten)
     }
 
     fn log_event(

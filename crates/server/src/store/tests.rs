@@ -402,3 +402,51 @@ fn postgres_under_test() -> Option<String> {
         }
     }
 }
+
+#[test]
+fn history_older_than_the_cutoff_is_forgotten_and_nothing_else() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.enroll(&device("GW:1"), 0).unwrap();
+        let gateway = GatewayRecord {
+            gateway_id: "gw-1".into(),
+            dev_id: "GW:1".into(),
+            dm_url: "http://gw/dm".into(),
+            server_assisted: true,
+        };
+        store.register_gateway(&gateway).unwrap();
+        let old = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        let recent = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        let running = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store.claim_pending("IMEI:1", "s1", 2).unwrap();
+        store.complete(old, 200, "{}", 10).unwrap();
+        store.complete(recent, 200, "{}", 100).unwrap();
+        let queued = store.queue_command("IMEI:1", "{}", 3).unwrap();
+        let fanout = |done_at: Option<i64>| {
+            let id = store.create_fanout("gw-1", "IMEI:1", "{}", 1).unwrap();
+            if let Some(at) = done_at {
+                assert!(store.complete_fanout(id, "gw-1", "[]", at).unwrap());
+            }
+            id
+        };
+        let (old_fanout, recent_fanout, open_fanout) =
+            (fanout(Some(10)), fanout(Some(100)), fanout(None));
+        store.log_event(Some("IMEI:1"), "alert", "{}", 10).unwrap();
+        store.log_event(Some("IMEI:1"), "alert", "{}", 100).unwrap();
+
+        assert_eq!(store.forget_history(50).unwrap(), 3);
+        assert!(store.command(old).unwrap().is_none());
+        for kept in [recent, running, queued] {
+            assert!(store.command(kept).unwrap().is_some(), "command {kept}");
+        }
+        assert!(store.fanout(old_fanout).unwrap().is_none());
+        for kept in [recent_fanout, open_fanout] {
+            assert!(store.fanout(kept).unwrap().is_some(), "fan-out {kept}");
+        }
+        let events = store.events(0, 10, &EventFilter::default()).unwrap();
+        assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), vec![100]);
+        assert!(store.device("IMEI:1").unwrap().is_some());
+        assert!(store.gateway("gw-1").unwrap().is_some());
+        assert_eq!(store.forget_history(50).unwrap(), 0);
+    });
+}
