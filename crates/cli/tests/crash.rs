@@ -1,7 +1,8 @@
 //! Crash consistency with real processes: a DM Server killed with SIGKILL in the
 //! middle of a session, or of a whole simulated rollout, loses no device, association,
 //! queued command or result, and runs none twice; a device killed while writing its
-//! tree keeps a whole one.
+//! tree keeps a whole one; a gateway that sends a report again because the answer died
+//! with the server does not get it handled twice.
 
 mod common;
 
@@ -419,4 +420,41 @@ fn a_server_killed_in_the_middle_of_a_rollout_loses_and_duplicates_nothing() {
             .any(|c| c["state"] == "sent");
         (!stuck).then_some(())
     });
+}
+
+/// A gateway whose Device Attach reached the server but whose answer did not (the
+/// server was killed before it could send it) reports the same attach again: the
+/// server recognises the bootstrap it already handled and queues no second validation.
+/// A new bootstrap of the same device by the same gateway is validated again.
+#[test]
+fn a_device_attach_sent_again_after_a_lost_answer_queues_one_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let device = "IMEI:350000000000801";
+    server.enroll(device, "md5");
+    let gateway = registered_gateway(&server, "gw-l");
+    let validations = || {
+        let (_, record) = server.api("GET", &format!("/api/devices/{device}"), None);
+        assert_eq!(record["gateway"]["gateway_id"], "gw-l", "{record}");
+        record["commands"].as_array().unwrap().len()
+    };
+
+    session_with_alerts(
+        dir.path(),
+        &gateway,
+        vec![attach_alert(device, Some("1000"))],
+    );
+    assert_eq!(validations(), 1);
+    session_with_alerts(
+        dir.path(),
+        &gateway,
+        vec![attach_alert(device, Some("1000"))],
+    );
+    assert_eq!(validations(), 1, "the same attach, sent again");
+    session_with_alerts(
+        dir.path(),
+        &gateway,
+        vec![attach_alert(device, Some("2000"))],
+    );
+    assert_eq!(validations(), 2, "a new bootstrap");
 }

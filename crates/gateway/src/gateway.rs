@@ -441,8 +441,12 @@ impl Syncer {
                     .cloned()
                     .unwrap_or_default()
             };
+            // IssuedAt names the bootstrap: the server tells this report sent again (its
+            // answer lost) from a new bootstrap of the same device.
+            let issued_at = tree.value(&format!("{INVENTORY}/{}/IssuedAt", entry.node));
             let data = serde_json::json!({
                 "dev_id": entry.dev_id, "man": info("Man"), "mod": info("Mod"), "origin": entry.origin,
+                "issued_at": issued_at,
             });
             items.push(gwmo_alert_item(
                 codes::alert_type::DEVICE_ATTACH,

@@ -463,8 +463,14 @@ impl DmService {
             return Ok(());
         };
         let origin = attached["origin"].as_str().unwrap_or("local-bootstrap");
-        self.store
-            .associate(dev_id, &gateway.gateway_id, origin, unix_now)?;
+        let bootstrap = attached["issued_at"].as_str();
+        if !self
+            .store
+            .associate(dev_id, &gateway.gateway_id, origin, bootstrap, unix_now)?
+        {
+            info!(device = dev_id, gateway = %gateway.gateway_id, "a Device Attach already handled, sent again: nothing to do");
+            return Ok(());
+        }
         self.metrics.bootstrap("local-bootstrap");
         let known = self.store.device(dev_id)?.is_some();
         if known {

@@ -10,6 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use gwmo_device::settings::{AuthName, FactoryAccount};
+use gwmo_device::{Agent, DeviceSettings};
+use gwmo_proto::Alert;
+use gwmo_proto::codes::{alert, alert_type};
+use gwmo_session::Trigger;
 use serde_json::Value;
 
 pub const TOKEN: &str = "test-admin-token";
@@ -614,4 +619,65 @@ impl Drop for ScratchDatabase {
             .admin
             .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name));
     }
+}
+
+/// Holds one session as `enrollment`'s device, sending `alerts` (a client that says
+/// whatever it likes, with its own valid credentials).
+pub fn session_with_alerts(dir: &Path, enrollment: &Value, alerts: Vec<Alert>) {
+    let text = |key: &str| enrollment[key].as_str().unwrap().to_owned();
+    let agent = Agent::open(DeviceSettings {
+        dev_id: text("dev_id"),
+        state_dir: dir.join(text("dev_id").replace(':', "_")),
+        accounts: vec![FactoryAccount {
+            server_id: text("server_id"),
+            server_url: text("server_url"),
+            auth: AuthName::Md5,
+            client_name: Some(text("client_name")),
+            client_secret: text("client_secret"),
+            server_name: Some(text("server_name")),
+            server_secret: text("server_secret"),
+        }],
+        tls: test_tls(),
+        ..DeviceSettings::default()
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(agent.session(&text("server_id"), Trigger::Client, None, alerts))
+        .unwrap();
+}
+
+/// A Generic Alert of type `kind` about the gateway node `source`, as a gateway sends it.
+pub fn gateway_alert(kind: &str, source: &str, data: String) -> Alert {
+    Alert {
+        cmd_id: 0,
+        code: alert::GENERIC_ALERT,
+        correlator: None,
+        items: vec![gwmo_gateway::gateway::gwmo_alert_item(kind, source, data)],
+    }
+}
+
+/// A Device Attach Alert naming `dev_id`, for the bootstrap issued at `issued_at`.
+pub fn attach_alert(dev_id: &str, issued_at: Option<&str>) -> Alert {
+    let data = serde_json::json!({
+        "dev_id": dev_id, "origin": "local-bootstrap", "issued_at": issued_at,
+    });
+    gateway_alert(
+        alert_type::DEVICE_ATTACH,
+        "./GwMO/DeviceInventory/x",
+        data.to_string(),
+    )
+}
+
+/// Enrolls `GW:<gateway_id>` and registers it as a gateway; returns its enrollment.
+pub fn registered_gateway(server: &ServerProcess, gateway_id: &str) -> Value {
+    let enrollment = server.enroll(&format!("GW:{gateway_id}"), "md5");
+    let registration = format!(
+        r#"{{"gateway_id":"{gateway_id}","dev_id":"GW:{gateway_id}","dm_url":"https://127.0.0.1:9/dm","server_assisted":true}}"#
+    );
+    assert_eq!(
+        server.api("POST", "/api/gateways", Some(&registration)).0,
+        201
+    );
+    enrollment
 }

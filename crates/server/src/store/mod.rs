@@ -246,13 +246,17 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Association>, StoreError>;
     /// Records that `dev_id` is now served by `gateway_id` (a Device Attach Alert).
+    /// `attach_key` names the bootstrap the gateway reports; false (and nothing
+    /// changed) when the association already records that very one: the gateway sent
+    /// its report again, not having heard the answer.
     fn associate(
         &self,
         dev_id: &str,
         gateway_id: &str,
         origin: &str,
+        attach_key: Option<&str>,
         now: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Ends the association of `dev_id` with `gateway_id`, if that is its association.
     fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError>;
     /// Remembers a gateway bootstrap sent to a device as `command`, with the credentials

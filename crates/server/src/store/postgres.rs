@@ -101,6 +101,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN tree TEXT, ADD COLUMN tree_at BIGINT;
 "#,
+    // What names the bootstrap a Device Attach reported (a gateway that sends its
+    // report again is not taken for a new bootstrap).
+    r#"
+    ALTER TABLE associations ADD COLUMN attach_key TEXT;
+"#,
     // History is forgotten by age (`history_days`) without scanning whole tables.
     r#"
     CREATE INDEX commands_by_done_at ON commands (done_at) WHERE state = 'done';
@@ -290,19 +295,25 @@ fn association_row(row: &Row) -> Result<Association, StoreError> {
     })
 }
 
+/// Sets the association; false when it already records `attach_key` (not null) with
+/// the same gateway.
 fn upsert_association(
     client: &mut impl GenericClient,
     dev_id: &str,
     gateway_id: &str,
     origin: &str,
+    attach_key: Option<&str>,
     now: i64,
-) -> Result<(), StoreError> {
-    client.execute(
-        "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = $2, origin = $3, since = $4",
-        &[&dev_id, &gateway_id, &origin, &now],
+) -> Result<bool, StoreError> {
+    let changed = client.execute(
+        "INSERT INTO associations (dev_id, gateway_id, origin, since, attach_key)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = $2, origin = $3, since = $4, attach_key = $5
+         WHERE $5::TEXT IS NULL OR associations.gateway_id <> $2
+            OR associations.attach_key IS DISTINCT FROM $5::TEXT",
+        &[&dev_id, &gateway_id, &origin, &now, &attach_key],
     )?;
-    Ok(())
+    Ok(changed > 0)
 }
 
 impl Store for PostgresStore {
@@ -559,9 +570,10 @@ impl Store for PostgresStore {
         dev_id: &str,
         gateway_id: &str,
         origin: &str,
+        attach_key: Option<&str>,
         now: i64,
-    ) -> Result<(), StoreError> {
-        self.with(|client| upsert_association(client, dev_id, gateway_id, origin, now))
+    ) -> Result<bool, StoreError> {
+        self.with(|client| upsert_association(client, dev_id, gateway_id, origin, attach_key, now))
     }
 
     fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
@@ -621,6 +633,7 @@ impl Store for PostgresStore {
                 &dev_id,
                 &gateway_id,
                 "server-assisted",
+                None,
                 now,
             )?;
             transaction.commit()?;

@@ -147,6 +147,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN tree TEXT;
     ALTER TABLE devices ADD COLUMN tree_at INTEGER;
 "#,
+    // What names the bootstrap a Device Attach reported (a gateway that sends its
+    // report again is not taken for a new bootstrap).
+    r#"
+    ALTER TABLE associations ADD COLUMN attach_key TEXT;
+"#,
     // History is forgotten by age (`history_days`) without scanning whole tables.
     r#"
     CREATE INDEX commands_by_done_at ON commands (done_at) WHERE state = 'done';
@@ -524,7 +529,14 @@ impl Store for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        upsert_association(&transaction, &dev_id, &gateway_id, "server-assisted", now)?;
+        upsert_association(
+            &transaction,
+            &dev_id,
+            &gateway_id,
+            "server-assisted",
+            None,
+            now,
+        )?;
         transaction.commit()?;
         Ok(Some(SettledBootstrap {
             previous: previous.filter(|p| *p != gateway_id),
@@ -599,9 +611,10 @@ impl Store for SqliteStore {
         dev_id: &str,
         gateway_id: &str,
         origin: &str,
+        attach_key: Option<&str>,
         now: i64,
-    ) -> Result<(), StoreError> {
-        upsert_association(&self.lock(), dev_id, gateway_id, origin, now)
+    ) -> Result<bool, StoreError> {
+        upsert_association(&self.lock(), dev_id, gateway_id, origin, attach_key, now)
     }
 
     /// Every association, by DevId.
@@ -763,19 +776,24 @@ fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord, StoreError
     }))
 }
 
+/// Sets the association; false when it already records `attach_key` (not null) with
+/// the same gateway.
 fn upsert_association(
     connection: &Connection,
     dev_id: &str,
     gateway_id: &str,
     origin: &str,
+    attach_key: Option<&str>,
     now: i64,
-) -> Result<(), StoreError> {
-    connection.run_cached(
-        "INSERT INTO associations (dev_id, gateway_id, origin, since) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = ?3, since = ?4",
-        params![dev_id, gateway_id, origin, now],
+) -> Result<bool, StoreError> {
+    let changed = connection.run_cached(
+        "INSERT INTO associations (dev_id, gateway_id, origin, since, attach_key)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = ?3, since = ?4, attach_key = ?5
+         WHERE ?5 IS NULL OR associations.gateway_id <> ?2 OR associations.attach_key IS NOT ?5",
+        params![dev_id, gateway_id, origin, now, attach_key],
     )?;
-    Ok(())
+    Ok(changed > 0)
 }
 
 fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {

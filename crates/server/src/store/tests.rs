@@ -280,7 +280,7 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
             "settled once"
         );
         store
-            .associate("IMEI:gw1", "gw-1", "local-bootstrap", 5)
+            .associate("IMEI:gw1", "gw-1", "local-bootstrap", None, 5)
             .unwrap();
         let ids = |page: Vec<Association>| page.into_iter().map(|a| a.dev_id).collect::<Vec<_>>();
         assert_eq!(
@@ -448,5 +448,36 @@ fn history_older_than_the_cutoff_is_forgotten_and_nothing_else() {
         assert!(store.device("IMEI:1").unwrap().is_some());
         assert!(store.gateway("gw-1").unwrap().is_some());
         assert_eq!(store.forget_history(50).unwrap(), 0);
+    });
+}
+
+#[test]
+fn a_device_attach_sent_again_is_told_from_a_new_bootstrap() {
+    each_backend(|store| {
+        store.enroll(&device("GW:1"), 0).unwrap();
+        store.enroll(&device("GW:2"), 0).unwrap();
+        for (gateway_id, dev_id) in [("gw-1", "GW:1"), ("gw-2", "GW:2")] {
+            let gateway = GatewayRecord {
+                gateway_id: gateway_id.into(),
+                dev_id: dev_id.into(),
+                dm_url: "http://gw/dm".into(),
+                server_assisted: true,
+            };
+            store.register_gateway(&gateway).unwrap();
+        }
+        let attach = |gateway_id: &str, key: Option<&str>, now: i64| {
+            store
+                .associate("IMEI:1", gateway_id, "local-bootstrap", key, now)
+                .unwrap()
+        };
+        assert!(attach("gw-1", Some("100"), 1), "the first report");
+        assert!(!attach("gw-1", Some("100"), 2), "the same report again");
+        let since = store.association("IMEI:1").unwrap().unwrap().since;
+        assert_eq!(since, 1, "a repeated report changes nothing");
+        assert!(attach("gw-1", Some("200"), 3), "a new bootstrap");
+        assert!(attach("gw-2", Some("200"), 4), "another gateway");
+        assert!(attach("gw-1", Some("200"), 5), "and back");
+        assert!(attach("gw-1", None, 6), "no key: always new");
+        assert!(attach("gw-1", None, 7), "no key: always new");
     });
 }
