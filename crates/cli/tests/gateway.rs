@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -470,22 +471,28 @@ fn req_8x2_the_device_finds_the_local_bootstrap_server_with_dns_sd() {
     );
 }
 
-#[test]
-fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_detach() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
-    let address_file = dir.path().join("lbs.addr");
+/// A gateway whose local bootstraps lapse after a second; returns it and the address of
+/// its Local DM Bootstrap Server.
+fn gateway_with_quick_lapses(dir: &Path, server: &ServerProcess) -> (GatewayProcess, SocketAddr) {
+    let address_file = dir.join("lbs.addr");
     let extra = format!(
         "bootstrap_listen = \"127.0.0.1:0\"\nbootstrap_address_file = {address_file:?}\nbootstrap_lapse_secs = 1\n[approaches]\nlocal = true\n"
     );
-    let mut gw = GatewayProcess::start(dir.path(), &server, "gw-l", &extra);
+    let mut gw = GatewayProcess::start(dir, server, "gw-l", &extra);
     let lbs = bound_address(&mut gw.daemon, &address_file);
-    server.enroll(ED, "md5");
-    // A device takes a Gateway Bootstrap and never comes back.
+    (gw, lbs)
+}
+
+/// A device takes a Gateway Bootstrap from `lbs` and never comes back.
+fn bootstrap_and_vanish(gw: &GatewayProcess, lbs: SocketAddr) {
     let (status, _) = http(lbs, "POST", "/bootstrap", None, "text/plain", ED.as_bytes());
     assert_eq!(status, 200);
     assert_eq!(gw.api("GET", &format!("/api/devices/{ED}"), None).0, 200);
-    let detach = poll(
+}
+
+/// Waits for the server's `detach` event.
+fn detach_event(server: &ServerProcess, gw: &mut GatewayProcess) -> Value {
+    poll(
         "the Device Detach Alert on the server",
         Duration::from_secs(30),
         || {
@@ -497,7 +504,27 @@ fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_deta
                 .find(|e| e["kind"] == "detach")
                 .cloned()
         },
-    );
+    )
+}
+
+/// The inventory entry of the end device in the gateway's tree, while it is there.
+fn inventory_entry(gw: &GatewayProcess) -> Option<Value> {
+    let tree = device_tree(&gw.dir.join("state").join("upstream"));
+    let mut node = &tree;
+    for name in ["GwMO", "DeviceInventory", &gwmo_tree::segment_for(ED)] {
+        node = node.get("children")?.get(name)?;
+    }
+    Some(node.clone())
+}
+
+#[test]
+fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_detach() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (mut gw, lbs) = gateway_with_quick_lapses(dir.path(), &server);
+    server.enroll(ED, "md5");
+    bootstrap_and_vanish(&gw, lbs);
+    let detach = detach_event(&server, &mut gw);
     assert_eq!(detach["detail"]["device"]["dev_id"], ED);
     assert_eq!(detach["detail"]["device"]["reason"], "lapsed");
     let (_, metrics) = http(server.addr, "GET", "/metrics", None, "text/plain", b"");
@@ -788,5 +815,44 @@ fn fan_out_results_the_server_missed_are_reported_when_it_is_back() {
         "the reported fan-out gone from the gateway's tree",
         Duration::from_secs(30),
         || fan_out_status_on(&gw, fanout).is_none().then_some(()),
+    );
+}
+
+/// A bootstrap that lapses while the DM Server is down ends at once on the gateway; the
+/// Device Detach Alert waits, marked in the inventory, and reaches the server when it
+/// is back. Only then does the entry go.
+#[test]
+fn a_lapse_while_the_server_is_down_is_reported_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let (mut gw, lbs) = gateway_with_quick_lapses(dir.path(), &server);
+    server.enroll(ED, "md5");
+    server.daemon.kill();
+    bootstrap_and_vanish(&gw, lbs);
+    poll(
+        "the lapse on the gateway, kept for the server",
+        Duration::from_secs(30),
+        || {
+            gw.daemon.assert_running();
+            let served = gw.api("GET", &format!("/api/devices/{ED}"), None).0 == 200;
+            let entry = inventory_entry(&gw)?;
+            let lapsed = entry["children"]["Lapsed"]["value"] == "true";
+            (!served && lapsed).then_some(())
+        },
+    );
+    let entry = inventory_entry(&gw).unwrap();
+    assert!(
+        entry["children"].get("ClientSecret").is_none(),
+        "a lapsed entry keeps no credentials: {entry}"
+    );
+
+    server.kill_and_restart();
+    let detach = detach_event(&server, &mut gw);
+    assert_eq!(detach["detail"]["device"]["dev_id"], ED);
+    assert_eq!(detach["detail"]["device"]["reason"], "lapsed");
+    poll(
+        "the reported entry gone from the inventory",
+        Duration::from_secs(30),
+        || inventory_entry(&gw).is_none().then_some(()),
     );
 }

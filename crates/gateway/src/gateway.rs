@@ -31,6 +31,9 @@ use crate::settings::{GatewaySettings, SettingsError};
 /// DDFs could not be read).
 pub const GWMO: &str = "./GwMO";
 pub const INVENTORY: &str = "./GwMO/DeviceInventory";
+/// The leaf that marks an inventory entry whose local bootstrap lapsed, kept until the
+/// DM Server has been told.
+const LAPSED: &str = "Lapsed";
 pub const FANOUT: &str = "./GwMO/Fanout";
 
 #[derive(Debug, thiserror::Error)]
@@ -333,9 +336,15 @@ impl Syncer {
             states.push((entry, self.admit(entry).await?));
         }
         self.record_states(&tree, &states).await?;
-        self.report_attaches(&tree, &states).await?;
-        self.detach_lapsed(&tree, &states).await?;
-        self.start_fanouts(&tree).await
+        // Each goes on its own: a report the DM Server cannot take now (it is down) holds
+        // up neither the lapses nor the fan-outs.
+        [
+            self.report_attaches(&tree, &states).await,
+            self.detach_lapsed(&tree, &states).await,
+            self.start_fanouts(&tree).await,
+        ]
+        .into_iter()
+        .collect()
     }
 
     /// Brings one inventory entry into the end-device store (enrolling and waking the
@@ -470,9 +479,10 @@ impl Syncer {
         Ok(())
     }
 
-    /// Local bootstraps whose device never held a session within the lapse interval
-    /// have lapsed on the device too: the gateway forgets them and reports a Device
-    /// Detach Alert to the DM Server.
+    /// Ends the local bootstraps that lapsed without a session (seed 8.x.2): the device
+    /// leaves the end-device store at once, and its inventory entry loses its
+    /// credentials and is marked Lapsed until a session has carried the Device Detach
+    /// Alert to the DM Server (one the server could not take goes again at the next sync).
     async fn detach_lapsed(
         &self,
         tree: &Tree,
@@ -491,31 +501,73 @@ impl Syncer {
             })
             .map(|(entry, _)| *entry)
             .collect();
-        if lapsed.is_empty() {
-            return Ok(());
+        if !lapsed.is_empty() {
+            for entry in &lapsed {
+                self.downstream.store.remove_device(&entry.dev_id)?;
+            }
+            self.agent
+                .update_tree(|tree| {
+                    lapsed.iter().try_for_each(|entry| {
+                        let node = format!("{INVENTORY}/{}", entry.node);
+                        for secret in ["ClientSecret", "ServerSecret"] {
+                            let leaf = format!("{node}/{secret}");
+                            if tree.exists(&leaf) {
+                                tree.remove(&leaf)?;
+                            }
+                        }
+                        tree.set_leaf(&format!("{node}/{LAPSED}"), "true", Format::Chr)
+                    })
+                })
+                .await?;
+            warn!(
+                devices = lapsed.len(),
+                "local bootstraps lapsed without a session"
+            );
         }
-        for entry in &lapsed {
-            self.downstream.store.remove_device(&entry.dev_id)?;
-        }
-        let nodes: Vec<String> = lapsed
-            .iter()
-            .map(|e| format!("{INVENTORY}/{}", e.node))
-            .collect();
-        self.agent
-            .update_tree(|tree| nodes.iter().try_for_each(|node| tree.remove(node)))
-            .await?;
-        warn!(
-            devices = lapsed.len(),
-            "local bootstraps lapsed without a session"
-        );
-        let items = lapsed
-            .iter()
-            .map(|entry| {
-                let data = serde_json::json!({ "dev_id": entry.dev_id, "origin": entry.origin, "reason": "lapsed" });
-                gwmo_alert_item(codes::alert_type::DEVICE_DETACH, &format!("{INVENTORY}/{}", entry.node), data.to_string())
+        // This sync's lapses, and those an earlier report could not carry.
+        let mut detached: Vec<(String, String, String)> = tree
+            .children(INVENTORY)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|node| tree.value(&format!("{INVENTORY}/{node}/{LAPSED}")) == Some("true"))
+            .map(|node| {
+                let leaf = |field: &str| {
+                    tree.value(&format!("{INVENTORY}/{node}/{field}"))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                (node.to_owned(), leaf("DevId"), leaf("Origin"))
             })
             .collect();
-        self.report_upstream(items).await
+        detached.extend(
+            lapsed
+                .iter()
+                .map(|e| (e.node.clone(), e.dev_id.clone(), e.origin.clone())),
+        );
+        if detached.is_empty() {
+            return Ok(());
+        }
+        let items = detached
+            .iter()
+            .map(|(node, dev_id, origin)| {
+                let data =
+                    serde_json::json!({ "dev_id": dev_id, "origin": origin, "reason": "lapsed" });
+                gwmo_alert_item(
+                    codes::alert_type::DEVICE_DETACH,
+                    &format!("{INVENTORY}/{node}"),
+                    data.to_string(),
+                )
+            })
+            .collect();
+        self.report_upstream(items).await?;
+        self.agent
+            .update_tree(|tree| {
+                detached
+                    .iter()
+                    .try_for_each(|(node, _, _)| tree.remove(&format!("{INVENTORY}/{node}")))
+            })
+            .await?;
+        Ok(())
     }
 
     /// One session with the DM Server carrying these Generic Alert items.
