@@ -336,15 +336,20 @@ impl Syncer {
             states.push((entry, self.admit(entry).await?));
         }
         self.record_states(&tree, &states).await?;
-        // Each goes on its own: a report the DM Server cannot take now (it is down) holds
-        // up neither the lapses nor the fan-outs.
-        [
-            self.report_attaches(&tree, &states).await,
-            self.detach_lapsed(&tree, &states).await,
-            self.start_fanouts(&tree).await,
-        ]
-        .into_iter()
-        .collect()
+        // Each goes on its own, and none fails the sync: a report the DM Server cannot
+        // take now (it is down) goes again at the next sync, and holds up neither the
+        // other reports nor a local bootstrap that is syncing its new device.
+        let reports = [
+            ("Device Attach", self.report_attaches(&tree, &states).await),
+            ("lapse", self.detach_lapsed(&tree, &states).await),
+            ("fan-out", self.start_fanouts(&tree).await),
+        ];
+        for (what, result) in reports {
+            if let Err(error) = result {
+                warn!(%error, "{what} not reported to the DM Server yet");
+            }
+        }
+        Ok(())
     }
 
     /// Brings one inventory entry into the end-device store (enrolling and waking the
@@ -626,7 +631,9 @@ impl Syncer {
         Ok(())
     }
 
-    /// Starts every fan-out that has no Status yet, each in its own task.
+    /// Starts every fan-out that has no Status yet, resumes those a stopped gateway
+    /// left running, and reports again the results of finished ones the DM Server has
+    /// not acknowledged; each in its own task.
     async fn start_fanouts(&self, tree: &Tree) -> Result<(), GatewayError> {
         for id in tree.children(FANOUT).unwrap_or_default() {
             let leaf = |field: &str| {
@@ -634,30 +641,16 @@ impl Syncer {
                     .unwrap_or("")
                     .to_owned()
             };
-            match leaf("Status").as_str() {
+            let status = leaf("Status");
+            match status.as_str() {
                 "" => {
                     let status_node = format!("{FANOUT}/{id}/Status");
                     self.agent
                         .update_tree(|tree| tree.set_leaf(&status_node, "running", Format::Chr))
                         .await?;
                 }
-                "running" if !self.fanouts_running().contains(id) => {
-                    info!(
-                        fanout = id,
-                        "resuming a fan-out the gateway had not finished"
-                    );
-                }
-                "done" if !self.fanouts_running().contains(id) => {
-                    // Finished, but the DM Server has not acknowledged the results yet.
-                    self.fanouts_running().insert(id.to_owned());
-                    let (syncer, id, results) = (self.clone(), id.to_owned(), leaf("Results"));
-                    tokio::spawn(async move {
-                        if let Err(error) = syncer.deliver_fanout(&id, results).await {
-                            warn!(fanout = %id, %error, "could not report the fan-out's results");
-                        }
-                        syncer.fanouts_running().remove(&id);
-                    });
-                    continue;
+                "running" | "done" if !self.fanouts_running().contains(id) => {
+                    info!(fanout = id, status, "taking up a fan-out left unfinished");
                 }
                 _ => continue,
             }
@@ -668,10 +661,19 @@ impl Syncer {
                 .filter(|t| !t.is_empty())
                 .collect();
             let queued = parse_queued(&leaf("Queued"));
-            let (syncer, id, command) = (self.clone(), id.to_owned(), leaf("Command"));
+            let (syncer, id, command, results) = (
+                self.clone(),
+                id.to_owned(),
+                leaf("Command"),
+                leaf("Results"),
+            );
             tokio::spawn(async move {
-                if let Err(error) = syncer.run_fanout(&id, targets, &command, queued).await {
-                    warn!(fanout = %id, %error, "fan-out failed");
+                let finished = match status.as_str() {
+                    "done" => syncer.deliver_fanout(&id, results).await,
+                    _ => syncer.run_fanout(&id, targets, &command, queued).await,
+                };
+                if let Err(error) = finished {
+                    warn!(fanout = %id, %error, "fan-out not finished yet");
                 }
                 syncer.fanouts_running().remove(&id);
             });

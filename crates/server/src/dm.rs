@@ -769,7 +769,8 @@ pub fn device_auth(device: &DeviceRecord) -> DeviceAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewDevice, SqliteStore};
+    use crate::store::SqliteStore;
+    use crate::store::tests::device;
 
     fn service(history_days: u32) -> (DmService, Arc<dyn Store>) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -790,19 +791,7 @@ mod tests {
 
     /// A device with one command that finished at `done_at`.
     fn finished_command(store: &dyn Store, done_at: i64) -> i64 {
-        store
-            .enroll(
-                &NewDevice {
-                    dev_id: "IMEI:1".into(),
-                    auth: gwmo_proto::auth::AuthType::Md5,
-                    client_name: "c".into(),
-                    client_secret: "cs".into(),
-                    server_name: "s".into(),
-                    server_secret: "ss".into(),
-                },
-                0,
-            )
-            .unwrap();
+        store.enroll(&device("IMEI:1"), 0).unwrap();
         let id = store.queue_command("IMEI:1", "{}", 0).unwrap();
         store.claim_pending("IMEI:1", "s1", 0).unwrap();
         store.complete(id, 200, "{}", done_at).unwrap();

@@ -19,6 +19,18 @@ use gwmo_proto::auth::AuthType;
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
+/// A migration both backends run as it is: what names the bootstrap a Device Attach
+/// reported (a gateway that sends its report again is not taken for a new bootstrap).
+const ATTACH_KEY_MIGRATION: &str = "ALTER TABLE associations ADD COLUMN attach_key TEXT;";
+
+/// A migration both backends run as it is: history is forgotten by age
+/// (`history_days`) without scanning whole tables.
+const HISTORY_INDEXES_MIGRATION: &str = r#"
+    CREATE INDEX commands_by_done_at ON commands (done_at) WHERE state = 'done';
+    CREATE INDEX fanouts_by_done_at ON fanouts (done_at) WHERE state = 'done';
+    CREATE INDEX events_by_time ON events (at);
+"#;
+
 /// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
 /// the path of an SQLite file with a page cache of `cache_mib`.
 pub fn open(database: &str, cache_mib: u32) -> Result<Arc<dyn Store>, StoreError> {
@@ -356,4 +368,4 @@ fn devinfo_to_json(devinfo: &BTreeMap<String, String>) -> Result<String, StoreEr
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

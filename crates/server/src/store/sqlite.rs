@@ -147,17 +147,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN tree TEXT;
     ALTER TABLE devices ADD COLUMN tree_at INTEGER;
 "#,
-    // What names the bootstrap a Device Attach reported (a gateway that sends its
-    // report again is not taken for a new bootstrap).
-    r#"
-    ALTER TABLE associations ADD COLUMN attach_key TEXT;
-"#,
-    // History is forgotten by age (`history_days`) without scanning whole tables.
-    r#"
-    CREATE INDEX commands_by_done_at ON commands (done_at) WHERE state = 'done';
-    CREATE INDEX fanouts_by_done_at ON fanouts (done_at) WHERE state = 'done';
-    CREATE INDEX events_by_time ON events (at);
-"#,
+    super::ATTACH_KEY_MIGRATION,
+    super::HISTORY_INDEXES_MIGRATION,
 ];
 
 pub struct SqliteStore {

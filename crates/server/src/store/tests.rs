@@ -5,7 +5,7 @@
 
 use super::*;
 
-pub(super) fn device(dev_id: &str) -> NewDevice {
+pub(crate) fn device(dev_id: &str) -> NewDevice {
     NewDevice {
         dev_id: dev_id.into(),
         auth: AuthType::Hmac,
@@ -13,6 +13,15 @@ pub(super) fn device(dev_id: &str) -> NewDevice {
         client_secret: "cs".into(),
         server_name: "s".into(),
         server_secret: "ss".into(),
+    }
+}
+
+fn gateway(gateway_id: &str, dev_id: &str) -> GatewayRecord {
+    GatewayRecord {
+        gateway_id: gateway_id.into(),
+        dev_id: dev_id.into(),
+        dm_url: "http://gw/dm".into(),
+        server_assisted: true,
     }
 }
 
@@ -243,13 +252,9 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
             store.enroll(&device(id), 0).unwrap();
         }
         for (gateway_id, dev_id) in [("gw-1", "IMEI:gw1"), ("gw-2", "IMEI:gw2")] {
-            let gateway = GatewayRecord {
-                gateway_id: gateway_id.into(),
-                dev_id: dev_id.into(),
-                dm_url: "http://gw/dm".into(),
-                server_assisted: true,
-            };
-            store.register_gateway(&gateway).unwrap();
+            store
+                .register_gateway(&gateway(gateway_id, dev_id))
+                .unwrap();
         }
         store
             .plan_bootstrap(10, "IMEI:ed", "gw-1", "c", "s")
@@ -408,13 +413,7 @@ fn history_older_than_the_cutoff_is_forgotten_and_nothing_else() {
     each_backend(|store| {
         store.enroll(&device("IMEI:1"), 0).unwrap();
         store.enroll(&device("GW:1"), 0).unwrap();
-        let gateway = GatewayRecord {
-            gateway_id: "gw-1".into(),
-            dev_id: "GW:1".into(),
-            dm_url: "http://gw/dm".into(),
-            server_assisted: true,
-        };
-        store.register_gateway(&gateway).unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
         let old = store.queue_command("IMEI:1", "{}", 1).unwrap();
         let recent = store.queue_command("IMEI:1", "{}", 1).unwrap();
         let running = store.queue_command("IMEI:1", "{}", 1).unwrap();
@@ -457,13 +456,9 @@ fn a_device_attach_sent_again_is_told_from_a_new_bootstrap() {
         store.enroll(&device("GW:1"), 0).unwrap();
         store.enroll(&device("GW:2"), 0).unwrap();
         for (gateway_id, dev_id) in [("gw-1", "GW:1"), ("gw-2", "GW:2")] {
-            let gateway = GatewayRecord {
-                gateway_id: gateway_id.into(),
-                dev_id: dev_id.into(),
-                dm_url: "http://gw/dm".into(),
-                server_assisted: true,
-            };
-            store.register_gateway(&gateway).unwrap();
+            store
+                .register_gateway(&gateway(gateway_id, dev_id))
+                .unwrap();
         }
         let attach = |gateway_id: &str, key: Option<&str>, now: i64| {
             store
