@@ -82,6 +82,21 @@ impl Acl {
         }
     }
 
+    /// Takes every right away from `server` (an entry left granting no one goes too).
+    pub fn revoke(&mut self, server: &str) {
+        for (_, servers) in &mut self.entries {
+            servers.retain(|s| s != server);
+        }
+        self.entries.retain(|(_, servers)| !servers.is_empty());
+    }
+
+    /// Whether the ACL names `server` itself (not through `*`).
+    pub fn names(&self, server: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(_, servers)| servers.iter().any(|s| s == server))
+    }
+
     pub fn allows(&self, op: Op, server: &str) -> bool {
         self.entries
             .iter()
@@ -127,6 +142,14 @@ mod tests {
         assert!(!acl.allows(Op::Delete, "a"));
         assert_eq!(acl.to_string(), "Add=a&Get=*&Replace=a+b");
         assert_eq!(Acl::parse(&acl.to_string()).unwrap(), acl);
+    }
+
+    #[test]
+    fn revoking_a_server_leaves_the_others_and_no_empty_entry() {
+        let mut acl = Acl::parse("Get=*&Replace=a+b&Add=a").unwrap();
+        acl.revoke("a");
+        assert_eq!(acl.to_string(), "Get=*&Replace=b");
+        assert!(!acl.names("a") && acl.names("b"));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use gwmo_proto::{CmdIds, Command, Container, Data, Item, Location, Meta, Results
 use crate::TreeError;
 use crate::acl::{Acl, Op};
 use crate::dmacc::DMACC;
+use crate::guard::reaches_accounts;
+use crate::gwboot::MIRROR;
 use crate::node::{Content, Format, Node};
 use crate::tree::{ExecRequest, Tree};
 use crate::uri::{Query, Uri, join};
@@ -136,7 +138,11 @@ impl Tree {
             set_code(&mut out[own_at], status::COMMAND_FAILED);
             return;
         }
-        let snapshot = (self.root.clone(), self.exec_requests.len());
+        let snapshot = (
+            self.root.clone(),
+            self.registry.clone(),
+            self.exec_requests.len(),
+        );
         let mut failed_at = None;
         for member in &atomic.commands {
             if failed_at.is_some() {
@@ -154,7 +160,8 @@ impl Tree {
         }
         if let Some(failed_at) = failed_at {
             self.root = snapshot.0;
-            self.exec_requests.truncate(snapshot.1);
+            self.registry = snapshot.1;
+            self.exec_requests.truncate(snapshot.2);
             set_code(&mut out[own_at], status::ATOMIC_FAILED);
             // What ran before the failure was undone.
             for reply in &mut out[own_at + 1..failed_at] {
@@ -182,10 +189,23 @@ impl Tree {
             Err(_) => return (status::BAD_REQUEST, None),
         };
         let meta = item.meta.as_ref().or(meta);
-        // The trust rules of gateway bootstrapping bound every change, whatever ACLs say.
-        if kind != Kind::Get && !self.trust_permits_change(server, &uri.segments) {
-            return (status::PERMISSION_DENIED, None);
+        let changes = !matches!(kind, Kind::Get | Kind::Exec);
+        if changes && let Some((account, field)) = mirror_target(&uri.segments) {
+            // The provenance mirror: only what the device takes into its record.
+            let written = match (kind, &uri.query, field) {
+                (Kind::Add | Kind::Replace, None, Some(field)) => data_text(item, Format::Chr)
+                    .and_then(|value| self.write_mirror(server, account, field, &value)),
+                _ => Err(status::PERMISSION_DENIED),
+            };
+            return (written.err().unwrap_or(status::OK), None);
         }
+        // What could touch the accounts is judged by its effect (guard.rs); what a
+        // restricted gateway creates elsewhere is noted, to go when it lapses.
+        let guard = (changes && reaches_accounts(&uri.segments)).then(|| self.guard(server));
+        let created = match kind {
+            Kind::Add | Kind::Copy if guard.is_none() => self.first_missing(&uri.segments),
+            _ => None,
+        };
         let outcome = match (kind, &uri.query) {
             (Kind::Get, Some(Query::Prop(prop))) => {
                 self.get_property(server, &uri.segments, prop, target)
@@ -200,10 +220,9 @@ impl Tree {
                 Err(status::OPTIONAL_FEATURE_NOT_SUPPORTED)
             }
             (Kind::Add, None) => self.add(server, &uri.segments, item, meta).map(|()| None),
-            (Kind::Replace, None) => self.replace(server, &uri.segments, item, meta).map(|()| {
-                self.record_validator(server, &uri.segments);
-                None
-            }),
+            (Kind::Replace, None) => self
+                .replace(server, &uri.segments, item, meta)
+                .map(|()| None),
             (Kind::Delete, None) => self.delete(server, &uri.segments).map(|()| None),
             (Kind::Get, None) => self.get(server, &uri.segments, target).map(Some),
             (Kind::Copy, None) => self.copy(server, &uri.segments, item).map(|()| None),
@@ -211,10 +230,24 @@ impl Tree {
                 .exec(server, &uri.segments, item, correlator)
                 .map(|()| None),
         };
-        match outcome {
-            Ok(result) => (status::OK, result),
-            Err(code) => (code, None),
+        let result = match outcome {
+            Ok(result) => result,
+            Err(code) => return (code, None),
+        };
+        if let Some(guard) = guard
+            && self.settle(guard).is_err()
+        {
+            return (status::PERMISSION_DENIED, None);
         }
+        if let Some(depth) = created {
+            self.record_creation(server, join(&uri.segments[..=depth]));
+        }
+        (status::OK, result)
+    }
+
+    /// The depth of the first node on `segments` that does not exist yet.
+    fn first_missing(&self, segments: &[&str]) -> Option<usize> {
+        (0..segments.len()).find(|&depth| self.node_at(&segments[..=depth]).is_none())
     }
 
     fn require(&self, server: &str, op: Op, segments: &[&str]) -> Result<(), u16> {
@@ -281,7 +314,6 @@ impl Tree {
             }
         }
         self.grant_account_to_its_server(segments);
-        self.record_via_gateway(server, &segments[..=existing]);
         Ok(())
     }
 
@@ -494,6 +526,9 @@ impl Tree {
     ) -> Result<(), u16> {
         self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Exec, segments)?;
+        if !self.may_exec(server, segments) {
+            return Err(status::PERMISSION_DENIED);
+        }
         self.exec_requests.push(ExecRequest {
             server_id: server.to_owned(),
             uri: join(segments),
@@ -505,6 +540,22 @@ impl Tree {
             correlator: correlator.map(str::to_owned),
         });
         Ok(())
+    }
+}
+
+/// The account and field a target inside an account's provenance mirror names
+/// (`./DMAcc/<X>/Ext/GwBoot[/<field>]`; no field for the mirror itself or below a field).
+fn mirror_target<'a>(segments: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> {
+    match segments {
+        ["DMAcc", account, ext, gwboot, rest @ ..] if [*ext, *gwboot] == MIRROR => Some((
+            account,
+            if let [field] = rest {
+                Some(*field)
+            } else {
+                None
+            },
+        )),
+        _ => None,
     }
 }
 

@@ -1,19 +1,30 @@
-//! Bootstrap provenance of DM accounts (`./DMAcc/<X>/Ext/GwBoot`, DESIGN.md §3) and
-//! the trust it gives a gateway.
+//! Bootstrap provenance of DM accounts (DESIGN.md §3) as servers see it: the
+//! read-only mirror `./DMAcc/<X>/Ext/GwBoot/` of the device's own record
+//! (`registry.rs`), the two writes a server may make through it (validating a local
+//! bootstrap, declaring an account it created a server-assisted gateway), and the
+//! rights a trusted gateway borrows from the server that vouched for it.
 //!
-//! A gateway account of trust `full` (server assisted) or `validated` acts with the
-//! rights of the server that bootstrapped it (`Parent`): that is how the seed's "the DM
-//! Gateway MAY make changes to pre-existing DMAcc objects" holds on a device whose ACLs
-//! name only its factory servers. A `restricted` gateway has only what ACLs give it.
+//! A gateway of trust `full` (server assisted) or `validated` acts with the rights of
+//! its `Parent`: that is how the seed's "the DM Gateway MAY make changes to
+//! pre-existing DMAcc objects" holds on a device whose ACLs name only its factory
+//! servers. A `restricted` gateway has only what ACLs give it, within what
+//! `guard.rs` lets it change.
 
-use crate::TreeError;
+use gwmo_proto::codes::status;
+use serde::{Deserialize, Serialize};
+
 use crate::acl::{Acl, Op};
 use crate::dmacc::{DMACC, dm_accounts};
-use crate::node::Format;
+use crate::node::{Format, Node};
+use crate::registry::{AccountId, Record, Standing};
 use crate::tree::Tree;
 
+/// The mirror's place inside an account.
+pub(crate) const MIRROR: [&str; 2] = ["Ext", "GwBoot"];
+
 /// Where an account came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Origin {
     Factory,
     Server,
@@ -23,7 +34,8 @@ pub enum Origin {
 }
 
 /// How far an account is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Trust {
     Full,
     Restricted,
@@ -47,6 +59,11 @@ impl Origin {
             .into_iter()
             .find(|o| o.as_str() == text)
     }
+
+    /// Whether an account of this origin is a gateway's.
+    pub fn is_gateway(self) -> bool {
+        matches!(self, Origin::ServerAssisted | Origin::LocalBootstrap)
+    }
 }
 
 impl Trust {
@@ -65,237 +82,258 @@ impl Trust {
     }
 }
 
-/// The GwBoot leaves of one account.
+/// An account's provenance as the mirror shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
     pub origin: Origin,
-    /// The ServerID of the server that bootstrapped this account, if any.
+    /// The ServerID of the server that bootstrapped (or validated) this account.
     pub parent: Option<String>,
+    /// As far as the lineage goes: an account that came through a restricted gateway
+    /// is restricted too.
     pub trust: Trust,
     /// RFC 3339 deadline after which the account lapses; none once confirmed.
     pub lapse_at: Option<String>,
     pub confirmed: bool,
 }
 
-fn leaf(name: &str, field: &str) -> String {
-    format!("{DMACC}/{name}/Ext/GwBoot/{field}")
+impl Provenance {
+    fn fields(&self) -> [(&'static str, String, Format); 5] {
+        [
+            ("Origin", self.origin.as_str().into(), Format::Chr),
+            (
+                "Parent",
+                self.parent.clone().unwrap_or_default(),
+                Format::Chr,
+            ),
+            ("Trust", self.trust.as_str().into(), Format::Chr),
+            (
+                "LapseAt",
+                self.lapse_at.clone().unwrap_or_default(),
+                Format::Chr,
+            ),
+            ("Confirmed", self.confirmed.to_string(), Format::Bool),
+        ]
+    }
 }
 
-/// The provenance of account `<name>`; an account without GwBoot leaves is a factory one.
-pub fn provenance(tree: &Tree, name: &str) -> Provenance {
-    let text = |field| tree.value(&leaf(name, field)).filter(|v| !v.is_empty());
-    Provenance {
-        origin: text("Origin")
-            .and_then(Origin::parse)
-            .unwrap_or(Origin::Factory),
+/// Reads the mirror of account `<node>` from a tree a device reported (the server's
+/// view); `None` where the account shows none.
+pub fn mirrored_provenance(tree: &Tree, node: &str) -> Option<Provenance> {
+    let text = |field: &str| {
+        tree.value(&format!("{DMACC}/{node}/Ext/GwBoot/{field}"))
+            .filter(|v| !v.is_empty())
+    };
+    Some(Provenance {
+        origin: Origin::parse(text("Origin")?)?,
         parent: text("Parent").map(str::to_owned),
-        trust: text("Trust").and_then(Trust::parse).unwrap_or(Trust::Full),
+        trust: Trust::parse(text("Trust")?)?,
         lapse_at: text("LapseAt").map(str::to_owned),
         confirmed: text("Confirmed") == Some("true"),
-    }
+    })
 }
 
-/// Writes the GwBoot leaves of account `<name>` (the device itself writing).
-pub fn write_provenance(tree: &mut Tree, name: &str, p: &Provenance) -> Result<(), TreeError> {
-    tree.set_leaf(&leaf(name, "Origin"), p.origin.as_str(), Format::Chr)?;
-    tree.set_leaf(
-        &leaf(name, "Parent"),
-        p.parent.as_deref().unwrap_or(""),
-        Format::Chr,
-    )?;
-    tree.set_leaf(&leaf(name, "Trust"), p.trust.as_str(), Format::Chr)?;
-    tree.set_leaf(
-        &leaf(name, "LapseAt"),
-        p.lapse_at.as_deref().unwrap_or(""),
-        Format::Chr,
-    )?;
-    let confirmed = if p.confirmed { "true" } else { "false" };
-    tree.set_leaf(&leaf(name, "Confirmed"), confirmed, Format::Bool)?;
-    // Where an account came from and how far it is trusted is no secret: every server
-    // may read it (the DM Server shows it to its operator), whoever may change it.
-    // The rights it had by inheritance stay as they were.
-    let provenance = format!("{DMACC}/{name}/Ext/GwBoot");
-    let segments = ["DMAcc", name, "Ext", "GwBoot"];
-    let mut acl = tree.effective_acl(&segments).cloned().unwrap_or_default();
-    acl.grant(Op::Get, "*");
-    tree.set_acl(&provenance, acl)?;
-    // Validation (Trust := validated) is open to every server as far as ACLs go: the
-    // trust rule (`Tree::trust_permits_change`) lets only servers that predate the
-    // gateway write it.
-    let mut trust = Acl::granting("*", &[Op::Get]);
-    trust.grant(Op::Replace, "*");
-    tree.set_acl(&leaf(name, "Trust"), trust)
-}
-
-/// The node name of the account whose ServerID is `server_id`.
+/// The node name of the one account whose ServerID is `server_id` (none when no
+/// account or several carry it: a session never guesses which one is meant).
 pub fn account_of(tree: &Tree, server_id: &str) -> Option<String> {
-    dm_accounts(tree)
+    let mut matching = dm_accounts(tree)
         .into_iter()
-        .find(|(_, account)| account.server_id == server_id)
-        .map(|(name, _)| name)
+        .filter(|(_, account)| account.server_id == server_id);
+    let (name, _) = matching.next()?;
+    matching.next().is_none().then_some(name)
 }
 
-/// The accounts that lapse with gateway `server_id`: those it bootstrapped, and theirs.
-fn descendants(tree: &Tree, server_id: &str) -> Vec<String> {
-    let accounts = dm_accounts(tree);
-    let mut lapsing = Vec::new();
-    let mut parents = vec![server_id.to_owned()];
-    while let Some(parent) = parents.pop() {
-        for (name, account) in &accounts {
-            let p = provenance(tree, name);
-            if p.origin == Origin::ViaGateway
-                && p.parent.as_deref() == Some(parent.as_str())
-                && !lapsing.contains(name)
-            {
-                lapsing.push(name.clone());
-                parents.push(account.server_id.clone());
-            }
-        }
-    }
-    lapsing
+/// RFC 3339 UTC to the second (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".into())
 }
 
 impl Tree {
-    /// Whether `server_id` may change the node at `segments` as far as gateway trust
-    /// goes (ACLs are checked separately):
-    /// - GwBoot provenance is written only by servers whose own account predates any
-    ///   gateway (origin factory or server): a gateway never validates itself, and no
-    ///   other server may;
-    /// - a gateway that is not fully trusted (`restricted`) may not change DMAcc objects
-    ///   that existed before its bootstrap: only its own account and the ones it made.
-    pub(crate) fn trust_permits_change(&self, server_id: &str, segments: &[&str]) -> bool {
-        let [dmacc, account, rest @ ..] = segments else {
-            return true;
-        };
-        if *dmacc != &DMACC[2..] {
-            return true;
-        }
-        let writer = account_of(self, server_id).map(|name| provenance(self, &name));
-        if let [ext, gwboot, ..] = rest
-            && *ext == "Ext"
-            && *gwboot == "GwBoot"
-        {
-            return writer.is_some_and(|w| matches!(w.origin, Origin::Factory | Origin::Server));
-        }
-        let Some(writer) = writer else {
-            return true;
-        };
-        if writer.trust != Trust::Restricted {
-            return true;
-        }
-        let own = account_of(self, server_id).as_deref() == Some(*account);
-        let target = format!("{DMACC}/{account}");
-        let made_by_writer = || {
-            let p = provenance(self, account);
-            p.origin == Origin::ViaGateway && p.parent.as_deref() == Some(server_id)
-        };
-        own || !self.exists(&target) || made_by_writer()
+    /// The provenance of the account of `server_id`, from the device's record; `None`
+    /// for an account the device has no record of (which it does not trust).
+    pub fn provenance_of(&self, server_id: &str) -> Option<Provenance> {
+        let node = account_of(self, server_id)?;
+        self.registry
+            .at_node(&node)
+            .map(|record| self.provenance(record))
     }
 
-    /// An account a gateway creates is recorded as bootstrapped via that gateway.
-    pub(crate) fn record_via_gateway(&mut self, server_id: &str, created: &[&str]) {
-        let [dmacc, account] = created else {
-            return;
+    fn provenance(&self, record: &Record) -> Provenance {
+        let registry = &self.registry;
+        let lapsing = registry.lapsing_root(record.id);
+        let trust = match (record.origin, registry.standing(record.id)) {
+            (Origin::LocalBootstrap, _) => record.trust,
+            (_, Standing::Trusted { .. }) => Trust::Full,
+            _ => Trust::Restricted,
         };
-        if *dmacc != &DMACC[2..] {
-            return;
-        }
-        let Some(writer) = account_of(self, server_id) else {
-            return;
-        };
-        if !matches!(
-            provenance(self, &writer).origin,
-            Origin::ServerAssisted | Origin::LocalBootstrap | Origin::ViaGateway
-        ) {
-            return;
-        }
-        let via = Provenance {
-            origin: Origin::ViaGateway,
-            parent: Some(server_id.to_owned()),
-            trust: Trust::Full,
-            lapse_at: None,
-            confirmed: true,
-        };
-        // The account node was just created under ./DMAcc: these writes cannot fail.
-        let _ = write_provenance(self, account, &via);
-    }
-
-    /// After a server set a gateway account's Trust: the server that validated a local
-    /// bootstrap becomes its Parent, whose rights the now fully trusted gateway shares.
-    pub(crate) fn record_validator(&mut self, server_id: &str, segments: &[&str]) {
-        let [dmacc, account, "Ext", "GwBoot", "Trust"] = segments else {
-            return;
-        };
-        if *dmacc != &DMACC[2..] {
-            return;
-        }
-        let mut p = provenance(self, account);
-        if p.trust == Trust::Validated && p.parent.is_none() {
-            p.parent = Some(server_id.to_owned());
-            // The account exists (its Trust leaf was just replaced): cannot fail.
-            let _ = write_provenance(self, account, &p);
+        Provenance {
+            origin: record.origin,
+            parent: record
+                .parent
+                .and_then(|p| registry.get(p))
+                .map(|p| p.server_id.clone()),
+            trust,
+            lapse_at: lapsing
+                .and_then(|r| r.lapse)
+                .map(|l| rfc3339(l.deadline_unix)),
+            confirmed: lapsing.is_none(),
         }
     }
 
-    /// Removes every local gateway bootstrap whose deadline has passed unconfirmed,
-    /// with all the accounts that came via it. `now` is RFC 3339 UTC
-    /// (`YYYY-MM-DDTHH:MM:SSZ`), compared as text with `LapseAt` in the same form.
-    /// Returns the ServerIDs removed.
-    pub fn lapse(&mut self, now: &str) -> Vec<String> {
-        let due: Vec<(String, String)> = dm_accounts(self)
-            .into_iter()
-            .filter(|(name, _)| {
-                let p = provenance(self, name);
-                !p.confirmed && p.lapse_at.as_deref().is_some_and(|at| at <= now)
-            })
-            .map(|(name, account)| (name, account.server_id))
-            .collect();
-        let mut removed = Vec::new();
-        for (name, server_id) in due {
-            for child in descendants(self, &server_id) {
-                if let Some(id) = self
-                    .value(&format!("{DMACC}/{child}/ServerID"))
-                    .map(str::to_owned)
-                {
-                    removed.push(id);
-                }
-                let _ = self.remove(&format!("{DMACC}/{child}"));
-            }
-            let _ = self.remove(&format!("{DMACC}/{name}"));
-            removed.push(server_id);
+    /// The record of the server behind `server_id` in a session: its one live account,
+    /// else the account it had until it removed it in this session.
+    pub(crate) fn writer(&self, server_id: &str) -> Option<AccountId> {
+        if let Some(node) = account_of(self, server_id) {
+            return self.registry.at_node(&node).map(|r| r.id);
         }
-        removed
+        let live_elsewhere = dm_accounts(self)
+            .iter()
+            .any(|(_, account)| account.server_id == server_id);
+        if live_elsewhere {
+            return None;
+        }
+        self.registry
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.node.is_none() && r.server_id == server_id)
+            .map(|r| r.id)
     }
 
-    /// A management session with gateway `server_id` was completed: its bootstrap no
-    /// longer lapses.
-    pub fn confirm_gateway(&mut self, server_id: &str) -> Result<bool, TreeError> {
-        let Some(name) = account_of(self, server_id) else {
-            return Ok(false);
-        };
-        let mut p = provenance(self, &name);
-        if p.confirmed || p.lapse_at.is_none() {
-            return Ok(false);
-        }
-        p.confirmed = true;
-        p.lapse_at = None;
-        write_provenance(self, &name, &p)?;
-        Ok(true)
+    pub(crate) fn standing_of(&self, server_id: &str) -> (Option<AccountId>, Standing) {
+        let writer = self.writer(server_id);
+        let standing = writer.map_or(Standing::Untrusted, |id| self.registry.standing(id));
+        (writer, standing)
     }
 
     /// The server whose rights `server_id` also has: the parent of a fully trusted or
     /// validated gateway account.
     pub(crate) fn delegate(&self, server_id: &str) -> Option<String> {
-        let name = account_of(self, server_id)?;
-        let provenance = provenance(self, &name);
-        let trusted = matches!(provenance.trust, Trust::Full | Trust::Validated);
-        let gateway = matches!(
-            provenance.origin,
-            Origin::ServerAssisted | Origin::LocalBootstrap
-        );
-        (trusted && gateway)
-            .then_some(provenance.parent)
-            .flatten()
+        let Standing::Trusted {
+            delegate: Some(parent),
+            ..
+        } = self.standing_of(server_id).1
+        else {
+            return None;
+        };
+        self.registry
+            .get(parent)
+            .map(|p| p.server_id.clone())
             .filter(|parent| parent != server_id)
     }
+
+    /// Writes every live account's mirror from its record (after any change to the
+    /// registry or to the accounts).
+    pub(crate) fn refresh_mirrors(&mut self) {
+        let mirrors: Vec<(String, Provenance)> = self
+            .registry
+            .records
+            .iter()
+            .filter_map(|r| Some((r.node.clone()?, self.provenance(r))))
+            .collect();
+        for (node, provenance) in mirrors {
+            let Some(account) = self.node_at_mut(&["DMAcc", &node]) else {
+                continue;
+            };
+            // The account is interior (it is on record): these cannot fail.
+            let Some(children) = account.children_mut() else {
+                continue;
+            };
+            let ext = children
+                .entry(MIRROR[0].to_owned())
+                .or_insert_with(Node::interior);
+            if !ext.is_interior() {
+                *ext = Node::interior();
+            }
+            if let Some(ext_children) = ext.children_mut() {
+                ext_children.insert(MIRROR[1].to_owned(), mirror_node(&provenance));
+            }
+        }
+    }
+
+    /// A server's Add or Replace inside an account's mirror (`segments` =
+    /// `DMAcc/<account>/Ext/GwBoot/<field>`): the two writes the device takes, into its
+    /// record; anything else is refused.
+    /// - Validation: `Trust` := `validated` on a local bootstrap, by a server that was
+    ///   bootstrapped before it (factory, or added by one). No other server may, and a
+    ///   gateway never validates itself.
+    /// - Declaration: the server that created an account says it is a server-assisted
+    ///   gateway (`Origin`), or restates what the mirror already shows.
+    pub(crate) fn write_mirror(
+        &mut self,
+        server: &str,
+        account: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<(), u16> {
+        let (writer, standing) = self.standing_of(server);
+        let (
+            Some(writer),
+            Standing::Trusted {
+                validator: true, ..
+            },
+        ) = (writer, standing)
+        else {
+            return Err(status::PERMISSION_DENIED);
+        };
+        let record = self
+            .registry
+            .at_node(account)
+            .ok_or(status::PERMISSION_DENIED)?
+            .clone();
+        let shown = self.provenance(&record);
+        let local_bootstrap = record.origin == Origin::LocalBootstrap;
+        let created_by_writer = record.parent == Some(writer)
+            && matches!(record.origin, Origin::Server | Origin::ServerAssisted);
+        let change = match field {
+            "Trust"
+                if value == Trust::Validated.as_str() && local_bootstrap && writer < record.id =>
+            {
+                Some((None, Some(Trust::Validated)))
+            }
+            "Origin" if created_by_writer => match Origin::parse(value) {
+                Some(origin @ (Origin::Server | Origin::ServerAssisted)) => {
+                    Some((Some(origin), None))
+                }
+                _ => None,
+            },
+            _ if created_by_writer || local_bootstrap && writer < record.id => shown
+                .fields()
+                .iter()
+                .any(|(name, shown, _)| *name == field && shown == value)
+                .then_some((None, None)),
+            _ => None,
+        };
+        let (origin, trust) = change.ok_or(status::PERMISSION_DENIED)?;
+        if let Some(entry) = self.registry.get_mut(record.id) {
+            if let Some(origin) = origin {
+                entry.origin = origin;
+            }
+            if let Some(trust) = trust {
+                if entry.trust != trust {
+                    entry.parent = Some(writer);
+                }
+                entry.trust = trust;
+            }
+        }
+        self.refresh_mirrors();
+        Ok(())
+    }
+}
+
+/// The mirror node of one account: every server may read it, none write it.
+fn mirror_node(provenance: &Provenance) -> Node {
+    let mut node = Node::interior();
+    node.acl = Some(Acl::granting("*", &[Op::Get]));
+    if let Some(children) = node.children_mut() {
+        for (name, value, format) in provenance.fields() {
+            children.insert(name.to_owned(), Node::leaf(&value, format));
+        }
+    }
+    node
 }

@@ -2,12 +2,16 @@
 //! the standard objects (DevInfo, DevDetail, DMAcc), and the execution of server
 //! commands with DM 1.2 statuses. Pure: no I/O, no clock; serde for persistence.
 
+mod accounts;
 mod acl;
 mod bootstrap;
 mod dmacc;
 mod exec;
+mod guard;
 mod gwboot;
+mod lapse;
 mod node;
+mod registry;
 mod stdobj;
 mod subtree;
 mod tree;
@@ -18,7 +22,8 @@ pub use bootstrap::{BootstrapError, GatewayBootstrap, bootstrap_document, read_b
 pub use dmacc::{
     AppAuth, AuthLevel, DMACC, DmAccount, dm_accounts, set_account_nonce, write_dm_account,
 };
-pub use gwboot::{Origin, Provenance, Trust, account_of, provenance, write_provenance};
+pub use gwboot::{Origin, Provenance, Trust, account_of, mirrored_provenance, rfc3339};
+pub use lapse::Elapsed;
 pub use node::{Content, Format, Node};
 pub use stdobj::DeviceInfo;
 pub use subtree::TndsTreeError;
@@ -42,4 +47,6 @@ pub enum TreeError {
     BadAcl(String),
     #[error("the root cannot be removed")]
     Permanent,
+    #[error("the device already has an account for server {0:?}")]
+    ServerIdTaken(String),
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::TreeError;
 use crate::acl::{Acl, Op};
 use crate::node::{Content, Format, Node};
+use crate::registry::Registry;
 use crate::uri::{Uri, join};
 
 /// An Exec a server asked for and the tree accepted, for the device to act on.
@@ -21,6 +22,9 @@ pub struct ExecRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub(crate) root: Node,
+    /// Where each account came from: the device's own record (`registry.rs`).
+    #[serde(default)]
+    pub(crate) registry: Registry,
     #[serde(skip)]
     pub(crate) exec_requests: Vec<ExecRequest>,
 }
@@ -32,6 +36,7 @@ impl Default for Tree {
         root.permanent = true;
         Tree {
             root,
+            registry: Registry::default(),
             exec_requests: Vec::new(),
         }
     }

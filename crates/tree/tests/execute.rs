@@ -26,6 +26,7 @@ fn device() -> Tree {
         "s",
     );
     write_dm_account(&mut tree, "Factory1", &account).unwrap();
+    assert!(tree.adopt_factory_account(DMS));
     tree.ensure_interior("./Vendor").unwrap();
     tree.set_leaf("./Vendor/Leaf", "v", Format::Chr).unwrap();
     tree.set_acl(
@@ -558,7 +559,7 @@ fn req_8x1_the_dm_server_bootstraps_the_device_to_the_gateway() {
             .iter()
             .any(|(_, a)| a.server_id == "gw-1" && a.address() == Some("http://gw/dm"))
     );
-    let provenance = gwmo_tree::provenance(&tree, "gw-1");
+    let provenance = tree.provenance_of("gw-1").unwrap();
     assert_eq!(
         (provenance.origin, provenance.trust),
         (gwmo_tree::Origin::ServerAssisted, gwmo_tree::Trust::Full)
@@ -646,15 +647,16 @@ fn a_server_without_a_trusted_gateway_account_gets_no_delegated_rights() {
         425
     );
     // A restricted gateway has only its ACLs.
-    server_assisted_bootstrap(&mut tree, "gw-r");
-    assert_eq!(
-        code(
-            &mut tree,
-            DMS,
-            &replace("./DMAcc/gw-r/Ext/GwBoot/Trust", "restricted")
-        ),
-        200
+    let gateway = DmAccount::new(
+        "gw-r",
+        "http://gw-r/dm",
+        gwmo_proto::auth::AuthType::Md5,
+        "d",
+        "c",
+        "gw-r",
+        "s",
     );
+    tree.apply_gateway_bootstrap(&gateway, 0, 60).unwrap();
     assert_eq!(
         code(
             &mut tree,
