@@ -421,11 +421,12 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     agent
         .session(&gateway, Trigger::Client, None, Vec::new())
         .await?;
-    let restricted = gwmo_tree::provenance(&agent.tree().await, &gateway);
-    ensure!(
-        restricted.confirmed,
-        "the session did not confirm the bootstrap"
-    );
+    let confirmed = agent
+        .tree()
+        .await
+        .provenance_of(&gateway)
+        .is_some_and(|p| p.confirmed);
+    ensure!(confirmed, "the session did not confirm the bootstrap");
     managed_by(&gw, dev_id).await?;
     wait_for("the Device Attach Alert", || async {
         let device = admin
@@ -441,9 +442,9 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     agent
         .session(server_id, Trigger::Client, None, Vec::new())
         .await?;
-    let trust = gwmo_tree::provenance(&agent.tree().await, &gateway).trust;
+    let trust = agent.tree().await.provenance_of(&gateway).map(|p| p.trust);
     ensure!(
-        trust == gwmo_tree::Trust::Validated,
+        trust == Some(gwmo_tree::Trust::Validated),
         "the gateway is still {trust:?}"
     );
     running.stop().await;
@@ -451,8 +452,9 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
 }
 
 /// A device takes a Gateway Bootstrap asking for a 2-second lapse interval and holds
-/// no session with the gateway: the bootstrap lapses on the device, and the gateway
-/// reports a Device Detach Alert (reason: lapsed) to the DM Server.
+/// no session with the gateway: the device's own lapse timer (the one `gwmo device`
+/// runs) removes the account at the deadline, with nothing else happening on it, and
+/// the gateway reports a Device Detach Alert (reason: lapsed) to the DM Server.
 async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000105";
     let local = LocalBootstrap {
@@ -461,22 +463,32 @@ async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
         lapse_secs: 2,
     };
     let (_gw, running, agent, gateway, _) = locally_bootstrapped(admin, dir, "gw-t", local).await?;
-    let deadline = gwmo_tree::provenance(&agent.tree().await, &gateway)
-        .lapse_at
+    let deadline = agent
+        .tree()
+        .await
+        .provenance_of(&gateway)
+        .and_then(|p| p.lapse_at)
         .context("the bootstrap has no lapse deadline")?;
     println!(
         "  the device took the bootstrap of {gateway}; it lapses at {deadline} unless a session follows"
     );
-    let removed = wait_for("the lapse on the device", || async {
-        let removed = agent.enforce_lapse().await?;
-        Ok((!removed.is_empty()).then_some(removed))
+    let agent = Arc::new(agent);
+    let timer = tokio::spawn({
+        let agent = Arc::clone(&agent);
+        async move { agent.run_lapse_timer().await }
+    });
+    wait_for("the lapse on the device", || async {
+        let tree = agent.tree().await;
+        Ok(gwmo_tree::account_of(&tree, &gateway)
+            .is_none()
+            .then_some(()))
     })
     .await?;
-    ensure!(
-        removed.contains(&gateway),
-        "the device removed {removed:?}, not {gateway}"
+    timer.abort();
+    println!(
+        "  at {}, the device's lapse timer removed the account of {gateway}",
+        gwmo_tree::rfc3339(gwmo_server::http::unix_now())
     );
-    println!("  the device removed the account of {gateway}");
     wait_for("the Device Detach Alert on the server", || async {
         let events = admin
             .call(

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gwmo_net::HttpClient;
 use gwmo_proto::{Alert, CmdIds, Command, Encoding};
@@ -12,7 +12,7 @@ use gwmo_session::{
     ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Credentials, Executor,
     Trigger,
 };
-use gwmo_tree::{AuthLevel, DmAccount, Tree};
+use gwmo_tree::{AuthLevel, DmAccount, Elapsed, Tree};
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
@@ -51,6 +51,10 @@ pub struct Agent {
     /// between still verifies).
     previous_server_nonces: std::sync::Mutex<HashMap<String, Vec<u8>>>,
     observer: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<SessionEnd>>,
+    /// When lapses were last accounted for, on a clock that does not jump.
+    lapse_clock: std::sync::Mutex<Instant>,
+    /// Wakes the lapse timer when a new bootstrap may lapse sooner.
+    lapse_rearm: Notify,
 }
 
 impl Agent {
@@ -59,7 +63,13 @@ impl Agent {
     pub fn open(settings: DeviceSettings) -> Result<Agent, DeviceError> {
         let state = StateDir::open(&settings.state_dir)?;
         let mut tree = match state.load_tree()? {
-            Some(tree) => tree,
+            Some(mut tree) => {
+                if provision::adopt_factory_accounts(&mut tree, &settings) {
+                    state.save_tree(&tree)?;
+                    info!("factory accounts of a tree from an earlier version recorded");
+                }
+                tree
+            }
             None => {
                 let tree = provision::factory_tree(&settings)?;
                 state.save_tree(&tree)?;
@@ -67,8 +77,9 @@ impl Agent {
                 tree
             }
         };
-        // A device that was down past a bootstrap's deadline lapses it before anything else.
-        lapse(&mut tree, &state)?;
+        // A device that was down past a bootstrap's deadline lapses it before anything
+        // else; the time it was off counts from the wall clock.
+        lapse(&mut tree, &state, Elapsed::SinceCheckpoint)?;
         Ok(Agent {
             client: HttpClient::new(
                 &settings.tls.client()?,
@@ -81,6 +92,8 @@ impl Agent {
             sessions_done: Notify::new(),
             previous_server_nonces: std::sync::Mutex::new(HashMap::new()),
             observer: std::sync::OnceLock::new(),
+            lapse_clock: std::sync::Mutex::new(Instant::now()),
+            lapse_rearm: Notify::new(),
         })
     }
 
@@ -212,10 +225,8 @@ impl Agent {
         seen_gateway: Option<&str>,
     ) -> Result<SessionReport, DeviceError> {
         let mut tree = self.tree.lock().await;
-        lapse(&mut tree, &self.state)?;
-        let (account_name, account) = gwmo_tree::dm_accounts(&tree)
-            .into_iter()
-            .find(|(_, a)| a.server_id == server_id)
+        self.lapse_due(&mut tree)?;
+        let (account_name, account) = gwmo_tree::account_for(&tree, server_id)
             .ok_or_else(|| DeviceError::NoAccount(server_id.to_owned()))?;
         let config = client_config(&self.settings, &account)?;
         let nonce_before = config.server_nonce.clone();
@@ -318,11 +329,47 @@ impl Agent {
         Some(url)
     }
 
-    /// Removes the local gateway bootstraps whose deadline has passed (and what came
-    /// via them); returns the ServerIDs removed.
+    /// Removes the local gateway bootstraps that are due (and what came via them);
+    /// returns the ServerIDs removed.
     pub async fn enforce_lapse(&self) -> Result<Vec<String>, DeviceError> {
         let mut tree = self.tree.lock().await;
-        lapse(&mut tree, &self.state)
+        self.lapse_due(&mut tree)
+    }
+
+    /// Counts the time measured since the last call off the pending lapses and
+    /// removes what is due.
+    fn lapse_due(&self, tree: &mut Tree) -> Result<Vec<String>, DeviceError> {
+        let elapsed = match self.lapse_clock.lock() {
+            Ok(mut last) => {
+                let now = Instant::now();
+                let elapsed = now.duration_since(*last);
+                *last = now;
+                elapsed
+            }
+            Err(_) => Duration::ZERO,
+        };
+        lapse(tree, &self.state, Elapsed::Measured(elapsed))
+    }
+
+    /// Removes each lapsing bootstrap at its deadline, by a timer: a device with no
+    /// other activity must not keep an unconfirmed gateway past its interval. Never
+    /// returns ([`Agent::run`] runs it beside the sessions).
+    pub async fn run_lapse_timer(&self) {
+        // Longest sleep: a wall clock set forward is noticed within it.
+        const RECHECK: Duration = Duration::from_secs(30);
+        loop {
+            let next = self.tree.lock().await.next_lapse(unix_now());
+            match next {
+                Some(due) => tokio::select! {
+                    _ = tokio::time::sleep(due.min(RECHECK)) => {}
+                    _ = self.lapse_rearm.notified() => {}
+                },
+                None => self.lapse_rearm.notified().await,
+            }
+            if let Err(error) = self.enforce_lapse().await {
+                warn!(%error, "lapse check failed");
+            }
+        }
     }
 
     /// Fetches a Gateway Bootstrap from a local bootstrap server, checks it against the
@@ -354,6 +401,8 @@ impl Agent {
         let bootstrap =
             gwmo_tree::read_bootstrap(text).map_err(|e| DeviceError::Bootstrap(e.to_string()))?;
         let mut tree = self.tree.lock().await;
+        // Lapse accounting up to now first, so the new budget starts from here.
+        self.lapse_due(&mut tree)?;
         let mut changed = tree.clone();
         let gateway = local::apply(
             &mut changed,
@@ -363,6 +412,7 @@ impl Agent {
         )?;
         self.state.save_tree(&changed)?;
         *tree = changed;
+        self.lapse_rearm.notify_one();
         info!(%gateway, "local gateway bootstrap applied (restricted until validated)");
         Ok(gateway)
     }
@@ -384,9 +434,16 @@ impl Agent {
     }
 
     /// Runs until `shutdown`: a session with every account at start, then on
-    /// schedule (when `poll_secs` > 0).
+    /// schedule (when `poll_secs` > 0); lapses at their deadlines all the while.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = shutdown => {}
+            _ = self.run_lapse_timer() => {}
+            _ = self.session_rounds() => {}
+        }
+    }
+
+    async fn session_rounds(&self) {
         let mut tick = (self.settings.poll_secs > 0)
             .then(|| tokio::time::interval(Duration::from_secs(self.settings.poll_secs)));
         loop {
@@ -394,13 +451,11 @@ impl Agent {
             // gateway in sight): a device must not give up after one look.
             self.bootstrap_if_needed().await;
             self.session_with_all(Trigger::Client).await;
-            let Some(tick) = tick.as_mut() else {
-                shutdown.await;
-                return;
-            };
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tick.tick() => {}
+            match tick.as_mut() {
+                Some(tick) => {
+                    tick.tick().await;
+                }
+                None => std::future::pending().await,
             }
         }
     }
@@ -429,8 +484,8 @@ fn unix_now() -> i64 {
 }
 
 /// Lapses what is due and stores the tree if anything went.
-fn lapse(tree: &mut Tree, state: &StateDir) -> Result<Vec<String>, DeviceError> {
-    let removed = tree.lapse(&local::rfc3339(unix_now()));
+fn lapse(tree: &mut Tree, state: &StateDir, elapsed: Elapsed) -> Result<Vec<String>, DeviceError> {
+    let removed = tree.lapse(unix_now(), elapsed);
     if !removed.is_empty() {
         state.save_tree(tree)?;
         warn!(accounts = ?removed, "gateway bootstrap lapsed: its accounts are removed");

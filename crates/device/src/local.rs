@@ -4,7 +4,7 @@
 //! unless a management session with the gateway follows in time.
 
 use gwmo_proto::auth;
-use gwmo_tree::{Acl, GatewayBootstrap, Op, Origin, Provenance, Tree, Trust};
+use gwmo_tree::{GatewayBootstrap, Tree};
 
 use crate::DeviceError;
 
@@ -42,66 +42,33 @@ pub fn check(document: &[u8], content_type: &str, policy: &Policy) -> Result<(),
     }
 }
 
-/// Applies a checked Gateway Bootstrap: the gateway's account, restricted, lapsing at
-/// `now` plus the shorter of what it asks and the device's maximum, with the right to
-/// bootstrap the device to other servers (Add on ./DMAcc). Never overwrites an account
-/// that did not come from a local bootstrap. `now_unix` gives the deadline.
+/// Applies a checked Gateway Bootstrap: the gateway's account on a node of its own,
+/// restricted, lapsing after the shorter of what it asks and the device's maximum
+/// unless a management session follows. Never replaces an account the device has.
+/// Returns the gateway's ServerID.
 pub fn apply(
     tree: &mut Tree,
     bootstrap: &GatewayBootstrap,
     now_unix: i64,
     policy: &Policy,
 ) -> Result<String, DeviceError> {
-    let server_id = bootstrap.account.server_id.clone();
-    if let Some(existing) = gwmo_tree::account_of(tree, &server_id)
-        && gwmo_tree::provenance(tree, &existing).origin != Origin::LocalBootstrap
-    {
-        return Err(DeviceError::Bootstrap(format!(
-            "it would replace the account of {server_id}, which did not come from a local bootstrap"
-        )));
-    }
-    let name = gwmo_tree::segment_for(&server_id);
     let lapse_secs = bootstrap
         .lapse_secs
         .unwrap_or(policy.max_lapse_secs)
         .min(policy.max_lapse_secs);
-    gwmo_tree::write_dm_account(tree, &name, &bootstrap.account)?;
-    gwmo_tree::write_provenance(
-        tree,
-        &name,
-        &Provenance {
-            origin: Origin::LocalBootstrap,
-            parent: None,
-            trust: Trust::Restricted,
-            lapse_at: Some(rfc3339(now_unix.saturating_add(lapse_secs as i64))),
-            confirmed: false,
-        },
-    )?;
-    let mut acl = tree
-        .acl(gwmo_tree::DMACC)
-        .cloned()
-        .unwrap_or_else(|| Acl::granting("*", &[Op::Get]));
-    acl.grant(Op::Add, &server_id);
-    tree.set_acl(gwmo_tree::DMACC, acl)?;
-    Ok(server_id)
-}
-
-/// RFC 3339 UTC to the second (`YYYY-MM-DDTHH:MM:SSZ`), the form LapseAt compares in.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "9999-12-31T23:59:59Z".into())
+    tree.apply_gateway_bootstrap(&bootstrap.account, now_unix, lapse_secs)
+        .map_err(|error| DeviceError::Bootstrap(error.to_string()))?;
+    Ok(bootstrap.account.server_id.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use gwmo_proto::auth::AuthType;
-    use gwmo_tree::{DeviceInfo, DmAccount, bootstrap_document, read_bootstrap};
+    use gwmo_tree::{
+        DeviceInfo, DmAccount, Elapsed, Origin, Trust, bootstrap_document, read_bootstrap, rfc3339,
+    };
+    use std::time::Duration;
 
     fn policy(pin: Option<&str>, accept_unsigned: bool) -> Policy {
         Policy {
@@ -166,7 +133,7 @@ mod tests {
         });
         let bootstrap = read_bootstrap(&document()).unwrap();
         let gateway = apply(&mut tree, &bootstrap, 1_800_000_000, &policy(None, true)).unwrap();
-        let p = gwmo_tree::provenance(&tree, &gateway);
+        let p = tree.provenance_of(&gateway).unwrap();
         assert_eq!(
             (p.origin, p.trust, p.confirmed),
             (Origin::LocalBootstrap, Trust::Restricted, false)
@@ -176,32 +143,14 @@ mod tests {
             Some(rfc3339(1_800_000_600).as_str()),
             "the bootstrap's 600 s < 3600 s"
         );
-        assert!(tree.lapse(&rfc3339(1_800_000_599)).is_empty());
-        // Its own DM Server may validate it; the gateway may not.
-        let validate = gwmo_proto::Command::Replace(gwmo_proto::ItemCommand {
-            cmd_id: 1,
-            meta: None,
-            items: vec![gwmo_proto::Item {
-                target: Some(gwmo_proto::Location::new("./DMAcc/gw-l/Ext/GwBoot/Trust")),
-                data: Some(gwmo_proto::Data::Text("validated".into())),
-                ..gwmo_proto::Item::default()
-            }],
-        });
-        let code = |tree: &mut Tree, server: &str| match &tree.execute(
-            server,
-            1,
-            &validate,
-            &mut gwmo_proto::CmdIds::new(),
-        )[0]
-        {
-            gwmo_proto::Command::Status(s) => s.code,
-            _ => 0,
-        };
-        assert_eq!(code(&mut tree, "gw-l"), 425);
-        let dms = DmAccount::new("dms", "http://dms/dm", AuthType::Md5, "d", "c", "dms", "s");
-        gwmo_tree::write_dm_account(&mut tree, "dms", &dms).unwrap();
-        assert_eq!(code(&mut tree, "dms"), 200);
-        assert_eq!(tree.lapse(&rfc3339(1_800_000_600)), vec!["gw-l"]);
+        assert!(
+            tree.lapse(1_800_000_599, Elapsed::Measured(Duration::from_secs(599)))
+                .is_empty()
+        );
+        assert_eq!(
+            tree.lapse(1_800_000_600, Elapsed::Measured(Duration::from_secs(1))),
+            vec!["gw-l"]
+        );
     }
 
     #[test]
@@ -216,15 +165,10 @@ mod tests {
             "gw-l",
             "s",
         );
-        gwmo_tree::write_dm_account(&mut tree, "gw-l", &factory).unwrap();
+        tree.add_factory_account(&factory).unwrap();
         let before = serde_json::to_string(&tree).unwrap();
         let bootstrap = read_bootstrap(&document()).unwrap();
         assert!(apply(&mut tree, &bootstrap, 0, &policy(None, true)).is_err());
         assert_eq!(serde_json::to_string(&tree).unwrap(), before);
-    }
-
-    #[test]
-    fn deadlines_are_whole_seconds_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 }

@@ -71,10 +71,7 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
         }
     };
     let tree = agent.tree().await;
-    let Some((_, account)) = gwmo_tree::dm_accounts(&tree)
-        .into_iter()
-        .find(|(_, a)| a.server_id == notification.server_id)
-    else {
+    let Some((_, account)) = gwmo_tree::account_for(&tree, &notification.server_id) else {
         warn!(server = %notification.server_id, "package 0 from a server without an account");
         return (StatusCode::FORBIDDEN, "no account for that server\n".into());
     };

@@ -2,11 +2,11 @@
 //! accounts of its configuration, and the vendor nodes gwmo devices offer.
 
 use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
-use gwmo_tree::{Acl, DeviceInfo, DmAccount, ExecRequest, Format, Origin, Tree};
+use gwmo_tree::{Acl, DeviceInfo, DmAccount, ExecRequest, Format, Tree};
 use tracing::info;
 
 use crate::DeviceError;
-use crate::settings::DeviceSettings;
+use crate::settings::{DeviceSettings, FactoryAccount};
 
 /// Where a gwmo device reports the URL it takes package 0 at.
 pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
@@ -23,17 +23,7 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
         ..DeviceInfo::default()
     });
     for factory in &settings.accounts {
-        let account = DmAccount::new(
-            &factory.server_id,
-            &factory.server_url,
-            factory.auth.into(),
-            factory.client_name.as_deref().unwrap_or(&settings.dev_id),
-            &factory.client_secret,
-            factory.server_name.as_deref().unwrap_or(&factory.server_id),
-            &factory.server_secret,
-        );
-        let name = account_node_name(&tree, &factory.server_id);
-        gwmo_tree::write_dm_account(&mut tree, &name, &account)?;
+        tree.add_factory_account(&factory_account(settings, factory))?;
     }
     // Vendor nodes every server may read, and the factory servers may execute.
     let servers: Vec<&str> = settings
@@ -61,24 +51,42 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
     Ok(tree)
 }
 
+fn factory_account(settings: &DeviceSettings, factory: &FactoryAccount) -> DmAccount {
+    DmAccount::new(
+        &factory.server_id,
+        &factory.server_url,
+        factory.auth.into(),
+        factory.client_name.as_deref().unwrap_or(&settings.dev_id),
+        &factory.client_secret,
+        factory.server_name.as_deref().unwrap_or(&factory.server_id),
+        &factory.server_secret,
+    )
+}
+
+/// Records as factory the configured accounts a tree written before the device kept
+/// records holds (the configuration is the device's own word for them); every other
+/// account it holds stays untrusted. Returns whether anything was recorded.
+pub fn adopt_factory_accounts(tree: &mut Tree, settings: &DeviceSettings) -> bool {
+    settings
+        .accounts
+        .iter()
+        .filter(|factory| tree.adopt_factory_account(&factory.server_id))
+        .count()
+        > 0
+}
+
 /// Whether the account of `server_id` is a gateway's.
 pub fn is_gateway(tree: &Tree, server_id: &str) -> bool {
-    gwmo_tree::account_of(tree, server_id).is_some_and(|name| is_gateway_origin(tree, &name))
+    tree.provenance_of(server_id)
+        .is_some_and(|p| p.origin.is_gateway())
 }
 
 /// The ServerID of the gateway the device is bootstrapped to, if any.
 pub fn current_gateway(tree: &Tree) -> Option<String> {
     gwmo_tree::dm_accounts(tree)
         .into_iter()
-        .find(|(name, _)| is_gateway_origin(tree, name))
         .map(|(_, account)| account.server_id)
-}
-
-fn is_gateway_origin(tree: &Tree, account: &str) -> bool {
-    matches!(
-        gwmo_tree::provenance(tree, account).origin,
-        Origin::ServerAssisted | Origin::LocalBootstrap
-    )
+        .find(|server_id| is_gateway(tree, server_id))
 }
 
 /// The Location Update Alert (Generic Alert 1226, DESIGN.md §3) for a session with a
@@ -103,23 +111,6 @@ pub fn location_update(tree: &Tree, seen_gateway: Option<&str>, server_id: &str)
             ..Item::default()
         }],
     })
-}
-
-/// The node name of a factory account: its ServerID made a valid URI segment (so the
-/// server can address its own account), with a suffix if that name is taken.
-pub fn account_node_name(tree: &Tree, server_id: &str) -> String {
-    let base = gwmo_tree::segment_for(server_id);
-    let taken = |name: &str| tree.exists(&format!("{}/{name}", gwmo_tree::DMACC));
-    (1..)
-        .map(|n| {
-            if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}_{n}")
-            }
-        })
-        .find(|name| !taken(name))
-        .unwrap_or(base)
 }
 
 pub fn set_notify_url(tree: &mut Tree, url: &str) -> Result<(), DeviceError> {

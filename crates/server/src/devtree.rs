@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use std::collections::HashMap;
 
-use gwmo_tree::{DMACC, DmAccount, Tree, dm_accounts, provenance};
+use gwmo_tree::{DMACC, DmAccount, Tree, dm_accounts, mirrored_provenance};
 use serde_json::{Value, json};
 
 use crate::admin::{ApiError, known_device, queue_and_wake};
@@ -78,22 +78,20 @@ pub async fn get_accounts(
         .children(DMACC)
         .unwrap_or_default()
         .into_iter()
-        .filter(|node| {
-            readable.contains_key(*node)
-                || tree.exists(&format!("{DMACC}/{node}/Ext/GwBoot/Origin"))
-        })
-        .map(|node| {
+        .filter_map(|node| {
             let account = readable.get(node);
-            let origin = provenance(&tree, node);
-            json!({
-                "node": node,
-                "server_id": account.map(|a| a.server_id.as_str()),
-                "address": account.map(|a| a.addr.as_str()),
-                "origin": origin.origin.as_str(),
-                "trust": origin.trust.as_str(),
-                "parent": origin.parent,
-                "lapse_at": origin.lapse_at,
-                "confirmed": origin.confirmed,
+            let origin = mirrored_provenance(&tree, node);
+            (account.is_some() || origin.is_some()).then(|| {
+                json!({
+                    "node": node,
+                    "server_id": account.map(|a| a.server_id.as_str()),
+                    "address": account.map(|a| a.addr.as_str()),
+                    "origin": origin.as_ref().map(|o| o.origin.as_str()),
+                    "trust": origin.as_ref().map(|o| o.trust.as_str()),
+                    "parent": origin.as_ref().and_then(|o| o.parent.clone()),
+                    "lapse_at": origin.as_ref().and_then(|o| o.lapse_at.clone()),
+                    "confirmed": origin.as_ref().map(|o| o.confirmed),
+                })
             })
         })
         .collect();

@@ -171,8 +171,8 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
         observed
             .wait_for(&plan.account.server_id, left, "validation")
             .await?;
-        let trust = gwmo_tree::provenance(&agent.tree().await, &gateway).trust;
-        if trust == Trust::Validated {
+        let trust = agent.tree().await.provenance_of(&gateway).map(|p| p.trust);
+        if trust == Some(Trust::Validated) {
             return Ok(());
         }
     }

@@ -172,6 +172,21 @@ pub fn dm_accounts(tree: &Tree) -> Vec<(String, DmAccount)> {
         .collect()
 }
 
+/// The one account whose ServerID is `server_id`, with its node name (none when no
+/// account or several carry it: a session never guesses which one is meant).
+pub fn account_for(tree: &Tree, server_id: &str) -> Option<(String, DmAccount)> {
+    let mut matching = dm_accounts(tree)
+        .into_iter()
+        .filter(|(_, account)| account.server_id == server_id);
+    let found = matching.next()?;
+    matching.next().is_none().then_some(found)
+}
+
+/// The node name of the one account whose ServerID is `server_id`.
+pub fn account_of(tree: &Tree, server_id: &str) -> Option<String> {
+    account_for(tree, server_id).map(|(name, _)| name)
+}
+
 fn read_account(tree: &Tree, base: &str) -> Option<DmAccount> {
     let text = |path: &str| tree.value(&format!("{base}/{path}")).map(str::to_owned);
     let addr = tree

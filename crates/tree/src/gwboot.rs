@@ -14,7 +14,7 @@ use gwmo_proto::codes::status;
 use serde::{Deserialize, Serialize};
 
 use crate::acl::{Acl, Op};
-use crate::dmacc::{DMACC, dm_accounts};
+use crate::dmacc::{DMACC, account_of, dm_accounts};
 use crate::node::{Format, Node};
 use crate::registry::{AccountId, Record, Standing};
 use crate::tree::Tree;
@@ -130,16 +130,6 @@ pub fn mirrored_provenance(tree: &Tree, node: &str) -> Option<Provenance> {
         lapse_at: text("LapseAt").map(str::to_owned),
         confirmed: text("Confirmed") == Some("true"),
     })
-}
-
-/// The node name of the one account whose ServerID is `server_id` (none when no
-/// account or several carry it: a session never guesses which one is meant).
-pub fn account_of(tree: &Tree, server_id: &str) -> Option<String> {
-    let mut matching = dm_accounts(tree)
-        .into_iter()
-        .filter(|(_, account)| account.server_id == server_id);
-    let (name, _) = matching.next()?;
-    matching.next().is_none().then_some(name)
 }
 
 /// RFC 3339 UTC to the second (`YYYY-MM-DDTHH:MM:SSZ`).
@@ -271,6 +261,9 @@ impl Tree {
         field: &str,
         value: &str,
     ) -> Result<(), u16> {
+        if self.node_at(&["DMAcc", account]).is_none() {
+            return Err(status::NOT_FOUND);
+        }
         let (writer, standing) = self.standing_of(server);
         let (
             Some(writer),
@@ -336,4 +329,15 @@ fn mirror_node(provenance: &Provenance) -> Node {
         }
     }
     node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_are_whole_seconds_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+    }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::TreeError;
-use crate::gwboot::account_of;
+use crate::dmacc::account_of;
 use crate::node::Node;
 use crate::tree::Tree;
 

@@ -20,9 +20,10 @@ mod uri;
 pub use acl::{Acl, Op};
 pub use bootstrap::{BootstrapError, GatewayBootstrap, bootstrap_document, read_bootstrap};
 pub use dmacc::{
-    AppAuth, AuthLevel, DMACC, DmAccount, dm_accounts, set_account_nonce, write_dm_account,
+    AppAuth, AuthLevel, DMACC, DmAccount, account_for, account_of, dm_accounts, set_account_nonce,
+    write_dm_account,
 };
-pub use gwboot::{Origin, Provenance, Trust, account_of, mirrored_provenance, rfc3339};
+pub use gwboot::{Origin, Provenance, Trust, mirrored_provenance, rfc3339};
 pub use lapse::Elapsed;
 pub use node::{Content, Format, Node};
 pub use stdobj::DeviceInfo;
