@@ -244,6 +244,7 @@ impl Agent {
         let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
         let mut outgoing = session.start()?;
         let mut messages = 0;
+        let mut server_authenticated = false;
         let outcome = loop {
             let answer = self
                 .client
@@ -269,12 +270,20 @@ impl Agent {
             );
             // Whatever ran, and every nonce learnt, is on disk before the next message.
             let events = session.take_events();
+            server_authenticated |= events.contains(&ClientEvent::ServerAuthenticated);
             apply_events(&mut tree, &account_name, &events)?;
             for request in tree.take_exec_requests() {
                 provision::run_exec(&mut tree, &request);
             }
+            let step = step?;
+            // Answering an authenticated gateway's package establishes the management
+            // session (DESIGN.md §3): the bootstrap is confirmed before the answer
+            // leaves, so a gateway that has the answer knows the device keeps it.
+            if server_authenticated && matches!(step, ClientStep::Send(_)) {
+                self.confirm_gateway(&mut tree, server_id)?;
+            }
             self.state.save_tree(&tree)?;
-            match step? {
+            match step {
                 ClientStep::Send(next) => outgoing = next,
                 ClientStep::Done(outcome) => break outcome,
             }
@@ -282,13 +291,9 @@ impl Agent {
         if let Ok(mut previous) = self.previous_server_nonces.lock() {
             previous.insert(server_id.to_owned(), nonce_before);
         }
-        // A completed, mutually authenticated session confirms a local gateway bootstrap.
-        if outcome == ClientOutcome::Completed && tree.confirm_gateway(server_id)? {
+        // A completed, mutually authenticated session confirms it too.
+        if outcome == ClientOutcome::Completed && self.confirm_gateway(&mut tree, server_id)? {
             self.state.save_tree(&tree)?;
-            info!(
-                gateway = server_id,
-                "gateway bootstrap confirmed: it no longer lapses"
-            );
         }
         info!(server = server_id, session = %session_id, ?outcome, messages, "session finished");
         Ok(SessionReport {
@@ -297,6 +302,21 @@ impl Agent {
             outcome,
             messages,
         })
+    }
+
+    /// Confirms the local bootstrap of gateway `server_id`, if it has one pending;
+    /// returns whether it did (the caller stores the tree).
+    fn confirm_gateway(&self, tree: &mut Tree, server_id: &str) -> Result<bool, DeviceError> {
+        // Lapse accounting first: a bootstrap already past its budget is not confirmed.
+        self.lapse_due(tree)?;
+        let confirmed = tree.confirm_gateway(server_id)?;
+        if confirmed {
+            info!(
+                gateway = server_id,
+                "gateway bootstrap confirmed: it no longer lapses"
+            );
+        }
+        Ok(confirmed)
     }
 
     /// Where to ask for a Gateway Bootstrap: the configured URL, or the first Local DM
@@ -372,18 +392,32 @@ impl Agent {
         }
     }
 
-    /// Fetches a Gateway Bootstrap from a local bootstrap server, checks it against the
-    /// device's policy and applies it. Returns the gateway's ServerID.
+    /// Fetches a Gateway Bootstrap from a local bootstrap server (answering its
+    /// challenge with the USERPIN, when it asks), checks it against the device's policy
+    /// and applies it. Returns the gateway's ServerID.
     pub async fn local_bootstrap(&self, url: &str) -> Result<String, DeviceError> {
-        let answer = self
-            .client
-            .post(
-                url,
-                "text/plain",
-                None,
-                self.settings.dev_id.clone().into_bytes(),
-            )
-            .await?;
+        let policy = self.settings.bootstrap_policy();
+        let request = gwmo_tree::BootstrapRequest {
+            dev_id: self.settings.dev_id.clone(),
+            max_lapse_secs: policy.max_lapse_secs,
+            ..Default::default()
+        };
+        let mut answer = self.post_bootstrap_request(url, &request).await?;
+        if answer.status == 401 {
+            let challenge = serde_json::from_slice::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|body| body["challenge"].as_str().map(str::to_owned))
+                .ok_or_else(|| DeviceError::Bootstrap("a 401 without a challenge".into()))?;
+            let pin = policy.userpin.as_deref().ok_or_else(|| {
+                DeviceError::Bootstrap(
+                    "the bootstrap server wants a USERPIN proof and this device has no USERPIN"
+                        .into(),
+                )
+            })?;
+            answer = self
+                .post_bootstrap_request(url, &request.answer(&challenge, pin))
+                .await?;
+        }
         if answer.status != 200 {
             return Err(DeviceError::Refused(
                 answer.status,
@@ -391,11 +425,7 @@ impl Agent {
             ));
         }
         let content_type = answer.content_type.unwrap_or_default();
-        local::check(
-            &answer.body,
-            &content_type,
-            &self.settings.bootstrap_policy(),
-        )?;
+        local::check(&answer.body, &content_type, &policy)?;
         let text = std::str::from_utf8(&answer.body)
             .map_err(|_| DeviceError::Bootstrap("the document is not UTF-8".into()))?;
         let bootstrap =
@@ -404,17 +434,25 @@ impl Agent {
         // Lapse accounting up to now first, so the new budget starts from here.
         self.lapse_due(&mut tree)?;
         let mut changed = tree.clone();
-        let gateway = local::apply(
-            &mut changed,
-            &bootstrap,
-            unix_now(),
-            &self.settings.bootstrap_policy(),
-        )?;
+        let gateway = local::apply(&mut changed, &bootstrap, unix_now(), &policy)?;
         self.state.save_tree(&changed)?;
         *tree = changed;
         self.lapse_rearm.notify_one();
         info!(%gateway, "local gateway bootstrap applied (restricted until validated)");
         Ok(gateway)
+    }
+
+    async fn post_bootstrap_request(
+        &self,
+        url: &str,
+        request: &gwmo_tree::BootstrapRequest,
+    ) -> Result<gwmo_net::HttpResponse, DeviceError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| DeviceError::Bootstrap(format!("cannot write the request: {e}")))?;
+        Ok(self
+            .client
+            .post(url, "application/json", None, body)
+            .await?)
     }
 
     /// Opens a session with every account; failures are logged, not fatal.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gwmo_bootstrap::{BootstrapSettings, Enroller, Enrollment};
+use gwmo_bootstrap::{BootstrapSettings, EnrollError, Enroller, Enrollment};
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
@@ -34,6 +34,9 @@ pub const INVENTORY: &str = "./GwMO/DeviceInventory";
 /// The leaf that marks an inventory entry whose local bootstrap lapsed, kept until the
 /// DM Server has been told.
 const LAPSED: &str = "Lapsed";
+/// The leaf holding the id of the probe a locally bootstrapped device's first session
+/// carries.
+const PROBE: &str = "Probe";
 pub const FANOUT: &str = "./GwMO/Fanout";
 
 #[derive(Debug, thiserror::Error)]
@@ -254,16 +257,12 @@ fn serve_bootstrap(
         gateway_url,
         lapse_secs: settings.bootstrap_lapse_secs,
         userpins: settings.userpins.clone(),
+        issue_unsigned: settings.bootstrap_issue_unsigned,
     };
     let enrolling = syncer.clone();
     let enroller: Enroller = Arc::new(move |enrollment| {
         let syncer = enrolling.clone();
-        Box::pin(async move {
-            syncer
-                .add_local(enrollment)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { syncer.add_local(enrollment).await })
     });
     let local_addr = listener.local_addr().ok();
     // A standalone bootstrap server hands over credentials with the admin token.
@@ -333,7 +332,7 @@ impl Syncer {
         }
         let mut states = Vec::with_capacity(entries.len());
         for entry in &entries {
-            states.push((entry, self.admit(entry).await?));
+            states.push((entry, self.admit(&tree, entry).await?));
         }
         self.record_states(&tree, &states).await?;
         // Each goes on its own, and none fails the sync: a report the DM Server cannot
@@ -353,8 +352,15 @@ impl Syncer {
     }
 
     /// Brings one inventory entry into the end-device store (enrolling and waking the
-    /// device when it is new or its credentials changed); returns its State.
-    async fn admit(&self, entry: &InventoryEntry) -> Result<&'static str, GatewayError> {
+    /// device when it is new or its credentials changed); returns its State. A locally
+    /// bootstrapped device is `active` once it answered the probe of its first session
+    /// (so it has confirmed its bootstrap: the device confirms before it answers), not
+    /// merely once a session began.
+    async fn admit(
+        &self,
+        tree: &Tree,
+        entry: &InventoryEntry,
+    ) -> Result<&'static str, GatewayError> {
         let store = &self.downstream.store;
         let approach_on = match entry.origin.as_str() {
             "local-bootstrap" => self.settings.approaches.local,
@@ -364,13 +370,14 @@ impl Syncer {
             warn!(device = %entry.dev_id, origin = %entry.origin, "refusing a bootstrap: the approach is off");
             return Ok("refused");
         }
+        let local = entry.origin == "local-bootstrap";
         match store.device(&entry.dev_id)? {
             Some(known) if known.client_secret == entry.client_secret => {
-                return Ok(if known.sessions > 0 {
-                    "active"
-                } else {
-                    "enrolled"
-                });
+                let active = match local {
+                    true => self.probe_answered(tree, entry)?,
+                    false => known.sessions > 0,
+                };
+                return Ok(if active { "active" } else { "enrolled" });
             }
             Some(_) => {
                 store.remove_device(&entry.dev_id)?;
@@ -390,6 +397,9 @@ impl Syncer {
         )?;
         store.set_notify_address(&entry.dev_id, entry.notify_url.as_deref())?;
         info!(device = %entry.dev_id, "end device added to the inventory");
+        if local {
+            self.queue_probe(entry).await?;
+        }
         // A locally bootstrapped device opens its session itself once it has the account.
         if entry.origin != "local-bootstrap"
             && let Some(device) = store.device(&entry.dev_id)?
@@ -400,10 +410,50 @@ impl Syncer {
         Ok("enrolled")
     }
 
+    /// The first session of a locally bootstrapped device carries a Get of its
+    /// bootstrap's deadline: its answer shows the device confirmed the bootstrap.
+    async fn queue_probe(&self, entry: &InventoryEntry) -> Result<(), GatewayError> {
+        let probe = CommandSpec::Get {
+            target: format!(
+                "./DMAcc/{}/Ext/GwBoot/LapseAt",
+                gwmo_tree::segment_for(&self.settings.gateway_id)
+            ),
+        };
+        let id =
+            self.downstream
+                .store
+                .queue_command(&entry.dev_id, &probe.to_json(), unix_now())?;
+        let leaf = format!("{INVENTORY}/{}/{PROBE}", entry.node);
+        self.agent
+            .update_tree(|tree| tree.set_leaf(&leaf, &id.to_string(), Format::Int))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the device answered the probe of its first session.
+    fn probe_answered(&self, tree: &Tree, entry: &InventoryEntry) -> Result<bool, GatewayError> {
+        let Some(id) = tree
+            .value(&format!("{INVENTORY}/{}/{PROBE}", entry.node))
+            .and_then(|v| v.parse::<i64>().ok())
+        else {
+            return Ok(false);
+        };
+        Ok(self
+            .downstream
+            .store
+            .command(id)?
+            .is_some_and(|command| command.state == CommandState::Done))
+    }
+
     /// A device the embedded bootstrap server just bootstrapped: an inventory entry of
-    /// origin local-bootstrap (restricted), then a sync that enrolls it.
-    async fn add_local(&self, enrollment: Enrollment) -> Result<(), GatewayError> {
-        let issued_at = unix_now().to_string();
+    /// origin local-bootstrap (restricted) with the interval issued, then a sync that
+    /// enrolls it. A device the gateway serves already is re-keyed only by a request
+    /// that proved its USERPIN.
+    async fn add_local(&self, enrollment: Enrollment) -> Result<(), EnrollError> {
+        let unavailable = |e: GatewayError| EnrollError::Unavailable(e.to_string());
+        let now = unix_now();
+        let (issued_at, lapse_secs) = (now.to_string(), enrollment.lapse_secs.to_string());
+        let lapse_at = gwmo_tree::rfc3339(now.saturating_add(enrollment.lapse_secs as i64));
         let base = format!("{INVENTORY}/{}", gwmo_tree::segment_for(&enrollment.dev_id));
         let leaves = [
             ("DevId", enrollment.dev_id.as_str()),
@@ -414,16 +464,32 @@ impl Syncer {
             ("Trust", "restricted"),
             ("Attached", "false"),
             ("IssuedAt", &issued_at),
+            ("LapseSecs", &lapse_secs),
+            ("LapseAt", &lapse_at),
         ];
-        self.agent
-            .update_tree(|tree| {
-                tree.remove(&base).ok();
-                leaves.iter().try_for_each(|(leaf, value)| {
-                    tree.set_leaf(&format!("{base}/{leaf}"), value, Format::Chr)
+        {
+            // The check and the write under the sync's lock: two requests for one
+            // device cannot both find it new.
+            let _one_at_a_time = self.running.lock().await;
+            let tree = self.agent.tree().await;
+            let served = tree.exists(&format!("{base}/ClientSecret"));
+            if served && !enrollment.proven {
+                return Err(EnrollError::Conflict(format!(
+                    "{} is served by this gateway",
+                    enrollment.dev_id
+                )));
+            }
+            self.agent
+                .update_tree(|tree| {
+                    tree.remove(&base).ok();
+                    leaves.iter().try_for_each(|(leaf, value)| {
+                        tree.set_leaf(&format!("{base}/{leaf}"), value, Format::Chr)
+                    })
                 })
-            })
-            .await?;
-        self.try_sync().await
+                .await
+                .map_err(|e| unavailable(e.into()))?;
+        }
+        self.try_sync().await.map_err(unavailable)
     }
 
     /// Reports, once, each locally bootstrapped device that has held a session with the
@@ -493,16 +559,20 @@ impl Syncer {
         tree: &Tree,
         states: &[(&InventoryEntry, &'static str)],
     ) -> Result<(), GatewayError> {
-        let lapse = self.settings.bootstrap_lapse_secs as i64;
         let lapsed: Vec<&InventoryEntry> = states
             .iter()
             .filter(|(entry, state)| {
-                let issued = tree
-                    .value(&format!("{INVENTORY}/{}/IssuedAt", entry.node))
-                    .and_then(|v| v.parse::<i64>().ok());
+                let number = |field: &str| {
+                    tree.value(&format!("{INVENTORY}/{}/{field}", entry.node))
+                        .and_then(|v| v.parse::<i64>().ok())
+                };
+                // The interval this bootstrap was issued with (the device applies the
+                // same), not whatever the setting says now.
+                let lapse =
+                    number("LapseSecs").unwrap_or(self.settings.bootstrap_lapse_secs as i64);
                 entry.origin == "local-bootstrap"
-                    && *state == "enrolled"
-                    && issued.is_some_and(|at| unix_now() > at + lapse)
+                    && *state != "active"
+                    && number("IssuedAt").is_some_and(|at| unix_now() >= at.saturating_add(lapse))
             })
             .map(|(entry, _)| *entry)
             .collect();

@@ -37,8 +37,12 @@ pub struct GatewaySettings {
     pub bootstrap_lapse_secs: u64,
     /// Where to write the address the bootstrap listener bound (for port 0).
     pub bootstrap_address_file: Option<PathBuf>,
-    /// USERPIN of each device (by DevId) whose Gateway Bootstrap must carry a MAC.
+    /// USERPIN of each device (by DevId): its bootstrap request must prove it, and its
+    /// Gateway Bootstrap carries a MAC made with it.
     pub userpins: std::collections::BTreeMap<String, String>,
+    /// Whether a device without a USERPIN here gets an unsigned Gateway Bootstrap
+    /// (off by default: the bootstrap server cannot tell such a device from a stranger).
+    pub bootstrap_issue_unsigned: bool,
     /// Advertise the gateway with DNS-SD (`_omadm-gw._tcp`) on this network interface
     /// only (for example `eth1`); none: no advertisement.
     pub dns_sd_interface: Option<String>,
@@ -86,6 +90,7 @@ impl Default for GatewaySettings {
             bootstrap_lapse_secs: 3600,
             bootstrap_address_file: None,
             userpins: std::collections::BTreeMap::new(),
+            bootstrap_issue_unsigned: false,
             upstream: None,
             tls: gwmo_net::TlsSettings::default(),
         }

@@ -462,7 +462,22 @@ impl DmService {
         else {
             return Ok(());
         };
-        let origin = attached["origin"].as_str().unwrap_or("local-bootstrap");
+        // The origin is this server's to say, not the gateway's: an association it made
+        // itself (server assisted) stands as it is; any other attach is a local
+        // bootstrap, restricted until the device answers its validation.
+        let claimed = attached["origin"].as_str().unwrap_or_default();
+        let made_here = self
+            .store
+            .association(dev_id)?
+            .is_some_and(|a| a.gateway_id == gateway.gateway_id && a.origin == "server-assisted");
+        if made_here {
+            info!(device = dev_id, gateway = %gateway.gateway_id, "Device Attach for a device this server bootstrapped to the gateway: nothing to do");
+            return Ok(());
+        }
+        if claimed != "local-bootstrap" {
+            warn!(device = dev_id, gateway = %gateway.gateway_id, claimed, "a Device Attach claimed an origin this server has no record of: taken as a local bootstrap");
+        }
+        let origin = "local-bootstrap";
         let bootstrap = attached["issued_at"].as_str();
         if !self
             .store

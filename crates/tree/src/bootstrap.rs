@@ -60,6 +60,61 @@ pub fn bootstrap_document(account: &DmAccount, lapse_secs: u64) -> Result<String
     Ok(tnds::to_xml(&[node]))
 }
 
+/// What a device posts to a Local DM Bootstrap Server (`/bootstrap`, JSON). Where the
+/// server knows the device's USERPIN, the request proves the device knows it too: the
+/// server answers a first request with a single-use `challenge`, and the device posts
+/// again with `mac` = HMAC-SHA1 over [`BootstrapRequest::signed_text`] keyed with its
+/// USERPIN (the DM Security construction of the document MAC, over the request).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BootstrapRequest {
+    pub dev_id: String,
+    /// The longest lapse interval the device will apply: the server issues no longer,
+    /// so both sides count the same interval.
+    pub max_lapse_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl BootstrapRequest {
+    /// What the MAC covers: every field the server acts on, and its challenge.
+    pub fn signed_text(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.dev_id,
+            self.max_lapse_secs,
+            self.challenge.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// This request answering `challenge`, signed with `userpin`.
+    pub fn answer(&self, challenge: &str, userpin: &str) -> BootstrapRequest {
+        let mut answer = BootstrapRequest {
+            challenge: Some(challenge.to_owned()),
+            mac: None,
+            ..self.clone()
+        };
+        answer.mac = Some(gwmo_proto::auth::bootstrap_mac(
+            userpin.as_bytes(),
+            answer.signed_text().as_bytes(),
+        ));
+        answer
+    }
+
+    /// Whether the request carries a MAC made with `userpin`.
+    pub fn proves(&self, userpin: &str) -> bool {
+        self.mac.as_deref().is_some_and(|mac| {
+            gwmo_proto::auth::verify_bootstrap_mac(
+                userpin.as_bytes(),
+                self.signed_text().as_bytes(),
+                mac,
+            )
+            .is_ok()
+        })
+    }
+}
+
 /// Reads a Gateway Bootstrap: exactly one DM account under ./DMAcc.
 pub fn read_bootstrap(xml: &str) -> Result<GatewayBootstrap, BootstrapError> {
     let scratch = Tree::from_tnds(xml, DMACC).map_err(|error| match error {
@@ -104,6 +159,35 @@ mod tests {
         let read = read_bootstrap(&xml).unwrap();
         assert_eq!(read.account, account());
         assert_eq!(read.lapse_secs, Some(600));
+    }
+
+    #[test]
+    fn a_request_proves_the_userpin_only_with_its_own_fields_and_challenge() {
+        let request = BootstrapRequest {
+            dev_id: "IMEI:1".into(),
+            max_lapse_secs: 600,
+            ..BootstrapRequest::default()
+        };
+        let answer = request.answer("c1", "4711");
+        assert!(answer.proves("4711"));
+        assert!(!answer.proves("4712"));
+        assert!(!request.proves("4711"), "no MAC proves nothing");
+        for tampered in [
+            BootstrapRequest {
+                dev_id: "IMEI:2".into(),
+                ..answer.clone()
+            },
+            BootstrapRequest {
+                max_lapse_secs: 86_400,
+                ..answer.clone()
+            },
+            BootstrapRequest {
+                challenge: Some("c2".into()),
+                ..answer.clone()
+            },
+        ] {
+            assert!(!tampered.proves("4711"), "{tampered:?}");
+        }
     }
 
     #[test]

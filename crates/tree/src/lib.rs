@@ -18,7 +18,9 @@ mod tree;
 mod uri;
 
 pub use acl::{Acl, Op};
-pub use bootstrap::{BootstrapError, GatewayBootstrap, bootstrap_document, read_bootstrap};
+pub use bootstrap::{
+    BootstrapError, BootstrapRequest, GatewayBootstrap, bootstrap_document, read_bootstrap,
+};
 pub use dmacc::{
     AppAuth, AuthLevel, DMACC, DmAccount, account_for, account_of, dm_accounts, set_account_nonce,
     write_dm_account,

@@ -455,6 +455,30 @@ pub fn http(
     )
 }
 
+/// Asks the Local DM Bootstrap Server at `lbs` for a Gateway Bootstrap as device
+/// `dev_id` would, answering its challenge with `userpin` when it asks and one is
+/// given; returns the last status and body.
+pub fn request_bootstrap(lbs: SocketAddr, dev_id: &str, userpin: Option<&str>) -> (u16, String) {
+    let request = gwmo_tree::BootstrapRequest {
+        dev_id: dev_id.into(),
+        max_lapse_secs: 86_400,
+        ..Default::default()
+    };
+    let post = |request: &gwmo_tree::BootstrapRequest| {
+        let body = serde_json::to_vec(request).unwrap();
+        http(lbs, "POST", "/bootstrap", None, "application/json", &body)
+    };
+    let (status, body) = post(&request);
+    match (status, userpin) {
+        (401, Some(pin)) => {
+            let challenge: Value = serde_json::from_str(&body).unwrap();
+            let challenge = challenge["challenge"].as_str().unwrap();
+            post(&request.answer(challenge, pin))
+        }
+        _ => (status, body),
+    }
+}
+
 /// One HTTP/1.1 exchange on `stream`.
 pub fn exchange(
     mut stream: impl Read + Write,
