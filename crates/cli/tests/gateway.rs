@@ -436,7 +436,9 @@ fn req_8x2_a_bootstrap_whose_mac_does_not_verify_changes_nothing_on_the_device()
     // PIN gets no document at all (a document whose MAC does not verify is refused by
     // the device too: device/src/local.rs).
     assert!(
-        device.log_text().contains("does not prove this device's USERPIN"),
+        device
+            .log_text()
+            .contains("does not prove this device's USERPIN"),
         "{}",
         device.log_text()
     );

@@ -356,6 +356,18 @@ impl Agent {
         self.lapse_due(&mut tree)
     }
 
+    /// The timer's check: lapses what is due and, while a lapse is pending, stores how
+    /// much of its interval is left, so that a crash loses at most one timer period of
+    /// measured time.
+    async fn account_lapses(&self) -> Result<(), DeviceError> {
+        let mut tree = self.tree.lock().await;
+        let removed = self.lapse_due(&mut tree)?;
+        if removed.is_empty() && tree.next_lapse(unix_now()).is_some() {
+            self.state.save_tree(&tree)?;
+        }
+        Ok(())
+    }
+
     /// Counts the time measured since the last call off the pending lapses and
     /// removes what is due.
     fn lapse_due(&self, tree: &mut Tree) -> Result<Vec<String>, DeviceError> {
@@ -386,7 +398,7 @@ impl Agent {
                 },
                 None => self.lapse_rearm.notified().await,
             }
-            if let Err(error) = self.enforce_lapse().await {
+            if let Err(error) = self.account_lapses().await {
                 warn!(%error, "lapse check failed");
             }
         }

@@ -607,6 +607,11 @@ pub fn device_tree(state: &Path) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The device's tree once it has one (for polling a device that is starting).
+pub fn device_tree_if_any(state: &Path) -> Option<Value> {
+    state.join("tree.json").exists().then(|| device_tree(state))
+}
+
 /// A leaf of `device_tree` output by URI (`./A/B`).
 pub fn leaf<'a>(tree: &'a Value, uri: &str) -> Option<&'a Value> {
     let mut node = tree;
