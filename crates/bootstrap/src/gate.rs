@@ -8,9 +8,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Requests per second the server takes, and how many may come at once.
-const RATE_PER_SEC: f64 = 20.0;
-const BURST: f64 = 40.0;
 /// How long a challenge may be answered.
 const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 /// Failed proofs a DevId may have before it must pause, and the first pause.
@@ -29,12 +26,24 @@ struct Tables {
 }
 
 /// The gate of one bootstrap server.
-#[derive(Default)]
 pub(crate) struct Gate {
+    /// Requests per second it takes; twice as many may come at once.
+    rate_per_sec: f64,
     tables: Mutex<Tables>,
 }
 
 impl Gate {
+    pub(crate) fn new(rate_per_sec: u32) -> Gate {
+        Gate {
+            rate_per_sec: f64::from(rate_per_sec.max(1)),
+            tables: Mutex::default(),
+        }
+    }
+
+    fn burst(&self) -> f64 {
+        2.0 * self.rate_per_sec
+    }
+
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables
             .lock()
@@ -44,10 +53,12 @@ impl Gate {
     /// Takes one request from the rate limit; false when it is spent.
     pub(crate) fn admit(&self, now: Instant) -> bool {
         let mut tables = self.tables();
-        let elapsed = tables.refilled.map_or(BURST / RATE_PER_SEC, |at| {
-            now.duration_since(at).as_secs_f64()
-        });
-        tables.tokens = (tables.tokens + elapsed * RATE_PER_SEC).min(BURST);
+        let elapsed = tables
+            .refilled
+            .map_or(self.burst() / self.rate_per_sec, |at| {
+                now.duration_since(at).as_secs_f64()
+            });
+        tables.tokens = (tables.tokens + elapsed * self.rate_per_sec).min(self.burst());
         tables.refilled = Some(now);
         if tables.tokens < 1.0 {
             return false;
@@ -132,17 +143,17 @@ mod tests {
 
     #[test]
     fn the_rate_limit_lets_a_burst_through_then_refills() {
-        let gate = Gate::default();
+        let gate = Gate::new(100);
         let start = Instant::now();
-        let admitted = (0..100).filter(|_| gate.admit(start)).count();
-        assert_eq!(admitted, BURST as usize);
+        let admitted = (0..1000).filter(|_| gate.admit(start)).count();
+        assert_eq!(admitted, 200);
         assert!(!gate.admit(start));
-        assert!(gate.admit(start + Duration::from_millis(100)));
+        assert!(gate.admit(start + Duration::from_millis(10)));
     }
 
     #[test]
     fn a_challenge_is_answered_once_and_in_time() {
-        let gate = Gate::default();
+        let gate = Gate::new(100);
         let now = Instant::now();
         let challenge = gate.challenge("d", now);
         assert!(!gate.take_challenge("other", &challenge, now));
@@ -154,7 +165,7 @@ mod tests {
 
     #[test]
     fn failed_proofs_make_a_dev_id_pause_longer_each_time() {
-        let gate = Gate::default();
+        let gate = Gate::new(100);
         let now = Instant::now();
         for _ in 0..FREE_FAILURES {
             gate.failed("d", now);
@@ -171,7 +182,7 @@ mod tests {
 
     #[test]
     fn the_tables_stay_bounded() {
-        let gate = Gate::default();
+        let gate = Gate::new(100);
         let now = Instant::now();
         for i in 0..MAX_ENTRIES + 100 {
             gate.challenge(&format!("d{i}"), now);

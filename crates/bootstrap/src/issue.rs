@@ -31,9 +31,9 @@ pub(crate) struct Issuer {
 impl Issuer {
     pub(crate) fn new(settings: BootstrapSettings, enroller: Enroller) -> Issuer {
         Issuer {
+            gate: Gate::new(settings.requests_per_sec),
             settings,
             enroller,
-            gate: Gate::default(),
         }
     }
 }

@@ -454,13 +454,29 @@ impl Agent {
         Ok(gateway)
     }
 
+    /// Posts a bootstrap request; a server that is busy (429: many devices asking at
+    /// once, after a power cut say) is asked again after a growing, jittered pause.
     async fn post_bootstrap_request(
         &self,
         url: &str,
         request: &gwmo_tree::BootstrapRequest,
     ) -> Result<gwmo_net::HttpResponse, DeviceError> {
+        const ATTEMPTS: u32 = 6;
         let body = serde_json::to_vec(request)
             .map_err(|e| DeviceError::Bootstrap(format!("cannot write the request: {e}")))?;
+        let mut pause = Duration::from_millis(250);
+        for _ in 1..ATTEMPTS {
+            let answer = self
+                .client
+                .post(url, "application/json", None, body.clone())
+                .await?;
+            if answer.status != 429 {
+                return Ok(answer);
+            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+            tokio::time::sleep(pause + jitter).await;
+            pause *= 2;
+        }
         Ok(self
             .client
             .post(url, "application/json", None, body)

@@ -258,6 +258,7 @@ fn serve_bootstrap(
         lapse_secs: settings.bootstrap_lapse_secs,
         userpins: settings.userpins.clone(),
         issue_unsigned: settings.bootstrap_issue_unsigned,
+        requests_per_sec: settings.bootstrap_requests_per_sec,
     };
     let enrolling = syncer.clone();
     let enroller: Enroller = Arc::new(move |enrollment| {

@@ -43,6 +43,8 @@ pub struct GatewaySettings {
     /// Whether a device without a USERPIN here gets an unsigned Gateway Bootstrap
     /// (off by default: the bootstrap server cannot tell such a device from a stranger).
     pub bootstrap_issue_unsigned: bool,
+    /// Bootstrap requests per second its bootstrap server answers (bursts of twice).
+    pub bootstrap_requests_per_sec: u32,
     /// Advertise the gateway with DNS-SD (`_omadm-gw._tcp`) on this network interface
     /// only (for example `eth1`); none: no advertisement.
     pub dns_sd_interface: Option<String>,
@@ -91,6 +93,7 @@ impl Default for GatewaySettings {
             bootstrap_address_file: None,
             userpins: std::collections::BTreeMap::new(),
             bootstrap_issue_unsigned: false,
+            bootstrap_requests_per_sec: 100,
             upstream: None,
             tls: gwmo_net::TlsSettings::default(),
         }
