@@ -19,9 +19,17 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-admin-token";
 
+/// Where the `gwmo` binary under test is: this build's, or the one `GWMO_BIN` names
+/// (to run the scenarios against another build, an earlier release say).
+pub fn gwmo_path() -> PathBuf {
+    std::env::var_os("GWMO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gwmo")))
+}
+
 /// The `gwmo` binary under test.
 pub fn gwmo() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gwmo"));
+    let mut command = Command::new(gwmo_path());
     command.env("RUST_LOG", "warn,gwmo=debug");
     command
 }
