@@ -357,22 +357,19 @@ fn the_same_device_moves_from_md5_to_hmac() {
     assert!(!server.daemon.log_text().contains("authentication failed"));
 }
 
-#[test]
-fn a_replayed_package_one_is_refused() {
+/// Package 1 of device `dev_id`, made with the nonce the server gave it in a first
+/// session (a client speaking for itself, not through the agent).
+fn package_one(dir: &std::path::Path, server: &ServerProcess, dev_id: &str) -> Vec<u8> {
     use base64::Engine;
-    use gwmo_proto::codes::status;
-    use gwmo_proto::{Command, Encoding};
+    use gwmo_proto::Encoding;
     use gwmo_session::{AuthType, ClientConfig, ClientSession, Credentials, Trigger};
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
-    let dev_id = "IMEI:350000000000009";
     let enrollment = server.enroll(dev_id, "md5");
-    let config = device_config(dir.path(), &enrollment, "xml", "");
+    let config = device_config(dir, &enrollment, "xml", "");
     assert_success(&device_once(&config), "session");
 
     // The nonce the server handed the device for its next credentials.
-    let tree = device_tree(&dir.path().join("state"));
+    let tree = device_tree(&dir.join("state"));
     let nonce_b64 = leaf(&tree, "./DMAcc/gwmo-dms/AppAuth/1/AAuthData")
         .unwrap()
         .as_str()
@@ -405,7 +402,17 @@ fn a_replayed_package_one_is_refused() {
         vec![],
         vec![],
     );
-    let package1 = session.start().unwrap();
+    session.start().unwrap().body
+}
+
+#[test]
+fn a_replayed_package_one_is_refused() {
+    use gwmo_proto::codes::status;
+    use gwmo_proto::{Command, Encoding};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let package1 = package_one(dir.path(), &server, "IMEI:350000000000009");
     let header_status = |body: &str| {
         let message = Encoding::Xml.decode(body.as_bytes()).unwrap();
         message.body.commands.iter().find_map(|c| match c {
@@ -414,11 +421,11 @@ fn a_replayed_package_one_is_refused() {
         })
     };
     let xml = "application/vnd.syncml.dm+xml";
-    let (code, first) = http(server.addr, "POST", "/dm", None, xml, &package1.body);
+    let (code, first) = http(server.addr, "POST", "/dm", None, xml, &package1);
     assert_eq!(code, 200);
     assert_eq!(header_status(&first), Some(status::AUTHENTICATION_ACCEPTED));
     // The same bytes again: the nonce they were made with has been used.
-    let (code, replayed) = http(server.addr, "POST", "/dm", None, xml, &package1.body);
+    let (code, replayed) = http(server.addr, "POST", "/dm", None, xml, &package1);
     assert_eq!(code, 200);
     assert_eq!(
         header_status(&replayed),
@@ -429,6 +436,32 @@ fn a_replayed_package_one_is_refused() {
         replayed.contains("NextNonce"),
         "no fresh challenge: {replayed}"
     );
+}
+
+/// Many DM clients (those on OMA's SyncML RTK among them) post DM messages with the
+/// SyncML DS media types: the server takes them and answers in kind.
+#[test]
+fn a_client_posting_the_ds_media_type_gets_its_answer_in_kind() {
+    use gwmo_proto::codes::status;
+    use gwmo_proto::{Command, Encoding};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let package1 = package_one(dir.path(), &server, "IMEI:350000000000011");
+    let ds = "application/vnd.syncml+xml";
+    let (code, head, body) = http_full(server.addr, "POST", "/dm", ds, &package1);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/vnd.syncml+xml"),
+        "{head}"
+    );
+    let message = Encoding::Xml.decode(body.as_bytes()).unwrap();
+    let header_status = message.body.commands.iter().find_map(|c| match c {
+        Command::Status(s) if s.cmd_ref == 0 => Some(s.code),
+        _ => None,
+    });
+    assert_eq!(header_status, Some(status::AUTHENTICATION_ACCEPTED));
 }
 
 #[test]

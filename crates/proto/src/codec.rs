@@ -25,6 +25,11 @@ pub enum CodecError {
     WbxmlEncode(#[from] wbxml::EncodeError),
 }
 
+/// A content type without its parameters.
+fn media_type(value: &str) -> &str {
+    value.split(';').next().unwrap_or_default().trim()
+}
+
 impl Encoding {
     /// The HTTP content type of a DM message in this encoding.
     pub fn content_type(self) -> &'static str {
@@ -34,15 +39,32 @@ impl Encoding {
         }
     }
 
-    /// The encoding a content type names; parameters (`; charset=...`) are ignored.
+    /// The encoding a content type names, DM or DS media type alike; parameters
+    /// (`; charset=...`) are ignored.
     pub fn from_content_type(value: &str) -> Option<Encoding> {
-        let mime = value.split(';').next().unwrap_or_default().trim();
-        if mime.eq_ignore_ascii_case(content_type::DM_XML) {
+        let mime = media_type(value);
+        let is = |name: &str| mime.eq_ignore_ascii_case(name);
+        if is(content_type::DM_XML) || is(content_type::DS_XML) {
             Some(Encoding::Xml)
-        } else if mime.eq_ignore_ascii_case(content_type::DM_WBXML) {
+        } else if is(content_type::DM_WBXML) || is(content_type::DS_WBXML) {
             Some(Encoding::Wbxml)
         } else {
             None
+        }
+    }
+
+    /// The content type to answer a message posted as `request` with: a client that
+    /// used the DS media types gets them back, as it expects.
+    pub fn reply_content_type(self, request: Option<&str>) -> &'static str {
+        let ds = request.is_some_and(|value| {
+            let mime = media_type(value);
+            mime.eq_ignore_ascii_case(content_type::DS_XML)
+                || mime.eq_ignore_ascii_case(content_type::DS_WBXML)
+        });
+        match (self, ds) {
+            (Encoding::Xml, true) => content_type::DS_XML,
+            (Encoding::Wbxml, true) => content_type::DS_WBXML,
+            (encoding, false) => encoding.content_type(),
         }
     }
 
@@ -105,6 +127,27 @@ mod tests {
             Some(Encoding::Wbxml)
         );
         assert_eq!(Encoding::from_content_type("text/plain"), None);
+    }
+
+    #[test]
+    fn ds_media_types_are_taken_and_answered_in_kind() {
+        assert_eq!(
+            Encoding::from_content_type("application/vnd.syncml+xml"),
+            Some(Encoding::Xml)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/vnd.syncml+wbxml; charset=UTF-8"),
+            Some(Encoding::Wbxml)
+        );
+        assert_eq!(
+            Encoding::Wbxml.reply_content_type(Some("application/vnd.syncml+wbxml")),
+            content_type::DS_WBXML
+        );
+        assert_eq!(
+            Encoding::Xml.reply_content_type(Some("application/vnd.syncml.dm+xml")),
+            content_type::DM_XML
+        );
+        assert_eq!(Encoding::Xml.reply_content_type(None), content_type::DM_XML);
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub mod alert {
 pub mod content_type {
     pub const DM_XML: &str = "application/vnd.syncml.dm+xml";
     pub const DM_WBXML: &str = "application/vnd.syncml.dm+wbxml";
+    /// The SyncML DS media types, which many DM clients post their DM messages as
+    /// (the OMA SyncML RTK's clients among them): taken as their DM equivalents.
+    pub const DS_XML: &str = "application/vnd.syncml+xml";
+    pub const DS_WBXML: &str = "application/vnd.syncml+wbxml";
     pub const TNDS_XML: &str = "application/vnd.syncml.dmtnds+xml";
     pub const TNDS_WBXML: &str = "application/vnd.syncml.dmtnds+wbxml";
     pub const NOTIFICATION: &str = "application/vnd.syncml.notification";

@@ -42,7 +42,9 @@ fn whole_tree_report(item: &gwmo_proto::Item) -> Option<&str> {
 /// Why a message got no DM answer; each maps to an HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum DmError {
-    #[error("unsupported content type {0:?}: expected application/vnd.syncml.dm+xml or +wbxml")]
+    #[error(
+        "unsupported content type {0:?}: expected application/vnd.syncml.dm+xml or +wbxml (or the DS types application/vnd.syncml+xml, +wbxml)"
+    )]
     UnsupportedMediaType(String),
     #[error("malformed DM message: {0}")]
     Malformed(#[from] CodecError),
@@ -160,7 +162,12 @@ impl DmService {
             None => return Err(DmError::UnknownSession(key.0, key.1)),
         };
         slot.last_active = now;
-        let result = self.advance(&mut slot, &message, body, hmac, unix_now);
+        let result = self
+            .advance(&mut slot, &message, body, hmac, unix_now)
+            .map(|answer| DmResponse {
+                content_type: encoding.reply_content_type(content_type),
+                ..answer
+            });
         match &result {
             Ok(_) if !slot.session.is_ended() => {
                 self.lock_sessions().insert(key, slot);

@@ -516,18 +516,39 @@ pub fn exchange(
             "sending the body: {error}"
         );
     }
-    let response = read_until_closed(&mut stream).unwrap();
+    let (status, _, body) = read_response(&mut stream);
+    (status, body)
+}
+
+/// An HTTP response read to its end: status, head and (de-chunked) body.
+fn read_response(stream: &mut impl Read) -> (u16, String, String) {
+    let response = read_until_closed(stream).unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, dechunk(&body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), dechunk(body))
+}
+
+/// One request over a fresh TLS connection; returns the status, the head and the body.
+pub fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut stream = connect_tls(addr);
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    read_response(&mut stream)
 }
 
 /// Undoes chunked transfer encoding if the body uses it (axum streams JSON that way
