@@ -47,8 +47,6 @@ pub enum AuthError {
     Mismatch,
     #[error("credential scheme {0:?} is not basic, md5 or MAC")]
     UnknownScheme(String),
-    #[error("challenge carries no NextNonce")]
-    NoNonce,
     #[error("NextNonce is not base64: {0}")]
     BadNonce(String),
     #[error("malformed x-syncml-hmac header: {0}")]
@@ -128,10 +126,14 @@ pub fn chal(auth: AuthType, next_nonce: &[u8]) -> Chal {
     }
 }
 
-/// The raw nonce a challenge carries.
-pub fn next_nonce(chal: &Chal) -> Result<Vec<u8>, AuthError> {
-    let text = chal.meta.next_nonce.as_deref().ok_or(AuthError::NoNonce)?;
+/// The raw nonce a challenge carries; none when it carries no NextNonce (a Basic
+/// challenge needs none, and many clients send one without it).
+pub fn next_nonce(chal: &Chal) -> Result<Option<Vec<u8>>, AuthError> {
+    let Some(text) = chal.meta.next_nonce.as_deref() else {
+        return Ok(None);
+    };
     B64.decode(text.trim())
+        .map(Some)
         .map_err(|e| AuthError::BadNonce(e.to_string()))
 }
 
@@ -277,7 +279,18 @@ mod tests {
     fn challenges_carry_the_nonce_in_base64() {
         let chal = chal(AuthType::Md5, &[0, 1, 2, 255]);
         assert_eq!(chal.meta.next_nonce.as_deref(), Some("AAEC/w=="));
-        assert_eq!(next_nonce(&chal), Ok(vec![0, 1, 2, 255]));
+        assert_eq!(next_nonce(&chal), Ok(Some(vec![0, 1, 2, 255])));
+        let basic = Chal {
+            meta: Meta {
+                r#type: Some(AuthType::Basic.meta_type().into()),
+                ..Meta::default()
+            },
+        };
+        assert_eq!(
+            next_nonce(&basic),
+            Ok(None),
+            "a Basic challenge needs no nonce"
+        );
         let broken = Chal {
             meta: Meta {
                 next_nonce: Some("***".into()),

@@ -61,9 +61,12 @@ impl Prover {
         })
     }
 
-    /// Takes the nonce of a challenge. Returns true when it differs from the one held.
+    /// Takes the nonce of a challenge (one without a nonce leaves ours as it is).
+    /// Returns true when it differs from the one held.
     pub(crate) fn accept_challenge(&mut self, chal: &Chal) -> Result<bool, auth::AuthError> {
-        let nonce = auth::next_nonce(chal)?;
+        let Some(nonce) = auth::next_nonce(chal)? else {
+            return Ok(false);
+        };
         let changed = nonce != self.nonce;
         self.nonce = nonce;
         Ok(changed)

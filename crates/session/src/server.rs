@@ -3,7 +3,7 @@
 //! its DevInfo and alerts, sends the queued management commands within the device's
 //! MaxMsgSize, and matches the Status and Results that come back to those commands.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::codes::{alert, status};
@@ -133,6 +133,9 @@ pub struct ServerSession {
     /// The commands of our last message, to send again if the device refused our credentials.
     last_sent: Vec<(u64, Command)>,
     outcomes: BTreeMap<u64, CommandOutcome>,
+    /// The queued commands sent as Atomic (their outcome may have to be settled from
+    /// their members' statuses).
+    atomics: HashSet<u64>,
     events: Vec<ServerEvent>,
     /// The chunks of a large result received so far.
     partial_result: Option<PartialResult>,
@@ -166,6 +169,7 @@ impl ServerSession {
             in_flight: HashMap::new(),
             last_sent: Vec::new(),
             outcomes: BTreeMap::new(),
+            atomics: HashSet::new(),
             events: Vec::new(),
             partial_result: None,
             pending: None,
@@ -494,16 +498,30 @@ impl ServerSession {
         }
     }
 
-    /// The device's package ended: every command with a status is done.
+    /// The device's package ended: every command the device answered is done, never
+    /// to be sent again. One whose own Status is missing or zero (clients that answer
+    /// only an Atomic's members, or a Get only with Results) is settled from what came:
+    /// an Atomic succeeded if all its members did (507 otherwise), anything else 200.
     fn finish_outcomes(&mut self) {
-        let done: Vec<u64> = self
+        let answered: Vec<u64> = self
             .outcomes
             .iter()
-            .filter(|(_, o)| o.status != 0)
+            .filter(|(_, o)| o.status != 0 || !o.members.is_empty() || !o.results.is_empty())
             .map(|(tag, _)| *tag)
             .collect();
-        for tag in done {
-            if let Some(outcome) = self.outcomes.remove(&tag) {
+        for tag in answered {
+            if let Some(mut outcome) = self.outcomes.remove(&tag) {
+                if outcome.status == 0 {
+                    let failed = outcome
+                        .members
+                        .iter()
+                        .any(|(_, code)| !status::is_success(*code));
+                    outcome.status = match (self.atomics.contains(&tag), failed) {
+                        (true, true) => status::ATOMIC_FAILED,
+                        _ => status::OK,
+                    };
+                }
+                self.atomics.remove(&tag);
                 self.in_flight.retain(|_, (t, _)| *t != tag);
                 self.events.push(ServerEvent::CommandDone { tag, outcome });
             }
@@ -552,6 +570,9 @@ impl ServerSession {
         sent_commands.reverse();
         for ((tag, ids), command) in packed.sent.into_iter().zip(sent_commands) {
             let own_id = command.cmd_id();
+            if matches!(command, Command::Atomic(_)) {
+                self.atomics.insert(tag);
+            }
             for id in ids {
                 self.in_flight.insert((msg_id, id), (tag, own_id));
             }

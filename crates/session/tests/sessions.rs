@@ -25,6 +25,23 @@ impl Executor for MapTree {
         command: &Command,
         ids: &mut CmdIds,
     ) -> Vec<Command> {
+        if let Command::Atomic(atomic) = command {
+            let mut out = vec![Command::Status(Status {
+                cmd_id: ids.next_id(),
+                msg_ref,
+                cmd_ref: command.cmd_id(),
+                cmd: command.name().into(),
+                target_refs: vec![],
+                source_refs: vec![],
+                chal: None,
+                code: status::OK,
+                items: vec![],
+            })];
+            for member in &atomic.commands {
+                out.extend(self.execute(_server, msg_ref, member, ids));
+            }
+            return out;
+        }
         let target = command
             .items()
             .first()
@@ -173,11 +190,21 @@ impl Pair {
 
     /// Runs the session to its end; returns the outcome and every server event.
     fn run(&mut self) -> Result<(ClientOutcome, Vec<ServerEvent>, Vec<ClientEvent>), SessionError> {
+        self.run_with(|_| {})
+    }
+
+    /// As [`Pair::run`], with each device message changed by `client_quirk` on its way
+    /// (what another client implementation sends differently).
+    fn run_with(
+        &mut self,
+        client_quirk: impl Fn(&mut Message),
+    ) -> Result<(ClientOutcome, Vec<ServerEvent>, Vec<ClientEvent>), SessionError> {
         let mut outgoing = self.client.start()?;
         let mut server_events = Vec::new();
         let mut client_events = Vec::new();
         for _ in 0..500 {
-            let message = Encoding::sniff(&outgoing.body).decode(&outgoing.body)?;
+            let mut message = Encoding::sniff(&outgoing.body).decode(&outgoing.body)?;
+            client_quirk(&mut message);
             let mut counter = self.nonces;
             let mut fresh = || {
                 counter += 1;
@@ -290,6 +317,66 @@ fn md5_session_with_a_challenge_runs_the_queued_commands() {
             .collect();
         assert_eq!(stored.last(), issued.last());
         assert!(server_events.iter().any(|e| matches!(e, ServerEvent::DevInfo(d) if d["./DevInfo/DevId"] == "IMEI:490154203237518")));
+    }
+}
+
+/// Issue 14, finding 2: a client whose Status for our header carries a Basic
+/// challenge without NextNonce (valid: Basic has no nonce) keeps its session, and every
+/// command runs once.
+#[test]
+fn a_challenge_without_a_nonce_from_the_device_keeps_the_session() {
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    pair.server.enqueue(7, get("./DevDetail/FwV"));
+    pair.server.enqueue(8, replace("./DevDetail/FwV", "2.0"));
+    let basic_challenge = |message: &mut Message| {
+        for command in &mut message.body.commands {
+            if let Command::Status(s) = command
+                && s.cmd_ref == 0
+            {
+                s.chal = Some(gwmo_proto::Chal {
+                    meta: Meta {
+                        r#type: Some("syncml:auth-basic".into()),
+                        format: Some("b64".into()),
+                        ..Meta::default()
+                    },
+                });
+            }
+        }
+    };
+    let (outcome, server_events, _) = pair.run_with(basic_challenge).unwrap();
+    assert_eq!(outcome, ClientOutcome::Completed);
+    let results = done(&server_events);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[&7].0, status::OK);
+    assert_eq!(results[&8].0, status::OK);
+    assert_eq!(pair.tree.0["./DevDetail/FwV"], "2.0");
+}
+
+/// Issue 14, finding 3: a client that sends Statuses for an Atomic's members only:
+/// the Atomic is settled from them when the package ends, not sent again.
+#[test]
+fn an_atomic_answered_only_through_its_members_is_settled() {
+    for (member, expected) in [
+        (replace("./DevDetail/FwV", "2.0"), status::OK),
+        (replace("./Missing", "x"), status::ATOMIC_FAILED),
+    ] {
+        let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+        let atomic = Command::Atomic(gwmo_proto::Container {
+            cmd_id: 0,
+            meta: None,
+            commands: vec![member],
+        });
+        pair.server.enqueue(7, atomic);
+        let members_only = |message: &mut Message| {
+            message
+                .body
+                .commands
+                .retain(|c| !matches!(c, Command::Status(s) if s.cmd == "Atomic"));
+        };
+        let (outcome, server_events, _) = pair.run_with(members_only).unwrap();
+        assert_eq!(outcome, ClientOutcome::Completed);
+        let results = done(&server_events);
+        assert_eq!(results.get(&7).map(|r| r.0), Some(expected));
     }
 }
 
