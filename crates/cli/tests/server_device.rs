@@ -752,13 +752,24 @@ fn slow_clients_are_cut_off_while_others_are_served() {
             b"POST /dm HTTP/1.1\r\nHost: gwmo\r\nContent-Type: application/vnd.syncml.dm+xml\r\nContent-Length: 1000\r\n\r\n<SyncML>",
         )
         .unwrap();
+    // Issue 14, finding 9: an HTTP/2 client (prior knowledge) that then sits idle; the
+    // listeners speak HTTP/1.1 only, so it is not kept either.
+    let mut idle_h2 = connect();
+    idle_h2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
     let (status, _) = http(server.addr, "GET", "/healthz", None, "text/plain", b"");
-    assert_eq!(status, 200, "served while two clients dawdle");
+    assert_eq!(status, 200, "served while three clients dawdle");
 
     let head_answer = answer_of(slow_head);
     assert!(
         head_answer.is_empty() || head_answer.starts_with("HTTP/1.1 408"),
         "{head_answer}"
+    );
+    let h2_answer = answer_of(idle_h2);
+    assert!(
+        h2_answer.is_empty() || h2_answer.starts_with("HTTP/1.1 "),
+        "an HTTP/2 connection was taken: {h2_answer:?}"
     );
     let body_answer = answer_of(slow_body);
     assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");

@@ -341,6 +341,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connections_over_the_limit_are_closed_and_the_others_served() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            max_connections: 1,
+            ..ServeLimits::default()
+        };
+        tokio::spawn(serve(
+            listener,
+            None,
+            echo(),
+            limits,
+            std::future::pending(),
+        ));
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nx-syncml-hmac: m\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answer = [0; 12];
+        first.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buffer = [0; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buffer))
+            .await
+            .expect("the connection over the limit was kept");
+        assert_eq!(read.unwrap_or(0), 0, "closed");
+        drop(first);
+    }
+
+    #[tokio::test]
     async fn an_oversize_answer_is_refused() {
         let url = serve_with(
             &plain(),

@@ -2,8 +2,9 @@
 //! head of its request (or leaves a kept-alive connection idle) is dropped after
 //! `header_read`; a body must arrive whole within `body_read` and be at most
 //! `max_body` bytes, or the request is answered 408 or 413 before any handler runs.
-//! A TLS handshake must be over within `header_read` too. Shutdown stops accepting and
-//! lets requests in flight finish (for a while).
+//! A TLS handshake must be over within `header_read` too. HTTP/1.1 only, and at most
+//! `max_connections` at once (the rest are closed, with a log line). Shutdown
+//! stops accepting and lets requests in flight finish (for a while).
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct ServeLimits {
     pub body_read: Duration,
     /// The largest request body.
     pub max_body: usize,
+    /// Connections open at once at most; more are closed as they come (file
+    /// descriptors run out before memory does, and then nothing is answered at all).
+    pub max_connections: usize,
 }
 
 impl Default for ServeLimits {
@@ -40,6 +44,7 @@ impl Default for ServeLimits {
             header_read: Duration::from_secs(30),
             body_read: Duration::from_secs(30),
             max_body: 1 << 20,
+            max_connections: 4096,
         }
     }
 }
@@ -60,7 +65,9 @@ pub async fn serve(
         read_body_within(limits, request, next)
     }));
     let service = TowerToHyperService::new(router);
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: no DM client speaks HTTP/2, and an HTTP/2 connection would escape
+    // the head and idle timeouts below (hyper applies them to HTTP/1 only).
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -68,6 +75,8 @@ pub async fn serve(
     // Shared by the connections' tasks (a TLS connection is served after its handshake).
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut full = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -81,10 +90,23 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if !full {
+                        tracing::warn!(limit = limits.max_connections, "connection limit reached: new connections are closed until some end");
+                    }
+                    full = true;
+                    drop(stream);
+                    continue;
+                };
+                if full {
+                    tracing::info!("below the connection limit again");
+                    full = false;
+                }
                 let _ = stream.set_nodelay(true);
                 let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let Some(acceptor) = tls else {
                         return serve_connection(&builder, stream, service, watcher).await;
                     };
@@ -111,7 +133,7 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     let _ = watcher.watch(connection).await;
 }
 

@@ -48,6 +48,8 @@ pub struct ServerSettings {
     /// The longest a request head may take to arrive, or a kept-alive connection sit
     /// idle, before the connection is dropped (slow clients).
     pub header_read_secs: u64,
+    /// Connections the DM and admin listener keeps open at once; more are closed.
+    pub max_connections: usize,
     /// The longest a request body may take to arrive (408 after that).
     pub body_read_secs: u64,
     /// Where to write the address actually bound (for scripts using port 0).
@@ -75,6 +77,7 @@ impl Default for ServerSettings {
             auth_lockout_secs: 300,
             session_idle_secs: 300,
             header_read_secs: 30,
+            max_connections: 4096,
             body_read_secs: 30,
             address_file: None,
             tls: gwmo_net::TlsSettings::default(),
@@ -101,6 +104,7 @@ impl ServerSettings {
             header_read: std::time::Duration::from_secs(self.header_read_secs.max(1)),
             body_read: std::time::Duration::from_secs(self.body_read_secs.max(1)),
             max_body: self.max_msg_size,
+            max_connections: self.max_connections.max(1),
         }
     }
 
