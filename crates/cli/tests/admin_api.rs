@@ -97,6 +97,10 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
 
     let device = "/api/devices/IMEI:350000000000301";
     let queue = format!("{device}/commands");
+    let nested_atomic = (0..60).fold(
+        r#"{"op":"Add","target":"./A","data":"1"}"#.to_owned(),
+        |inner, _| format!(r#"{{"op":"Atomic","commands":[{inner}]}}"#),
+    );
     let get = br#"{"op":"Get","target":"./DevInfo/Man"}"#;
     let mut refused: Vec<(u16, String)> = Vec::new();
     let with_token = |method: &str, path: &str, body: &[u8]| {
@@ -166,6 +170,8 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
             br#"{"op":"Get","target":"/etc/passwd"}"#,
         ),
         ("POST", queue.as_str(), br#"{"op":"Atomic","commands":[]}"#),
+        // Issue 14, finding 11: nested deeper than any device decodes.
+        ("POST", queue.as_str(), nested_atomic.as_bytes()),
         ("POST", &format!("{device}/auth"), br#"{"auth":"none"}"#),
         ("POST", "/api/gateways", br#"{"gateway_id":"gw"}"#),
         ("GET", "/api/devices?limit=many", b""),

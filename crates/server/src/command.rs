@@ -60,23 +60,44 @@ pub enum SpecError {
     EmptyContainer(&'static str),
     #[error("target must be a DM URI: '.' or starting with './', got {0:?}")]
     BadTarget(String),
+    #[error("an Atomic may not hold a {0} (DM 1.2): no device would run it")]
+    InAtomic(&'static str),
+    #[error("containers nested deeper than {MAX_NESTING} levels: no device would take it")]
+    TooDeep,
 }
+
+/// How deep Atomic and Sequence may nest in a queued command: well inside what any
+/// device decodes (gwmo's codec stops at 64 elements, and a command needs several).
+pub const MAX_NESTING: usize = 8;
 
 impl CommandSpec {
     /// Parses and checks a spec from JSON text.
     pub fn parse(text: &str) -> Result<CommandSpec, SpecError> {
         let spec: CommandSpec = serde_json::from_str(text)?;
-        spec.check()?;
+        spec.check(0)?;
         Ok(spec)
     }
 
-    fn check(&self) -> Result<(), SpecError> {
+    /// Refuses what no device could take, so that it is never queued to loop between
+    /// sent and requeued: empty or too deeply nested containers, a Get or an Atomic
+    /// inside an Atomic, targets that are no DM URI.
+    fn check(&self, nesting: usize) -> Result<(), SpecError> {
         match self {
             CommandSpec::Atomic { commands } | CommandSpec::Sequence { commands } => {
                 if commands.is_empty() {
                     return Err(SpecError::EmptyContainer(self.name()));
                 }
-                commands.iter().try_for_each(CommandSpec::check)
+                if nesting >= MAX_NESTING {
+                    return Err(SpecError::TooDeep);
+                }
+                if let CommandSpec::Atomic { commands } = self
+                    && let Some(member) = commands
+                        .iter()
+                        .find(|c| matches!(c, CommandSpec::Atomic { .. } | CommandSpec::Get { .. }))
+                {
+                    return Err(SpecError::InAtomic(member.name()));
+                }
+                commands.iter().try_for_each(|c| c.check(nesting + 1))
             }
             CommandSpec::Add { target, .. }
             | CommandSpec::Replace { target, .. }
@@ -288,5 +309,30 @@ mod tests {
             Err(SpecError::BadTarget(_))
         ));
         assert!(CommandSpec::parse(r#"{"op":"Get","target":".?list=TNDS"}"#).is_ok());
+    }
+
+    /// Issue 14, finding 11: what no device could run is never queued.
+    #[test]
+    fn a_command_no_device_could_take_is_refused() {
+        let nested = |op: &str, depth: usize| {
+            let mut spec = r#"{"op":"Add","target":"./A","data":"1"}"#.to_owned();
+            for _ in 0..depth {
+                spec = format!(r#"{{"op":"{op}","commands":[{spec}]}}"#);
+            }
+            spec
+        };
+        assert!(CommandSpec::parse(&nested("Sequence", MAX_NESTING)).is_ok());
+        assert!(matches!(
+            CommandSpec::parse(&nested("Sequence", MAX_NESTING + 1)),
+            Err(SpecError::TooDeep)
+        ));
+        assert!(matches!(
+            CommandSpec::parse(&nested("Atomic", 60)),
+            Err(SpecError::InAtomic("Atomic"))
+        ));
+        assert!(matches!(
+            CommandSpec::parse(r#"{"op":"Atomic","commands":[{"op":"Get","target":"./A"}]}"#),
+            Err(SpecError::InAtomic("Get"))
+        ));
     }
 }
