@@ -144,6 +144,9 @@ impl CommandSpec {
             data: data.clone().map(Data::Text),
             ..Item::default()
         };
+        // Data always goes with its Format: `chr` is DM's default, and clients on
+        // OMA's SyncML RTK (intel/libdmclient) crash on an Add or Replace without one.
+        let stated = |format: &Option<String>| Some(format.clone().unwrap_or_else(|| "chr".into()));
         let items = |items: Vec<Item>| ItemCommand {
             cmd_id: 0,
             meta: None,
@@ -155,7 +158,13 @@ impl CommandSpec {
                 data,
                 format,
                 mime,
-            } => Command::Add(items(vec![target_item(target, data, format, mime)])),
+            } => {
+                let format = match data {
+                    Some(_) => stated(format),
+                    None => format.clone(),
+                };
+                Command::Add(items(vec![target_item(target, data, &format, mime)]))
+            }
             CommandSpec::Replace {
                 target,
                 data,
@@ -164,7 +173,7 @@ impl CommandSpec {
             } => Command::Replace(items(vec![target_item(
                 target,
                 &Some(data.clone()),
-                format,
+                &stated(format),
                 mime,
             )])),
             CommandSpec::Delete { target } => {
@@ -309,6 +318,28 @@ mod tests {
             Err(SpecError::BadTarget(_))
         ));
         assert!(CommandSpec::parse(r#"{"op":"Get","target":".?list=TNDS"}"#).is_ok());
+    }
+
+    #[test]
+    fn data_always_goes_with_its_format() {
+        for spec in [
+            r#"{"op":"Add","target":"./A","data":"1"}"#,
+            r#"{"op":"Replace","target":"./A","data":"1"}"#,
+        ] {
+            let command = CommandSpec::parse(spec).unwrap().to_command();
+            let format = command.items()[0]
+                .meta
+                .as_ref()
+                .and_then(|m| m.format.clone());
+            assert_eq!(format.as_deref(), Some("chr"), "{spec}");
+        }
+        let interior = CommandSpec::parse(r#"{"op":"Add","target":"./A","format":"node"}"#)
+            .unwrap()
+            .to_command();
+        assert_eq!(
+            interior.items()[0].meta.as_ref().unwrap().format.as_deref(),
+            Some("node")
+        );
     }
 
     /// Issue 14, finding 11: what no device could run is never queued.

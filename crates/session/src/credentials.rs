@@ -61,9 +61,20 @@ impl Prover {
         })
     }
 
-    /// Takes the nonce of a challenge (one without a nonce leaves ours as it is).
-    /// Returns true when it differs from the one held.
+    /// Takes the nonce of a challenge (one without a nonce leaves ours as it is), and
+    /// its scheme where that is stronger than ours: a peer that wants MD5 where we show
+    /// Basic gets MD5 (clients on OMA's SyncML RTK are configured per direction); a
+    /// challenge never makes us weaker. Returns true when the nonce differs from the
+    /// one held.
     pub(crate) fn accept_challenge(&mut self, chal: &Chal) -> Result<bool, auth::AuthError> {
+        let asked = chal
+            .meta
+            .r#type
+            .as_deref()
+            .and_then(AuthType::from_meta_type);
+        if self.credentials.auth == AuthType::Basic && asked == Some(AuthType::Md5) {
+            self.credentials.auth = AuthType::Md5;
+        }
         let Some(nonce) = auth::next_nonce(chal)? else {
             return Ok(false);
         };
