@@ -31,7 +31,8 @@ pub struct StandaloneSettings {
     pub gateway_token: String,
     /// Advertise `_omadm-bs._tcp` on this interface only.
     pub dns_sd_interface: Option<String>,
-    /// What is issued: `[bootstrap]` gateway_id, gateway_url, lapse_secs, `[bootstrap.userpins]`.
+    /// What is issued, and to whom: `[bootstrap]` gateway_id, gateway_url, lapse_secs,
+    /// issue_unsigned, requests_per_sec, `[bootstrap.userpins]`.
     pub bootstrap: BootstrapSettings,
     /// The listener's certificate, the CA the gateway's certificate is checked with,
     /// or plain HTTP.
