@@ -23,17 +23,7 @@ const DEV_ID: &str = "DMCtest";
 
 /// One admin API call over plain HTTP (the client speaks plain HTTP here).
 fn plain_api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let stream = TcpStream::connect(addr).unwrap();
-    let (status, text) = exchange(
-        stream,
-        addr,
-        method,
-        path,
-        Some(TOKEN),
-        "application/json",
-        body.unwrap_or("").as_bytes(),
-    );
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    api_on(TcpStream::connect(addr).unwrap(), addr, method, path, body)
 }
 
 /// The commands queued for the client, with the status each must end with.
@@ -65,13 +55,26 @@ const COMMANDS: &[(&str, u16)] = &[
     ),
 ];
 
-/// What the client printed: it shows each server message it got ("Reply from ...").
-fn printed(output: &std::process::Output) -> String {
-    format!(
+/// Runs one session of the client (`-w`: WBXML); returns what it printed, which shows
+/// each server message it got ("Reply from ...").
+fn session(client: &std::ffi::OsStr, encoding: Option<&str>) -> String {
+    let output = std::process::Command::new(client)
+        .args(encoding)
+        .args(["-s", "funambol"])
+        .output()
+        .unwrap();
+    let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    )
+    );
+    eprintln!(
+        "testdmclient {encoding:?}: {}, {} server messages",
+        output.status,
+        printed.matches("Reply from").count()
+    );
+    assert!(output.status.success(), "{printed}");
+    printed
 }
 
 #[test]
@@ -128,18 +131,7 @@ fn libdmclient_holds_full_sessions_with_gwmo_in_xml_and_wbxml() {
                 body["id"].as_i64().unwrap()
             })
             .collect();
-        let output = std::process::Command::new(&client)
-            .args(encoding)
-            .args(["-s", "funambol"])
-            .output()
-            .unwrap();
-        let said = printed(&output);
-        let replies = said.matches("Reply from").count();
-        eprintln!(
-            "testdmclient {encoding:?}: exit {}, {replies} server messages",
-            output.status
-        );
-        assert!(output.status.success(), "{said}");
+        session(&client, encoding);
         for ((spec, expected), id) in COMMANDS.iter().zip(&ids) {
             let (_, command) = plain_api(addr, "GET", &format!("/api/commands/{id}"), None);
             assert_eq!(command["state"], "done", "{spec}: {command}");
@@ -147,14 +139,8 @@ fn libdmclient_holds_full_sessions_with_gwmo_in_xml_and_wbxml() {
         }
         let (_, read) = plain_api(addr, "GET", &format!("/api/commands/{}", ids[4]), None);
         assert_eq!(read["outcome"]["results"][0]["data"], "2", "{read}");
-        // A second session: nothing comes back to run again.
-        let again = std::process::Command::new(&client)
-            .args(encoding)
-            .args(["-s", "funambol"])
-            .output()
-            .unwrap();
-        // A session with nothing to run is one server message: package 2, Final.
-        let again = printed(&again);
+        // A second session carries nothing to run again: one server message, package 2.
+        let again = session(&client, encoding);
         assert_eq!(
             again.matches("Reply from").count(),
             1,

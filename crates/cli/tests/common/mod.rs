@@ -283,7 +283,19 @@ impl ServerProcess {
 
 /// An admin API call (with the test token) to a server or gateway at `addr`.
 pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let (status, text) = http(
+    api_on(connect_tls(addr), addr, method, path, body)
+}
+
+/// An admin API call on a connection already open (TLS or plain).
+pub fn api_on(
+    stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let (status, text) = exchange(
+        stream,
         addr,
         method,
         path,
