@@ -584,6 +584,11 @@ fn a_package_zero_made_just_before_a_nonce_change_still_wakes_the_device() {
     );
     assert_eq!(post(b"not-a-nonce-it-ever-had"), 401);
     assert_eq!(post(&[]), 401, "the factory nonce is two changes old");
+    // Issue 14, finding 10: a notification captured and replayed. A session with
+    // nothing to run leaves the nonce as it is, so the replay still verifies.
+    let current = nonce();
+    assert_eq!(post(&current), 200);
+    assert_eq!(post(&current), 409, "a replayed package 0 opened a session");
 }
 
 #[test]

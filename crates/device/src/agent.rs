@@ -55,6 +55,8 @@ pub struct Agent {
     lapse_clock: std::sync::Mutex<Instant>,
     /// Wakes the lapse timer when a new bootstrap may lapse sooner.
     lapse_rearm: Notify,
+    /// What package 0 opened lately (`notify.rs`).
+    pub(crate) notifications: std::sync::Mutex<crate::notify::NotificationLog>,
 }
 
 impl Agent {
@@ -94,6 +96,7 @@ impl Agent {
             observer: std::sync::OnceLock::new(),
             lapse_clock: std::sync::Mutex::new(Instant::now()),
             lapse_rearm: Notify::new(),
+            notifications: std::sync::Mutex::default(),
         })
     }
 

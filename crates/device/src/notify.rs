@@ -1,6 +1,6 @@
 //! The device's package-0 listener: a server that wants a session posts a DM 1.2
 //! General Notification; the device checks its digest with the server's
-//! credentials and opens the session the notification names.
+//! credentials and opens the session the notification names, once per notification.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,31 @@ use tracing::{info, warn};
 
 use crate::DeviceError;
 use crate::agent::Agent;
+
+/// The notifications the device acted on lately: a captured package 0 replayed
+/// opens nothing.
+#[derive(Debug, Default)]
+pub(crate) struct NotificationLog {
+    seen: std::collections::VecDeque<[u8; package0::DIGEST_LEN]>,
+}
+
+/// Digests remembered: far more than the notifications a server sends between two
+/// nonce changes (after which an old one no longer verifies anyway).
+const REMEMBERED: usize = 256;
+
+impl NotificationLog {
+    /// Whether a verified notification with `digest` is new; it is remembered.
+    fn first_time(&mut self, digest: [u8; package0::DIGEST_LEN]) -> bool {
+        if self.seen.contains(&digest) {
+            return false;
+        }
+        if self.seen.len() == REMEMBERED {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(digest);
+        true
+    }
+}
 
 /// The package-0 listener, bound, and the URL to report to servers.
 pub struct NotifyListener {
@@ -61,7 +86,7 @@ pub async fn serve(
 }
 
 async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCode, String) {
-    let (notification, _) = match package0::decode(&body) {
+    let (notification, digest) = match package0::decode(&body) {
         Ok(decoded) => decoded,
         Err(error) => {
             return (
@@ -90,9 +115,20 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
         warn!(server = %account.server_id, "package 0 digest refused");
         return (StatusCode::UNAUTHORIZED, "digest does not verify\n".into());
     }
-    let session_id = package0::session_id_text(notification.session_id);
-    info!(server = %account.server_id, session = %session_id, "package 0 accepted");
     let server_id = account.server_id.clone();
+    let first_time = agent
+        .notifications
+        .lock()
+        .is_ok_and(|mut log| log.first_time(digest));
+    if !first_time {
+        warn!(server = %server_id, "package 0 refused: this one was acted on already");
+        return (
+            StatusCode::CONFLICT,
+            "this notification was acted on already\n".into(),
+        );
+    }
+    let session_id = package0::session_id_text(notification.session_id);
+    info!(server = %server_id, session = %session_id, "package 0 accepted");
     tokio::spawn(async move {
         if let Err(error) = agent
             .session(&server_id, Trigger::Server, Some(session_id), Vec::new())
@@ -102,4 +138,21 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
         }
     });
     (StatusCode::OK, "session starting\n".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_opens_a_session_once() {
+        let mut log = NotificationLog::default();
+        assert!(log.first_time([1; 16]));
+        assert!(!log.first_time([1; 16]), "replayed");
+        assert!(log.first_time([2; 16]));
+        for i in 0..=255u8 {
+            log.first_time([i; 16]);
+        }
+        assert_eq!(log.seen.len(), REMEMBERED, "bounded");
+    }
 }

@@ -14,7 +14,8 @@ use subtle::ConstantTimeEq;
 
 /// The version written: 1.1 as 11, the only value libdmclient accepts (SPEC-NOTES §6.4).
 pub const VERSION: u16 = 11;
-const DIGEST_LEN: usize = 16;
+/// Bytes of the digest a package 0 starts with.
+pub const DIGEST_LEN: usize = 16;
 const HEADER_LEN: usize = 8;
 
 /// How the device should involve its user.
