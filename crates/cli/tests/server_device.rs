@@ -783,3 +783,30 @@ fn slow_clients_are_cut_off_while_others_are_served() {
         "{body_answer}"
     );
 }
+
+/// Issue 14, finding 12: a device whose DM Server is down when it starts tries again,
+/// with backoff, and holds its session once the server is back, without being woken.
+#[test]
+fn a_device_tries_a_failed_session_again_until_the_server_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000015";
+    let enrollment = server.enroll(dev_id, "md5");
+    let id = server.queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Man"}"#);
+    server.daemon.kill();
+    let config = device_config(dir.path(), &enrollment, "xml", "poll_secs = 0\n");
+    let mut device = device_daemon(&config, dir.path().join("device.log"));
+    poll("a failed session", Duration::from_secs(30), || {
+        device.assert_running();
+        device.log_text().contains("session failed").then_some(())
+    });
+    server.kill_and_restart();
+    poll(
+        "the queued command, with no wake-up",
+        Duration::from_secs(30),
+        || {
+            device.assert_running();
+            (server.command(id)["state"] == "done").then_some(())
+        },
+    );
+}

@@ -491,19 +491,62 @@ impl Agent {
         &self,
         trigger: Trigger,
     ) -> Vec<Result<SessionReport, DeviceError>> {
+        let servers = self.server_ids().await;
+        self.sessions_with(servers, trigger)
+            .await
+            .into_iter()
+            .map(|(_, report)| report)
+            .collect()
+    }
+
+    /// A session with each of `servers`, one after the other; failures are logged.
+    async fn sessions_with(
+        &self,
+        servers: Vec<String>,
+        trigger: Trigger,
+    ) -> Vec<(String, Result<SessionReport, DeviceError>)> {
         let mut reports = Vec::new();
-        for server_id in self.server_ids().await {
+        for server_id in servers {
             let report = self.session(&server_id, trigger, None, Vec::new()).await;
             if let Err(error) = &report {
                 warn!(server = %server_id, %error, "session failed");
             }
-            reports.push(report);
+            reports.push((server_id, report));
         }
         reports
     }
 
-    /// Runs until `shutdown`: a session with every account at start, then on
-    /// schedule (when `poll_secs` > 0); lapses at their deadlines all the while.
+    /// Holds a session with each of `servers`, and tries the failed ones again after a
+    /// growing, jittered pause (1 s, doubling up to 5 min), as real devices do, until
+    /// each has held one or its account is gone: a server that was down, restarting or
+    /// busy gets its device back without anyone waking it.
+    async fn sessions_until_held(&self, servers: Vec<String>) {
+        const LONGEST_PAUSE: Duration = Duration::from_secs(300);
+        let failed_of = |reports: Vec<(String, Result<SessionReport, DeviceError>)>| {
+            reports
+                .into_iter()
+                .filter(|(_, report)| report.is_err())
+                .map(|(server, _)| server)
+                .collect::<Vec<_>>()
+        };
+        let mut failed = failed_of(self.sessions_with(servers, Trigger::Client).await);
+        let mut pause = Duration::from_secs(1);
+        while !failed.is_empty() {
+            let spread = u64::try_from(pause.as_millis() / 2)
+                .unwrap_or(u64::MAX)
+                .max(1);
+            tokio::time::sleep(pause + Duration::from_millis(rand::random::<u64>() % spread)).await;
+            let present = self.server_ids().await;
+            failed.retain(|server| present.contains(server));
+            info!(servers = ?failed, "trying failed sessions again");
+            failed = failed_of(self.sessions_with(failed, Trigger::Client).await);
+            pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+
+    /// Runs until `shutdown`: a session with every account at start (failed ones tried
+    /// again with backoff), then on schedule (when `poll_secs` > 0); lapses at their
+    /// deadlines all the while.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::select! {
             _ = shutdown => {}
@@ -519,7 +562,8 @@ impl Agent {
             // Each round looks again for what it did not find (a bootstrap server, a
             // gateway in sight): a device must not give up after one look.
             self.bootstrap_if_needed().await;
-            self.session_with_all(Trigger::Client).await;
+            let servers = self.server_ids().await;
+            self.sessions_until_held(servers).await;
             match tick.as_mut() {
                 Some(tick) => {
                     tick.tick().await;
