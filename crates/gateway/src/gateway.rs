@@ -571,9 +571,11 @@ impl Syncer {
                 // same), not whatever the setting says now.
                 let lapse =
                     number("LapseSecs").unwrap_or(self.settings.bootstrap_lapse_secs as i64);
+                // Strictly after, in whole seconds: a Device Detach may come a little
+                // after the device's own lapse, never before it.
                 entry.origin == "local-bootstrap"
                     && *state != "active"
-                    && number("IssuedAt").is_some_and(|at| unix_now() >= at.saturating_add(lapse))
+                    && number("IssuedAt").is_some_and(|at| unix_now() > at.saturating_add(lapse))
             })
             .map(|(entry, _)| *entry)
             .collect();
