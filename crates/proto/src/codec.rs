@@ -25,9 +25,23 @@ pub enum CodecError {
     WbxmlEncode(#[from] wbxml::EncodeError),
 }
 
-/// A content type without its parameters.
-fn media_type(value: &str) -> &str {
-    value.split(';').next().unwrap_or_default().trim()
+/// The media types of a DM message: (name, encoding, whether it is a SyncML DS type,
+/// which many DM clients post their DM messages as).
+const MEDIA_TYPES: [(&str, Encoding, bool); 4] = [
+    (content_type::DM_XML, Encoding::Xml, false),
+    (content_type::DM_WBXML, Encoding::Wbxml, false),
+    (content_type::DS_XML, Encoding::Xml, true),
+    (content_type::DS_WBXML, Encoding::Wbxml, true),
+];
+
+/// The encoding a content type names, and whether it is a DS type; parameters
+/// (`; charset=...`) are ignored.
+fn media_type(value: &str) -> Option<(Encoding, bool)> {
+    let mime = value.split(';').next().unwrap_or_default().trim();
+    MEDIA_TYPES
+        .into_iter()
+        .find(|(name, ..)| mime.eq_ignore_ascii_case(name))
+        .map(|(_, encoding, ds)| (encoding, ds))
 }
 
 impl Encoding {
@@ -42,30 +56,17 @@ impl Encoding {
     /// The encoding a content type names, DM or DS media type alike; parameters
     /// (`; charset=...`) are ignored.
     pub fn from_content_type(value: &str) -> Option<Encoding> {
-        let mime = media_type(value);
-        let is = |name: &str| mime.eq_ignore_ascii_case(name);
-        if is(content_type::DM_XML) || is(content_type::DS_XML) {
-            Some(Encoding::Xml)
-        } else if is(content_type::DM_WBXML) || is(content_type::DS_WBXML) {
-            Some(Encoding::Wbxml)
-        } else {
-            None
-        }
+        media_type(value).map(|(encoding, _)| encoding)
     }
 
     /// The content type to answer a message posted as `request` with: a client that
     /// used the DS media types gets them back, as it expects.
     pub fn reply_content_type(self, request: Option<&str>) -> &'static str {
-        let ds = request.is_some_and(|value| {
-            let mime = media_type(value);
-            mime.eq_ignore_ascii_case(content_type::DS_XML)
-                || mime.eq_ignore_ascii_case(content_type::DS_WBXML)
-        });
-        match (self, ds) {
-            (Encoding::Xml, true) => content_type::DS_XML,
-            (Encoding::Wbxml, true) => content_type::DS_WBXML,
-            (encoding, false) => encoding.content_type(),
-        }
+        let ds = request.and_then(media_type).is_some_and(|(_, ds)| ds);
+        MEDIA_TYPES
+            .into_iter()
+            .find(|(_, encoding, is_ds)| *encoding == self && *is_ds == ds)
+            .map_or(self.content_type(), |(name, ..)| name)
     }
 
     /// Guesses the encoding from the first bytes: WBXML starts with a version byte

@@ -178,21 +178,23 @@ impl Tree {
     /// The record of the server behind `server_id` in a session: its one live account,
     /// else the account it had until it removed it in this session.
     pub(crate) fn writer(&self, server_id: &str) -> Option<AccountId> {
-        if let Some(node) = account_of(self, server_id) {
-            return self.registry.at_node(&node).map(|r| r.id);
+        let live: Vec<String> = dm_accounts(self)
+            .into_iter()
+            .filter(|(_, account)| account.server_id == server_id)
+            .map(|(node, _)| node)
+            .collect();
+        match live.as_slice() {
+            [node] => self.registry.at_node(node).map(|r| r.id),
+            [] => self
+                .registry
+                .records
+                .iter()
+                .rev()
+                .find(|r| r.node.is_none() && r.server_id == server_id)
+                .map(|r| r.id),
+            // Several accounts carry it: the writer is not one account.
+            _ => None,
         }
-        let live_elsewhere = dm_accounts(self)
-            .iter()
-            .any(|(_, account)| account.server_id == server_id);
-        if live_elsewhere {
-            return None;
-        }
-        self.registry
-            .records
-            .iter()
-            .rev()
-            .find(|r| r.node.is_none() && r.server_id == server_id)
-            .map(|r| r.id)
     }
 
     pub(crate) fn standing_of(&self, server_id: &str) -> (Option<AccountId>, Standing) {
