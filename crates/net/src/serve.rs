@@ -4,14 +4,16 @@
 //! `max_body` bytes, or the request is answered 408 or 413 before any handler runs.
 //! A TLS handshake must be over within `header_read` too. HTTP/1.1 only, and at most
 //! `max_connections` at once (the rest are closed, with a log line). Shutdown
-//! stops accepting and lets requests in flight finish (for a while).
+//! stops accepting and lets requests in flight finish (for a while). Each request
+//! carries its peer's address as axum's `ConnectInfo<SocketAddr>`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
+use axum::{Extension, Router};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tower_layer::Layer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -64,7 +67,6 @@ pub async fn serve(
     let router = router.layer(axum::middleware::from_fn(move |request, next| {
         read_body_within(limits, request, next)
     }));
-    let service = TowerToHyperService::new(router);
     // HTTP/1.1 only: no DM client speaks HTTP/2, and an HTTP/2 connection would escape
     // the head and idle timeouts below (hyper applies them to HTTP/1 only).
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
@@ -81,8 +83,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors, say: wait a little rather than spin.
                         tracing::warn!(%error, "accepting a connection failed");
@@ -103,7 +105,8 @@ pub async fn serve(
                     full = false;
                 }
                 let _ = stream.set_nodelay(true);
-                let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+                let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(router.clone()));
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
@@ -124,11 +127,15 @@ pub async fn serve(
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
 }
 
+/// The router, with the connection's peer address added to each request.
+type PeerService =
+    TowerToHyperService<axum::middleware::AddExtension<Router, ConnectInfo<SocketAddr>>>;
+
 /// Serves one connection, until it closes or shutdown has drained it.
 async fn serve_connection<S>(
     builder: &Builder<TokioExecutor>,
     stream: S,
-    service: TowerToHyperService<Router>,
+    service: PeerService,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,

@@ -4,6 +4,7 @@
 //! before the answer leaves. Synchronous: the HTTP layer runs it on a blocking thread.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,8 +51,18 @@ pub enum DmError {
     Malformed(#[from] CodecError),
     #[error("device {0:?} is not enrolled")]
     UnknownDevice(String),
-    #[error("no open session {1:?} for device {0:?}: start with Alert 1200 or 1201 in message 1")]
+    #[error(
+        "no open session {1:?} for device {0:?} at this address: a session starts with Alert 1200 or 1201, and goes on at the RespURI its first answer gave"
+    )]
     UnknownSession(String, String),
+    #[error("{0} is {1} bytes long: at most {2} are taken")]
+    HeaderTooLong(&'static str, usize, usize),
+    #[error(
+        "device {0:?}: the nonce these credentials were built with was used by another session"
+    )]
+    NonceSpent(String),
+    #[error("{0} sessions are open, the most this instance holds: try again later")]
+    Busy(usize),
     #[error("{0}")]
     Session(#[from] SessionError),
     #[error("store: {0}")]
@@ -68,11 +79,65 @@ pub struct DmResponse {
     pub hmac: Option<String>,
 }
 
+/// The longest DevId (Source LocURI) taken, in bytes: IMEI, MEID and URN forms are
+/// far shorter.
+pub const MAX_DEV_ID_LEN: usize = 256;
+/// The longest SessionID taken, in bytes: DM writes it as 1 to 4 hex digits; other
+/// clients' decimal or UUID forms fit too.
+pub const MAX_SESSION_ID_LEN: usize = 64;
+
+/// One posted DM message and what came with it over HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct DmRequest<'a> {
+    pub content_type: Option<&'a str>,
+    pub hmac: Option<&'a str>,
+    /// The session token of the URL it was posted to (the RespURI's `s` parameter).
+    pub session_token: Option<&'a str>,
+    /// Where it came from (failed authentications are counted per source).
+    pub peer: IpAddr,
+    pub body: &'a [u8],
+}
+
 struct Slot {
     session: ServerSession,
+    dev_id: String,
+    session_id: String,
+    /// The secret in the RespURI this session's messages must be posted to.
+    token: String,
     store_key: String,
     encoding: Encoding,
     last_active: Instant,
+}
+
+/// The open sessions of this instance. Only a device that authenticated has one: a
+/// refused message leaves nothing behind.
+#[derive(Default)]
+struct Sessions {
+    by_token: HashMap<String, Slot>,
+    /// Each device's live session (one at most: one that authenticates later takes
+    /// its place, the device having started over).
+    by_device: HashMap<String, String>,
+}
+
+impl Sessions {
+    /// Takes out the session `token` names, if the message is of that session.
+    fn take(&mut self, token: &str, dev_id: &str, session_id: &str) -> Option<Slot> {
+        let slot = self.by_token.get(token)?;
+        if slot.dev_id != dev_id || slot.session_id != session_id {
+            return None;
+        }
+        self.by_token.remove(token)
+    }
+
+    fn forget(&mut self, slot: &Slot) {
+        if self.by_device.get(&slot.dev_id) == Some(&slot.token) {
+            self.by_device.remove(&slot.dev_id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_token.len()
+    }
 }
 
 /// All open sessions of this server instance.
@@ -80,7 +145,9 @@ pub struct DmService {
     store: Arc<dyn Store>,
     settings: ServerSettings,
     config: ServerConfig,
-    sessions: Mutex<HashMap<(String, String), Slot>>,
+    /// Where a session's later messages go, before its token is added.
+    resp_base: String,
+    sessions: Mutex<Sessions>,
     /// Devices to wake with package 0 (the HTTP layer sends it).
     wake: Option<UnboundedSender<String>>,
     metrics: Arc<Metrics>,
@@ -96,9 +163,10 @@ impl DmService {
         wake: Option<UnboundedSender<String>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let resp_base = resp_uri.unwrap_or_else(|| dm_url.clone());
         let config = ServerConfig {
             server_uri: dm_url,
-            resp_uri,
+            resp_uri: None,
             max_msg_size: settings.max_msg_size,
             max_obj_size: settings.max_obj_size,
             max_auth_attempts: settings.max_auth_attempts,
@@ -111,7 +179,8 @@ impl DmService {
             store,
             settings,
             config,
-            sessions: Mutex::new(HashMap::new()),
+            resp_base,
+            sessions: Mutex::default(),
             wake,
             metrics,
         }
@@ -120,65 +189,79 @@ impl DmService {
     /// Handles one posted DM message. `unix_now` stamps what is stored.
     pub fn handle(
         &self,
-        content_type: Option<&str>,
-        hmac: Option<&str>,
-        body: &[u8],
+        request: DmRequest<'_>,
         now: Instant,
         unix_now: i64,
     ) -> Result<DmResponse, DmError> {
-        let answer = self.answer(content_type, hmac, body, now, unix_now);
+        let answer = self.answer(request, now, unix_now);
         if answer.is_err() {
             self.metrics.message_refused();
         }
         answer
     }
 
+    /// A message goes to the session its URL's token names, and only if it is of that
+    /// session (DevId and SessionID); one that starts a session and names none opens a
+    /// new one, which is kept only once the device has authenticated. Nothing a
+    /// message without the token sends reaches a session that is open.
     fn answer(
         &self,
-        content_type: Option<&str>,
-        hmac: Option<&str>,
-        body: &[u8],
+        request: DmRequest<'_>,
         now: Instant,
         unix_now: i64,
     ) -> Result<DmResponse, DmError> {
-        let encoding = match content_type {
+        let encoding = match request.content_type {
             Some(value) => Encoding::from_content_type(value)
                 .ok_or_else(|| DmError::UnsupportedMediaType(value.to_owned()))?,
-            None => Encoding::sniff(body),
+            None => Encoding::sniff(request.body),
         };
-        let message = encoding.decode(body)?;
-        let key = (
-            message.header.source.uri.clone(),
-            message.header.session_id.clone(),
-        );
-        let mut slot = match self.take_slot(&key, &message) {
-            Some(slot) => slot,
+        let message = encoding.decode(request.body)?;
+        let (dev_id, session_id) = session_of(&message)?;
+        let continued = request
+            .session_token
+            .and_then(|token| self.lock_sessions().take(token, dev_id, session_id));
+        let (mut slot, opened) = match continued {
+            Some(slot) => (slot, false),
             None if opens_session(&message) => {
-                if let Some(wait) = self.throttle.locked_for(&key.0, now) {
-                    return Err(DmError::Throttled(key.0, wait.as_secs().max(1)));
+                if let Some(wait) = self.throttle.locked_for(request.peer, dev_id, now) {
+                    return Err(DmError::Throttled(dev_id.to_owned(), wait.as_secs().max(1)));
                 }
-                self.open(&key, encoding, unix_now)?
+                (self.open(dev_id, session_id, encoding, now, unix_now)?, true)
             }
-            None => return Err(DmError::UnknownSession(key.0, key.1)),
+            None => {
+                return Err(DmError::UnknownSession(
+                    dev_id.to_owned(),
+                    session_id.to_owned(),
+                ));
+            }
         };
         slot.last_active = now;
         let result = self
-            .advance(&mut slot, &message, body, hmac, unix_now)
+            .advance(&mut slot, opened, &message, request, unix_now)
             .map(|answer| DmResponse {
-                content_type: encoding.reply_content_type(content_type),
+                content_type: encoding.reply_content_type(request.content_type),
                 ..answer
             });
         match &result {
+            Ok(_) if !slot.session.is_device_authenticated() => {
+                debug!(device = %slot.dev_id, "refused: nothing kept");
+            }
             Ok(_) if !slot.session.is_ended() => {
-                self.lock_sessions().insert(key, slot);
+                let mut sessions = self.lock_sessions();
+                sessions
+                    .by_device
+                    .insert(slot.dev_id.clone(), slot.token.clone());
+                sessions.by_token.insert(slot.token.clone(), slot);
             }
             Ok(_) => {
+                self.lock_sessions().forget(&slot);
                 self.metrics.session_ended();
-                debug!(device = %key.0, session = %key.1, "session ended");
+                debug!(device = %slot.dev_id, session = %slot.session_id, "session ended");
             }
             Err(error) => {
-                warn!(device = %key.0, session = %key.1, %error, "session dropped");
-                self.store.requeue_session(&slot.store_key)?;
+                warn!(device = %slot.dev_id, session = %slot.session_id, %error, "session dropped");
+                self.lock_sessions().forget(&slot);
+                self.drop_session(slot, unix_now)?;
             }
         }
         result
@@ -187,20 +270,22 @@ impl DmService {
     fn advance(
         &self,
         slot: &mut Slot,
+        opened: bool,
         message: &Message,
-        body: &[u8],
-        hmac: Option<&str>,
+        request: DmRequest<'_>,
         unix_now: i64,
     ) -> Result<DmResponse, DmError> {
         let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
         let dev_id = message.header.source.uri.as_str();
-        let reply = match slot
-            .session
-            .receive(message, body, hmac, &mut fresh_nonce)?
-        {
+        let reply = match slot.session.receive(
+            message,
+            request.body,
+            request.hmac,
+            &mut fresh_nonce,
+        )? {
             Received::Refused(reply) => {
                 let started = Instant::now();
-                self.persist(dev_id, slot, unix_now)?;
+                self.persist(dev_id, slot, request.peer, unix_now)?;
                 self.metrics.message(started.elapsed());
                 reply
             }
@@ -208,7 +293,10 @@ impl DmService {
                 let started = Instant::now();
                 // Events first: a Location Update in this message queues the bootstrap
                 // commands that its answer must carry.
-                self.persist(dev_id, slot, unix_now)?;
+                self.persist(dev_id, slot, request.peer, unix_now)?;
+                if opened {
+                    self.supersede(dev_id, &slot.token, unix_now)?;
+                }
                 for queued in self
                     .store
                     .claim_pending(dev_id, &slot.store_key, unix_now)?
@@ -239,12 +327,18 @@ impl DmService {
 
     /// Writes the session's events to the store (before the answer leaves: a nonce the
     /// device will use must be known if this instance stops right after).
-    fn persist(&self, dev_id: &str, slot: &mut Slot, unix_now: i64) -> Result<(), DmError> {
+    fn persist(
+        &self,
+        dev_id: &str,
+        slot: &mut Slot,
+        peer: IpAddr,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
         let mut seen_gateways = Vec::new();
         for event in slot.session.take_events() {
             match event {
                 ServerEvent::Authenticated => {
-                    self.throttle.succeeded(dev_id);
+                    self.throttle.succeeded(peer, dev_id);
                     info!(
                         device = dev_id,
                         encoding = slot.encoding.name(),
@@ -254,15 +348,18 @@ impl DmService {
                 ServerEvent::AuthenticationFailed { code } => {
                     warn!(device = dev_id, code, "device authentication failed");
                     self.metrics.auth_failure();
-                    if self.throttle.failed(dev_id, slot.last_active) {
+                    let wrong_credentials = code == gwmo_proto::codes::status::INVALID_CREDENTIALS;
+                    if wrong_credentials && self.throttle.failed(peer, dev_id, slot.last_active) {
                         warn!(
                             device = dev_id,
                             secs = self.settings.auth_lockout_secs,
-                            "too many failed authentications: the device is locked out"
+                            %peer,
+                            "too many wrong credentials from this source: its new sessions for the device wait"
                         );
                         let detail = serde_json::json!({
+                            "source": peer.to_string(),
                             "failures": self.settings.auth_lockout_failures,
-                            "lockout_secs": self.settings.auth_lockout_secs,
+                            "max_lockout_secs": self.settings.auth_lockout_secs,
                         });
                         self.store.log_event(
                             Some(dev_id),
@@ -278,8 +375,15 @@ impl DmService {
                         unix_now,
                     )?;
                 }
-                ServerEvent::ClientNonceIssued(nonce) => {
-                    self.store.set_client_nonce(dev_id, &nonce)?
+                ServerEvent::ClientNonceIssued { used, next } => {
+                    if !self.store.swap_client_nonce(dev_id, &used, &next)? {
+                        warn!(
+                            device = dev_id,
+                            %peer,
+                            "credentials built with a nonce another session consumed: refused"
+                        );
+                        return Err(DmError::NonceSpent(dev_id.to_owned()));
+                    }
                 }
                 ServerEvent::ServerNonceReceived(nonce) => {
                     self.store.set_server_nonce(dev_id, &nonce)?
@@ -647,62 +751,119 @@ impl DmService {
 
     fn open(
         &self,
-        key: &(String, String),
+        dev_id: &str,
+        session_id: &str,
         encoding: Encoding,
+        now: Instant,
         unix_now: i64,
     ) -> Result<Slot, DmError> {
+        let open = self.lock_sessions().len();
+        if open >= self.settings.max_sessions {
+            return Err(DmError::Busy(open));
+        }
         let device = self
             .store
-            .device(&key.0)?
-            .ok_or_else(|| DmError::UnknownDevice(key.0.clone()))?;
-        let store_key = format!("{}#{}#{unix_now}", key.0, key.1);
+            .device(dev_id)?
+            .ok_or_else(|| DmError::UnknownDevice(dev_id.to_owned()))?;
+        let token = format!("{:032x}", rand::random::<u128>());
+        let separator = if self.resp_base.contains('?') { '&' } else { '?' };
+        let config = ServerConfig {
+            resp_uri: Some(format!(
+                "{}{separator}{SESSION_TOKEN_PARAM}={token}",
+                self.resp_base
+            )),
+            ..self.config.clone()
+        };
         self.metrics.session_opened();
-        debug!(device = %key.0, session = %key.1, "session opened");
+        debug!(device = dev_id, session = session_id, "session opened");
         Ok(Slot {
             session: ServerSession::new(
-                self.config.clone(),
-                key.0.clone(),
-                key.1.clone(),
+                config,
+                dev_id.to_owned(),
+                session_id.to_owned(),
                 encoding,
                 device_auth(&device),
             ),
-            store_key,
+            dev_id: dev_id.to_owned(),
+            session_id: session_id.to_owned(),
+            store_key: format!("{dev_id}#{session_id}#{unix_now}#{token}"),
+            token,
             encoding,
-            last_active: Instant::now(),
+            last_active: now,
         })
     }
 
-    /// The open session a message continues. A new package 1 replaces an open session
-    /// of the same id (the device started over): its claimed commands go back to the queue.
-    fn take_slot(&self, key: &(String, String), message: &Message) -> Option<Slot> {
-        let slot = self.lock_sessions().remove(key)?;
-        if opens_session(message) {
-            if let Err(error) = self.store.requeue_session(&slot.store_key) {
-                warn!(%error, "could not requeue the commands of a restarted session");
+    /// A device that authenticated in a new session has started over: the session it
+    /// held before ends, and what that one was sent and never answered goes back to
+    /// the queue (this session claims it next).
+    fn supersede(&self, dev_id: &str, token: &str, unix_now: i64) -> Result<(), DmError> {
+        let previous = {
+            let mut sessions = self.lock_sessions();
+            match sessions.by_device.insert(dev_id.to_owned(), token.to_owned()) {
+                Some(old) if old != token => sessions.by_token.remove(&old),
+                _ => None,
             }
-            return None;
+        };
+        if let Some(previous) = previous {
+            debug!(device = dev_id, session = %previous.session_id, "a newer session of the device replaces this one");
+            self.settle_and_requeue(previous, unix_now, false)?;
         }
-        Some(slot)
+        Ok(())
+    }
+
+    /// A session that is gone: what the device answered is stored, the rest goes back
+    /// to the queue, and the device is woken for it.
+    fn drop_session(&self, slot: Slot, unix_now: i64) -> Result<(), DmError> {
+        self.settle_and_requeue(slot, unix_now, true)
+    }
+
+    fn settle_and_requeue(
+        &self,
+        mut slot: Slot,
+        unix_now: i64,
+        wake: bool,
+    ) -> Result<(), DmError> {
+        slot.session.settle_answered();
+        let dev_id = slot.dev_id.clone();
+        self.persist(&dev_id, &mut slot, IpAddr::from([0, 0, 0, 0]), unix_now)?;
+        let requeued = self.store.requeue_session(&slot.store_key)?;
+        if wake
+            && requeued > 0
+            && let Some(sender) = &self.wake
+        {
+            debug!(device = %dev_id, requeued, "commands back in the queue: waking the device");
+            let _ = sender.send(dev_id);
+        }
+        Ok(())
     }
 
     /// Drops sessions idle for longer than the configured time; their commands that
     /// were sent but not answered go back to the queue for the next session.
-    pub fn evict_idle(&self, now: Instant) -> Result<usize, DmError> {
+    pub fn evict_idle(&self, now: Instant, unix_now: i64) -> Result<usize, DmError> {
         self.throttle.forget_expired(now);
         let idle = Duration::from_secs(self.settings.session_idle_secs);
         let stale: Vec<Slot> = {
             let mut sessions = self.lock_sessions();
-            let keys: Vec<_> = sessions
+            let tokens: Vec<_> = sessions
+                .by_token
                 .iter()
                 .filter(|(_, slot)| now.saturating_duration_since(slot.last_active) > idle)
-                .map(|(key, _)| key.clone())
+                .map(|(token, _)| token.clone())
                 .collect();
-            keys.iter().filter_map(|key| sessions.remove(key)).collect()
+            let stale: Vec<Slot> = tokens
+                .iter()
+                .filter_map(|token| sessions.by_token.remove(token))
+                .collect();
+            for slot in &stale {
+                sessions.forget(slot);
+            }
+            stale
         };
-        for slot in &stale {
-            self.store.requeue_session(&slot.store_key)?;
+        let count = stale.len();
+        for slot in stale {
+            self.drop_session(slot, unix_now)?;
         }
-        Ok(stale.len())
+        Ok(count)
     }
 
     /// Requeues commands claimed long ago by sessions no instance holds any more (their
@@ -730,7 +891,7 @@ impl DmService {
         }
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         // A panic while holding the lock cannot leave the map half-changed: recover it.
         self.sessions
             .lock()
@@ -763,11 +924,40 @@ fn location_updates(alert: &gwmo_proto::Alert) -> impl Iterator<Item = String> +
         .filter(|gateway| !gateway.is_empty())
 }
 
+/// The URL query parameter of a RespURI that carries the session token.
+pub const SESSION_TOKEN_PARAM: &str = "s";
+
+/// The session token in a request's URL query, if any.
+pub fn session_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(SESSION_TOKEN_PARAM)?.strip_prefix('='))
+}
+
+/// The DevId and SessionID a message names, within the lengths taken.
+fn session_of(message: &Message) -> Result<(&str, &str), DmError> {
+    let dev_id = message.header.source.uri.as_str();
+    let session_id = message.header.session_id.as_str();
+    if dev_id.len() > MAX_DEV_ID_LEN {
+        return Err(DmError::HeaderTooLong("the Source LocURI", dev_id.len(), MAX_DEV_ID_LEN));
+    }
+    if session_id.len() > MAX_SESSION_ID_LEN {
+        return Err(DmError::HeaderTooLong(
+            "the SessionID",
+            session_id.len(),
+            MAX_SESSION_ID_LEN,
+        ));
+    }
+    Ok((dev_id, session_id))
+}
+
+/// A message that starts a session: it alerts 1200 or 1201. Its MsgID is not asked:
+/// a device challenged in its first answer sends package 1 again as message 2, and no
+/// session was kept for it.
 fn opens_session(message: &Message) -> bool {
-    message.header.msg_id == 1
-        && message.body.commands.iter().any(|c| {
-            matches!(c, Command::Alert(a) if a.code == alert::CLIENT_INITIATED_MGMT || a.code == alert::SERVER_INITIATED_MGMT)
-        })
+    message.body.commands.iter().any(|c| {
+        matches!(c, Command::Alert(a) if a.code == alert::CLIENT_INITIATED_MGMT || a.code == alert::SERVER_INITIATED_MGMT)
+    })
 }
 
 /// Both directions of authentication with a device, from its record.

@@ -1,21 +1,21 @@
 //! The server's HTTP face: the DM endpoint (`POST /dm`), the admin API under
 //! `/api`, and a health check. Thin: it moves bytes to [`DmService`] and the store.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::{Extension, Router};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use gwmo_net::{HMAC_HEADER, HttpClient};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::dm::{DmError, DmService};
+use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::settings::ServerSettings;
 use crate::store::Store;
 use crate::{admin, devtree};
@@ -122,6 +122,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn dm_message(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -133,15 +135,17 @@ async fn dm_message(
     };
     let content_type = text(&header::CONTENT_TYPE);
     let hmac = text(&header::HeaderName::from_static(HMAC_HEADER));
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(addr))| addr.ip());
     let worker = state.clone();
     let handled = tokio::task::spawn_blocking(move || {
-        worker.dm.handle(
-            content_type.as_deref(),
-            hmac.as_deref(),
-            &body,
-            Instant::now(),
-            unix_now(),
-        )
+        let request = DmRequest {
+            content_type: content_type.as_deref(),
+            hmac: hmac.as_deref(),
+            session_token: session_token(uri.query()),
+            peer,
+            body: &body,
+        };
+        worker.dm.handle(request, Instant::now(), unix_now())
     })
     .await;
     match handled {
@@ -156,19 +160,27 @@ async fn dm_message(
         Ok(Err(error)) => {
             let status = match &error {
                 DmError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                DmError::Malformed(_) | DmError::UnknownSession(..) | DmError::Session(_) => {
+                DmError::Malformed(_) | DmError::HeaderTooLong(..) | DmError::Session(_) => {
                     StatusCode::BAD_REQUEST
                 }
+                DmError::UnknownSession(..) => StatusCode::NOT_FOUND,
                 DmError::UnknownDevice(_) => StatusCode::FORBIDDEN,
+                DmError::NonceSpent(_) => StatusCode::CONFLICT,
                 DmError::Throttled(..) => StatusCode::TOO_MANY_REQUESTS,
+                DmError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             warn!(%error, "DM message refused");
             let mut response = (status, format!("{error}\n")).into_response();
-            if let DmError::Throttled(_, retry_after) = error {
+            let retry_after = match error {
+                DmError::Throttled(_, secs) => Some(secs),
+                DmError::Busy(_) => Some(1),
+                _ => None,
+            };
+            if let Some(secs) = retry_after {
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, retry_after.into());
+                    .insert(header::RETRY_AFTER, secs.into());
             }
             response
         }
@@ -260,7 +272,7 @@ impl Server {
                     history_forgotten_at = Some(Instant::now());
                 }
                 let swept = tokio::task::spawn_blocking(move || {
-                    let idle = state.dm.evict_idle(Instant::now())?;
+                    let idle = state.dm.evict_idle(Instant::now(), unix_now())?;
                     let abandoned = state.dm.requeue_abandoned(unix_now())?;
                     let forgotten = match forget_history {
                         true => state.dm.forget_old_history(unix_now())?,

@@ -37,14 +37,19 @@ pub struct ServerSettings {
     pub max_obj_size: usize,
     /// Failed authentications in one session before it is ended.
     pub max_auth_attempts: u32,
-    /// Failed authentications of one device (across sessions, with no success in
-    /// between) after which its new sessions are refused for `auth_lockout_secs`
-    /// (0: never).
+    /// Wrong credentials for one device from one source address (across sessions,
+    /// with no success in between) after which that source's new sessions for the
+    /// device wait: 1 s, then twice as long at each further failure, up to
+    /// `auth_lockout_secs`. A source gets ten times as many over all devices. Missing
+    /// credentials do not count, and other sources are never held back (0: never).
     pub auth_lockout_failures: u32,
-    /// How long a device stays locked out after its last failed authentication.
+    /// The longest such a wait gets.
     pub auth_lockout_secs: u64,
     /// A session with no message for this long is dropped, and its commands requeued.
     pub session_idle_secs: u64,
+    /// Sessions this instance holds open at once; a device that starts one more gets
+    /// 503 (each device holds one at most).
+    pub max_sessions: usize,
     /// The longest a request head may take to arrive, or a kept-alive connection sit
     /// idle, before the connection is dropped (slow clients).
     pub header_read_secs: u64,
@@ -76,6 +81,7 @@ impl Default for ServerSettings {
             auth_lockout_failures: 10,
             auth_lockout_secs: 300,
             session_idle_secs: 300,
+            max_sessions: 100_000,
             header_read_secs: 30,
             max_connections: 4096,
             body_read_secs: 30,

@@ -141,6 +141,12 @@ impl Verifier {
         }
     }
 
+    /// The challenge that carries the nonce held (after a refused Cred, which consumed
+    /// nothing).
+    pub(crate) fn challenge(&self) -> Chal {
+        auth::chal(self.credentials.auth, &self.nonce)
+    }
+
     /// Replaces the nonce with a fresh one and returns the challenge that carries it.
     pub(crate) fn rotate(&mut self, fresh: Vec<u8>) -> Chal {
         self.nonce = fresh;

@@ -69,8 +69,10 @@ pub enum ServerEvent {
     Authenticated,
     /// The device's credentials were missing (407) or wrong (401).
     AuthenticationFailed { code: u16 },
-    /// The nonce the device must use for its next Cred: persist before replying.
-    ClientNonceIssued(Vec<u8>),
+    /// The device's credentials were checked against `used`; it must build its next
+    /// Cred with `next`. Persist before replying, and only if the nonce held is still
+    /// `used` (one credential, one session): otherwise refuse the message.
+    ClientNonceIssued { used: Vec<u8>, next: Vec<u8> },
     /// The nonce the device gave us for our next Cred: persist it.
     ServerNonceReceived(Vec<u8>),
     /// The device's ./DevInfo leaves, by URI.
@@ -221,6 +223,11 @@ impl ServerSession {
             return Err(SessionError::Protocol("the session has ended".into()));
         }
         let header = &message.header;
+        if self.last_msg_id_out == 0 {
+            // Our messages are numbered after the device's: a device challenged before
+            // this session opened starts it with message 2.
+            self.last_msg_id_out = header.msg_id.saturating_sub(1);
+        }
         if header.session_id != self.session_id || header.source.uri != self.device_id {
             return Err(SessionError::Protocol(
                 "the message belongs to another session".into(),
@@ -229,14 +236,14 @@ impl ServerSession {
         if header.msg_id <= self.last_msg_id_in {
             return Err(SessionError::Replay(header.msg_id));
         }
-        self.last_msg_id_in = header.msg_id;
-        if let Some(max) = header.meta.as_ref().and_then(|m| m.max_msg_size) {
-            self.peer_max_msg_size = usize::try_from(max).unwrap_or(usize::MAX);
-        }
-
         let our_status = self.judge_device(message, raw, hmac, fresh_nonce);
         if !status::is_success(our_status.code) {
             return self.refuse(message, our_status).map(Received::Refused);
+        }
+        // Only a message that passed its credentials moves the session on.
+        self.last_msg_id_in = header.msg_id;
+        if let Some(max) = header.meta.as_ref().and_then(|m| m.max_msg_size) {
+            self.peer_max_msg_size = usize::try_from(max).unwrap_or(usize::MAX);
         }
 
         let msg_ref = header.msg_id;
@@ -331,7 +338,7 @@ impl ServerSession {
             return Ok(Received::Accepted);
         }
         if message.body.is_final {
-            self.finish_outcomes();
+            self.settle_answered();
         }
         self.pending = Some(Pending {
             statuses,
@@ -383,22 +390,29 @@ impl ServerSession {
             Verdict::Missing => status::MISSING_CREDENTIALS,
             Verdict::Invalid => status::INVALID_CREDENTIALS,
         };
-        if verdict == Verdict::Valid {
-            if !self.device_authenticated {
-                self.device_authenticated = true;
-                self.events.push(ServerEvent::Authenticated);
-            }
-        } else {
+        if verdict != Verdict::Valid {
+            // A refused message proves nothing and consumes nothing: the challenge
+            // repeats the nonce held, so a stranger's refused messages never change
+            // what the real device must answer.
             self.auth_failures += 1;
             self.events.push(ServerEvent::AuthenticationFailed {
                 code: header_status.code,
             });
+            header_status.chal = Some(self.verifier.challenge());
+            return header_status;
         }
-        // A used nonce is never good again: this is what refuses a replayed Cred.
+        // A used nonce is never good again: this is what refuses a replayed Cred. The
+        // store swaps it only if no other session consumed it first.
+        let used = self.verifier.nonce().to_vec();
         header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
-        self.events.push(ServerEvent::ClientNonceIssued(
-            self.verifier.nonce().to_vec(),
-        ));
+        self.events.push(ServerEvent::ClientNonceIssued {
+            used,
+            next: self.verifier.nonce().to_vec(),
+        });
+        if !self.device_authenticated {
+            self.device_authenticated = true;
+            self.events.push(ServerEvent::Authenticated);
+        }
         header_status
     }
 
@@ -498,11 +512,13 @@ impl ServerSession {
         }
     }
 
-    /// The device's package ended: every command the device answered is done, never
-    /// to be sent again. One whose own Status is missing or zero (clients that answer
-    /// only an Atomic's members, or a Get only with Results) is settled from what came:
-    /// an Atomic succeeded if all its members did (507 otherwise), anything else 200.
-    fn finish_outcomes(&mut self) {
+    /// Every command the device answered is done, never to be sent again: called when
+    /// its package ends, and by the caller when the session is dropped before that (so
+    /// that only what was never answered goes back to the queue). One whose own Status
+    /// is missing or zero (clients that answer only an Atomic's members, or a Get only
+    /// with Results) is settled from what came: an Atomic succeeded if all its members
+    /// did (507 otherwise), anything else 200.
+    pub fn settle_answered(&mut self) {
         let answered: Vec<u64> = self
             .outcomes
             .iter()
@@ -544,7 +560,12 @@ impl ServerSession {
             target: &self.device_id,
             source: &self.config.server_uri,
             source_name: self.prover.name(),
-            resp_uri: self.config.resp_uri.clone(),
+            // The address with the session's token, only for a device that proved who
+            // it is (a refused message opens no session).
+            resp_uri: self
+                .device_authenticated
+                .then(|| self.config.resp_uri.clone())
+                .flatten(),
             cred: shows_credentials.then(|| self.prover.cred()).flatten(),
             max_msg_size: self.config.max_msg_size,
             max_obj_size: self.config.max_obj_size,

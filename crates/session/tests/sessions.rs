@@ -300,14 +300,19 @@ fn md5_session_with_a_challenge_runs_the_queued_commands() {
         assert_eq!(results[&8].1[0].data, Some(Data::Text("2.0".into())));
         assert_eq!(results[&9].0, status::NOT_FOUND);
         assert!(client_events.contains(&ClientEvent::ServerAuthenticated));
-        // The device stores the newest nonce the server gave it, for its next session.
+        // The refused Cred consumed nothing: the challenge repeated the nonce held, and
+        // the one Cred that passed consumed it. The device stores the newest nonce the
+        // server gave it, for its next session.
         let issued: Vec<_> = server_events
             .iter()
             .filter_map(|e| match e {
-                ServerEvent::ClientNonceIssued(n) => Some(n.clone()),
+                ServerEvent::ClientNonceIssued { used, next } => Some((used.clone(), next.clone())),
                 _ => None,
             })
             .collect();
+        assert_eq!(issued.len(), 1);
+        assert_eq!(issued[0].0, b"n-current");
+        let issued: Vec<_> = issued.into_iter().map(|(_, next)| next).collect();
         let stored: Vec<_> = client_events
             .iter()
             .filter_map(|e| match e {

@@ -200,7 +200,12 @@ pub trait Store: Send + Sync {
     fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError>;
     /// Forgets a device: its commands go with it. Returns whether it was there.
     fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError>;
-    fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
+    /// Replaces the nonce a device must build its next Cred with, only if it is still
+    /// `used` (the one its credentials were just checked against): false when another
+    /// session consumed it first. This is what makes one credential open one session,
+    /// across instances too.
+    fn swap_client_nonce(&self, dev_id: &str, used: &[u8], next: &[u8])
+        -> Result<bool, StoreError>;
     fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
     /// Records a session's DevInfo and encoding, and counts the session.
     fn record_session(

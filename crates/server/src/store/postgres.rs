@@ -350,12 +350,16 @@ impl Store for PostgresStore {
         Ok(self.execute("DELETE FROM devices WHERE dev_id = $1", &[&dev_id])? > 0)
     }
 
-    fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE devices SET client_nonce = $2 WHERE dev_id = $1",
-            &[&dev_id, &nonce],
-        )?;
-        Ok(())
+    fn swap_client_nonce(
+        &self,
+        dev_id: &str,
+        used: &[u8],
+        next: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            "UPDATE devices SET client_nonce = $3 WHERE dev_id = $1 AND client_nonce = $2",
+            &[&dev_id, &used, &next],
+        )? == 1)
     }
 
     fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {

@@ -269,12 +269,16 @@ impl Store for SqliteStore {
             > 0)
     }
 
-    fn set_client_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
-        self.lock().run_cached(
-            "UPDATE devices SET client_nonce = ?2 WHERE dev_id = ?1",
-            params![dev_id, nonce],
-        )?;
-        Ok(())
+    fn swap_client_nonce(
+        &self,
+        dev_id: &str,
+        used: &[u8],
+        next: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().run_cached(
+            "UPDATE devices SET client_nonce = ?3 WHERE dev_id = ?1 AND client_nonce = ?2",
+            params![dev_id, used, next],
+        )? == 1)
     }
 
     fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
@@ -830,7 +834,7 @@ mod tests {
         {
             let store = SqliteStore::open(&path, 2).unwrap();
             store.enroll(&device("IMEI:1"), 10).unwrap();
-            store.set_client_nonce("IMEI:1", &[1, 2, 3]).unwrap();
+            assert!(store.swap_client_nonce("IMEI:1", &[], &[1, 2, 3]).unwrap());
             let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), "gwmo".to_owned())]);
             store
                 .record_session("IMEI:1", &devinfo, "wbxml", 20)

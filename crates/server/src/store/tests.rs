@@ -476,3 +476,17 @@ fn a_device_attach_sent_again_is_told_from_a_new_bootstrap() {
         assert!(attach("gw-1", None, 7), "no key: always new");
     });
 }
+
+#[test]
+fn a_client_nonce_is_consumed_once() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let held = store.device("IMEI:1").unwrap().unwrap().client_nonce;
+        assert!(store.swap_client_nonce("IMEI:1", &held, b"next-1").unwrap());
+        // A second session that checked its Cred against the same nonce loses.
+        assert!(!store.swap_client_nonce("IMEI:1", &held, b"next-2").unwrap());
+        let record = store.device("IMEI:1").unwrap().unwrap();
+        assert_eq!(record.client_nonce, b"next-1");
+        assert!(!store.swap_client_nonce("IMEI:9", b"", b"x").unwrap());
+    });
+}
