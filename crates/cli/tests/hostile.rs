@@ -10,8 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use gwmo_proto::codes::alert_type;
-use gwmo_proto::{CmdIds, Command};
-use gwmo_session::{ClientConfig, ClientEvent, ClientSession, ClientStep, Credentials, Executor};
+use gwmo_session::{ClientConfig, ClientEvent, ClientSession, ClientStep, Credentials};
 use gwmo_tree::{AuthLevel, DeviceInfo, Tree, segment_for};
 use serde_json::Value;
 
@@ -425,21 +424,6 @@ fn finding_6_a_clock_ahead_at_bootstrap_and_set_right_later_does_not_stretch_the
         "the bootstrap outlived its interval: {:?}",
         restarted.elapsed()
     );
-}
-
-/// Runs commands against a tree, as a device does.
-struct TreeExecutor(Tree);
-
-impl Executor for TreeExecutor {
-    fn execute(
-        &mut self,
-        server: &str,
-        msg_ref: u32,
-        command: &Command,
-        ids: &mut CmdIds,
-    ) -> Vec<Command> {
-        self.0.execute(server, msg_ref, command, ids)
-    }
 }
 
 /// A device that takes a bootstrap from `lbs` and holds a session with the gateway

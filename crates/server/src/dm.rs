@@ -217,16 +217,37 @@ impl DmService {
         };
         let message = encoding.decode(request.body)?;
         let (dev_id, session_id) = session_of(&message)?;
-        let continued = request
-            .session_token
-            .and_then(|token| self.lock_sessions().take(token, dev_id, session_id));
+        let msg_id = message.header.msg_id;
+        let continued = request.session_token.and_then(|token| {
+            let mut sessions = self.lock_sessions();
+            let slot = sessions.take(token, dev_id, session_id)?;
+            // A message the session already had (a retransmission, or a replay) is
+            // refused and leaves the session as it was; a package 1 that repeats its
+            // MsgIDs is a device starting over, in a session of its own.
+            if msg_id <= slot.session.last_accepted_msg_id() {
+                sessions.by_token.insert(token.to_owned(), slot);
+                return Some(Err(()));
+            }
+            Some(Ok(slot))
+        });
+        let continued = match continued {
+            Some(Err(())) if !opens_session(&message) => {
+                return Err(DmError::Session(gwmo_session::SessionError::Replay(msg_id)));
+            }
+            Some(Err(())) => None,
+            Some(Ok(slot)) => Some(slot),
+            None => None,
+        };
         let (mut slot, opened) = match continued {
             Some(slot) => (slot, false),
             None if opens_session(&message) => {
                 if let Some(wait) = self.throttle.locked_for(request.peer, dev_id, now) {
                     return Err(DmError::Throttled(dev_id.to_owned(), wait.as_secs().max(1)));
                 }
-                (self.open(dev_id, session_id, encoding, now, unix_now)?, true)
+                (
+                    self.open(dev_id, session_id, encoding, now, unix_now)?,
+                    true,
+                )
             }
             None => {
                 return Err(DmError::UnknownSession(
@@ -252,15 +273,22 @@ impl DmService {
                     .by_device
                     .insert(slot.dev_id.clone(), slot.token.clone());
                 sessions.by_token.insert(slot.token.clone(), slot);
+                self.metrics.sessions_held(sessions.len());
             }
             Ok(_) => {
-                self.lock_sessions().forget(&slot);
+                let mut sessions = self.lock_sessions();
+                sessions.forget(&slot);
+                self.metrics.sessions_held(sessions.len());
+                drop(sessions);
                 self.metrics.session_ended();
                 debug!(device = %slot.dev_id, session = %slot.session_id, "session ended");
             }
             Err(error) => {
                 warn!(device = %slot.dev_id, session = %slot.session_id, %error, "session dropped");
-                self.lock_sessions().forget(&slot);
+                let mut sessions = self.lock_sessions();
+                sessions.forget(&slot);
+                self.metrics.sessions_held(sessions.len());
+                drop(sessions);
                 self.drop_session(slot, unix_now)?;
             }
         }
@@ -295,6 +323,8 @@ impl DmService {
                 // commands that its answer must carry.
                 self.persist(dev_id, slot, request.peer, unix_now)?;
                 if opened {
+                    self.metrics.session_opened();
+                    debug!(device = dev_id, session = %slot.session_id, "session opened");
                     self.supersede(dev_id, &slot.token, unix_now)?;
                 }
                 for queued in self
@@ -368,10 +398,11 @@ impl DmService {
                             unix_now,
                         )?;
                     }
+                    let detail = serde_json::json!({ "status": code, "source": peer.to_string() });
                     self.store.log_event(
                         Some(dev_id),
                         "auth-failed",
-                        &format!("{{\"status\":{code}}}"),
+                        &detail.to_string(),
                         unix_now,
                     )?;
                 }
@@ -766,7 +797,11 @@ impl DmService {
             .device(dev_id)?
             .ok_or_else(|| DmError::UnknownDevice(dev_id.to_owned()))?;
         let token = format!("{:032x}", rand::random::<u128>());
-        let separator = if self.resp_base.contains('?') { '&' } else { '?' };
+        let separator = if self.resp_base.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         let config = ServerConfig {
             resp_uri: Some(format!(
                 "{}{separator}{SESSION_TOKEN_PARAM}={token}",
@@ -774,8 +809,6 @@ impl DmService {
             )),
             ..self.config.clone()
         };
-        self.metrics.session_opened();
-        debug!(device = dev_id, session = session_id, "session opened");
         Ok(Slot {
             session: ServerSession::new(
                 config,
@@ -799,10 +832,15 @@ impl DmService {
     fn supersede(&self, dev_id: &str, token: &str, unix_now: i64) -> Result<(), DmError> {
         let previous = {
             let mut sessions = self.lock_sessions();
-            match sessions.by_device.insert(dev_id.to_owned(), token.to_owned()) {
+            let previous = match sessions
+                .by_device
+                .insert(dev_id.to_owned(), token.to_owned())
+            {
                 Some(old) if old != token => sessions.by_token.remove(&old),
                 _ => None,
-            }
+            };
+            self.metrics.sessions_held(sessions.len());
+            previous
         };
         if let Some(previous) = previous {
             debug!(device = dev_id, session = %previous.session_id, "a newer session of the device replaces this one");
@@ -817,12 +855,7 @@ impl DmService {
         self.settle_and_requeue(slot, unix_now, true)
     }
 
-    fn settle_and_requeue(
-        &self,
-        mut slot: Slot,
-        unix_now: i64,
-        wake: bool,
-    ) -> Result<(), DmError> {
+    fn settle_and_requeue(&self, mut slot: Slot, unix_now: i64, wake: bool) -> Result<(), DmError> {
         slot.session.settle_answered();
         let dev_id = slot.dev_id.clone();
         self.persist(&dev_id, &mut slot, IpAddr::from([0, 0, 0, 0]), unix_now)?;
@@ -857,6 +890,7 @@ impl DmService {
             for slot in &stale {
                 sessions.forget(slot);
             }
+            self.metrics.sessions_held(sessions.len());
             stale
         };
         let count = stale.len();
@@ -939,7 +973,11 @@ fn session_of(message: &Message) -> Result<(&str, &str), DmError> {
     let dev_id = message.header.source.uri.as_str();
     let session_id = message.header.session_id.as_str();
     if dev_id.len() > MAX_DEV_ID_LEN {
-        return Err(DmError::HeaderTooLong("the Source LocURI", dev_id.len(), MAX_DEV_ID_LEN));
+        return Err(DmError::HeaderTooLong(
+            "the Source LocURI",
+            dev_id.len(),
+            MAX_DEV_ID_LEN,
+        ));
     }
     if session_id.len() > MAX_SESSION_ID_LEN {
         return Err(DmError::HeaderTooLong(

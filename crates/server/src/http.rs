@@ -5,12 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::{Extension, Router};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use gwmo_net::{HMAC_HEADER, HttpClient};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -135,7 +135,10 @@ async fn dm_message(
     };
     let content_type = text(&header::CONTENT_TYPE);
     let hmac = text(&header::HeaderName::from_static(HMAC_HEADER));
-    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(addr))| addr.ip());
+    let peer = peer.map_or(
+        IpAddr::from([0, 0, 0, 0]),
+        |Extension(ConnectInfo(addr))| addr.ip(),
+    );
     let worker = state.clone();
     let handled = tokio::task::spawn_blocking(move || {
         let request = DmRequest {

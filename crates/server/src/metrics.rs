@@ -14,6 +14,7 @@ use std::time::Duration;
 pub struct Metrics {
     sessions_opened: AtomicU64,
     sessions_ended: AtomicU64,
+    sessions_held: AtomicU64,
     messages: AtomicU64,
     messages_refused: AtomicU64,
     auth_failures: AtomicU64,
@@ -37,6 +38,11 @@ impl Metrics {
 
     pub fn session_ended(&self) {
         self.sessions_ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many sessions the instance holds open now.
+    pub fn sessions_held(&self, open: usize) {
+        self.sessions_held.store(open as u64, Ordering::Relaxed);
     }
 
     /// One DM message handled, and the time its store work took.
@@ -85,7 +91,7 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         counter(
             "gwmo_sessions_opened_total",
-            "DM sessions opened by devices.",
+            "DM sessions opened by devices that authenticated.",
             get(&self.sessions_opened),
         );
         counter(
@@ -112,6 +118,11 @@ impl Metrics {
             "gwmo_lapses_total",
             "Local gateway bootstraps that lapsed without a session, as gateways reported.",
             get(&self.lapses),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gwmo_sessions_open DM sessions this instance holds open (only devices that authenticated have one).\n# TYPE gwmo_sessions_open gauge\ngwmo_sessions_open {}",
+            get(&self.sessions_held)
         );
         let store = get(&self.store_micros) as f64 / 1e6;
         let _ = writeln!(

@@ -197,6 +197,11 @@ impl ServerSession {
         self.ended
     }
 
+    /// The MsgID of the last message of the device that was accepted (0: none yet).
+    pub fn last_accepted_msg_id(&self) -> u32 {
+        self.last_msg_id_in
+    }
+
     /// Tags of queued commands not sent yet.
     pub fn unsent_tags(&self) -> Vec<u64> {
         self.queue.iter().map(|(tag, _)| *tag).collect()

@@ -81,8 +81,29 @@ pub fn connect_tls(addr: SocketAddr) -> TlsStream {
     connect_tls_trusting(addr, &pki().join("ca.pem"))
 }
 
+/// A TLS client connection to `addr` from the local address `source` (any of 127/8
+/// on loopback), trusting the test CA.
+pub fn connect_tls_from(addr: SocketAddr, source: std::net::IpAddr) -> TlsStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    tls_over(stream, addr, &pki().join("ca.pem"))
+}
+
 /// A TLS client connection to `addr` that trusts the CA certificate in `ca`.
 pub fn connect_tls_trusting(addr: SocketAddr, ca: &Path) -> TlsStream {
+    tls_over(TcpStream::connect(addr).unwrap(), addr, ca)
+}
+
+/// TLS as a client over `stream` to `addr`, trusting the CA certificate in `ca`.
+fn tls_over(stream: TcpStream, addr: SocketAddr, ca: &Path) -> TlsStream {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
@@ -96,7 +117,6 @@ pub fn connect_tls_trusting(addr: SocketAddr, ca: &Path) -> TlsStream {
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -760,4 +780,19 @@ pub fn registered_gateway(server: &ServerProcess, gateway_id: &str) -> Value {
         201
     );
     enrollment
+}
+
+/// Runs commands against a tree, as a device does.
+pub struct TreeExecutor(pub gwmo_tree::Tree);
+
+impl gwmo_session::Executor for TreeExecutor {
+    fn execute(
+        &mut self,
+        server: &str,
+        msg_ref: u32,
+        command: &gwmo_proto::Command,
+        ids: &mut gwmo_proto::CmdIds,
+    ) -> Vec<gwmo_proto::Command> {
+        self.0.execute(server, msg_ref, command, ids)
+    }
 }

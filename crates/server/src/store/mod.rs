@@ -205,7 +205,7 @@ pub trait Store: Send + Sync {
     /// session consumed it first. This is what makes one credential open one session,
     /// across instances too.
     fn swap_client_nonce(&self, dev_id: &str, used: &[u8], next: &[u8])
-        -> Result<bool, StoreError>;
+    -> Result<bool, StoreError>;
     fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
     /// Records a session's DevInfo and encoding, and counts the session.
     fn record_session(
