@@ -21,11 +21,6 @@ use serde_json::Value;
 
 const DEV_ID: &str = "DMCtest";
 
-/// One admin API call over plain HTTP (the client speaks plain HTTP here).
-fn plain_api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    api_on(TcpStream::connect(addr).unwrap(), addr, method, path, body)
-}
-
 /// The commands queued for the client, with the status each must end with.
 const COMMANDS: &[(&str, u16)] = &[
     (r#"{"op":"Get","target":"./DevInfo/Mod"}"#, 200),
@@ -57,10 +52,11 @@ const COMMANDS: &[(&str, u16)] = &[
 
 /// Runs one session of the client (`-w`: WBXML); returns what it printed, which shows
 /// each server message it got ("Reply from ...").
-fn session(client: &std::ffi::OsStr, encoding: Option<&str>) -> String {
-    let output = std::process::Command::new(client)
+fn session(peer: &Peer, encoding: Option<&str>) -> String {
+    let output = std::process::Command::new(&peer.client)
         .args(encoding)
         .args(["-s", "funambol"])
+        .env("DMCLIENT_CA", pki().join("ca.pem"))
         .output()
         .unwrap();
     let printed = format!(
@@ -77,27 +73,96 @@ fn session(client: &std::ffi::OsStr, encoding: Option<&str>) -> String {
     printed
 }
 
+/// How a built client reaches the server.
+struct Peer {
+    client: std::ffi::OsString,
+    /// The URL compiled into its DMAcc plugin.
+    url: String,
+    /// Its scheme toward the server, as enrolled.
+    auth: &'static str,
+}
+
+impl Peer {
+    /// The client `variable` names, or why the test does not run.
+    fn from_env(
+        variable: &str,
+        url_variable: &str,
+        default_url: &str,
+        auth: &'static str,
+    ) -> Option<Peer> {
+        let Some(client) = std::env::var_os(variable) else {
+            eprintln!(
+                "NOT RUN: set {variable} to a testdmclient built from intel/libdmclient (docs/REAL-CLIENTS.md)"
+            );
+            return None;
+        };
+        let url = std::env::var(url_variable).unwrap_or_else(|_| default_url.into());
+        Some(Peer { client, url, auth })
+    }
+
+    fn tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.url
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches("/dm"))
+            .and_then(|host| host.parse().ok())
+            .expect("the client's URL is http(s)://<ip>:<port>/dm")
+    }
+
+    /// One admin API call, over TLS when the client uses it.
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let addr = self.addr();
+        match self.tls() {
+            true => api(addr, method, path, body),
+            false => api_on(TcpStream::connect(addr).unwrap(), addr, method, path, body),
+        }
+    }
+}
+
 #[test]
-fn libdmclient_holds_full_sessions_with_gwmo_in_xml_and_wbxml() {
-    let Some(client) = std::env::var_os("GWMO_DMCLIENT") else {
-        eprintln!(
-            "NOT RUN: set GWMO_DMCLIENT to a testdmclient built from intel/libdmclient (docs/REAL-CLIENTS.md)"
-        );
-        return;
-    };
-    let url =
-        std::env::var("GWMO_DMCLIENT_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/dm".into());
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/dm")
-        .parse()
-        .expect("GWMO_DMCLIENT_URL is http://<ip>:<port>/dm");
+fn libdmclient_with_basic_over_plain_http_holds_full_sessions_in_xml_and_wbxml() {
+    if let Some(peer) = Peer::from_env(
+        "GWMO_DMCLIENT",
+        "GWMO_DMCLIENT_URL",
+        "http://127.0.0.1:18080/dm",
+        "basic",
+    ) {
+        full_sessions(&peer);
+    }
+}
+
+/// The client's MD5 toward the server, and TLS: its DMAcc plugin built with
+/// `AAuthType` `DIGEST` toward the server and an `https://` URL, and its test
+/// program told the CA by `DMCLIENT_CA` (docs/REAL-CLIENTS.md).
+#[test]
+fn libdmclient_with_md5_over_tls_holds_full_sessions_in_xml_and_wbxml() {
+    if let Some(peer) = Peer::from_env(
+        "GWMO_DMCLIENT_MD5_TLS",
+        "GWMO_DMCLIENT_MD5_TLS_URL",
+        "https://127.0.0.1:18443/dm",
+        "md5",
+    ) {
+        full_sessions(&peer);
+    }
+}
+
+/// Starts `gwmo server` where the client posts, enrolls it, and in XML and then WBXML
+/// runs every command of [`COMMANDS`] in one session, then a session with nothing.
+fn full_sessions(peer: &Peer) {
+    let addr = peer.addr();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("server.toml");
+    let tls = match peer.tls() {
+        true => tls_table(),
+        false => "[tls]\nplain_http = true\n".to_owned(),
+    };
     std::fs::write(
         &config,
         format!(
-            "listen = \"{addr}\"\nserver_id = \"funambol\"\ndatabase = {:?}\nadmin_token = \"{TOKEN}\"\n[tls]\nplain_http = true\n",
+            "listen = \"{addr}\"\nserver_id = \"funambol\"\ndatabase = {:?}\nadmin_token = \"{TOKEN}\"\n{tls}",
             dir.path().join("server.db")
         ),
     )
@@ -110,19 +175,16 @@ fn libdmclient_holds_full_sessions_with_gwmo_in_xml_and_wbxml() {
         TcpStream::connect(addr).ok()
     });
     let enroll = format!(
-        r#"{{"dev_id":"{DEV_ID}","auth":"basic","client_name":"funambol","client_secret":"funambol","server_secret":"srvpwd"}}"#
+        r#"{{"dev_id":"{DEV_ID}","auth":"{}","client_name":"funambol","client_secret":"funambol","server_secret":"srvpwd"}}"#,
+        peer.auth
     );
-    assert_eq!(
-        plain_api(addr, "POST", "/api/devices", Some(&enroll)).0,
-        201
-    );
+    assert_eq!(peer.api("POST", "/api/devices", Some(&enroll)).0, 201);
 
     for encoding in [None, Some("-w")] {
         let ids: Vec<i64> = COMMANDS
             .iter()
             .map(|(spec, _)| {
-                let (status, body) = plain_api(
-                    addr,
+                let (status, body) = peer.api(
                     "POST",
                     &format!("/api/devices/{DEV_ID}/commands"),
                     Some(spec),
@@ -131,19 +193,21 @@ fn libdmclient_holds_full_sessions_with_gwmo_in_xml_and_wbxml() {
                 body["id"].as_i64().unwrap()
             })
             .collect();
-        session(&client, encoding);
+        session(peer, encoding);
         for ((spec, expected), id) in COMMANDS.iter().zip(&ids) {
-            let (_, command) = plain_api(addr, "GET", &format!("/api/commands/{id}"), None);
+            let (_, command) = peer.api("GET", &format!("/api/commands/{id}"), None);
             assert_eq!(command["state"], "done", "{spec}: {command}");
             assert_eq!(command["status"], *expected, "{spec}: {command}");
         }
-        let (_, read) = plain_api(addr, "GET", &format!("/api/commands/{}", ids[4]), None);
+        let (_, read) = peer.api("GET", &format!("/api/commands/{}", ids[4]), None);
         assert_eq!(read["outcome"]["results"][0]["data"], "2", "{read}");
-        // A second session carries nothing to run again: one server message, package 2.
-        let again = session(&client, encoding);
+        // A second session carries nothing to run again: one server message, package 2
+        // (after a challenge with MD5: the client keeps no nonce between runs).
+        let again = session(peer, encoding);
+        let expected = if peer.auth == "md5" { 2 } else { 1 };
         assert_eq!(
             again.matches("Reply from").count(),
-            1,
+            expected,
             "a command was sent again: {again}"
         );
     }
