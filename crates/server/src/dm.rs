@@ -916,6 +916,18 @@ impl DmService {
         Ok(devices.len())
     }
 
+    /// Wakes every device with commands waiting (at start: the instance before may
+    /// have died between queueing them and waking the device). Returns how many.
+    pub fn wake_queued(&self) -> Result<usize, DmError> {
+        let devices = self.store.devices_with_queued_commands()?;
+        if let Some(sender) = &self.wake {
+            for dev_id in &devices {
+                let _ = sender.send(dev_id.clone());
+            }
+        }
+        Ok(devices.len())
+    }
+
     /// Forgets the history that ended more than `history_days` before `unix_now`
     /// (nothing when the setting is 0). Returns how many records went.
     pub fn forget_old_history(&self, unix_now: i64) -> Result<u64, DmError> {

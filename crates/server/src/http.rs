@@ -259,6 +259,12 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), crate::ServerError> {
+        let waker = self.state.clone();
+        match tokio::task::spawn_blocking(move || waker.dm.wake_queued()).await {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(woken)) => info!(woken, "devices with queued commands woken at start"),
+            Ok(Err(error)) => warn!(%error, "could not list the devices with queued commands"),
+        }
         let sweeper_state = self.state.clone();
         let period = self.state.settings.session_idle_secs.clamp(1, 15);
         // From the start (the first tick is at once): commands a killed instance had

@@ -130,7 +130,7 @@ async fn server_assisted(
     agent: &Agent,
     observed: &mut Observed,
 ) -> Result<(), StepError> {
-    session(agent, &plan.account.server_id).await?;
+    session(agent, &plan.account.server_id, plan.wait).await?;
     let bootstrapped = gwmo_tree::dm_accounts(&agent.tree().await)
         .iter()
         .any(|(_, account)| account.server_id == plan.gateway_id);
@@ -149,7 +149,7 @@ async fn server_assisted(
 /// Gateway Bootstrap from the local bootstrap server, a session with the gateway that
 /// confirms it, then the DM Server's session that validates the gateway.
 async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Result<(), StepError> {
-    session(agent, &plan.account.server_id).await?;
+    session(agent, &plan.account.server_id, plan.wait).await?;
     let url = plan.bootstrap_url.as_deref().ok_or((
         "local-bootstrap",
         "the gateway runs no bootstrap server".to_owned(),
@@ -164,7 +164,7 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
             format!("bootstrapped to {gateway}, not {}", plan.gateway_id),
         ));
     }
-    session(agent, &gateway).await?;
+    session(agent, &gateway, plan.wait).await?;
     let deadline = Instant::now() + plan.wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -178,16 +178,33 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
     }
 }
 
-async fn session(agent: &Agent, server_id: &str) -> Result<(), StepError> {
-    let report = agent
-        .session(server_id, Trigger::Client, None, Vec::new())
-        .await
-        .map_err(|e| (session_kind(agent, server_id), e.to_string()))?;
-    match report.outcome {
-        ClientOutcome::Completed => Ok(()),
-        other => Err((session_kind(agent, server_id), format!("{other:?}"))),
+/// A session the device starts with `server_id`, tried again after a failure with a
+/// growing, jittered pause (as a real device does: a server restarting or busy gets
+/// its devices back) until it completes or `patience` has passed.
+async fn session(agent: &Agent, server_id: &str, patience: Duration) -> Result<(), StepError> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match agent
+            .session(server_id, Trigger::Client, None, Vec::new())
+            .await
+        {
+            Ok(report) if report.outcome == ClientOutcome::Completed => return Ok(()),
+            Ok(report) => format!("{:?}", report.outcome),
+            Err(error) => error.to_string(),
+        };
+        let jitter = Duration::from_millis(rand::random::<u64>() % (pause.as_millis() as u64 / 2 + 1));
+        if Instant::now() + pause + jitter >= deadline {
+            return Err((session_kind(agent, server_id), error));
+        }
+        tokio::time::sleep(pause + jitter).await;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
 }
+
+/// The longest pause between two tries of a session in a simulation (a real device
+/// goes up to minutes; a rehearsal waits seconds).
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(4);
 
 fn session_kind(agent: &Agent, server_id: &str) -> &'static str {
     if agent
@@ -204,6 +221,8 @@ fn session_kind(agent: &Agent, server_id: &str) -> &'static str {
 
 impl Observed {
     /// Waits for a completed session with `server_id` that the other side started.
+    /// One that failed (its server died in the middle, say) is not the end: the server
+    /// wakes the device again for what went back to its queue.
     async fn wait_for(
         &mut self,
         server_id: &str,
@@ -211,15 +230,16 @@ impl Observed {
         kind: &'static str,
     ) -> Result<(), StepError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut failed = None;
         loop {
             let session = match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
                 Ok(Some(session)) => session,
                 Ok(None) => return Err((kind, "the device stopped".into())),
                 Err(_) => {
-                    return Err((
-                        kind,
-                        format!("no session from {server_id} within {} s", wait.as_secs()),
-                    ));
+                    let why = failed.unwrap_or_else(|| {
+                        format!("no session from {server_id} within {} s", wait.as_secs())
+                    });
+                    return Err((kind, why));
                 }
             };
             let awaited = session.server_id == server_id && session.trigger == Trigger::Server;
@@ -229,7 +249,7 @@ impl Observed {
                 Ok(report) if awaited && report.outcome == ClientOutcome::Completed => {
                     return Ok(());
                 }
-                Err(error) if awaited => return Err((kind, error)),
+                Err(error) if awaited => failed = Some(error),
                 _ => {}
             }
         }

@@ -53,8 +53,12 @@ pub struct Bootstrapped {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sessions {
-    /// Device sessions (with the DM Server or a gateway), whoever started them.
+    /// Device sessions (with the DM Server or a gateway), whoever started them, that
+    /// completed.
     pub total: usize,
+    /// Sessions that failed or did not complete, and were tried again (an error only
+    /// when the device's rollout did not finish: see `errors`).
+    pub failed: usize,
     pub per_sec: f64,
     pub latency_ms: Latency,
 }
@@ -148,6 +152,7 @@ impl fmt::Display for Report {
             self.bootstrapped.local.to_string(),
         )?;
         row(f, "device sessions", self.sessions.total.to_string())?;
+        row(f, "failed and tried again", self.sessions.failed.to_string())?;
         row(
             f,
             "sessions per second",

@@ -231,6 +231,9 @@ pub trait Store: Send + Sync {
     fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError>;
     /// Puts the unanswered commands of a session that died back in the queue.
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError>;
+    /// The devices with commands waiting in the queue, each once, sorted (woken when an
+    /// instance starts: a wake-up may have died with the instance before).
+    fn devices_with_queued_commands(&self) -> Result<Vec<String>, StoreError>;
     /// Puts back in the queue every command sent before `sent_before` and still
     /// unanswered: its session's instance died (a live one requeues its own). Returns
     /// the devices whose commands went back, each once, sorted.

@@ -444,6 +444,14 @@ impl Store for PostgresStore {
         Ok(requeued as usize)
     }
 
+    fn devices_with_queued_commands(&self) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "SELECT DISTINCT dev_id FROM commands WHERE state = 'queued' ORDER BY dev_id",
+            &[],
+            |row| Ok(row.try_get::<_, String>(0)?),
+        )
+    }
+
     fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError> {
         let devices = self.query(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL

@@ -367,6 +367,15 @@ impl Store for SqliteStore {
         )?)
     }
 
+    fn devices_with_queued_commands(&self) -> Result<Vec<String>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT DISTINCT dev_id FROM commands WHERE state = 'queued' ORDER BY dev_id",
+        )?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(

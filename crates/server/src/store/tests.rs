@@ -490,3 +490,22 @@ fn a_client_nonce_is_consumed_once() {
         assert!(!store.swap_client_nonce("IMEI:9", b"", b"x").unwrap());
     });
 }
+
+#[test]
+fn devices_with_queued_commands_are_listed_once() {
+    each_backend(|store| {
+        for dev_id in ["IMEI:2", "IMEI:1", "IMEI:3"] {
+            store.enroll(&device(dev_id), 0).unwrap();
+        }
+        store.queue_command("IMEI:2", "{}", 0).unwrap();
+        store.queue_command("IMEI:2", "{}", 0).unwrap();
+        store.queue_command("IMEI:1", "{}", 0).unwrap();
+        let sent = store.queue_command("IMEI:3", "{}", 0).unwrap();
+        store.claim_pending("IMEI:3", "s", 0).unwrap();
+        assert_eq!(
+            store.devices_with_queued_commands().unwrap(),
+            ["IMEI:1", "IMEI:2"]
+        );
+        store.complete(sent, 200, "{}", 1).unwrap();
+    });
+}
