@@ -29,6 +29,16 @@ struct Scripted {
 impl Scripted {
     /// Session `session_id` of the enrolled device, package 1 ready to go.
     fn new(server: &ServerProcess, enrollment: &Value, session_id: &str) -> Scripted {
+        Scripted::with_nonce(server, enrollment, session_id, &[])
+    }
+
+    /// The same, its Cred built with `nonce` (an enrolled device starts with none).
+    fn with_nonce(
+        server: &ServerProcess,
+        enrollment: &Value,
+        session_id: &str,
+        nonce: &[u8],
+    ) -> Scripted {
         let text = |key: &str| enrollment[key].as_str().unwrap().to_owned();
         let credentials = |name: &str, secret: &str| Credentials {
             auth: AuthType::Md5,
@@ -62,7 +72,7 @@ impl Scripted {
                 max_msg_size: 64 * 1024,
                 max_obj_size: 1 << 20,
                 client: credentials("client_name", "client_secret"),
-                client_nonce: Vec::new(),
+                client_nonce: nonce.to_vec(),
                 server: credentials("server_name", "server_secret"),
                 server_nonce: Vec::new(),
                 max_auth_attempts: 3,
@@ -258,41 +268,83 @@ fn finding_4_a_session_goes_on_only_at_the_secret_address_it_was_given() {
     assert!(device_events(&server, dev_id, "location-update").is_empty());
 }
 
-#[test]
-fn finding_5_one_md5_credential_opens_one_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
-    let dev_id = "IMEI:350000000000501";
-    let (enrollment, _) = enrolled_with_commands(&server, dev_id);
-    // Package 1 with valid credentials, captured and sent at once under 16 SessionIDs.
-    let captured = Scripted::new(&server, &enrollment, "1").next.body;
-    let captured = decode(&String::from_utf8(captured).unwrap());
-    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
-        let posts: Vec<_> = (0..16)
-            .map(|n| {
-                let mut copy = captured.clone();
-                copy.header.session_id = format!("{:X}", 0x100 + n);
-                let body = encode(&copy);
-                let addr = server.addr;
-                scope.spawn(move || post_dm(addr, "/dm", &body))
+/// Posts `bodies` at once, each on a connection of its own whose TLS handshake is
+/// done before any is sent.
+fn post_all_at_once(addr: SocketAddr, bodies: Vec<Vec<u8>>) -> Vec<(u16, String)> {
+    let start = std::sync::Barrier::new(bodies.len());
+    std::thread::scope(|scope| {
+        let posts: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut stream = connect_tls(addr);
+                    stream.conn.complete_io(&mut stream.sock).unwrap();
+                    start.wait();
+                    let content_type = "application/vnd.syncml.dm+xml";
+                    exchange(stream, addr, "POST", "/dm", None, content_type, &body)
+                })
             })
             .collect();
         posts.into_iter().map(|p| p.join().unwrap()).collect()
-    });
-    let accepted = answers
-        .iter()
-        .filter(|(status, answer)| *status == 200 && header_status(answer) == 212)
-        .count();
-    assert_eq!(accepted, 1, "{answers:?}");
-    // The others lost the race for the nonce (409), or came after it was swapped
-    // and no longer verify (401), and after ten of those the source waits (429).
-    for (status, answer) in &answers {
-        assert!(
-            matches!(*status, 409 | 429)
-                || (*status == 200 && matches!(header_status(answer), 212 | 401)),
-            "{status} {answer}"
-        );
+    })
+}
+
+#[test]
+fn finding_5_one_md5_credential_opens_one_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("server.db").display().to_string();
+    // No throttling here: each round's losers would otherwise hold the next back.
+    let server = ServerProcess::start_with(dir.path(), &database, "auth_lockout_failures = 0\n");
+    let dev_id = "IMEI:350000000000501";
+    let (enrollment, _) = enrolled_with_commands(&server, dev_id);
+    let mut nonce = Vec::new();
+    // Eight rounds: package 1 with valid credentials, captured and sent at once under
+    // 16 SessionIDs; the next round's Cred is built with the nonce the winner got.
+    for round in 0..8 {
+        let captured = Scripted::with_nonce(&server, &enrollment, "1", &nonce)
+            .next
+            .body;
+        let captured = decode(&String::from_utf8(captured).unwrap());
+        let bodies = (0..16)
+            .map(|n| {
+                let mut copy = captured.clone();
+                copy.header.session_id = format!("{:X}", 0x100 * (round + 1) + n);
+                encode(&copy)
+            })
+            .collect();
+        let answers = post_all_at_once(server.addr, bodies);
+        let accepted: Vec<&String> = answers
+            .iter()
+            .filter(|(status, answer)| *status == 200 && header_status(answer) == 212)
+            .map(|(_, answer)| answer)
+            .collect();
+        assert_eq!(accepted.len(), 1, "round {round}: {answers:?}");
+        // The others lost the race for the nonce (409), or came after it was swapped
+        // and no longer verify (401).
+        for (status, answer) in &answers {
+            assert!(
+                *status == 409 || (*status == 200 && matches!(header_status(answer), 212 | 401)),
+                "{status} {answer}"
+            );
+        }
+        nonce = next_nonce(accepted[0]);
     }
+}
+
+/// The NextNonce of the challenge in an answer's Status for the SyncHdr.
+fn next_nonce(answer: &str) -> Vec<u8> {
+    decode(answer)
+        .body
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Status(s) if s.cmd_ref == 0 => {
+                gwmo_proto::auth::next_nonce(s.chal.as_ref()?).ok()?
+            }
+            _ => None,
+        })
+        .unwrap()
 }
 
 #[test]

@@ -193,7 +193,8 @@ async fn session(agent: &Agent, server_id: &str, patience: Duration) -> Result<(
             Ok(report) => format!("{:?}", report.outcome),
             Err(error) => error.to_string(),
         };
-        let jitter = Duration::from_millis(rand::random::<u64>() % (pause.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (pause.as_millis() as u64 / 2 + 1));
         if Instant::now() + pause + jitter >= deadline {
             return Err((session_kind(agent, server_id), error));
         }

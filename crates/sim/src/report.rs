@@ -152,7 +152,11 @@ impl fmt::Display for Report {
             self.bootstrapped.local.to_string(),
         )?;
         row(f, "device sessions", self.sessions.total.to_string())?;
-        row(f, "failed and tried again", self.sessions.failed.to_string())?;
+        row(
+            f,
+            "failed and tried again",
+            self.sessions.failed.to_string(),
+        )?;
         row(
             f,
             "sessions per second",
