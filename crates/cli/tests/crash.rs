@@ -467,3 +467,56 @@ fn a_device_attach_sent_again_after_a_lost_answer_queues_one_validation() {
     );
     assert_eq!(validations(), 2, "a new bootstrap");
 }
+
+/// A device that ran its bootstrap Atomic while the server was killed before its
+/// Statuses arrived: the Atomic goes again after the restart and finds the account
+/// there (418). The server sends the same account as Replaces in that session, the
+/// command ends 200 once, and the association follows (issue 14, finding 12).
+#[test]
+fn a_bootstrap_whose_answer_died_with_the_server_settles_once_after_the_restart() {
+    use common::scripted::{Scripted, device_tree_for, next_nonce};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server_dropping_idle_sessions_after(dir.path(), 1);
+    registered_gateway(&server, "gw-doubt");
+    let dev_id = "IMEI:350000000000702";
+    let enrollment = server.enroll(dev_id, "md5");
+    let seen = vec![gateway_alert(
+        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
+        "./DevInfo",
+        "gw-doubt".into(),
+    )];
+    let tree = device_tree_for(&server, &enrollment);
+    let mut first = Scripted::resume(&server, &enrollment, "1", &[], tree, seen.clone());
+    let (status, answer) = first.send(&server);
+    assert_eq!(status, 200, "{answer}");
+    let nonce = next_nonce(&answer);
+    // The device runs the bootstrap; its Statuses never leave: the server dies.
+    assert!(first.take(&answer));
+    let tree = first.into_tree();
+    assert!(gwmo_tree::account_for(&tree, "gw-doubt").is_some());
+    server.kill_and_restart();
+    let bootstrap = |server: &ServerProcess| -> Value {
+        let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+        device["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["spec"]["op"] == "Atomic")
+            .cloned()
+            .unwrap()
+    };
+    poll(
+        "the bootstrap back in the queue",
+        Duration::from_secs(30),
+        || (bootstrap(&server)["state"] == "queued").then_some(()),
+    );
+    let mut again = Scripted::resume(&server, &enrollment, "2", &nonce, tree, seen);
+    again.finish(&server);
+
+    let settled = bootstrap(&server);
+    assert_eq!(settled["state"], "done", "{settled}");
+    assert_eq!(settled["status"], 200, "{settled}");
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["gateway"]["gateway_id"], "gw-doubt", "{device}");
+    assert_eq!(device["commands"].as_array().unwrap().len(), 1, "{device}");
+}

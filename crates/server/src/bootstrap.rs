@@ -4,7 +4,9 @@
 
 use gwmo_tree::segment_for;
 
-use crate::command::CommandSpec;
+use gwmo_proto::codes::status;
+
+use crate::command::{CommandSpec, StoredOutcome};
 use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap};
 
 /// Where a gateway keeps its Device Inventory (GwMO; node names: DESIGN.md §3, the
@@ -66,6 +68,44 @@ pub fn device_commands(
         .collect();
     commands.push(account);
     commands
+}
+
+/// The account Atomic of [`device_commands`] as Replaces of the same leaves, for a
+/// device that answered it with "already exists" (418) for the ServerID: an earlier
+/// send ran, and its answer was lost with the instance that sent it (or an account of
+/// that gateway was there before). The Replaces make the account the one planned,
+/// whatever was there. None for any other command, and for this form itself.
+pub fn account_as_replaces(spec: &CommandSpec, outcome: &StoredOutcome) -> Option<CommandSpec> {
+    let CommandSpec::Atomic { commands } = spec else {
+        return None;
+    };
+    let first_already_there = outcome.status == status::ATOMIC_FAILED
+        && outcome.members.first().map(|m| m.status) == Some(status::ALREADY_EXISTS);
+    let creates_an_account = matches!(
+        commands.first(),
+        Some(CommandSpec::Add { target, .. }) if target.starts_with("./DMAcc/") && target.ends_with("/ServerID")
+    );
+    if !first_already_there || !creates_an_account {
+        return None;
+    }
+    let replaces = commands
+        .iter()
+        .map(|command| match command {
+            CommandSpec::Add {
+                target,
+                data: Some(data),
+                format,
+                mime,
+            } => Some(CommandSpec::Replace {
+                target: target.clone(),
+                data: data.clone(),
+                format: format.clone(),
+                mime: mime.clone(),
+            }),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(CommandSpec::Atomic { commands: replaces })
 }
 
 /// The gateway's Device Inventory entry for a device it now serves.

@@ -457,8 +457,11 @@ impl DmService {
                     }
                 }
                 ServerEvent::CommandDone { tag, outcome } => {
-                    let stored =
-                        serde_json::to_string(&StoredOutcome::from(&outcome)).unwrap_or_default();
+                    let summary = StoredOutcome::from(&outcome);
+                    if self.resend_account_as_replaces(dev_id, tag as i64, &summary, unix_now)? {
+                        continue;
+                    }
+                    let stored = serde_json::to_string(&summary).unwrap_or_default();
                     info!(
                         device = dev_id,
                         command = tag,
@@ -502,6 +505,43 @@ impl DmService {
         Ok(())
     }
 
+    /// A bootstrap account the device says it has already (an earlier send ran, and its
+    /// answer died with the instance that sent it): the same command goes again as
+    /// Replaces of the same leaves, in this session, and settles with their outcome.
+    /// Returns whether it did.
+    fn resend_account_as_replaces(
+        &self,
+        dev_id: &str,
+        command: i64,
+        outcome: &StoredOutcome,
+        unix_now: i64,
+    ) -> Result<bool, DmError> {
+        let Some(record) = self.store.command(command)? else {
+            return Ok(false);
+        };
+        let Some(replaces) = CommandSpec::parse(&record.spec)
+            .ok()
+            .and_then(|spec| bootstrap::account_as_replaces(&spec, outcome))
+        else {
+            return Ok(false);
+        };
+        if !self.store.resend_as(command, &replaces.to_json())? {
+            return Ok(false);
+        }
+        info!(
+            device = dev_id,
+            command, "the device has this account already: sending it again as Replaces"
+        );
+        let detail = serde_json::json!({ "command": command, "outcome": outcome });
+        self.store.log_event(
+            Some(dev_id),
+            "account-resent",
+            &detail.to_string(),
+            unix_now,
+        )?;
+        Ok(true)
+    }
+
     /// A device reports the gateway it sees: bootstrap it to that gateway (removing the
     /// account of the one it left), unless it already is.
     fn location_update(
@@ -536,7 +576,11 @@ impl DmService {
             return Ok(());
         }
         let previous = self.store.association(dev_id)?.map(|a| a.gateway_id);
-        if previous.as_deref() == Some(gateway_id) {
+        // Bootstrapped there already, or on the way (a device sends its Location Update
+        // in every session until the bootstrap has run).
+        if previous.as_deref() == Some(gateway_id)
+            || self.store.bootstrap_pending(dev_id, gateway_id)?
+        {
             return Ok(());
         }
         let (client_secret, server_secret) = (random_secret(), random_secret());

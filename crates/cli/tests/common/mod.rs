@@ -3,6 +3,8 @@
 //! minimal HTTPS client for the admin API; polling with deadlines.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod scripted;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

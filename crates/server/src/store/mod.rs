@@ -229,6 +229,9 @@ pub trait Store: Send + Sync {
     /// Stores a command's outcome. Only a `sent` command completes; completing one
     /// that is already done changes nothing.
     fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError>;
+    /// Puts a command that was sent back in the queue as `spec` (a form of it that
+    /// runs again safely); false if it is not `sent` any more.
+    fn resend_as(&self, id: i64, spec: &str) -> Result<bool, StoreError>;
     /// Puts the unanswered commands of a session that died back in the queue.
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError>;
     /// The devices with commands waiting in the queue, each once, sorted (woken when an
@@ -289,6 +292,8 @@ pub trait Store: Send + Sync {
         client_secret: &str,
         server_secret: &str,
     ) -> Result<(), StoreError>;
+    /// Whether a bootstrap of the device to the gateway is planned and not settled.
+    fn bootstrap_pending(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError>;
     /// Settles a planned bootstrap when its command came back with `status`: success
     /// makes it the device's association (replacing the previous one). Once only.
     fn settle_bootstrap(

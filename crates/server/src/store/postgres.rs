@@ -435,6 +435,23 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn resend_as(&self, id: i64, spec: &str) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            "UPDATE commands SET spec = $2, state = 'queued', session_key = NULL, sent_at = NULL
+             WHERE id = $1 AND state = 'sent'",
+            &[&id, &spec],
+        )? == 1)
+    }
+
+    fn bootstrap_pending(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
+        let rows = self.query(
+            "SELECT 1 FROM pending_bootstraps WHERE dev_id = $1 AND gateway_id = $2 LIMIT 1",
+            &[&dev_id, &gateway_id],
+            |_| Ok(()),
+        )?;
+        Ok(!rows.is_empty())
+    }
+
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
         let requeued = self.execute(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL

@@ -359,6 +359,22 @@ impl Store for SqliteStore {
     }
 
     /// Puts the unanswered commands of a session that died back in the queue.
+    fn resend_as(&self, id: i64, spec: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().run_cached(
+            "UPDATE commands SET spec = ?2, state = 'queued', session_key = NULL, sent_at = NULL
+             WHERE id = ?1 AND state = 'sent'",
+            params![id, spec],
+        )? == 1)
+    }
+
+    fn bootstrap_pending(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT 1 FROM pending_bootstraps WHERE dev_id = ?1 AND gateway_id = ?2 LIMIT 1",
+        )?;
+        Ok(statement.exists(params![dev_id, gateway_id])?)
+    }
+
     fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
         Ok(self.lock().run_cached(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL

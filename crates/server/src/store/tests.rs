@@ -259,8 +259,11 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
         store
             .plan_bootstrap(10, "IMEI:ed", "gw-1", "c", "s")
             .unwrap();
+        assert!(store.bootstrap_pending("IMEI:ed", "gw-1").unwrap());
+        assert!(!store.bootstrap_pending("IMEI:ed", "gw-2").unwrap());
         assert_eq!(store.settle_bootstrap(10, 507, 1).unwrap(), None);
         assert_eq!(store.association("IMEI:ed").unwrap(), None);
+        assert!(!store.bootstrap_pending("IMEI:ed", "gw-1").unwrap());
 
         store
             .plan_bootstrap(11, "IMEI:ed", "gw-1", "c", "s")
@@ -507,5 +510,21 @@ fn devices_with_queued_commands_are_listed_once() {
             ["IMEI:1", "IMEI:2"]
         );
         store.complete(sent, 200, "{}", 1).unwrap();
+    });
+}
+
+#[test]
+fn a_sent_command_is_sent_again_in_another_form_once() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let id = store.queue_command("IMEI:1", "{\"a\":1}", 0).unwrap();
+        assert!(!store.resend_as(id, "{\"b\":1}").unwrap(), "not sent yet");
+        store.claim_pending("IMEI:1", "s1", 0).unwrap();
+        assert!(store.resend_as(id, "{\"b\":1}").unwrap());
+        let claimed = store.claim_pending("IMEI:1", "s1", 1).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].spec, "{\"b\":1}");
+        store.complete(id, 200, "{}", 2).unwrap();
+        assert!(!store.resend_as(id, "{\"c\":1}").unwrap(), "done");
     });
 }
