@@ -2,7 +2,7 @@
 //! servers it has accounts for (at start, on a schedule, or when package 0 asks),
 //! and persists the tree after every message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,9 +47,11 @@ pub struct Agent {
     tree: Mutex<Tree>,
     client: HttpClient,
     sessions_done: Notify,
-    /// Each server's nonce before the last one the device handed out (package 0 made in
-    /// between still verifies).
-    previous_server_nonces: std::sync::Mutex<HashMap<String, Vec<u8>>>,
+    /// Each server's nonces before the last one the device handed out, newest last (a
+    /// package 0 made with one still verifies: the message that carried a newer one
+    /// may never have reached the server, or the server may have died before it
+    /// stored it).
+    previous_server_nonces: std::sync::Mutex<HashMap<String, VecDeque<Vec<u8>>>>,
     observer: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<SessionEnd>>,
     /// When lapses were last accounted for, on a clock that does not jump.
     lapse_clock: std::sync::Mutex<Instant>,
@@ -109,12 +111,34 @@ impl Agent {
         self.tree.lock().await.clone()
     }
 
-    /// The nonce `server_id` had before the device's last session with it.
-    pub fn previous_server_nonce(&self, server_id: &str) -> Option<Vec<u8>> {
+    /// The nonces the device handed `server_id` before its current one, newest last.
+    pub fn previous_server_nonces(&self, server_id: &str) -> Vec<Vec<u8>> {
         self.previous_server_nonces
             .lock()
             .ok()
-            .and_then(|previous| previous.get(server_id).cloned())
+            .and_then(|previous| previous.get(server_id).map(|n| n.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    fn forget_server_nonces(&self, server_id: &str) {
+        if let Ok(mut previous) = self.previous_server_nonces.lock() {
+            previous.remove(server_id);
+        }
+    }
+
+    /// Keeps `nonce` among the server's previous ones (a few: they still verify a
+    /// package 0, whose replays the notification log refuses).
+    fn remember_server_nonce(&self, server_id: &str, nonce: Vec<u8>) {
+        const KEPT: usize = 4;
+        if let Ok(mut previous) = self.previous_server_nonces.lock() {
+            let kept = previous.entry(server_id.to_owned()).or_default();
+            if kept.back() != Some(&nonce) {
+                kept.push_back(nonce);
+            }
+            while kept.len() > KEPT {
+                kept.pop_front();
+            }
+        }
     }
 
     /// Changes the tree as the device itself (not a server), and stores it.
@@ -232,7 +256,7 @@ impl Agent {
         let (account_name, account) = gwmo_tree::account_for(&tree, server_id)
             .ok_or_else(|| DeviceError::NoAccount(server_id.to_owned()))?;
         let config = client_config(&self.settings, &account)?;
-        let nonce_before = config.server_nonce.clone();
+        let mut server_nonce = config.server_nonce.clone();
         let mut alerts = alerts;
         alerts.extend(provision::location_update(&tree, seen_gateway, server_id));
         let session_id =
@@ -244,6 +268,7 @@ impl Agent {
             tree.devinfo_items(),
             alerts,
         );
+        session.accept_previous_server_nonces(self.previous_server_nonces(server_id));
         let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
         let mut outgoing = session.start()?;
         let mut messages = 0;
@@ -274,6 +299,17 @@ impl Agent {
             // Whatever ran, and every nonce learnt, is on disk before the next message.
             let events = session.take_events();
             server_authenticated |= events.contains(&ClientEvent::ServerAuthenticated);
+            for event in &events {
+                match event {
+                    // The server showed it is in step: the nonces before are used up.
+                    ClientEvent::ServerAuthenticated => self.forget_server_nonces(server_id),
+                    ClientEvent::ServerNonce(next) => {
+                        let before = std::mem::replace(&mut server_nonce, next.clone());
+                        self.remember_server_nonce(server_id, before);
+                    }
+                    _ => {}
+                }
+            }
             apply_events(&mut tree, &account_name, &events)?;
             for request in tree.take_exec_requests() {
                 provision::run_exec(&mut tree, &request);
@@ -291,9 +327,6 @@ impl Agent {
                 ClientStep::Done(outcome) => break outcome,
             }
         };
-        if let Ok(mut previous) = self.previous_server_nonces.lock() {
-            previous.insert(server_id.to_owned(), nonce_before);
-        }
         // A completed, mutually authenticated session confirms it too.
         if outcome == ClientOutcome::Completed && self.confirm_gateway(&mut tree, server_id)? {
             self.state.save_tree(&tree)?;

@@ -106,12 +106,13 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
             "no server credentials for that account\n".into(),
         );
     };
-    // The server may have made the digest just before it learnt the nonce the device
-    // handed out in a session still going on: the one before is accepted too.
-    let previous = agent.previous_server_nonce(&account.server_id);
+    // The server may have made the digest before it learnt the nonce the device handed
+    // out last (in a session still going on, or one cut short): the few before are
+    // accepted too.
+    let previous = agent.previous_server_nonces(&account.server_id);
     let verifies =
         |nonce: &[u8]| package0::verify(&body, &account.server_id, &server.secret, nonce).is_ok();
-    if !verifies(&server.nonce) && !previous.as_deref().is_some_and(verifies) {
+    if !verifies(&server.nonce) && !previous.iter().any(|nonce| verifies(nonce)) {
         warn!(server = %account.server_id, "package 0 digest refused");
         return (StatusCode::UNAUTHORIZED, "digest does not verify\n".into());
     }

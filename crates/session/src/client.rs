@@ -177,6 +177,13 @@ impl ClientSession {
     }
 
     /// Package 1.
+    /// Nonces handed to the server before the one in the configuration, that a message
+    /// lost on the way (or a server that died before storing the newer one) may leave
+    /// the server using: its credentials built with one of them are good, once.
+    pub fn accept_previous_server_nonces(&mut self, previous: Vec<Vec<u8>>) {
+        self.verifier.accept_previous(previous);
+    }
+
     pub fn start(&mut self) -> Result<Outgoing, SessionError> {
         self.send(self.package1.clone(), true, &mut Vec::new)
     }
@@ -422,8 +429,15 @@ impl ClientSession {
         let per_message = self.verifier.auth() == gwmo_proto::auth::AuthType::Hmac;
         let mut header_status = header_status(&message.header, status::OK);
         if !self.server_authenticated || per_message {
+            let held = self.verifier.nonce().to_vec();
             match self.verifier.verify(&message.header, raw, hmac) {
                 Verdict::Valid => {
+                    if self.verifier.nonce() != held {
+                        // The server used a nonce handed out before the one held (the
+                        // newer never reached it): that is the one it has.
+                        self.events
+                            .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
+                    }
                     if !self.server_authenticated {
                         self.server_authenticated = true;
                         self.events.push(ClientEvent::ServerAuthenticated);

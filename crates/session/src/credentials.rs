@@ -101,16 +101,53 @@ impl Prover {
 pub(crate) struct Verifier {
     credentials: Credentials,
     nonce: Vec<u8>,
+    /// Nonces handed out before `nonce` that the peer may not have received (the
+    /// message that carried the newer one was lost): still good, once.
+    previous: Vec<Vec<u8>>,
 }
 
 impl Verifier {
     pub(crate) fn new(credentials: Credentials, nonce: Vec<u8>) -> Self {
-        Verifier { credentials, nonce }
+        Verifier {
+            credentials,
+            nonce,
+            previous: Vec::new(),
+        }
+    }
+
+    pub(crate) fn accept_previous(&mut self, previous: Vec<Vec<u8>>) {
+        self.previous = previous;
     }
 
     /// Checks the peer's message: the header `Cred` for Basic and MD5, the transport
-    /// header over the exact received bytes for HMAC.
-    pub(crate) fn verify(&self, header: &Header, raw: &[u8], hmac: Option<&str>) -> Verdict {
+    /// header over the exact received bytes for HMAC; with the nonce held, or one of
+    /// the previous ones. Once one of those verified, the others are used up and it is
+    /// the nonce held: the one the peer has.
+    pub(crate) fn verify(&mut self, header: &Header, raw: &[u8], hmac: Option<&str>) -> Verdict {
+        let verdict = self.verify_with(&self.nonce, header, raw, hmac);
+        if verdict != Verdict::Invalid || self.previous.is_empty() {
+            return verdict;
+        }
+        let previous = std::mem::take(&mut self.previous);
+        match previous
+            .into_iter()
+            .find(|nonce| self.verify_with(nonce, header, raw, hmac) == Verdict::Valid)
+        {
+            Some(nonce) => {
+                self.nonce = nonce;
+                Verdict::Valid
+            }
+            None => verdict,
+        }
+    }
+
+    fn verify_with(
+        &self,
+        nonce: &[u8],
+        header: &Header,
+        raw: &[u8],
+        hmac: Option<&str>,
+    ) -> Verdict {
         let Credentials { auth, name, secret } = &self.credentials;
         match auth {
             AuthType::Hmac => match hmac {
@@ -118,8 +155,7 @@ impl Verifier {
                 Some(value) => match auth::parse_hmac_header(value) {
                     Ok(parsed)
                         if parsed.username == *name
-                            && auth::verify_hmac(&parsed, name, secret, &self.nonce, raw)
-                                .is_ok() =>
+                            && auth::verify_hmac(&parsed, name, secret, nonce, raw).is_ok() =>
                     {
                         Verdict::Valid
                     }
@@ -130,8 +166,7 @@ impl Verifier {
                 None => Verdict::Missing,
                 Some(cred) => {
                     let scheme_matches = cred.meta.r#type.as_deref() == Some(auth.meta_type());
-                    if scheme_matches && auth::verify_cred(cred, name, secret, &self.nonce).is_ok()
-                    {
+                    if scheme_matches && auth::verify_cred(cred, name, secret, nonce).is_ok() {
                         Verdict::Valid
                     } else {
                         Verdict::Invalid
@@ -159,5 +194,71 @@ impl Verifier {
 
     pub(crate) fn auth(&self) -> AuthType {
         self.credentials.auth
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gwmo_proto::Location;
+
+    fn header_with(nonce: &[u8]) -> Header {
+        Header {
+            ver_dtd: "1.2".into(),
+            ver_proto: "DM/1.2".into(),
+            session_id: "1".into(),
+            msg_id: 1,
+            target: Location::new("IMEI:1"),
+            source: Location::new("https://dms.example/dm"),
+            resp_uri: None,
+            cred: auth::cred(AuthType::Md5, "dms", "secret", nonce),
+            meta: None,
+        }
+    }
+
+    fn verifier() -> Verifier {
+        let credentials = Credentials {
+            auth: AuthType::Md5,
+            name: "dms".into(),
+            secret: "secret".into(),
+        };
+        Verifier::new(credentials, b"n3".to_vec())
+    }
+
+    #[test]
+    fn a_previous_nonce_that_verifies_becomes_the_one_held() {
+        let mut verifier = verifier();
+        verifier.accept_previous(vec![b"n1".to_vec(), b"n2".to_vec()]);
+        assert_eq!(
+            verifier.verify(&header_with(b"n2"), b"", None),
+            Verdict::Valid
+        );
+        // The peer holds n2: it stays good until it is replaced, the others are gone.
+        assert_eq!(verifier.nonce(), b"n2");
+        assert_eq!(
+            verifier.verify(&header_with(b"n1"), b"", None),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            verifier.verify(&header_with(b"n3"), b"", None),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            verifier.verify(&header_with(b"n2"), b"", None),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn without_previous_nonces_only_the_one_held_verifies() {
+        let mut verifier = verifier();
+        assert_eq!(
+            verifier.verify(&header_with(b"n2"), b"", None),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            verifier.verify(&header_with(b"n3"), b"", None),
+            Verdict::Valid
+        );
     }
 }
