@@ -1,9 +1,13 @@
 //! The device's package-0 listener: a server that wants a session posts a DM 1.2
 //! General Notification; the device checks its digest with the server's
-//! credentials and opens the session the notification names, once per notification.
+//! credentials and opens the session the notification names, once per notification,
+//! one at a time per server and at most one per [`NOTIFICATION_INTERVAL`]: a
+//! notification that comes sooner is answered 429, and the server sends it again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,11 +23,17 @@ use tracing::{info, warn};
 use crate::DeviceError;
 use crate::agent::Agent;
 
+/// The shortest time between two sessions package 0 opens with one server.
+pub const NOTIFICATION_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The notifications the device acted on lately: a captured package 0 replayed
-/// opens nothing.
+/// opens nothing; and the sessions they opened, to space them out.
 #[derive(Debug, Default)]
 pub(crate) struct NotificationLog {
     seen: std::collections::VecDeque<[u8; package0::DIGEST_LEN]>,
+    /// Per server (only those with an account get this far): when its last
+    /// notification session started, and whether it still runs.
+    sessions: HashMap<String, (Instant, bool)>,
 }
 
 /// Digests remembered: far more than the notifications a server sends between two
@@ -31,6 +41,30 @@ pub(crate) struct NotificationLog {
 const REMEMBERED: usize = 256;
 
 impl NotificationLog {
+    /// How long before a session for `server_id` may start at `now`, if it may not.
+    fn wait_for(&self, server_id: &str, now: Instant) -> Option<Duration> {
+        let (started, running) = *self.sessions.get(server_id)?;
+        let next = started + NOTIFICATION_INTERVAL;
+        match running {
+            true => Some(NOTIFICATION_INTERVAL),
+            false => (now < next).then(|| next - now),
+        }
+    }
+
+    fn session_started(&mut self, server_id: &str, now: Instant) {
+        self.sessions.insert(server_id.to_owned(), (now, true));
+    }
+
+    fn session_ended(&mut self, server_id: &str) {
+        if let Some((_, running)) = self.sessions.get_mut(server_id) {
+            *running = false;
+        }
+    }
+
+    fn acted_on(&self, digest: &[u8; package0::DIGEST_LEN]) -> bool {
+        self.seen.contains(digest)
+    }
+
     /// Whether a verified notification with `digest` is new; it is remembered.
     fn first_time(&mut self, digest: [u8; package0::DIGEST_LEN]) -> bool {
         if self.seen.contains(&digest) {
@@ -117,16 +151,40 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
         return (StatusCode::UNAUTHORIZED, "digest does not verify\n".into());
     }
     let server_id = account.server_id.clone();
-    let first_time = agent
-        .notifications
-        .lock()
-        .is_ok_and(|mut log| log.first_time(digest));
-    if !first_time {
-        warn!(server = %server_id, "package 0 refused: this one was acted on already");
-        return (
-            StatusCode::CONFLICT,
-            "this notification was acted on already\n".into(),
-        );
+    let admitted = match agent.notifications.lock() {
+        Ok(mut log) => {
+            // A replay is told so; a new notification that comes too soon is not
+            // remembered, so that the server's next try is taken.
+            let now = Instant::now();
+            match log.wait_for(&server_id, now) {
+                _ if log.acted_on(&digest) => Some(Ok(false)),
+                Some(wait) => Some(Err(wait)),
+                None => {
+                    log.first_time(digest);
+                    log.session_started(&server_id, now);
+                    Some(Ok(true))
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    match admitted {
+        Some(Ok(true)) => {}
+        Some(Err(wait)) => {
+            let secs = wait.as_secs().max(1);
+            info!(server = %server_id, secs, "package 0 too soon after the last: the server is to send it again");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("a session with this server runs or ran just now: try again in {secs} s\n"),
+            );
+        }
+        Some(Ok(false)) | None => {
+            warn!(server = %server_id, "package 0 refused: this one was acted on already");
+            return (
+                StatusCode::CONFLICT,
+                "this notification was acted on already\n".into(),
+            );
+        }
     }
     let session_id = package0::session_id_text(notification.session_id);
     info!(server = %server_id, session = %session_id, "package 0 accepted");
@@ -136,6 +194,9 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
             .await
         {
             warn!(server = %server_id, %error, "server-initiated session failed");
+        }
+        if let Ok(mut log) = agent.notifications.lock() {
+            log.session_ended(&server_id);
         }
     });
     (StatusCode::OK, "session starting\n".into())
@@ -155,5 +216,27 @@ mod tests {
             log.first_time([i; 16]);
         }
         assert_eq!(log.seen.len(), REMEMBERED, "bounded");
+    }
+
+    #[test]
+    fn notification_sessions_with_a_server_are_one_at_a_time_and_spaced_out() {
+        let mut log = NotificationLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.wait_for("dms", t0), None);
+        log.session_started("dms", t0);
+        let later = t0 + NOTIFICATION_INTERVAL * 5;
+        assert_eq!(
+            log.wait_for("dms", later),
+            Some(NOTIFICATION_INTERVAL),
+            "running"
+        );
+        assert_eq!(log.wait_for("gw", t0), None, "per server");
+        log.session_ended("dms");
+        let soon = t0 + NOTIFICATION_INTERVAL / 4;
+        assert_eq!(
+            log.wait_for("dms", soon),
+            Some(NOTIFICATION_INTERVAL * 3 / 4)
+        );
+        assert_eq!(log.wait_for("dms", later), None);
     }
 }

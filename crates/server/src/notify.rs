@@ -59,19 +59,34 @@ pub(crate) async fn wake_each(state: Arc<AppState>, mut to_wake: UnboundedReceiv
     }
 }
 
+/// How often a device that answers "too soon" (429: a session with this server runs,
+/// or ran just now) is notified again, and after how long the first time (doubling).
+const TOO_SOON_RETRIES: u32 = 4;
+const TOO_SOON_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn wake(state: &AppState, dev_id: &str) {
-    match state.store.device(dev_id) {
-        Ok(Some(device)) => match send(state, &device).await {
-            Ok(_) => {}
+    let mut pause = TOO_SOON_PAUSE;
+    for _ in 0..=TOO_SOON_RETRIES {
+        let device = match state.store.device(dev_id) {
+            Ok(Some(device)) => device,
+            Ok(None) => return,
+            Err(error) => return warn!(%error, "store failure while waking a device"),
+        };
+        match send(state, &device).await {
+            Ok(_) => return,
             // A device in a private network: its own next session brings it.
             Err(NotifyError::NoAddress(_)) => {
-                debug!(device = %dev_id, "no notification URL: waiting for the device")
+                return debug!(device = %dev_id, "no notification URL: waiting for the device");
             }
-            Err(error) => warn!(device = %dev_id, %error, "could not wake the device"),
-        },
-        Ok(None) => {}
-        Err(error) => warn!(%error, "store failure while waking a device"),
+            Err(NotifyError::Refused(429)) => {
+                debug!(device = %dev_id, secs = pause.as_secs(), "the device is busy with this server: notifying it again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(error) => return warn!(device = %dev_id, %error, "could not wake the device"),
+        }
     }
+    warn!(device = %dev_id, "the device stayed busy: its next session brings its commands");
 }
 
 /// Sends package 0 to `device`; returns the session id the device must open.
