@@ -566,11 +566,16 @@ impl ServerSession {
             source: &self.config.server_uri,
             source_name: self.prover.name(),
             // The address with the session's token, only for a device that proved who
-            // it is (a refused message opens no session).
-            resp_uri: self
-                .device_authenticated
-                .then(|| self.config.resp_uri.clone())
-                .flatten(),
+            // it is; a refused message opens no session, and its answer names the
+            // plain address (some clients read a RespURI in every header).
+            resp_uri: match self.device_authenticated {
+                true => self.config.resp_uri.clone(),
+                false => self
+                    .config
+                    .resp_uri
+                    .as_ref()
+                    .map(|_| self.config.server_uri.clone()),
+            },
             cred: shows_credentials.then(|| self.prover.cred()).flatten(),
             max_msg_size: self.config.max_msg_size,
             max_obj_size: self.config.max_obj_size,
