@@ -384,7 +384,7 @@ pub async fn create_fanout(
     // A gateway that cannot be woken (no notification URL yet, unreachable) takes the
     // fan-out at its next session: the fan-out stands either way.
     let woken = match state.store.device(&gateway.dev_id)? {
-        Some(device) => crate::notify::send(&state, &device).await.is_ok(),
+        Some(device) => crate::notify::wake_now(&state, &device).await,
         None => false,
     };
     Ok((
@@ -460,7 +460,7 @@ pub(crate) async fn queue_and_wake(
     let id = state
         .store
         .queue_command(&device.dev_id, &spec.to_json(), unix_now())?;
-    let woken = crate::notify::send(state, device).await.is_ok();
+    let woken = crate::notify::wake_now(state, device).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "command": id, "woken": woken })),

@@ -678,9 +678,7 @@ impl DmService {
             let validate = bootstrap::validation(&gateway.gateway_id);
             self.store
                 .queue_command(dev_id, &validate.to_json(), unix_now)?;
-            if let Some(sender) = &self.wake {
-                let _ = sender.send(dev_id.to_owned());
-            }
+            self.wake_later(dev_id);
         }
         info!(device = dev_id, gateway = %gateway.gateway_id, known, "device attached to a gateway");
         let detail = serde_json::json!({
@@ -815,11 +813,8 @@ impl DmService {
             &detail.to_string(),
             unix_now,
         )?;
-        if let Some(sender) = &self.wake {
-            for dev_id in wake {
-                // The receiver lives as long as the server; a send after shutdown is moot.
-                let _ = sender.send(dev_id);
-            }
+        for dev_id in wake {
+            self.wake_later(&dev_id);
         }
         Ok(())
     }
@@ -904,12 +899,9 @@ impl DmService {
         let dev_id = slot.dev_id.clone();
         self.persist(&dev_id, &mut slot, IpAddr::from([0, 0, 0, 0]), unix_now)?;
         let requeued = self.store.requeue_session(&slot.store_key)?;
-        if wake
-            && requeued > 0
-            && let Some(sender) = &self.wake
-        {
+        if wake && requeued > 0 {
             debug!(device = %dev_id, requeued, "commands back in the queue: waking the device");
-            let _ = sender.send(dev_id);
+            self.wake_later(&dev_id);
         }
         Ok(())
     }
@@ -952,23 +944,24 @@ impl DmService {
     pub fn requeue_abandoned(&self, unix_now: i64) -> Result<usize, DmError> {
         let idle = self.settings.session_idle_secs.max(1) as i64;
         let devices = self.store.requeue_abandoned(unix_now - 2 * idle)?;
-        if let Some(sender) = &self.wake {
-            for dev_id in &devices {
-                let _ = sender.send(dev_id.clone());
-            }
-        }
+        devices.iter().for_each(|dev_id| self.wake_later(dev_id));
         Ok(devices.len())
+    }
+
+    /// Hands `dev_id` to the background wake-ups (which notify again a device that
+    /// answers "too soon").
+    pub fn wake_later(&self, dev_id: &str) {
+        if let Some(sender) = &self.wake {
+            // The receiver lives as long as the server; a send after shutdown is moot.
+            let _ = sender.send(dev_id.to_owned());
+        }
     }
 
     /// Wakes every device with commands waiting (at start: the instance before may
     /// have died between queueing them and waking the device). Returns how many.
     pub fn wake_queued(&self) -> Result<usize, DmError> {
         let devices = self.store.devices_with_queued_commands()?;
-        if let Some(sender) = &self.wake {
-            for dev_id in &devices {
-                let _ = sender.send(dev_id.clone());
-            }
-        }
+        devices.iter().for_each(|dev_id| self.wake_later(dev_id));
         Ok(devices.len())
     }
 

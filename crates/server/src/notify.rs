@@ -89,6 +89,20 @@ async fn wake(state: &AppState, dev_id: &str) {
     warn!(device = %dev_id, "the device stayed busy: its next session brings its commands");
 }
 
+/// Wakes `device` now if it takes package 0 (true); one that answers "too soon" (a
+/// session with this server runs) is notified again in the background, like every
+/// wake-up (false either way).
+pub async fn wake_now(state: &AppState, device: &DeviceRecord) -> bool {
+    match send(state, device).await {
+        Ok(_) => true,
+        Err(NotifyError::Refused(429)) => {
+            state.dm.wake_later(&device.dev_id);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// Sends package 0 to `device`; returns the session id the device must open.
 pub async fn send(state: &AppState, device: &DeviceRecord) -> Result<String, NotifyError> {
     let url = device
