@@ -10,72 +10,22 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::scripted::{Scripted, device_tree_for, next_nonce};
 use common::*;
-use gwmo_proto::{CmdIds, Command, Encoding};
-use gwmo_session::{AuthType, ClientConfig, ClientSession, Credentials, Executor, Trigger};
 use serde_json::Value;
-
-/// A device that never gets as far as running anything (the server dies first).
-struct NothingRuns;
-
-impl Executor for NothingRuns {
-    fn execute(&mut self, _: &str, _: u32, _: &Command, _: &mut CmdIds) -> Vec<Command> {
-        panic!("the test stops before the device runs a command")
-    }
-}
 
 /// Starts a session as the enrolled device and stops as soon as the server has handed
 /// it its queued commands (they are `sent` in the store), without answering.
 fn session_cut_short(server: &ServerProcess, enrollment: &Value, command: i64) {
-    let text = |key: &str| enrollment[key].as_str().unwrap().to_owned();
-    let credentials = |name: &str, secret: &str| Credentials {
-        auth: AuthType::Md5,
-        name: text(name),
-        secret: text(secret),
-    };
-    let mut session = ClientSession::new(
-        ClientConfig {
-            device_id: text("dev_id"),
-            server_id: text("server_id"),
-            server_uri: server.dm_url(),
-            encoding: Encoding::Xml,
-            max_msg_size: 64 * 1024,
-            max_obj_size: 1 << 20,
-            client: credentials("client_name", "client_secret"),
-            client_nonce: Vec::new(),
-            server: credentials("server_name", "server_secret"),
-            server_nonce: Vec::new(),
-            max_auth_attempts: 3,
-        },
-        "C1".into(),
-        Trigger::Client,
-        Vec::new(),
-        Vec::new(),
-    );
-    let mut outgoing = session.start().unwrap();
+    let mut device = Scripted::new(server, enrollment, "C1");
     for _ in 0..3 {
-        let (status, answer) = http(
-            server.addr,
-            "POST",
-            "/dm",
-            None,
-            outgoing.content_type,
-            &outgoing.body,
-        );
+        let (status, answer) = device.send(server);
         assert_eq!(status, 200, "{answer}");
         if server.command(command)["state"] == "sent" {
             return;
         }
         // A challenge: the session answers it, nothing is run.
-        match session
-            .receive(answer.as_bytes(), None, &mut NothingRuns, &mut || {
-                vec![7; 16]
-            })
-            .unwrap()
-        {
-            gwmo_session::ClientStep::Send(next) => outgoing = next,
-            other => panic!("the session ended early: {other:?}"),
-        }
+        assert!(device.take(&answer), "the session ended early");
     }
     panic!("the server never handed over the queued command");
 }
@@ -470,7 +420,6 @@ fn a_device_attach_sent_again_after_a_lost_answer_queues_one_validation() {
 /// command ends 200 once, and the association follows (issue 14, finding 12).
 #[test]
 fn a_bootstrap_whose_answer_died_with_the_server_settles_once_after_the_restart() {
-    use common::scripted::{Scripted, device_tree_for, next_nonce};
     let dir = tempfile::tempdir().unwrap();
     let mut server = server_dropping_idle_sessions_after(dir.path(), 1);
     registered_gateway(&server, "gw-doubt");

@@ -293,12 +293,18 @@ pub async fn notify_device(
     Path(dev_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let device = known_device(&state, &dev_id)?;
-    let session_id = crate::notify::send(&state, &device)
-        .await
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    // A device busy with this server (429) is notified again in the background.
+    let session_id = match crate::notify::send(&state, &device).await {
+        Ok(session_id) => Some(session_id),
+        Err(crate::notify::NotifyError::Refused(429)) => {
+            state.dm.wake_later(&dev_id);
+            None
+        }
+        Err(error) => return Err(ApiError(StatusCode::BAD_GATEWAY, error.to_string())),
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "session_id": session_id })),
+        Json(json!({ "session_id": session_id, "retrying": session_id.is_none() })),
     ))
 }
 

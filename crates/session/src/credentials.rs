@@ -225,40 +225,26 @@ mod tests {
         Verifier::new(credentials, b"n3".to_vec())
     }
 
+    fn verdict(verifier: &mut Verifier, nonce: &[u8]) -> Verdict {
+        verifier.verify(&header_with(nonce), b"", None)
+    }
+
     #[test]
     fn a_previous_nonce_that_verifies_becomes_the_one_held() {
         let mut verifier = verifier();
         verifier.accept_previous(vec![b"n1".to_vec(), b"n2".to_vec()]);
-        assert_eq!(
-            verifier.verify(&header_with(b"n2"), b"", None),
-            Verdict::Valid
-        );
+        assert_eq!(verdict(&mut verifier, b"n2"), Verdict::Valid);
         // The peer holds n2: it stays good until it is replaced, the others are gone.
         assert_eq!(verifier.nonce(), b"n2");
-        assert_eq!(
-            verifier.verify(&header_with(b"n1"), b"", None),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            verifier.verify(&header_with(b"n3"), b"", None),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            verifier.verify(&header_with(b"n2"), b"", None),
-            Verdict::Valid
-        );
+        assert_eq!(verdict(&mut verifier, b"n1"), Verdict::Invalid);
+        assert_eq!(verdict(&mut verifier, b"n3"), Verdict::Invalid);
+        assert_eq!(verdict(&mut verifier, b"n2"), Verdict::Valid);
     }
 
     #[test]
     fn without_previous_nonces_only_the_one_held_verifies() {
         let mut verifier = verifier();
-        assert_eq!(
-            verifier.verify(&header_with(b"n2"), b"", None),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            verifier.verify(&header_with(b"n3"), b"", None),
-            Verdict::Valid
-        );
+        assert_eq!(verdict(&mut verifier, b"n2"), Verdict::Invalid);
+        assert_eq!(verdict(&mut verifier, b"n3"), Verdict::Valid);
     }
 }
