@@ -117,6 +117,27 @@ impl Scripted {
         post_dm(server.addr, &self.path(), &self.next.body)
     }
 
+    /// Changes the next message before it goes, as a client that writes it otherwise
+    /// would (credentials are in the header: MD5 still verifies).
+    pub fn rewrite(&mut self, change: impl FnOnce(&mut Message)) {
+        let mut message = decode(&String::from_utf8(self.next.body.clone()).unwrap());
+        change(&mut message);
+        self.next.body = encode(&message);
+    }
+
+    /// Sends and reads until the session ends, passing each message after the first
+    /// through `change`; every answer must be 200.
+    pub fn finish_rewriting(&mut self, server: &ServerProcess, change: impl Fn(&mut Message)) {
+        loop {
+            let (status, answer) = self.send(server);
+            assert_eq!(status, 200, "{answer}");
+            if !self.take(&answer) {
+                return;
+            }
+            self.rewrite(&change);
+        }
+    }
+
     /// The device's tree as the session left it.
     pub fn into_tree(self) -> Tree {
         self.tree.0
@@ -144,13 +165,7 @@ impl Scripted {
 
     /// Sends and reads until the session ends; every answer must be 200.
     pub fn finish(&mut self, server: &ServerProcess) {
-        loop {
-            let (status, answer) = self.send(server);
-            assert_eq!(status, 200, "{answer}");
-            if !self.take(&answer) {
-                return;
-            }
-        }
+        self.finish_rewriting(server, |_| {});
     }
 
     /// Sends and reads until the server has handed over its queued commands (the
