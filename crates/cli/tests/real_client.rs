@@ -1,13 +1,15 @@
 //! `gwmo server` against an independent OMA DM 1.2 client: the test client of
 //! intel/libdmclient (C, on OMA's SyncML reference toolkit), built from its public
-//! source outside this repository. CI cannot download it, so this runs only when
-//! `GWMO_DMCLIENT` names the built `testdmclient`; it says so plainly when it does not.
+//! source outside this repository. CI cannot download it, so each variant runs only
+//! when its variable names a built `testdmclient` (`GWMO_DMCLIENT`: Basic over plain
+//! HTTP; `GWMO_DMCLIENT_MD5`, `GWMO_DMCLIENT_BASIC_TLS`, `GWMO_DMCLIENT_MD5_TLS`); each
+//! says so plainly when it does not.
 //!
 //! The client's account is compiled into its DMAcc test plugin: ServerID `funambol`,
-//! Basic toward the server (`funambol`/`funambol`), MD5 expected from the server
+//! Basic or MD5 toward the server (`funambol`/`funambol`), MD5 expected from the server
 //! (secret `srvpwd`), and the server's URL, which must be patched to a loopback
-//! address before building and given here as `GWMO_DMCLIENT_URL` (default
-//! `http://127.0.0.1:18080/dm`). Its DevId is `DMCtest`; its plugins expose a writable
+//! address before building and given here as `<variable>_URL` if it is not the
+//! variant's default. Its DevId is `DMCtest`; its plugins expose a writable
 //! `./Vendor/memory` and an executable `./test/execute`. How to build it:
 //! docs/REAL-CLIENTS.md.
 
@@ -122,31 +124,38 @@ impl Peer {
     }
 }
 
-#[test]
-fn libdmclient_with_basic_over_plain_http_holds_full_sessions_in_xml_and_wbxml() {
-    if let Some(peer) = Peer::from_env(
-        "GWMO_DMCLIENT",
-        "GWMO_DMCLIENT_URL",
-        "http://127.0.0.1:18080/dm",
-        "basic",
-    ) {
+/// One build of the client per scheme toward the server and transport: its DMAcc
+/// plugin's `toserver/AAuthType` and URL, and the test program told the CA by
+/// `DMCLIENT_CA` for TLS (docs/REAL-CLIENTS.md). Each runs when its variable names it.
+fn run_variant(variable: &str, default_url: &str, auth: &'static str) {
+    let url_variable = format!("{variable}_URL");
+    if let Some(peer) = Peer::from_env(variable, &url_variable, default_url, auth) {
         full_sessions(&peer);
     }
 }
 
-/// The client's MD5 toward the server, and TLS: its DMAcc plugin built with
-/// `AAuthType` `DIGEST` toward the server and an `https://` URL, and its test
-/// program told the CA by `DMCLIENT_CA` (docs/REAL-CLIENTS.md).
+#[test]
+fn libdmclient_with_basic_over_plain_http_holds_full_sessions_in_xml_and_wbxml() {
+    run_variant("GWMO_DMCLIENT", "http://127.0.0.1:18080/dm", "basic");
+}
+
 #[test]
 fn libdmclient_with_md5_over_tls_holds_full_sessions_in_xml_and_wbxml() {
-    if let Some(peer) = Peer::from_env(
-        "GWMO_DMCLIENT_MD5_TLS",
-        "GWMO_DMCLIENT_MD5_TLS_URL",
-        "https://127.0.0.1:18443/dm",
-        "md5",
-    ) {
-        full_sessions(&peer);
-    }
+    run_variant("GWMO_DMCLIENT_MD5_TLS", "https://127.0.0.1:18443/dm", "md5");
+}
+
+#[test]
+fn libdmclient_with_md5_over_plain_http_holds_full_sessions_in_xml_and_wbxml() {
+    run_variant("GWMO_DMCLIENT_MD5", "http://127.0.0.1:18081/dm", "md5");
+}
+
+#[test]
+fn libdmclient_with_basic_over_tls_holds_full_sessions_in_xml_and_wbxml() {
+    run_variant(
+        "GWMO_DMCLIENT_BASIC_TLS",
+        "https://127.0.0.1:18444/dm",
+        "basic",
+    );
 }
 
 /// Starts `gwmo server` where the client posts, enrolls it, and in XML and then WBXML
