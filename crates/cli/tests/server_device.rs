@@ -835,3 +835,32 @@ fn a_device_tries_a_failed_session_again_until_the_server_is_back() {
         },
     );
 }
+
+/// Issue 14, finding 11 (size): an Atomic larger than the device's MaxMsgSize, which
+/// cannot go in chunks, ends 413 without being sent; the session ends normally and
+/// runs what was queued with it, and nothing loops between sent and requeued.
+#[test]
+fn a_command_larger_than_the_devices_max_msg_size_ends_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let dev_id = "IMEI:350000000000111";
+    let enrollment = server.enroll(dev_id, "md5");
+    let config = device_config(dir.path(), &enrollment, "xml", "max_msg_size = 4096\n");
+    let members: Vec<String> = (0..300)
+        .map(|i| {
+            format!(r#"{{"op":"Add","target":"./Vendor/gwmo/N{i}","data":"value","format":"chr"}}"#)
+        })
+        .collect();
+    let atomic = server.queue(
+        dev_id,
+        &format!(r#"{{"op":"Atomic","commands":[{}]}}"#, members.join(",")),
+    );
+    let get = server.queue(dev_id, r#"{"op":"Get","target":"./DevInfo/DevId"}"#);
+    assert_success(&device_once(&config), "session");
+    let refused = server.command(atomic);
+    assert_eq!(refused["state"], "done", "{refused}");
+    assert_eq!(refused["status"], 413, "{refused}");
+    assert_eq!(server.command(get)["status"], 200);
+    assert_success(&device_once(&config), "a second session");
+    assert_eq!(server.command(atomic)["status"], 413);
+}

@@ -10,7 +10,7 @@ use gwmo_proto::{Alert, CmdIds, Command, Data, Encoding, Item, ItemCommand, Mess
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
-use crate::packer::pack;
+use crate::packer::{Oversized, pack};
 use crate::{Outgoing, OutgoingHeader, SessionError, command_status, header_status};
 
 /// Runs the management commands of a server against the device's tree.
@@ -514,6 +514,7 @@ impl ClientSession {
             closes_package,
             self.peer_max_msg_size,
             self.config.encoding,
+            Oversized::SendWhole,
         )?;
         for command in &packed.message.body.commands {
             if let Command::Alert(a) = command {

@@ -13,6 +13,19 @@ pub(crate) struct Packed<T> {
     pub(crate) bytes: Vec<u8>,
     /// Each queued command that went out: its tag and the CmdIDs it and its members got.
     pub(crate) sent: Vec<(T, Vec<u32>)>,
+    /// Queued commands taken out unsent: alone in a message they are still larger than
+    /// the limit, and they cannot go in chunks ([`Oversized::SetAside`]).
+    pub(crate) too_large: Vec<T>,
+}
+
+/// What to do with a queued command that fits in no message under the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Oversized {
+    /// Send it whole when the message would carry nothing else (the peer may still
+    /// take it).
+    SendWhole,
+    /// Take it out of the queue unsent (the caller settles it).
+    SetAside,
 }
 
 /// Builds one message: `leading` (statuses, alerts) always goes in, then as many
@@ -25,6 +38,37 @@ pub(crate) fn pack<T: Clone>(
     closes_package: bool,
     limit: usize,
     encoding: Encoding,
+    oversized: Oversized,
+) -> Result<Packed<T>, CodecError> {
+    let mut too_large = Vec::new();
+    loop {
+        let mut packed = pack_once(
+            header.clone(),
+            leading.clone(),
+            queue,
+            closes_package,
+            limit,
+            encoding,
+            oversized,
+        )?;
+        match packed.too_large.pop() {
+            Some(tag) => too_large.push(tag),
+            None => {
+                packed.too_large = too_large;
+                return Ok(packed);
+            }
+        }
+    }
+}
+
+fn pack_once<T: Clone>(
+    header: Header,
+    leading: Vec<Command>,
+    queue: &mut VecDeque<(T, Command)>,
+    closes_package: bool,
+    limit: usize,
+    encoding: Encoding,
+    oversized: Oversized,
 ) -> Result<Packed<T>, CodecError> {
     let mut message = Message {
         header,
@@ -59,13 +103,24 @@ pub(crate) fn pack<T: Clone>(
             }
         }
         // A message that would carry nothing new must still move the package on: a
-        // large object goes in chunks, anything else whole.
+        // large object goes in chunks sized to fit beside the leading commands;
+        // anything else goes whole, when it fits alone (beside statuses, which are
+        // small) or the message would carry nothing else; or it is set aside.
         if low == 0 {
             message.body.commands.truncate(leading_len);
-            // A large object goes in chunks sized to fit beside the leading commands;
-            // anything else goes whole when the message would carry nothing else.
-            if split_front(queue, &message, limit, encoding)? || leading_len <= 1 {
+            if split_front(queue, &message, limit, encoding)? {
                 low = 1;
+            } else if oversized == Oversized::SendWhole {
+                low = usize::from(leading_len <= 1);
+            } else if fits_alone(&message.header, queue, limit, encoding)? {
+                low = 1;
+            } else if let Some((tag, _)) = queue.pop_front() {
+                return Ok(Packed {
+                    message,
+                    bytes: Vec::new(),
+                    sent: Vec::new(),
+                    too_large: vec![tag],
+                });
             }
         }
         taken = low;
@@ -85,7 +140,29 @@ pub(crate) fn pack<T: Clone>(
         message,
         bytes,
         sent,
+        too_large: Vec::new(),
     })
+}
+
+/// Whether the front command of the queue fits under `limit` in a message of its own.
+fn fits_alone<T>(
+    header: &Header,
+    queue: &VecDeque<(T, Command)>,
+    limit: usize,
+    encoding: Encoding,
+) -> Result<bool, CodecError> {
+    let Some((_, front)) = queue.front() else {
+        return Ok(true);
+    };
+    let mut alone = Message {
+        header: header.clone(),
+        body: Body {
+            commands: vec![front.clone()],
+            is_final: true,
+        },
+    };
+    number(&mut alone.body.commands);
+    Ok(encoding.encode(&alone)?.len() <= limit)
 }
 
 /// Replaces the front command of the queue, when it is an Add, Replace or Results of
@@ -275,7 +352,16 @@ mod tests {
     #[test]
     fn a_package_that_fits_goes_whole_and_final() {
         let mut queue: VecDeque<(u8, Command)> = (0..5).map(|i| (i, replace("x"))).collect();
-        let packed = pack(header(), vec![], &mut queue, true, 1 << 20, Encoding::Xml).unwrap();
+        let packed = pack(
+            header(),
+            vec![],
+            &mut queue,
+            true,
+            1 << 20,
+            Encoding::Xml,
+            Oversized::SendWhole,
+        )
+        .unwrap();
         assert!(queue.is_empty());
         assert!(packed.message.body.is_final);
         assert_eq!(packed.sent.len(), 5);
@@ -286,7 +372,16 @@ mod tests {
     fn what_does_not_fit_waits_and_the_message_is_not_final() {
         let big = "y".repeat(400);
         let mut queue: VecDeque<(u8, Command)> = (0..10).map(|i| (i, replace(&big))).collect();
-        let packed = pack(header(), vec![], &mut queue, true, 1500, Encoding::Xml).unwrap();
+        let packed = pack(
+            header(),
+            vec![],
+            &mut queue,
+            true,
+            1500,
+            Encoding::Xml,
+            Oversized::SendWhole,
+        )
+        .unwrap();
         assert!(packed.bytes.len() <= 1500, "{} bytes", packed.bytes.len());
         assert!(!packed.message.body.is_final);
         assert!(!packed.sent.is_empty() && packed.sent.len() < 10);
@@ -301,7 +396,16 @@ mod tests {
     fn an_oversize_item_goes_in_chunks() {
         let big = "z".repeat(5000);
         let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, replace(&big))]);
-        let packed = pack(header(), vec![], &mut queue, true, 1000, Encoding::Xml).unwrap();
+        let packed = pack(
+            header(),
+            vec![],
+            &mut queue,
+            true,
+            1000,
+            Encoding::Xml,
+            Oversized::SendWhole,
+        )
+        .unwrap();
         assert!(packed.bytes.len() <= 1000, "{}", packed.bytes.len());
         assert!(!packed.message.body.is_final);
         let Command::Replace(first) = &packed.message.body.commands[0] else {
@@ -336,7 +440,16 @@ mod tests {
             }],
         });
         let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, long_target)]);
-        let packed = pack(header(), vec![], &mut queue, true, 1000, Encoding::Xml).unwrap();
+        let packed = pack(
+            header(),
+            vec![],
+            &mut queue,
+            true,
+            1000,
+            Encoding::Xml,
+            Oversized::SendWhole,
+        )
+        .unwrap();
         assert_eq!(packed.sent.len(), 1);
         assert!(packed.message.body.is_final);
     }

@@ -11,7 +11,7 @@ use gwmo_proto::{Alert, Command, Data, Encoding, Item, Message, Meta, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
-use crate::packer::pack;
+use crate::packer::{Oversized, pack};
 use crate::{Outgoing, OutgoingHeader, SessionError, command_status, header_status};
 
 /// The server's own settings for its sessions.
@@ -588,7 +588,30 @@ impl ServerSession {
             closes_package,
             self.peer_max_msg_size,
             self.encoding,
+            Oversized::SetAside,
         )?;
+        // A command that fits in no message of this device (and cannot go in chunks)
+        // is settled 413 instead of sent, so that it never loops.
+        for tag in &packed.too_large {
+            debug!(
+                command = tag,
+                limit = self.peer_max_msg_size,
+                "a command larger than the device's MaxMsgSize: refused"
+            );
+            self.events.push(ServerEvent::CommandDone {
+                tag: *tag,
+                outcome: CommandOutcome {
+                    status: status::REQUEST_ENTITY_TOO_LARGE,
+                    ..CommandOutcome::default()
+                },
+            });
+        }
+        // Nothing was left to send but what was refused: this answer ends the session.
+        let ends = ends
+            || (!packed.too_large.is_empty()
+                && closes_package
+                && queue.is_empty()
+                && packed.sent.is_empty());
         self.last_sent.clear();
         let sent_commands = packed
             .message

@@ -776,3 +776,56 @@ fn a_package_that_ends_inside_a_large_object_gets_alert_1225() {
     );
     assert_eq!(pair.tree.0["./Vendor/Big"], "small");
 }
+
+/// An Atomic larger than the device's MaxMsgSize cannot go in chunks: it is settled
+/// 413 and never sent, and the commands queued after it still run.
+#[test]
+fn a_command_no_message_of_the_device_can_hold_is_refused_not_sent() {
+    for encoding in [Encoding::Xml, Encoding::Wbxml] {
+        let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 2048, 1 << 20);
+        let members = (0..200)
+            .map(|i| replace(&format!("./Vendor/N{i}"), "value"))
+            .collect();
+        pair.server.enqueue(
+            1,
+            Command::Atomic(gwmo_proto::Container {
+                cmd_id: 0,
+                meta: None,
+                commands: members,
+            }),
+        );
+        pair.server.enqueue(2, replace("./DevDetail/FwV", "2.0"));
+        let (outcome, server_events, _) = pair.run().unwrap();
+        assert_eq!(outcome, ClientOutcome::Completed);
+        let results = done(&server_events);
+        assert_eq!(
+            results[&1].0,
+            status::REQUEST_ENTITY_TOO_LARGE,
+            "{encoding:?}"
+        );
+        assert_eq!(results[&2].0, status::OK);
+        assert_eq!(pair.tree.0["./DevDetail/FwV"], "2.0");
+        assert!(!pair.tree.0.contains_key("./Vendor/N0"));
+    }
+}
+
+/// The same when nothing else is queued: the answer that refuses it ends the session.
+#[test]
+fn a_session_whose_only_command_is_too_large_ends() {
+    let mut pair = Pair::with_limits(AuthType::Md5, Encoding::Xml, b"n-old", 2048, 1 << 20);
+    let members = (0..200)
+        .map(|i| replace(&format!("./Vendor/N{i}"), "value"))
+        .collect();
+    pair.server.enqueue(
+        1,
+        Command::Atomic(gwmo_proto::Container {
+            cmd_id: 0,
+            meta: None,
+            commands: members,
+        }),
+    );
+    let (outcome, server_events, _) = pair.run().unwrap();
+    assert_eq!(outcome, ClientOutcome::Completed);
+    assert_eq!(done(&server_events)[&1].0, status::REQUEST_ENTITY_TOO_LARGE);
+    assert!(pair.server.is_ended());
+}
