@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use gwmo_tree::Tree;
 
@@ -52,8 +53,11 @@ impl StateDir {
 }
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it to disk, renames it
-/// over `path` and flushes the directory entry.
+/// over `path` and flushes the directory entry. Each write has a temporary of its
+/// own, so that two writers of one file (two agents on one state directory, a
+/// process and its restart) never rename each other's: the last rename wins whole.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -61,18 +65,49 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("no file name"))?;
-    let temporary = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, path)?;
+    let temporary = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = File::create(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(error) = written.and_then(|()| fs::rename(&temporary, path)) {
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
     File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_writers_of_one_file_never_break_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.json");
+        std::thread::scope(|scope| {
+            for writer in [b'a', b'b'] {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..200 {
+                        write_atomically(path, &[writer; 64]).unwrap();
+                    }
+                });
+            }
+        });
+        let kept = fs::read(&path).unwrap();
+        assert!(kept == [b'a'; 64] || kept == [b'b'; 64]);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {

@@ -40,36 +40,6 @@ pub(crate) fn pack<T: Clone>(
     encoding: Encoding,
     oversized: Oversized,
 ) -> Result<Packed<T>, CodecError> {
-    let mut too_large = Vec::new();
-    loop {
-        let mut packed = pack_once(
-            header.clone(),
-            leading.clone(),
-            queue,
-            closes_package,
-            limit,
-            encoding,
-            oversized,
-        )?;
-        match packed.too_large.pop() {
-            Some(tag) => too_large.push(tag),
-            None => {
-                packed.too_large = too_large;
-                return Ok(packed);
-            }
-        }
-    }
-}
-
-fn pack_once<T: Clone>(
-    header: Header,
-    leading: Vec<Command>,
-    queue: &mut VecDeque<(T, Command)>,
-    closes_package: bool,
-    limit: usize,
-    encoding: Encoding,
-    oversized: Oversized,
-) -> Result<Packed<T>, CodecError> {
     let mut message = Message {
         header,
         body: Body {
@@ -89,10 +59,13 @@ fn pack_once<T: Clone>(
         encoding.encode(message)
     };
 
-    // Most packages fit whole; otherwise find the largest prefix that does.
-    let mut taken = queue.len();
-    let mut bytes = encode_with(&mut message, taken, queue)?;
-    if bytes.len() > limit && !queue.is_empty() {
+    let mut too_large = Vec::new();
+    let (taken, bytes) = loop {
+        // Most packages fit whole; otherwise find the largest prefix that does.
+        let whole = encode_with(&mut message, queue.len(), queue)?;
+        if whole.len() <= limit || queue.is_empty() {
+            break (queue.len(), whole);
+        }
         let (mut low, mut high) = (0, queue.len() - 1);
         while low < high {
             let mid = (low + high).div_ceil(2);
@@ -115,17 +88,12 @@ fn pack_once<T: Clone>(
             } else if fits_alone(&message.header, queue, limit, encoding)? {
                 low = 1;
             } else if let Some((tag, _)) = queue.pop_front() {
-                return Ok(Packed {
-                    message,
-                    bytes: Vec::new(),
-                    sent: Vec::new(),
-                    too_large: vec![tag],
-                });
+                too_large.push(tag);
+                continue;
             }
         }
-        taken = low;
-        bytes = encode_with(&mut message, taken, queue)?;
-    }
+        break (low, encode_with(&mut message, low, queue)?);
+    };
 
     let sent = queue
         .drain(..taken)
@@ -140,7 +108,7 @@ fn pack_once<T: Clone>(
         message,
         bytes,
         sent,
-        too_large: Vec::new(),
+        too_large,
     })
 }
 
@@ -323,6 +291,21 @@ mod tests {
     use super::*;
     use gwmo_proto::{Item, ItemCommand, Location};
 
+    /// One closing XML message of `queue` under `limit`, as a device packs.
+    fn pack_whole(queue: &mut VecDeque<(u8, Command)>, limit: usize) -> Packed<u8> {
+        let (closes, encoding) = (true, Encoding::Xml);
+        pack(
+            header(),
+            vec![],
+            queue,
+            closes,
+            limit,
+            encoding,
+            Oversized::SendWhole,
+        )
+        .unwrap()
+    }
+
     fn header() -> Header {
         Header {
             ver_dtd: "1.2".into(),
@@ -352,16 +335,7 @@ mod tests {
     #[test]
     fn a_package_that_fits_goes_whole_and_final() {
         let mut queue: VecDeque<(u8, Command)> = (0..5).map(|i| (i, replace("x"))).collect();
-        let packed = pack(
-            header(),
-            vec![],
-            &mut queue,
-            true,
-            1 << 20,
-            Encoding::Xml,
-            Oversized::SendWhole,
-        )
-        .unwrap();
+        let packed = pack_whole(&mut queue, 1 << 20);
         assert!(queue.is_empty());
         assert!(packed.message.body.is_final);
         assert_eq!(packed.sent.len(), 5);
@@ -372,16 +346,7 @@ mod tests {
     fn what_does_not_fit_waits_and_the_message_is_not_final() {
         let big = "y".repeat(400);
         let mut queue: VecDeque<(u8, Command)> = (0..10).map(|i| (i, replace(&big))).collect();
-        let packed = pack(
-            header(),
-            vec![],
-            &mut queue,
-            true,
-            1500,
-            Encoding::Xml,
-            Oversized::SendWhole,
-        )
-        .unwrap();
+        let packed = pack_whole(&mut queue, 1500);
         assert!(packed.bytes.len() <= 1500, "{} bytes", packed.bytes.len());
         assert!(!packed.message.body.is_final);
         assert!(!packed.sent.is_empty() && packed.sent.len() < 10);
@@ -396,16 +361,7 @@ mod tests {
     fn an_oversize_item_goes_in_chunks() {
         let big = "z".repeat(5000);
         let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, replace(&big))]);
-        let packed = pack(
-            header(),
-            vec![],
-            &mut queue,
-            true,
-            1000,
-            Encoding::Xml,
-            Oversized::SendWhole,
-        )
-        .unwrap();
+        let packed = pack_whole(&mut queue, 1000);
         assert!(packed.bytes.len() <= 1000, "{}", packed.bytes.len());
         assert!(!packed.message.body.is_final);
         let Command::Replace(first) = &packed.message.body.commands[0] else {
@@ -440,16 +396,7 @@ mod tests {
             }],
         });
         let mut queue: VecDeque<(u8, Command)> = VecDeque::from([(7, long_target)]);
-        let packed = pack(
-            header(),
-            vec![],
-            &mut queue,
-            true,
-            1000,
-            Encoding::Xml,
-            Oversized::SendWhole,
-        )
-        .unwrap();
+        let packed = pack_whole(&mut queue, 1000);
         assert_eq!(packed.sent.len(), 1);
         assert!(packed.message.body.is_final);
     }

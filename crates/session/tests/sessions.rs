@@ -711,25 +711,33 @@ fn chunks_that_do_not_add_up_to_the_announced_size_get_424() {
 #[test]
 fn an_object_larger_than_max_obj_size_gets_413_and_nothing_of_it_is_kept() {
     for encoding in [Encoding::Xml, Encoding::Wbxml] {
-        let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 2048, 1 << 20);
-        pair.tree.0.insert("./Vendor/Big".into(), "small".into());
-        pair.server
-            .enqueue(1, replace("./Vendor/Big", &huge_text()));
-        pair.server.enqueue(2, replace("./DevDetail/FwV", "2.0"));
-        let (outcome, server_events, _) = pair.run().unwrap();
-        assert_eq!(outcome, ClientOutcome::Completed);
-        let results = done(&server_events);
-        assert_eq!(
-            results[&1].0,
-            status::REQUEST_ENTITY_TOO_LARGE,
-            "{encoding:?}"
-        );
-        assert_eq!(
-            pair.tree.0["./Vendor/Big"], "small",
-            "part of it was stored"
-        );
-        assert_eq!(results[&2].0, status::OK, "the next command ran as usual");
+        let tree = refused_413_then_the_next_runs(encoding, replace("./Vendor/Big", &huge_text()));
+        assert_eq!(tree["./Vendor/Big"], "small", "part of it was stored");
     }
+}
+
+/// A device with MaxMsgSize 2 KB and `./Vendor/Big` = "small" is sent `too_large`,
+/// then a Replace of its FwV: the first ends 413, the second runs as usual. Returns
+/// the device's tree.
+fn refused_413_then_the_next_runs(
+    encoding: Encoding,
+    too_large: Command,
+) -> BTreeMap<String, String> {
+    let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 2048, 1 << 20);
+    pair.tree.0.insert("./Vendor/Big".into(), "small".into());
+    pair.server.enqueue(1, too_large);
+    pair.server.enqueue(2, replace("./DevDetail/FwV", "2.0"));
+    let (outcome, server_events, _) = pair.run().unwrap();
+    assert_eq!(outcome, ClientOutcome::Completed);
+    let results = done(&server_events);
+    assert_eq!(
+        results[&1].0,
+        status::REQUEST_ENTITY_TOO_LARGE,
+        "{encoding:?}"
+    );
+    assert_eq!(results[&2].0, status::OK, "the next command ran as usual");
+    assert_eq!(pair.tree.0["./DevDetail/FwV"], "2.0");
+    pair.tree.0
 }
 
 #[test]
@@ -777,35 +785,25 @@ fn a_package_that_ends_inside_a_large_object_gets_alert_1225() {
     assert_eq!(pair.tree.0["./Vendor/Big"], "small");
 }
 
+/// An Atomic far larger than 2 KB, which cannot go in chunks.
+fn atomic_of_200_replaces() -> Command {
+    let members = (0..200)
+        .map(|i| replace(&format!("./Vendor/N{i}"), "value"))
+        .collect();
+    Command::Atomic(gwmo_proto::Container {
+        cmd_id: 0,
+        meta: None,
+        commands: members,
+    })
+}
+
 /// An Atomic larger than the device's MaxMsgSize cannot go in chunks: it is settled
 /// 413 and never sent, and the commands queued after it still run.
 #[test]
 fn a_command_no_message_of_the_device_can_hold_is_refused_not_sent() {
     for encoding in [Encoding::Xml, Encoding::Wbxml] {
-        let mut pair = Pair::with_limits(AuthType::Md5, encoding, b"n-old", 2048, 1 << 20);
-        let members = (0..200)
-            .map(|i| replace(&format!("./Vendor/N{i}"), "value"))
-            .collect();
-        pair.server.enqueue(
-            1,
-            Command::Atomic(gwmo_proto::Container {
-                cmd_id: 0,
-                meta: None,
-                commands: members,
-            }),
-        );
-        pair.server.enqueue(2, replace("./DevDetail/FwV", "2.0"));
-        let (outcome, server_events, _) = pair.run().unwrap();
-        assert_eq!(outcome, ClientOutcome::Completed);
-        let results = done(&server_events);
-        assert_eq!(
-            results[&1].0,
-            status::REQUEST_ENTITY_TOO_LARGE,
-            "{encoding:?}"
-        );
-        assert_eq!(results[&2].0, status::OK);
-        assert_eq!(pair.tree.0["./DevDetail/FwV"], "2.0");
-        assert!(!pair.tree.0.contains_key("./Vendor/N0"));
+        let tree = refused_413_then_the_next_runs(encoding, atomic_of_200_replaces());
+        assert!(!tree.contains_key("./Vendor/N0"));
     }
 }
 
@@ -813,17 +811,7 @@ fn a_command_no_message_of_the_device_can_hold_is_refused_not_sent() {
 #[test]
 fn a_session_whose_only_command_is_too_large_ends() {
     let mut pair = Pair::with_limits(AuthType::Md5, Encoding::Xml, b"n-old", 2048, 1 << 20);
-    let members = (0..200)
-        .map(|i| replace(&format!("./Vendor/N{i}"), "value"))
-        .collect();
-    pair.server.enqueue(
-        1,
-        Command::Atomic(gwmo_proto::Container {
-            cmd_id: 0,
-            meta: None,
-            commands: members,
-        }),
-    );
+    pair.server.enqueue(1, atomic_of_200_replaces());
     let (outcome, server_events, _) = pair.run().unwrap();
     assert_eq!(outcome, ClientOutcome::Completed);
     assert_eq!(done(&server_events)[&1].0, status::REQUEST_ENTITY_TOO_LARGE);
