@@ -70,22 +70,27 @@ pub fn device_commands(
     commands
 }
 
-/// The account Atomic of [`device_commands`] as Replaces of the same leaves, for a
-/// device that answered it with "already exists" (418) for the ServerID: an earlier
-/// send ran, and its answer was lost with the instance that sent it (or an account of
-/// that gateway was there before). The Replaces make the account the one planned,
-/// whatever was there. None for any other command, and for this form itself.
-pub fn account_as_replaces(spec: &CommandSpec, outcome: &StoredOutcome) -> Option<CommandSpec> {
+/// Whether a device answered an Atomic with "already exists" (418) for its first
+/// member: for the account Atomic of [`device_commands`], an earlier send ran and its
+/// answer was lost with the instance that sent it (or an account of that gateway was
+/// there before).
+pub fn first_member_already_there(outcome: &StoredOutcome) -> bool {
+    outcome.status == status::ATOMIC_FAILED
+        && outcome.members.first().map(|m| m.status) == Some(status::ALREADY_EXISTS)
+}
+
+/// The account Atomic of [`device_commands`] as Replaces of the same leaves: they make
+/// the account the one planned, whatever was there. None for any other command, and
+/// for this form itself.
+pub fn account_as_replaces(spec: &CommandSpec) -> Option<CommandSpec> {
     let CommandSpec::Atomic { commands } = spec else {
         return None;
     };
-    let first_already_there = outcome.status == status::ATOMIC_FAILED
-        && outcome.members.first().map(|m| m.status) == Some(status::ALREADY_EXISTS);
     let creates_an_account = matches!(
         commands.first(),
         Some(CommandSpec::Add { target, .. }) if target.starts_with("./DMAcc/") && target.ends_with("/ServerID")
     );
-    if !first_already_there || !creates_an_account {
+    if !creates_an_account {
         return None;
     }
     let replaces = commands

@@ -218,26 +218,24 @@ impl DmService {
         let message = encoding.decode(request.body)?;
         let (dev_id, session_id) = session_of(&message)?;
         let msg_id = message.header.msg_id;
-        let continued = request.session_token.and_then(|token| {
+        let mut continued = None;
+        if let Some(token) = request.session_token {
             let mut sessions = self.lock_sessions();
-            let slot = sessions.take(token, dev_id, session_id)?;
-            // A message the session already had (a retransmission, or a replay) is
-            // refused and leaves the session as it was; a package 1 that repeats its
-            // MsgIDs is a device starting over, in a session of its own.
-            if msg_id <= slot.session.last_accepted_msg_id() {
-                sessions.by_token.insert(token.to_owned(), slot);
-                return Some(Err(()));
+            if let Some(slot) = sessions.take(token, dev_id, session_id) {
+                if msg_id > slot.session.last_accepted_msg_id() {
+                    continued = Some(slot);
+                } else {
+                    // A message the session already had (a retransmission, or a
+                    // replay) is refused and leaves the session as it was; a package 1
+                    // that repeats its MsgIDs is a device starting over, in a session
+                    // of its own.
+                    sessions.by_token.insert(token.to_owned(), slot);
+                    if !opens_session(&message) {
+                        return Err(DmError::Session(gwmo_session::SessionError::Replay(msg_id)));
+                    }
+                }
             }
-            Some(Ok(slot))
-        });
-        let continued = match continued {
-            Some(Err(())) if !opens_session(&message) => {
-                return Err(DmError::Session(gwmo_session::SessionError::Replay(msg_id)));
-            }
-            Some(Err(())) => None,
-            Some(Ok(slot)) => Some(slot),
-            None => None,
-        };
+        }
         let (mut slot, opened) = match continued {
             Some(slot) => (slot, false),
             None if opens_session(&message) => {
@@ -273,22 +271,15 @@ impl DmService {
                     .by_device
                     .insert(slot.dev_id.clone(), slot.token.clone());
                 sessions.by_token.insert(slot.token.clone(), slot);
-                self.metrics.sessions_held(sessions.len());
             }
             Ok(_) => {
-                let mut sessions = self.lock_sessions();
-                sessions.forget(&slot);
-                self.metrics.sessions_held(sessions.len());
-                drop(sessions);
+                self.lock_sessions().forget(&slot);
                 self.metrics.session_ended();
                 debug!(device = %slot.dev_id, session = %slot.session_id, "session ended");
             }
             Err(error) => {
                 warn!(device = %slot.dev_id, session = %slot.session_id, %error, "session dropped");
-                let mut sessions = self.lock_sessions();
-                sessions.forget(&slot);
-                self.metrics.sessions_held(sessions.len());
-                drop(sessions);
+                self.lock_sessions().forget(&slot);
                 self.drop_session(slot, unix_now)?;
             }
         }
@@ -516,12 +507,16 @@ impl DmService {
         outcome: &StoredOutcome,
         unix_now: i64,
     ) -> Result<bool, DmError> {
+        // Read the command only for the one outcome that may call for it.
+        if !bootstrap::first_member_already_there(outcome) {
+            return Ok(false);
+        }
         let Some(record) = self.store.command(command)? else {
             return Ok(false);
         };
         let Some(replaces) = CommandSpec::parse(&record.spec)
             .ok()
-            .and_then(|spec| bootstrap::account_as_replaces(&spec, outcome))
+            .and_then(|spec| bootstrap::account_as_replaces(&spec))
         else {
             return Ok(false);
         };
@@ -871,15 +866,13 @@ impl DmService {
     fn supersede(&self, dev_id: &str, token: &str, unix_now: i64) -> Result<(), DmError> {
         let previous = {
             let mut sessions = self.lock_sessions();
-            let previous = match sessions
+            match sessions
                 .by_device
                 .insert(dev_id.to_owned(), token.to_owned())
             {
                 Some(old) if old != token => sessions.by_token.remove(&old),
                 _ => None,
-            };
-            self.metrics.sessions_held(sessions.len());
-            previous
+            }
         };
         if let Some(previous) = previous {
             debug!(device = dev_id, session = %previous.session_id, "a newer session of the device replaces this one");
@@ -926,7 +919,6 @@ impl DmService {
             for slot in &stale {
                 sessions.forget(slot);
             }
-            self.metrics.sessions_held(sessions.len());
             stale
         };
         let count = stale.len();
@@ -972,6 +964,11 @@ impl DmService {
             0 => Ok(0),
             days => Ok(self.store.forget_history(unix_now - days * 86_400)?),
         }
+    }
+
+    /// How many sessions this instance holds open now.
+    pub fn open_sessions(&self) -> usize {
+        self.lock_sessions().len()
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {

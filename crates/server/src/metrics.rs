@@ -14,7 +14,6 @@ use std::time::Duration;
 pub struct Metrics {
     sessions_opened: AtomicU64,
     sessions_ended: AtomicU64,
-    sessions_held: AtomicU64,
     messages: AtomicU64,
     messages_refused: AtomicU64,
     auth_failures: AtomicU64,
@@ -38,11 +37,6 @@ impl Metrics {
 
     pub fn session_ended(&self) {
         self.sessions_ended.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many sessions the instance holds open now.
-    pub fn sessions_held(&self, open: usize) {
-        self.sessions_held.store(open as u64, Ordering::Relaxed);
     }
 
     /// One DM message handled, and the time its store work took.
@@ -79,8 +73,8 @@ impl Metrics {
         bump(&self.bootstraps, approach);
     }
 
-    /// The Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every counter, and of the sessions open now.
+    pub fn render(&self, sessions_open: usize) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -121,8 +115,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP gwmo_sessions_open DM sessions this instance holds open (only devices that authenticated have one).\n# TYPE gwmo_sessions_open gauge\ngwmo_sessions_open {}",
-            get(&self.sessions_held)
+            "# HELP gwmo_sessions_open DM sessions this instance holds open (only devices that authenticated have one).\n# TYPE gwmo_sessions_open gauge\ngwmo_sessions_open {sessions_open}"
         );
         let store = get(&self.store_micros) as f64 / 1e6;
         let _ = writeln!(
@@ -184,7 +177,7 @@ mod tests {
         metrics.alert("urn:oma:at:gwmo:1.0:DeviceAttach");
         metrics.bootstrap("server-assisted");
         metrics.lapse();
-        let text = metrics.render();
+        let text = metrics.render(0);
         assert!(
             text.contains(
                 "# TYPE gwmo_sessions_opened_total counter\ngwmo_sessions_opened_total 1\n"

@@ -176,7 +176,6 @@ impl ClientSession {
         }
     }
 
-    /// Package 1.
     /// Nonces handed to the server before the one in the configuration, that a message
     /// lost on the way (or a server that died before storing the newer one) may leave
     /// the server using: its credentials built with one of them are good, once.
@@ -184,6 +183,7 @@ impl ClientSession {
         self.verifier.accept_previous(previous);
     }
 
+    /// Package 1.
     pub fn start(&mut self) -> Result<Outgoing, SessionError> {
         self.send(self.package1.clone(), true, &mut Vec::new)
     }

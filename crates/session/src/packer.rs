@@ -293,15 +293,15 @@ mod tests {
 
     /// One closing XML message of `queue` under `limit`, as a device packs.
     fn pack_whole(queue: &mut VecDeque<(u8, Command)>, limit: usize) -> Packed<u8> {
-        let (closes, encoding) = (true, Encoding::Xml);
+        let oversized = Oversized::SendWhole;
         pack(
             header(),
             vec![],
             queue,
-            closes,
+            true,
             limit,
-            encoding,
-            Oversized::SendWhole,
+            Encoding::Xml,
+            oversized,
         )
         .unwrap()
     }
