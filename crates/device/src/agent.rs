@@ -16,6 +16,7 @@ use gwmo_tree::{AuthLevel, DmAccount, Elapsed, Tree};
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::settings::DeviceSettings;
 use crate::state::StateDir;
 use crate::{DeviceError, local, provision};
@@ -563,17 +564,13 @@ impl Agent {
                 .collect::<Vec<_>>()
         };
         let mut failed = failed_of(self.sessions_with(servers, Trigger::Client).await);
-        let mut pause = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), LONGEST_PAUSE);
         while !failed.is_empty() {
-            let spread = u64::try_from(pause.as_millis() / 2)
-                .unwrap_or(u64::MAX)
-                .max(1);
-            tokio::time::sleep(pause + Duration::from_millis(rand::random::<u64>() % spread)).await;
+            tokio::time::sleep(backoff.next_wait()).await;
             let present = self.server_ids().await;
             failed.retain(|server| present.contains(server));
             info!(servers = ?failed, "trying failed sessions again");
             failed = failed_of(self.sessions_with(failed, Trigger::Client).await);
-            pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 

@@ -3,6 +3,7 @@
 //! server asks for.
 
 pub mod agent;
+pub mod backoff;
 pub mod local;
 pub mod notify;
 pub mod provision;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gwmo_device::backoff::Backoff;
 use gwmo_device::settings::{FactoryAccount, WireEncoding};
 use gwmo_device::{Agent, DeviceSettings, SessionEnd};
 use gwmo_session::{ClientOutcome, Trigger};
@@ -183,7 +184,7 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
 /// its devices back) until it completes or `patience` has passed.
 async fn session(agent: &Agent, server_id: &str, patience: Duration) -> Result<(), StepError> {
     let deadline = Instant::now() + patience;
-    let mut pause = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), MAX_RETRY_PAUSE);
     loop {
         let error = match agent
             .session(server_id, Trigger::Client, None, Vec::new())
@@ -193,13 +194,11 @@ async fn session(agent: &Agent, server_id: &str, patience: Duration) -> Result<(
             Ok(report) => format!("{:?}", report.outcome),
             Err(error) => error.to_string(),
         };
-        let jitter =
-            Duration::from_millis(rand::random::<u64>() % (pause.as_millis() as u64 / 2 + 1));
-        if Instant::now() + pause + jitter >= deadline {
+        let wait = backoff.next_wait();
+        if Instant::now() + wait >= deadline {
             return Err((session_kind(agent, server_id), error));
         }
-        tokio::time::sleep(pause + jitter).await;
-        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        tokio::time::sleep(wait).await;
     }
 }
 
