@@ -62,8 +62,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr().context("no local address")?;
         if let Some(path) = &settings.address_file {
-            crate::device::write_atomically(path, bound.to_string().as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::daemon::write_address_file(path, bound)?;
         }
         let _advertisement = match &settings.dns_sd_interface {
             Some(interface) => Some(gwmo_discovery::advertise(
@@ -86,7 +85,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
             tls,
             gwmo_bootstrap::router(settings.bootstrap, enroller),
             gwmo_net::ServeLimits::default(),
-            crate::server::shutdown_signal(),
+            crate::daemon::shutdown_signal(),
         )
         .await;
         Ok(())

@@ -108,7 +108,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let token = gwmo_server::admin::random_secret();
+    let token = gwmo_server::secrets::random_secret();
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
     gwmo_net::certs::issue(&dir.path().join("pki"), DEMO_CERTIFICATE, &hosts)?;
     let tls = demo_tls(dir.path());
@@ -217,7 +217,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         println!(
             "\nThe server keeps running: the dashboard is at {dashboard} (admin token {token}); Ctrl-C ends it."
         );
-        crate::server::shutdown_signal().await;
+        crate::daemon::shutdown_signal().await;
     }
     let _ = stop.send(());
     let _ = serving.await;
@@ -487,7 +487,7 @@ async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     timer.abort();
     println!(
         "  at {}, the device's lapse timer removed the account of {gateway}",
-        gwmo_tree::rfc3339(gwmo_server::http::unix_now())
+        gwmo_tree::rfc3339(gwmo_net::unix_now())
     );
     wait_for("the Device Detach Alert on the server", || async {
         let events = admin

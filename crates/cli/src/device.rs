@@ -11,8 +11,6 @@ use gwmo_session::Trigger;
 use gwmo_tree::Tree;
 use serde_json::{Map, Value, json};
 
-pub use gwmo_device::write_atomically;
-
 use crate::ConfigArgs;
 
 #[derive(Args, Debug)]
@@ -76,10 +74,10 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
             tokio::spawn(gwmo_device::notify::serve(
                 agent.clone(),
                 listener,
-                crate::server::shutdown_signal(),
+                crate::daemon::shutdown_signal(),
             ))
         });
-        agent.run(crate::server::shutdown_signal()).await;
+        agent.run(crate::daemon::shutdown_signal()).await;
         if let Some(task) = notify {
             task.abort();
         }

@@ -25,14 +25,12 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         let bootstrap_address_file = settings.bootstrap_address_file.clone();
         let gateway = Gateway::start(settings).await?;
         if let (Some(path), Some(addr)) = (address_file, gateway.local_addr()) {
-            crate::device::write_atomically(&path, addr.to_string().as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::daemon::write_address_file(&path, addr)?;
         }
         if let (Some(path), Some(addr)) = (bootstrap_address_file, gateway.bootstrap_addr()) {
-            crate::device::write_atomically(&path, addr.to_string().as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::daemon::write_address_file(&path, addr)?;
         }
-        gateway.run(crate::server::shutdown_signal()).await?;
+        gateway.run(crate::daemon::shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod certs;
 mod config;
+mod daemon;
 mod demo;
 mod device;
 mod gateway;

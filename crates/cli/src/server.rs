@@ -23,33 +23,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let address_file = settings.address_file.clone();
         let server = Server::bind(settings).await?;
         if let (Some(path), Some(addr)) = (address_file, server.local_addr()) {
-            crate::device::write_atomically(&path, addr.to_string().as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::daemon::write_address_file(&path, addr)?;
         }
-        server.run(shutdown_signal()).await?;
+        server.run(crate::daemon::shutdown_signal()).await?;
         Ok(())
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
 }

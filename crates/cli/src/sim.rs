@@ -115,7 +115,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     print!("{report}");
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
-        crate::device::write_atomically(path, json.as_bytes())
+        gwmo_device::write_atomically(path, json.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if report.error_count() > 0 {

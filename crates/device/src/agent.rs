@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gwmo_net::HttpClient;
+use gwmo_net::{HttpClient, unix_now};
 use gwmo_proto::{Alert, CmdIds, Command, Encoding};
 use gwmo_session::{
     ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Credentials, Executor,
@@ -59,7 +59,7 @@ pub struct Agent {
     /// Wakes the lapse timer when a new bootstrap may lapse sooner.
     lapse_rearm: Notify,
     /// What package 0 opened lately (`notify.rs`).
-    pub(crate) notifications: std::sync::Mutex<crate::notify::NotificationLog>,
+    pub(crate) notifications: std::sync::Mutex<crate::pacing::NotificationLog>,
 }
 
 impl Agent {
@@ -617,13 +617,6 @@ impl Agent {
             Err(error) => warn!(%error, "local bootstrap failed"),
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 /// Lapses what is due and stores the tree if anything went.

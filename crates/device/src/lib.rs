@@ -6,6 +6,7 @@ pub mod agent;
 pub mod backoff;
 pub mod local;
 pub mod notify;
+mod pacing;
 pub mod provision;
 pub mod settings;
 pub mod state;

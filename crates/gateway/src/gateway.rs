@@ -9,14 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use gwmo_net::unix_now;
 
 use gwmo_bootstrap::{BootstrapSettings, EnrollError, Enroller, Enrollment};
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
 use gwmo_server::command::CommandSpec;
-use gwmo_server::http::AppState;
+use gwmo_server::state::AppState;
 use gwmo_server::store::{CommandState, NewDevice};
 use gwmo_server::{Server, ServerSettings};
 use gwmo_session::{ClientOutcome, Trigger};
@@ -912,13 +914,6 @@ const STATE_REFRESH: Duration = Duration::from_secs(1);
 
 /// How long a fan-out waits for its end devices before it reports what it has.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
 
 /// The GwMO objects of a new gateway: its Config, an empty Device Inventory, both
 /// managed by the DM Server.

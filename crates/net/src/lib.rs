@@ -5,9 +5,11 @@
 //! not to ([`tls`]); [`certs`] makes a development CA and certificates.
 
 pub mod certs;
+mod clock;
 mod serve;
 mod tls;
 
+pub use clock::unix_now;
 pub use serve::{ServeLimits, serve};
 pub use tls::{ClientTls, TlsError, TlsSettings};
 pub use tokio_rustls::TlsAcceptor;

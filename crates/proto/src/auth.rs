@@ -34,9 +34,26 @@ impl AuthType {
     }
 
     pub fn from_meta_type(value: &str) -> Option<AuthType> {
-        [AuthType::Basic, AuthType::Md5, AuthType::Hmac]
+        AuthType::ALL
             .into_iter()
             .find(|a| a.meta_type().eq_ignore_ascii_case(value.trim()))
+    }
+
+    /// Every scheme, in the order of their names.
+    pub const ALL: [AuthType; 3] = [AuthType::Basic, AuthType::Md5, AuthType::Hmac];
+
+    /// The scheme's short name: in settings, the admin API and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthType::Basic => "basic",
+            AuthType::Md5 => "md5",
+            AuthType::Hmac => "hmac",
+        }
+    }
+
+    /// The scheme a short name names.
+    pub fn from_name(name: &str) -> Option<AuthType> {
+        AuthType::ALL.into_iter().find(|a| a.name() == name)
     }
 }
 

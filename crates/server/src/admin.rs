@@ -14,10 +14,12 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::command::{CommandSpec, StoredOutcome};
-use crate::http::{AppState, unix_now};
+use crate::secrets::random_secret;
+use crate::state::AppState;
 use crate::store::{
     CommandRecord, DeviceRecord, EventFilter, GatewayRecord, NewDevice, StoreError,
 };
+use gwmo_net::unix_now;
 
 /// An admin API error: an HTTP status and a one-line reason, as JSON.
 #[derive(Debug)]
@@ -125,18 +127,9 @@ pub async fn enroll(
     if request.dev_id.trim().is_empty() || request.dev_id.len() > 256 {
         return Err(bad("dev_id must be 1 to 256 characters".into()));
     }
-    let auth = match request.auth.as_deref().unwrap_or("md5") {
-        "basic" => AuthType::Basic,
-        "md5" => AuthType::Md5,
-        "hmac" => AuthType::Hmac,
-        other => {
-            return Err(bad(format!(
-                "auth must be basic, md5 or hmac, not {other:?}"
-            )));
-        }
-    };
+    let auth = parse_auth(request.auth.as_deref().unwrap_or(AuthType::Md5.name()))?;
     let enrollment = Enrollment {
-        auth: auth_name(auth).into(),
+        auth: auth.name().into(),
         server_id: state.settings.server_id.clone(),
         server_url: state.dm_url.clone(),
         client_name: request
@@ -163,22 +156,6 @@ pub async fn enroll(
         )),
         Err(error) => Err(error.into()),
     }
-}
-
-pub fn auth_name(auth: AuthType) -> &'static str {
-    match auth {
-        AuthType::Basic => "basic",
-        AuthType::Md5 => "md5",
-        AuthType::Hmac => "hmac",
-    }
-}
-
-/// 128 random bits as 32 hex digits (DM Security recommends at least 128-bit secrets).
-pub fn random_secret() -> String {
-    rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `?after=KEY&limit=N`: a page of a listing in key order.
@@ -220,7 +197,7 @@ pub async fn list_devices(
 fn device_json(device: &DeviceRecord) -> Value {
     json!({
         "dev_id": device.dev_id,
-        "auth": auth_name(device.auth),
+        "auth": device.auth.name(),
         "devinfo": device.devinfo,
         "notify_url": device.notify_address,
         "encoding": device.encoding,
@@ -516,21 +493,18 @@ pub async fn change_auth(
     Ok((
         StatusCode::ACCEPTED,
         Json(
-            json!({ "command": id, "auth": auth_name(auth), "applies": "from the session after the device confirms" }),
+            json!({ "command": id, "auth": auth.name(), "applies": "from the session after the device confirms" }),
         ),
     ))
 }
 
 fn parse_auth(text: &str) -> Result<AuthType, ApiError> {
-    match text {
-        "basic" => Ok(AuthType::Basic),
-        "md5" => Ok(AuthType::Md5),
-        "hmac" => Ok(AuthType::Hmac),
-        other => Err(ApiError(
+    AuthType::from_name(text).ok_or_else(|| {
+        ApiError(
             StatusCode::BAD_REQUEST,
-            format!("auth must be basic, md5 or hmac, not {other:?}"),
-        )),
-    }
+            format!("auth must be basic, md5 or hmac, not {text:?}"),
+        )
+    })
 }
 
 /// `?after=ID&limit=N&kind=K&device=DEVID`.

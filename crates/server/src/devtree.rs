@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::admin::{ApiError, known_device, queue_and_wake};
 use crate::command::CommandSpec;
 use crate::dm::TREE_REPORT_TARGET;
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// Shown instead of a secret's value.
 const HIDDEN: &str = "(hidden)";

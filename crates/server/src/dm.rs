@@ -17,10 +17,10 @@ use tracing::{debug, info, warn};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::admin::random_secret;
 use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::metrics::Metrics;
+use crate::secrets::random_secret;
 use crate::settings::ServerSettings;
 use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap, Store, StoreError};
 use crate::throttle::AuthThrottle;

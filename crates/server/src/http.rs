@@ -11,35 +11,17 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use gwmo_net::{HMAC_HEADER, HttpClient};
+use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::settings::ServerSettings;
-use crate::store::Store;
+use crate::state::AppState;
 use crate::{admin, devtree};
-
-/// What every request handler shares.
-pub struct AppState {
-    pub settings: ServerSettings,
-    pub store: Arc<dyn Store>,
-    pub dm: DmService,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub dm_url: String,
-    pub client: HttpClient,
-}
 
 /// How often the sweeper forgets history older than `history_days`.
 const FORGET_HISTORY_EVERY: Duration = Duration::from_secs(3600);
-
-/// Seconds since the Unix epoch, for what the store records.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
 
 pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()

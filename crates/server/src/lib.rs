@@ -11,7 +11,9 @@ pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod secrets;
 pub mod settings;
+pub mod state;
 pub mod store;
 pub mod throttle;
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, warn};
 
 use crate::dm::device_auth;
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::store::DeviceRecord;
 
 /// Package-0 notifications in flight at once: a device that does not answer (its

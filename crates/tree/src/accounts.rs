@@ -7,7 +7,7 @@ use crate::TreeError;
 use crate::acl::{Acl, Op};
 use crate::dmacc::account_of;
 use crate::dmacc::{DMACC, DmAccount, dm_accounts, write_dm_account};
-use crate::gwboot::{Origin, Trust};
+use crate::provenance::{Origin, Trust};
 use crate::registry::{AccountId, LapseBudget, Record};
 use crate::tree::Tree;
 use crate::uri::segment_for;

@@ -20,8 +20,9 @@ use std::collections::BTreeSet;
 
 use crate::acl::Acl;
 use crate::dmacc::{DMACC, dm_accounts};
-use crate::gwboot::{MIRROR, Origin, Trust};
+use crate::gwboot::MIRROR;
 use crate::node::Node;
+use crate::provenance::{Origin, Trust};
 use crate::registry::{AccountId, Record, Registry, Standing};
 use crate::tree::Tree;
 

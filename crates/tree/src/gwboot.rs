@@ -11,76 +11,16 @@
 //! `guard.rs` lets it change.
 
 use gwmo_proto::codes::status;
-use serde::{Deserialize, Serialize};
 
 use crate::acl::{Acl, Op};
 use crate::dmacc::{DMACC, account_of, dm_accounts};
 use crate::node::{Format, Node};
+use crate::provenance::{Origin, Trust};
 use crate::registry::{AccountId, Record, Standing};
 use crate::tree::Tree;
 
 /// The mirror's place inside an account.
 pub(crate) const MIRROR: [&str; 2] = ["Ext", "GwBoot"];
-
-/// Where an account came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Origin {
-    Factory,
-    Server,
-    ServerAssisted,
-    LocalBootstrap,
-    ViaGateway,
-}
-
-/// How far an account is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trust {
-    Full,
-    Restricted,
-    Validated,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Factory => "factory",
-            Origin::Server => "server",
-            Origin::ServerAssisted => "server-assisted",
-            Origin::LocalBootstrap => "local-bootstrap",
-            Origin::ViaGateway => "via-gateway",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Origin> {
-        use Origin::*;
-        [Factory, Server, ServerAssisted, LocalBootstrap, ViaGateway]
-            .into_iter()
-            .find(|o| o.as_str() == text)
-    }
-
-    /// Whether an account of this origin is a gateway's.
-    pub fn is_gateway(self) -> bool {
-        matches!(self, Origin::ServerAssisted | Origin::LocalBootstrap)
-    }
-}
-
-impl Trust {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trust::Full => "full",
-            Trust::Restricted => "restricted",
-            Trust::Validated => "validated",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Trust> {
-        [Trust::Full, Trust::Restricted, Trust::Validated]
-            .into_iter()
-            .find(|t| t.as_str() == text)
-    }
-}
 
 /// An account's provenance as the mirror shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod guard;
 mod gwboot;
 mod lapse;
 mod node;
+mod provenance;
 mod registry;
 mod stdobj;
 mod subtree;
@@ -25,9 +26,10 @@ pub use dmacc::{
     AppAuth, AuthLevel, DMACC, DmAccount, account_for, account_of, dm_accounts, set_account_nonce,
     write_dm_account,
 };
-pub use gwboot::{Origin, Provenance, Trust, mirrored_provenance, rfc3339};
+pub use gwboot::{Provenance, mirrored_provenance, rfc3339};
 pub use lapse::Elapsed;
 pub use node::{Content, Format, Node};
+pub use provenance::{Origin, Trust};
 pub use stdobj::DeviceInfo;
 pub use subtree::TndsTreeError;
 pub use tree::{ExecRequest, Tree};

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gwboot::{Origin, Trust};
+use crate::provenance::{Origin, Trust};
 
 /// The identity of one account for as long as the device knows it. Given in
 /// increasing order: an account with a smaller id was there first.

@@ -346,21 +346,8 @@ pub trait Store: Send + Sync {
     fn forget_history(&self, before: i64) -> Result<u64, StoreError>;
 }
 
-fn auth_text(auth: AuthType) -> &'static str {
-    match auth {
-        AuthType::Basic => "basic",
-        AuthType::Md5 => "md5",
-        AuthType::Hmac => "hmac",
-    }
-}
-
 fn auth_from_text(text: &str) -> Result<AuthType, StoreError> {
-    match text {
-        "basic" => Ok(AuthType::Basic),
-        "md5" => Ok(AuthType::Md5),
-        "hmac" => Ok(AuthType::Hmac),
-        other => Err(StoreError::Corrupt(format!("auth type {other:?}"))),
-    }
+    AuthType::from_name(text).ok_or_else(|| StoreError::Corrupt(format!("auth type {text:?}")))
 }
 
 fn command_state(text: &str) -> Result<CommandState, StoreError> {

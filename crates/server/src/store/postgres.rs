@@ -17,8 +17,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::{
     Association, CommandRecord, DeviceRecord, EventFilter, EventRecord, FanoutRecord,
-    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, auth_text,
-    command_state, devinfo_from_json, devinfo_to_json,
+    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, command_state,
+    devinfo_from_json, devinfo_to_json,
 };
 
 /// Schema changes in order; `gwmo_schema.version` records how many have run.
@@ -314,7 +314,7 @@ impl Store for PostgresStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dev_id) DO NOTHING",
             &[
                 &device.dev_id,
-                &auth_text(device.auth),
+                &device.auth.name(),
                 &device.client_name,
                 &device.client_secret,
                 &device.server_name,
@@ -488,7 +488,7 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         self.execute(
             "UPDATE devices SET auth_switch_to = $2, auth_switch_command = $3 WHERE dev_id = $1",
-            &[&dev_id, &auth_text(auth), &command],
+            &[&dev_id, &auth.name(), &command],
         )?;
         Ok(())
     }

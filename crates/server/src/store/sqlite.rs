@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     Association, CommandRecord, DeviceRecord, EventFilter, EventRecord, FanoutRecord,
-    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, auth_text,
-    command_state, devinfo_from_json, devinfo_to_json,
+    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, command_state,
+    devinfo_from_json, devinfo_to_json,
 };
 
 /// Statements through the connection's statement cache: SQLite parses each SQL text
@@ -225,7 +225,7 @@ impl Store for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dev_id) DO NOTHING",
             params![
                 device.dev_id,
-                auth_text(device.auth),
+                device.auth.name(),
                 device.client_name,
                 device.client_secret,
                 device.server_name,
@@ -413,7 +413,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.lock().run_cached(
             "UPDATE devices SET auth_switch_to = ?2, auth_switch_command = ?3 WHERE dev_id = ?1",
-            params![dev_id, auth_text(auth), command],
+            params![dev_id, auth.name(), command],
         )?;
         Ok(())
     }
