@@ -2,7 +2,8 @@
 //! middle of a session, or of a whole simulated rollout, loses no device, association,
 //! queued command or result, and runs none twice; a device killed while writing its
 //! tree keeps a whole one; a gateway that sends a report again because the answer died
-//! with the server does not get it handled twice.
+//! with the server does not get it handled twice; a server killed inside the unit of
+//! work of a Location Update leaves none of it.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::scripted::{Scripted, device_tree_for, next_nonce};
+use common::scripted::{Scripted, device_tree_for, next_nonce, post_dm};
 use common::*;
 use serde_json::Value;
 
@@ -464,4 +465,55 @@ fn a_bootstrap_whose_answer_died_with_the_server_settles_once_after_the_restart(
     let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
     assert_eq!(device["gateway"]["gateway_id"], "gw-doubt", "{device}");
     assert_eq!(device["commands"].as_array().unwrap().len(), 1, "{device}");
+}
+
+/// The server aborts (`GWMO_CRASH_AT=queue-bootstrap`) after queuing the first command
+/// of a Location Update's bootstrap, before its plan and event are written. Nothing of
+/// the unit of work is left after the restart: no command queued without its plan
+/// (which no Status could ever settle). The device's next Location Update plans it
+/// whole, and the association follows.
+#[test]
+fn a_server_killed_inside_a_location_updates_unit_of_work_leaves_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("server.db").display().to_string();
+    let mut server = ServerProcess::start_with_env(
+        dir.path(),
+        &database,
+        "",
+        &[("GWMO_CRASH_AT", "queue-bootstrap")],
+    );
+    registered_gateway(&server, "gw-unit");
+    let dev_id = "IMEI:350000000000703";
+    let enrollment = server.enroll(dev_id, "md5");
+    let seen = vec![gateway_alert(
+        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
+        "./DevInfo",
+        "gw-unit".into(),
+    )];
+    let tree = device_tree_for(&server, &enrollment);
+    let first = Scripted::resume(&server, &enrollment, "1", &[], tree.clone(), seen.clone());
+    let (addr, path, body) = (server.addr, first.path(), first.body().to_vec());
+    // No answer comes: the server dies handling it.
+    let sending = std::thread::spawn(move || {
+        let _ = std::panic::catch_unwind(|| post_dm(addr, &path, &body));
+    });
+    poll("the server aborted", Duration::from_secs(30), || {
+        server.daemon.exited().then_some(())
+    });
+    let _ = sending.join();
+    server.kill_and_restart();
+
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["commands"], serde_json::json!([]), "{device}");
+    assert!(device["gateway"].is_null(), "{device}");
+    let (_, events) = server.api("GET", &format!("/api/events?device={dev_id}"), None);
+    assert!(!events.to_string().contains("location-update"), "{events}");
+
+    let mut again = Scripted::resume(&server, &enrollment, "2", &[], tree, seen);
+    again.finish(&server);
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["gateway"]["gateway_id"], "gw-unit", "{device}");
+    let commands = device["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1, "{device}");
+    assert_eq!(commands[0]["status"], 200, "{device}");
 }

@@ -22,7 +22,9 @@ use crate::command::{CommandSpec, StoredOutcome};
 use crate::metrics::Metrics;
 use crate::secrets::random_secret;
 use crate::settings::ServerSettings;
-use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap, Store, StoreError};
+use crate::store::{
+    BootstrapPlan, DeviceRecord, GatewayRecord, SettledBootstrap, Store, StoreError,
+};
 use crate::throttle::AuthThrottle;
 
 /// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
@@ -587,27 +589,25 @@ impl DmService {
             &client_secret,
             &server_secret,
         );
-        let mut last = 0;
-        for spec in &commands {
-            last = self
-                .store
-                .queue_command(dev_id, &spec.to_json(), unix_now)?;
-        }
-        self.store
-            .plan_bootstrap(last, dev_id, gateway_id, &client_secret, &server_secret)?;
+        let commands: Vec<String> = commands.iter().map(CommandSpec::to_json).collect();
+        let event = serde_json::json!({ "gateway": gateway_id, "previous": previous, "result": "bootstrap sent" });
+        self.store.queue_bootstrap(
+            &BootstrapPlan {
+                dev_id,
+                gateway_id,
+                client_secret: &client_secret,
+                server_secret: &server_secret,
+                commands: &commands,
+                event: &event.to_string(),
+            },
+            unix_now,
+        )?;
         info!(
             device = dev_id,
             gateway = gateway_id,
             ?previous,
             "bootstrapping the device to its gateway"
         );
-        let detail = serde_json::json!({ "gateway": gateway_id, "previous": previous, "result": "bootstrap sent" });
-        self.store.log_event(
-            Some(dev_id),
-            "location-update",
-            &detail.to_string(),
-            unix_now,
-        )?;
         Ok(())
     }
 

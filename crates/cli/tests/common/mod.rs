@@ -185,6 +185,11 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// Whether the process has ended (and reaped it).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("daemon exited with {status}:\n{}", self.log_text());
@@ -225,6 +230,16 @@ impl ServerProcess {
 
     /// A server with more settings (`settings`: TOML lines).
     pub fn start_with(dir: &Path, database: &str, settings: &str) -> ServerProcess {
+        ServerProcess::start_with_env(dir, database, settings, &[])
+    }
+
+    /// A server with more settings and environment variables (a restart has none).
+    pub fn start_with_env(
+        dir: &Path,
+        database: &str,
+        settings: &str,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         std::fs::create_dir_all(dir).unwrap();
         let address_file = dir.join("server.addr");
         let config = dir.join("server.toml");
@@ -238,6 +253,7 @@ impl ServerProcess {
         .unwrap();
         let mut command = gwmo();
         command.arg("server").arg("--config").arg(&config);
+        command.envs(env.iter().copied());
         let mut daemon = Daemon::spawn(command, dir.join("server.log"));
         let addr = bound_address(&mut daemon, &address_file);
         ServerProcess {

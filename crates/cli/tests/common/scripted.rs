@@ -112,6 +112,11 @@ impl Scripted {
         path_of(&self.next.url)
     }
 
+    /// The next message, encoded.
+    pub fn body(&self) -> &[u8] {
+        &self.next.body
+    }
+
     /// Sends the next message where the session says; returns the server's answer.
     pub fn send(&self, server: &ServerProcess) -> (u16, String) {
         post_dm(server.addr, &self.path(), &self.next.body)

@@ -16,9 +16,9 @@ use gwmo_proto::auth::AuthType;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::{
-    Association, CommandRecord, DeviceRecord, EventFilter, EventRecord, FanoutRecord,
-    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, command_state,
-    devinfo_from_json, devinfo_to_json,
+    Association, BootstrapPlan, CommandRecord, DeviceRecord, EventFilter, EventRecord,
+    FanoutRecord, GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text,
+    command_state, crash_point, devinfo_from_json, devinfo_to_json,
 };
 
 /// Schema changes in order; `gwmo_schema.version` records how many have run.
@@ -603,20 +603,34 @@ impl Store for PostgresStore {
         )? > 0)
     }
 
-    fn plan_bootstrap(
-        &self,
-        command: i64,
-        dev_id: &str,
-        gateway_id: &str,
-        client_secret: &str,
-        server_secret: &str,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&command, &dev_id, &gateway_id, &client_secret, &server_secret],
-        )?;
-        Ok(())
+    fn queue_bootstrap(&self, plan: &BootstrapPlan<'_>, now: i64) -> Result<i64, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            let mut last = None;
+            for spec in plan.commands {
+                let id: i64 = transaction
+                    .query_one(
+                        "INSERT INTO commands (dev_id, spec, state, queued_at)
+                         VALUES ($1, $2, 'queued', $3) RETURNING id",
+                        &[&plan.dev_id, spec, &now],
+                    )?
+                    .try_get(0)?;
+                last = Some(id);
+                crash_point("queue-bootstrap");
+            }
+            let last = last.ok_or(StoreError::EmptyPlan)?;
+            transaction.execute(
+                "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&last, &plan.dev_id, &plan.gateway_id, &plan.client_secret, &plan.server_secret],
+            )?;
+            transaction.execute(
+                "INSERT INTO events (at, dev_id, kind, detail) VALUES ($1, $2, 'location-update', $3)",
+                &[&now, &plan.dev_id, &plan.event],
+            )?;
+            transaction.commit()?;
+            Ok(last)
+        })
     }
 
     fn settle_bootstrap(

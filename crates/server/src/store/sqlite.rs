@@ -10,9 +10,9 @@ use gwmo_proto::auth::AuthType;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Association, CommandRecord, DeviceRecord, EventFilter, EventRecord, FanoutRecord,
-    GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text, command_state,
-    devinfo_from_json, devinfo_to_json,
+    Association, BootstrapPlan, CommandRecord, DeviceRecord, EventFilter, EventRecord,
+    FanoutRecord, GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text,
+    command_state, crash_point, devinfo_from_json, devinfo_to_json,
 };
 
 /// Statements through the connection's statement cache: SQLite parses each SQL text
@@ -494,20 +494,30 @@ impl Store for SqliteStore {
 
     /// Remembers a gateway bootstrap sent to a device as `command`, with the credentials
     /// the gateway will need once the device confirms it.
-    fn plan_bootstrap(
-        &self,
-        command: i64,
-        dev_id: &str,
-        gateway_id: &str,
-        client_secret: &str,
-        server_secret: &str,
-    ) -> Result<(), StoreError> {
-        self.lock().run_cached(
+    fn queue_bootstrap(&self, plan: &BootstrapPlan<'_>, now: i64) -> Result<i64, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let mut last = None;
+        for spec in plan.commands {
+            transaction.run_cached(
+                "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+                params![plan.dev_id, spec, now],
+            )?;
+            last = Some(transaction.last_insert_rowid());
+            crash_point("queue-bootstrap");
+        }
+        let last = last.ok_or(StoreError::EmptyPlan)?;
+        transaction.run_cached(
             "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![command, dev_id, gateway_id, client_secret, server_secret],
+            params![last, plan.dev_id, plan.gateway_id, plan.client_secret, plan.server_secret],
         )?;
-        Ok(())
+        transaction.run_cached(
+            "INSERT INTO events (at, dev_id, kind, detail) VALUES (?1, ?2, 'location-update', ?3)",
+            params![now, plan.dev_id, plan.event],
+        )?;
+        transaction.commit()?;
+        Ok(last)
     }
 
     /// Settles a planned bootstrap when its command came back with `status`: success

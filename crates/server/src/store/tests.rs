@@ -256,37 +256,62 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
                 .register_gateway(&gateway(gateway_id, dev_id))
                 .unwrap();
         }
-        store
-            .plan_bootstrap(10, "IMEI:ed", "gw-1", "c", "s")
-            .unwrap();
+        let commands = vec!["{\"op\":\"Get\",\"target\":\"./DevInfo\"}".to_owned(); 2];
+        let plan = |gateway_id, client_secret| BootstrapPlan {
+            dev_id: "IMEI:ed",
+            gateway_id,
+            client_secret,
+            server_secret: "s",
+            commands: &commands,
+            event: "{}",
+        };
+        let first = store.queue_bootstrap(&plan("gw-1", "c"), 0).unwrap();
         assert!(store.bootstrap_pending("IMEI:ed", "gw-1").unwrap());
         assert!(!store.bootstrap_pending("IMEI:ed", "gw-2").unwrap());
-        assert_eq!(store.settle_bootstrap(10, 507, 1).unwrap(), None);
+        assert_eq!(
+            store.settle_bootstrap(first - 1, 200, 1).unwrap(),
+            None,
+            "the last command settles"
+        );
+        assert_eq!(store.settle_bootstrap(first, 507, 1).unwrap(), None);
         assert_eq!(store.association("IMEI:ed").unwrap(), None);
         assert!(!store.bootstrap_pending("IMEI:ed", "gw-1").unwrap());
 
-        store
-            .plan_bootstrap(11, "IMEI:ed", "gw-1", "c", "s")
-            .unwrap();
-        let settled = store.settle_bootstrap(11, 200, 2).unwrap().unwrap();
+        let second = store.queue_bootstrap(&plan("gw-1", "c"), 1).unwrap();
+        let settled = store.settle_bootstrap(second, 200, 2).unwrap().unwrap();
         assert_eq!(
             (settled.gateway_id.as_str(), settled.previous),
             ("gw-1", None)
         );
-        store
-            .plan_bootstrap(12, "IMEI:ed", "gw-2", "c2", "s2")
-            .unwrap();
-        let moved = store.settle_bootstrap(12, 200, 3).unwrap().unwrap();
+        let third = store.queue_bootstrap(&plan("gw-2", "c2"), 2).unwrap();
+        let moved = store.settle_bootstrap(third, 200, 3).unwrap().unwrap();
         assert_eq!(moved.previous.as_deref(), Some("gw-1"));
         assert_eq!(
             store.association("IMEI:ed").unwrap().unwrap().gateway_id,
             "gw-2"
         );
         assert_eq!(
-            store.settle_bootstrap(12, 200, 4).unwrap(),
+            store.settle_bootstrap(third, 200, 4).unwrap(),
             None,
             "settled once"
         );
+        let planned = store
+            .events(0, 10, &EventFilter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "location-update")
+            .count();
+        assert_eq!(planned, 3, "each plan recorded its event");
+        assert!(matches!(
+            store.queue_bootstrap(
+                &BootstrapPlan {
+                    commands: &[],
+                    ..plan("gw-1", "c")
+                },
+                5
+            ),
+            Err(StoreError::EmptyPlan)
+        ));
         store
             .associate("IMEI:gw1", "gw-1", "local-bootstrap", None, 5)
             .unwrap();
