@@ -108,7 +108,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let token = gwmo_server::secrets::random_secret();
+    let token = gwmo_server::random_secret();
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
     gwmo_net::certs::issue(&dir.path().join("pki"), DEMO_CERTIFICATE, &hosts)?;
     let tls = demo_tls(dir.path());

@@ -70,12 +70,7 @@ enum ApproachArg {
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
-    if args.instances > 1
-        && !args
-            .db
-            .as_deref()
-            .is_some_and(gwmo_server::store::is_shared)
-    {
+    if args.instances > 1 && !args.db.as_deref().is_some_and(gwmo_server::is_shared) {
         bail!("several server instances share one store: give --db postgres://...");
     }
     let servers = if args.server.is_empty() {

@@ -2,16 +2,14 @@
 //! the server sends an end device that reports the gateway it now sees, and what it
 //! tells the gateways once the device has confirmed its new account.
 
-use gwmo_tree::segment_for;
+use gwmo_proto::auth::AuthType;
+use gwmo_tree::gwmo::{INVENTORY, entry};
+use gwmo_tree::{Origin, Trust, segment_for};
 
 use gwmo_proto::codes::status;
 
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap};
-
-/// Where a gateway keeps its Device Inventory (GwMO; node names: DESIGN.md §3, the
-/// published DDF could not be read).
-pub const INVENTORY: &str = "./GwMO/DeviceInventory";
 
 fn add(target: String, data: &str) -> CommandSpec {
     CommandSpec::Add {
@@ -53,9 +51,9 @@ pub fn device_commands(
             leaf("AppAuth/2/AAuthData", ""),
             // The server that bootstraps the gateway vouches for it (DESIGN.md §3: a
             // trusted pre-existing server writes the provenance of what it creates).
-            leaf("Ext/GwBoot/Origin", "server-assisted"),
+            leaf("Ext/GwBoot/Origin", Origin::ServerAssisted.as_str()),
             leaf("Ext/GwBoot/Parent", server_id),
-            leaf("Ext/GwBoot/Trust", "full"),
+            leaf("Ext/GwBoot/Trust", Trust::Full.as_str()),
             leaf("Ext/GwBoot/LapseAt", ""),
             leaf("Ext/GwBoot/Confirmed", "true"),
         ],
@@ -126,16 +124,19 @@ pub fn inventory_add(device: &DeviceRecord, settled: &SettledBootstrap) -> Comma
     let leaf = |path: &str, value: &str| add(format!("{base}/{path}"), value);
     CommandSpec::Atomic {
         commands: vec![
-            leaf("DevId", &device.dev_id),
-            leaf("Man", &info("Man")),
-            leaf("Mod", &info("Mod")),
-            leaf("NotifyURL", device.notify_address.as_deref().unwrap_or("")),
-            leaf("Auth", "md5"),
-            leaf("ClientName", &device.dev_id),
-            leaf("ClientSecret", &settled.client_secret),
-            leaf("ServerSecret", &settled.server_secret),
-            leaf("Origin", "server-assisted"),
-            leaf("Trust", "full"),
+            leaf(entry::DEV_ID, &device.dev_id),
+            leaf(entry::MAN, &info("Man")),
+            leaf(entry::MOD, &info("Mod")),
+            leaf(
+                entry::NOTIFY_URL,
+                device.notify_address.as_deref().unwrap_or(""),
+            ),
+            leaf(entry::AUTH, AuthType::Md5.name()),
+            leaf(entry::CLIENT_NAME, &device.dev_id),
+            leaf(entry::CLIENT_SECRET, &settled.client_secret),
+            leaf(entry::SERVER_SECRET, &settled.server_secret),
+            leaf(entry::ORIGIN, Origin::ServerAssisted.as_str()),
+            leaf(entry::TRUST, Trust::Full.as_str()),
         ],
     }
 }
@@ -145,7 +146,7 @@ pub fn inventory_add(device: &DeviceRecord, settled: &SettledBootstrap) -> Comma
 pub fn validation(gateway_id: &str) -> CommandSpec {
     CommandSpec::Replace {
         target: format!("./DMAcc/{}/Ext/GwBoot/Trust", segment_for(gateway_id)),
-        data: "validated".into(),
+        data: Trust::Validated.as_str().into(),
         format: None,
         mime: None,
     }
@@ -154,7 +155,7 @@ pub fn validation(gateway_id: &str) -> CommandSpec {
 /// The gateway (its account's node name) that `spec` validates, if it is a validation.
 pub fn validated_account(spec: &CommandSpec) -> Option<&str> {
     match spec {
-        CommandSpec::Replace { target, data, .. } if data == "validated" => target
+        CommandSpec::Replace { target, data, .. } if data == Trust::Validated.as_str() => target
             .strip_prefix("./DMAcc/")?
             .strip_suffix("/Ext/GwBoot/Trust"),
         _ => None,

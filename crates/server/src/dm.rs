@@ -13,9 +13,11 @@ use gwmo_proto::{CodecError, Command, Encoding, Message};
 use gwmo_session::{
     Credentials, DeviceAuth, Received, ServerConfig, ServerEvent, ServerSession, SessionError,
 };
+use gwmo_tree::Origin;
 use tracing::{debug, info, warn};
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 
 use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
@@ -154,6 +156,9 @@ pub struct DmService {
     wake: Option<UnboundedSender<String>>,
     metrics: Arc<Metrics>,
     throttle: AuthThrottle,
+    /// Counts the messages whose effects were stored: whoever watches it (an embedding
+    /// gateway) learns that devices, commands or sessions changed without polling.
+    stored: watch::Sender<u64>,
 }
 
 impl DmService {
@@ -185,7 +190,13 @@ impl DmService {
             sessions: Mutex::default(),
             wake,
             metrics,
+            stored: watch::Sender::new(0),
         }
+    }
+
+    /// Changes after every message whose effects were stored.
+    pub fn stored_changes(&self) -> watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     /// Handles one posted DM message. `unix_now` stamps what is stored.
@@ -481,7 +492,7 @@ impl DmService {
                         self.store
                             .settle_bootstrap(tag as i64, outcome.status, unix_now)?
                     {
-                        self.metrics.bootstrap("server-assisted");
+                        self.metrics.bootstrap(Origin::ServerAssisted.as_str());
                         self.tell_gateways(&settled, unix_now)?;
                     }
                 }
@@ -495,6 +506,8 @@ impl DmService {
         for gateway_id in seen_gateways {
             self.location_update(dev_id, &gateway_id, unix_now)?;
         }
+        self.stored
+            .send_modify(|count| *count = count.wrapping_add(1));
         Ok(())
     }
 
@@ -647,18 +660,17 @@ impl DmService {
         // itself (server assisted) stands as it is; any other attach is a local
         // bootstrap, restricted until the device answers its validation.
         let claimed = attached["origin"].as_str().unwrap_or_default();
-        let made_here = self
-            .store
-            .association(dev_id)?
-            .is_some_and(|a| a.gateway_id == gateway.gateway_id && a.origin == "server-assisted");
+        let made_here = self.store.association(dev_id)?.is_some_and(|a| {
+            a.gateway_id == gateway.gateway_id && a.origin == Origin::ServerAssisted.as_str()
+        });
         if made_here {
             info!(device = dev_id, gateway = %gateway.gateway_id, "Device Attach for a device this server bootstrapped to the gateway: nothing to do");
             return Ok(());
         }
-        if claimed != "local-bootstrap" {
+        if claimed != Origin::LocalBootstrap.as_str() {
             warn!(device = dev_id, gateway = %gateway.gateway_id, claimed, "a Device Attach claimed an origin this server has no record of: taken as a local bootstrap");
         }
-        let origin = "local-bootstrap";
+        let origin = Origin::LocalBootstrap.as_str();
         let bootstrap = attached["issued_at"].as_str();
         if !self
             .store
@@ -667,7 +679,7 @@ impl DmService {
             info!(device = dev_id, gateway = %gateway.gateway_id, "a Device Attach already handled, sent again: nothing to do");
             return Ok(());
         }
-        self.metrics.bootstrap("local-bootstrap");
+        self.metrics.bootstrap(Origin::LocalBootstrap.as_str());
         let known = self.store.device(dev_id)?.is_some();
         if known {
             let validate = bootstrap::validation(&gateway.gateway_id);
@@ -700,7 +712,7 @@ impl DmService {
         let Some(association) = self.store.association(dev_id)? else {
             return Ok(());
         };
-        if association.origin != "local-bootstrap"
+        if association.origin != Origin::LocalBootstrap.as_str()
             || gwmo_tree::segment_for(&association.gateway_id) != account
         {
             return Ok(());

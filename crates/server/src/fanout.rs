@@ -5,10 +5,9 @@
 use gwmo_proto::Alert;
 use gwmo_proto::codes::alert_type;
 
-use crate::command::CommandSpec;
+use gwmo_tree::gwmo::{FANOUT, fanout};
 
-/// Where a gateway keeps its fan-outs (node names: DESIGN.md §3).
-pub const FANOUT: &str = "./GwMO/Fanout";
+use crate::command::CommandSpec;
 
 /// The Atomic that creates fan-out `id` on the gateway: its targets and its command.
 pub fn request(id: i64, targets: &[String], spec: &CommandSpec) -> CommandSpec {
@@ -20,8 +19,8 @@ pub fn request(id: i64, targets: &[String], spec: &CommandSpec) -> CommandSpec {
     };
     CommandSpec::Atomic {
         commands: vec![
-            add("Targets", targets.join(",")),
-            add("Command", spec.to_json()),
+            add(fanout::TARGETS, targets.join(",")),
+            add(fanout::COMMAND, spec.to_json()),
         ],
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::dm::{DmError, DmRequest, DmService, session_token};
+use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
 use crate::state::AppState;
 use crate::{admin, devtree};
@@ -230,10 +231,9 @@ impl Server {
         &self.state.dm_url
     }
 
-    /// What the handlers share: the store, the settings, the HTTP client (for embedding
-    /// the server in another role, such as the gateway).
-    pub fn state(&self) -> Arc<AppState> {
-        self.state.clone()
+    /// The server's end devices, for a role that embeds it (the gateway).
+    pub fn end_devices(&self) -> EndDevices {
+        EndDevices::new(self.state.clone())
     }
 
     /// Serves until `shutdown` resolves, dropping idle sessions as it goes.

@@ -2,23 +2,35 @@
 //! of devices, their credentials and DevInfo, a queue of management commands with
 //! their outcomes, package-0 notifications, and the admin API.
 
-pub mod admin;
-pub mod bootstrap;
-pub mod command;
-pub mod devtree;
-pub mod dm;
-pub mod fanout;
-pub mod http;
-pub mod metrics;
-pub mod notify;
-pub mod secrets;
-pub mod settings;
-pub mod state;
-pub mod store;
-pub mod throttle;
+// Layers, each using only those above it (checked by cli/tests/module_layers.rs):
+// 1. the store, command specs, settings, secrets, counters, the throttle;
+mod command;
+mod metrics;
+mod secrets;
+mod settings;
+mod store;
+mod throttle;
+// 2. the domain's rules on commands: gateway bootstraps, fan-outs;
+mod bootstrap;
+mod fanout;
+// 3. DM sessions;
+mod dm;
+// 4. what handlers share, and package 0;
+mod notify;
+mod state;
+// 5. the admin API, a device's reported tree, the embedding interface;
+mod admin;
+mod devtree;
+mod embed;
+// 6. HTTP.
+mod http;
 
+pub use command::CommandSpec;
+pub use embed::{CommandOutcome, EmbedError, EndDevice, EndDevices, NewEndDevice};
 pub use http::Server;
+pub use secrets::random_secret;
 pub use settings::ServerSettings;
+pub use store::{StoreError, is_shared};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use gwmo_proto::tnds::{self, TndsError};
 use crate::TreeError;
 use crate::dmacc::{DMACC, DmAccount, dm_accounts, write_dm_account};
 use crate::node::Format;
+use crate::provenance::{Origin, Trust};
 use crate::tree::Tree;
 use crate::uri::segment_for;
 
@@ -45,12 +46,12 @@ pub fn bootstrap_document(account: &DmAccount, lapse_secs: u64) -> Result<String
     // Informative: the device writes the provenance of what it accepts itself.
     scratch.set_leaf(
         &format!("{base}/Ext/GwBoot/Origin"),
-        "local-bootstrap",
+        Origin::LocalBootstrap.as_str(),
         Format::Chr,
     )?;
     scratch.set_leaf(
         &format!("{base}/Ext/GwBoot/Trust"),
-        "restricted",
+        Trust::Restricted.as_str(),
         Format::Chr,
     )?;
     let mut node = scratch

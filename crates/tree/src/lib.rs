@@ -9,6 +9,7 @@ mod dmacc;
 mod exec;
 mod guard;
 mod gwboot;
+pub mod gwmo;
 mod lapse;
 mod node;
 mod provenance;

@@ -771,7 +771,7 @@ pub fn gateway_alert(kind: &str, source: &str, data: String) -> Alert {
         cmd_id: 0,
         code: alert::GENERIC_ALERT,
         correlator: None,
-        items: vec![gwmo_gateway::gateway::gwmo_alert_item(kind, source, data)],
+        items: vec![gwmo_gateway::gwmo_alert_item(kind, source, data)],
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
+use gwmo_tree::Origin;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::{
@@ -666,7 +667,7 @@ impl Store for PostgresStore {
                 &mut transaction,
                 &dev_id,
                 &gateway_id,
-                "server-assisted",
+                Origin::ServerAssisted.as_str(),
                 None,
                 now,
             )?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
+use gwmo_tree::Origin;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
@@ -172,6 +173,7 @@ impl SqliteStore {
         SqliteStore::prepare(connection)
     }
 
+    #[cfg(test)]
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         SqliteStore::prepare(Connection::open_in_memory()?)
     }
@@ -563,7 +565,7 @@ impl Store for SqliteStore {
             &transaction,
             &dev_id,
             &gateway_id,
-            "server-assisted",
+            Origin::ServerAssisted.as_str(),
             None,
             now,
         )?;

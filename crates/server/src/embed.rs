@@ -1,0 +1,190 @@
+//! The narrow interface for a role that embeds a DM server, as the gateway does for
+//! its end devices: enroll and forget devices, queue commands and read their outcomes,
+//! wake devices with package 0, and learn when sessions stored something. Nothing else
+//! of the server is reachable through it. Every store call runs on a blocking thread,
+//! never on an async worker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gwmo_net::unix_now;
+use gwmo_proto::auth::AuthType;
+use tokio::sync::watch;
+
+use crate::command::CommandSpec;
+use crate::notify::{self, NotifyError};
+use crate::state::AppState;
+use crate::store::{CommandState, NewDevice, Store, StoreError};
+
+/// Why an embedded server could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("end-device store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Notify(#[from] NotifyError),
+    #[error("the end-device store's worker stopped")]
+    WorkerGone,
+}
+
+/// An end device the embedded server serves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndDevice {
+    pub dev_id: String,
+    pub client_secret: String,
+    /// Sessions the device has held.
+    pub sessions: i64,
+    pub last_session_at: Option<i64>,
+    /// `./DevInfo/Man` and `./DevInfo/Mod` as the device reported them ("" before).
+    pub manufacturer: String,
+    pub model: String,
+}
+
+/// A device to serve: its credentials both ways (MD5), and where package 0 reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndDevice {
+    pub dev_id: String,
+    pub client_name: String,
+    pub client_secret: String,
+    pub server_secret: String,
+    pub notify_url: Option<String>,
+}
+
+/// Where a queued command is, and what came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub done: bool,
+    pub state: &'static str,
+    pub status: Option<u16>,
+    pub results: Option<String>,
+}
+
+/// A handle on an embedded server's end devices.
+#[derive(Clone)]
+pub struct EndDevices {
+    state: Arc<AppState>,
+}
+
+impl EndDevices {
+    pub(crate) fn new(state: Arc<AppState>) -> EndDevices {
+        EndDevices { state }
+    }
+
+    /// Runs `work` on the store on a blocking thread.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, EmbedError> {
+        let store = self.state.store.clone();
+        tokio::task::spawn_blocking(move || work(store.as_ref()))
+            .await
+            .map_err(|_| EmbedError::WorkerGone)?
+            .map_err(EmbedError::from)
+    }
+
+    /// Every device served.
+    pub async fn all(&self) -> Result<Vec<EndDevice>, EmbedError> {
+        self.with_store(|store| {
+            Ok(store
+                .devices(None, u32::MAX)?
+                .into_iter()
+                .map(|device| {
+                    let info = |leaf: &str| {
+                        device
+                            .devinfo
+                            .get(&format!("./DevInfo/{leaf}"))
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    EndDevice {
+                        manufacturer: info("Man"),
+                        model: info("Mod"),
+                        dev_id: device.dev_id,
+                        client_secret: device.client_secret,
+                        sessions: device.sessions,
+                        last_session_at: device.last_session_at,
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Serves `device`, in place of any device of the same DevId (whose commands and
+    /// nonces go with it).
+    pub async fn enroll(&self, device: NewEndDevice) -> Result<(), EmbedError> {
+        let server_name = self.state.settings.server_id.clone();
+        self.with_store(move |store| {
+            store.remove_device(&device.dev_id)?;
+            store.enroll(
+                &NewDevice {
+                    dev_id: device.dev_id.clone(),
+                    auth: AuthType::Md5,
+                    client_name: device.client_name,
+                    client_secret: device.client_secret,
+                    server_name,
+                    server_secret: device.server_secret,
+                },
+                unix_now(),
+            )?;
+            store.set_notify_address(&device.dev_id, device.notify_url.as_deref())
+        })
+        .await
+    }
+
+    /// Stops serving these devices.
+    pub async fn forget(&self, dev_ids: Vec<String>) -> Result<(), EmbedError> {
+        self.with_store(move |store| {
+            dev_ids
+                .iter()
+                .try_for_each(|dev_id| store.remove_device(dev_id).map(drop))
+        })
+        .await
+    }
+
+    /// Queues `command` for `dev_id`; returns its id.
+    pub async fn queue(&self, dev_id: &str, command: &CommandSpec) -> Result<i64, EmbedError> {
+        let (dev_id, spec) = (dev_id.to_owned(), command.to_json());
+        self.with_store(move |store| store.queue_command(&dev_id, &spec, unix_now()))
+            .await
+    }
+
+    /// The outcomes of the commands `ids` that exist.
+    pub async fn outcomes(
+        &self,
+        ids: Vec<i64>,
+    ) -> Result<HashMap<i64, CommandOutcome>, EmbedError> {
+        self.with_store(move |store| {
+            let mut outcomes = HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(command) = store.command(id)? {
+                    let outcome = CommandOutcome {
+                        done: command.state == CommandState::Done,
+                        state: command.state.as_str(),
+                        status: command.status,
+                        results: command.results,
+                    };
+                    outcomes.insert(id, outcome);
+                }
+            }
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    /// Wakes `dev_id` with package 0 now.
+    pub async fn wake(&self, dev_id: &str) -> Result<(), EmbedError> {
+        let id = dev_id.to_owned();
+        let Some(device) = self.with_store(move |store| store.device(&id)).await? else {
+            return Ok(());
+        };
+        notify::send(&self.state, &device).await?;
+        Ok(())
+    }
+
+    /// Changes whenever a session stored something: a command's outcome, DevInfo, a
+    /// session's end.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.state.dm.stored_changes()
+    }
+}
