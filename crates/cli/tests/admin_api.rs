@@ -2,6 +2,8 @@
 //! routes that exist, listings page, and refused requests (no token, wrong token,
 //! unknown device, malformed body) get a clear 4xx and change nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! own commands; a plain device cannot report for others as a gateway does; a gateway
 //! that claims a device it does not serve does not keep it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! a time, each message after package 1 rewritten as such a client writes it. The same
 //! behaviours of a real client are tested in `real_client.rs` when one is built.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use common::scripted::Scripted;

@@ -5,6 +5,8 @@
 //! with the server does not get it handled twice; a server killed inside the unit of
 //! work of a Location Update leaves none of it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! a screenshot is saved (to `$GWMO_SCREENSHOT` too, when set: that is how the
 //! README's picture is made). Installs Chromium with apt-get when it is missing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::path::{Path, PathBuf};

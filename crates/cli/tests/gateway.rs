@@ -1,6 +1,8 @@
 //! Scenario: DM Server Assisted Gateway Bootstrapping (seed 8.x.1, figures x and y)
 //! with the real `gwmo server`, two `gwmo gateway` and a `gwmo device` on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::net::SocketAddr;

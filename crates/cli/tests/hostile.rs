@@ -3,6 +3,8 @@
 //! finding of issue 13 as its own test. The hostile gateway is a real `gwmo gateway`
 //! whose operator queues whatever it likes for the device through its admin API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::path::{Path, PathBuf};

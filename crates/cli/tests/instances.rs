@@ -5,6 +5,8 @@
 //!
 //! Needs `GWMO_TEST_POSTGRES` (an admin URL); CI sets it, and there a missing one fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

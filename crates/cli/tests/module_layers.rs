@@ -6,6 +6,8 @@
 //! children implement. Between siblings, imports must go one way, so that the layers
 //! ARCHITECTURE.md draws are the ones the code has.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};

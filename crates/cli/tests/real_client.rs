@@ -13,6 +13,8 @@
 //! `./Vendor/memory` and an executable `./test/execute`. How to build it:
 //! docs/REAL-CLIENTS.md.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::net::{SocketAddr, TcpStream};

@@ -2,6 +2,8 @@
 //! authenticated DM 1.2 sessions over HTTP, in XML and in WBXML; queued commands run
 //! on the device and their outcome is stored on the server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! `gwmo sim` end to end: the real binary starts its own servers, rolls out devices
 //! through both approaches, checks them in the server's store, and reports.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Output;

@@ -12,6 +12,8 @@
 //! so it is ignored by default; run it with
 //! `cargo test --release -p gwmo --test soak -- --ignored --nocapture`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

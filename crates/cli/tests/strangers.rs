@@ -3,6 +3,8 @@
 //! knows its DevId, SessionID or a captured message tries to join, replay, replace or
 //! lock it out. Each test checks what the real device got and what the store holds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::net::{IpAddr, SocketAddr};

@@ -3,6 +3,8 @@
 //! is logged as a warning; a device verifies its server's certificate and fails
 //! clearly when it cannot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Write;

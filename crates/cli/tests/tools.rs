@@ -1,6 +1,8 @@
 //! The `gwmo` tools: `msg decode|encode` on large captures and bad input, and
 //! `--print-config` for every role.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use common::gwmo;

@@ -1,6 +1,8 @@
 //! A Gateway Bootstrap lapses across a restart: a device that was down past the
 //! deadline removes the gateway's account (and what came via it) when it starts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use gwmo_device::settings::FactoryAccount;
 use gwmo_device::{Agent, DeviceSettings, StateDir, local};
 use gwmo_proto::auth::AuthType;

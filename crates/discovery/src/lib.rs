@@ -42,6 +42,10 @@ fn daemon(interface: &str) -> Result<ServiceDaemon, DiscoveryError> {
 /// mDNS for tests, with nothing able to leave the machine. Needs root (CAP_SYS_ADMIN)
 /// and iproute2.
 #[cfg(feature = "testing")]
+#[expect(
+    unsafe_code,
+    reason = "unshare(2) has no safe wrapper among the crates this workspace uses"
+)]
 pub fn private_network() -> Result<(), String> {
     // SAFETY: unshare changes only this thread's namespace; no memory is involved.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {

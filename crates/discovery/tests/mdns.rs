@@ -1,6 +1,8 @@
 //! Real mDNS between an advertiser and a browser, inside a network namespace this
 //! test makes for its own thread (so nothing it sends can leave the machine).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! `support` (a package 1, 50 commands, 64 KiB of Results, 2,000 Replaces).
 //! `cargo bench -p gwmo-proto --bench codec`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod support;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -17,6 +17,12 @@
 //!
 //! libwbxml's pkg-config file is broken; the FFI block below links plain `-lwbxml2`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+#![expect(
+    unsafe_code,
+    reason = "the benchmark calls libwbxml through its C interface"
+)]
+
 mod support;
 
 use std::ffi::{c_int, c_uint, c_void};

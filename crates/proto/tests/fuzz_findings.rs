@@ -1,6 +1,8 @@
 //! Inputs the fuzz targets (fuzz/) found, kept as tests: each once decoded into a
 //! message that did not survive re-encoding.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use gwmo_proto::{CodecError, Encoding};
 
 /// An input the fuzzers found, from `tests/data/fuzz`.

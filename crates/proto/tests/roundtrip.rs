@@ -1,6 +1,8 @@
 //! Property tests: decoding an encoded message gives the same message back, in both
 //! encodings, and no input (random or a corrupted encoding) makes a decoder panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use gwmo_proto::Encoding;

@@ -2,6 +2,8 @@
 //! what gwmo encodes, `wbxml2xml` reads back to the same message, and what
 //! `xml2wbxml` encodes (with and without its string table), gwmo reads.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! Client and server session state machines talking to each other in memory: the
 //! whole DM 1.2 package exchange, authentication both ways, multi-message packages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 
 use gwmo_proto::codes::{alert, status};

@@ -2,6 +2,8 @@
 //! ACLs, Atomic rollback, Sequence order, and a property test that a server without
 //! rights never changes anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use gwmo_proto::codes::status;
 use gwmo_proto::{
     CmdIds, Command, Container, Data, Exec, Item, ItemCommand, Location, Meta, Status,

@@ -5,6 +5,8 @@
 //! a test of their own; the property tests at the end generate what a hostile gateway
 //! could send and check the rules over everything that changed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
