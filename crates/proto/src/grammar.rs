@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use crate::model::*;
+pub(crate) use crate::tags::Tag;
 
 /// Deepest element nesting accepted (Atomic and Sequence may nest in each other).
 pub const MAX_DEPTH: usize = 64;
@@ -50,179 +51,6 @@ pub(crate) fn is_xml_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-}
-
-/// The element names the model knows, matched once per start tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tag {
-    SyncMl,
-    SyncHdr,
-    SyncBody,
-    VerDtd,
-    VerProto,
-    SessionId,
-    MsgId,
-    Target,
-    Source,
-    LocUri,
-    LocName,
-    RespUri,
-    Cred,
-    Meta,
-    MetInf,
-    Format,
-    Type,
-    Mark,
-    Size,
-    NextNonce,
-    Version,
-    MaxMsgSize,
-    MaxObjSize,
-    Emi,
-    Data,
-    Final,
-    Add,
-    Alert,
-    Atomic,
-    Copy,
-    Delete,
-    Exec,
-    Get,
-    Replace,
-    Results,
-    Sequence,
-    Status,
-    Map,
-    Put,
-    Search,
-    Sync,
-    Item,
-    MoreData,
-    CmdId,
-    MsgRef,
-    CmdRef,
-    Cmd,
-    TargetRef,
-    SourceRef,
-    Chal,
-    Correlator,
-    Other,
-}
-
-impl Tag {
-    pub(crate) fn of(local_name: &str) -> Tag {
-        match local_name {
-            "SyncML" => Tag::SyncMl,
-            "SyncHdr" => Tag::SyncHdr,
-            "SyncBody" => Tag::SyncBody,
-            "VerDTD" => Tag::VerDtd,
-            "VerProto" => Tag::VerProto,
-            "SessionID" => Tag::SessionId,
-            "MsgID" => Tag::MsgId,
-            "Target" => Tag::Target,
-            "Source" => Tag::Source,
-            "LocURI" => Tag::LocUri,
-            "LocName" => Tag::LocName,
-            "RespURI" => Tag::RespUri,
-            "Cred" => Tag::Cred,
-            "Meta" => Tag::Meta,
-            "MetInf" => Tag::MetInf,
-            "Format" => Tag::Format,
-            "Type" => Tag::Type,
-            "Mark" => Tag::Mark,
-            "Size" => Tag::Size,
-            "NextNonce" => Tag::NextNonce,
-            "Version" => Tag::Version,
-            "MaxMsgSize" => Tag::MaxMsgSize,
-            "MaxObjSize" => Tag::MaxObjSize,
-            "EMI" => Tag::Emi,
-            "Data" => Tag::Data,
-            "Final" => Tag::Final,
-            "Add" => Tag::Add,
-            "Alert" => Tag::Alert,
-            "Atomic" => Tag::Atomic,
-            "Copy" => Tag::Copy,
-            "Delete" => Tag::Delete,
-            "Exec" => Tag::Exec,
-            "Get" => Tag::Get,
-            "Replace" => Tag::Replace,
-            "Results" => Tag::Results,
-            "Sequence" => Tag::Sequence,
-            "Status" => Tag::Status,
-            "Map" => Tag::Map,
-            "Put" => Tag::Put,
-            "Search" => Tag::Search,
-            "Sync" => Tag::Sync,
-            "Item" => Tag::Item,
-            "MoreData" => Tag::MoreData,
-            "CmdID" => Tag::CmdId,
-            "MsgRef" => Tag::MsgRef,
-            "CmdRef" => Tag::CmdRef,
-            "Cmd" => Tag::Cmd,
-            "TargetRef" => Tag::TargetRef,
-            "SourceRef" => Tag::SourceRef,
-            "Chal" => Tag::Chal,
-            "Correlator" => Tag::Correlator,
-            _ => Tag::Other,
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Tag::SyncMl => "SyncML",
-            Tag::SyncHdr => "SyncHdr",
-            Tag::SyncBody => "SyncBody",
-            Tag::VerDtd => "VerDTD",
-            Tag::VerProto => "VerProto",
-            Tag::SessionId => "SessionID",
-            Tag::MsgId => "MsgID",
-            Tag::Target => "Target",
-            Tag::Source => "Source",
-            Tag::LocUri => "LocURI",
-            Tag::LocName => "LocName",
-            Tag::RespUri => "RespURI",
-            Tag::Cred => "Cred",
-            Tag::Meta => "Meta",
-            Tag::MetInf => "MetInf",
-            Tag::Format => "Format",
-            Tag::Type => "Type",
-            Tag::Mark => "Mark",
-            Tag::Size => "Size",
-            Tag::NextNonce => "NextNonce",
-            Tag::Version => "Version",
-            Tag::MaxMsgSize => "MaxMsgSize",
-            Tag::MaxObjSize => "MaxObjSize",
-            Tag::Emi => "EMI",
-            Tag::Data => "Data",
-            Tag::Final => "Final",
-            Tag::Add => "Add",
-            Tag::Alert => "Alert",
-            Tag::Atomic => "Atomic",
-            Tag::Copy => "Copy",
-            Tag::Delete => "Delete",
-            Tag::Exec => "Exec",
-            Tag::Get => "Get",
-            Tag::Replace => "Replace",
-            Tag::Results => "Results",
-            Tag::Sequence => "Sequence",
-            Tag::Status => "Status",
-            Tag::Map => "Map",
-            Tag::Put => "Put",
-            Tag::Search => "Search",
-            Tag::Sync => "Sync",
-            Tag::Item => "Item",
-            Tag::MoreData => "MoreData",
-            Tag::CmdId => "CmdID",
-            Tag::MsgRef => "MsgRef",
-            Tag::CmdRef => "CmdRef",
-            Tag::Cmd => "Cmd",
-            Tag::TargetRef => "TargetRef",
-            Tag::SourceRef => "SourceRef",
-            Tag::Chal => "Chal",
-            Tag::Correlator => "Correlator",
-            Tag::Other => "element",
-        }
-    }
 }
 
 /// One step of the event stream, reduced to what the grammar needs.
@@ -641,25 +469,6 @@ pub(crate) fn missing(parent: &'static str, element: Tag) -> DecodeError {
     DecodeError::Missing {
         parent,
         element: element.name(),
-    }
-}
-
-impl Tag {
-    /// MetInf elements (`syncml:metinf`, WBXML code page 1).
-    pub(crate) fn is_metinf(self) -> bool {
-        matches!(
-            self,
-            Tag::MetInf
-                | Tag::Format
-                | Tag::Type
-                | Tag::Mark
-                | Tag::Size
-                | Tag::NextNonce
-                | Tag::Version
-                | Tag::MaxMsgSize
-                | Tag::MaxObjSize
-                | Tag::Emi
-        )
     }
 }
 

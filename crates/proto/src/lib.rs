@@ -10,6 +10,7 @@ pub mod codes;
 mod grammar;
 pub mod model;
 pub mod package0;
+mod tags;
 pub mod tnds;
 pub mod wbxml;
 pub mod xml;

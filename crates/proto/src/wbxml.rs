@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use quick_xml::events::Event;
 
 pub use crate::grammar::{DecodeError, MAX_DEPTH};
-use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Tag, Walk, is_xml_name};
+use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Walk, is_xml_name};
 use crate::model::*;
+use crate::tags::{Tag, tag_name, tnds_token};
 
 const SWITCH_PAGE: u8 = 0x00;
 const END: u8 = 0x01;
@@ -34,174 +35,6 @@ const UTF8: u32 = 106;
 /// TNDS has no numeric public identifier: it is named in the string table.
 const TNDS_PUBLIC_ID: &str = "-//OMA//DTD-DM-DDF 1.2//EN";
 const TNDS_NAMESPACE: &str = "syncml:dmddf1.2";
-
-/// Tags of code page 0 (SyncML 1.2) from token 0x05 on.
-const PAGE0: &[&str] = &[
-    "Add",
-    "Alert",
-    "Archive",
-    "Atomic",
-    "Chal",
-    "Cmd",
-    "CmdID",
-    "CmdRef",
-    "Copy",
-    "Cred",
-    "Data",
-    "Delete",
-    "Exec",
-    "Final",
-    "Get",
-    "Item",
-    "Lang",
-    "LocName",
-    "LocURI",
-    "Map",
-    "MapItem",
-    "Meta",
-    "MsgID",
-    "MsgRef",
-    "NoResp",
-    "NoResults",
-    "Put",
-    "Replace",
-    "RespURI",
-    "Results",
-    "Search",
-    "Sequence",
-    "SessionID",
-    "SftDel",
-    "Source",
-    "SourceRef",
-    "Status",
-    "Sync",
-    "SyncBody",
-    "SyncHdr",
-    "SyncML",
-    "Target",
-    "TargetRef",
-    "",
-    "VerDTD",
-    "VerProto",
-    "NumberOfChanges",
-    "MoreData",
-    "Field",
-    "Filter",
-    "Record",
-    "FilterType",
-    "SourceParent",
-    "TargetParent",
-    "Move",
-    "Correlator",
-];
-
-/// Tags of code page 1 (MetInf 1.2) from token 0x05 on.
-const PAGE1: &[&str] = &[
-    "Anchor",
-    "EMI",
-    "Format",
-    "FreeID",
-    "FreeMem",
-    "Last",
-    "Mark",
-    "MaxMsgSize",
-    "Mem",
-    "MetInf",
-    "Next",
-    "NextNonce",
-    "SharedMem",
-    "Size",
-    "Type",
-    "Version",
-    "MaxObjSize",
-    "FieldLevel",
-];
-
-/// Tags of code page 2 (DM DDF 1.2, used by TNDS) from token 0x05 on.
-const PAGE2: &[&str] = &[
-    "AccessType",
-    "ACL",
-    "Add",
-    "b64",
-    "bin",
-    "bool",
-    "chr",
-    "CaseSense",
-    "CIS",
-    "Copy",
-    "CS",
-    "date",
-    "DDFName",
-    "DefaultValue",
-    "Delete",
-    "Description",
-    "DFFormat",
-    "DFProperties",
-    "DFTitle",
-    "DFType",
-    "Dynamic",
-    "Exec",
-    "float",
-    "Format",
-    "Get",
-    "int",
-    "Man",
-    "MgmtTree",
-    "MIME",
-    "Mod",
-    "Name",
-    "Node",
-    "node",
-    "NodeName",
-    "null",
-    "Occurrence",
-    "One",
-    "OneOrMore",
-    "OneOrN",
-    "Path",
-    "Permanent",
-    "Replace",
-    "RTProperties",
-    "Scope",
-    "Size",
-    "time",
-    "Title",
-    "TStamp",
-    "Type",
-    "Value",
-    "VerDTD",
-    "VerNo",
-    "xml",
-    "ZeroOrMore",
-    "ZeroOrN",
-    "ZeroOrOne",
-];
-
-fn page_table(page: u8) -> &'static [&'static str] {
-    match page {
-        0 => PAGE0,
-        1 => PAGE1,
-        2 => PAGE2,
-        _ => &[],
-    }
-}
-
-/// The name of a tag token on a code page.
-fn tag_name(page: u8, token: u8) -> Option<&'static str> {
-    let index = usize::from(token & 0x3F).checked_sub(5)?;
-    page_table(page)
-        .get(index)
-        .copied()
-        .filter(|n| !n.is_empty())
-}
-
-/// The code page and token of a tag name.
-fn tag_token(pages: &[u8], name: &str) -> Option<(u8, u8)> {
-    pages.iter().find_map(|&page| {
-        let index = page_table(page).iter().position(|n| *n == name)?;
-        Some((page, u8::try_from(index + 5).ok()?))
-    })
-}
 
 /// Why a message cannot be written as WBXML.
 #[derive(Debug, thiserror::Error)]
@@ -697,8 +530,7 @@ impl WbxmlSink<'_> {
             self.out.extend_from_slice(&[SWITCH_PAGE, page]);
             self.page = page;
         }
-        // Every Tag of the grammar is on page 0 or 1.
-        let token = tag_token(&[page], tag.name()).map_or(LITERAL, |(_, t)| t);
+        let token = tag.wbxml().map_or(LITERAL, |(_, token)| token);
         self.out.push(if content { token | CONTENT } else { token });
     }
 
@@ -798,7 +630,7 @@ fn embedded_document(xml: &str) -> Result<Vec<u8>, EncodeError> {
             _ => (None, false),
         };
         if let Some(name) = start {
-            match tag_token(&[2, 0, 1], &name) {
+            match tnds_token(&name) {
                 Some((tag_page, token)) => {
                     if tag_page != page {
                         body.extend_from_slice(&[SWITCH_PAGE, tag_page]);
