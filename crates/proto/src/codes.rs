@@ -1,56 +1,106 @@
 //! Status codes (SyncML RepPro) and alert codes (DM 1.2 Protocol) as named constants.
 
-/// SyncML status codes, as carried in `Status/Data`.
-pub mod status {
-    pub const IN_PROGRESS: u16 = 101;
-    pub const OK: u16 = 200;
-    pub const ITEM_ADDED: u16 = 201;
-    pub const ACCEPTED_FOR_PROCESSING: u16 = 202;
-    pub const NO_CONTENT: u16 = 204;
-    pub const PARTIAL_CONTENT: u16 = 206;
-    pub const AUTHENTICATION_ACCEPTED: u16 = 212;
-    pub const CHUNKED_ITEM_ACCEPTED: u16 = 213;
-    pub const OPERATION_CANCELLED: u16 = 214;
-    pub const NOT_EXECUTED: u16 = 215;
-    pub const ATOMIC_ROLLBACK_OK: u16 = 216;
-    pub const NOT_MODIFIED: u16 = 304;
-    pub const BAD_REQUEST: u16 = 400;
-    pub const INVALID_CREDENTIALS: u16 = 401;
-    pub const FORBIDDEN: u16 = 403;
-    pub const NOT_FOUND: u16 = 404;
-    pub const COMMAND_NOT_ALLOWED: u16 = 405;
-    pub const OPTIONAL_FEATURE_NOT_SUPPORTED: u16 = 406;
-    pub const MISSING_CREDENTIALS: u16 = 407;
-    pub const REQUEST_TIMEOUT: u16 = 408;
-    pub const CONFLICT: u16 = 409;
-    pub const GONE: u16 = 410;
-    pub const SIZE_REQUIRED: u16 = 411;
-    pub const INCOMPLETE_COMMAND: u16 = 412;
-    pub const REQUEST_ENTITY_TOO_LARGE: u16 = 413;
-    pub const URI_TOO_LONG: u16 = 414;
-    pub const UNSUPPORTED_MEDIA_TYPE: u16 = 415;
-    pub const REQUESTED_SIZE_TOO_BIG: u16 = 416;
-    pub const RETRY_LATER: u16 = 417;
-    pub const ALREADY_EXISTS: u16 = 418;
-    pub const DEVICE_FULL: u16 = 420;
-    pub const SIZE_MISMATCH: u16 = 424;
-    pub const PERMISSION_DENIED: u16 = 425;
-    pub const COMMAND_FAILED: u16 = 500;
-    pub const COMMAND_NOT_IMPLEMENTED: u16 = 501;
-    pub const SERVICE_UNAVAILABLE: u16 = 503;
-    pub const DTD_VERSION_NOT_SUPPORTED: u16 = 505;
-    pub const PROCESSING_ERROR: u16 = 506;
-    pub const ATOMIC_FAILED: u16 = 507;
-    pub const DATA_STORE_FAILURE: u16 = 510;
-    pub const SERVER_FAILURE: u16 = 511;
-    pub const PROTOCOL_VERSION_NOT_SUPPORTED: u16 = 513;
-    pub const OPERATION_CANCELLED_FAILURE: u16 = 514;
-    pub const ATOMIC_ROLLBACK_FAILED: u16 = 516;
-    pub const ATOMIC_RESPONSE_TOO_LARGE: u16 = 517;
+/// A SyncML status code (`Status/Data`): what became of a command, or of a message's
+/// header. Compares with plain numbers (`code == 200`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(transparent))]
+pub struct StatusCode(pub u16);
+
+impl StatusCode {
+    /// The number.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
 
     /// True for the 2xx family: the command succeeded (or was accepted).
-    pub fn is_success(code: u16) -> bool {
-        (200..300).contains(&code)
+    pub fn is_success(self) -> bool {
+        (200..300).contains(&self.0)
+    }
+}
+
+impl From<u16> for StatusCode {
+    fn from(code: u16) -> StatusCode {
+        StatusCode(code)
+    }
+}
+
+impl From<StatusCode> for u16 {
+    fn from(code: StatusCode) -> u16 {
+        code.0
+    }
+}
+
+impl PartialEq<u16> for StatusCode {
+    fn eq(&self, other: &u16) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<StatusCode> for u16 {
+    fn eq(&self, other: &StatusCode) -> bool {
+        *self == other.0
+    }
+}
+
+impl std::fmt::Display for StatusCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// SyncML status codes, as carried in `Status/Data`.
+pub mod status {
+    pub use super::StatusCode;
+
+    pub const IN_PROGRESS: StatusCode = StatusCode(101);
+    pub const OK: StatusCode = StatusCode(200);
+    pub const ITEM_ADDED: StatusCode = StatusCode(201);
+    pub const ACCEPTED_FOR_PROCESSING: StatusCode = StatusCode(202);
+    pub const NO_CONTENT: StatusCode = StatusCode(204);
+    pub const PARTIAL_CONTENT: StatusCode = StatusCode(206);
+    pub const AUTHENTICATION_ACCEPTED: StatusCode = StatusCode(212);
+    pub const CHUNKED_ITEM_ACCEPTED: StatusCode = StatusCode(213);
+    pub const OPERATION_CANCELLED: StatusCode = StatusCode(214);
+    pub const NOT_EXECUTED: StatusCode = StatusCode(215);
+    pub const ATOMIC_ROLLBACK_OK: StatusCode = StatusCode(216);
+    pub const NOT_MODIFIED: StatusCode = StatusCode(304);
+    pub const BAD_REQUEST: StatusCode = StatusCode(400);
+    pub const INVALID_CREDENTIALS: StatusCode = StatusCode(401);
+    pub const FORBIDDEN: StatusCode = StatusCode(403);
+    pub const NOT_FOUND: StatusCode = StatusCode(404);
+    pub const COMMAND_NOT_ALLOWED: StatusCode = StatusCode(405);
+    pub const OPTIONAL_FEATURE_NOT_SUPPORTED: StatusCode = StatusCode(406);
+    pub const MISSING_CREDENTIALS: StatusCode = StatusCode(407);
+    pub const REQUEST_TIMEOUT: StatusCode = StatusCode(408);
+    pub const CONFLICT: StatusCode = StatusCode(409);
+    pub const GONE: StatusCode = StatusCode(410);
+    pub const SIZE_REQUIRED: StatusCode = StatusCode(411);
+    pub const INCOMPLETE_COMMAND: StatusCode = StatusCode(412);
+    pub const REQUEST_ENTITY_TOO_LARGE: StatusCode = StatusCode(413);
+    pub const URI_TOO_LONG: StatusCode = StatusCode(414);
+    pub const UNSUPPORTED_MEDIA_TYPE: StatusCode = StatusCode(415);
+    pub const REQUESTED_SIZE_TOO_BIG: StatusCode = StatusCode(416);
+    pub const RETRY_LATER: StatusCode = StatusCode(417);
+    pub const ALREADY_EXISTS: StatusCode = StatusCode(418);
+    pub const DEVICE_FULL: StatusCode = StatusCode(420);
+    pub const SIZE_MISMATCH: StatusCode = StatusCode(424);
+    pub const PERMISSION_DENIED: StatusCode = StatusCode(425);
+    pub const COMMAND_FAILED: StatusCode = StatusCode(500);
+    pub const COMMAND_NOT_IMPLEMENTED: StatusCode = StatusCode(501);
+    pub const SERVICE_UNAVAILABLE: StatusCode = StatusCode(503);
+    pub const DTD_VERSION_NOT_SUPPORTED: StatusCode = StatusCode(505);
+    pub const PROCESSING_ERROR: StatusCode = StatusCode(506);
+    pub const ATOMIC_FAILED: StatusCode = StatusCode(507);
+    pub const DATA_STORE_FAILURE: StatusCode = StatusCode(510);
+    pub const SERVER_FAILURE: StatusCode = StatusCode(511);
+    pub const PROTOCOL_VERSION_NOT_SUPPORTED: StatusCode = StatusCode(513);
+    pub const OPERATION_CANCELLED_FAILURE: StatusCode = StatusCode(514);
+    pub const ATOMIC_ROLLBACK_FAILED: StatusCode = StatusCode(516);
+    pub const ATOMIC_RESPONSE_TOO_LARGE: StatusCode = StatusCode(517);
+
+    /// True for the 2xx family: the command succeeded (or was accepted).
+    pub fn is_success(code: impl Into<StatusCode>) -> bool {
+        code.into().is_success()
     }
 }
 

@@ -425,7 +425,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                     })?;
                     chal = Some(Chal { meta });
                 }
-                Tag::Data => code = Some(p.number(tag, empty)?),
+                Tag::Data => code = Some(StatusCode(p.number(tag, empty)?)),
                 Tag::Item => items.push(p.item(empty)?),
                 _ => p.skip(tag, empty)?,
             }
@@ -645,7 +645,7 @@ impl<'s, S: Sink> Walk<'s, S> {
                     self.meta(&chal.meta)?;
                     self.sink.end(Tag::Chal);
                 }
-                self.number(Tag::Data, s.code)?;
+                self.number(Tag::Data, s.code.get())?;
                 self.items(&s.items)?;
             }
         }

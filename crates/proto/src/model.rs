@@ -3,6 +3,8 @@
 //! write exactly these types, so a message decoded from one encoding can be written
 //! in the other without loss of meaning.
 
+pub use crate::codes::StatusCode;
+
 /// `VerDTD` of every DM 1.2 message.
 pub const VER_DTD: &str = "1.2";
 /// `VerProto` of every DM 1.2 message.
@@ -240,7 +242,7 @@ pub struct Status {
     pub target_refs: Vec<String>,
     pub source_refs: Vec<String>,
     pub chal: Option<Chal>,
-    pub code: u16,
+    pub code: StatusCode,
     pub items: Vec<Item>,
 }
 

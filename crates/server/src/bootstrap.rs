@@ -6,7 +6,7 @@ use gwmo_proto::auth::AuthType;
 use gwmo_tree::gwmo::{INVENTORY, entry};
 use gwmo_tree::{Origin, Trust, segment_for};
 
-use gwmo_proto::codes::status;
+use gwmo_proto::codes::{StatusCode, status};
 
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap};
@@ -73,8 +73,8 @@ pub fn device_commands(
 /// answer was lost with the instance that sent it (or an account of that gateway was
 /// there before).
 pub fn first_member_already_there(outcome: &StoredOutcome) -> bool {
-    outcome.status == status::ATOMIC_FAILED
-        && outcome.members.first().map(|m| m.status) == Some(status::ALREADY_EXISTS)
+    status::ATOMIC_FAILED == outcome.status
+        && outcome.members.first().map(|m| StatusCode(m.status)) == Some(status::ALREADY_EXISTS)
 }
 
 /// The account Atomic of [`device_commands`] as Replaces of the same leaves: they make

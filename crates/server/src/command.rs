@@ -246,13 +246,13 @@ pub struct ResultItem {
 impl From<&CommandOutcome> for StoredOutcome {
     fn from(outcome: &CommandOutcome) -> Self {
         StoredOutcome {
-            status: outcome.status,
+            status: outcome.status.get(),
             members: outcome
                 .members
                 .iter()
                 .map(|(cmd, status)| MemberStatus {
                     cmd: cmd.clone(),
-                    status: *status,
+                    status: status.get(),
                 })
                 .collect(),
             results: outcome

@@ -321,7 +321,7 @@ impl DmService {
                 self.metrics.message(started.elapsed());
                 reply
             }
-            Received::Accepted => {
+            Received::Accepted(answer) => {
                 let started = Instant::now();
                 // Events first: a Location Update in this message queues the bootstrap
                 // commands that its answer must carry.
@@ -341,7 +341,7 @@ impl DmService {
                             warn!(command = queued.id, %error, "a stored command is not valid: failing it");
                             self.store.complete(
                                 queued.id,
-                                gwmo_proto::codes::status::BAD_REQUEST,
+                                gwmo_proto::codes::status::BAD_REQUEST.get(),
                                 "{}",
                                 unix_now,
                             )?;
@@ -349,7 +349,7 @@ impl DmService {
                     }
                 }
                 self.metrics.message(started.elapsed());
-                slot.session.reply()?
+                slot.session.reply(answer)?
             }
         };
         Ok(DmResponse {
@@ -380,7 +380,11 @@ impl DmService {
                     );
                 }
                 ServerEvent::AuthenticationFailed { code } => {
-                    warn!(device = dev_id, code, "device authentication failed");
+                    warn!(
+                        device = dev_id,
+                        code = code.get(),
+                        "device authentication failed"
+                    );
                     self.metrics.auth_failure();
                     let wrong_credentials = code == gwmo_proto::codes::status::INVALID_CREDENTIALS;
                     if wrong_credentials && self.throttle.failed(peer, dev_id, slot.last_active) {
@@ -402,7 +406,8 @@ impl DmService {
                             unix_now,
                         )?;
                     }
-                    let detail = serde_json::json!({ "status": code, "source": peer.to_string() });
+                    let detail =
+                        serde_json::json!({ "status": code.get(), "source": peer.to_string() });
                     self.store.log_event(
                         Some(dev_id),
                         "auth-failed",
@@ -469,19 +474,19 @@ impl DmService {
                     info!(
                         device = dev_id,
                         command = tag,
-                        status = outcome.status,
+                        status = outcome.status.get(),
                         "command done"
                     );
-                    self.store
-                        .complete(tag as i64, outcome.status, &stored, unix_now)?;
+                    let status = outcome.status.get();
+                    self.store.complete(tag as i64, status, &stored, unix_now)?;
                     if outcome.status == gwmo_proto::codes::status::NOT_FOUND {
                         self.refute_attach(dev_id, tag as i64, unix_now)?;
                     }
                     if let Some(tnds) = outcome.results.iter().find_map(whole_tree_report) {
                         self.store.set_tree(dev_id, tnds, unix_now)?;
                     }
-                    self.metrics.command_status(outcome.status);
-                    if let Some(auth) = self.store.settle_auth_switch(tag as i64, outcome.status)? {
+                    self.metrics.command_status(status);
+                    if let Some(auth) = self.store.settle_auth_switch(tag as i64, status)? {
                         info!(
                             device = dev_id,
                             ?auth,
@@ -489,8 +494,7 @@ impl DmService {
                         );
                     }
                     if let Some(settled) =
-                        self.store
-                            .settle_bootstrap(tag as i64, outcome.status, unix_now)?
+                        self.store.settle_bootstrap(tag as i64, status, unix_now)?
                     {
                         self.metrics.bootstrap(Origin::ServerAssisted.as_str());
                         self.tell_gateways(&settled, unix_now)?;

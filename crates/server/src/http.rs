@@ -146,6 +146,10 @@ async fn dm_message(
         Ok(Err(error)) => {
             let status = match &error {
                 DmError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                // A session used out of order is this server's fault, not the device's.
+                DmError::Session(error) if !error.is_peer_fault() => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
                 DmError::Malformed(_) | DmError::HeaderTooLong(..) | DmError::Session(_) => {
                     StatusCode::BAD_REQUEST
                 }

@@ -2,16 +2,35 @@
 //! reads each server message (authenticating the server, running its commands through
 //! an [`Executor`]), and answers with Status and Results until the server's package
 //! needs no answer.
+//!
+//! Its phases ([`ClientSession::start`] writes package 1, [`ClientSession::receive`]
+//! reads each server message):
+//!
+//! ```text
+//!          start                  the server's credentials pass
+//!   New ----------> Opening ----------------------------------> Open <--+
+//!                   |  ^  |                                       |  |  | a package
+//!                   |  |  | challenged (attempts left):           |  +--+ answered
+//!                   |  +--+ package 1 again                       |
+//!                   |                                             | a package needing no
+//!                   | Alert 1223                                  | answer, or Alert 1223
+//!                   v                                             v
+//!                 Ended <-------------------------------------- Ended
+//! ```
+//!
+//! Commands of a server that has not proved who it is are answered with the refusal
+//! and never run. Reading before `start`, or after the end, is the caller's mistake
+//! ([`Misuse`]).
 
 use std::collections::{HashMap, VecDeque};
 
-use gwmo_proto::codes::{alert, status};
+use gwmo_proto::codes::{StatusCode, alert, status};
 use gwmo_proto::{Alert, CmdIds, Command, Data, Encoding, Item, ItemCommand, Message, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
 use crate::packer::{Oversized, pack};
-use crate::{Outgoing, OutgoingHeader, SessionError, command_status, header_status};
+use crate::{Misuse, Outgoing, OutgoingHeader, SessionError, command_status, header_status};
 
 /// Runs the management commands of a server against the device's tree.
 pub trait Executor {
@@ -68,7 +87,7 @@ pub enum ClientEvent {
     /// The server proved who it is.
     ServerAuthenticated,
     /// The server's status for one of the alerts we sent.
-    AlertStatus { alert: u16, code: u16 },
+    AlertStatus { alert: u16, code: StatusCode },
 }
 
 /// What to do after a server message.
@@ -104,6 +123,19 @@ fn target_of(item: &Item) -> Option<&str> {
     item.target.as_ref().map(|t| t.uri.as_str())
 }
 
+/// Where a session stands (the diagram in the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Package 1 not sent yet.
+    New,
+    /// Package 1 sent; the server has not proved who it is.
+    Opening,
+    /// The server proved who it is (MD5 and Basic once per session; an HMAC is still
+    /// checked on every message).
+    Open,
+    Ended,
+}
+
 /// One management session of an End Device with one server.
 #[derive(Debug)]
 pub struct ClientSession {
@@ -114,8 +146,7 @@ pub struct ClientSession {
     peer_max_msg_size: usize,
     prover: Prover,
     verifier: Verifier,
-    /// The server proved itself with MD5/Basic: it need not again in this session.
-    server_authenticated: bool,
+    phase: Phase,
     /// A nonce the server gave us before it had proved itself: stored once it has.
     client_nonce_unsaved: bool,
     auth_attempts: u32,
@@ -164,7 +195,7 @@ impl ClientSession {
             config,
             session_id,
             last_msg_id: 0,
-            server_authenticated: false,
+            phase: Phase::New,
             client_nonce_unsaved: false,
             auth_attempts: 0,
             nonce_due: false,
@@ -185,7 +216,22 @@ impl ClientSession {
 
     /// Package 1.
     pub fn start(&mut self) -> Result<Outgoing, SessionError> {
+        if self.phase != Phase::New {
+            return Err(Misuse::AlreadyStarted.into());
+        }
+        self.phase = Phase::Opening;
+        self.send_package1()
+    }
+
+    /// Package 1, first or again after a challenge.
+    fn send_package1(&mut self) -> Result<Outgoing, SessionError> {
         self.send(self.package1.clone(), true, &mut Vec::new)
+    }
+
+    /// The session ends with `outcome`.
+    fn end(&mut self, outcome: ClientOutcome) -> ClientStep {
+        self.phase = Phase::Ended;
+        ClientStep::Done(outcome)
     }
 
     /// Everything the device must persist that the session learnt since the last call.
@@ -206,13 +252,18 @@ impl ClientSession {
         executor: &mut dyn Executor,
         fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
     ) -> Result<ClientStep, SessionError> {
+        match self.phase {
+            Phase::New => return Err(Misuse::NotStarted.into()),
+            Phase::Ended => return Err(Misuse::Ended.into()),
+            Phase::Opening | Phase::Open => {}
+        }
         let message = self.config.encoding.decode(raw)?;
         let header = &message.header;
         if header.session_id != self.session_id {
-            return Err(SessionError::Protocol(format!(
-                "the server answered in session {} instead of {}",
-                header.session_id, self.session_id
-            )));
+            return Err(SessionError::OtherSession {
+                device: header.target.uri.clone(),
+                session: header.session_id.clone(),
+            });
         }
         if let Some(uri) = &header.resp_uri {
             self.url.clone_from(uri);
@@ -224,9 +275,7 @@ impl ClientSession {
 
         // How the server judged our credentials.
         let Some(verdict_on_us) = self.read_statuses(&message.body.commands) else {
-            return Err(SessionError::Protocol(
-                "the server sent no status for our SyncHdr".into(),
-            ));
+            return Err(SessionError::NoHeaderStatus);
         };
         match verdict_on_us.code {
             status::INVALID_CREDENTIALS | status::MISSING_CREDENTIALS => {
@@ -234,17 +283,18 @@ impl ClientSession {
                 if self.auth_attempts >= self.config.max_auth_attempts {
                     return Err(SessionError::AuthenticationFailed(verdict_on_us.code));
                 }
-                let chal = verdict_on_us.chal.as_ref().ok_or_else(|| {
-                    SessionError::Protocol(format!("status {} without Chal", verdict_on_us.code))
-                })?;
+                let chal = verdict_on_us
+                    .chal
+                    .as_ref()
+                    .ok_or(SessionError::ChallengeMissing(verdict_on_us.code))?;
                 self.take_challenge(chal)?;
                 debug!(
-                    code = verdict_on_us.code,
+                    code = verdict_on_us.code.get(),
                     "challenged: sending package 1 again"
                 );
-                return self.start().map(ClientStep::Send);
+                return self.send_package1().map(ClientStep::Send);
             }
-            code if status::is_success(code) => {
+            code if code.is_success() => {
                 if let Some(chal) = &verdict_on_us.chal {
                     self.take_challenge(chal)?;
                 }
@@ -254,7 +304,7 @@ impl ClientSession {
 
         // How we judge the server's.
         let our_status = self.judge_server(&message, raw, hmac, fresh_nonce)?;
-        let server_ok = status::is_success(our_status.code);
+        let server_ok = our_status.code.is_success();
         let refusal = our_status.code;
         let mut leading = vec![Command::Status(our_status)];
         let mut wants_our_next_message = false;
@@ -264,7 +314,7 @@ impl ClientSession {
                 Command::Status(_) | Command::Results(_) => {}
                 _ if !server_ok => self.queue_status(command, msg_ref, refusal),
                 Command::Alert(a) if a.code == alert::SESSION_ABORT => {
-                    return Ok(ClientStep::Done(ClientOutcome::Aborted));
+                    return Ok(self.end(ClientOutcome::Aborted));
                 }
                 Command::Alert(a) if a.code == alert::NEXT_MESSAGE => {
                     wants_our_next_message = true;
@@ -288,7 +338,7 @@ impl ClientSession {
             return self.send(leading, false, fresh_nonce).map(ClientStep::Send);
         }
         if self.queue.is_empty() && server_ok {
-            return Ok(ClientStep::Done(ClientOutcome::Completed));
+            return Ok(self.end(ClientOutcome::Completed));
         }
         self.send(leading, true, fresh_nonce).map(ClientStep::Send)
     }
@@ -406,7 +456,7 @@ impl ClientSession {
     fn take_challenge(&mut self, chal: &gwmo_proto::Chal) -> Result<(), SessionError> {
         if self.prover.accept_challenge(chal)? {
             // Use the newest nonce at once, but store it only from an authenticated server.
-            if self.server_authenticated {
+            if self.phase == Phase::Open {
                 self.events
                     .push(ClientEvent::ClientNonce(self.prover.nonce().to_vec()));
             } else {
@@ -428,7 +478,7 @@ impl ClientSession {
         self.nonce_due = false;
         let per_message = self.verifier.auth() == gwmo_proto::auth::AuthType::Hmac;
         let mut header_status = header_status(&message.header, status::OK);
-        if !self.server_authenticated || per_message {
+        if self.phase != Phase::Open || per_message {
             let held = self.verifier.nonce().to_vec();
             match self.verifier.verify(&message.header, raw, hmac) {
                 Verdict::Valid => {
@@ -438,8 +488,8 @@ impl ClientSession {
                         self.events
                             .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
                     }
-                    if !self.server_authenticated {
-                        self.server_authenticated = true;
+                    if self.phase != Phase::Open {
+                        self.phase = Phase::Open;
                         self.events.push(ClientEvent::ServerAuthenticated);
                         if std::mem::take(&mut self.client_nonce_unsaved) {
                             self.events
@@ -474,7 +524,7 @@ impl ClientSession {
         Ok(header_status)
     }
 
-    fn queue_status(&mut self, command: &Command, msg_ref: u32, code: u16) {
+    fn queue_status(&mut self, command: &Command, msg_ref: u32, code: StatusCode) {
         let status = command_status(command, msg_ref, code);
         self.queue.push_back(((), Command::Status(status)));
     }

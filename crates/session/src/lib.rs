@@ -16,9 +16,11 @@ pub use client::{
 pub use credentials::Credentials;
 pub use gwmo_proto::auth::AuthType;
 pub use server::{
-    CommandOutcome, DeviceAuth, Received, ServerConfig, ServerEvent, ServerReply, ServerSession,
+    Answer, CommandOutcome, DeviceAuth, Received, ServerConfig, ServerEvent, ServerReply,
+    ServerSession,
 };
 
+use gwmo_proto::codes::StatusCode;
 use gwmo_proto::{CodecError, Command, Cred, Header, Location, Meta, Status, VER_DTD, VER_PROTO};
 
 /// A message to send, with what its HTTP request or response needs.
@@ -32,7 +34,8 @@ pub struct Outgoing {
     pub hmac: Option<String>,
 }
 
-/// Why a session cannot go on.
+/// Why a session cannot go on: something the peer sent (every variant but
+/// [`SessionError::Misuse`]), or a call out of order on this side.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("malformed message: {0}")]
@@ -40,13 +43,37 @@ pub enum SessionError {
     #[error("malformed challenge: {0}")]
     Challenge(#[from] gwmo_proto::auth::AuthError),
     #[error("authentication failed (status {0})")]
-    AuthenticationFailed(u16),
+    AuthenticationFailed(StatusCode),
     #[error("the peer refused the session with status {0}")]
-    Rejected(u16),
+    Rejected(StatusCode),
     #[error("message {0} was already received: replay refused")]
     Replay(u32),
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    #[error("the message is of session {session:?} of {device:?}, not this one")]
+    OtherSession { device: String, session: String },
+    #[error("the server sent no status for our SyncHdr")]
+    NoHeaderStatus,
+    #[error("status {0} for our SyncHdr came without a challenge")]
+    ChallengeMissing(StatusCode),
+    #[error("{0}")]
+    Misuse(#[from] Misuse),
+}
+
+impl SessionError {
+    /// Whether the peer is at fault (not the caller).
+    pub fn is_peer_fault(&self) -> bool {
+        !matches!(self, SessionError::Misuse(_))
+    }
+}
+
+/// A call the session's phase does not allow: a bug of the caller, never the peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Misuse {
+    #[error("the session has ended: nothing more is read")]
+    Ended,
+    #[error("package 1 has been sent already")]
+    AlreadyStarted,
+    #[error("package 1 has not been sent yet")]
+    NotStarted,
 }
 
 /// The SyncHdr of an outgoing message: we are `source` (named by our credentials'
@@ -87,7 +114,7 @@ impl OutgoingHeader<'_> {
 }
 
 /// The Status answering a message's SyncHdr.
-pub(crate) fn header_status(header: &Header, code: u16) -> Status {
+pub(crate) fn header_status(header: &Header, code: StatusCode) -> Status {
     Status {
         cmd_id: 0,
         msg_ref: header.msg_id,
@@ -102,7 +129,7 @@ pub(crate) fn header_status(header: &Header, code: u16) -> Status {
 }
 
 /// The Status answering a command, naming the targets of its items.
-pub(crate) fn command_status(command: &Command, msg_ref: u32, code: u16) -> Status {
+pub(crate) fn command_status(command: &Command, msg_ref: u32, code: StatusCode) -> Status {
     Status {
         cmd_id: 0,
         msg_ref,

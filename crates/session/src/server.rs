@@ -2,17 +2,37 @@
 //! authenticates the device (challenging it with a fresh nonce when needed), takes
 //! its DevInfo and alerts, sends the queued management commands within the device's
 //! MaxMsgSize, and matches the Status and Results that come back to those commands.
+//!
+//! Its phases ([`ServerSession::receive`] reads a message; an accepted one is answered
+//! with [`ServerSession::reply`], a refused one at once):
+//!
+//! ```text
+//!                      credentials fail, attempts left
+//!                         +-------+
+//!                         v       |
+//!   new ------------> Unauthenticated --- credentials pass ---> Open <--+
+//!                         |                                      |  |   | a message
+//!                         | credentials fail,                    |  +---+ accepted
+//!                         | no attempts left                     |        and answered
+//!                         v                                      v
+//!                       Ended  <---- an answer with nothing left to send, Alert 1223,
+//!                                    or (HMAC) a message failing with no attempts left
+//! ```
+//!
+//! A message after the end, or a second message before the first was answered, is
+//! the caller's mistake ([`Misuse`]); a message that names another session, repeats a
+//! MsgID, or fails its credentials too often is the device's ([`SessionError`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use gwmo_proto::auth::AuthType;
-use gwmo_proto::codes::{alert, status};
+use gwmo_proto::codes::{StatusCode, alert, status};
 use gwmo_proto::{Alert, Command, Data, Encoding, Item, Message, Meta, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
 use crate::packer::{Oversized, pack};
-use crate::{Outgoing, OutgoingHeader, SessionError, command_status, header_status};
+use crate::{Misuse, Outgoing, OutgoingHeader, SessionError, command_status, header_status};
 
 /// The server's own settings for its sessions.
 #[derive(Debug, Clone)]
@@ -52,14 +72,23 @@ pub struct DeviceAuth {
 }
 
 /// What became of one queued command.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutcome {
     /// The command's own status code.
-    pub status: u16,
+    pub status: StatusCode,
     /// The statuses of the members of an Atomic or Sequence, in order: (command, code).
-    pub members: Vec<(String, u16)>,
+    pub members: Vec<(String, StatusCode)>,
     /// The items of its Results (for a Get).
     pub results: Vec<Item>,
+}
+
+/// What the device answered to one queued command so far.
+#[derive(Debug, Clone, Default)]
+struct Answered {
+    /// Its own Status, once it came.
+    status: Option<StatusCode>,
+    members: Vec<(String, StatusCode)>,
+    results: Vec<Item>,
 }
 
 /// What the server must act on or persist, in the order it happened.
@@ -68,7 +97,7 @@ pub enum ServerEvent {
     /// The device proved who it is (once per session).
     Authenticated,
     /// The device's credentials were missing (407) or wrong (401).
-    AuthenticationFailed { code: u16 },
+    AuthenticationFailed { code: StatusCode },
     /// The device's credentials were checked against `used`; it must build its next
     /// Cred with `next`. Persist before replying, and only if the nonce held is still
     /// `used` (one credential, one session): otherwise refuse the message.
@@ -90,13 +119,15 @@ pub enum ServerEvent {
 pub enum Received {
     /// The credentials failed: send this answer (the challenge), nothing else.
     Refused(ServerReply),
-    /// Authenticated: enqueue commands if any, then call [`ServerSession::reply`].
-    Accepted,
+    /// Authenticated: enqueue commands if any, persist the events, then build the
+    /// answer with [`ServerSession::reply`].
+    Accepted(Answer),
 }
 
-/// The statuses of an accepted message, waiting for [`ServerSession::reply`].
+/// The statuses of an accepted message, to be answered with [`ServerSession::reply`].
 #[derive(Debug)]
-struct Pending {
+#[must_use = "an accepted message must be answered"]
+pub struct Answer {
     statuses: Vec<Command>,
     /// Whether queued commands may follow the statuses (not while the device's own
     /// package is still coming in).
@@ -113,6 +144,17 @@ pub struct ServerReply {
     pub ended: bool,
 }
 
+/// Where a session stands (the diagram in the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No message of the device has passed its credentials yet.
+    Unauthenticated,
+    /// The device proved who it is: its messages are answered, commands go to it.
+    Open,
+    /// Over: nothing more is read.
+    Ended { authenticated: bool },
+}
+
 /// One management session of the server with one device.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -122,7 +164,7 @@ pub struct ServerSession {
     encoding: Encoding,
     verifier: Verifier,
     prover: Prover,
-    device_authenticated: bool,
+    phase: Phase,
     /// The device accepted our credentials (MD5/Basic): no need to show them again.
     accepted_by_device: bool,
     auth_failures: u32,
@@ -134,15 +176,13 @@ pub struct ServerSession {
     in_flight: HashMap<(u32, u32), (u64, u32)>,
     /// The commands of our last message, to send again if the device refused our credentials.
     last_sent: Vec<(u64, Command)>,
-    outcomes: BTreeMap<u64, CommandOutcome>,
+    outcomes: BTreeMap<u64, Answered>,
     /// The queued commands sent as Atomic (their outcome may have to be settled from
     /// their members' statuses).
     atomics: HashSet<u64>,
     events: Vec<ServerEvent>,
     /// The chunks of a large result received so far.
     partial_result: Option<PartialResult>,
-    pending: Option<Pending>,
-    ended: bool,
 }
 
 impl ServerSession {
@@ -162,7 +202,7 @@ impl ServerSession {
             device_id,
             session_id,
             encoding,
-            device_authenticated: false,
+            phase: Phase::Unauthenticated,
             accepted_by_device: false,
             auth_failures: 0,
             last_msg_id_in: 0,
@@ -174,8 +214,6 @@ impl ServerSession {
             atomics: HashSet::new(),
             events: Vec::new(),
             partial_result: None,
-            pending: None,
-            ended: false,
         }
     }
 
@@ -190,11 +228,23 @@ impl ServerSession {
     }
 
     pub fn is_device_authenticated(&self) -> bool {
-        self.device_authenticated
+        matches!(
+            self.phase,
+            Phase::Open
+                | Phase::Ended {
+                    authenticated: true
+                }
+        )
     }
 
     pub fn is_ended(&self) -> bool {
-        self.ended
+        matches!(self.phase, Phase::Ended { .. })
+    }
+
+    fn end(&mut self) {
+        self.phase = Phase::Ended {
+            authenticated: self.is_device_authenticated(),
+        };
     }
 
     /// The MsgID of the last message of the device that was accepted (0: none yet).
@@ -211,7 +261,8 @@ impl ServerSession {
     /// `fresh_nonce` supplies new random nonces. A message whose credentials fail is
     /// answered at once ([`Received::Refused`]); otherwise the caller may
     /// [`enqueue`](Self::enqueue) commands, persist the events, and then build the
-    /// answer with [`reply`](Self::reply).
+    /// answer with [`reply`](Self::reply). Each message is answered before the next is
+    /// read.
     pub fn receive(
         &mut self,
         message: &Message,
@@ -219,13 +270,8 @@ impl ServerSession {
         hmac: Option<&str>,
         fresh_nonce: &mut dyn FnMut() -> Vec<u8>,
     ) -> Result<Received, SessionError> {
-        if self.pending.is_some() {
-            return Err(SessionError::Protocol(
-                "the previous message has not been answered".into(),
-            ));
-        }
-        if self.ended {
-            return Err(SessionError::Protocol("the session has ended".into()));
+        if self.is_ended() {
+            return Err(Misuse::Ended.into());
         }
         let header = &message.header;
         if self.last_msg_id_out == 0 {
@@ -234,9 +280,10 @@ impl ServerSession {
             self.last_msg_id_out = header.msg_id.saturating_sub(1);
         }
         if header.session_id != self.session_id || header.source.uri != self.device_id {
-            return Err(SessionError::Protocol(
-                "the message belongs to another session".into(),
-            ));
+            return Err(SessionError::OtherSession {
+                device: header.source.uri.clone(),
+                session: header.session_id.clone(),
+            });
         }
         if header.msg_id <= self.last_msg_id_in {
             return Err(SessionError::Replay(header.msg_id));
@@ -274,12 +321,11 @@ impl ServerSession {
                     let code = match a.code {
                         alert::SESSION_ABORT => {
                             self.events.push(ServerEvent::Aborted);
-                            self.pending = Some(Pending {
+                            return Ok(Received::Accepted(Answer {
                                 statuses,
                                 sends_commands: false,
                                 ends: Some(true),
-                            });
-                            return Ok(Received::Accepted);
+                            }));
                         }
                         alert::CLIENT_INITIATED_MGMT
                         | alert::SERVER_INITIATED_MGMT
@@ -335,36 +381,31 @@ impl ServerSession {
                 correlator: None,
                 items: vec![],
             }));
-            self.pending = Some(Pending {
+            return Ok(Received::Accepted(Answer {
                 statuses,
                 sends_commands: false,
                 ends: Some(false),
-            });
-            return Ok(Received::Accepted);
+            }));
         }
         if message.body.is_final {
             self.settle_answered();
         }
-        self.pending = Some(Pending {
+        Ok(Received::Accepted(Answer {
             statuses,
             sends_commands: true,
             ends: (!message.body.is_final).then_some(false),
-        });
-        Ok(Received::Accepted)
+        }))
     }
 
     /// The answer to the message [`receive`](Self::receive) accepted: its statuses,
     /// then queued commands as far as the device's MaxMsgSize allows. The session
     /// ends when nothing was left to send.
-    pub fn reply(&mut self) -> Result<ServerReply, SessionError> {
-        let Some(Pending {
+    pub fn reply(&mut self, answer: Answer) -> Result<ServerReply, SessionError> {
+        let Answer {
             statuses,
             sends_commands,
             ends,
-        }) = self.pending.take()
-        else {
-            return Err(SessionError::Protocol("no message to answer".into()));
-        };
+        } = answer;
         let ends = ends.unwrap_or(self.queue.is_empty());
         if !sends_commands {
             return self.build(statuses, &mut VecDeque::new(), false, ends);
@@ -385,7 +426,7 @@ impl ServerSession {
     ) -> Status {
         let per_message = self.verifier.auth() == AuthType::Hmac;
         let mut header_status = header_status(&message.header, status::OK);
-        if self.device_authenticated && !per_message {
+        if self.is_device_authenticated() && !per_message {
             return header_status;
         }
         let verdict = self.verifier.verify(&message.header, raw, hmac);
@@ -414,8 +455,8 @@ impl ServerSession {
             used,
             next: self.verifier.nonce().to_vec(),
         });
-        if !self.device_authenticated {
-            self.device_authenticated = true;
+        if self.phase == Phase::Unauthenticated {
+            self.phase = Phase::Open;
             self.events.push(ServerEvent::Authenticated);
         }
         header_status
@@ -437,7 +478,7 @@ impl ServerSession {
         let give_up = self.auth_failures >= self.config.max_auth_attempts;
         if give_up {
             debug!(device = %self.device_id, "authentication failed too often: ending the session");
-            self.ended = true;
+            self.end();
         }
         // Commands are never sent to a device that has not authenticated.
         self.build(statuses, &mut VecDeque::new(), true, give_up)
@@ -475,7 +516,7 @@ impl ServerSession {
         };
         let outcome = self.outcomes.entry(tag).or_default();
         if s.cmd_ref == own_id {
-            outcome.status = s.code;
+            outcome.status = Some(s.code);
         } else {
             outcome.members.push((s.cmd.clone(), s.code));
         }
@@ -520,30 +561,33 @@ impl ServerSession {
     /// Every command the device answered is done, never to be sent again: called when
     /// its package ends, and by the caller when the session is dropped before that (so
     /// that only what was never answered goes back to the queue). One whose own Status
-    /// is missing or zero (clients that answer only an Atomic's members, or a Get only
-    /// with Results) is settled from what came: an Atomic succeeded if all its members
-    /// did (507 otherwise), anything else 200.
+    /// is missing (clients that answer only an Atomic's members, or a Get only with
+    /// Results) is settled from what came: an Atomic succeeded if all its members did
+    /// (507 otherwise), anything else 200.
     pub fn settle_answered(&mut self) {
         let answered: Vec<u64> = self
             .outcomes
             .iter()
-            .filter(|(_, o)| o.status != 0 || !o.members.is_empty() || !o.results.is_empty())
+            .filter(|(_, o)| o.status.is_some() || !o.members.is_empty() || !o.results.is_empty())
             .map(|(tag, _)| *tag)
             .collect();
         for tag in answered {
-            if let Some(mut outcome) = self.outcomes.remove(&tag) {
-                if outcome.status == 0 {
-                    let failed = outcome
-                        .members
-                        .iter()
-                        .any(|(_, code)| !status::is_success(*code));
-                    outcome.status = match (self.atomics.contains(&tag), failed) {
-                        (true, true) => status::ATOMIC_FAILED,
-                        _ => status::OK,
-                    };
-                }
+            if let Some(answered) = self.outcomes.remove(&tag) {
+                let failed = answered.members.iter().any(|(_, code)| !code.is_success());
+                let status =
+                    answered
+                        .status
+                        .unwrap_or(match (self.atomics.contains(&tag), failed) {
+                            (true, true) => status::ATOMIC_FAILED,
+                            _ => status::OK,
+                        });
                 self.atomics.remove(&tag);
                 self.in_flight.retain(|_, (t, _)| *t != tag);
+                let outcome = CommandOutcome {
+                    status,
+                    members: answered.members,
+                    results: answered.results,
+                };
                 self.events.push(ServerEvent::CommandDone { tag, outcome });
             }
         }
@@ -558,7 +602,8 @@ impl ServerSession {
     ) -> Result<ServerReply, SessionError> {
         self.last_msg_id_out += 1;
         let msg_id = self.last_msg_id_out;
-        let shows_credentials = self.device_authenticated && !self.accepted_by_device;
+        let authenticated = self.is_device_authenticated();
+        let shows_credentials = authenticated && !self.accepted_by_device;
         let header = OutgoingHeader {
             session_id: &self.session_id,
             msg_id,
@@ -568,7 +613,7 @@ impl ServerSession {
             // The address with the session's token, only for a device that proved who
             // it is; a refused message opens no session, and its answer names the
             // plain address (some clients read a RespURI in every header).
-            resp_uri: match self.device_authenticated {
+            resp_uri: match authenticated {
                 true => self.config.resp_uri.clone(),
                 false => self
                     .config
@@ -602,7 +647,8 @@ impl ServerSession {
                 tag: *tag,
                 outcome: CommandOutcome {
                     status: status::REQUEST_ENTITY_TOO_LARGE,
-                    ..CommandOutcome::default()
+                    members: Vec::new(),
+                    results: Vec::new(),
                 },
             });
         }
@@ -632,8 +678,10 @@ impl ServerSession {
             }
             self.last_sent.push((tag, command));
         }
-        self.ended |= ends;
-        let hmac = if self.device_authenticated && self.prover.auth() == AuthType::Hmac {
+        if ends {
+            self.end();
+        }
+        let hmac = if authenticated && self.prover.auth() == AuthType::Hmac {
             self.prover.hmac_header(&packed.bytes)
         } else {
             None

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use gwmo_proto::codes::{alert, status};
+use gwmo_proto::codes::{StatusCode, alert, status};
 use gwmo_proto::{
     CmdIds, Command, Data, Encoding, Item, ItemCommand, Location, Message, Meta, Results, Status,
 };
 use gwmo_session::{
     AuthType, ClientConfig, ClientEvent, ClientOutcome, ClientSession, ClientStep, Credentials,
-    DeviceAuth, Executor, Received, ServerConfig, ServerEvent, ServerReply, ServerSession,
+    DeviceAuth, Executor, Misuse, Received, ServerConfig, ServerEvent, ServerReply, ServerSession,
     SessionError, Trigger,
 };
 
@@ -105,7 +105,7 @@ fn exchange(
 ) -> Result<ServerReply, SessionError> {
     match server.receive(message, raw, hmac, fresh)? {
         Received::Refused(reply) => Ok(reply),
-        Received::Accepted => server.reply(),
+        Received::Accepted(answer) => server.reply(answer),
     }
 }
 
@@ -269,7 +269,7 @@ fn replace(uri: &str, value: &str) -> Command {
     })
 }
 
-fn done(events: &[ServerEvent]) -> BTreeMap<u64, (u16, Vec<Item>)> {
+fn done(events: &[ServerEvent]) -> BTreeMap<u64, (StatusCode, Vec<Item>)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -818,4 +818,57 @@ fn a_session_whose_only_command_is_too_large_ends() {
     assert_eq!(outcome, ClientOutcome::Completed);
     assert_eq!(done(&server_events)[&1].0, status::REQUEST_ENTITY_TOO_LARGE);
     assert!(pair.server.is_ended());
+}
+
+#[test]
+fn a_session_used_out_of_order_says_it_is_the_callers_mistake() {
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    let fresh = &mut || b"n".to_vec();
+    let early = pair
+        .client
+        .receive(b"<SyncML/>", None, &mut pair.tree, fresh);
+    assert!(matches!(
+        early,
+        Err(SessionError::Misuse(Misuse::NotStarted))
+    ));
+    pair.client.start().unwrap();
+    let twice = pair.client.start();
+    assert!(matches!(
+        twice,
+        Err(SessionError::Misuse(Misuse::AlreadyStarted))
+    ));
+
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    let (outcome, _, _) = pair.run().unwrap();
+    assert_eq!(outcome, ClientOutcome::Completed);
+    assert!(pair.server.is_ended() && pair.server.is_device_authenticated());
+    let after = pair
+        .client
+        .receive(b"<SyncML/>", None, &mut pair.tree, fresh);
+    let Err(error) = after else {
+        panic!("read after the end")
+    };
+    assert!(matches!(error, SessionError::Misuse(Misuse::Ended)) && !error.is_peer_fault());
+    let late = pair.client.start();
+    assert!(matches!(
+        late,
+        Err(SessionError::Misuse(Misuse::AlreadyStarted))
+    ));
+}
+
+#[test]
+fn a_message_of_another_session_is_the_peers_fault() {
+    let mut pair = Pair::new(AuthType::Md5, Encoding::Xml, b"n-old");
+    let outgoing = pair.client.start().unwrap();
+    let mut message = Encoding::Xml.decode(&outgoing.body).unwrap();
+    message.header.session_id = "FF".into();
+    let refused = pair
+        .server
+        .receive(&message, &outgoing.body, None, &mut || b"n".to_vec());
+    let Err(error) = refused else {
+        panic!("accepted")
+    };
+    assert!(matches!(error, SessionError::OtherSession { ref session, .. } if session == "FF"));
+    assert!(error.is_peer_fault());
+    assert!(!pair.server.is_device_authenticated() && !pair.server.is_ended());
 }

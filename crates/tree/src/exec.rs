@@ -2,7 +2,7 @@
 //! gives them: one Status per Item (TargetRef naming it), Results after the Status of
 //! a Get, Atomic all-or-nothing, Sequence in order.
 
-use gwmo_proto::codes::{alert, content_type, status};
+use gwmo_proto::codes::{StatusCode, alert, content_type, status};
 use gwmo_proto::{CmdIds, Command, Container, Data, Item, Location, Meta, Results, Status};
 
 use crate::TreeError;
@@ -26,7 +26,7 @@ enum Kind {
 }
 
 /// What one item came to: its status code and, for a Get, the item to return.
-type ItemOutcome = (u16, Option<Item>);
+type ItemOutcome = (StatusCode, Option<Item>);
 
 impl Tree {
     /// Runs one command `server_id` sent in message `msg_ref`; returns the Status
@@ -250,7 +250,7 @@ impl Tree {
         (0..segments.len()).find(|&depth| self.node_at(&segments[..=depth]).is_none())
     }
 
-    fn require(&self, server: &str, op: Op, segments: &[&str]) -> Result<(), u16> {
+    fn require(&self, server: &str, op: Op, segments: &[&str]) -> Result<(), StatusCode> {
         if self.permits(server, op, segments) {
             Ok(())
         } else {
@@ -264,7 +264,7 @@ impl Tree {
         segments: &[&str],
         item: &Item,
         meta: Option<&Meta>,
-    ) -> Result<(), u16> {
+    ) -> Result<(), StatusCode> {
         let (name, _) = segments.split_last().ok_or(status::ALREADY_EXISTS)?;
         // Add is checked against the deepest node that exists on the way.
         let existing = (0..=segments.len())
@@ -352,7 +352,7 @@ impl Tree {
         segments: &[&str],
         item: &Item,
         meta: Option<&Meta>,
-    ) -> Result<(), u16> {
+    ) -> Result<(), StatusCode> {
         let node = self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Replace, segments)?;
         if node.is_interior() {
@@ -375,7 +375,7 @@ impl Tree {
         Ok(())
     }
 
-    fn delete(&mut self, server: &str, segments: &[&str]) -> Result<(), u16> {
+    fn delete(&mut self, server: &str, segments: &[&str]) -> Result<(), StatusCode> {
         let (name, parent) = segments.split_last().ok_or(status::COMMAND_NOT_ALLOWED)?;
         let node = self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Delete, segments)?;
@@ -389,7 +389,7 @@ impl Tree {
             .ok_or(status::NOT_FOUND)
     }
 
-    fn get(&self, server: &str, segments: &[&str], target: &str) -> Result<Item, u16> {
+    fn get(&self, server: &str, segments: &[&str], target: &str) -> Result<Item, StatusCode> {
         let node = self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Get, segments)?;
         let data = match &node.content {
@@ -411,7 +411,7 @@ impl Tree {
     /// `Get <uri>?list=TNDS+...`: the subtree as one TNDS document, without the nodes
     /// this server may not Get. (The `list` options beyond TNDS change nothing: values,
     /// formats and types always come, ACLs never.)
-    fn get_tnds(&self, server: &str, segments: &[&str], target: &str) -> Result<Item, u16> {
+    fn get_tnds(&self, server: &str, segments: &[&str], target: &str) -> Result<Item, StatusCode> {
         self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Get, segments)?;
         let subtree = self
@@ -436,7 +436,7 @@ impl Tree {
         segments: &[&str],
         prop: &str,
         target: &str,
-    ) -> Result<Option<Item>, u16> {
+    ) -> Result<Option<Item>, StatusCode> {
         let node = self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Get, segments)?;
         let value = match prop {
@@ -467,7 +467,7 @@ impl Tree {
         segments: &[&str],
         prop: &str,
         item: &Item,
-    ) -> Result<Option<Item>, u16> {
+    ) -> Result<Option<Item>, StatusCode> {
         self.node_at(segments).ok_or(status::NOT_FOUND)?;
         let value = data_text(item, Format::Chr)?;
         match prop {
@@ -488,7 +488,7 @@ impl Tree {
         Ok(None)
     }
 
-    fn copy(&mut self, server: &str, target: &[&str], item: &Item) -> Result<(), u16> {
+    fn copy(&mut self, server: &str, target: &[&str], item: &Item) -> Result<(), StatusCode> {
         let source_uri = item.source.as_ref().ok_or(status::INCOMPLETE_COMMAND)?;
         let source = Uri::parse(&source_uri.uri).map_err(|_| status::BAD_REQUEST)?;
         let node = self.node_at(&source.segments).ok_or(status::NOT_FOUND)?;
@@ -523,7 +523,7 @@ impl Tree {
         segments: &[&str],
         item: &Item,
         correlator: Option<&str>,
-    ) -> Result<(), u16> {
+    ) -> Result<(), StatusCode> {
         self.node_at(segments).ok_or(status::NOT_FOUND)?;
         self.require(server, Op::Exec, segments)?;
         if !self.may_exec(server, segments) {
@@ -564,7 +564,7 @@ fn is_tnds(mime: &str) -> bool {
         || mime.eq_ignore_ascii_case(content_type::TNDS_WBXML)
 }
 
-fn meta_format(meta: Option<&Meta>) -> Result<Format, u16> {
+fn meta_format(meta: Option<&Meta>) -> Result<Format, StatusCode> {
     match meta.and_then(|m| m.format.as_deref()) {
         None => Ok(Format::Chr),
         Some(text) => Format::parse(text).ok_or(status::UNSUPPORTED_MEDIA_TYPE),
@@ -572,7 +572,7 @@ fn meta_format(meta: Option<&Meta>) -> Result<Format, u16> {
 }
 
 /// An item's data as the text a leaf stores (binary data as base64 for b64/bin).
-fn data_text(item: &Item, format: Format) -> Result<String, u16> {
+fn data_text(item: &Item, format: Format) -> Result<String, StatusCode> {
     use base64::Engine;
     Ok(match &item.data {
         None => String::new(),
@@ -604,7 +604,7 @@ fn reply(
     ids: &mut CmdIds,
     msg_ref: u32,
     command: &Command,
-    code: u16,
+    code: StatusCode,
     item: Option<&Item>,
 ) -> Command {
     Command::Status(Status {
@@ -628,7 +628,7 @@ fn reply(
     })
 }
 
-fn set_code(command: &mut Command, code: u16) {
+fn set_code(command: &mut Command, code: StatusCode) {
     if let Command::Status(s) = command {
         s.code = code;
     }

@@ -10,7 +10,7 @@
 //! servers. A `restricted` gateway has only what ACLs give it, within what
 //! `guard.rs` lets it change.
 
-use gwmo_proto::codes::status;
+use gwmo_proto::codes::{StatusCode, status};
 
 use crate::acl::{Acl, Op};
 use crate::dmacc::{DMACC, account_of, dm_accounts};
@@ -202,7 +202,7 @@ impl Tree {
         account: &str,
         field: &str,
         value: &str,
-    ) -> Result<(), u16> {
+    ) -> Result<(), StatusCode> {
         if self.node_at(&["DMAcc", account]).is_none() {
             return Err(status::NOT_FOUND);
         }

@@ -72,7 +72,7 @@ fn get(target: &str) -> Command {
 fn codes(tree: &mut Tree, server: &str, command: &Command) -> Vec<u16> {
     statuses(&tree.execute(server, 1, command, &mut CmdIds::new()))
         .iter()
-        .map(|s| s.code)
+        .map(|s| s.code.get())
         .collect()
 }
 

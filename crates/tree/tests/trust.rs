@@ -117,7 +117,7 @@ fn codes(tree: &mut Tree, server: &str, command: &Command) -> Vec<u16> {
     tree.execute(server, 1, command, &mut CmdIds::new())
         .iter()
         .filter_map(|c| match c {
-            Command::Status(s) => Some(s.code),
+            Command::Status(s) => Some(s.code.get()),
             _ => None,
         })
         .collect()

@@ -226,7 +226,7 @@ pub fn header_status(answer: &str) -> u16 {
         .commands
         .iter()
         .find_map(|c| match c {
-            Command::Status(s) if s.cmd_ref == 0 => Some(s.code),
+            Command::Status(s) if s.cmd_ref == 0 => Some(s.code.get()),
             _ => None,
         })
         .unwrap()

@@ -104,7 +104,7 @@ pub fn fifty_commands() -> Message {
                     target_refs: vec![uri],
                     source_refs: vec![],
                     chal: None,
-                    code: 200,
+                    code: gwmo_proto::codes::status::OK,
                     items: vec![],
                 }),
             }

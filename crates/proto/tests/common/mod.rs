@@ -165,7 +165,7 @@ fn leaf_command() -> impl Strategy<Value = Command> {
                         target_refs,
                         source_refs,
                         chal: chal.map(|meta| Chal { meta }),
-                        code,
+                        code: gwmo_proto::codes::StatusCode(code),
                         items,
                     })
                 }
