@@ -136,6 +136,14 @@ pub struct Answer {
     ends: Option<bool>,
 }
 
+/// How reading a message's commands ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Read,
+    /// The device aborted the session (Alert 1223): the rest is not read.
+    Aborted,
+}
+
 /// The answer to one device message.
 #[derive(Debug)]
 pub struct ServerReply {
@@ -298,8 +306,53 @@ impl ServerSession {
             self.peer_max_msg_size = usize::try_from(max).unwrap_or(usize::MAX);
         }
 
-        let msg_ref = header.msg_id;
         let mut statuses = vec![Command::Status(our_status)];
+        if self.take_commands(message, &mut statuses)? == Body::Aborted {
+            return Ok(Received::Accepted(Answer {
+                statuses,
+                sends_commands: false,
+                ends: Some(true),
+            }));
+        }
+
+        let asks_our_next_message = message
+            .body
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Alert(a) if a.code == alert::NEXT_MESSAGE));
+        if !message.body.is_final && !asks_our_next_message {
+            // The device's package goes on: ask for its next message, send nothing new.
+            statuses.push(Command::Alert(Alert {
+                cmd_id: 0,
+                code: alert::NEXT_MESSAGE,
+                correlator: None,
+                items: vec![],
+            }));
+            return Ok(Received::Accepted(Answer {
+                statuses,
+                sends_commands: false,
+                ends: Some(false),
+            }));
+        }
+        if message.body.is_final {
+            self.settle_answered();
+        }
+        Ok(Received::Accepted(Answer {
+            statuses,
+            sends_commands: true,
+            ends: (!message.body.is_final).then_some(false),
+        }))
+    }
+
+    /// Reads the commands of an accepted message: the device's verdict on our
+    /// credentials, the Status and Results of our commands, its alerts and DevInfo;
+    /// appends the statuses they get to `statuses`.
+    fn take_commands(
+        &mut self,
+        message: &Message,
+        statuses: &mut Vec<Command>,
+    ) -> Result<Body, SessionError> {
+        let msg_ref = message.header.msg_id;
         let mut devinfo = BTreeMap::new();
         let mut resend = false;
         // When the device refused our credentials, its other statuses only say that
@@ -321,11 +374,7 @@ impl ServerSession {
                     let code = match a.code {
                         alert::SESSION_ABORT => {
                             self.events.push(ServerEvent::Aborted);
-                            return Ok(Received::Accepted(Answer {
-                                statuses,
-                                sends_commands: false,
-                                ends: Some(true),
-                            }));
+                            return Ok(Body::Aborted);
                         }
                         alert::CLIENT_INITIATED_MGMT
                         | alert::SERVER_INITIATED_MGMT
@@ -367,34 +416,7 @@ impl ServerSession {
                 self.queue.push_front(entry);
             }
         }
-
-        let asks_our_next_message = message
-            .body
-            .commands
-            .iter()
-            .any(|c| matches!(c, Command::Alert(a) if a.code == alert::NEXT_MESSAGE));
-        if !message.body.is_final && !asks_our_next_message {
-            // The device's package goes on: ask for its next message, send nothing new.
-            statuses.push(Command::Alert(Alert {
-                cmd_id: 0,
-                code: alert::NEXT_MESSAGE,
-                correlator: None,
-                items: vec![],
-            }));
-            return Ok(Received::Accepted(Answer {
-                statuses,
-                sends_commands: false,
-                ends: Some(false),
-            }));
-        }
-        if message.body.is_final {
-            self.settle_answered();
-        }
-        Ok(Received::Accepted(Answer {
-            statuses,
-            sends_commands: true,
-            ends: (!message.body.is_final).then_some(false),
-        }))
+        Ok(Body::Read)
     }
 
     /// The answer to the message [`receive`](Self::receive) accepted: its statuses,

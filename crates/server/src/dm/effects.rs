@@ -1,0 +1,243 @@
+//! What a session's events change: the DM endpoint writes each to the store before
+//! the answer leaves (a nonce the device will use must be known if this instance
+//! stops right after), one method per kind of event.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use gwmo_proto::codes::{alert_type, status};
+use gwmo_proto::{Alert, StatusCode};
+use gwmo_session::{CommandOutcome, ServerEvent};
+use gwmo_tree::Origin;
+use tracing::{info, warn};
+
+use super::gateways::{alert_json, location_updates};
+use super::{DmError, DmService, NOTIFY_URL_NODE, Slot};
+use crate::bootstrap;
+use crate::command::{CommandSpec, StoredOutcome};
+
+/// The TNDS document of a Results item answering a Get of the whole tree.
+fn whole_tree_report(item: &gwmo_proto::Item) -> Option<&str> {
+    let source = item.source.as_ref()?.uri.as_str();
+    let mime = item.meta.as_ref()?.r#type.as_deref()?;
+    (source.split('?').next() == Some(".") && mime == gwmo_proto::codes::content_type::TNDS_XML)
+        .then(|| item.data.as_ref()?.as_text())
+        .flatten()
+}
+
+impl DmService {
+    /// Writes the session's events to the store, then tells whoever watches that
+    /// something was stored.
+    pub(super) fn persist(
+        &self,
+        dev_id: &str,
+        slot: &mut Slot,
+        peer: IpAddr,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        let mut seen_gateways = Vec::new();
+        for event in slot.session.take_events() {
+            match event {
+                ServerEvent::Authenticated => {
+                    self.throttle.succeeded(peer, dev_id);
+                    info!(
+                        device = dev_id,
+                        encoding = slot.encoding.name(),
+                        "device authenticated"
+                    );
+                }
+                ServerEvent::AuthenticationFailed { code } => {
+                    self.authentication_failed(dev_id, code, peer, slot.last_active, unix_now)?
+                }
+                ServerEvent::ClientNonceIssued { used, next } => {
+                    if !self.store.swap_client_nonce(dev_id, &used, &next)? {
+                        warn!(
+                            device = dev_id,
+                            %peer,
+                            "credentials built with a nonce another session consumed: refused"
+                        );
+                        return Err(DmError::NonceSpent(dev_id.to_owned()));
+                    }
+                }
+                ServerEvent::ServerNonceReceived(nonce) => {
+                    self.store.set_server_nonce(dev_id, &nonce)?
+                }
+                ServerEvent::DevInfo(devinfo) => {
+                    self.store
+                        .record_session(dev_id, &devinfo, slot.encoding.name(), unix_now)?;
+                    if let Some(url) = devinfo.get(NOTIFY_URL_NODE) {
+                        self.store.set_notify_address(dev_id, Some(url))?;
+                    }
+                }
+                ServerEvent::Alert(alert) => {
+                    self.alert(dev_id, &alert, unix_now)?;
+                    seen_gateways.extend(location_updates(&alert));
+                }
+                ServerEvent::CommandDone { tag, outcome } => {
+                    self.command_done(dev_id, tag as i64, &outcome, unix_now)?
+                }
+                ServerEvent::Aborted => {
+                    self.store
+                        .log_event(Some(dev_id), "session-aborted", "{}", unix_now)?;
+                }
+            }
+        }
+        // After the DevInfo of the same message is stored.
+        for gateway_id in seen_gateways {
+            self.location_update(dev_id, &gateway_id, unix_now)?;
+        }
+        self.stored
+            .send_modify(|count| *count = count.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Credentials missing (407) or wrong (401): logged and counted; wrong ones from
+    /// one source too often make its new sessions for the device wait.
+    fn authentication_failed(
+        &self,
+        dev_id: &str,
+        code: StatusCode,
+        peer: IpAddr,
+        last_active: Instant,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        warn!(
+            device = dev_id,
+            code = code.get(),
+            "device authentication failed"
+        );
+        self.metrics.auth_failure();
+        if code == status::INVALID_CREDENTIALS && self.throttle.failed(peer, dev_id, last_active) {
+            warn!(
+                device = dev_id,
+                secs = self.settings.auth_lockout_secs,
+                %peer,
+                "too many wrong credentials from this source: its new sessions for the device wait"
+            );
+            let detail = serde_json::json!({
+                "source": peer.to_string(),
+                "failures": self.settings.auth_lockout_failures,
+                "max_lockout_secs": self.settings.auth_lockout_secs,
+            });
+            self.store
+                .log_event(Some(dev_id), "auth-locked", &detail.to_string(), unix_now)?;
+        }
+        let detail = serde_json::json!({ "status": code.get(), "source": peer.to_string() });
+        self.store
+            .log_event(Some(dev_id), "auth-failed", &detail.to_string(), unix_now)?;
+        Ok(())
+    }
+
+    /// A Generic Alert or Client Event: logged and counted; the gateway reports it
+    /// carries (Device Attach, Device Detach, fan-out results) are acted on.
+    fn alert(&self, dev_id: &str, alert: &Alert, unix_now: i64) -> Result<(), DmError> {
+        let detail = serde_json::json!({
+            "code": alert.code,
+            "items": alert.items.iter().map(|i| serde_json::json!({
+                "type": i.meta.as_ref().and_then(|m| m.r#type.clone()),
+                "source": i.source.as_ref().map(|s| s.uri.clone()),
+                "data": i.data.as_ref().and_then(|d| d.as_text()).map(str::to_owned),
+            })).collect::<Vec<_>>(),
+        });
+        info!(device = dev_id, code = alert.code, "alert");
+        self.store
+            .log_event(Some(dev_id), "alert", &detail.to_string(), unix_now)?;
+        for kind in alert
+            .items
+            .iter()
+            .filter_map(|i| i.meta.as_ref()?.r#type.as_deref())
+        {
+            self.metrics.alert(kind);
+        }
+        for attached in alert_json(alert, alert_type::DEVICE_ATTACH) {
+            self.device_attach(dev_id, &attached, unix_now)?;
+        }
+        for detached in alert_json(alert, alert_type::DEVICE_DETACH) {
+            self.device_detach(dev_id, &detached, unix_now)?;
+        }
+        for (id, results) in crate::fanout::results(alert) {
+            self.fanout_results(dev_id, id, &results, unix_now)?;
+        }
+        Ok(())
+    }
+
+    /// A queued command came back: its outcome is stored, and whatever waited on it
+    /// settles (an attach refuted, a tree report, an authentication switch, a gateway
+    /// bootstrap).
+    fn command_done(
+        &self,
+        dev_id: &str,
+        command: i64,
+        outcome: &CommandOutcome,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        let summary = StoredOutcome::from(outcome);
+        if self.resend_account_as_replaces(dev_id, command, &summary, unix_now)? {
+            return Ok(());
+        }
+        let stored = serde_json::to_string(&summary).unwrap_or_default();
+        let status = outcome.status.get();
+        info!(device = dev_id, command, status, "command done");
+        self.store.complete(command, status, &stored, unix_now)?;
+        if outcome.status == status::NOT_FOUND {
+            self.refute_attach(dev_id, command, unix_now)?;
+        }
+        if let Some(tnds) = outcome.results.iter().find_map(whole_tree_report) {
+            self.store.set_tree(dev_id, tnds, unix_now)?;
+        }
+        self.metrics.command_status(status);
+        if let Some(auth) = self.store.settle_auth_switch(command, status)? {
+            info!(
+                device = dev_id,
+                ?auth,
+                "authentication scheme switched for the next session"
+            );
+        }
+        if let Some(settled) = self.store.settle_bootstrap(command, status, unix_now)? {
+            self.metrics.bootstrap(Origin::ServerAssisted.as_str());
+            self.tell_gateways(&settled, unix_now)?;
+        }
+        Ok(())
+    }
+
+    /// A bootstrap account the device says it has already (an earlier send ran, and its
+    /// answer died with the instance that sent it): the same command goes again as
+    /// Replaces of the same leaves, in this session, and settles with their outcome.
+    /// Returns whether it did.
+    fn resend_account_as_replaces(
+        &self,
+        dev_id: &str,
+        command: i64,
+        outcome: &StoredOutcome,
+        unix_now: i64,
+    ) -> Result<bool, DmError> {
+        // Read the command only for the one outcome that may call for it.
+        if !bootstrap::first_member_already_there(outcome) {
+            return Ok(false);
+        }
+        let Some(record) = self.store.command(command)? else {
+            return Ok(false);
+        };
+        let Some(replaces) = CommandSpec::parse(&record.spec)
+            .ok()
+            .and_then(|spec| bootstrap::account_as_replaces(&spec))
+        else {
+            return Ok(false);
+        };
+        if !self.store.resend_as(command, &replaces.to_json())? {
+            return Ok(false);
+        }
+        info!(
+            device = dev_id,
+            command, "the device has this account already: sending it again as Replaces"
+        );
+        let detail = serde_json::json!({ "command": command, "outcome": outcome });
+        self.store.log_event(
+            Some(dev_id),
+            "account-resent",
+            &detail.to_string(),
+            unix_now,
+        )?;
+        Ok(true)
+    }
+}
