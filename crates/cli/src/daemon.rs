@@ -1,4 +1,5 @@
-//! What every daemon command shares: when to stop, and where to say its address.
+//! What every daemon command shares: when to stop (the signal `gwmo_wiring` has for
+//! every program that runs roles), and where to say its address.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,25 +13,4 @@ pub fn write_address_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
-}
+pub use gwmo_wiring::shutdown_signal;

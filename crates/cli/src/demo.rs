@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use gwmo_device::settings::{AuthName, FactoryAccount, WireEncoding};
+use gwmo_device::settings::{AuthName, WireEncoding};
 use gwmo_device::{Agent, DeviceSettings};
-use gwmo_gateway::{Gateway, GatewaySettings};
+use gwmo_gateway::settings::Approaches;
 use gwmo_net::{HttpClient, Method, TlsSettings};
+use gwmo_proto::auth::AuthType;
 use gwmo_server::{Server, ServerSettings};
 use gwmo_session::Trigger;
+use gwmo_wiring::{AdminClient, GatewayPlan, Running, enrollment_account, poll};
 use serde_json::Value;
 
 #[derive(Args, Debug)]
@@ -23,79 +25,6 @@ pub struct DemoArgs {
     /// Keep the server running after the demo, so a person can look (Ctrl-C ends it).
     #[arg(long)]
     keep: bool,
-}
-
-/// The admin API of the demo's server.
-struct Admin {
-    client: HttpClient,
-    base: String,
-    token: String,
-}
-
-impl Admin {
-    async fn call(&self, method: Method, path: &str, body: &str) -> anyhow::Result<Value> {
-        let auth = format!("Bearer {}", self.token);
-        let answer = self
-            .client
-            .request(
-                method,
-                &format!("{}{path}", self.base),
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                body.as_bytes().to_vec(),
-            )
-            .await?;
-        let value: Value =
-            serde_json::from_slice(&answer.body).context("the admin API answered no JSON")?;
-        ensure!(
-            (200..300).contains(&answer.status),
-            "{path}: HTTP {} {value}",
-            answer.status
-        );
-        Ok(value)
-    }
-
-    async fn enroll(&self, dev_id: &str, auth: &str) -> anyhow::Result<Value> {
-        self.call(
-            Method::POST,
-            "/api/devices",
-            &format!(r#"{{"dev_id":"{dev_id}","auth":"{auth}"}}"#),
-        )
-        .await
-    }
-
-    async fn queue(&self, dev_id: &str, spec: &str) -> anyhow::Result<i64> {
-        let answer = self
-            .call(
-                Method::POST,
-                &format!("/api/devices/{dev_id}/commands"),
-                spec,
-            )
-            .await?;
-        answer["id"].as_i64().context("no command id")
-    }
-
-    /// The HTTP status of a GET (for expecting a 404).
-    async fn status(&self, path: &str) -> anyhow::Result<u16> {
-        let auth = format!("Bearer {}", self.token);
-        let answer = self
-            .client
-            .request(
-                Method::GET,
-                &format!("{}{path}", self.base),
-                &[("authorization", &auth)],
-                Vec::new(),
-            )
-            .await?;
-        Ok(answer.status)
-    }
-
-    async fn command(&self, id: i64) -> anyhow::Result<Value> {
-        self.call(Method::GET, &format!("/api/commands/{id}"), "")
-            .await
-    }
 }
 
 type Step<'a> = Pin<Box<dyn Future<Output = anyhow::Result<String>> + 'a>>;
@@ -132,11 +61,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     let dashboard = format!("https://{addr}/dashboard#token={token}");
     println!("Dashboard: {dashboard} (the browser asks about the demo's CA)\n");
-    let admin = Admin {
-        client: HttpClient::new(&tls.client()?, Duration::from_secs(10), 1 << 20),
-        base: format!("https://{addr}"),
-        token: token.clone(),
-    };
+    let admin = AdminClient::new(
+        HttpClient::new(&tls.client()?, Duration::from_secs(10), 1 << 20),
+        format!("https://{addr}"),
+        token.clone(),
+    );
 
     let mut verified: Vec<(String, anyhow::Result<String>)> = Vec::new();
     let steps: Vec<(&str, Step)> = vec![
@@ -146,7 +75,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 &admin,
                 dir.path(),
                 "IMEI:350000000000101",
-                "md5",
+                AuthType::Md5,
                 WireEncoding::Xml,
             )),
         ),
@@ -160,7 +89,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 &admin,
                 dir.path(),
                 "IMEI:350000000000102",
-                "hmac",
+                AuthType::Hmac,
                 WireEncoding::Wbxml,
             )),
         ),
@@ -217,7 +146,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         println!(
             "\nThe server keeps running: the dashboard is at {dashboard} (admin token {token}); Ctrl-C ends it."
         );
-        crate::daemon::shutdown_signal().await;
+        gwmo_wiring::shutdown_signal().await;
     }
     let _ = stop.send(());
     let _ = serving.await;
@@ -227,7 +156,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls `probe` every 20 ms until it yields a value, for at most 15 s.
 const DEMO_CERTIFICATE: &str = "demo";
 
 /// What every role of the demo uses: the certificate `demo` issues in `<dir>/pki` at
@@ -236,42 +164,13 @@ fn demo_tls(dir: &Path) -> TlsSettings {
     gwmo_net::certs::Issued::in_dir(&dir.join("pki"), DEMO_CERTIFICATE).tls_settings()
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
+/// Polls `probe` every 20 ms until it yields a value, for at most 15 s.
+async fn wait_for<T, F, Fut>(what: &str, probe: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A task that runs until told to stop.
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    fn spawn<F: Future<Output = ()> + Send + 'static>(
-        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
-    ) -> Running {
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        Running {
-            stop,
-            task: tokio::spawn(run(stopped)),
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
+    poll(what, Duration::from_secs(15), probe).await
 }
 
 /// The Local DM Bootstrap Server a demo gateway runs: for which device, with which
@@ -285,70 +184,30 @@ struct LocalBootstrap<'a> {
 /// A gateway in this process, enrolled and registered with the demo's server; with
 /// `local`, its Local DM Bootstrap Server too (its URL is returned).
 async fn start_gateway(
-    admin: &Admin,
+    admin: &AdminClient,
     dir: &Path,
     gateway_id: &str,
     local: Option<LocalBootstrap<'_>>,
-) -> anyhow::Result<(Admin, Running, Option<String>)> {
-    let dev_id = format!("GW:{gateway_id}");
-    let enrollment = admin.enroll(&dev_id, "md5").await?;
-    let upstream = device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
-        .accounts
-        .remove(0);
-    let gateway = Gateway::start(GatewaySettings {
-        gateway_id: gateway_id.into(),
-        dev_id: dev_id.clone(),
-        state_dir: dir.join(gateway_id),
-        listen: "127.0.0.1:0".parse()?,
-        notify_listen: Some("127.0.0.1:0".parse()?),
-        admin_token: Some(admin.token.clone()),
-        upstream: Some(upstream),
-        approaches: gwmo_gateway::settings::Approaches {
-            server_assisted: true,
-            local: local.is_some(),
+) -> anyhow::Result<(AdminClient, Running, Option<String>)> {
+    let started = gwmo_wiring::start_gateway(
+        admin,
+        GatewayPlan {
+            gateway_id: gateway_id.into(),
+            state_dir: dir.join(gateway_id),
+            approaches: Approaches {
+                server_assisted: true,
+                local: local.is_some(),
+            },
+            bootstrap_lapse_secs: local.as_ref().map_or(3600, |l| l.lapse_secs),
+            userpins: local
+                .map(|l| [(l.dev_id.to_owned(), l.userpin.to_owned())].into())
+                .unwrap_or_default(),
+            admin_token: Some(admin.token().to_owned()),
+            tls: demo_tls(dir),
         },
-        bootstrap_listen: "127.0.0.1:0".parse()?,
-        bootstrap_lapse_secs: local.as_ref().map_or(3600, |l| l.lapse_secs),
-        userpins: local
-            .map(|l| [(l.dev_id.to_owned(), l.userpin.to_owned())].into())
-            .unwrap_or_default(),
-        tls: demo_tls(dir),
-        ..GatewaySettings::default()
-    })
+    )
     .await?;
-    let addr = gateway.local_addr().context("the gateway has no address")?;
-    let bootstrap_url = gateway
-        .bootstrap_addr()
-        .map(|a| format!("https://{a}/bootstrap"));
-    let registration = serde_json::json!({
-        "gateway_id": gateway_id, "dev_id": dev_id, "dm_url": format!("https://{addr}/dm"), "server_assisted": true,
-    });
-    admin
-        .call(Method::POST, "/api/gateways", &registration.to_string())
-        .await?;
-    let running = Running::spawn(|stopped| async move {
-        if let Err(error) = gateway
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-        {
-            tracing::warn!(%error, "gateway stopped");
-        }
-    });
-    wait_for("the gateway's first session", || async {
-        let device = admin
-            .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
-            .await?;
-        Ok(device["notify_url"].as_str().map(str::to_owned))
-    })
-    .await?;
-    let gateway_admin = Admin {
-        client: admin.client.clone(),
-        base: format!("https://{addr}"),
-        token: admin.token.clone(),
-    };
-    Ok((gateway_admin, running, bootstrap_url))
+    Ok((started.admin, started.running, started.bootstrap_url))
 }
 
 /// The end device seeing `gateway`: one session with its DM Server, then it listens
@@ -368,18 +227,15 @@ async fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> anyhow::Re
         .session(server_id, Trigger::Client, None, Vec::new())
         .await?;
     Ok(Running::spawn(|stopped| async move {
-        let _ = gwmo_device::notify::serve(agent, listener, async {
-            let _ = stopped.await;
-        })
-        .await;
+        gwmo_device::notify::serve(agent, listener, stopped).await;
     }))
 }
 
 /// Waits until the gateway has the device in its store (after their first session).
-async fn managed_by(gateway: &Admin, dev_id: &str) -> anyhow::Result<()> {
+async fn managed_by(gateway: &AdminClient, dev_id: &str) -> anyhow::Result<()> {
     let path = format!("/api/devices/{dev_id}");
     wait_for("a session between the device and its gateway", || async {
-        let device = gateway.call(Method::GET, &path, "").await;
+        let device = gateway.get(&path).await;
         Ok(device
             .ok()
             .filter(|d| d["sessions"].as_i64() > Some(0))
@@ -392,15 +248,15 @@ async fn managed_by(gateway: &Admin, dev_id: &str) -> anyhow::Result<()> {
 /// that device, enrolled, having taken its Gateway Bootstrap (the gateway's ServerID
 /// is returned with them).
 async fn locally_bootstrapped(
-    admin: &Admin,
+    admin: &AdminClient,
     dir: &Path,
     gateway_id: &str,
     local: LocalBootstrap<'_>,
-) -> anyhow::Result<(Admin, Running, Agent, String, Value)> {
+) -> anyhow::Result<(AdminClient, Running, Agent, String, Value)> {
     let (dev_id, userpin) = (local.dev_id, local.userpin.to_owned());
     let (gw, running, url) = start_gateway(admin, dir, gateway_id, Some(local)).await?;
     let url = url.context("the gateway runs no bootstrap server")?;
-    let enrollment = admin.enroll(dev_id, "md5").await?;
+    let enrollment = admin.enroll(dev_id, AuthType::Md5).await?;
     let agent = Agent::open(DeviceSettings {
         userpin: Some(userpin),
         ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
@@ -409,7 +265,7 @@ async fn locally_bootstrapped(
     Ok((gw, running, agent, gateway, enrollment))
 }
 
-async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+async fn figure_z(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000104";
     let local = LocalBootstrap {
         dev_id,
@@ -429,9 +285,7 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     ensure!(confirmed, "the session did not confirm the bootstrap");
     managed_by(&gw, dev_id).await?;
     wait_for("the Device Attach Alert", || async {
-        let device = admin
-            .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
-            .await?;
+        let device = admin.get(&format!("/api/devices/{dev_id}")).await?;
         Ok((device["gateway"]["origin"] == "local-bootstrap").then_some(()))
     })
     .await?;
@@ -455,7 +309,7 @@ async fn figure_z(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
 /// no session with the gateway: the device's own lapse timer (the one `gwmo device`
 /// runs) removes the account at the deadline, with nothing else happening on it, and
 /// the gateway reports a Device Detach Alert (reason: lapsed) to the DM Server.
-async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+async fn lapse(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000105";
     let local = LocalBootstrap {
         dev_id,
@@ -491,11 +345,7 @@ async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     );
     wait_for("the Device Detach Alert on the server", || async {
         let events = admin
-            .call(
-                Method::GET,
-                &format!("/api/events?kind=detach&device={dev_id}"),
-                "",
-            )
+            .get(&format!("/api/events?kind=detach&device={dev_id}"))
             .await?;
         Ok(events["events"]
             .as_array()
@@ -510,15 +360,13 @@ async fn lapse(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
-async fn figures_x_and_y(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+async fn figures_x_and_y(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
     let (gw1, gw1_running, _) = start_gateway(admin, dir, "gw-1", None).await?;
     let (gw2, gw2_running, _) = start_gateway(admin, dir, "gw-2", None).await?;
     let dev_id = "IMEI:350000000000103";
-    let enrollment = admin.enroll(dev_id, "md5").await?;
+    let enrollment = admin.enroll(dev_id, AuthType::Md5).await?;
     let association = || async {
-        let device = admin
-            .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
-            .await?;
+        let device = admin.get(&format!("/api/devices/{dev_id}")).await?;
         anyhow::Ok(device["gateway"]["gateway_id"].as_str().map(str::to_owned))
     };
 
@@ -532,10 +380,10 @@ async fn figures_x_and_y(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let get = gw1
         .queue(dev_id, r#"{"op":"Get","target":"./DevInfo/Mod"}"#)
         .await?;
-    gw1.call(Method::POST, &format!("/api/devices/{dev_id}/notify"), "")
+    gw1.call(Method::POST, &format!("/api/devices/{dev_id}/notify"), None)
         .await?;
     wait_for("gw-1 to manage the device", || async {
-        let state = gw1.command(get).await?;
+        let state = gw1.get(&format!("/api/commands/{get}")).await?;
         Ok((state["status"] == 200).then_some(()))
     })
     .await?;
@@ -545,7 +393,11 @@ async fn figures_x_and_y(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     let device = end_device(dir, &enrollment, "gw-2").await?;
     wait_for("the move to gw-2", || async {
         Ok((association().await?.as_deref() == Some("gw-2")
-            && gw1.status(&format!("/api/devices/{dev_id}")).await? == 404)
+            && gw1
+                .send(Method::GET, &format!("/api/devices/{dev_id}"), None)
+                .await?
+                .0
+                == 404)
             .then_some(()))
     })
     .await?;
@@ -562,43 +414,32 @@ fn device_settings(
     encoding: WireEncoding,
     auth: AuthName,
 ) -> anyhow::Result<DeviceSettings> {
-    let text = |key: &str| {
-        enrollment[key]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("enrollment has no {key}"))
-    };
-    let dev_id = text("dev_id")?;
+    let dev_id = enrollment["dev_id"]
+        .as_str()
+        .context("enrollment has no dev_id")?
+        .to_owned();
+    let account = enrollment_account(enrollment)?;
     Ok(DeviceSettings {
         state_dir: dir.join(dev_id.replace(':', "_")),
         dev_id,
         encoding,
-        accounts: vec![FactoryAccount {
-            server_id: text("server_id")?,
-            server_url: text("server_url")?,
-            auth,
-            client_name: Some(text("client_name")?),
-            client_secret: text("client_secret")?,
-            server_name: Some(text("server_name")?),
-            server_secret: text("server_secret")?,
-        }],
+        accounts: vec![gwmo_device::settings::FactoryAccount { auth, ..account }],
         tls: demo_tls(dir),
         ..DeviceSettings::default()
     })
 }
 
 async fn first_session(
-    admin: &Admin,
+    admin: &AdminClient,
     dir: &Path,
     dev_id: &str,
-    auth: &str,
+    auth: AuthType,
     encoding: WireEncoding,
 ) -> anyhow::Result<String> {
     let enrollment = admin.enroll(dev_id, auth).await?;
-    let auth_name = if auth == "hmac" {
-        AuthName::Hmac
-    } else {
-        AuthName::Md5
+    let auth_name = match auth {
+        AuthType::Hmac => AuthName::Hmac,
+        _ => AuthName::Md5,
     };
     let agent = Agent::open(device_settings(dir, &enrollment, encoding, auth_name)?)?;
     let server_id = enrollment["server_id"]
@@ -608,16 +449,16 @@ async fn first_session(
     let report = agent
         .session(&server_id, Trigger::Client, None, Vec::new())
         .await?;
-    let device = admin
-        .call(Method::GET, &format!("/api/devices/{dev_id}"), "")
-        .await?;
+    let device = admin.get(&format!("/api/devices/{dev_id}")).await?;
     ensure!(
         device["devinfo"]["./DevInfo/DevId"] == dev_id,
         "the server did not record the DevInfo: {device}"
     );
     Ok(format!(
-        "{dev_id} authenticated ({auth}), session {} ended after {} message(s)",
-        report.session_id, report.messages
+        "{dev_id} authenticated ({}), session {} ended after {} message(s)",
+        auth.name(),
+        report.session_id,
+        report.messages
     ))
 }
 
@@ -646,7 +487,7 @@ async fn client_session(agent: &Agent) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+async fn server_initiated(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000102";
     let agent = Arc::new(reopen(dir, dev_id, WireEncoding::Wbxml)?);
     let listener = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
@@ -661,10 +502,10 @@ async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
         .queue(dev_id, r#"{"op":"Get","target":"./DevInfo/DevId"}"#)
         .await?;
     let answer = admin
-        .call(Method::POST, &format!("/api/devices/{dev_id}/notify"), "")
+        .call(Method::POST, &format!("/api/devices/{dev_id}/notify"), None)
         .await?;
     let done = wait_for("the notified session", || async {
-        let state = admin.command(command).await?;
+        let state = admin.get(&format!("/api/commands/{command}")).await?;
         Ok((state["state"] == "done").then_some(state))
     })
     .await?;
@@ -680,7 +521,7 @@ async fn server_initiated(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
-async fn queued_commands(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
+async fn queued_commands(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
     let dev_id = "IMEI:350000000000101";
     let agent = reopen(dir, dev_id, WireEncoding::Xml)?;
     let replace = admin
@@ -704,10 +545,10 @@ async fn queued_commands(admin: &Admin, dir: &Path) -> anyhow::Result<String> {
     client_session(&agent).await?;
     let status = |v: &Value| v["status"].as_u64().unwrap_or_default();
     let (replace, get, exec, atomic) = (
-        admin.command(replace).await?,
-        admin.command(get).await?,
-        admin.command(exec).await?,
-        admin.command(atomic).await?,
+        admin.get(&format!("/api/commands/{replace}")).await?,
+        admin.get(&format!("/api/commands/{get}")).await?,
+        admin.get(&format!("/api/commands/{exec}")).await?,
+        admin.get(&format!("/api/commands/{atomic}")).await?,
     );
     ensure!(status(&replace) == 200, "Replace: {replace}");
     ensure!(get["outcome"]["results"][0]["data"] == "gwmo", "Get: {get}");

@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gwmo_net::{HttpClient, Method, TlsSettings};
+use gwmo_proto::auth::AuthType;
 use gwmo_server::ServerSettings;
+use gwmo_wiring::AdminClient;
 use serde_json::Value;
 
 use crate::SimError;
@@ -101,8 +103,8 @@ pub struct Fleet {
     /// What every simulated role uses: the certificate of its listeners, the CA it
     /// trusts (the servers' too), or plain HTTP.
     pub tls: TlsSettings,
-    client: HttpClient,
-    token: String,
+    /// The admin API of the first instance (the others' through [`Fleet::admin`]).
+    admin: AdminClient,
 }
 
 /// The simulation's TLS: plain HTTP, or a certificate for loopback from the
@@ -143,8 +145,7 @@ impl Fleet {
                     .collect(),
                 store: "external".into(),
                 tls,
-                client,
-                token: admin_token.clone(),
+                admin: AdminClient::new(client, "", admin_token.clone()),
             }),
             Servers::Spawn {
                 exe,
@@ -168,45 +169,15 @@ impl Fleet {
                     instances: started,
                     store: store.into(),
                     tls,
-                    client,
-                    token,
+                    admin: AdminClient::new(client, "", token),
                 })
             }
         }
     }
 
-    /// An admin API call to instance `index` (modulo the number of instances).
-    pub async fn api(
-        &self,
-        index: usize,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, SimError> {
-        let url = format!("{}{path}", self.base_url(index));
-        let auth = format!("Bearer {}", self.token);
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let answer = self
-            .client
-            .request(
-                method,
-                &url,
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                body.into_bytes(),
-            )
-            .await
-            .map_err(|e| SimError::Admin(format!("{path}: {e}")))?;
-        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        if !(200..300).contains(&answer.status) {
-            return Err(SimError::Admin(format!(
-                "{path}: HTTP {} {value}",
-                answer.status
-            )));
-        }
-        Ok(value)
+    /// The admin API of instance `index` (modulo the number of instances).
+    pub fn admin(&self, index: usize) -> AdminClient {
+        self.admin.at(self.base_url(index))
     }
 
     pub fn base_url(&self, index: usize) -> &str {
@@ -216,9 +187,7 @@ impl Fleet {
     /// Enrolls a device with MD5 authentication at instance `index`; returns the
     /// enrollment (with the credentials).
     pub async fn enroll(&self, index: usize, dev_id: &str) -> Result<Value, SimError> {
-        let body = serde_json::json!({ "dev_id": dev_id, "auth": "md5" });
-        self.api(index, Method::POST, "/api/devices", Some(&body))
-            .await
+        Ok(self.admin(index).enroll(dev_id, AuthType::Md5).await?)
     }
 
     /// DM messages the instances have answered so far (their `/metrics`).
@@ -227,7 +196,7 @@ impl Fleet {
         for instance in &self.instances {
             let url = format!("{}/metrics", instance.base_url);
             let answer = self
-                .client
+                .client()
                 .request(Method::GET, &url, &[], Vec::new())
                 .await
                 .map_err(|e| SimError::Admin(format!("/metrics: {e}")))?;
@@ -247,7 +216,7 @@ impl Fleet {
     }
 
     pub fn client(&self) -> &HttpClient {
-        &self.client
+        self.admin.http()
     }
 }
 

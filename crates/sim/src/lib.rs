@@ -93,12 +93,12 @@ pub enum SimError {
     ServerStart(String),
     #[error("admin API: {0}")]
     Admin(String),
-    #[error("gateway {0}: {1}")]
-    Gateway(String, String),
     #[error("bad plan: {0}")]
     Plan(&'static str),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Wiring(#[from] gwmo_wiring::WiringError),
 }
 
 /// Runs the simulation and returns what it measured. Errors of single devices are in
@@ -187,7 +187,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
                 0 => WireEncoding::Xml,
                 _ => WireEncoding::Wbxml,
             },
-            account: gateways::factory_account(enrollment)?,
+            account: gwmo_wiring::enrollment_account(enrollment)?,
             state_dir: scratch.path().join("devices").join(i.to_string()),
             wait: options.wait,
             tls: fleet.tls.clone(),
@@ -347,7 +347,7 @@ async fn verify(
         reading.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let path = format!("/api/devices/{id}");
-            (i, fleet.api(i, Method::GET, &path, None).await)
+            (i, fleet.admin(i).get(&path).await)
         });
     }
     while let Some(joined) = reading.join_next().await {

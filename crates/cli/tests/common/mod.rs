@@ -1,6 +1,7 @@
 //! Harness for scenario tests: real `gwmo` processes on loopback ports chosen at
-//! run time, over TLS with certificates `gwmo certs` issues once per test binary; a
-//! minimal HTTPS client for the admin API; polling with deadlines.
+//! run time, over TLS with certificates `gwmo certs` issues once per test binary; the
+//! admin API through `gwmo_wiring`'s client, and raw HTTPS exchanges for what a
+//! stranger or a quirky client sends; polling with deadlines.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod scripted;
@@ -12,7 +13,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use gwmo_device::settings::{AuthName, FactoryAccount};
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_proto::Alert;
 use gwmo_proto::codes::{alert, alert_type};
@@ -319,9 +319,25 @@ impl ServerProcess {
     }
 }
 
-/// An admin API call (with the test token) to a server or gateway at `addr`.
+/// An admin API call (with the test token) to a server or gateway at `addr`, through
+/// the admin client the demo and the simulator use (`gwmo_wiring`).
 pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    api_on(connect_tls(addr), addr, method, path, body)
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    let client = gwmo_net::HttpClient::new(
+        &test_tls().client().unwrap(),
+        Duration::from_secs(30),
+        64 << 20,
+    );
+    let admin = gwmo_wiring::AdminClient::new(client, format!("https://{addr}"), TOKEN);
+    let method = gwmo_net::Method::from_bytes(method.as_bytes()).unwrap();
+    runtime.block_on(admin.send(method, path, body)).unwrap()
 }
 
 /// An admin API call on a connection already open (TLS or plain).
@@ -746,15 +762,7 @@ pub fn session_with_alerts(dir: &Path, enrollment: &Value, alerts: Vec<Alert>) {
     let agent = Agent::open(DeviceSettings {
         dev_id: text("dev_id"),
         state_dir: dir.join(text("dev_id").replace(':', "_")),
-        accounts: vec![FactoryAccount {
-            server_id: text("server_id"),
-            server_url: text("server_url"),
-            auth: AuthName::Md5,
-            client_name: Some(text("client_name")),
-            client_secret: text("client_secret"),
-            server_name: Some(text("server_name")),
-            server_secret: text("server_secret"),
-        }],
+        accounts: vec![gwmo_wiring::enrollment_account(enrollment).unwrap()],
         tls: test_tls(),
         ..DeviceSettings::default()
     })
