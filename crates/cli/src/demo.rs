@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use gwmo_device::settings::{AuthName, WireEncoding};
+use gwmo_device::settings::WireEncoding;
 use gwmo_device::{Agent, DeviceSettings};
 use gwmo_gateway::settings::Approaches;
 use gwmo_net::{HttpClient, Method, TlsSettings};
@@ -215,7 +215,7 @@ async fn start_gateway(
 async fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> anyhow::Result<Running> {
     let settings = DeviceSettings {
         gateway: Some(gateway.into()),
-        ..device_settings(dir, enrollment, WireEncoding::Wbxml, AuthName::Md5)?
+        ..device_settings(dir, enrollment, WireEncoding::Wbxml, AuthType::Md5)?
     };
     let agent = Arc::new(Agent::open(settings)?);
     let listener = gwmo_device::notify::bind(&agent, "127.0.0.1:0".parse()?).await?;
@@ -259,7 +259,7 @@ async fn locally_bootstrapped(
     let enrollment = admin.enroll(dev_id, AuthType::Md5).await?;
     let agent = Agent::open(DeviceSettings {
         userpin: Some(userpin),
-        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthName::Md5)?
+        ..device_settings(dir, &enrollment, WireEncoding::Xml, AuthType::Md5)?
     })?;
     let gateway = agent.local_bootstrap(&url).await?;
     Ok((gw, running, agent, gateway, enrollment))
@@ -412,7 +412,7 @@ fn device_settings(
     dir: &Path,
     enrollment: &Value,
     encoding: WireEncoding,
-    auth: AuthName,
+    auth: AuthType,
 ) -> anyhow::Result<DeviceSettings> {
     let dev_id = enrollment["dev_id"]
         .as_str()
@@ -437,11 +437,7 @@ async fn first_session(
     encoding: WireEncoding,
 ) -> anyhow::Result<String> {
     let enrollment = admin.enroll(dev_id, auth).await?;
-    let auth_name = match auth {
-        AuthType::Hmac => AuthName::Hmac,
-        _ => AuthName::Md5,
-    };
-    let agent = Agent::open(device_settings(dir, &enrollment, encoding, auth_name)?)?;
+    let agent = Agent::open(device_settings(dir, &enrollment, encoding, auth)?)?;
     let server_id = enrollment["server_id"]
         .as_str()
         .unwrap_or_default()

@@ -55,7 +55,7 @@ fn factory_account(settings: &DeviceSettings, factory: &FactoryAccount) -> DmAcc
     DmAccount::new(
         &factory.server_id,
         &factory.server_url,
-        factory.auth.into(),
+        factory.auth,
         factory.client_name.as_deref().unwrap_or(&settings.dev_id),
         &factory.client_secret,
         factory.server_name.as_deref().unwrap_or(&factory.server_id),

@@ -104,7 +104,7 @@ pub struct FactoryAccount {
     pub server_id: String,
     pub server_url: String,
     #[serde(default)]
-    pub auth: AuthName,
+    pub auth: AuthType,
     /// The device's name toward the server (default: its DevId).
     #[serde(default)]
     pub client_name: Option<String>,
@@ -129,26 +129,6 @@ impl From<WireEncoding> for Encoding {
         match value {
             WireEncoding::Xml => Encoding::Xml,
             WireEncoding::Wbxml => Encoding::Wbxml,
-        }
-    }
-}
-
-/// Authentication schemes, as written in configuration files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthName {
-    Basic,
-    #[default]
-    Md5,
-    Hmac,
-}
-
-impl From<AuthName> for AuthType {
-    fn from(value: AuthName) -> Self {
-        match value {
-            AuthName::Basic => AuthType::Basic,
-            AuthName::Md5 => AuthType::Md5,
-            AuthName::Hmac => AuthType::Hmac,
         }
     }
 }

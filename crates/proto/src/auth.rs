@@ -12,12 +12,19 @@ use subtle::ConstantTimeEq;
 
 use crate::model::{Chal, Cred, Meta};
 
-/// The credential schemes DM servers and clients use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The credential schemes DM servers and clients use. In settings files, the admin API
+/// and the store they are named by [`AuthType::name`]; MD5 unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum AuthType {
     /// `syncml:auth-basic`: B64(name:password).
     Basic,
     /// `syncml:auth-md5`: B64(MD5(B64(MD5(name:password)):nonce)).
+    #[default]
     Md5,
     /// `syncml:auth-MAC`: a MAC over every message, in the `x-syncml-hmac` header.
     Hmac,

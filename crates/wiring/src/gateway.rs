@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gwmo_device::settings::{AuthName, FactoryAccount};
+use gwmo_device::settings::FactoryAccount;
 use gwmo_gateway::settings::Approaches;
 use gwmo_gateway::{Gateway, GatewaySettings};
 use gwmo_net::TlsSettings;
@@ -26,7 +26,7 @@ pub fn enrollment_account(enrollment: &Value) -> Result<FactoryAccount, WiringEr
     Ok(FactoryAccount {
         server_id: text("server_id")?,
         server_url: text("server_url")?,
-        auth: AuthName::Md5,
+        auth: AuthType::Md5,
         client_name: Some(text("client_name")?),
         client_secret: text("client_secret")?,
         server_name: Some(text("server_name")?),
