@@ -114,19 +114,12 @@ pub fn account_as_replaces(spec: &CommandSpec) -> Option<CommandSpec> {
 /// The gateway's Device Inventory entry for a device it now serves.
 pub fn inventory_add(device: &DeviceRecord, settled: &SettledBootstrap) -> CommandSpec {
     let base = format!("{INVENTORY}/{}", segment_for(&device.dev_id));
-    let info = |leaf: &str| {
-        device
-            .devinfo
-            .get(&format!("./DevInfo/{leaf}"))
-            .cloned()
-            .unwrap_or_default()
-    };
     let leaf = |path: &str, value: &str| add(format!("{base}/{path}"), value);
     CommandSpec::Atomic {
         commands: vec![
             leaf(entry::DEV_ID, &device.dev_id),
-            leaf(entry::MAN, &info("Man")),
-            leaf(entry::MOD, &info("Mod")),
+            leaf(entry::MAN, &device.devinfo_leaf("Man")),
+            leaf(entry::MOD, &device.devinfo_leaf("Mod")),
             leaf(
                 entry::NOTIFY_URL,
                 device.notify_address.as_deref().unwrap_or(""),

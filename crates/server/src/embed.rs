@@ -88,22 +88,13 @@ impl EndDevices {
             Ok(store
                 .devices(None, u32::MAX)?
                 .into_iter()
-                .map(|device| {
-                    let info = |leaf: &str| {
-                        device
-                            .devinfo
-                            .get(&format!("./DevInfo/{leaf}"))
-                            .cloned()
-                            .unwrap_or_default()
-                    };
-                    EndDevice {
-                        manufacturer: info("Man"),
-                        model: info("Mod"),
-                        dev_id: device.dev_id,
-                        client_secret: device.client_secret,
-                        sessions: device.sessions,
-                        last_session_at: device.last_session_at,
-                    }
+                .map(|device| EndDevice {
+                    manufacturer: device.devinfo_leaf("Man"),
+                    model: device.devinfo_leaf("Mod"),
+                    dev_id: device.dev_id,
+                    client_secret: device.client_secret,
+                    sessions: device.sessions,
+                    last_session_at: device.last_session_at,
                 })
                 .collect())
         })

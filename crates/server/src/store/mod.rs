@@ -128,6 +128,16 @@ pub struct DeviceRecord {
     pub last_session_at: Option<i64>,
 }
 
+impl DeviceRecord {
+    /// A leaf of `./DevInfo` as the device last reported it ("" if it did not).
+    pub fn devinfo_leaf(&self, leaf: &str) -> String {
+        self.devinfo
+            .get(&format!("./DevInfo/{leaf}"))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// Where a queued command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandState {
