@@ -1,4 +1,4 @@
-//! The Local DM Bootstrap Server (seed 8.x.2, DESIGN.md §2 B): an End Device on the
+//! The Local DM Bootstrap Server (seed 8.x.2, docs/DECISIONS.md §2 B): an End Device on the
 //! gateway's network posts a [`BootstrapRequest`] to `/bootstrap` and gets a Gateway
 //! Bootstrap, a TNDS document with the gateway's DM account and fresh credentials,
 //! with a HMAC-SHA1 MAC made with the device's USERPIN (DM Security: `Content-Type:

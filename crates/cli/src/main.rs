@@ -1,5 +1,5 @@
 //! `gwmo`: every gwmo role behind one command, plus the message codec tool.
-//! The command line is a contract (DESIGN.md §5): tests and operators rely on it.
+//! The command line is a contract (docs/DECISIONS.md §5): tests and operators rely on it.
 
 mod bootstrap;
 mod certs;

@@ -4,7 +4,8 @@
 //! `#[cfg(test)]` part) as edges to sibling modules, and fails naming the circle it
 //! finds. A module may use its parent (`super::`): the parent is the interface its
 //! children implement. Between siblings, imports must go one way, so that the layers
-//! ARCHITECTURE.md draws are the ones the code has.
+//! ARCHITECTURE.md draws are the ones the code has; and that the crate dependency table
+//! there is what the `Cargo.toml` files say.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
 
@@ -235,4 +236,49 @@ fn find_circle(edges: &BTreeMap<ModulePath, BTreeSet<ModulePath>>) -> Option<Vec
     edges
         .keys()
         .find_map(|module| visit(module, edges, &mut marks, &mut Vec::new()))
+}
+
+/// The dependency table of ARCHITECTURE.md is what the `Cargo.toml` files say.
+#[test]
+fn architecture_md_draws_the_crates_dependencies_as_they_are() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let map = fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let drawn: BTreeMap<String, BTreeSet<String>> = map
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let uses = cells.get(2)?;
+            let uses = uses
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Some((name.to_owned(), uses))
+        })
+        .collect();
+    let mut actual = BTreeMap::new();
+    for entry in fs::read_dir(root.join("crates")).expect("the crates directory") {
+        let dir = entry.expect("a crate").path();
+        let Ok(manifest) = fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let dependencies = manifest
+            .split("\n[")
+            .find(|section| section.starts_with("dependencies]"))
+            .unwrap_or_default();
+        let uses: BTreeSet<String> = dependencies
+            .lines()
+            .filter_map(|line| line.strip_prefix("gwmo-")?.split(['.', ' ']).next())
+            .map(str::to_owned)
+            .collect();
+        let name = dir
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        actual.insert(name, uses);
+    }
+    assert_eq!(drawn, actual, "ARCHITECTURE.md's table against Cargo.toml");
 }

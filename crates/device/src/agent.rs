@@ -317,7 +317,7 @@ impl Agent {
             }
             let step = step?;
             // Answering an authenticated gateway's package establishes the management
-            // session (DESIGN.md §3): the bootstrap is confirmed before the answer
+            // session (docs/DECISIONS.md §3): the bootstrap is confirmed before the answer
             // leaves, so a gateway that has the answer knows the device keeps it.
             if server_authenticated && matches!(step, ClientStep::Send(_)) {
                 self.confirm_gateway(&mut tree, server_id)?;

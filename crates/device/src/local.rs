@@ -1,5 +1,5 @@
 //! Local DM Bootstrap Server Assisted Gateway Bootstrapping, device side (seed 8.x.2,
-//! DESIGN.md §2 B): checking a Gateway Bootstrap against the device's policy (USERPIN
+//! docs/DECISIONS.md §2 B): checking a Gateway Bootstrap against the device's policy (USERPIN
 //! MAC, unsigned documents), and applying it as a restricted account that lapses
 //! unless a management session with the gateway follows in time.
 

@@ -89,7 +89,7 @@ pub fn current_gateway(tree: &Tree) -> Option<String> {
         .find(|server_id| is_gateway(tree, server_id))
 }
 
-/// The Location Update Alert (Generic Alert 1226, DESIGN.md §3) for a session with a
+/// The Location Update Alert (Generic Alert 1226, docs/DECISIONS.md §3) for a session with a
 /// server, when the gateway the device sees is not the one it is bootstrapped to.
 pub fn location_update(tree: &Tree, seen_gateway: Option<&str>, server_id: &str) -> Option<Alert> {
     let seen = seen_gateway?;

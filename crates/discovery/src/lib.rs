@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 use tracing::debug;
 
-/// DM Gateways (DESIGN.md §3).
+/// DM Gateways (docs/DECISIONS.md §3).
 pub const GATEWAY_SERVICE: &str = "_omadm-gw._tcp.local.";
-/// Local DM Bootstrap Servers (DESIGN.md §2 B).
+/// Local DM Bootstrap Servers (docs/DECISIONS.md §2 B).
 pub const BOOTSTRAP_SERVICE: &str = "_omadm-bs._tcp.local.";
 /// The TXT key holding the advertiser's ServerID.
 pub const SERVER_ID_KEY: &str = "serverid";

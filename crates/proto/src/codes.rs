@@ -133,7 +133,7 @@ pub mod content_type {
     pub const NOTIFICATION: &str = "application/vnd.syncml.notification";
 }
 
-/// Generic Alert (1226) types used by GwMO. DESIGN.md section 3: the published
+/// Generic Alert (1226) types used by GwMO. docs/DECISIONS.md §3: the published
 /// OMNA rows for GwMO could not be read, so these follow the `urn:oma:at:` pattern.
 pub mod alert_type {
     pub const LOCATION_UPDATE: &str = "urn:oma:at:gwmo:1.0:LocationUpdate";

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
-/// The version written: 1.1 as 11, the only value libdmclient accepts (SPEC-NOTES §6.4).
+/// The version written: 1.1 as 11, the only value libdmclient accepts (its package0.c; OMA DM 1.2 Notification Initiated Session).
 pub const VERSION: u16 = 11;
 /// Bytes of the digest a package 0 starts with.
 pub const DIGEST_LEN: usize = 16;

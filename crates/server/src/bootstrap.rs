@@ -1,4 +1,4 @@
-//! DM Server Assisted Gateway Bootstrapping (seed 8.x.1, DESIGN.md §2 A): the commands
+//! DM Server Assisted Gateway Bootstrapping (seed 8.x.1, docs/DECISIONS.md §2 A): the commands
 //! the server sends an end device that reports the gateway it now sees, and what it
 //! tells the gateways once the device has confirmed its new account.
 
@@ -49,7 +49,7 @@ pub fn device_commands(
             leaf("AppAuth/2/AAuthName", &gateway.gateway_id),
             leaf("AppAuth/2/AAuthSecret", server_secret),
             leaf("AppAuth/2/AAuthData", ""),
-            // The server that bootstraps the gateway vouches for it (DESIGN.md §3: a
+            // The server that bootstraps the gateway vouches for it (docs/DECISIONS.md §3: a
             // trusted pre-existing server writes the provenance of what it creates).
             leaf("Ext/GwBoot/Origin", Origin::ServerAssisted.as_str()),
             leaf("Ext/GwBoot/Parent", server_id),

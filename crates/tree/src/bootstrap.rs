@@ -1,4 +1,4 @@
-//! The Gateway Bootstrap (DESIGN.md §2 B): a gateway's DM account as a TNDS document,
+//! The Gateway Bootstrap (docs/DECISIONS.md §2 B): a gateway's DM account as a TNDS document,
 //! with the lapse interval it asks for. Written and read through a scratch tree, so the
 //! DMAcc mapping is the one of `dmacc.rs`.
 

@@ -1,5 +1,5 @@
-//! DM 1.2 DM accounts (`./DMAcc/<X>`, SPEC-NOTES §5.1): reading and writing them, and
-//! keeping the nonces of their AppAuth entries.
+//! DM 1.2 DM accounts (`./DMAcc/<X>`, the DMAcc object of the OMA DM 1.2 Standardized
+//! Objects): reading and writing them, and keeping the nonces of their AppAuth entries.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

@@ -1,5 +1,5 @@
 //! Every server command that could touch the accounts is judged by what it did, not by
-//! the path it named (seed 8.x.2, DESIGN.md §3): the device notes what the writer may
+//! the path it named (seed 8.x.2, docs/DECISIONS.md §3): the device notes what the writer may
 //! not change, runs the command, compares, and puts everything back if a rule broke.
 //!
 //! The rules, for every writer:

@@ -1,4 +1,4 @@
-//! Bootstrap provenance of DM accounts (DESIGN.md §3) as servers see it: the
+//! Bootstrap provenance of DM accounts (docs/DECISIONS.md §3) as servers see it: the
 //! read-only mirror `./DMAcc/<X>/Ext/GwBoot/` of the device's own record
 //! (`registry.rs`), the two writes a server may make through it (validating a local
 //! bootstrap, declaring an account it created a server-assisted gateway), and the

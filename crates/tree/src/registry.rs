@@ -1,4 +1,4 @@
-//! The device's own record of where each DM account came from (DESIGN.md §3): keyed
+//! The device's own record of where each DM account came from (docs/DECISIONS.md §3): keyed
 //! by an identity that no server command can change (not the node name, not the
 //! ServerID), written only by the device. The `Ext/GwBoot` leaves in the tree are a
 //! read-only mirror of it (`gwboot.rs`); nothing a server writes there counts.
