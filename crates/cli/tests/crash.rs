@@ -469,6 +469,31 @@ fn a_bootstrap_whose_answer_died_with_the_server_settles_once_after_the_restart(
     assert_eq!(device["commands"].as_array().unwrap().len(), 1, "{device}");
 }
 
+/// A server in `dir` that aborts at crash point `point` (`GWMO_CRASH_AT`, read by the
+/// store), dropping idle sessions after 1 s; restarted, it runs without the crash point.
+fn server_crashing_at(dir: &Path, point: &str) -> ServerProcess {
+    let database = dir.join("server.db").display().to_string();
+    ServerProcess::start_with_env(
+        dir,
+        &database,
+        "session_idle_secs = 1\n",
+        &[("GWMO_CRASH_AT", point)],
+    )
+}
+
+/// Posts `body` to `path`, expecting no answer: the server aborts while handling it.
+/// Returns once the server process has ended.
+fn post_into_the_crash(server: &mut ServerProcess, path: String, body: Vec<u8>) {
+    let addr = server.addr;
+    let sending = std::thread::spawn(move || {
+        let _ = std::panic::catch_unwind(|| post_dm(addr, &path, &body));
+    });
+    poll("the server aborted", Duration::from_secs(30), || {
+        server.daemon.exited().then_some(())
+    });
+    let _ = sending.join();
+}
+
 /// The server aborts (`GWMO_CRASH_AT=queue-bootstrap`) after queuing the first command
 /// of a Location Update's bootstrap, before its plan and event are written. Nothing of
 /// the unit of work is left after the restart: no command queued without its plan
@@ -477,13 +502,7 @@ fn a_bootstrap_whose_answer_died_with_the_server_settles_once_after_the_restart(
 #[test]
 fn a_server_killed_inside_a_location_updates_unit_of_work_leaves_none_of_it() {
     let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("server.db").display().to_string();
-    let mut server = ServerProcess::start_with_env(
-        dir.path(),
-        &database,
-        "",
-        &[("GWMO_CRASH_AT", "queue-bootstrap")],
-    );
+    let mut server = server_crashing_at(dir.path(), "queue-bootstrap");
     registered_gateway(&server, "gw-unit");
     let dev_id = "IMEI:350000000000703";
     let enrollment = server.enroll(dev_id, "md5");
@@ -494,15 +513,7 @@ fn a_server_killed_inside_a_location_updates_unit_of_work_leaves_none_of_it() {
     )];
     let tree = device_tree_for(&server, &enrollment);
     let first = Scripted::resume(&server, &enrollment, "1", &[], tree.clone(), seen.clone());
-    let (addr, path, body) = (server.addr, first.path(), first.body().to_vec());
-    // No answer comes: the server dies handling it.
-    let sending = std::thread::spawn(move || {
-        let _ = std::panic::catch_unwind(|| post_dm(addr, &path, &body));
-    });
-    poll("the server aborted", Duration::from_secs(30), || {
-        server.daemon.exited().then_some(())
-    });
-    let _ = sending.join();
+    post_into_the_crash(&mut server, first.path(), first.body().to_vec());
     server.kill_and_restart();
 
     let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
@@ -518,4 +529,105 @@ fn a_server_killed_inside_a_location_updates_unit_of_work_leaves_none_of_it() {
     let commands = device["commands"].as_array().unwrap();
     assert_eq!(commands.len(), 1, "{device}");
     assert_eq!(commands[0]["status"], 200, "{device}");
+}
+
+/// The server aborts (`GWMO_CRASH_AT=settle-bootstrap`) once it has recorded a
+/// confirmed bootstrap's association, before what it entails (the gateway's inventory
+/// command, the event) is written. After the restart the settlement is not there
+/// either: the bootstrap goes again, settles once, and the gateway is told. With the
+/// two written apart, the association stood and the gateway never heard of the device.
+#[test]
+fn a_server_killed_while_settling_a_bootstrap_settles_it_whole_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server_crashing_at(dir.path(), "settle-bootstrap");
+    registered_gateway(&server, "gw-settle");
+    let dev_id = "IMEI:350000000000704";
+    let enrollment = server.enroll(dev_id, "md5");
+    let seen = vec![gateway_alert(
+        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
+        "./DevInfo",
+        "gw-settle".into(),
+    )];
+    let tree = device_tree_for(&server, &enrollment);
+    let mut first = Scripted::resume(&server, &enrollment, "1", &[], tree, seen.clone());
+    let (status, answer) = first.send(&server);
+    assert_eq!(status, 200, "{answer}");
+    let nonce = next_nonce(&answer);
+    // The device runs the bootstrap; the server dies settling it.
+    assert!(first.take(&answer));
+    post_into_the_crash(&mut server, first.path(), first.body().to_vec());
+    let tree = first.into_tree();
+    server.kill_and_restart();
+
+    let gateway_commands = |server: &ServerProcess| -> Vec<Value> {
+        let (_, gateway) = server.api("GET", "/api/devices/GW:gw-settle", None);
+        gateway["commands"].as_array().unwrap().clone()
+    };
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert!(
+        device["gateway"].is_null(),
+        "settled without its followups: {device}"
+    );
+    assert_eq!(gateway_commands(&server), Vec::<Value>::new());
+
+    poll(
+        "the bootstrap back in the queue",
+        Duration::from_secs(30),
+        || {
+            let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+            (device["commands"][0]["state"] == "queued").then_some(())
+        },
+    );
+    let mut again = Scripted::resume(&server, &enrollment, "2", &nonce, tree, seen);
+    again.finish(&server);
+    let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+    assert_eq!(device["gateway"]["gateway_id"], "gw-settle", "{device}");
+    let told = gateway_commands(&server);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].to_string().contains("DeviceInventory"), "{told:?}");
+}
+
+/// The server aborts (`GWMO_CRASH_AT=associate`) once it has recorded a Device
+/// Attach's association, before the validation it entails is queued. After the
+/// restart the gateway's report, sent again, is new to the server: the association and
+/// its validation are there together. With the two written apart, the repeated report
+/// was taken as handled and the device was never validated.
+#[test]
+fn a_server_killed_while_recording_a_device_attach_validates_the_device_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server_crashing_at(dir.path(), "associate");
+    let device = "IMEI:350000000000802";
+    server.enroll(device, "md5");
+    let gateway = registered_gateway(&server, "gw-attach");
+    let (gateway_dir, report) = (dir.path().to_owned(), gateway.clone());
+    let reporting = std::thread::spawn(move || {
+        let _ = std::panic::catch_unwind(|| {
+            session_with_alerts(
+                &gateway_dir,
+                &report,
+                vec![attach_alert(device, Some("1000"))],
+            )
+        });
+    });
+    poll("the server aborted", Duration::from_secs(30), || {
+        server.daemon.exited().then_some(())
+    });
+    let _ = reporting.join();
+    server.kill_and_restart();
+    let (_, record) = server.api("GET", &format!("/api/devices/{device}"), None);
+    assert!(
+        record["gateway"].is_null(),
+        "associated without its validation: {record}"
+    );
+
+    session_with_alerts(
+        dir.path(),
+        &gateway,
+        vec![attach_alert(device, Some("1000"))],
+    );
+    let (_, record) = server.api("GET", &format!("/api/devices/{device}"), None);
+    assert_eq!(record["gateway"]["gateway_id"], "gw-attach", "{record}");
+    let commands = record["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1, "the validation: {record}");
+    assert!(commands[0].to_string().contains("validated"), "{record}");
 }

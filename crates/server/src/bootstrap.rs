@@ -9,7 +9,9 @@ use gwmo_tree::{Origin, Trust, segment_for};
 use gwmo_proto::codes::{StatusCode, status};
 
 use crate::command::{CommandSpec, StoredOutcome};
-use crate::store::{DeviceRecord, GatewayRecord, SettledBootstrap};
+use crate::store::{
+    DeviceRecord, Followups, GatewayRecord, NewCommand, NewEvent, SettledBootstrap,
+};
 
 fn add(target: String, data: &str) -> CommandSpec {
     CommandSpec::Add {
@@ -131,6 +133,39 @@ pub fn inventory_add(device: &DeviceRecord, settled: &SettledBootstrap) -> Comma
             leaf(entry::ORIGIN, Origin::ServerAssisted.as_str()),
             leaf(entry::TRUST, Trust::Full.as_str()),
         ],
+    }
+}
+
+/// What a confirmed server-assisted bootstrap entails: the gateway the device is now
+/// bootstrapped to gets it in its Device Inventory, the one it left loses it (each if
+/// registered), and an event records it.
+pub fn tell_gateways(
+    settled: &SettledBootstrap,
+    device: &DeviceRecord,
+    new: Option<&GatewayRecord>,
+    old: Option<&GatewayRecord>,
+) -> Followups {
+    let mut commands = Vec::new();
+    if let Some(gateway) = new {
+        commands.push(NewCommand {
+            dev_id: gateway.dev_id.clone(),
+            spec: inventory_add(device, settled).to_json(),
+        });
+    }
+    if let Some(gateway) = old {
+        commands.push(NewCommand {
+            dev_id: gateway.dev_id.clone(),
+            spec: inventory_remove(&settled.dev_id).to_json(),
+        });
+    }
+    let detail = serde_json::json!({ "gateway": settled.gateway_id, "previous": settled.previous });
+    Followups {
+        commands,
+        events: vec![NewEvent {
+            dev_id: Some(settled.dev_id.clone()),
+            kind: "bootstrap",
+            detail: detail.to_string(),
+        }],
     }
 }
 

@@ -178,7 +178,29 @@ impl DmService {
         let stored = serde_json::to_string(&summary).unwrap_or_default();
         let status = outcome.status.get();
         info!(device = dev_id, command, status, "command done");
-        self.store.complete(command, status, &stored, unix_now)?;
+        // The outcome and what was planned on it (an authentication switch, a gateway
+        // bootstrap with the gateways' inventory changes) are one unit of work; the
+        // gateways are woken once it is stored.
+        let completed = self.store.complete(
+            command,
+            status,
+            &stored,
+            unix_now,
+            &bootstrap::tell_gateways,
+        )?;
+        if let Some(auth) = completed.auth_switched_to {
+            info!(
+                device = dev_id,
+                ?auth,
+                "authentication scheme switched for the next session"
+            );
+        }
+        if let Some((_, then)) = completed.bootstrap {
+            self.metrics.bootstrap(Origin::ServerAssisted.as_str());
+            for told in &then.commands {
+                self.wake_later(&told.dev_id);
+            }
+        }
         if outcome.status == status::NOT_FOUND {
             self.refute_attach(dev_id, command, unix_now)?;
         }
@@ -186,17 +208,6 @@ impl DmService {
             self.store.set_tree(dev_id, tnds, unix_now)?;
         }
         self.metrics.command_status(status);
-        if let Some(auth) = self.store.settle_auth_switch(command, status)? {
-            info!(
-                device = dev_id,
-                ?auth,
-                "authentication scheme switched for the next session"
-            );
-        }
-        if let Some(settled) = self.store.settle_bootstrap(command, status, unix_now)? {
-            self.metrics.bootstrap(Origin::ServerAssisted.as_str());
-            self.tell_gateways(&settled, unix_now)?;
-        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use super::{DmError, DmService};
 use crate::bootstrap;
 use crate::command::CommandSpec;
 use crate::secrets::random_secret;
-use crate::store::{BootstrapPlan, GatewayRecord, SettledBootstrap};
+use crate::store::{BootstrapPlan, Followups, GatewayRecord, NewCommand, NewEvent};
 
 impl DmService {
     /// A device reports the gateway it sees: bootstrap it to that gateway (removing the
@@ -134,27 +134,41 @@ impl DmService {
         }
         let origin = Origin::LocalBootstrap.as_str();
         let bootstrap = attached["issued_at"].as_str();
-        if !self
-            .store
-            .associate(dev_id, &gateway.gateway_id, origin, bootstrap, unix_now)?
-        {
+        // The association, the validation and the event are one unit of work.
+        let known = self.store.device(dev_id)?.is_some();
+        let detail = serde_json::json!({
+            "gateway": gateway.gateway_id, "device": attached, "validation": if known { "sent" } else { "none: the device has no account with this server" },
+        });
+        let then = Followups {
+            commands: known
+                .then(|| NewCommand {
+                    dev_id: dev_id.to_owned(),
+                    spec: bootstrap::validation(&gateway.gateway_id).to_json(),
+                })
+                .into_iter()
+                .collect(),
+            events: vec![NewEvent {
+                dev_id: Some(dev_id.to_owned()),
+                kind: "attach",
+                detail: detail.to_string(),
+            }],
+        };
+        if !self.store.associate(
+            dev_id,
+            &gateway.gateway_id,
+            origin,
+            bootstrap,
+            unix_now,
+            &then,
+        )? {
             info!(device = dev_id, gateway = %gateway.gateway_id, "a Device Attach already handled, sent again: nothing to do");
             return Ok(());
         }
         self.metrics.bootstrap(Origin::LocalBootstrap.as_str());
-        let known = self.store.device(dev_id)?.is_some();
         if known {
-            let validate = bootstrap::validation(&gateway.gateway_id);
-            self.store
-                .queue_command(dev_id, &validate.to_json(), unix_now)?;
             self.wake_later(dev_id);
         }
         info!(device = dev_id, gateway = %gateway.gateway_id, known, "device attached to a gateway");
-        let detail = serde_json::json!({
-            "gateway": gateway.gateway_id, "device": attached, "validation": if known { "sent" } else { "none: the device has no account with this server" },
-        });
-        self.store
-            .log_event(Some(dev_id), "attach", &detail.to_string(), unix_now)?;
         Ok(())
     }
 
@@ -250,49 +264,6 @@ impl DmService {
             info!(gateway = %gateway.gateway_id, fanout = id, "fan-out results stored");
         } else {
             warn!(gateway = %gateway.gateway_id, fanout = id, "fan-out results for an unknown or finished fan-out");
-        }
-        Ok(())
-    }
-
-    /// The device has its new gateway account: the gateway gets it in its Device
-    /// Inventory, the gateway it left loses it, and both are woken with package 0.
-    pub(super) fn tell_gateways(
-        &self,
-        settled: &SettledBootstrap,
-        unix_now: i64,
-    ) -> Result<(), DmError> {
-        let Some(device) = self.store.device(&settled.dev_id)? else {
-            return Ok(());
-        };
-        let mut wake = Vec::new();
-        if let Some(gateway) = self.store.gateway(&settled.gateway_id)? {
-            let spec = bootstrap::inventory_add(&device, settled);
-            self.store
-                .queue_command(&gateway.dev_id, &spec.to_json(), unix_now)?;
-            wake.push(gateway.dev_id);
-        }
-        if let Some(old) = settled
-            .previous
-            .as_deref()
-            .map(|id| self.store.gateway(id))
-            .transpose()?
-            .flatten()
-        {
-            let spec = bootstrap::inventory_remove(&settled.dev_id);
-            self.store
-                .queue_command(&old.dev_id, &spec.to_json(), unix_now)?;
-            wake.push(old.dev_id);
-        }
-        let detail =
-            serde_json::json!({ "gateway": settled.gateway_id, "previous": settled.previous });
-        self.store.log_event(
-            Some(&settled.dev_id),
-            "bootstrap",
-            &detail.to_string(),
-            unix_now,
-        )?;
-        for dev_id in wake {
-            self.wake_later(&dev_id);
         }
         Ok(())
     }

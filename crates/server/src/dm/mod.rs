@@ -332,6 +332,7 @@ impl DmService {
                                 gwmo_proto::codes::status::BAD_REQUEST.get(),
                                 "{}",
                                 unix_now,
+                                &crate::bootstrap::tell_gateways,
                             )?;
                         }
                     }
@@ -598,7 +599,9 @@ mod tests {
         store.enroll(&device("IMEI:1"), 0).unwrap();
         let id = store.queue_command("IMEI:1", "{}", 0).unwrap();
         store.claim_pending("IMEI:1", "s1", 0).unwrap();
-        store.complete(id, 200, "{}", done_at).unwrap();
+        store
+            .complete(id, 200, "{}", done_at, &crate::bootstrap::tell_gateways)
+            .unwrap();
         id
     }
 

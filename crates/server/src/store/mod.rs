@@ -200,6 +200,51 @@ pub struct SettledBootstrap {
     pub server_secret: String,
 }
 
+/// A command to queue as part of a unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    pub dev_id: String,
+    /// The command spec (JSON).
+    pub spec: String,
+}
+
+/// An event to log as part of a unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub dev_id: Option<String>,
+    pub kind: &'static str,
+    /// JSON.
+    pub detail: String,
+}
+
+/// What a decision of the store entails (commands to queue, events to log), written in
+/// the decision's own transaction and only if the decision holds: a crash leaves the
+/// decision with all of it, or neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Followups {
+    pub commands: Vec<NewCommand>,
+    pub events: Vec<NewEvent>,
+}
+
+/// What a settled bootstrap entails, from what the store holds when it settles: the
+/// device, the gateway it is now bootstrapped to and the one it left (if registered).
+pub type Entailed<'a> = &'a dyn Fn(
+    &SettledBootstrap,
+    &DeviceRecord,
+    Option<&GatewayRecord>,
+    Option<&GatewayRecord>,
+) -> Followups;
+
+/// What completing a command settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// The scheme the device's record switched to, if the command carried a switch
+    /// that succeeded.
+    pub auth_switched_to: Option<AuthType>,
+    /// The bootstrap it confirmed, and what that entailed.
+    pub bootstrap: Option<(SettledBootstrap, Followups)>,
+}
+
 /// A command the server asked a gateway to run on several of its end devices.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FanoutRecord {
@@ -268,9 +313,18 @@ pub trait Store: Send + Sync {
         session_key: &str,
         now: i64,
     ) -> Result<Vec<CommandRecord>, StoreError>;
-    /// Stores a command's outcome. Only a `sent` command completes; completing one
-    /// that is already done changes nothing.
-    fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError>;
+    /// Stores a command's outcome (only a `sent` command completes; completing one that
+    /// is already done changes nothing) and settles, in the same transaction, what was
+    /// planned on it: an authentication switch, or a gateway bootstrap with what
+    /// `entailed` says it entails. Each plan settles once.
+    fn complete(
+        &self,
+        id: i64,
+        status: u16,
+        results: &str,
+        now: i64,
+        entailed: Entailed<'_>,
+    ) -> Result<Completed, StoreError>;
     /// Puts a command that was sent back in the queue as `spec` (a form of it that
     /// runs again safely); false if it is not `sent` any more.
     fn resend_as(&self, id: i64, spec: &str) -> Result<bool, StoreError>;
@@ -291,10 +345,6 @@ pub trait Store: Send + Sync {
         auth: AuthType,
         command: i64,
     ) -> Result<(), StoreError>;
-    /// Applies a planned scheme change when its command came back with `status`:
-    /// success switches the device, anything else drops the plan. Returns the new scheme.
-    fn settle_auth_switch(&self, command: i64, status: u16)
-    -> Result<Option<AuthType>, StoreError>;
     fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError>;
     fn gateway(&self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError>;
     /// Gateways in GatewayID order, after `after`, at most `limit`.
@@ -313,7 +363,8 @@ pub trait Store: Send + Sync {
     /// Records that `dev_id` is now served by `gateway_id` (a Device Attach Alert).
     /// `attach_key` names the bootstrap the gateway reports; false (and nothing
     /// changed) when the association already records that very one: the gateway sent
-    /// its report again, not having heard the answer.
+    /// its report again, not having heard the answer. What it entails (`then`) is
+    /// written in the same transaction, only when it changed something.
     fn associate(
         &self,
         dev_id: &str,
@@ -321,6 +372,7 @@ pub trait Store: Send + Sync {
         origin: &str,
         attach_key: Option<&str>,
         now: i64,
+        then: &Followups,
     ) -> Result<bool, StoreError>;
     /// Ends the association of `dev_id` with `gateway_id`, if that is its association.
     fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError>;
@@ -329,14 +381,6 @@ pub trait Store: Send + Sync {
     fn queue_bootstrap(&self, plan: &BootstrapPlan<'_>, now: i64) -> Result<i64, StoreError>;
     /// Whether a bootstrap of the device to the gateway is planned and not settled.
     fn bootstrap_pending(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError>;
-    /// Settles a planned bootstrap when its command came back with `status`: success
-    /// makes it the device's association (replacing the previous one). Once only.
-    fn settle_bootstrap(
-        &self,
-        command: i64,
-        status: u16,
-        now: i64,
-    ) -> Result<Option<SettledBootstrap>, StoreError>;
     fn create_fanout(
         &self,
         gateway_id: &str,

@@ -17,9 +17,9 @@ use gwmo_tree::Origin;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::{
-    Association, BootstrapPlan, CommandRecord, DeviceRecord, EventFilter, EventRecord,
-    FanoutRecord, GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text,
-    command_state, crash_point, devinfo_from_json, devinfo_to_json,
+    Association, BootstrapPlan, CommandRecord, Completed, DeviceRecord, Entailed, EventFilter,
+    EventRecord, FanoutRecord, Followups, GatewayRecord, NewDevice, SettledBootstrap, Store,
+    StoreError, auth_from_text, command_state, crash_point, devinfo_from_json, devinfo_to_json,
 };
 
 /// Schema changes in order; `gwmo_schema.version` records how many have run.
@@ -287,6 +287,129 @@ fn association_row(row: &Row) -> Result<Association, StoreError> {
     })
 }
 
+/// Settles the authentication switch planned on `command`, if one was: success makes
+/// it the device's scheme.
+fn settle_auth_switch(
+    transaction: &mut impl GenericClient,
+    command: i64,
+    status: u16,
+) -> Result<Option<AuthType>, StoreError> {
+    let Some(planned) = transaction.query_opt(
+        "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = $1
+         FOR UPDATE",
+        &[&command],
+    )?
+    else {
+        return Ok(None);
+    };
+    let dev_id: String = planned.try_get(0)?;
+    let auth: String = planned.try_get(1)?;
+    let switched = gwmo_proto::codes::status::is_success(status);
+    transaction.execute(
+        "UPDATE devices SET auth = CASE WHEN $2 THEN auth_switch_to ELSE auth END,
+             auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = $1",
+        &[&dev_id, &switched],
+    )?;
+    switched.then(|| auth_from_text(&auth)).transpose()
+}
+
+/// Settles the gateway bootstrap planned on `command`, if one was: success makes it the
+/// device's association and writes what `entailed` says it entails.
+fn settle_bootstrap(
+    transaction: &mut impl GenericClient,
+    command: i64,
+    status: u16,
+    now: i64,
+    entailed: Entailed<'_>,
+) -> Result<Option<(SettledBootstrap, Followups)>, StoreError> {
+    let Some(pending) = transaction.query_opt(
+        "DELETE FROM pending_bootstraps WHERE command = $1
+         RETURNING dev_id, gateway_id, client_secret, server_secret",
+        &[&command],
+    )?
+    else {
+        return Ok(None);
+    };
+    let dev_id: String = pending.try_get(0)?;
+    let gateway_id: String = pending.try_get(1)?;
+    if !gwmo_proto::codes::status::is_success(status) {
+        return Ok(None);
+    }
+    let previous: Option<String> = transaction
+        .query_opt(
+            "SELECT gateway_id FROM associations WHERE dev_id = $1 FOR UPDATE",
+            &[&dev_id],
+        )?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    upsert_association(
+        transaction,
+        &dev_id,
+        &gateway_id,
+        Origin::ServerAssisted.as_str(),
+        None,
+        now,
+    )?;
+    crash_point("settle-bootstrap");
+    let settled = SettledBootstrap {
+        previous: previous.filter(|p| *p != gateway_id),
+        client_secret: pending.try_get(2)?,
+        server_secret: pending.try_get(3)?,
+        dev_id,
+        gateway_id,
+    };
+    let device = transaction
+        .query_opt(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id = $1"),
+            &[&settled.dev_id],
+        )?
+        .as_ref()
+        .map(device_row)
+        .transpose()?;
+    let mut gateway = |id: Option<&str>| -> Result<Option<GatewayRecord>, StoreError> {
+        let Some(id) = id else { return Ok(None) };
+        transaction
+            .query_opt(
+                &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = $1"),
+                &[&id],
+            )?
+            .as_ref()
+            .map(gateway_row)
+            .transpose()
+    };
+    let then = match device {
+        Some(device) => {
+            let new = gateway(Some(&settled.gateway_id))?;
+            let old = gateway(settled.previous.as_deref())?;
+            entailed(&settled, &device, new.as_ref(), old.as_ref())
+        }
+        None => Followups::default(),
+    };
+    write_followups(transaction, &then, now)?;
+    Ok(Some((settled, then)))
+}
+
+/// Writes what a decision entails, inside its transaction.
+fn write_followups(
+    client: &mut impl GenericClient,
+    then: &Followups,
+    now: i64,
+) -> Result<(), StoreError> {
+    for command in &then.commands {
+        client.execute(
+            "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES ($1, $2, 'queued', $3)",
+            &[&command.dev_id, &command.spec, &now],
+        )?;
+    }
+    for event in &then.events {
+        client.execute(
+            "INSERT INTO events (at, dev_id, kind, detail) VALUES ($1, $2, $3, $4)",
+            &[&now, &event.dev_id, &event.kind, &event.detail],
+        )?;
+    }
+    Ok(())
+}
+
 /// Sets the association; false when it already records `attach_key` (not null) with
 /// the same gateway.
 fn upsert_association(
@@ -427,13 +550,28 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
-    fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE commands SET state = 'done', status = $2, results = $3, done_at = $4
-             WHERE id = $1 AND state = 'sent'",
-            &[&id, &i32::from(status), &results, &now],
-        )?;
-        Ok(())
+    fn complete(
+        &self,
+        id: i64,
+        status: u16,
+        results: &str,
+        now: i64,
+        entailed: Entailed<'_>,
+    ) -> Result<Completed, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            transaction.execute(
+                "UPDATE commands SET state = 'done', status = $2, results = $3, done_at = $4
+                 WHERE id = $1 AND state = 'sent'",
+                &[&id, &i32::from(status), &results, &now],
+            )?;
+            let completed = Completed {
+                auth_switched_to: settle_auth_switch(&mut transaction, id, status)?,
+                bootstrap: settle_bootstrap(&mut transaction, id, status, now, entailed)?,
+            };
+            transaction.commit()?;
+            Ok(completed)
+        })
     }
 
     fn resend_as(&self, id: i64, spec: &str) -> Result<bool, StoreError> {
@@ -492,34 +630,6 @@ impl Store for PostgresStore {
             &[&dev_id, &auth.name(), &command],
         )?;
         Ok(())
-    }
-
-    fn settle_auth_switch(
-        &self,
-        command: i64,
-        status: u16,
-    ) -> Result<Option<AuthType>, StoreError> {
-        self.with(|client| {
-            let mut transaction = client.transaction()?;
-            let Some(planned) = transaction.query_opt(
-                "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = $1
-                 FOR UPDATE",
-                &[&command],
-            )?
-            else {
-                return Ok(None);
-            };
-            let dev_id: String = planned.try_get(0)?;
-            let auth: String = planned.try_get(1)?;
-            let switched = gwmo_proto::codes::status::is_success(status);
-            transaction.execute(
-                "UPDATE devices SET auth = CASE WHEN $2 THEN auth_switch_to ELSE auth END,
-                     auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = $1",
-                &[&dev_id, &switched],
-            )?;
-            transaction.commit()?;
-            switched.then(|| auth_from_text(&auth)).transpose()
-        })
     }
 
     fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
@@ -593,8 +703,25 @@ impl Store for PostgresStore {
         origin: &str,
         attach_key: Option<&str>,
         now: i64,
+        then: &Followups,
     ) -> Result<bool, StoreError> {
-        self.with(|client| upsert_association(client, dev_id, gateway_id, origin, attach_key, now))
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            let changed = upsert_association(
+                &mut transaction,
+                dev_id,
+                gateway_id,
+                origin,
+                attach_key,
+                now,
+            )?;
+            if changed {
+                crash_point("associate");
+                write_followups(&mut transaction, then, now)?;
+            }
+            transaction.commit()?;
+            Ok(changed)
+        })
     }
 
     fn dissociate(&self, dev_id: &str, gateway_id: &str) -> Result<bool, StoreError> {
@@ -631,54 +758,6 @@ impl Store for PostgresStore {
             )?;
             transaction.commit()?;
             Ok(last)
-        })
-    }
-
-    fn settle_bootstrap(
-        &self,
-        command: i64,
-        status: u16,
-        now: i64,
-    ) -> Result<Option<SettledBootstrap>, StoreError> {
-        self.with(|client| {
-            let mut transaction = client.transaction()?;
-            let Some(pending) = transaction.query_opt(
-                "DELETE FROM pending_bootstraps WHERE command = $1
-                 RETURNING dev_id, gateway_id, client_secret, server_secret",
-                &[&command],
-            )?
-            else {
-                return Ok(None);
-            };
-            let dev_id: String = pending.try_get(0)?;
-            let gateway_id: String = pending.try_get(1)?;
-            if !gwmo_proto::codes::status::is_success(status) {
-                transaction.commit()?;
-                return Ok(None);
-            }
-            let previous: Option<String> = transaction
-                .query_opt(
-                    "SELECT gateway_id FROM associations WHERE dev_id = $1 FOR UPDATE",
-                    &[&dev_id],
-                )?
-                .map(|row| row.try_get(0))
-                .transpose()?;
-            upsert_association(
-                &mut transaction,
-                &dev_id,
-                &gateway_id,
-                Origin::ServerAssisted.as_str(),
-                None,
-                now,
-            )?;
-            transaction.commit()?;
-            Ok(Some(SettledBootstrap {
-                previous: previous.filter(|p| *p != gateway_id),
-                client_secret: pending.try_get(2)?,
-                server_secret: pending.try_get(3)?,
-                dev_id,
-                gateway_id,
-            }))
         })
     }
 

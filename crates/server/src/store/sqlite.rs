@@ -11,9 +11,9 @@ use gwmo_tree::Origin;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Association, BootstrapPlan, CommandRecord, DeviceRecord, EventFilter, EventRecord,
-    FanoutRecord, GatewayRecord, NewDevice, SettledBootstrap, Store, StoreError, auth_from_text,
-    command_state, crash_point, devinfo_from_json, devinfo_to_json,
+    Association, BootstrapPlan, CommandRecord, Completed, DeviceRecord, Entailed, EventFilter,
+    EventRecord, FanoutRecord, Followups, GatewayRecord, NewDevice, SettledBootstrap, Store,
+    StoreError, auth_from_text, command_state, crash_point, devinfo_from_json, devinfo_to_json,
 };
 
 /// Statements through the connection's statement cache: SQLite parses each SQL text
@@ -351,13 +351,27 @@ impl Store for SqliteStore {
 
     /// Stores a command's outcome. Only a `sent` command completes; completing one
     /// that is already done with the same status changes nothing.
-    fn complete(&self, id: i64, status: u16, results: &str, now: i64) -> Result<(), StoreError> {
-        self.lock().run_cached(
+    fn complete(
+        &self,
+        id: i64,
+        status: u16,
+        results: &str,
+        now: i64,
+        entailed: Entailed<'_>,
+    ) -> Result<Completed, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction.run_cached(
             "UPDATE commands SET state = 'done', status = ?2, results = ?3, done_at = ?4
              WHERE id = ?1 AND state = 'sent'",
             params![id, status, results, now],
         )?;
-        Ok(())
+        let completed = Completed {
+            auth_switched_to: settle_auth_switch(&transaction, id, status)?,
+            bootstrap: settle_bootstrap(&transaction, id, status, now, entailed)?,
+        };
+        transaction.commit()?;
+        Ok(completed)
     }
 
     /// Puts the unanswered commands of a session that died back in the queue.
@@ -418,39 +432,6 @@ impl Store for SqliteStore {
             params![dev_id, auth.name(), command],
         )?;
         Ok(())
-    }
-
-    /// Applies a planned scheme change when its command came back with `status`:
-    /// success switches the device, anything else drops the plan. Returns the new scheme.
-    fn settle_auth_switch(
-        &self,
-        command: i64,
-        status: u16,
-    ) -> Result<Option<AuthType>, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let planned: Option<(String, String)> = transaction
-            .row_cached(
-                "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = ?1",
-                [command],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let Some((dev_id, auth)) = planned else {
-            return Ok(None);
-        };
-        let switched = gwmo_proto::codes::status::is_success(status);
-        transaction.run_cached(
-            "UPDATE devices SET auth = CASE WHEN ?2 THEN auth_switch_to ELSE auth END,
-                 auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = ?1",
-            params![dev_id, switched],
-        )?;
-        transaction.commit()?;
-        Ok(if switched {
-            Some(auth_from_text(&auth)?)
-        } else {
-            None
-        })
     }
 
     fn register_gateway(&self, gateway: &GatewayRecord) -> Result<(), StoreError> {
@@ -522,63 +503,6 @@ impl Store for SqliteStore {
         Ok(last)
     }
 
-    /// Settles a planned bootstrap when its command came back with `status`: success
-    /// makes it the device's association (replacing the previous one).
-    fn settle_bootstrap(
-        &self,
-        command: i64,
-        status: u16,
-        now: i64,
-    ) -> Result<Option<SettledBootstrap>, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let pending = transaction
-            .row_cached(
-                "DELETE FROM pending_bootstraps WHERE command = ?1
-                 RETURNING dev_id, gateway_id, client_secret, server_secret",
-                [command],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((dev_id, gateway_id, client_secret, server_secret)) = pending else {
-            return Ok(None);
-        };
-        if !gwmo_proto::codes::status::is_success(status) {
-            transaction.commit()?;
-            return Ok(None);
-        }
-        let previous: Option<String> = transaction
-            .row_cached(
-                "SELECT gateway_id FROM associations WHERE dev_id = ?1",
-                [&dev_id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        upsert_association(
-            &transaction,
-            &dev_id,
-            &gateway_id,
-            Origin::ServerAssisted.as_str(),
-            None,
-            now,
-        )?;
-        transaction.commit()?;
-        Ok(Some(SettledBootstrap {
-            previous: previous.filter(|p| *p != gateway_id),
-            dev_id,
-            gateway_id,
-            client_secret,
-            server_secret,
-        }))
-    }
-
     fn create_fanout(
         &self,
         gateway_id: &str,
@@ -645,8 +569,18 @@ impl Store for SqliteStore {
         origin: &str,
         attach_key: Option<&str>,
         now: i64,
+        then: &Followups,
     ) -> Result<bool, StoreError> {
-        upsert_association(&self.lock(), dev_id, gateway_id, origin, attach_key, now)
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let changed =
+            upsert_association(&transaction, dev_id, gateway_id, origin, attach_key, now)?;
+        if changed {
+            crash_point("associate");
+            write_followups(&transaction, then, now)?;
+        }
+        transaction.commit()?;
+        Ok(changed)
     }
 
     /// Every association, by DevId.
@@ -827,6 +761,139 @@ fn upsert_association(
     )?;
     Ok(changed > 0)
 }
+
+/// Settles the authentication switch planned on `command`, if one was: success makes
+/// it the device's scheme.
+fn settle_auth_switch(
+    transaction: &Connection,
+    command: i64,
+    status: u16,
+) -> Result<Option<AuthType>, StoreError> {
+    let planned: Option<(String, String)> = transaction
+        .row_cached(
+            "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = ?1",
+            [command],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((dev_id, auth)) = planned else {
+        return Ok(None);
+    };
+    let switched = gwmo_proto::codes::status::is_success(status);
+    transaction.run_cached(
+        "UPDATE devices SET auth = CASE WHEN ?2 THEN auth_switch_to ELSE auth END,
+             auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = ?1",
+        params![dev_id, switched],
+    )?;
+    Ok(if switched {
+        Some(auth_from_text(&auth)?)
+    } else {
+        None
+    })
+}
+
+/// Settles the gateway bootstrap planned on `command`, if one was: success makes it the
+/// device's association and writes what `entailed` says it entails.
+fn settle_bootstrap(
+    transaction: &Connection,
+    command: i64,
+    status: u16,
+    now: i64,
+    entailed: Entailed<'_>,
+) -> Result<Option<(SettledBootstrap, Followups)>, StoreError> {
+    let pending = transaction
+        .row_cached(
+            "DELETE FROM pending_bootstraps WHERE command = ?1
+             RETURNING dev_id, gateway_id, client_secret, server_secret",
+            [command],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((dev_id, gateway_id, client_secret, server_secret)) = pending else {
+        return Ok(None);
+    };
+    if !gwmo_proto::codes::status::is_success(status) {
+        return Ok(None);
+    }
+    let previous: Option<String> = transaction
+        .row_cached(
+            "SELECT gateway_id FROM associations WHERE dev_id = ?1",
+            [&dev_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    upsert_association(
+        transaction,
+        &dev_id,
+        &gateway_id,
+        Origin::ServerAssisted.as_str(),
+        None,
+        now,
+    )?;
+    crash_point("settle-bootstrap");
+    let settled = SettledBootstrap {
+        previous: previous.filter(|p| *p != gateway_id),
+        dev_id,
+        gateway_id,
+        client_secret,
+        server_secret,
+    };
+    let device = transaction
+        .row_cached(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id = ?1"),
+            [&settled.dev_id],
+            device_row,
+        )
+        .optional()?
+        .transpose()?;
+    let gateway = |id: Option<&str>| -> Result<Option<GatewayRecord>, StoreError> {
+        let Some(id) = id else { return Ok(None) };
+        Ok(transaction
+            .row_cached(
+                &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = ?1"),
+                [id],
+                gateway_row,
+            )
+            .optional()?)
+    };
+    let then = match device {
+        Some(device) => entailed(
+            &settled,
+            &device,
+            gateway(Some(&settled.gateway_id))?.as_ref(),
+            gateway(settled.previous.as_deref())?.as_ref(),
+        ),
+        None => Followups::default(),
+    };
+    write_followups(transaction, &then, now)?;
+    Ok(Some((settled, then)))
+}
+
+/// Writes what a decision entails, inside its transaction.
+fn write_followups(connection: &Connection, then: &Followups, now: i64) -> Result<(), StoreError> {
+    for command in &then.commands {
+        connection.run_cached(
+            "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+            params![command.dev_id, command.spec, now],
+        )?;
+    }
+    for event in &then.events {
+        connection.run_cached(
+            "INSERT INTO events (at, dev_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now, event.dev_id, event.kind, event.detail],
+        )?;
+    }
+    Ok(())
+}
+
+const GATEWAY_COLUMNS: &str = "gateway_id, dev_id, dm_url, server_assisted";
 
 fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
     Ok(GatewayRecord {

@@ -5,6 +5,16 @@
 
 use super::*;
 
+/// What nothing entails: these tests register no gateways.
+fn entails_nothing(
+    _: &SettledBootstrap,
+    _: &DeviceRecord,
+    _: Option<&GatewayRecord>,
+    _: Option<&GatewayRecord>,
+) -> Followups {
+    Followups::default()
+}
+
 pub(crate) fn device(dev_id: &str) -> NewDevice {
     NewDevice {
         dev_id: dev_id.into(),
@@ -124,8 +134,12 @@ fn a_command_is_claimed_once_and_completed_once() {
         );
         assert!(store.claim_pending("IMEI:1", "s2", 3).unwrap().is_empty());
 
-        store.complete(first, 200, "{}", 4).unwrap();
-        store.complete(first, 500, "{\"late\":1}", 5).unwrap();
+        store
+            .complete(first, 200, "{}", 4, &entails_nothing)
+            .unwrap();
+        store
+            .complete(first, 500, "{\"late\":1}", 5, &entails_nothing)
+            .unwrap();
         let done = store.command(first).unwrap().unwrap();
         assert_eq!(
             (done.state, done.status, done.done_at),
@@ -134,7 +148,9 @@ fn a_command_is_claimed_once_and_completed_once() {
 
         // A queued command cannot complete without having been sent.
         let third = store.queue_command("IMEI:1", "{}", 6).unwrap();
-        store.complete(third, 200, "{}", 7).unwrap();
+        store
+            .complete(third, 200, "{}", 7, &entails_nothing)
+            .unwrap();
         assert_eq!(
             store.command(third).unwrap().unwrap().state,
             CommandState::Queued
@@ -223,14 +239,23 @@ fn an_auth_switch_applies_only_when_its_command_succeeds() {
         store
             .plan_auth_switch("IMEI:1", AuthType::Hmac, first)
             .unwrap();
-        assert_eq!(store.settle_auth_switch(first, 425).unwrap(), None);
+        assert_eq!(
+            store
+                .complete(first, 425, "{}", 0, &entails_nothing)
+                .unwrap()
+                .auth_switched_to,
+            None
+        );
         assert_eq!(store.device("IMEI:1").unwrap().unwrap().auth, AuthType::Md5);
         let second = store.queue_command("IMEI:1", "{}", 1).unwrap();
         store
             .plan_auth_switch("IMEI:1", AuthType::Hmac, second)
             .unwrap();
         assert_eq!(
-            store.settle_auth_switch(second, 200).unwrap(),
+            store
+                .complete(second, 200, "{}", 0, &entails_nothing)
+                .unwrap()
+                .auth_switched_to,
             Some(AuthType::Hmac)
         );
         assert_eq!(
@@ -238,7 +263,10 @@ fn an_auth_switch_applies_only_when_its_command_succeeds() {
             AuthType::Hmac
         );
         assert_eq!(
-            store.settle_auth_switch(second, 200).unwrap(),
+            store
+                .complete(second, 200, "{}", 0, &entails_nothing)
+                .unwrap()
+                .auth_switched_to,
             None,
             "settled once"
         );
@@ -265,36 +293,71 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
             commands: &commands,
             event: "{}",
         };
+        // What a settled bootstrap entails here: a command to each gateway it names, and
+        // an event; both must be written with the settlement.
+        let entailed = |settled: &SettledBootstrap,
+                        device: &DeviceRecord,
+                        new: Option<&GatewayRecord>,
+                        old: Option<&GatewayRecord>| Followups {
+            commands: new
+                .into_iter()
+                .chain(old)
+                .map(|gateway| NewCommand {
+                    dev_id: gateway.dev_id.clone(),
+                    spec: format!("{{\"told\":\"{}\"}}", device.dev_id),
+                })
+                .collect(),
+            events: vec![NewEvent {
+                dev_id: Some(settled.dev_id.clone()),
+                kind: "bootstrap",
+                detail: "{}".into(),
+            }],
+        };
+        let settle = |command, status, now| {
+            store
+                .complete(command, status, "{}", now, &entailed)
+                .unwrap()
+                .bootstrap
+        };
+        let told =
+            |gateway_dev_id: &str| store.claim_pending(gateway_dev_id, "k", 9).unwrap().len();
         let first = store.queue_bootstrap(&plan("gw-1", "c"), 0).unwrap();
         assert!(store.bootstrap_pending("IMEI:ed", "gw-1").unwrap());
         assert!(!store.bootstrap_pending("IMEI:ed", "gw-2").unwrap());
-        assert_eq!(
-            store.settle_bootstrap(first - 1, 200, 1).unwrap(),
-            None,
-            "the last command settles"
-        );
-        assert_eq!(store.settle_bootstrap(first, 507, 1).unwrap(), None);
+        assert_eq!(settle(first - 1, 200, 1), None, "the last command settles");
+        assert_eq!(settle(first, 507, 1), None);
+        assert_eq!(told("IMEI:gw1"), 0, "a failed bootstrap tells no gateway");
         assert_eq!(store.association("IMEI:ed").unwrap(), None);
         assert!(!store.bootstrap_pending("IMEI:ed", "gw-1").unwrap());
 
         let second = store.queue_bootstrap(&plan("gw-1", "c"), 1).unwrap();
-        let settled = store.settle_bootstrap(second, 200, 2).unwrap().unwrap();
+        let (settled, then) = settle(second, 200, 2).unwrap();
         assert_eq!(
             (settled.gateway_id.as_str(), settled.previous),
             ("gw-1", None)
         );
+        assert_eq!(then.commands.len(), 1);
+        assert_eq!(told("IMEI:gw1"), 1, "the new gateway's command is queued");
         let third = store.queue_bootstrap(&plan("gw-2", "c2"), 2).unwrap();
-        let moved = store.settle_bootstrap(third, 200, 3).unwrap().unwrap();
+        let (moved, _) = settle(third, 200, 3).unwrap();
         assert_eq!(moved.previous.as_deref(), Some("gw-1"));
+        assert_eq!(
+            (told("IMEI:gw1"), told("IMEI:gw2")),
+            (1, 1),
+            "the gateway left and the new one are both told"
+        );
         assert_eq!(
             store.association("IMEI:ed").unwrap().unwrap().gateway_id,
             "gw-2"
         );
-        assert_eq!(
-            store.settle_bootstrap(third, 200, 4).unwrap(),
-            None,
-            "settled once"
-        );
+        assert_eq!(settle(third, 200, 4), None, "settled once");
+        let entailed_events = store
+            .events(0, 20, &EventFilter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "bootstrap")
+            .count();
+        assert_eq!(entailed_events, 2, "each settlement wrote what it entails");
         let planned = store
             .events(0, 10, &EventFilter::default())
             .unwrap()
@@ -313,7 +376,14 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
             Err(StoreError::EmptyPlan)
         ));
         store
-            .associate("IMEI:gw1", "gw-1", "local-bootstrap", None, 5)
+            .associate(
+                "IMEI:gw1",
+                "gw-1",
+                "local-bootstrap",
+                None,
+                5,
+                &Followups::default(),
+            )
             .unwrap();
         let ids = |page: Vec<Association>| page.into_iter().map(|a| a.dev_id).collect::<Vec<_>>();
         assert_eq!(
@@ -446,8 +516,12 @@ fn history_older_than_the_cutoff_is_forgotten_and_nothing_else() {
         let recent = store.queue_command("IMEI:1", "{}", 1).unwrap();
         let running = store.queue_command("IMEI:1", "{}", 1).unwrap();
         store.claim_pending("IMEI:1", "s1", 2).unwrap();
-        store.complete(old, 200, "{}", 10).unwrap();
-        store.complete(recent, 200, "{}", 100).unwrap();
+        store
+            .complete(old, 200, "{}", 10, &entails_nothing)
+            .unwrap();
+        store
+            .complete(recent, 200, "{}", 100, &entails_nothing)
+            .unwrap();
         let queued = store.queue_command("IMEI:1", "{}", 3).unwrap();
         let fanout = |done_at: Option<i64>| {
             let id = store.create_fanout("gw-1", "IMEI:1", "{}", 1).unwrap();
@@ -483,14 +557,30 @@ fn a_device_attach_sent_again_is_told_from_a_new_bootstrap() {
     each_backend(|store| {
         store.enroll(&device("GW:1"), 0).unwrap();
         store.enroll(&device("GW:2"), 0).unwrap();
+        store.enroll(&device("IMEI:1"), 0).unwrap();
         for (gateway_id, dev_id) in [("gw-1", "GW:1"), ("gw-2", "GW:2")] {
             store
                 .register_gateway(&gateway(gateway_id, dev_id))
                 .unwrap();
         }
+        // Each new association queues a validation with it; a repeated report none.
+        let validation = Followups {
+            commands: vec![NewCommand {
+                dev_id: "IMEI:1".into(),
+                spec: "{}".into(),
+            }],
+            events: Vec::new(),
+        };
         let attach = |gateway_id: &str, key: Option<&str>, now: i64| {
             store
-                .associate("IMEI:1", gateway_id, "local-bootstrap", key, now)
+                .associate(
+                    "IMEI:1",
+                    gateway_id,
+                    "local-bootstrap",
+                    key,
+                    now,
+                    &validation,
+                )
                 .unwrap()
         };
         assert!(attach("gw-1", Some("100"), 1), "the first report");
@@ -502,6 +592,11 @@ fn a_device_attach_sent_again_is_told_from_a_new_bootstrap() {
         assert!(attach("gw-1", Some("200"), 5), "and back");
         assert!(attach("gw-1", None, 6), "no key: always new");
         assert!(attach("gw-1", None, 7), "no key: always new");
+        let validations = store.claim_pending("IMEI:1", "k", 8).unwrap().len();
+        assert_eq!(
+            validations, 6,
+            "one validation per association that changed"
+        );
     });
 }
 
@@ -534,7 +629,9 @@ fn devices_with_queued_commands_are_listed_once() {
             store.devices_with_queued_commands().unwrap(),
             ["IMEI:1", "IMEI:2"]
         );
-        store.complete(sent, 200, "{}", 1).unwrap();
+        store
+            .complete(sent, 200, "{}", 1, &entails_nothing)
+            .unwrap();
     });
 }
 
@@ -549,7 +646,7 @@ fn a_sent_command_is_sent_again_in_another_form_once() {
         let claimed = store.claim_pending("IMEI:1", "s1", 1).unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].spec, "{\"b\":1}");
-        store.complete(id, 200, "{}", 2).unwrap();
+        store.complete(id, 200, "{}", 2, &entails_nothing).unwrap();
         assert!(!store.resend_as(id, "{\"c\":1}").unwrap(), "done");
     });
 }
