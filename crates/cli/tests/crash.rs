@@ -417,6 +417,24 @@ fn a_device_attach_sent_again_after_a_lost_answer_queues_one_validation() {
     assert_eq!(validations(), 2, "a new bootstrap");
 }
 
+/// `dev_id`, enrolled, with its first session ready to report `gateway_id` in a
+/// Location Update: its enrollment, the alerts it sends, and the session.
+fn reporting_gateway(
+    server: &ServerProcess,
+    dev_id: &str,
+    gateway_id: &str,
+) -> (Value, Vec<gwmo_proto::Alert>, Scripted) {
+    let enrollment = server.enroll(dev_id, "md5");
+    let seen = vec![gateway_alert(
+        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
+        "./DevInfo",
+        gateway_id.into(),
+    )];
+    let tree = device_tree_for(server, &enrollment);
+    let first = Scripted::resume(server, &enrollment, "1", &[], tree, seen.clone());
+    (enrollment, seen, first)
+}
+
 /// A device that ran its bootstrap Atomic while the server was killed before its
 /// Statuses arrived: the Atomic goes again after the restart and finds the account
 /// there (418). The server sends the same account as Replaces in that session, the
@@ -427,14 +445,7 @@ fn a_bootstrap_whose_answer_died_with_the_server_settles_once_after_the_restart(
     let mut server = server_dropping_idle_sessions_after(dir.path(), 1);
     registered_gateway(&server, "gw-doubt");
     let dev_id = "IMEI:350000000000702";
-    let enrollment = server.enroll(dev_id, "md5");
-    let seen = vec![gateway_alert(
-        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
-        "./DevInfo",
-        "gw-doubt".into(),
-    )];
-    let tree = device_tree_for(&server, &enrollment);
-    let mut first = Scripted::resume(&server, &enrollment, "1", &[], tree, seen.clone());
+    let (enrollment, seen, mut first) = reporting_gateway(&server, dev_id, "gw-doubt");
     let (status, answer) = first.send(&server);
     assert_eq!(status, 200, "{answer}");
     let nonce = next_nonce(&answer);
@@ -505,14 +516,7 @@ fn a_server_killed_inside_a_location_updates_unit_of_work_leaves_none_of_it() {
     let mut server = server_crashing_at(dir.path(), "queue-bootstrap");
     registered_gateway(&server, "gw-unit");
     let dev_id = "IMEI:350000000000703";
-    let enrollment = server.enroll(dev_id, "md5");
-    let seen = vec![gateway_alert(
-        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
-        "./DevInfo",
-        "gw-unit".into(),
-    )];
-    let tree = device_tree_for(&server, &enrollment);
-    let first = Scripted::resume(&server, &enrollment, "1", &[], tree.clone(), seen.clone());
+    let (enrollment, seen, first) = reporting_gateway(&server, dev_id, "gw-unit");
     post_into_the_crash(&mut server, first.path(), first.body().to_vec());
     server.kill_and_restart();
 
@@ -522,6 +526,7 @@ fn a_server_killed_inside_a_location_updates_unit_of_work_leaves_none_of_it() {
     let (_, events) = server.api("GET", &format!("/api/events?device={dev_id}"), None);
     assert!(!events.to_string().contains("location-update"), "{events}");
 
+    let tree = device_tree_for(&server, &enrollment);
     let mut again = Scripted::resume(&server, &enrollment, "2", &[], tree, seen);
     again.finish(&server);
     let (_, device) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
@@ -542,14 +547,7 @@ fn a_server_killed_while_settling_a_bootstrap_settles_it_whole_after_the_restart
     let mut server = server_crashing_at(dir.path(), "settle-bootstrap");
     registered_gateway(&server, "gw-settle");
     let dev_id = "IMEI:350000000000704";
-    let enrollment = server.enroll(dev_id, "md5");
-    let seen = vec![gateway_alert(
-        gwmo_proto::codes::alert_type::LOCATION_UPDATE,
-        "./DevInfo",
-        "gw-settle".into(),
-    )];
-    let tree = device_tree_for(&server, &enrollment);
-    let mut first = Scripted::resume(&server, &enrollment, "1", &[], tree, seen.clone());
+    let (enrollment, seen, mut first) = reporting_gateway(&server, dev_id, "gw-settle");
     let (status, answer) = first.send(&server);
     assert_eq!(status, 200, "{answer}");
     let nonce = next_nonce(&answer);
