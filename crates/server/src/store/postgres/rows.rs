@@ -1,0 +1,71 @@
+//! Reading the store's records out of PostgreSQL rows.
+
+use postgres::Row;
+
+use crate::store::{
+    Association, CommandRecord, DeviceRecord, GatewayRecord, StoreError, auth_from_text,
+    command_state, devinfo_from_json,
+};
+
+pub(super) const DEVICE_COLUMNS: &str = "dev_id, auth, client_name, client_secret, client_nonce, server_name, \
+     server_secret, server_nonce, notify_address, devinfo, encoding, sessions, created_at, last_session_at";
+
+pub(super) fn device_row(row: &Row) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        dev_id: row.try_get(0)?,
+        auth: auth_from_text(row.try_get(1)?)?,
+        client_name: row.try_get(2)?,
+        client_secret: row.try_get(3)?,
+        client_nonce: row.try_get(4)?,
+        server_name: row.try_get(5)?,
+        server_secret: row.try_get(6)?,
+        server_nonce: row.try_get(7)?,
+        notify_address: row.try_get(8)?,
+        devinfo: devinfo_from_json(row.try_get(9)?)?,
+        encoding: row.try_get(10)?,
+        sessions: row.try_get(11)?,
+        created_at: row.try_get(12)?,
+        last_session_at: row.try_get(13)?,
+    })
+}
+
+pub(super) const COMMAND_COLUMNS: &str =
+    "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at";
+
+pub(super) fn command_row(row: &Row) -> Result<CommandRecord, StoreError> {
+    let status: Option<i32> = row.try_get(5)?;
+    Ok(CommandRecord {
+        id: row.try_get(0)?,
+        dev_id: row.try_get(1)?,
+        spec: row.try_get(2)?,
+        state: command_state(row.try_get(3)?)?,
+        session_key: row.try_get(4)?,
+        status: status
+            .map(|s| u16::try_from(s).map_err(|_| StoreError::Corrupt(format!("status {s}"))))
+            .transpose()?,
+        results: row.try_get(6)?,
+        queued_at: row.try_get(7)?,
+        sent_at: row.try_get(8)?,
+        done_at: row.try_get(9)?,
+    })
+}
+
+pub(super) const GATEWAY_COLUMNS: &str = "gateway_id, dev_id, dm_url, server_assisted";
+
+pub(super) fn gateway_row(row: &Row) -> Result<GatewayRecord, StoreError> {
+    Ok(GatewayRecord {
+        gateway_id: row.try_get(0)?,
+        dev_id: row.try_get(1)?,
+        dm_url: row.try_get(2)?,
+        server_assisted: row.try_get(3)?,
+    })
+}
+
+pub(super) fn association_row(row: &Row) -> Result<Association, StoreError> {
+    Ok(Association {
+        dev_id: row.try_get(0)?,
+        gateway_id: row.try_get(1)?,
+        origin: row.try_get(2)?,
+        since: row.try_get(3)?,
+    })
+}

@@ -1,0 +1,109 @@
+//! The SQLite schema, as the migrations that build it in order.
+
+/// Schema changes in order; `PRAGMA user_version` records how many have run.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE devices (
+        dev_id          TEXT PRIMARY KEY,
+        auth            TEXT NOT NULL,
+        client_name     TEXT NOT NULL,
+        client_secret   TEXT NOT NULL,
+        client_nonce    BLOB NOT NULL DEFAULT x'',
+        server_name     TEXT NOT NULL,
+        server_secret   TEXT NOT NULL,
+        server_nonce    BLOB NOT NULL DEFAULT x'',
+        notify_address  TEXT,
+        devinfo         TEXT NOT NULL DEFAULT '{}',
+        encoding        TEXT,
+        sessions        INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,
+        last_session_at INTEGER
+    );
+    CREATE TABLE commands (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        dev_id      TEXT NOT NULL REFERENCES devices(dev_id) ON DELETE CASCADE,
+        spec        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'done')),
+        session_key TEXT,
+        status      INTEGER,
+        results     TEXT,
+        queued_at   INTEGER NOT NULL,
+        sent_at     INTEGER,
+        done_at     INTEGER
+    );
+    CREATE INDEX commands_by_device ON commands (dev_id, state, id);
+    CREATE INDEX commands_by_session ON commands (session_key) WHERE state = 'sent';
+    CREATE TABLE events (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,
+        dev_id TEXT,
+        kind   TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+"#,
+    r#"
+    ALTER TABLE devices ADD COLUMN auth_switch_to TEXT;
+    ALTER TABLE devices ADD COLUMN auth_switch_command INTEGER;
+"#,
+    r#"
+    CREATE TABLE gateways (
+        gateway_id      TEXT PRIMARY KEY,
+        dev_id          TEXT NOT NULL REFERENCES devices(dev_id),
+        dm_url          TEXT NOT NULL,
+        server_assisted INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE associations (
+        dev_id     TEXT PRIMARY KEY REFERENCES devices(dev_id) ON DELETE CASCADE,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        origin     TEXT NOT NULL,
+        since      INTEGER NOT NULL
+    );
+    CREATE TABLE pending_bootstraps (
+        command       INTEGER PRIMARY KEY,
+        dev_id        TEXT NOT NULL,
+        gateway_id    TEXT NOT NULL,
+        client_secret TEXT NOT NULL,
+        server_secret TEXT NOT NULL
+    );
+"#,
+    r#"
+    CREATE TABLE fanouts (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        targets    TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('sent', 'done')),
+        results    TEXT,
+        created_at INTEGER NOT NULL,
+        done_at    INTEGER
+    );
+"#,
+    // A gateway may report devices this server never enrolled (blank devices bootstrapped
+    // locally): associations no longer require an enrolled device.
+    r#"
+    CREATE TABLE associations_any (
+        dev_id     TEXT PRIMARY KEY,
+        gateway_id TEXT NOT NULL REFERENCES gateways(gateway_id),
+        origin     TEXT NOT NULL,
+        since      INTEGER NOT NULL
+    );
+    INSERT INTO associations_any SELECT dev_id, gateway_id, origin, since FROM associations;
+    DROP TABLE associations;
+    ALTER TABLE associations_any RENAME TO associations;
+"#,
+    // Settling a command looked for a planned authentication switch by scanning every
+    // device (the largest server cost at 10,000 devices); gateway reports look up the
+    // gateway by its DevId.
+    r#"
+    CREATE INDEX devices_by_auth_switch ON devices (auth_switch_command)
+        WHERE auth_switch_command IS NOT NULL;
+    CREATE INDEX gateways_by_device ON gateways (dev_id);
+"#,
+    // The DM tree each device last reported (TNDS), for the operator.
+    r#"
+    ALTER TABLE devices ADD COLUMN tree TEXT;
+    ALTER TABLE devices ADD COLUMN tree_at INTEGER;
+"#,
+    crate::store::ATTACH_KEY_MIGRATION,
+    crate::store::HISTORY_INDEXES_MIGRATION,
+];
