@@ -286,7 +286,10 @@ async fn figure_z(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
     managed_by(&gw, dev_id).await?;
     wait_for("the Device Attach Alert", || async {
         let device = admin.get(&format!("/api/devices/{dev_id}")).await?;
-        Ok((device["gateway"]["origin"] == "local-bootstrap").then_some(()))
+        Ok(
+            (device["gateway"]["origin"] == gwmo_tree::Origin::LocalBootstrap.as_str())
+                .then_some(()),
+        )
     })
     .await?;
     // The device's next session with its DM Server carries the validation.

@@ -68,9 +68,9 @@ impl Metrics {
         bump(&self.alerts, kind.to_owned());
     }
 
-    /// `approach`: "server-assisted" or "local-bootstrap".
-    pub fn bootstrap(&self, approach: &'static str) {
-        bump(&self.bootstraps, approach);
+    /// A gateway bootstrap, by the approach it came through (its origin's name).
+    pub fn bootstrap(&self, approach: gwmo_tree::Origin) {
+        bump(&self.bootstraps, approach.as_str());
     }
 
     /// The Prometheus text exposition of every counter, and of the sessions open now.
@@ -175,7 +175,7 @@ mod tests {
         metrics.command_status(200);
         metrics.command_status(425);
         metrics.alert("urn:oma:at:gwmo:1.0:DeviceAttach");
-        metrics.bootstrap("server-assisted");
+        metrics.bootstrap(gwmo_tree::Origin::ServerAssisted);
         metrics.lapse();
         let text = metrics.render(0);
         assert!(

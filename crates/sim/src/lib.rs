@@ -360,9 +360,10 @@ async fn verify(
             }
         };
         let origin = match options.approach.for_device(i) {
-            Approach::ServerAssisted => "server-assisted",
-            Approach::Local => "local-bootstrap",
-        };
+            Approach::ServerAssisted => gwmo_tree::Origin::ServerAssisted,
+            Approach::Local => gwmo_tree::Origin::LocalBootstrap,
+        }
+        .as_str();
         let expected_gateway = gateway_id(i % options.gateways);
         let association = &device["gateway"];
         if association["gateway_id"] == expected_gateway.as_str() && association["origin"] == origin

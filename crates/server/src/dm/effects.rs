@@ -196,7 +196,7 @@ impl DmService {
             );
         }
         if let Some((_, then)) = completed.bootstrap {
-            self.metrics.bootstrap(Origin::ServerAssisted.as_str());
+            self.metrics.bootstrap(Origin::ServerAssisted);
             for told in &then.commands {
                 self.wake_later(&told.dev_id);
             }

@@ -164,7 +164,7 @@ impl DmService {
             info!(device = dev_id, gateway = %gateway.gateway_id, "a Device Attach already handled, sent again: nothing to do");
             return Ok(());
         }
-        self.metrics.bootstrap(Origin::LocalBootstrap.as_str());
+        self.metrics.bootstrap(Origin::LocalBootstrap);
         if known {
             self.wake_later(dev_id);
         }
