@@ -119,6 +119,11 @@ impl TlsSettings {
                 ))
             })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // TLS 1.3 session tickets (stateless: any number of peers, and the key rotates
+        // every 6 h): a device's next connection resumes without the public-key work
+        // of a full handshake, the largest cost of a short DM exchange.
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| TlsError::Refused(format!("session tickets: {e}")))?;
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
     }
 
@@ -187,6 +192,65 @@ mod tests {
         };
         assert_eq!(settings.scheme(), "http");
         assert!(settings.acceptor("test").unwrap().is_none());
+    }
+
+    /// A client that connected once resumes its next connection with the ticket the
+    /// listener gave it (no certificate, no signature), however many other peers
+    /// connected in between: more than a session cache holds (rustls keeps 256).
+    #[tokio::test]
+    async fn a_device_resumes_its_session_after_more_peers_than_a_cache_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::certs::issue(dir.path(), "server", &["127.0.0.1".into()])
+            .unwrap()
+            .tls_settings();
+        let acceptor = settings.acceptor("test").unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    if let Ok(mut tls) = acceptor.accept(stream).await {
+                        let _ = tls.write_all(b"x").await;
+                        let mut rest = Vec::new();
+                        let _ = tls.read_to_end(&mut rest).await;
+                    }
+                });
+            }
+        });
+        // Each peer has its own client configuration (its own resumption store), as
+        // every device does.
+        let connect = |connector: tokio_rustls::TlsConnector| async move {
+            use tokio::io::AsyncReadExt;
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, stream).await.unwrap();
+            // The ticket comes after the handshake: read the server's first byte.
+            let mut byte = [0; 1];
+            tls.read_exact(&mut byte).await.unwrap();
+            tls.get_ref().1.handshake_kind()
+        };
+        let base = settings.client().unwrap().config;
+        let peer = || {
+            let mut config = (*base).clone();
+            config.resumption = rustls::client::Resumption::in_memory_sessions(4);
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
+        let device = peer();
+        assert_eq!(
+            connect(device.clone()).await,
+            Some(rustls::HandshakeKind::Full)
+        );
+        // Every full handshake hands out two sessions: 140 other peers would have
+        // pushed the device's out of a cache of 256.
+        for _ in 0..140 {
+            connect(peer()).await;
+        }
+        assert_eq!(connect(device).await, Some(rustls::HandshakeKind::Resumed));
     }
 
     #[test]

@@ -34,29 +34,36 @@ pub struct GatewayPlan {
     pub userpins: BTreeMap<String, String>,
 }
 
-/// Enrolls, starts and registers every planned gateway, each once its first session
-/// with its server is done.
+/// Enrolls, starts and registers every planned gateway, all at once; returns them in
+/// plan order once each one's first session with its server is done.
 pub async fn start(
     fleet: &Fleet,
     plans: Vec<GatewayPlan>,
     scratch: &Path,
 ) -> Result<Gateways, SimError> {
-    let mut list = Vec::with_capacity(plans.len());
-    for plan in plans {
-        let started = gwmo_wiring::start_gateway(
-            &fleet.admin(plan.instance),
-            gwmo_wiring::GatewayPlan {
-                state_dir: scratch.join(&plan.gateway_id),
-                gateway_id: plan.gateway_id,
-                approaches: plan.approaches,
-                userpins: plan.userpins,
-                bootstrap_lapse_secs: gwmo_gateway::GatewaySettings::default().bootstrap_lapse_secs,
-                admin_token: None,
-                tls: fleet.tls.clone(),
-            },
-        )
-        .await?;
-        list.push(started);
+    let mut starting = tokio::task::JoinSet::new();
+    for (index, plan) in plans.into_iter().enumerate() {
+        let server = fleet.admin(plan.instance);
+        let plan = gwmo_wiring::GatewayPlan {
+            state_dir: scratch.join(&plan.gateway_id),
+            gateway_id: plan.gateway_id,
+            approaches: plan.approaches,
+            userpins: plan.userpins,
+            bootstrap_lapse_secs: gwmo_gateway::GatewaySettings::default().bootstrap_lapse_secs,
+            admin_token: None,
+            tls: fleet.tls.clone(),
+        };
+        starting.spawn(async move { (index, gwmo_wiring::start_gateway(&server, plan).await) });
     }
-    Ok(Gateways { list })
+    let mut started = Vec::with_capacity(starting.len());
+    while let Some(joined) = starting.join_next().await {
+        let Ok((index, gateway)) = joined else {
+            continue;
+        };
+        started.push((index, gateway?));
+    }
+    started.sort_by_key(|(index, _)| *index);
+    Ok(Gateways {
+        list: started.into_iter().map(|(_, gateway)| gateway).collect(),
+    })
 }
