@@ -8,12 +8,12 @@
 //! blocking threads, and calls from async handlers leave the runtime's worker with
 //! `block_in_place` (so this backend needs the multi-threaded runtime).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
-use postgres::{Client, Config, NoTls, Row};
+use postgres::{Client, Config, NoTls, Row, Statement};
 
 mod rows;
 mod schema;
@@ -37,8 +37,28 @@ const POOL_SIZE: usize = 4;
 
 pub struct PostgresStore {
     config: Config,
-    pool: Vec<Mutex<Option<Client>>>,
+    pool: Vec<Mutex<Option<Pooled>>>,
     next: AtomicUsize,
+}
+
+/// A pooled connection and the statements prepared on it: a statement is parsed once
+/// per connection, and each later call is one round trip instead of two (prepare,
+/// then execute).
+struct Pooled {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Pooled {
+    /// `sql`, prepared on this connection the first time it is asked for.
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
 }
 
 impl PostgresStore {
@@ -59,22 +79,33 @@ impl PostgresStore {
 
     /// Runs `work` on a pooled connection (connecting, or reconnecting after the
     /// server closed it, as needed).
+    fn with_pooled<T>(
+        &self,
+        work: impl FnOnce(&mut Pooled) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        leave_async_worker(|| {
+            let mut slot = self.slot();
+            let pooled = match slot.take() {
+                Some(pooled) if !pooled.client.is_closed() => slot.insert(pooled),
+                _ => slot.insert(Pooled {
+                    client: self.config.connect(NoTls)?,
+                    statements: HashMap::new(),
+                }),
+            };
+            work(pooled)
+        })
+    }
+
+    /// Runs `work` on a pooled connection's client (for transactions).
     fn with<T>(
         &self,
         work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        leave_async_worker(|| {
-            let mut slot = self.slot();
-            let client = match slot.take() {
-                Some(client) if !client.is_closed() => slot.insert(client),
-                _ => slot.insert(self.config.connect(NoTls)?),
-            };
-            work(client)
-        })
+        self.with_pooled(|pooled| work(&mut pooled.client))
     }
 
     /// A free connection slot if there is one, else the next in turn.
-    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
+    fn slot(&self) -> MutexGuard<'_, Option<Pooled>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for offset in 0..self.pool.len() {
             if let Ok(slot) = self.pool[(start + offset) % self.pool.len()].try_lock() {
@@ -92,7 +123,10 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        self.with(|client| Ok(client.execute(sql, params)?))
+        self.with_pooled(|pooled| {
+            let statement = pooled.statement(sql)?;
+            Ok(pooled.client.execute(&statement, params)?)
+        })
     }
 
     fn query_opt<T>(
@@ -101,7 +135,15 @@ impl PostgresStore {
         params: &[&(dyn postgres::types::ToSql + Sync)],
         map: impl FnOnce(&Row) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        self.with(|client| client.query_opt(sql, params)?.as_ref().map(map).transpose())
+        self.with_pooled(|pooled| {
+            let statement = pooled.statement(sql)?;
+            pooled
+                .client
+                .query_opt(&statement, params)?
+                .as_ref()
+                .map(map)
+                .transpose()
+        })
     }
 
     fn query<T>(
@@ -110,7 +152,15 @@ impl PostgresStore {
         params: &[&(dyn postgres::types::ToSql + Sync)],
         map: impl Fn(&Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        self.with(|client| client.query(sql, params)?.iter().map(map).collect())
+        self.with_pooled(|pooled| {
+            let statement = pooled.statement(sql)?;
+            pooled
+                .client
+                .query(&statement, params)?
+                .iter()
+                .map(map)
+                .collect()
+        })
     }
 }
 
