@@ -12,9 +12,10 @@ use gwmo_bootstrap::{EnrollError, Enrollment};
 use gwmo_device::Agent;
 use gwmo_net::unix_now;
 use gwmo_proto::{Alert, Data, Item, Location, Meta, codes};
-use gwmo_server::{CommandSpec, EndDevices, NewEndDevice};
+use gwmo_server::{CommandSpec, CommandState, EndDevices, NewEndDevice};
 use gwmo_session::{ClientOutcome, Trigger};
 use gwmo_tree::gwmo::{entry, fanout};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::GatewayError;
@@ -38,10 +39,8 @@ pub struct Driver {
     /// The fan-outs this process is running (a fan-out marked running in the tree but
     /// not here was left by a gateway that stopped: it is resumed).
     fanouts: Arc<std::sync::Mutex<HashSet<String>>>,
-    /// When time alone next calls for a sync (the last sync's plan said), and a signal
-    /// each time a sync has said it.
-    check_again_at: Arc<std::sync::Mutex<Option<i64>>>,
-    rescheduled: Arc<tokio::sync::Notify>,
+    /// When time alone next calls for a sync, as the last sync's plan said.
+    check_again_at: Arc<watch::Sender<Option<i64>>>,
 }
 
 impl Driver {
@@ -56,22 +55,14 @@ impl Driver {
             end_devices,
             syncing: Arc::default(),
             fanouts: Arc::default(),
-            check_again_at: Arc::default(),
-            rescheduled: Arc::default(),
+            check_again_at: Arc::new(watch::Sender::new(None)),
         }
     }
 
-    /// When time alone next calls for a sync (a local bootstrap falls due to lapse).
-    pub fn check_again_at(&self) -> Option<i64> {
-        *self
-            .check_again_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Signalled after every sync: [`Driver::check_again_at`] may have changed.
-    pub fn rescheduled(&self) -> &tokio::sync::Notify {
-        &self.rescheduled
+    /// When time alone next calls for a sync (a local bootstrap falls due to lapse);
+    /// changes only when a sync moved it.
+    pub fn check_again_at(&self) -> watch::Receiver<Option<i64>> {
+        self.check_again_at.subscribe()
     }
 
     pub fn end_devices(&self) -> &EndDevices {
@@ -110,7 +101,7 @@ impl Driver {
             .outcomes(probes)
             .await?
             .into_iter()
-            .filter(|(_, outcome)| outcome.done)
+            .filter(|(_, outcome)| outcome.state == CommandState::Done)
             .map(|(id, _)| id)
             .collect();
         let running_fanouts = self.fanouts_running().clone();
@@ -128,11 +119,9 @@ impl Driver {
             },
             now: unix_now(),
         });
-        *self
-            .check_again_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = plan.check_again_at;
-        self.rescheduled.notify_one();
+        self.check_again_at.send_if_modified(|at| {
+            std::mem::replace(at, plan.check_again_at) != plan.check_again_at
+        });
         for action in plan.actions {
             self.perform(action).await?;
         }
@@ -426,7 +415,7 @@ impl Driver {
             let outcome = outcomes.get(&command);
             results.push(serde_json::json!({
                 "dev_id": target,
-                "state": outcome.map(|o| o.state),
+                "state": outcome.map(|o| o.state.as_str()),
                 "status": outcome.and_then(|o| o.status),
                 "outcome": outcome
                     .and_then(|o| o.results.as_deref())
@@ -457,9 +446,11 @@ impl Driver {
         let mut changes = self.end_devices.changes();
         loop {
             let outcomes = self.end_devices.outcomes(ids.clone()).await?;
-            let all_done = ids
-                .iter()
-                .all(|id| outcomes.get(id).is_some_and(|o| o.done));
+            let all_done = ids.iter().all(|id| {
+                outcomes
+                    .get(id)
+                    .is_some_and(|o| o.state == CommandState::Done)
+            });
             if all_done {
                 return Ok(outcomes);
             }

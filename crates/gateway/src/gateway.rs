@@ -170,8 +170,9 @@ impl Gateway {
         let poll = Duration::from_secs(settings.poll_secs.max(1));
         let mut stopped_watch = stopped.clone();
         let mut changes = driver.end_devices().changes();
+        let mut next_check = driver.check_again_at();
         loop {
-            let check_again_at = driver.check_again_at();
+            let check_again_at = *next_check.borrow_and_update();
             let lapse_due = async {
                 match check_again_at {
                     Some(at) => {
@@ -192,8 +193,8 @@ impl Gateway {
                 // and answer probes.
                 Ok(()) = changes.changed() => tokio::time::sleep(GATHER_CHANGES).await,
                 _ = lapse_due => {}
-                // A sync (for a local bootstrap) changed when the next lapse is due.
-                _ = driver.rescheduled().notified() => continue,
+                // A sync (for a local bootstrap) moved the next lapse.
+                Ok(()) = next_check.changed() => continue,
             }
             driver.sync().await;
         }

@@ -53,8 +53,7 @@ pub struct NewEndDevice {
 /// Where a queued command is, and what came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutcome {
-    pub done: bool,
-    pub state: &'static str,
+    pub state: CommandState,
     pub status: Option<u16>,
     pub results: Option<String>,
 }
@@ -150,8 +149,7 @@ impl EndDevices {
             for id in ids {
                 if let Some(command) = store.command(id)? {
                     let outcome = CommandOutcome {
-                        done: command.state == CommandState::Done,
-                        state: command.state.as_str(),
+                        state: command.state,
                         status: command.status,
                         results: command.results,
                     };

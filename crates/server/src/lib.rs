@@ -30,7 +30,7 @@ pub use embed::{CommandOutcome, EmbedError, EndDevice, EndDevices, NewEndDevice}
 pub use http::Server;
 pub use secrets::random_secret;
 pub use settings::ServerSettings;
-pub use store::{StoreError, is_shared};
+pub use store::{CommandState, StoreError, is_shared};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -66,6 +66,14 @@ impl DmService {
         );
         let commands: Vec<String> = commands.iter().map(CommandSpec::to_json).collect();
         let event = serde_json::json!({ "gateway": gateway_id, "previous": previous, "result": "bootstrap sent" });
+        let then = Followups {
+            commands: Vec::new(),
+            events: vec![NewEvent {
+                dev_id: Some(dev_id.to_owned()),
+                kind: "location-update",
+                detail: event.to_string(),
+            }],
+        };
         self.store.queue_bootstrap(
             &BootstrapPlan {
                 dev_id,
@@ -73,7 +81,7 @@ impl DmService {
                 client_secret: &client_secret,
                 server_secret: &server_secret,
                 commands: &commands,
-                event: &event.to_string(),
+                then: &then,
             },
             unix_now,
         )?;

@@ -68,8 +68,8 @@ pub enum StoreError {
 
 /// A gateway bootstrap of a device, stored as one unit of work: the commands that
 /// carry it, queued in order; the credentials the gateway needs once the device
-/// confirms, kept with the last command (whose Status settles the bootstrap); and the
-/// event that records it. A crash leaves all of it or none.
+/// confirms, kept with the last command (whose Status settles the bootstrap); and what
+/// else it entails (the event that records it). A crash leaves all of it or none.
 #[derive(Debug, Clone)]
 pub struct BootstrapPlan<'a> {
     pub dev_id: &'a str,
@@ -78,8 +78,8 @@ pub struct BootstrapPlan<'a> {
     pub server_secret: &'a str,
     /// Command specs (JSON), at least one.
     pub commands: &'a [String],
-    /// The `location-update` event's detail (JSON).
-    pub event: &'a str,
+    /// Written with it, once its commands are queued.
+    pub then: &'a Followups,
 }
 
 /// Aborts the process here if the environment variable `GWMO_CRASH_AT` names `point`.

@@ -285,13 +285,21 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
                 .unwrap();
         }
         let commands = vec!["{\"op\":\"Get\",\"target\":\"./DevInfo\"}".to_owned(); 2];
+        let recorded = Followups {
+            commands: Vec::new(),
+            events: vec![NewEvent {
+                dev_id: Some("IMEI:ed".into()),
+                kind: "location-update",
+                detail: "{}".into(),
+            }],
+        };
         let plan = |gateway_id, client_secret| BootstrapPlan {
             dev_id: "IMEI:ed",
             gateway_id,
             client_secret,
             server_secret: "s",
             commands: &commands,
-            event: "{}",
+            then: &recorded,
         };
         // What a settled bootstrap entails here: a command to each gateway it names, and
         // an event; both must be written with the settlement.

@@ -518,10 +518,7 @@ impl Store for PostgresStore {
                  VALUES ($1, $2, $3, $4, $5)",
                 &[&last, &plan.dev_id, &plan.gateway_id, &plan.client_secret, &plan.server_secret],
             )?;
-            transaction.execute(
-                "INSERT INTO events (at, dev_id, kind, detail) VALUES ($1, $2, 'location-update', $3)",
-                &[&now, &plan.dev_id, &plan.event],
-            )?;
+            write_followups(&mut transaction, plan.then, now)?;
             transaction.commit()?;
             Ok(last)
         })

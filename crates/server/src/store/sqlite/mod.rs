@@ -366,10 +366,7 @@ impl Store for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![last, plan.dev_id, plan.gateway_id, plan.client_secret, plan.server_secret],
         )?;
-        transaction.run_cached(
-            "INSERT INTO events (at, dev_id, kind, detail) VALUES (?1, ?2, 'location-update', ?3)",
-            params![now, plan.dev_id, plan.event],
-        )?;
+        write_followups(&transaction, plan.then, now)?;
         transaction.commit()?;
         Ok(last)
     }
