@@ -8,6 +8,7 @@
 //! digests and HMACs need them on the server side.
 
 mod postgres;
+mod settle;
 mod sqlite;
 
 use std::collections::BTreeMap;

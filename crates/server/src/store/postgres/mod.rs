@@ -23,6 +23,8 @@ use rows::*;
 use schema::MIGRATIONS;
 use units::*;
 
+use super::settle::{settle_auth_switch, settle_bootstrap};
+
 use super::{
     Association, BootstrapPlan, CommandRecord, Completed, DeviceRecord, Entailed, EventFilter,
     EventRecord, FanoutRecord, Followups, GatewayRecord, NewDevice, Store, StoreError, crash_point,

@@ -1,116 +1,95 @@
 //! The parts of the store's units of work that run inside a caller's transaction:
-//! setting an association, settling what was planned on a command, and writing what a
-//! decision entails.
+//! setting an association, the steps of a settlement (`store/settle.rs` decides), and
+//! writing what a decision entails.
 
-use gwmo_proto::auth::AuthType;
 use gwmo_tree::Origin;
-use postgres::GenericClient;
+use postgres::{GenericClient, Transaction};
 
 use super::rows::*;
-use crate::store::{
-    Entailed, Followups, GatewayRecord, SettledBootstrap, StoreError, auth_from_text, crash_point,
-};
+use crate::store::settle::{PlannedBootstrap, Settlement};
+use crate::store::{DeviceRecord, Followups, GatewayRecord, StoreError};
 
-/// Settles the authentication switch planned on `command`, if one was: success makes
-/// it the device's scheme.
-pub(super) fn settle_auth_switch(
-    transaction: &mut impl GenericClient,
-    command: i64,
-    status: u16,
-) -> Result<Option<AuthType>, StoreError> {
-    let Some(planned) = transaction.query_opt(
-        "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = $1
-         FOR UPDATE",
-        &[&command],
-    )?
-    else {
-        return Ok(None);
-    };
-    let dev_id: String = planned.try_get(0)?;
-    let auth: String = planned.try_get(1)?;
-    let switched = gwmo_proto::codes::status::is_success(status);
-    transaction.execute(
-        "UPDATE devices SET auth = CASE WHEN $2 THEN auth_switch_to ELSE auth END,
-             auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = $1",
-        &[&dev_id, &switched],
-    )?;
-    switched.then(|| auth_from_text(&auth)).transpose()
-}
-
-/// Settles the gateway bootstrap planned on `command`, if one was: success makes it the
-/// device's association and writes what `entailed` says it entails.
-pub(super) fn settle_bootstrap(
-    transaction: &mut impl GenericClient,
-    command: i64,
-    status: u16,
-    now: i64,
-    entailed: Entailed<'_>,
-) -> Result<Option<(SettledBootstrap, Followups)>, StoreError> {
-    let Some(pending) = transaction.query_opt(
-        "DELETE FROM pending_bootstraps WHERE command = $1
-         RETURNING dev_id, gateway_id, client_secret, server_secret",
-        &[&command],
-    )?
-    else {
-        return Ok(None);
-    };
-    let dev_id: String = pending.try_get(0)?;
-    let gateway_id: String = pending.try_get(1)?;
-    if !gwmo_proto::codes::status::is_success(status) {
-        return Ok(None);
+/// The steps of a settlement in a PostgreSQL transaction; the rows they read are
+/// locked until it ends.
+impl Settlement for Transaction<'_> {
+    fn take_auth_switch(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
+        self.query_opt(
+            "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = $1
+             FOR UPDATE",
+            &[&command],
+        )?
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
     }
-    let previous: Option<String> = transaction
-        .query_opt(
+
+    fn end_auth_switch(&mut self, dev_id: &str, switched: bool) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET auth = CASE WHEN $2 THEN auth_switch_to ELSE auth END,
+                 auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = $1",
+            &[&dev_id, &switched],
+        )?;
+        Ok(())
+    }
+
+    fn take_bootstrap(&mut self, command: i64) -> Result<Option<PlannedBootstrap>, StoreError> {
+        self.query_opt(
+            "DELETE FROM pending_bootstraps WHERE command = $1
+             RETURNING dev_id, gateway_id, client_secret, server_secret",
+            &[&command],
+        )?
+        .map(|row| {
+            Ok(PlannedBootstrap {
+                dev_id: row.try_get(0)?,
+                gateway_id: row.try_get(1)?,
+                client_secret: row.try_get(2)?,
+                server_secret: row.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn associated_gateway(&mut self, dev_id: &str) -> Result<Option<String>, StoreError> {
+        self.query_opt(
             "SELECT gateway_id FROM associations WHERE dev_id = $1 FOR UPDATE",
             &[&dev_id],
         )?
-        .map(|row| row.try_get(0))
-        .transpose()?;
-    upsert_association(
-        transaction,
-        &dev_id,
-        &gateway_id,
-        Origin::ServerAssisted.as_str(),
-        None,
-        now,
-    )?;
-    crash_point("settle-bootstrap");
-    let settled = SettledBootstrap {
-        previous: previous.filter(|p| *p != gateway_id),
-        client_secret: pending.try_get(2)?,
-        server_secret: pending.try_get(3)?,
-        dev_id,
-        gateway_id,
-    };
-    let device = transaction
-        .query_opt(
+        .map(|row| Ok(row.try_get(0)?))
+        .transpose()
+    }
+
+    fn associate_server_assisted(
+        &mut self,
+        dev_id: &str,
+        gateway_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let origin = Origin::ServerAssisted.as_str();
+        upsert_association(self, dev_id, gateway_id, origin, None, now).map(drop)
+    }
+
+    fn device(&mut self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.query_opt(
             &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id = $1"),
-            &[&settled.dev_id],
+            &[&dev_id],
         )?
         .as_ref()
         .map(device_row)
-        .transpose()?;
-    let mut gateway = |id: Option<&str>| -> Result<Option<GatewayRecord>, StoreError> {
-        let Some(id) = id else { return Ok(None) };
-        transaction
-            .query_opt(
-                &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = $1"),
-                &[&id],
-            )?
-            .as_ref()
-            .map(gateway_row)
-            .transpose()
-    };
-    let then = match device {
-        Some(device) => {
-            let new = gateway(Some(&settled.gateway_id))?;
-            let old = gateway(settled.previous.as_deref())?;
-            entailed(&settled, &device, new.as_ref(), old.as_ref())
-        }
-        None => Followups::default(),
-    };
-    write_followups(transaction, &then, now)?;
-    Ok(Some((settled, then)))
+        .transpose()
+    }
+
+    fn gateway(&mut self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = $1"),
+            &[&gateway_id],
+        )?
+        .as_ref()
+        .map(gateway_row)
+        .transpose()
+    }
+
+    fn write_followups(&mut self, then: &Followups, now: i64) -> Result<(), StoreError> {
+        write_followups(self, then, now)
+    }
 }
 
 /// Writes what a decision entails, inside its transaction.

@@ -17,6 +17,8 @@ use rows::*;
 use schema::MIGRATIONS;
 use units::*;
 
+use super::settle::{settle_auth_switch, settle_bootstrap};
+
 use super::{
     Association, BootstrapPlan, CommandRecord, Completed, DeviceRecord, Entailed, EventFilter,
     EventRecord, FanoutRecord, Followups, GatewayRecord, NewDevice, Store, StoreError, crash_point,
@@ -231,15 +233,15 @@ impl Store for SqliteStore {
         entailed: Entailed<'_>,
     ) -> Result<Completed, StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let mut transaction = connection.transaction()?;
         transaction.run_cached(
             "UPDATE commands SET state = 'done', status = ?2, results = ?3, done_at = ?4
              WHERE id = ?1 AND state = 'sent'",
             params![id, status, results, now],
         )?;
         let completed = Completed {
-            auth_switched_to: settle_auth_switch(&transaction, id, status)?,
-            bootstrap: settle_bootstrap(&transaction, id, status, now, entailed)?,
+            auth_switched_to: settle_auth_switch(&mut transaction, id, status)?,
+            bootstrap: settle_bootstrap(&mut transaction, id, status, now, entailed)?,
         };
         transaction.commit()?;
         Ok(completed)

@@ -1,15 +1,13 @@
 //! The parts of the store's units of work that run inside a caller's transaction:
-//! setting an association, settling what was planned on a command, and writing what a
-//! decision entails.
+//! setting an association, the steps of a settlement (`store/settle.rs` decides), and
+//! writing what a decision entails.
 
-use gwmo_proto::auth::AuthType;
 use gwmo_tree::Origin;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::rows::*;
-use crate::store::{
-    Entailed, Followups, GatewayRecord, SettledBootstrap, StoreError, auth_from_text, crash_point,
-};
+use crate::store::settle::{PlannedBootstrap, Settlement};
+use crate::store::{DeviceRecord, Followups, GatewayRecord, StoreError};
 
 /// Sets the association; false when it already records `attach_key` (not null) with
 /// the same gateway.
@@ -31,118 +29,89 @@ pub(super) fn upsert_association(
     Ok(changed > 0)
 }
 
-/// Settles the authentication switch planned on `command`, if one was: success makes
-/// it the device's scheme.
-pub(super) fn settle_auth_switch(
-    transaction: &Connection,
-    command: i64,
-    status: u16,
-) -> Result<Option<AuthType>, StoreError> {
-    let planned: Option<(String, String)> = transaction
-        .row_cached(
-            "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = ?1",
-            [command],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
-    let Some((dev_id, auth)) = planned else {
-        return Ok(None);
-    };
-    let switched = gwmo_proto::codes::status::is_success(status);
-    transaction.run_cached(
-        "UPDATE devices SET auth = CASE WHEN ?2 THEN auth_switch_to ELSE auth END,
-             auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = ?1",
-        params![dev_id, switched],
-    )?;
-    Ok(if switched {
-        Some(auth_from_text(&auth)?)
-    } else {
-        None
-    })
-}
-
-/// Settles the gateway bootstrap planned on `command`, if one was: success makes it the
-/// device's association and writes what `entailed` says it entails.
-pub(super) fn settle_bootstrap(
-    transaction: &Connection,
-    command: i64,
-    status: u16,
-    now: i64,
-    entailed: Entailed<'_>,
-) -> Result<Option<(SettledBootstrap, Followups)>, StoreError> {
-    let pending = transaction
-        .row_cached(
-            "DELETE FROM pending_bootstraps WHERE command = ?1
-             RETURNING dev_id, gateway_id, client_secret, server_secret",
-            [command],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((dev_id, gateway_id, client_secret, server_secret)) = pending else {
-        return Ok(None);
-    };
-    if !gwmo_proto::codes::status::is_success(status) {
-        return Ok(None);
+/// The steps of a settlement in an SQLite transaction.
+impl Settlement for Transaction<'_> {
+    fn take_auth_switch(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .row_cached(
+                "SELECT dev_id, auth_switch_to FROM devices WHERE auth_switch_command = ?1",
+                [command],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
     }
-    let previous: Option<String> = transaction
-        .row_cached(
-            "SELECT gateway_id FROM associations WHERE dev_id = ?1",
-            [&dev_id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    upsert_association(
-        transaction,
-        &dev_id,
-        &gateway_id,
-        Origin::ServerAssisted.as_str(),
-        None,
-        now,
-    )?;
-    crash_point("settle-bootstrap");
-    let settled = SettledBootstrap {
-        previous: previous.filter(|p| *p != gateway_id),
-        dev_id,
-        gateway_id,
-        client_secret,
-        server_secret,
-    };
-    let device = transaction
-        .row_cached(
+
+    fn end_auth_switch(&mut self, dev_id: &str, switched: bool) -> Result<(), StoreError> {
+        self.run_cached(
+            "UPDATE devices SET auth = CASE WHEN ?2 THEN auth_switch_to ELSE auth END,
+                 auth_switch_to = NULL, auth_switch_command = NULL WHERE dev_id = ?1",
+            params![dev_id, switched],
+        )?;
+        Ok(())
+    }
+
+    fn take_bootstrap(&mut self, command: i64) -> Result<Option<PlannedBootstrap>, StoreError> {
+        Ok(self
+            .row_cached(
+                "DELETE FROM pending_bootstraps WHERE command = ?1
+                 RETURNING dev_id, gateway_id, client_secret, server_secret",
+                [command],
+                |row| {
+                    Ok(PlannedBootstrap {
+                        dev_id: row.get(0)?,
+                        gateway_id: row.get(1)?,
+                        client_secret: row.get(2)?,
+                        server_secret: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn associated_gateway(&mut self, dev_id: &str) -> Result<Option<String>, StoreError> {
+        // The transaction holds SQLite's one write lock: nobody changes it meanwhile.
+        Ok(self
+            .row_cached(
+                "SELECT gateway_id FROM associations WHERE dev_id = ?1",
+                [dev_id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn associate_server_assisted(
+        &mut self,
+        dev_id: &str,
+        gateway_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let origin = Origin::ServerAssisted.as_str();
+        upsert_association(self, dev_id, gateway_id, origin, None, now).map(drop)
+    }
+
+    fn device(&mut self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.row_cached(
             &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id = ?1"),
-            [&settled.dev_id],
+            [dev_id],
             device_row,
         )
         .optional()?
-        .transpose()?;
-    let gateway = |id: Option<&str>| -> Result<Option<GatewayRecord>, StoreError> {
-        let Some(id) = id else { return Ok(None) };
-        Ok(transaction
+        .transpose()
+    }
+
+    fn gateway(&mut self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        Ok(self
             .row_cached(
                 &format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE gateway_id = ?1"),
-                [id],
+                [gateway_id],
                 gateway_row,
             )
             .optional()?)
-    };
-    let then = match device {
-        Some(device) => entailed(
-            &settled,
-            &device,
-            gateway(Some(&settled.gateway_id))?.as_ref(),
-            gateway(settled.previous.as_deref())?.as_ref(),
-        ),
-        None => Followups::default(),
-    };
-    write_followups(transaction, &then, now)?;
-    Ok(Some((settled, then)))
+    }
+
+    fn write_followups(&mut self, then: &Followups, now: i64) -> Result<(), StoreError> {
+        write_followups(self, then, now)
+    }
 }
 
 /// Writes what a decision entails, inside its transaction.
