@@ -297,55 +297,65 @@ impl DmService {
     ) -> Result<DmResponse, DmError> {
         let mut fresh_nonce = || rand::random::<[u8; 16]>().to_vec();
         let dev_id = message.header.source.uri.as_str();
-        let reply = match slot.session.receive(
-            message,
-            request.body,
-            request.hmac,
-            &mut fresh_nonce,
-        )? {
-            Received::Refused(reply) => {
-                let started = Instant::now();
-                self.persist(dev_id, slot, request.peer, unix_now)?;
-                self.metrics.message(started.elapsed());
-                reply
-            }
-            Received::Accepted(answer) => {
-                let started = Instant::now();
-                // Events first: a Location Update in this message queues the bootstrap
-                // commands that its answer must carry.
-                self.persist(dev_id, slot, request.peer, unix_now)?;
-                if opened {
-                    self.metrics.session_opened();
-                    debug!(device = dev_id, session = %slot.session_id, "session opened");
-                    self.supersede(dev_id, &slot.token, unix_now)?;
+        let reply =
+            match slot
+                .session
+                .receive(message, request.body, request.hmac, &mut fresh_nonce)?
+            {
+                // What one message changes is stored with one commit.
+                Received::Refused(reply) => {
+                    let started = Instant::now();
+                    self.store
+                        .grouped(|| self.persist(dev_id, slot, request.peer, unix_now))?;
+                    self.metrics.message(started.elapsed());
+                    reply
                 }
-                for queued in self
-                    .store
-                    .claim_pending(dev_id, &slot.store_key, unix_now)?
-                {
-                    match CommandSpec::parse(&queued.spec) {
-                        Ok(spec) => slot.session.enqueue(queued.id as u64, spec.to_command()),
-                        Err(error) => {
-                            warn!(command = queued.id, %error, "a stored command is not valid: failing it");
-                            self.store.complete(
-                                queued.id,
-                                gwmo_proto::codes::status::BAD_REQUEST.get(),
-                                "{}",
-                                unix_now,
-                                &crate::bootstrap::tell_gateways,
-                            )?;
+                Received::Accepted(answer) => {
+                    let started = Instant::now();
+                    self.store.grouped(|| {
+                        // Events first: a Location Update in this message queues the
+                        // bootstrap commands that its answer must carry.
+                        self.persist(dev_id, slot, request.peer, unix_now)?;
+                        if opened {
+                            self.metrics.session_opened();
+                            debug!(device = dev_id, session = %slot.session_id, "session opened");
+                            self.supersede(dev_id, &slot.token, unix_now)?;
                         }
-                    }
+                        self.claim_commands(dev_id, slot, unix_now)
+                    })?;
+                    self.metrics.message(started.elapsed());
+                    slot.session.reply(answer)?
                 }
-                self.metrics.message(started.elapsed());
-                slot.session.reply(answer)?
-            }
-        };
+            };
         Ok(DmResponse {
             content_type: reply.outgoing.content_type,
             body: reply.outgoing.body,
             hmac: reply.outgoing.hmac,
         })
+    }
+
+    /// Hands the session the device's queued commands; one stored in a form this
+    /// server cannot read fails with 400.
+    fn claim_commands(&self, dev_id: &str, slot: &mut Slot, unix_now: i64) -> Result<(), DmError> {
+        for queued in self
+            .store
+            .claim_pending(dev_id, &slot.store_key, unix_now)?
+        {
+            match CommandSpec::parse(&queued.spec) {
+                Ok(spec) => slot.session.enqueue(queued.id as u64, spec.to_command()),
+                Err(error) => {
+                    warn!(command = queued.id, %error, "a stored command is not valid: failing it");
+                    self.store.complete(
+                        queued.id,
+                        gwmo_proto::codes::status::BAD_REQUEST.get(),
+                        "{}",
+                        unix_now,
+                        &crate::bootstrap::tell_gateways,
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn open(
@@ -424,8 +434,12 @@ impl DmService {
     fn settle_and_requeue(&self, mut slot: Slot, unix_now: i64, wake: bool) -> Result<(), DmError> {
         slot.session.settle_answered();
         let dev_id = slot.dev_id.clone();
-        self.persist(&dev_id, &mut slot, IpAddr::from([0, 0, 0, 0]), unix_now)?;
-        let requeued = self.store.requeue_session(&slot.store_key)?;
+        let mut requeued = 0;
+        self.store.grouped(|| {
+            self.persist(&dev_id, &mut slot, IpAddr::from([0, 0, 0, 0]), unix_now)?;
+            requeued = self.store.requeue_session(&slot.store_key)?;
+            Ok::<_, DmError>(())
+        })?;
         if wake && requeued > 0 {
             debug!(device = %dev_id, requeued, "commands back in the queue: waking the device");
             self.wake_later(&dev_id);

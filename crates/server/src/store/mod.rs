@@ -65,6 +65,8 @@ pub enum StoreError {
     BadUrl(String),
     #[error("a bootstrap plan needs at least one command")]
     EmptyPlan,
+    #[error("the store did not run the group of calls it was given")]
+    GroupNotRun,
 }
 
 /// A gateway bootstrap of a device, stored as one unit of work: the commands that
@@ -281,6 +283,16 @@ pub struct EventRecord {
 /// of it or none. Claiming and completing commands are safe against several server
 /// instances doing the same at once.
 pub trait Store: Send + Sync {
+    /// Runs `work`, whose store calls on this thread commit together when it returns,
+    /// whatever it returned: each call stays whole on its own (one that fails undoes
+    /// only itself), and the group costs one commit instead of one per call. A crash
+    /// before the end loses the whole group. Where the backend cannot group (every
+    /// call takes a pooled connection of its own), each call commits as it goes.
+    /// `work` runs exactly once.
+    fn group(&self, work: &mut dyn FnMut()) -> Result<(), StoreError> {
+        work();
+        Ok(())
+    }
     /// Enrolls a device; [`StoreError::AlreadyExists`] if its DevId is taken.
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError>;
     fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
@@ -424,6 +436,24 @@ pub trait Store: Send + Sync {
     /// fan-outs and events. Devices, associations, gateways and whatever is still
     /// queued or running stay. Returns how many records went.
     fn forget_history(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+impl dyn Store {
+    /// [`Store::group`] around work that can fail: its calls commit together, and its
+    /// own error comes back after the commit.
+    pub fn grouped<E: From<StoreError>>(
+        &self,
+        work: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut work = Some(work);
+        let mut outcome = Err(E::from(StoreError::GroupNotRun));
+        self.group(&mut || {
+            if let Some(work) = work.take() {
+                outcome = work();
+            }
+        })?;
+        outcome
+    }
 }
 
 fn auth_from_text(text: &str) -> Result<AuthType, StoreError> {

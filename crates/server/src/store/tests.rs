@@ -658,3 +658,43 @@ fn a_sent_command_is_sent_again_in_another_form_once() {
         assert!(!store.resend_as(id, "{\"c\":1}").unwrap(), "done");
     });
 }
+
+#[test]
+fn a_group_of_calls_commits_once_at_its_end_and_a_failed_call_undoes_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, 2).unwrap());
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    let visible = || -> i64 {
+        reader
+            .query_row("SELECT count(*) FROM devices", [], |row| row.get(0))
+            .unwrap()
+    };
+    store.enroll(&device("d0"), 1).unwrap();
+    let mut seen_inside = None;
+    let outcome = store.grouped(|| {
+        store.enroll(&device("d1"), 1)?;
+        // Taken already: fails, and undoes nothing but itself.
+        assert!(matches!(
+            store.enroll(&device("d0"), 1),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        store.enroll(&device("d2"), 1)?;
+        seen_inside = Some(visible());
+        Err(StoreError::EmptyPlan)
+    });
+    assert!(
+        matches!(outcome, Err(StoreError::EmptyPlan)),
+        "the work's own error comes back"
+    );
+    assert_eq!(
+        seen_inside,
+        Some(1),
+        "nothing of the group was committed before its end"
+    );
+    assert_eq!(
+        visible(),
+        3,
+        "the group's calls that succeeded are committed at its end"
+    );
+}

@@ -1,20 +1,24 @@
 //! The embedded store backend: one SQLite file created on first start, in WAL mode,
 //! with versioned migrations recorded in `PRAGMA user_version`. One connection behind
-//! a mutex: SQLite serialises writers anyway.
+//! a reentrant lock: SQLite serialises writers anyway, and a group of calls on one
+//! thread ([`Store::group`]) holds it throughout, each call a savepoint in the group's
+//! one transaction.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
+use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod rows;
 mod schema;
+mod unit;
 mod units;
 
 use rows::*;
 use schema::MIGRATIONS;
+use unit::Unit;
 use units::*;
 
 use super::settle::{settle_auth_switch, settle_bootstrap};
@@ -26,7 +30,7 @@ use super::{
 };
 
 pub struct SqliteStore {
-    connection: Mutex<Connection>,
+    connection: ReentrantMutex<Connection>,
 }
 
 impl SqliteStore {
@@ -51,7 +55,7 @@ impl SqliteStore {
         SqliteStore::prepare(Connection::open_in_memory()?)
     }
 
-    fn prepare(mut connection: Connection) -> Result<SqliteStore, StoreError> {
+    fn prepare(connection: Connection) -> Result<SqliteStore, StoreError> {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.set_prepared_statement_cache_capacity(64);
@@ -60,21 +64,18 @@ impl SqliteStore {
             return Err(StoreError::TooNew(version, MIGRATIONS.len()));
         }
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let transaction = connection.transaction()?;
-            transaction.execute_batch(migration)?;
-            transaction.pragma_update(None, "user_version", index as i64 + 1)?;
-            transaction.commit()?;
+            let unit = Unit::begin(&connection)?;
+            unit.execute_batch(migration)?;
+            unit.pragma_update(None, "user_version", index as i64 + 1)?;
+            unit.commit()?;
         }
         Ok(SqliteStore {
-            connection: Mutex::new(connection),
+            connection: ReentrantMutex::new(connection),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // SQLite keeps the data consistent whatever a panicking holder did.
-        self.connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> ReentrantMutexGuard<'_, Connection> {
+        self.connection.lock()
     }
 
     fn gateway_where(
@@ -94,6 +95,13 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn group(&self, work: &mut dyn FnMut()) -> Result<(), StoreError> {
+        let connection = self.lock();
+        let group = Unit::begin(&connection)?;
+        work();
+        group.commit()
+    }
+
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
         let inserted = self.lock().run_cached(
             "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
@@ -206,10 +214,10 @@ impl Store for SqliteStore {
         session_key: &str,
         now: i64,
     ) -> Result<Vec<CommandRecord>, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
         let claimed = {
-            let mut statement = transaction.prepare_cached(&format!(
+            let mut statement = unit.prepare_cached(&format!(
                 "UPDATE commands SET state = 'sent', session_key = ?2, sent_at = ?3
                  WHERE dev_id = ?1 AND state = 'queued' RETURNING {COMMAND_COLUMNS}"
             ))?;
@@ -218,7 +226,7 @@ impl Store for SqliteStore {
             claimed.sort_by_key(|c| c.id);
             claimed
         };
-        transaction.commit()?;
+        unit.commit()?;
         Ok(claimed)
     }
 
@@ -232,18 +240,18 @@ impl Store for SqliteStore {
         now: i64,
         entailed: Entailed<'_>,
     ) -> Result<Completed, StoreError> {
-        let mut connection = self.lock();
-        let mut transaction = connection.transaction()?;
-        transaction.run_cached(
+        let connection = self.lock();
+        let mut unit = Unit::begin(&connection)?;
+        unit.run_cached(
             "UPDATE commands SET state = 'done', status = ?2, results = ?3, done_at = ?4
              WHERE id = ?1 AND state = 'sent'",
             params![id, status, results, now],
         )?;
         let completed = Completed {
-            auth_switched_to: settle_auth_switch(&mut transaction, id, status)?,
-            bootstrap: settle_bootstrap(&mut transaction, id, status, now, entailed)?,
+            auth_switched_to: settle_auth_switch(&mut unit, id, status)?,
+            bootstrap: settle_bootstrap(&mut unit, id, status, now, entailed)?,
         };
-        transaction.commit()?;
+        unit.commit()?;
         Ok(completed)
     }
 
@@ -351,25 +359,25 @@ impl Store for SqliteStore {
     /// Remembers a gateway bootstrap sent to a device as `command`, with the credentials
     /// the gateway will need once the device confirms it.
     fn queue_bootstrap(&self, plan: &BootstrapPlan<'_>, now: i64) -> Result<i64, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
         let mut last = None;
         for spec in plan.commands {
-            transaction.run_cached(
+            unit.run_cached(
                 "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
                 params![plan.dev_id, spec, now],
             )?;
-            last = Some(transaction.last_insert_rowid());
+            last = Some(unit.last_insert_rowid());
             crash_point("queue-bootstrap");
         }
         let last = last.ok_or(StoreError::EmptyPlan)?;
-        transaction.run_cached(
+        unit.run_cached(
             "INSERT INTO pending_bootstraps (command, dev_id, gateway_id, client_secret, server_secret)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![last, plan.dev_id, plan.gateway_id, plan.client_secret, plan.server_secret],
         )?;
-        write_followups(&transaction, plan.then, now)?;
-        transaction.commit()?;
+        write_followups(&unit, plan.then, now)?;
+        unit.commit()?;
         Ok(last)
     }
 
@@ -441,15 +449,14 @@ impl Store for SqliteStore {
         now: i64,
         then: &Followups,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let changed =
-            upsert_association(&transaction, dev_id, gateway_id, origin, attach_key, now)?;
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
+        let changed = upsert_association(&unit, dev_id, gateway_id, origin, attach_key, now)?;
         if changed {
             crash_point("associate");
-            write_followups(&transaction, then, now)?;
+            write_followups(&unit, then, now)?;
         }
-        transaction.commit()?;
+        unit.commit()?;
         Ok(changed)
     }
 
@@ -525,17 +532,17 @@ impl Store for SqliteStore {
     }
 
     fn forget_history(&self, before: i64) -> Result<u64, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
         let mut forgotten = 0;
         for sql in [
             "DELETE FROM commands WHERE state = 'done' AND done_at < ?1",
             "DELETE FROM fanouts WHERE state = 'done' AND done_at < ?1",
             "DELETE FROM events WHERE at < ?1",
         ] {
-            forgotten += transaction.run_cached(sql, [before])? as u64;
+            forgotten += unit.run_cached(sql, [before])? as u64;
         }
-        transaction.commit()?;
+        unit.commit()?;
         Ok(forgotten)
     }
 

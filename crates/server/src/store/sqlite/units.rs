@@ -3,9 +3,10 @@
 //! writing what a decision entails.
 
 use gwmo_tree::Origin;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::*;
+use super::unit::Unit;
 use crate::store::settle::{PlannedBootstrap, Settlement};
 use crate::store::{DeviceRecord, Followups, GatewayRecord, StoreError};
 
@@ -29,8 +30,8 @@ pub(super) fn upsert_association(
     Ok(changed > 0)
 }
 
-/// The steps of a settlement in an SQLite transaction.
-impl Settlement for Transaction<'_> {
+/// The steps of a settlement in an SQLite unit of work.
+impl Settlement for Unit<'_> {
     fn take_auth_switch(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
         Ok(self
             .row_cached(
