@@ -56,7 +56,22 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
     let (output, report) = sim("--devices 40 --gateways 4 --approach both --baseline");
     assert_clean_rollout(&output, &report, 40);
     assert_eq!(report["store"], "sqlite");
-    assert!(report["baseline_round_trips_per_sec"].as_f64().unwrap() > 0.0);
+    for raw in ["keep_alive", "new_connection"] {
+        assert!(
+            report["baseline"][raw]["per_sec"].as_f64().unwrap() > 0.0,
+            "{raw}"
+        );
+        assert!(
+            report["baseline"][raw]["server_cpu_us"].as_f64().unwrap() > 0.0,
+            "{raw}"
+        );
+        assert!(
+            report["baseline"][raw]["count"].as_u64().unwrap() >= 2000,
+            "{raw}"
+        );
+    }
+    assert!(report["cpu"]["server_us_per_message"].as_f64().unwrap() > 0.0);
+    assert!(report["cpu"]["ms_per_device"].as_f64().unwrap() > 0.0);
     assert!(
         report["server_memory"]["peak_bytes_per_device"]
             .as_u64()

@@ -68,6 +68,21 @@ impl HttpClient {
     /// A client that verifies servers as `tls` says, waits at most `timeout` for a
     /// whole exchange and reads at most `max_response` bytes of an answer.
     pub fn new(tls: &ClientTls, timeout: Duration, max_response: usize) -> Self {
+        HttpClient::build(tls, timeout, max_response, usize::MAX)
+    }
+
+    /// A client that opens a new connection for every request (and closes it after):
+    /// what a request costs a server when nothing is kept alive.
+    pub fn new_connection_each(tls: &ClientTls, timeout: Duration, max_response: usize) -> Self {
+        HttpClient::build(tls, timeout, max_response, 0)
+    }
+
+    fn build(
+        tls: &ClientTls,
+        timeout: Duration,
+        max_response: usize,
+        idle_per_host: usize,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
@@ -80,7 +95,9 @@ impl HttpClient {
             .enable_http1()
             .wrap_connector(connector);
         HttpClient {
-            inner: Client::builder(TokioExecutor::new()).build(connector),
+            inner: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(idle_per_host)
+                .build(connector),
             plain_http: tls.plain_http,
             timeout,
             max_response,

@@ -43,7 +43,7 @@ impl Instance {
     /// started it.
     pub fn memory(&self) -> Option<(u64, u64)> {
         let pid = self.process.as_ref()?.id().to_string();
-        Some((resident_bytes(&pid)?, status_bytes(&pid, "VmHWM:")?))
+        Some((resident_bytes(&pid)?, peak_bytes(&pid)?))
     }
 
     /// The server's open file descriptors, if the simulator started it.
@@ -54,14 +54,24 @@ impl Instance {
     /// CPU time the server has used so far, in seconds (`/proc`), if the simulator
     /// started it.
     pub fn cpu_secs(&self) -> Option<f64> {
-        let pid = self.process.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are the 12th
-        // and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / 100.0)
+        cpu_secs(&self.process.as_ref()?.id().to_string())
     }
+}
+
+/// CPU time (user and system) process `pid` ("self" for this one) has used so far,
+/// in seconds.
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Peak resident memory of process `pid` ("self" for this one), in bytes.
+pub fn peak_bytes(pid: &str) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
 }
 
 /// Resident memory of process `pid` ("self" for this one), in bytes.

@@ -5,6 +5,7 @@
 //! or half of each; afterwards every device's association and commands are checked
 //! in the server's store. The result is a [`Report`].
 
+mod baseline;
 mod device;
 mod fleet;
 mod gateways;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use gwmo_device::settings::WireEncoding;
 use gwmo_gateway::settings::Approaches;
-use gwmo_net::Method;
 use gwmo_session::ClientOutcome;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
@@ -31,7 +31,7 @@ pub use report::Report;
 use device::{DeviceOutcome, DevicePlan};
 use fleet::Fleet;
 use gateways::GatewayPlan;
-use report::{Bootstrapped, ErrorKind, Latency, ServerMemory, Sessions, Verified};
+use report::{Bootstrapped, CpuCost, ErrorKind, Latency, ServerMemory, Sessions, Verified};
 
 /// Which approaches the simulated devices use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         }
     }
     let baseline = match options.baseline {
-        true => Some(baseline(&fleet, options.concurrency, options.devices * 2).await?),
+        true => Some(baseline::measure(&fleet, options.concurrency, options.devices * 2).await?),
         false => None,
     };
     let setup_secs = setup_started.elapsed().as_secs_f64();
@@ -172,6 +172,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     let progress = progress_bar(options.progress, options.devices);
     let messages_before = fleet.messages_answered().await?;
     let cpu_before = fleet.cpu_secs();
+    let simulator_cpu_before = fleet::cpu_secs("self");
     let rollout_started = Instant::now();
     let mut rolling = JoinSet::new();
     let mut plans = Vec::with_capacity(options.devices);
@@ -213,6 +214,9 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         .cpu_secs()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let simulator_cpu_secs = fleet::cpu_secs("self")
+        .zip(simulator_cpu_before)
+        .map(|(after, before)| after - before);
     progress.finish_and_clear();
 
     let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
@@ -251,6 +255,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     gateways.stop().await;
 
     let rollout = rollout_secs.max(f64::EPSILON);
+    let completed_sessions = latencies.len();
     let server_round_trips_per_sec = server_round_trips as f64 / rollout;
     let server_memory = memory(&fleet, options.devices);
     Ok(Report {
@@ -275,9 +280,16 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         server_round_trips_per_cpu_sec: server_cpu_secs
             .filter(|secs| *secs > 0.0)
             .map(|secs| server_round_trips as f64 / secs),
-        baseline_round_trips_per_sec: baseline,
-        share_of_baseline: baseline.map(|b| server_round_trips_per_sec / b),
+        cpu: CpuCost::of(
+            server_cpu_secs,
+            simulator_cpu_secs,
+            server_round_trips,
+            completed_sessions,
+            options.devices,
+        ),
+        baseline,
         server_memory,
+        simulator_peak_bytes: fleet::peak_bytes("self"),
         verified,
         soak,
         errors,
@@ -295,38 +307,6 @@ fn progress_bar(enabled: bool, devices: usize) -> ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-/// Raw HTTP round trips per second: `total` GETs of `/healthz` through the same
-/// client, `concurrency` at a time, spread over the instances.
-async fn baseline(fleet: &Arc<Fleet>, concurrency: usize, total: usize) -> Result<f64, SimError> {
-    let workers = concurrency.max(1);
-    let started = Instant::now();
-    let mut running = JoinSet::new();
-    for worker in 0..workers {
-        let fleet = fleet.clone();
-        let count = total / workers + usize::from(worker < total % workers);
-        running.spawn(async move {
-            let url = format!("{}/healthz", fleet.base_url(worker));
-            for _ in 0..count {
-                let answer = fleet
-                    .client()
-                    .request(Method::GET, &url, &[], Vec::new())
-                    .await
-                    .map_err(|e| SimError::Admin(format!("baseline: {e}")))?;
-                if answer.status != 200 {
-                    return Err(SimError::Admin(format!("baseline: HTTP {}", answer.status)));
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(joined) = running.join_next().await {
-        if let Ok(result) = joined {
-            result?;
-        }
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64().max(f64::EPSILON))
 }
 
 /// Checks every device in the server's store: associated with its gateway by the

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::baseline::{Baseline, RawRequests};
+
 /// The summary of one run (`--report FILE` writes it as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -31,13 +33,15 @@ pub struct Report {
     /// capacity, whatever the simulated devices cost the machine.
     pub server_cpu_secs: Option<f64>,
     pub server_round_trips_per_cpu_sec: Option<f64>,
-    /// Raw HTTP round trips per second of the same client and server stack, same
-    /// concurrency, measured in the same run (`--baseline`).
-    pub baseline_round_trips_per_sec: Option<f64>,
-    /// `server_round_trips_per_sec` as a share of the baseline.
-    pub share_of_baseline: Option<f64>,
+    /// What the rollout cost in CPU, per message, session and device.
+    pub cpu: CpuCost,
+    /// Raw HTTP requests to the same servers through the same stack, in the same run
+    /// (`--baseline`): what a DM message's cost is compared with.
+    pub baseline: Option<Baseline>,
     /// Server memory (only for servers the simulator started).
     pub server_memory: Option<ServerMemory>,
+    /// The simulator's own peak resident memory (its devices and gateways).
+    pub simulator_peak_bytes: Option<u64>,
     /// Devices checked afterwards in the server's store: association and commands.
     pub verified: Verified,
     /// The steady phase, when asked for (`--soak-secs`).
@@ -86,6 +90,41 @@ impl Latency {
             p95: at(0.95),
             p99: at(0.99),
             max: at(1.0),
+        }
+    }
+}
+
+/// CPU the rollout cost. The simulator's is its whole process: every simulated device
+/// agent and gateway (with its embedded end-device server and store).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuCost {
+    pub simulator_secs: Option<f64>,
+    pub server_us_per_message: Option<f64>,
+    pub server_us_per_session: Option<f64>,
+    /// Server and simulator together, per device rolled out.
+    pub ms_per_device: Option<f64>,
+}
+
+impl CpuCost {
+    pub fn of(
+        server_secs: Option<f64>,
+        simulator_secs: Option<f64>,
+        messages: u64,
+        sessions: usize,
+        devices: usize,
+    ) -> CpuCost {
+        let per = |secs: Option<f64>, count: f64, unit: f64| {
+            secs.filter(|_| count > 0.0).map(|secs| secs * unit / count)
+        };
+        CpuCost {
+            simulator_secs,
+            server_us_per_message: per(server_secs, messages as f64, 1e6),
+            server_us_per_session: per(server_secs, sessions as f64, 1e6),
+            ms_per_device: per(
+                server_secs.zip(simulator_secs).map(|(a, b)| a + b),
+                devices as f64,
+                1e3,
+            ),
         }
     }
 }
@@ -187,14 +226,52 @@ impl fmt::Display for Report {
                 format!("{cpu:.1} s ({rate:.0})"),
             )?;
         }
-        if let (Some(baseline), Some(share)) =
-            (self.baseline_round_trips_per_sec, self.share_of_baseline)
-        {
+        let micros = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.0} µs"));
+        row(
+            f,
+            "server CPU per DM message / session",
+            format!(
+                "{} / {}",
+                micros(self.cpu.server_us_per_message),
+                micros(self.cpu.server_us_per_session)
+            ),
+        )?;
+        if let Some(secs) = self.cpu.simulator_secs {
+            row(f, "simulator CPU", format!("{secs:.1} s"))?;
+        }
+        if let Some(ms) = self.cpu.ms_per_device {
             row(
                 f,
-                "baseline HTTP round trips per second",
-                format!("{baseline:.0} (DM traffic at {:.0}% of it)", share * 100.0),
+                "CPU per device (simulator + server)",
+                format!("{ms:.2} ms"),
             )?;
+        }
+        if let Some(baseline) = &self.baseline {
+            let ratio =
+                |raw: &RawRequests| match (self.cpu.server_us_per_message, raw.server_cpu_us) {
+                    (Some(message), Some(request)) if request > 0.0 => {
+                        format!(" (a DM message: x{:.1})", message / request)
+                    }
+                    _ => String::new(),
+                };
+            for (name, raw) in [
+                ("baseline: kept-alive request", &baseline.keep_alive),
+                (
+                    "baseline: request on a new connection",
+                    &baseline.new_connection,
+                ),
+            ] {
+                row(
+                    f,
+                    name,
+                    format!(
+                        "{:.0} per s, server CPU {}{}",
+                        raw.per_sec,
+                        micros(raw.server_cpu_us),
+                        ratio(raw)
+                    ),
+                )?;
+            }
         }
         if let Some(memory) = &self.server_memory {
             row(
@@ -206,6 +283,13 @@ impl fmt::Display for Report {
                     memory.peak_bytes as f64 / 1048576.0,
                     memory.peak_bytes_per_device as f64 / 1024.0
                 ),
+            )?;
+        }
+        if let Some(peak) = self.simulator_peak_bytes {
+            row(
+                f,
+                "simulator peak memory",
+                format!("{:.1} MiB", peak as f64 / 1048576.0),
             )?;
         }
         row(
