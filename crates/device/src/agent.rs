@@ -112,6 +112,12 @@ impl Agent {
         self.tree.lock().await.clone()
     }
 
+    /// What `read` finds in the tree as it is now, without copying the tree (a
+    /// gateway's holds its whole Device Inventory).
+    pub async fn read_tree<R>(&self, read: impl FnOnce(&Tree) -> R) -> R {
+        read(&*self.tree.lock().await)
+    }
+
     /// The nonces the device handed `server_id` before its current one, newest last.
     pub fn previous_server_nonces(&self, server_id: &str) -> Vec<Vec<u8>> {
         self.previous_server_nonces

@@ -73,8 +73,10 @@ async fn notification(State(agent): State<Arc<Agent>>, body: Bytes) -> (StatusCo
             );
         }
     };
-    let tree = agent.tree().await;
-    let Some((_, account)) = gwmo_tree::account_for(&tree, &notification.server_id) else {
+    let account = agent
+        .read_tree(|tree| gwmo_tree::account_for(tree, &notification.server_id))
+        .await;
+    let Some((_, account)) = account else {
         warn!(server = %notification.server_id, "package 0 from a server without an account");
         return (StatusCode::FORBIDDEN, "no account for that server\n".into());
     };

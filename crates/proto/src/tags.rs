@@ -254,7 +254,46 @@ macro_rules! tags {
                 self.wbxml().is_some_and(|(page, _)| page == 1)
             }
         }
+
+        /// Every known element by name, for building [`BY_TOKEN`] at compile time.
+        const NAMED: &[(&str, Tag)] = &[$(($name, Tag::$variant),)*];
     };
+}
+
+/// What a name means to the model, at compile time: [`Tag::of`] as a `const fn`.
+const fn tag_named(name: &str) -> Tag {
+    let mut index = 0;
+    while index < NAMED.len() {
+        if same(NAMED[index].0.as_bytes(), name.as_bytes()) {
+            return NAMED[index].1;
+        }
+        index += 1;
+    }
+    Tag::Other
+}
+
+/// The element each token of each code page opens (as [`Tag::of`] its name), so that
+/// decoding WBXML never compares names: the decoder's largest cost was matching the
+/// name of every tag it read.
+const BY_TOKEN: [[Tag; 64]; 3] = {
+    let mut table = [[Tag::Other; 64]; 3];
+    let mut page = 0;
+    while page < PAGES.len() {
+        let mut index = 0;
+        while index < PAGES[page].len() {
+            table[page][index + FIRST_TOKEN] = tag_named(PAGES[page][index]);
+            index += 1;
+        }
+        page += 1;
+    }
+    table
+};
+
+/// The element tag `token` (content and attribute bits ignored) on `page` opens, and
+/// its name; none if the page has no such token.
+pub(crate) fn tag_of_token(page: u8, token: u8) -> Option<(Tag, &'static str)> {
+    let name = tag_name(page, token)?;
+    Some((BY_TOKEN[usize::from(page)][usize::from(token & 0x3F)], name))
 }
 
 tags! {
@@ -327,6 +366,18 @@ mod tests {
             assert_eq!(tag_name(page, token), Some(*name));
         }
         assert_eq!(Tag::of("NoSuchThing"), Tag::Other);
+        for (page, names) in PAGES.iter().enumerate() {
+            for (index, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+                let token = (index + FIRST_TOKEN) as u8;
+                assert_eq!(
+                    tag_of_token(page as u8, token | 0x40),
+                    Some((Tag::of(name), *name)),
+                    "page {page} token {token:#04x}"
+                );
+            }
+        }
+        assert_eq!(tag_of_token(0, 0x3F), None);
+        assert_eq!(tag_of_token(7, 0x05), None);
         assert_eq!(Tag::of("MaxMsgSize").wbxml(), Some((1, 0x0C)));
         assert!(Tag::Emi.is_metinf() && !Tag::Item.is_metinf());
     }

@@ -16,7 +16,7 @@ use quick_xml::events::Event;
 pub use crate::grammar::{DecodeError, MAX_DEPTH};
 use crate::grammar::{Decoded, Grammar, Lexer, Node, Sink, Walk, is_xml_name};
 use crate::model::*;
-use crate::tags::{Tag, tag_name, tnds_token};
+use crate::tags::{Tag, tag_of_token, tnds_token};
 
 const SWITCH_PAGE: u8 = 0x00;
 const END: u8 = 0x01;
@@ -255,27 +255,28 @@ impl<'a> Reader<'a> {
                             self.error(format!("literal tag name {name:?} is not an XML name"))
                         );
                     }
-                    self.tag_rest(t, name)?
+                    self.tag_rest(t, Tag::of(name), name)?
                 }
                 t if t & 0x3F >= 0x05 => {
-                    let name = tag_name(self.page, t).ok_or_else(|| {
+                    let (tag, name) = tag_of_token(self.page, t).ok_or_else(|| {
                         self.error(format!(
                             "token {t:#04x} is not a tag on code page {}",
                             self.page
                         ))
                     })?;
-                    self.tag_rest(t, name)?
+                    self.tag_rest(t, tag, name)?
                 }
                 t => return Err(self.error(format!("token {t:#04x} is not used in DM"))),
             });
         }
     }
 
-    fn tag_rest(&mut self, token: u8, name: &'a str) -> Decoded<Token<'a>> {
+    fn tag_rest(&mut self, token: u8, tag: Tag, name: &'a str) -> Decoded<Token<'a>> {
         if token & ATTRIBUTES != 0 {
             self.skip_attributes()?;
         }
         Ok(Token::Tag {
+            tag,
             name,
             page: self.page,
             content: token & CONTENT != 0,
@@ -296,6 +297,7 @@ enum PublicId<'a> {
 
 enum Token<'a> {
     Tag {
+        tag: Tag,
         name: &'a str,
         page: u8,
         content: bool,
@@ -329,7 +331,7 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
 
     fn next(&mut self) -> Decoded<Node<'a>> {
         Ok(match self.reader.token()? {
-            Token::Tag { name, content, .. } => Node::Open(Tag::of(name), !content),
+            Token::Tag { tag, content, .. } => Node::Open(tag, !content),
             Token::End => Node::Close,
             Token::Text(text) => Node::Text(text),
             Token::Opaque(bytes) => Node::Text(Cow::Borrowed(self.reader.utf8(bytes)?)),
@@ -354,6 +356,7 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
                     name,
                     page,
                     content,
+                    ..
                 } => {
                     if xml.depth() >= depth_left {
                         return Err(DecodeError::TooDeep);
@@ -397,6 +400,7 @@ pub fn document_to_xml(bytes: &[u8], depth_left: usize) -> Option<String> {
                 name,
                 page,
                 content,
+                ..
             } if xml.depth() < depth_left => xml.open(name, page, content),
             Token::End if xml.depth() > 0 => xml.close(),
             Token::Text(t) if xml.depth() > 0 => xml.text(&t),

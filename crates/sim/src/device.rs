@@ -132,9 +132,13 @@ async fn server_assisted(
     observed: &mut Observed,
 ) -> Result<(), StepError> {
     session(agent, &plan.account.server_id, plan.wait).await?;
-    let bootstrapped = gwmo_tree::dm_accounts(&agent.tree().await)
-        .iter()
-        .any(|(_, account)| account.server_id == plan.gateway_id);
+    let bootstrapped = agent
+        .read_tree(|tree| {
+            gwmo_tree::dm_accounts(tree)
+                .iter()
+                .any(|(_, account)| account.server_id == plan.gateway_id)
+        })
+        .await;
     if !bootstrapped {
         return Err((
             "no-gateway-bootstrap",
@@ -172,7 +176,9 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
         observed
             .wait_for(&plan.account.server_id, left, "validation")
             .await?;
-        let trust = agent.tree().await.provenance_of(&gateway).map(|p| p.trust);
+        let trust = agent
+            .read_tree(|tree| tree.provenance_of(&gateway).map(|p| p.trust))
+            .await;
         if trust == Some(Trust::Validated) {
             return Ok(());
         }
