@@ -279,8 +279,8 @@ pub struct EventRecord {
     pub detail: String,
 }
 
-/// What the server keeps. Every method is one transaction: a crash leaves either all
-/// of it or none. Claiming and completing commands are safe against several server
+/// What the server keeps. Every method is one unit of work: a crash leaves either all
+/// of it or none (several may share one commit: [`Store::group`]). Claiming and completing commands are safe against several server
 /// instances doing the same at once.
 pub trait Store: Send + Sync {
     /// Runs `work`, whose store calls on this thread commit together when it returns,
