@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gwmo_net::{HttpClient, unix_now};
@@ -60,6 +61,8 @@ pub struct Agent {
     lapse_rearm: Notify,
     /// What package 0 opened lately (`notify.rs`).
     pub(crate) notifications: std::sync::Mutex<crate::pacing::NotificationLog>,
+    /// The tree holds changes not written yet ([`Agent::update_tree_unsaved`]).
+    unsaved: AtomicBool,
 }
 
 impl Agent {
@@ -100,6 +103,7 @@ impl Agent {
             lapse_clock: std::sync::Mutex::new(Instant::now()),
             lapse_rearm: Notify::new(),
             notifications: std::sync::Mutex::default(),
+            unsaved: AtomicBool::new(false),
         })
     }
 
@@ -155,7 +159,38 @@ impl Agent {
     ) -> Result<(), DeviceError> {
         let mut tree = self.tree.lock().await;
         change(&mut tree)?;
-        self.state.save_tree(&tree)
+        self.save(&tree)
+    }
+
+    /// Changes the tree as the device itself, and leaves writing it to the next save:
+    /// for values derived from elsewhere, which a crash may lose because they are
+    /// derived again (a gateway's record of its end devices' last sessions). Saves
+    /// the whole tree on every such change cost more than the rest of a gateway's work.
+    pub async fn update_tree_unsaved(
+        &self,
+        change: impl FnOnce(&mut Tree) -> Result<(), gwmo_tree::TreeError>,
+    ) -> Result<(), DeviceError> {
+        let mut tree = self.tree.lock().await;
+        change(&mut tree)?;
+        self.unsaved.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the changes [`Agent::update_tree_unsaved`] left, if any.
+    pub async fn save_unsaved(&self) -> Result<(), DeviceError> {
+        let tree = self.tree.lock().await;
+        match self.unsaved.load(Ordering::Relaxed) {
+            true => self.save(&tree),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes the whole tree (called with its lock held: every change is made under
+    /// it, so what is written is everything changed so far).
+    fn save(&self, tree: &Tree) -> Result<(), DeviceError> {
+        let saved = self.state.save_tree(tree);
+        self.unsaved.store(saved.is_err(), Ordering::Relaxed);
+        saved
     }
 
     /// Notified each time a session ends, whatever its outcome (so that what a server
@@ -174,7 +209,7 @@ impl Agent {
     pub async fn set_notify_url(&self, url: &str) -> Result<(), DeviceError> {
         let mut tree = self.tree.lock().await;
         provision::set_notify_url(&mut tree, url)?;
-        self.state.save_tree(&tree)
+        self.save(&tree)
     }
 
     /// The ServerIDs of the accounts in ./DMAcc.
@@ -328,7 +363,7 @@ impl Agent {
             if server_authenticated && matches!(step, ClientStep::Send(_)) {
                 self.confirm_gateway(&mut tree, server_id)?;
             }
-            self.state.save_tree(&tree)?;
+            self.save(&tree)?;
             match step {
                 ClientStep::Send(next) => outgoing = next,
                 ClientStep::Done(outcome) => break outcome,
@@ -336,7 +371,7 @@ impl Agent {
         };
         // A completed, mutually authenticated session confirms it too.
         if outcome == ClientOutcome::Completed && self.confirm_gateway(&mut tree, server_id)? {
-            self.state.save_tree(&tree)?;
+            self.save(&tree)?;
         }
         info!(server = server_id, session = %session_id, ?outcome, messages, "session finished");
         Ok(SessionReport {
@@ -406,7 +441,7 @@ impl Agent {
         let mut tree = self.tree.lock().await;
         let removed = self.lapse_due(&mut tree)?;
         if removed.is_empty() && tree.next_lapse(unix_now()).is_some() {
-            self.state.save_tree(&tree)?;
+            self.save(&tree)?;
         }
         Ok(())
     }
@@ -490,7 +525,7 @@ impl Agent {
         self.lapse_due(&mut tree)?;
         let mut changed = tree.clone();
         let gateway = local::apply(&mut changed, &bootstrap, unix_now(), &policy)?;
-        self.state.save_tree(&changed)?;
+        self.save(&changed)?;
         *tree = changed;
         self.lapse_rearm.notify_one();
         info!(%gateway, "local gateway bootstrap applied (restricted until validated)");

@@ -142,9 +142,11 @@ impl Driver {
                 warn!(device = %report.dev_id, origin = %report.origin, "refusing a bootstrap: the approach is off");
             }
             Action::Enroll { entry, probe, wake } => self.enroll(&entry, probe, wake).await?,
+            // Derived from the end-device store, so derived again after a crash: written
+            // with the next save, not one save each.
             Action::RecordStates(leaves) => {
                 self.agent
-                    .update_tree(|tree| inventory::set_leaves(tree, &leaves))
+                    .update_tree_unsaved(|tree| inventory::set_leaves(tree, &leaves))
                     .await?;
             }
             Action::ReportAttach(reports) => {

@@ -18,6 +18,7 @@ use gwmo_server::{EndDevices, Server, ServerSettings};
 use gwmo_session::Trigger;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::GatewayError;
 use crate::driver::Driver;
@@ -27,6 +28,10 @@ use crate::settings::{GatewaySettings, SettingsError};
 /// How long the gateway lets end-device messages gather before it syncs for them: a
 /// session of several messages costs one sync, not one each.
 const GATHER_CHANGES: Duration = Duration::from_millis(50);
+
+/// How often the inventory's recorded States and LastSessions (derived from the
+/// end-device store, written without a save each) reach the disk.
+const SAVE_RECORDS_EVERY: Duration = Duration::from_secs(5);
 
 /// A started gateway, not yet running.
 pub struct Gateway {
@@ -171,6 +176,7 @@ impl Gateway {
         let mut stopped_watch = stopped.clone();
         let mut changes = driver.end_devices().changes();
         let mut next_check = driver.check_again_at();
+        let mut save_records = tokio::time::interval(SAVE_RECORDS_EVERY);
         loop {
             let check_again_at = *next_check.borrow_and_update();
             let lapse_due = async {
@@ -195,13 +201,25 @@ impl Gateway {
                 _ = lapse_due => {}
                 // A sync (for a local bootstrap) moved the next lapse.
                 Ok(()) = next_check.changed() => continue,
+                _ = save_records.tick() => {
+                    save_records_logged(&agent).await;
+                    continue;
+                }
             }
             driver.sync().await;
         }
+        save_records_logged(&agent).await;
         match serving.await {
             Ok(result) => result.map_err(GatewayError::from),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// Writes what syncs recorded in the tree since the last save.
+async fn save_records_logged(agent: &Agent) {
+    if let Err(error) = agent.save_unsaved().await {
+        warn!(%error, "could not save the Device Inventory's records");
     }
 }
 

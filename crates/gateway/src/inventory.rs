@@ -127,14 +127,10 @@ impl FanoutEntry {
 
 /// Every Device Inventory entry that names a DevId.
 pub fn entries(tree: &Tree) -> Vec<InventoryEntry> {
-    tree.children(INVENTORY)
-        .unwrap_or_default()
+    tree.leaves_by_child(INVENTORY)
         .into_iter()
-        .filter_map(|node| {
-            let leaf = |name: &str| {
-                tree.value(&format!("{INVENTORY}/{node}/{name}"))
-                    .map(str::to_owned)
-            };
+        .filter_map(|(node, leaves)| {
+            let leaf = |name: &str| find_leaf(&leaves, name).map(str::to_owned);
             let number = |name: &str| leaf(name).and_then(|v| v.parse::<i64>().ok());
             let credentials = match (leaf(entry::CLIENT_SECRET), leaf(entry::SERVER_SECRET)) {
                 (Some(client_secret), Some(server_secret)) => Some(EntryCredentials {
@@ -165,15 +161,10 @@ pub fn entries(tree: &Tree) -> Vec<InventoryEntry> {
 /// Every fan-out handed over (one whose Status this gateway does not know is left
 /// alone).
 pub fn fanouts(tree: &Tree) -> Vec<FanoutEntry> {
-    tree.children(FANOUT)
-        .unwrap_or_default()
+    tree.leaves_by_child(FANOUT)
         .into_iter()
-        .filter_map(|id| {
-            let leaf = |name: &str| {
-                tree.value(&format!("{FANOUT}/{id}/{name}"))
-                    .unwrap_or("")
-                    .to_owned()
-            };
+        .filter_map(|(id, leaves)| {
+            let leaf = |name: &str| find_leaf(&leaves, name).unwrap_or("").to_owned();
             Some(FanoutEntry {
                 id: id.to_owned(),
                 status: FanoutStatus::parse(&leaf(fanout::STATUS))?,
@@ -188,6 +179,13 @@ pub fn fanouts(tree: &Tree) -> Vec<FanoutEntry> {
             })
         })
         .collect()
+}
+
+/// The value of leaf `name` among an entry's leaves.
+fn find_leaf<'t>(leaves: &[(&str, &'t str)], name: &str) -> Option<&'t str> {
+    leaves
+        .iter()
+        .find_map(|(leaf, value)| (*leaf == name).then_some(*value))
 }
 
 /// A fan-out's Queued leaf: `DevId=command` pairs separated by spaces, sorted.
