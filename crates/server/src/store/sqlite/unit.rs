@@ -42,12 +42,17 @@ impl Deref for Unit<'_> {
 
 impl Drop for Unit<'_> {
     fn drop(&mut self) {
-        if self.open {
-            // Nothing better to do with a failure here: SQLite rolls back whatever is
-            // left open when the connection closes.
-            let _ = self
+        if self.open
+            && self
                 .connection
-                .execute_batch("ROLLBACK TO unit; RELEASE unit");
+                .execute_batch("ROLLBACK TO unit; RELEASE unit")
+                .is_err()
+            && !self.connection.is_autocommit()
+        {
+            // A savepoint left open would hold every later unit on this long-lived
+            // connection in a transaction that never commits: the whole transaction
+            // goes instead (an enclosing group loses its calls, and fails its commit).
+            let _ = self.connection.execute_batch("ROLLBACK");
         }
     }
 }
