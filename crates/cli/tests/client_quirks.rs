@@ -32,13 +32,13 @@ fn finding_2_a_basic_challenge_without_a_nonce_keeps_the_session() {
             if let Command::Status(status) = command
                 && status.cmd_ref == 0
             {
-                status.chal = Some(Chal {
+                status.chal = Some(Box::new(Chal {
                     meta: Meta {
                         r#type: Some("syncml:auth-basic".into()),
                         format: Some("b64".into()),
                         ..Meta::default()
                     },
-                });
+                }));
             }
         }
     };

@@ -102,11 +102,11 @@ pub fn location_update(tree: &Tree, seen_gateway: Option<&str>, server_id: &str)
         correlator: None,
         items: vec![Item {
             source: Some(Location::new("./DevInfo/DevId")),
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 r#type: Some(codes::alert_type::LOCATION_UPDATE.into()),
                 format: Some("chr".into()),
                 ..Meta::default()
-            }),
+            })),
             data: Some(Data::Text(seen.to_owned())),
             ..Item::default()
         }],

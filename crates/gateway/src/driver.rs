@@ -505,11 +505,11 @@ fn detach_item(report: &Report) -> Item {
 pub fn gwmo_alert_item(kind: &str, source: &str, data: String) -> Item {
     Item {
         source: Some(Location::new(source)),
-        meta: Some(Meta {
+        meta: Some(Box::new(Meta {
             r#type: Some(kind.into()),
             format: Some("chr".into()),
             ..Meta::default()
-        }),
+        })),
         data: Some(Data::Text(data)),
         ..Item::default()
     }

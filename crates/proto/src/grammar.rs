@@ -135,30 +135,36 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
 
     /// The text of a leaf element, trimmed. Child elements are skipped.
     fn text(&mut self, tag: Tag, empty: bool) -> Decoded<String> {
-        let mut text = String::new();
+        Ok(self.text_in_place(tag, empty)?.into_owned())
+    }
+
+    /// [`Self::text`], borrowed from the input where it is one piece there.
+    fn text_in_place(&mut self, tag: Tag, empty: bool) -> Decoded<Cow<'a, str>> {
+        let mut text = Cow::Borrowed("");
         if empty {
             return Ok(text);
         }
         loop {
             match self.lexer.next()? {
-                Node::Text(t) => text.push_str(&t),
+                Node::Text(piece) if text.is_empty() => text = piece,
+                Node::Text(piece) => text.to_mut().push_str(&piece),
                 Node::Open(child, empty) => self.skip(child, empty)?,
                 Node::Close => break,
                 Node::Eof => return Err(DecodeError::Truncated(tag.name())),
             }
         }
-        let trimmed = text.trim();
-        if trimmed.len() != text.len() {
-            text = trimmed.to_owned();
-        }
-        Ok(text)
+        Ok(match text {
+            Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+            Cow::Owned(text) if text.trim().len() == text.len() => Cow::Owned(text),
+            Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
+        })
     }
 
     fn number<T: std::str::FromStr>(&mut self, tag: Tag, empty: bool) -> Decoded<T> {
-        let text = self.text(tag, empty)?;
+        let text = self.text_in_place(tag, empty)?;
         text.parse().map_err(|_| DecodeError::NotANumber {
             element: tag.name(),
-            value: text,
+            value: text.into_owned(),
         })
     }
 
@@ -184,7 +190,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                 Tag::Source => source = Some(p.location(tag, empty)?),
                 Tag::RespUri => resp_uri = Some(p.text(tag, empty)?),
                 Tag::Cred => cred = Some(p.cred(empty)?),
-                Tag::Meta => meta = Some(p.meta(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, meta.get_or_insert_default())?,
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
@@ -199,7 +205,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             source: source.ok_or(hdr(Tag::Source))?,
             resp_uri,
             cred,
-            meta,
+            meta: meta.map(Box::new),
         })
     }
 
@@ -223,7 +229,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         let (mut meta, mut data) = (None, None);
         self.children(Tag::Cred, empty, |p, tag, empty| {
             match tag {
-                Tag::Meta => meta = Some(p.meta(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, meta.get_or_insert_default())?,
                 Tag::Data => data = Some(p.text(tag, empty)?),
                 _ => p.skip(tag, empty)?,
             }
@@ -233,12 +239,6 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             meta: meta.unwrap_or_default(),
             data: data.ok_or(missing("Cred", Tag::Data))?,
         })
-    }
-
-    fn meta(&mut self, empty: bool) -> Decoded<Meta> {
-        let mut meta = Meta::default();
-        self.meta_into(Tag::Meta, empty, &mut meta)?;
-        Ok(meta)
     }
 
     fn meta_into(&mut self, parent: Tag, empty: bool, meta: &mut Meta) -> Decoded<()> {
@@ -308,15 +308,15 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         self.children(parent, empty, |p, tag, empty| {
             match tag {
                 Tag::CmdId => cmd_id = Some(p.number(tag, empty)?),
-                Tag::Meta => meta = Some(p.meta(empty)?),
-                Tag::Item => items.push(p.item(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, meta.get_or_insert_default())?,
+                Tag::Item => p.push_item(empty, &mut items)?,
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
         })?;
         Ok(ItemCommand {
             cmd_id: cmd_id.ok_or(missing(parent.name(), Tag::CmdId))?,
-            meta,
+            meta: meta.map(Box::new),
             items,
         })
     }
@@ -328,7 +328,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                 Tag::CmdId => cmd_id = Some(p.number(tag, empty)?),
                 Tag::Data => code = Some(p.number(tag, empty)?),
                 Tag::Correlator => correlator = Some(p.text(tag, empty)?),
-                Tag::Item => items.push(p.item(empty)?),
+                Tag::Item => p.push_item(empty, &mut items)?,
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
@@ -346,16 +346,16 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         self.children(Tag::Exec, empty, |p, tag, empty| {
             match tag {
                 Tag::CmdId => cmd_id = Some(p.number(tag, empty)?),
-                Tag::Meta => meta = Some(p.meta(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, meta.get_or_insert_default())?,
                 Tag::Correlator => correlator = Some(p.text(tag, empty)?),
-                Tag::Item => items.push(p.item(empty)?),
+                Tag::Item => p.push_item(empty, &mut items)?,
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
         })?;
         Ok(Exec {
             cmd_id: cmd_id.ok_or(missing("Exec", Tag::CmdId))?,
-            meta,
+            meta: meta.map(Box::new),
             correlator,
             items,
         })
@@ -366,14 +366,14 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         self.children(parent, empty, |p, tag, empty| {
             match tag {
                 Tag::CmdId => cmd_id = Some(p.number(tag, empty)?),
-                Tag::Meta => meta = Some(p.meta(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, meta.get_or_insert_default())?,
                 _ => commands.extend(p.command(tag, empty)?),
             }
             Ok(())
         })?;
         Ok(Container {
             cmd_id: cmd_id.ok_or(missing(parent.name(), Tag::CmdId))?,
-            meta,
+            meta: meta.map(Box::new),
             commands,
         })
     }
@@ -386,10 +386,10 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                 Tag::CmdId => cmd_id = Some(p.number(tag, empty)?),
                 Tag::MsgRef => msg_ref = Some(p.number(tag, empty)?),
                 Tag::CmdRef => cmd_ref = Some(p.number(tag, empty)?),
-                Tag::Meta => meta = Some(p.meta(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, meta.get_or_insert_default())?,
                 Tag::TargetRef => target_ref = Some(p.text(tag, empty)?),
                 Tag::SourceRef => source_ref = Some(p.text(tag, empty)?),
-                Tag::Item => items.push(p.item(empty)?),
+                Tag::Item => p.push_item(empty, &mut items)?,
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
@@ -398,7 +398,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             cmd_id: cmd_id.ok_or(missing("Results", Tag::CmdId))?,
             msg_ref,
             cmd_ref: cmd_ref.ok_or(missing("Results", Tag::CmdRef))?,
-            meta,
+            meta: meta.map(Box::new),
             target_ref,
             source_ref,
             items,
@@ -426,7 +426,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                     chal = Some(Chal { meta });
                 }
                 Tag::Data => code = Some(StatusCode(p.number(tag, empty)?)),
-                Tag::Item => items.push(p.item(empty)?),
+                Tag::Item => p.push_item(empty, &mut items)?,
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
@@ -439,19 +439,24 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             cmd: cmd.ok_or(need(Tag::Cmd))?,
             target_refs,
             source_refs,
-            chal,
+            chal: chal.map(Box::new),
             code: code.ok_or(need(Tag::Data))?,
             items,
         })
     }
 
-    fn item(&mut self, empty: bool) -> Decoded<Item> {
-        let mut item = Item::default();
+    /// Reads an `<Item>` into a new last entry of `items`, built in place: an Item is
+    /// a few hundred bytes, and most commands carry one.
+    fn push_item(&mut self, empty: bool, items: &mut Vec<Item>) -> Decoded<()> {
+        items.reserve_exact(usize::from(items.is_empty()));
+        let index = items.len();
+        items.push(Item::default());
+        let item = &mut items[index];
         self.children(Tag::Item, empty, |p, tag, empty| {
             match tag {
                 Tag::Target => item.target = Some(p.location(tag, empty)?),
                 Tag::Source => item.source = Some(p.location(tag, empty)?),
-                Tag::Meta => item.meta = Some(p.meta(empty)?),
+                Tag::Meta => p.meta_into(tag, empty, item.meta.get_or_insert_default())?,
                 Tag::Data => item.data = Some(p.data(empty)?),
                 Tag::MoreData => {
                     item.more_data = true;
@@ -460,8 +465,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                 _ => p.skip(tag, empty)?,
             }
             Ok(())
-        })?;
-        Ok(item)
+        })
     }
 }
 
@@ -577,7 +581,7 @@ impl<'s, S: Sink> Walk<'s, S> {
         Ok(())
     }
 
-    fn cmd_id_and_meta(&mut self, cmd_id: u32, meta: &Option<Meta>) -> Result<(), S::Error> {
+    fn cmd_id_and_meta(&mut self, cmd_id: u32, meta: &Option<Box<Meta>>) -> Result<(), S::Error> {
         self.number(Tag::CmdId, cmd_id)?;
         match meta {
             Some(meta) => self.meta(meta),

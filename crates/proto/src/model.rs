@@ -31,7 +31,7 @@ pub struct Header {
     pub source: Location,
     pub resp_uri: Option<String>,
     pub cred: Option<Cred>,
-    pub meta: Option<Meta>,
+    pub meta: Option<Box<Meta>>,
 }
 
 /// A `Target` or `Source`: `LocURI` and the optional `LocName`.
@@ -185,7 +185,7 @@ impl Command {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ItemCommand {
     pub cmd_id: u32,
-    pub meta: Option<Meta>,
+    pub meta: Option<Box<Meta>>,
     pub items: Vec<Item>,
 }
 
@@ -204,7 +204,7 @@ pub struct Alert {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Exec {
     pub cmd_id: u32,
-    pub meta: Option<Meta>,
+    pub meta: Option<Box<Meta>>,
     pub correlator: Option<String>,
     pub items: Vec<Item>,
 }
@@ -214,7 +214,7 @@ pub struct Exec {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Container {
     pub cmd_id: u32,
-    pub meta: Option<Meta>,
+    pub meta: Option<Box<Meta>>,
     pub commands: Vec<Command>,
 }
 
@@ -225,7 +225,7 @@ pub struct Results {
     pub cmd_id: u32,
     pub msg_ref: Option<u32>,
     pub cmd_ref: u32,
-    pub meta: Option<Meta>,
+    pub meta: Option<Box<Meta>>,
     pub target_ref: Option<String>,
     pub source_ref: Option<String>,
     pub items: Vec<Item>,
@@ -241,7 +241,7 @@ pub struct Status {
     pub cmd: String,
     pub target_refs: Vec<String>,
     pub source_refs: Vec<String>,
-    pub chal: Option<Chal>,
+    pub chal: Option<Box<Chal>>,
     pub code: StatusCode,
     pub items: Vec<Item>,
 }
@@ -252,7 +252,7 @@ pub struct Status {
 pub struct Item {
     pub target: Option<Location>,
     pub source: Option<Location>,
-    pub meta: Option<Meta>,
+    pub meta: Option<Box<Meta>>,
     pub data: Option<Data>,
     /// `<MoreData/>`: this is a chunk of a large object and more follows.
     pub more_data: bool,

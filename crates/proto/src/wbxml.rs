@@ -330,6 +330,27 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     }
 
     fn next(&mut self) -> Decoded<Node<'a>> {
+        // The tokens of nearly every node (END, an inline string, a known tag without
+        // attributes) go straight to grammar nodes; the rest through `Reader::token`.
+        // Going through `Token` costs the hot path store-forwarding stalls.
+        let reader = &mut self.reader;
+        match reader.input.get(reader.pos).copied() {
+            Some(END) => {
+                reader.pos += 1;
+                return Ok(Node::Close);
+            }
+            Some(STR_I) => {
+                reader.pos += 1;
+                return Ok(Node::Text(Cow::Borrowed(reader.inline_string()?)));
+            }
+            Some(t) if t & 0x3F >= 0x05 && t & ATTRIBUTES == 0 => {
+                if let Some((tag, _)) = tag_of_token(reader.page, t) {
+                    reader.pos += 1;
+                    return Ok(Node::Open(tag, t & CONTENT == 0));
+                }
+            }
+            _ => {}
+        }
         Ok(match self.reader.token()? {
             Token::Tag { tag, content, .. } => Node::Open(tag, !content),
             Token::End => Node::Close,
@@ -340,18 +361,22 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     }
 
     fn data(&mut self, depth_left: usize) -> Decoded<Data> {
-        let mut text = String::new();
-        let mut opaque: Option<Vec<u8>> = None;
+        // Text and opaque data stay borrowed from the input while they are one piece,
+        // and are copied once at the end.
+        let mut text: Cow<'a, str> = Cow::Borrowed("");
+        let mut opaque: Option<Cow<'a, [u8]>> = None;
         let mut xml = XmlText::default();
         loop {
             match self.reader.token()? {
                 Token::End if xml.depth() > 0 => xml.close(),
                 Token::End => break,
                 Token::Text(t) if xml.depth() > 0 => xml.text(&t),
-                Token::Text(t) => text.push_str(&t),
-                Token::Opaque(bytes) => {
-                    opaque.get_or_insert_with(Vec::new).extend_from_slice(bytes)
-                }
+                Token::Text(t) if text.is_empty() => text = t,
+                Token::Text(t) => text.to_mut().push_str(&t),
+                Token::Opaque(bytes) => match &mut opaque {
+                    None => opaque = Some(Cow::Borrowed(bytes)),
+                    Some(before) => before.to_mut().extend_from_slice(bytes),
+                },
                 Token::Tag {
                     name,
                     page,
@@ -370,18 +395,16 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
             return Ok(Data::Xml(xml.out));
         }
         let Some(bytes) = opaque else {
-            return Ok(Data::Text(text));
+            return Ok(Data::Text(text.into_owned()));
         };
         if text.is_empty()
             && let Some(document) = document_to_xml(&bytes, depth_left)
         {
             return Ok(Data::Xml(document));
         }
-        match String::from_utf8(bytes) {
-            Ok(s) => {
-                text.push_str(&s);
-                Ok(Data::Text(text))
-            }
+        match String::from_utf8(bytes.into_owned()) {
+            Ok(opaque) if text.is_empty() => Ok(Data::Text(opaque)),
+            Ok(opaque) => Ok(Data::Text(text.into_owned() + &opaque)),
             Err(e) if text.is_empty() => Ok(Data::Bytes(e.into_bytes())),
             Err(_) => Err(self.reader.error("<Data> mixes text and binary data")),
         }
@@ -392,6 +415,10 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
 /// libwbxml nests in OPAQUE data, and prints as raw CDATA) as XML text, with elements
 /// nested at most `depth_left` deep; `None` when the bytes are not such a document.
 pub fn document_to_xml(bytes: &[u8], depth_left: usize) -> Option<String> {
+    // Most opaque data is no document: say so before `Reader::open` words an error.
+    if !matches!(bytes.first(), Some(0x01..=0x03)) {
+        return None;
+    }
     let (mut reader, _) = Reader::open(bytes).ok()?;
     let mut xml = XmlText::default();
     loop {

@@ -203,11 +203,13 @@ impl CommandSpec {
     }
 }
 
-fn meta(format: &Option<String>, mime: &Option<String>) -> Option<Meta> {
-    (format.is_some() || mime.is_some()).then(|| Meta {
-        format: format.clone(),
-        r#type: mime.clone(),
-        ..Meta::default()
+fn meta(format: &Option<String>, mime: &Option<String>) -> Option<Box<Meta>> {
+    (format.is_some() || mime.is_some()).then(|| {
+        Box::new(Meta {
+            format: format.clone(),
+            r#type: mime.clone(),
+            ..Meta::default()
+        })
     })
 }
 

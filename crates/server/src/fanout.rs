@@ -53,10 +53,10 @@ mod tests {
     fn results_are_read_from_fanout_alerts_only() {
         let item = |kind: &str, uri: &str| Item {
             source: Some(Location::new(uri)),
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 r#type: Some(kind.into()),
                 ..Meta::default()
-            }),
+            })),
             data: Some(Data::Text("[]".into())),
             ..Item::default()
         };

@@ -515,7 +515,7 @@ impl ClientSession {
                     } else {
                         status::INVALID_CREDENTIALS
                     };
-                    header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+                    header_status.chal = Some(Box::new(self.verifier.rotate(fresh_nonce())));
                     self.events
                         .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
                 }
@@ -539,7 +539,7 @@ impl ClientSession {
         if std::mem::take(&mut self.nonce_due)
             && let Some(Command::Status(header_status)) = leading.first_mut()
         {
-            header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+            header_status.chal = Some(Box::new(self.verifier.rotate(fresh_nonce())));
             self.events
                 .push(ClientEvent::ServerNonce(self.verifier.nonce().to_vec()));
         }

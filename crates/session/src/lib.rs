@@ -104,11 +104,11 @@ impl OutgoingHeader<'_> {
             },
             resp_uri: self.resp_uri,
             cred: self.cred,
-            meta: Some(Meta {
+            meta: Some(Box::new(Meta {
                 max_msg_size: Some(self.max_msg_size as u64),
                 max_obj_size: Some(self.max_obj_size as u64),
                 ..Meta::default()
-            }),
+            })),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use gwmo_proto::{Body, CmdIds, CodecError, Command, Data, Encoding, Header, Item, Message, Meta};
+use gwmo_proto::{Body, CmdIds, CodecError, Command, Data, Encoding, Header, Item, Message};
 
 /// A message ready to send, and which queued commands went into it.
 #[derive(Debug)]
@@ -156,7 +156,7 @@ fn split_front<T: Clone>(
     let mut empty = command.clone();
     if let Some(item) = single_item_mut(&mut empty) {
         item.data = Some(Data::Text(String::new()));
-        item.meta.get_or_insert_with(Meta::default).size = Some(data.len() as u64);
+        item.meta.get_or_insert_default().size = Some(data.len() as u64);
         item.more_data = true;
     }
     let mut probe = without.clone();
@@ -182,7 +182,7 @@ fn split_front<T: Clone>(
             item.data = Some(chunk);
             item.more_data = index != last;
             if index == 0 {
-                item.meta.get_or_insert_with(Meta::default).size = Some(data.len() as u64);
+                item.meta.get_or_insert_default().size = Some(data.len() as u64);
             }
         }
         queue.push_front((tag.clone(), piece));

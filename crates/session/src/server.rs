@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use gwmo_proto::auth::AuthType;
 use gwmo_proto::codes::{StatusCode, alert, status};
-use gwmo_proto::{Alert, Command, Data, Encoding, Item, Message, Meta, Status};
+use gwmo_proto::{Alert, Command, Data, Encoding, Item, Message, Status};
 use tracing::debug;
 
 use crate::credentials::{Credentials, Prover, Verdict, Verifier};
@@ -466,13 +466,13 @@ impl ServerSession {
             self.events.push(ServerEvent::AuthenticationFailed {
                 code: header_status.code,
             });
-            header_status.chal = Some(self.verifier.challenge());
+            header_status.chal = Some(Box::new(self.verifier.challenge()));
             return header_status;
         }
         // A used nonce is never good again: this is what refuses a replayed Cred. The
         // store swaps it only if no other session consumed it first.
         let used = self.verifier.nonce().to_vec();
-        header_status.chal = Some(self.verifier.rotate(fresh_nonce()));
+        header_status.chal = Some(Box::new(self.verifier.rotate(fresh_nonce())));
         self.events.push(ServerEvent::ClientNonceIssued {
             used,
             next: self.verifier.nonce().to_vec(),
@@ -574,7 +574,7 @@ impl ServerSession {
             let mut whole = partial.item;
             whole.more_data = false;
             if too_large {
-                whole.meta.get_or_insert_with(Meta::default).size = Some(partial.received as u64);
+                whole.meta.get_or_insert_default().size = Some(partial.received as u64);
             }
             self.outcomes.entry(tag).or_default().results.push(whole);
         }

@@ -257,10 +257,10 @@ fn get(uri: &str) -> Command {
 fn replace(uri: &str, value: &str) -> Command {
     Command::Replace(ItemCommand {
         cmd_id: 0,
-        meta: Some(Meta {
+        meta: Some(Box::new(Meta {
             format: Some("chr".into()),
             ..Meta::default()
-        }),
+        })),
         items: vec![Item {
             target: Some(Location::new(uri)),
             data: Some(Data::Text(value.into())),
@@ -340,13 +340,13 @@ fn a_challenge_without_a_nonce_from_the_device_keeps_the_session() {
             if let Command::Status(s) = command
                 && s.cmd_ref == 0
             {
-                s.chal = Some(gwmo_proto::Chal {
+                s.chal = Some(Box::new(gwmo_proto::Chal {
                     meta: Meta {
                         r#type: Some("syncml:auth-basic".into()),
                         format: Some("b64".into()),
                         ..Meta::default()
                     },
-                });
+                }));
             }
         }
     };
@@ -547,11 +547,7 @@ fn a_package_larger_than_max_msg_size_goes_in_several_messages() {
         assert!(round_trips < 100);
         let mut message = Encoding::Xml.decode(&outgoing.body).unwrap();
         // Announce a small MaxMsgSize on the device's behalf (as a small device would).
-        message
-            .header
-            .meta
-            .get_or_insert_with(Meta::default)
-            .max_msg_size = Some(small);
+        message.header.meta.get_or_insert_default().max_msg_size = Some(small);
         let reply = exchange(
             &mut pair.server,
             &message,
@@ -683,9 +679,11 @@ fn chunk(data: &str, more: bool, size: Option<u64>) -> Command {
         meta: None,
         items: vec![Item {
             target: Some(Location::new("./Vendor/Big")),
-            meta: size.map(|size| Meta {
-                size: Some(size),
-                ..Meta::default()
+            meta: size.map(|size| {
+                Box::new(Meta {
+                    size: Some(size),
+                    ..Meta::default()
+                })
             }),
             data: Some(Data::Text(data.into())),
             more_data: more,

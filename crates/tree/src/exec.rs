@@ -100,7 +100,7 @@ impl Tree {
         }
         let mut results = Vec::new();
         for item in items {
-            let (code, result) = self.item(server, kind, item, meta.as_ref(), correlator);
+            let (code, result) = self.item(server, kind, item, meta.as_deref(), correlator);
             out.push(reply(ids, msg_ref, command, code, Some(item)));
             results.extend(result);
         }
@@ -188,7 +188,7 @@ impl Tree {
             Err(TreeError::UriTooLong(_)) => return (status::URI_TOO_LONG, None),
             Err(_) => return (status::BAD_REQUEST, None),
         };
-        let meta = item.meta.as_ref().or(meta);
+        let meta = item.meta.as_deref().or(meta);
         let changes = !matches!(kind, Kind::Get | Kind::Exec);
         if changes && let Some((account, field)) = mirror_target(&uri.segments) {
             // The provenance mirror: only what the device takes into its record.
@@ -589,11 +589,11 @@ fn data_text(item: &Item, format: Format) -> Result<String, StatusCode> {
 fn result_item(uri: &str, format: Option<&str>, mime: Option<String>, data: String) -> Item {
     Item {
         source: Some(Location::new(uri)),
-        meta: Some(Meta {
+        meta: Some(Box::new(Meta {
             format: format.map(str::to_owned),
             r#type: mime,
             ..Meta::default()
-        }),
+        })),
         data: Some(Data::Text(data)),
         ..Item::default()
     }

@@ -113,9 +113,11 @@ fn collect_leaves<'a>(node: &'a Node, path: &mut Vec<&'a str>, items: &mut Vec<I
     match &node.content {
         Content::Leaf(value) => items.push(Item {
             source: Some(Location::new(join(path))),
-            meta: (node.format != Format::Chr).then(|| Meta {
-                format: Some(node.format.as_str().to_owned()),
-                ..Meta::default()
+            meta: (node.format != Format::Chr).then(|| {
+                Box::new(Meta {
+                    format: Some(node.format.as_str().to_owned()),
+                    ..Meta::default()
+                })
             }),
             data: Some(Data::Text(value.clone())),
             ..Item::default()

@@ -120,10 +120,10 @@ fn add_creates_parents_and_refuses_duplicates_and_leaf_parents() {
 fn add_with_format_node_makes_an_interior_node() {
     let mut tree = device();
     let mut command = cmd(vec![item("./Vendor/Dir", None)]);
-    command.meta = Some(Meta {
+    command.meta = Some(Box::new(Meta {
         format: Some("node".into()),
         ..Meta::default()
-    });
+    }));
     assert_eq!(code(&mut tree, DMS, &Command::Add(command)), status::OK);
     assert_eq!(tree.children("./Vendor/Dir"), Some(vec![]));
 }

@@ -730,10 +730,10 @@ fn leaf_command() -> impl Strategy<Value = Command> {
         .prop_map(|(kind, (target, value), (source, _), interior)| {
             let mut command = items(&target, &value);
             if interior {
-                command.meta = Some(Meta {
+                command.meta = Some(Box::new(Meta {
                     format: Some("node".into()),
                     ..Meta::default()
-                });
+                }));
             }
             match kind {
                 0 => Command::Add(command),

@@ -31,21 +31,21 @@ fn header(msg_id: u32) -> Header {
             "secret",
             b"nonce",
         ),
-        meta: Some(Meta {
+        meta: Some(Box::new(Meta {
             max_msg_size: Some(65536),
             ..Meta::default()
-        }),
+        })),
     }
 }
 
 fn item(uri: &str, value: String) -> Item {
     Item {
         target: Some(Location::new(uri)),
-        meta: Some(Meta {
+        meta: Some(Box::new(Meta {
             format: Some("chr".into()),
             r#type: Some("text/plain".into()),
             ..Meta::default()
-        }),
+        })),
         data: Some(Data::Text(value)),
         ..Item::default()
     }

@@ -76,7 +76,7 @@ pub fn item() -> impl Strategy<Value = Item> {
         .prop_map(|(target, source, meta, data, more_data)| Item {
             target,
             source,
-            meta,
+            meta: meta.map(Box::new),
             data,
             more_data,
         })
@@ -89,7 +89,7 @@ fn items() -> impl Strategy<Value = Vec<Item>> {
 fn item_command() -> impl Strategy<Value = ItemCommand> {
     (any::<u32>(), option::of(meta()), items()).prop_map(|(cmd_id, meta, items)| ItemCommand {
         cmd_id,
-        meta,
+        meta: meta.map(Box::new),
         items,
     })
 }
@@ -117,7 +117,7 @@ fn leaf_command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(cmd_id, meta, correlator, items)| Command::Exec(Exec {
                 cmd_id,
-                meta,
+                meta: meta.map(Box::new),
                 correlator,
                 items
             })),
@@ -136,7 +136,7 @@ fn leaf_command() -> impl Strategy<Value = Command> {
                         cmd_id,
                         msg_ref,
                         cmd_ref,
-                        meta,
+                        meta: meta.map(Box::new),
                         target_ref,
                         source_ref,
                         items,
@@ -164,7 +164,7 @@ fn leaf_command() -> impl Strategy<Value = Command> {
                         cmd,
                         target_refs,
                         source_refs,
-                        chal: chal.map(|meta| Chal { meta }),
+                        chal: chal.map(|meta| Box::new(Chal { meta })),
                         code: gwmo_proto::codes::StatusCode(code),
                         items,
                     })
@@ -185,7 +185,7 @@ pub fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(cmd_id, meta, commands, atomic)| {
                 let container = Container {
                     cmd_id,
-                    meta,
+                    meta: meta.map(Box::new),
                     commands,
                 };
                 if atomic {
@@ -222,7 +222,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                     source,
                     resp_uri,
                     cred: cred.map(|(meta, data)| Cred { meta, data }),
-                    meta,
+                    meta: meta.map(Box::new),
                 },
                 body: Body { commands, is_final },
             },
