@@ -124,6 +124,7 @@ impl<'a> Reader<'a> {
         Ok((reader, public_id))
     }
 
+    #[cold]
     fn error(&self, message: impl Into<String>) -> DecodeError {
         DecodeError::Syntax {
             offset: self.pos as u64,
@@ -330,26 +331,40 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     }
 
     fn next(&mut self) -> Decoded<Node<'a>> {
-        // The tokens of nearly every node (END, an inline string, a known tag without
-        // attributes) go straight to grammar nodes; the rest through `Reader::token`.
-        // Going through `Token` costs the hot path store-forwarding stalls.
+        // The tokens of nearly every node (END, a string, a known tag without
+        // attributes, after any page switch) go straight to grammar nodes; the rest
+        // through `Reader::token`. Going through `Token` costs the hot path
+        // store-forwarding stalls.
         let reader = &mut self.reader;
-        match reader.input.get(reader.pos).copied() {
-            Some(END) => {
-                reader.pos += 1;
-                return Ok(Node::Close);
-            }
-            Some(STR_I) => {
-                reader.pos += 1;
-                return Ok(Node::Text(Cow::Borrowed(reader.inline_string()?)));
-            }
-            Some(t) if t & 0x3F >= 0x05 && t & ATTRIBUTES == 0 => {
-                if let Some((tag, _)) = tag_of_token(reader.page, t) {
-                    reader.pos += 1;
-                    return Ok(Node::Open(tag, t & CONTENT == 0));
+        loop {
+            match reader.input.get(reader.pos).copied() {
+                Some(SWITCH_PAGE) if reader.pos + 1 < reader.input.len() => {
+                    reader.page = reader.input[reader.pos + 1];
+                    reader.pos += 2;
+                    continue;
                 }
+                Some(END) => {
+                    reader.pos += 1;
+                    return Ok(Node::Close);
+                }
+                Some(STR_I) => {
+                    reader.pos += 1;
+                    return Ok(Node::Text(Cow::Borrowed(reader.inline_string()?)));
+                }
+                Some(STR_T) => {
+                    reader.pos += 1;
+                    let offset = reader.mb("a string table offset")?;
+                    return Ok(Node::Text(Cow::Borrowed(reader.table_string(offset)?)));
+                }
+                Some(t) if t & 0x3F >= 0x05 && t & ATTRIBUTES == 0 => {
+                    if let Some((tag, _)) = tag_of_token(reader.page, t) {
+                        reader.pos += 1;
+                        return Ok(Node::Open(tag, t & CONTENT == 0));
+                    }
+                }
+                _ => {}
             }
-            _ => {}
+            break;
         }
         Ok(match self.reader.token()? {
             Token::Tag { tag, content, .. } => Node::Open(tag, !content),
