@@ -88,6 +88,9 @@ struct Reader<'a> {
     input: &'a [u8],
     pos: usize,
     table: &'a [u8],
+    /// The string table as text, when it is UTF-8 as a whole (as it should be): its
+    /// strings then need no check each.
+    table_text: Option<&'a str>,
     page: u8,
 }
 
@@ -99,6 +102,7 @@ impl<'a> Reader<'a> {
             input,
             pos: 0,
             table: &[],
+            table_text: None,
             page: 0,
         };
         let version = reader.byte("the WBXML version")?;
@@ -117,6 +121,7 @@ impl<'a> Reader<'a> {
         }
         let table_len = reader.mb("the string table length")? as usize;
         reader.table = reader.take(table_len, "the string table")?;
+        reader.table_text = std::str::from_utf8(reader.table).ok();
         let public_id = match public_id {
             PublicIdRef::Numeric(id) => PublicId::Numeric(id),
             PublicIdRef::Literal(index) => PublicId::Literal(reader.table_string(index)?),
@@ -179,9 +184,7 @@ impl<'a> Reader<'a> {
     /// An inline string: bytes up to a NUL.
     fn inline_string(&mut self) -> Decoded<&'a str> {
         let rest = &self.input[self.pos..];
-        let len = rest
-            .iter()
-            .position(|b| *b == 0)
+        let len = memchr::memchr(0, rest)
             .ok_or_else(|| self.error("an inline string has no terminating NUL"))?;
         self.pos += len + 1;
         self.utf8(&rest[..len])
@@ -189,11 +192,16 @@ impl<'a> Reader<'a> {
 
     /// The NUL-terminated string at `offset` in the string table.
     fn table_string(&self, offset: u32) -> Decoded<&'a str> {
+        let offset = offset as usize;
+        // An offset inside a character is past no end, but is no string either.
+        if let Some(rest) = self.table_text.and_then(|text| text.get(offset..)) {
+            return Ok(rest.split('\0').next().unwrap_or_default());
+        }
         let rest = self
             .table
-            .get(offset as usize..)
+            .get(offset..)
             .ok_or_else(|| self.error(format!("string table offset {offset} is past its end")))?;
-        let len = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        let len = memchr::memchr(0, rest).unwrap_or(rest.len());
         self.utf8(&rest[..len])
     }
 
@@ -313,6 +321,21 @@ struct WbxmlLexer<'a> {
     reader: Reader<'a>,
 }
 
+impl<'a> WbxmlLexer<'a> {
+    /// The next node, from a token `Lexer::next` does not read itself; out of line,
+    /// so that the common path stays small.
+    #[inline(never)]
+    fn next_by_token(&mut self) -> Decoded<Node<'a>> {
+        Ok(match self.reader.token()? {
+            Token::Tag { tag, content, .. } => Node::Open(tag, !content),
+            Token::End => Node::Close,
+            Token::Text(text) => Node::Text(text),
+            Token::Opaque(bytes) => Node::Text(Cow::Borrowed(self.reader.utf8(bytes)?)),
+            Token::Eof => Node::Eof,
+        })
+    }
+}
+
 impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     fn root(&mut self) -> Decoded<()> {
         match self.reader.token()? {
@@ -366,13 +389,7 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
             }
             break;
         }
-        Ok(match self.reader.token()? {
-            Token::Tag { tag, content, .. } => Node::Open(tag, !content),
-            Token::End => Node::Close,
-            Token::Text(text) => Node::Text(text),
-            Token::Opaque(bytes) => Node::Text(Cow::Borrowed(self.reader.utf8(bytes)?)),
-            Token::Eof => Node::Eof,
-        })
+        self.next_by_token()
     }
 
     fn data(&mut self, depth_left: usize) -> Decoded<Data> {
@@ -783,6 +800,7 @@ mod tests {
                 input: &out,
                 pos: 0,
                 table: &[],
+                table_text: None,
                 page: 0,
             };
             assert_eq!(reader.mb("x").unwrap(), value);
