@@ -66,6 +66,12 @@ pub(crate) trait Lexer<'a> {
     /// Reads up to and including the opening of a non-empty `<SyncML>` root.
     fn root(&mut self) -> Decoded<()>;
     fn next(&mut self) -> Decoded<Node<'a>>;
+    /// The content of a leaf element just opened, read through its end, when it is
+    /// one string: the common case, read without two trips through [`Lexer::next`].
+    /// `None`, with nothing read, otherwise.
+    fn one_string_and_end(&mut self) -> Decoded<Option<&'a str>> {
+        Ok(None)
+    }
     /// The content of a `<Data>` just opened, through its end; nested elements may go
     /// `depth_left` levels deep.
     fn data(&mut self, depth_left: usize) -> Decoded<Data>;
@@ -97,8 +103,8 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(Message {
-            header: header.ok_or(missing("SyncML", Tag::SyncHdr))?,
-            body: body.ok_or(missing("SyncML", Tag::SyncBody))?,
+            header: header.ok_or_else(|| missing("SyncML", Tag::SyncHdr))?,
+            body: body.ok_or_else(|| missing("SyncML", Tag::SyncBody))?,
         })
     }
 
@@ -133,7 +139,8 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         self.children(tag, empty, |p, tag, empty| p.skip(tag, empty))
     }
 
-    /// The text of a leaf element, trimmed. Child elements are skipped.
+    /// The text of a leaf element, without the XML white space (ASCII) around it.
+    /// Child elements are skipped.
     fn text(&mut self, tag: Tag, empty: bool) -> Decoded<String> {
         Ok(self.text_in_place(tag, empty)?.into_owned())
     }
@@ -143,6 +150,9 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         let mut text = Cow::Borrowed("");
         if empty {
             return Ok(text);
+        }
+        if let Some(text) = self.lexer.one_string_and_end()? {
+            return Ok(Cow::Borrowed(text.trim_ascii()));
         }
         loop {
             match self.lexer.next()? {
@@ -154,9 +164,9 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             }
         }
         Ok(match text {
-            Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
-            Cow::Owned(text) if text.trim().len() == text.len() => Cow::Owned(text),
-            Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
+            Cow::Borrowed(text) => Cow::Borrowed(text.trim_ascii()),
+            Cow::Owned(text) if text.trim_ascii().len() == text.len() => Cow::Owned(text),
+            Cow::Owned(text) => Cow::Owned(text.trim_ascii().to_owned()),
         })
     }
 
@@ -197,12 +207,12 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         })?;
         let hdr = |tag| missing("SyncHdr", tag);
         Ok(Header {
-            ver_dtd: ver_dtd.ok_or(hdr(Tag::VerDtd))?,
-            ver_proto: ver_proto.ok_or(hdr(Tag::VerProto))?,
-            session_id: session_id.ok_or(hdr(Tag::SessionId))?,
-            msg_id: msg_id.ok_or(hdr(Tag::MsgId))?,
-            target: target.ok_or(hdr(Tag::Target))?,
-            source: source.ok_or(hdr(Tag::Source))?,
+            ver_dtd: ver_dtd.ok_or_else(|| hdr(Tag::VerDtd))?,
+            ver_proto: ver_proto.ok_or_else(|| hdr(Tag::VerProto))?,
+            session_id: session_id.ok_or_else(|| hdr(Tag::SessionId))?,
+            msg_id: msg_id.ok_or_else(|| hdr(Tag::MsgId))?,
+            target: target.ok_or_else(|| hdr(Tag::Target))?,
+            source: source.ok_or_else(|| hdr(Tag::Source))?,
             resp_uri,
             cred,
             meta: meta.map(Box::new),
@@ -220,7 +230,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(Location {
-            uri: uri.ok_or(missing(parent.name(), Tag::LocUri))?,
+            uri: uri.ok_or_else(|| missing(parent.name(), Tag::LocUri))?,
             name,
         })
     }
@@ -237,7 +247,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         })?;
         Ok(Cred {
             meta: meta.unwrap_or_default(),
-            data: data.ok_or(missing("Cred", Tag::Data))?,
+            data: data.ok_or_else(|| missing("Cred", Tag::Data))?,
         })
     }
 
@@ -315,7 +325,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(ItemCommand {
-            cmd_id: cmd_id.ok_or(missing(parent.name(), Tag::CmdId))?,
+            cmd_id: cmd_id.ok_or_else(|| missing(parent.name(), Tag::CmdId))?,
             meta: meta.map(Box::new),
             items,
         })
@@ -334,8 +344,8 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(Alert {
-            cmd_id: cmd_id.ok_or(missing("Alert", Tag::CmdId))?,
-            code: code.ok_or(missing("Alert", Tag::Data))?,
+            cmd_id: cmd_id.ok_or_else(|| missing("Alert", Tag::CmdId))?,
+            code: code.ok_or_else(|| missing("Alert", Tag::Data))?,
             correlator,
             items,
         })
@@ -354,7 +364,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(Exec {
-            cmd_id: cmd_id.ok_or(missing("Exec", Tag::CmdId))?,
+            cmd_id: cmd_id.ok_or_else(|| missing("Exec", Tag::CmdId))?,
             meta: meta.map(Box::new),
             correlator,
             items,
@@ -372,7 +382,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(Container {
-            cmd_id: cmd_id.ok_or(missing(parent.name(), Tag::CmdId))?,
+            cmd_id: cmd_id.ok_or_else(|| missing(parent.name(), Tag::CmdId))?,
             meta: meta.map(Box::new),
             commands,
         })
@@ -395,9 +405,9 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
             Ok(())
         })?;
         Ok(Results {
-            cmd_id: cmd_id.ok_or(missing("Results", Tag::CmdId))?,
+            cmd_id: cmd_id.ok_or_else(|| missing("Results", Tag::CmdId))?,
             msg_ref,
-            cmd_ref: cmd_ref.ok_or(missing("Results", Tag::CmdRef))?,
+            cmd_ref: cmd_ref.ok_or_else(|| missing("Results", Tag::CmdRef))?,
             meta: meta.map(Box::new),
             target_ref,
             source_ref,
@@ -433,14 +443,14 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         })?;
         let need = |tag| missing("Status", tag);
         Ok(Status {
-            cmd_id: cmd_id.ok_or(need(Tag::CmdId))?,
-            msg_ref: msg_ref.ok_or(need(Tag::MsgRef))?,
-            cmd_ref: cmd_ref.ok_or(need(Tag::CmdRef))?,
-            cmd: cmd.ok_or(need(Tag::Cmd))?,
+            cmd_id: cmd_id.ok_or_else(|| need(Tag::CmdId))?,
+            msg_ref: msg_ref.ok_or_else(|| need(Tag::MsgRef))?,
+            cmd_ref: cmd_ref.ok_or_else(|| need(Tag::CmdRef))?,
+            cmd: cmd.ok_or_else(|| need(Tag::Cmd))?,
             target_refs,
             source_refs,
             chal: chal.map(Box::new),
-            code: code.ok_or(need(Tag::Data))?,
+            code: code.ok_or_else(|| need(Tag::Data))?,
             items,
         })
     }

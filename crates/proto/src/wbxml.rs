@@ -392,7 +392,36 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
         self.next_by_token()
     }
 
+    fn one_string_and_end(&mut self) -> Decoded<Option<&'a str>> {
+        let reader = &mut self.reader;
+        let start = reader.pos;
+        let text = match reader.input.get(start).copied() {
+            Some(STR_I) => {
+                reader.pos += 1;
+                reader.inline_string()?
+            }
+            Some(STR_T) => {
+                reader.pos += 1;
+                let offset = reader.mb("a string table offset")?;
+                reader.table_string(offset)?
+            }
+            _ => return Ok(None),
+        };
+        if reader.input.get(reader.pos) == Some(&END) {
+            reader.pos += 1;
+            return Ok(Some(text));
+        }
+        reader.pos = start;
+        Ok(None)
+    }
+
     fn data(&mut self, depth_left: usize) -> Decoded<Data> {
+        if let Some(bytes) = self.one_opaque_and_end()? {
+            return Ok(opaque_data(Cow::Borrowed(bytes), depth_left));
+        }
+        if let Some(text) = self.one_string_and_end()? {
+            return Ok(Data::Text(text.to_owned()));
+        }
         // Text and opaque data stay borrowed from the input while they are one piece,
         // and are copied once at the end.
         let mut text: Cow<'a, str> = Cow::Borrowed("");
@@ -426,20 +455,47 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
         if !xml.out.is_empty() {
             return Ok(Data::Xml(xml.out));
         }
-        let Some(bytes) = opaque else {
-            return Ok(Data::Text(text.into_owned()));
-        };
-        if text.is_empty()
-            && let Some(document) = document_to_xml(&bytes, depth_left)
-        {
-            return Ok(Data::Xml(document));
+        match opaque {
+            None => Ok(Data::Text(text.into_owned())),
+            Some(bytes) if text.is_empty() => Ok(opaque_data(bytes, depth_left)),
+            Some(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(opaque) => Ok(Data::Text(text.into_owned() + opaque)),
+                Err(_) => Err(self.reader.error("<Data> mixes text and binary data")),
+            },
         }
-        match String::from_utf8(bytes.into_owned()) {
-            Ok(opaque) if text.is_empty() => Ok(Data::Text(opaque)),
-            Ok(opaque) => Ok(Data::Text(text.into_owned() + &opaque)),
-            Err(e) if text.is_empty() => Ok(Data::Bytes(e.into_bytes())),
-            Err(_) => Err(self.reader.error("<Data> mixes text and binary data")),
+    }
+}
+
+impl<'a> WbxmlLexer<'a> {
+    /// `<Data>`'s content read through its end when it is one OPAQUE (how gwmo and
+    /// most clients send data); `None`, with nothing read, otherwise.
+    fn one_opaque_and_end(&mut self) -> Decoded<Option<&'a [u8]>> {
+        let reader = &mut self.reader;
+        let start = reader.pos;
+        if reader.input.get(start) != Some(&OPAQUE) {
+            return Ok(None);
         }
+        reader.pos += 1;
+        let len = reader.mb("an opaque length")? as usize;
+        let bytes = reader.take(len, "opaque data")?;
+        if reader.input.get(reader.pos) == Some(&END) {
+            reader.pos += 1;
+            return Ok(Some(bytes));
+        }
+        reader.pos = start;
+        Ok(None)
+    }
+}
+
+/// What opaque data alone in a `<Data>` is: a nested WBXML document (as XML), text,
+/// or bytes.
+fn opaque_data(bytes: Cow<'_, [u8]>, depth_left: usize) -> Data {
+    if let Some(document) = document_to_xml(&bytes, depth_left) {
+        return Data::Xml(document);
+    }
+    match String::from_utf8(bytes.into_owned()) {
+        Ok(text) => Data::Text(text),
+        Err(e) => Data::Bytes(e.into_bytes()),
     }
 }
 
