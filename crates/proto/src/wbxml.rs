@@ -195,7 +195,9 @@ impl<'a> Reader<'a> {
         let offset = offset as usize;
         // An offset inside a character is past no end, but is no string either.
         if let Some(rest) = self.table_text.and_then(|text| text.get(offset..)) {
-            return Ok(rest.split('\0').next().unwrap_or_default());
+            let len = memchr::memchr(0, rest.as_bytes()).unwrap_or(rest.len());
+            // A NUL is one byte, so a character boundary.
+            return Ok(rest.get(..len).unwrap_or_default());
         }
         let rest = self
             .table
