@@ -2,7 +2,8 @@
 //! the device's queued commands once the device has authenticated, and writes what
 //! the session learnt (nonces, DevInfo, command outcomes, alerts) to the store
 //! before the answer leaves (`effects`; the gateway bootstrapping it drives:
-//! `gateways`). Synchronous: the HTTP layer runs it on a blocking thread.
+//! `gateways`). Synchronous: the HTTP layer runs it on the async worker that read the
+//! message (a PostgreSQL store leaves the worker around each round trip itself).
 
 mod effects;
 mod gateways;
