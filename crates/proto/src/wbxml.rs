@@ -424,22 +424,33 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
         if let Some(text) = self.one_string_and_end()? {
             return Ok(Data::Text(text.to_owned()));
         }
-        // Text and opaque data stay borrowed from the input while they are one piece,
-        // and are copied once at the end.
-        let mut text: Cow<'a, str> = Cow::Borrowed("");
-        let mut opaque: Option<Cow<'a, [u8]>> = None;
+        // Strings and opaque data in the order they come, borrowed from the input
+        // while they are one piece, copied once at the end.
+        let mut content: Cow<'a, [u8]> = Cow::Borrowed(&[]);
+        let (mut strings, mut opaque) = (false, false);
         let mut xml = XmlText::default();
         loop {
-            match self.reader.token()? {
-                Token::End if xml.depth() > 0 => xml.close(),
+            let piece = match self.reader.token()? {
+                Token::End if xml.depth() > 0 => {
+                    xml.close();
+                    continue;
+                }
                 Token::End => break,
-                Token::Text(t) if xml.depth() > 0 => xml.text(&t),
-                Token::Text(t) if text.is_empty() => text = t,
-                Token::Text(t) => text.to_mut().push_str(&t),
-                Token::Opaque(bytes) => match &mut opaque {
-                    None => opaque = Some(Cow::Borrowed(bytes)),
-                    Some(before) => before.to_mut().extend_from_slice(bytes),
-                },
+                Token::Text(t) if xml.depth() > 0 => {
+                    xml.text(&t);
+                    continue;
+                }
+                Token::Text(t) => {
+                    strings = true;
+                    match t {
+                        Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+                        Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+                    }
+                }
+                Token::Opaque(bytes) => {
+                    opaque = true;
+                    Cow::Borrowed(bytes)
+                }
                 Token::Tag {
                     name,
                     page,
@@ -450,21 +461,26 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
                         return Err(DecodeError::TooDeep);
                     }
                     xml.open(name, page, content);
+                    continue;
                 }
                 Token::Eof => return Err(DecodeError::Truncated("Data")),
+            };
+            if content.is_empty() {
+                content = piece;
+            } else {
+                content.to_mut().extend_from_slice(&piece);
             }
         }
         if !xml.out.is_empty() {
             return Ok(Data::Xml(xml.out));
         }
-        match opaque {
-            None => Ok(Data::Text(text.into_owned())),
-            Some(bytes) if text.is_empty() => Ok(opaque_data(bytes, depth_left)),
-            Some(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(opaque) => Ok(Data::Text(text.into_owned() + opaque)),
-                Err(_) => Err(self.reader.error("<Data> mixes text and binary data")),
-            },
+        if opaque && !strings {
+            return Ok(opaque_data(content, depth_left));
         }
+        // Strings are UTF-8 each, so only opaque data among them can make this fail.
+        String::from_utf8(content.into_owned())
+            .map(Data::Text)
+            .map_err(|_| self.reader.error("<Data> mixes text and binary data"))
     }
 }
 
@@ -827,6 +843,33 @@ mod tests {
     fn round_trip_keeps_the_meaning() {
         let message = sample();
         assert_eq!(decode(&encode(&message).unwrap()).unwrap(), message);
+    }
+
+    /// `bytes` with its one occurrence of `from` replaced by `to`.
+    fn splice(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+        assert!(!bytes[at + 1..].windows(from.len()).any(|w| w == from));
+        [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+    }
+
+    #[test]
+    fn text_and_data_in_several_pieces_read_as_one_in_their_order() {
+        let bytes = encode(&sample()).unwrap();
+        // A leaf of two inline strings: "./A" as "./" and "A".
+        let leaf = splice(&bytes, b"\x03./A\x00\x01", b"\x03./\x00\x03A\x00\x01");
+        assert_eq!(decode(&leaf).unwrap(), sample());
+        // `<Data>` as two OPAQUEs, and as OPAQUE and inline string either way round.
+        let data = b"\xC3\x0Aeco & more\x01";
+        for pieces in [
+            &b"\xC3\x04eco \xC3\x06& more\x01"[..],
+            b"\xC3\x04eco \x03& more\x00\x01",
+            b"\x03eco \x00\xC3\x06& more\x01",
+        ] {
+            assert_eq!(decode(&splice(&bytes, data, pieces)).unwrap(), sample());
+        }
+        // Binary opaque data beside a string is refused, not misread.
+        let binary = splice(&bytes, data, b"\x03eco \x00\xC3\x01\xFF\x01");
+        assert!(decode(&binary).is_err());
     }
 
     #[test]
