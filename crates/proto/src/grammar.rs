@@ -455,8 +455,8 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         })
     }
 
-    /// Reads an `<Item>` into a new last entry of `items`, built in place: an Item is
-    /// a few hundred bytes, and most commands carry one.
+    /// Reads an `<Item>` into a new last entry of `items`, built in place; the first
+    /// makes room for one only (most commands carry one).
     fn push_item(&mut self, empty: bool, items: &mut Vec<Item>) -> Decoded<()> {
         items.reserve_exact(usize::from(items.is_empty()));
         let index = items.len();

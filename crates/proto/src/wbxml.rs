@@ -193,7 +193,8 @@ impl<'a> Reader<'a> {
     /// The NUL-terminated string at `offset` in the string table.
     fn table_string(&self, offset: u32) -> Decoded<&'a str> {
         let offset = offset as usize;
-        // An offset inside a character is past no end, but is no string either.
+        // An offset past the end, or inside a character, takes the checked way below,
+        // which says what is wrong.
         if let Some(rest) = self.table_text.and_then(|text| text.get(offset..)) {
             let len = memchr::memchr(0, rest.as_bytes()).unwrap_or(rest.len());
             // A NUL is one byte, so a character boundary.
@@ -232,54 +233,102 @@ impl<'a> Reader<'a> {
 
     /// The next token, in the reader's terms.
     fn token(&mut self) -> Decoded<Token<'a>> {
-        loop {
-            if self.at_end() {
-                return Ok(Token::Eof);
-            }
-            let token = self.byte("a token")?;
-            return Ok(match token {
-                SWITCH_PAGE => {
-                    self.page = self.byte("a code page")?;
-                    continue;
-                }
-                END => Token::End,
-                ENTITY => {
-                    let code = self.mb("an entity")?;
-                    let c = char::from_u32(code)
-                        .ok_or_else(|| self.error(format!("entity {code} is not a character")))?;
-                    Token::Text(Cow::Owned(c.to_string()))
-                }
-                STR_I => Token::Text(Cow::Borrowed(self.inline_string()?)),
-                STR_T => {
-                    let offset = self.mb("a string table offset")?;
-                    Token::Text(Cow::Borrowed(self.table_string(offset)?))
-                }
-                OPAQUE => {
-                    let len = self.mb("an opaque length")? as usize;
-                    Token::Opaque(self.take(len, "opaque data")?)
-                }
-                t if t & 0x3F == LITERAL => {
-                    let offset = self.mb("a literal tag name")?;
-                    let name = self.table_string(offset)?;
-                    if !is_xml_name(name) {
-                        return Err(
-                            self.error(format!("literal tag name {name:?} is not an XML name"))
-                        );
-                    }
-                    self.tag_rest(t, Tag::of(name), name)?
-                }
-                t if t & 0x3F >= 0x05 => {
-                    let (tag, name) = tag_of_token(self.page, t).ok_or_else(|| {
-                        self.error(format!(
-                            "token {t:#04x} is not a tag on code page {}",
-                            self.page
-                        ))
-                    })?;
-                    self.tag_rest(t, tag, name)?
-                }
-                t => return Err(self.error(format!("token {t:#04x} is not used in DM"))),
-            });
+        self.switch_pages()?;
+        if let Some(text) = self.string()? {
+            return Ok(Token::Text(Cow::Borrowed(text)));
         }
+        if let Some(bytes) = self.opaque()? {
+            return Ok(Token::Opaque(bytes));
+        }
+        if self.at_end() {
+            return Ok(Token::Eof);
+        }
+        Ok(match self.byte("a token")? {
+            END => Token::End,
+            ENTITY => {
+                let code = self.mb("an entity")?;
+                let c = char::from_u32(code)
+                    .ok_or_else(|| self.error(format!("entity {code} is not a character")))?;
+                Token::Text(Cow::Owned(c.to_string()))
+            }
+            t if t & 0x3F == LITERAL => {
+                let offset = self.mb("a literal tag name")?;
+                let name = self.table_string(offset)?;
+                if !is_xml_name(name) {
+                    return Err(self.error(format!("literal tag name {name:?} is not an XML name")));
+                }
+                self.tag_rest(t, Tag::of(name), name)?
+            }
+            t if t & 0x3F >= 0x05 => {
+                let (tag, name) = tag_of_token(self.page, t).ok_or_else(|| {
+                    self.error(format!(
+                        "token {t:#04x} is not a tag on code page {}",
+                        self.page
+                    ))
+                })?;
+                self.tag_rest(t, tag, name)?
+            }
+            t => return Err(self.error(format!("token {t:#04x} is not used in DM"))),
+        })
+    }
+
+    /// Moves past any page switches here, taking the page each names.
+    #[inline]
+    fn switch_pages(&mut self) -> Decoded<()> {
+        while self.input.get(self.pos) == Some(&SWITCH_PAGE) {
+            self.pos += 1;
+            self.page = self.byte("a code page")?;
+        }
+        Ok(())
+    }
+
+    /// The string token here (inline or from the string table), read; `None`, with
+    /// nothing read, when the token here is another.
+    #[inline]
+    fn string(&mut self) -> Decoded<Option<&'a str>> {
+        match self.input.get(self.pos).copied() {
+            Some(STR_I) => {
+                self.pos += 1;
+                self.inline_string().map(Some)
+            }
+            Some(STR_T) => {
+                self.pos += 1;
+                let offset = self.mb("a string table offset")?;
+                self.table_string(offset).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The OPAQUE token here, read; `None`, with nothing read, when the token here is
+    /// another.
+    #[inline]
+    fn opaque(&mut self) -> Decoded<Option<&'a [u8]>> {
+        if self.input.get(self.pos) != Some(&OPAQUE) {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let len = self.mb("an opaque length")? as usize;
+        self.take(len, "opaque data").map(Some)
+    }
+
+    /// What `read` reads here, when the element's END follows it (read too): the
+    /// common shape of a leaf or a `<Data>`, read in one step. `None`, with nothing
+    /// read, otherwise.
+    #[inline]
+    fn one_and_end<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Decoded<Option<T>>,
+    ) -> Decoded<Option<T>> {
+        let start = self.pos;
+        if let Some(value) = read(self)?
+            && self.input.get(self.pos) == Some(&END)
+        {
+            self.pos += 1;
+            return Ok(Some(value));
+        }
+        self.pos = start;
+        Ok(None)
     }
 
     fn tag_rest(&mut self, token: u8, tag: Tag, name: &'a str) -> Decoded<Token<'a>> {
@@ -356,69 +405,44 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     }
 
     fn next(&mut self) -> Decoded<Node<'a>> {
-        // The tokens of nearly every node (END, a string, a known tag without
-        // attributes, after any page switch) go straight to grammar nodes; the rest
+        // The tokens of nearly every node (END, a known tag without attributes, a
+        // string, after any page switch) go straight to grammar nodes; the rest
         // through `Reader::token`. Going through `Token` costs the hot path
         // store-forwarding stalls.
         let reader = &mut self.reader;
-        loop {
-            match reader.input.get(reader.pos).copied() {
-                Some(SWITCH_PAGE) if reader.pos + 1 < reader.input.len() => {
-                    reader.page = reader.input[reader.pos + 1];
-                    reader.pos += 2;
-                    continue;
-                }
-                Some(END) => {
-                    reader.pos += 1;
-                    return Ok(Node::Close);
-                }
-                Some(STR_I) => {
-                    reader.pos += 1;
-                    return Ok(Node::Text(Cow::Borrowed(reader.inline_string()?)));
-                }
-                Some(STR_T) => {
-                    reader.pos += 1;
-                    let offset = reader.mb("a string table offset")?;
-                    return Ok(Node::Text(Cow::Borrowed(reader.table_string(offset)?)));
-                }
-                Some(t) if t & 0x3F >= 0x05 && t & ATTRIBUTES == 0 => {
-                    if let Some((tag, _)) = tag_of_token(reader.page, t) {
-                        reader.pos += 1;
-                        return Ok(Node::Open(tag, t & CONTENT == 0));
-                    }
-                }
-                _ => {}
+        match reader.input.get(reader.pos).copied() {
+            Some(END) => {
+                reader.pos += 1;
+                return Ok(Node::Close);
             }
-            break;
+            Some(t) if t & 0x3F >= 0x05 && t & ATTRIBUTES == 0 => {
+                if let Some((tag, _)) = tag_of_token(reader.page, t) {
+                    reader.pos += 1;
+                    return Ok(Node::Open(tag, t & CONTENT == 0));
+                }
+            }
+            Some(STR_I | STR_T) => {
+                if let Some(text) = reader.string()? {
+                    return Ok(Node::Text(Cow::Borrowed(text)));
+                }
+            }
+            Some(SWITCH_PAGE) => {
+                // Once: no switch is left after these.
+                reader.switch_pages()?;
+                return self.next();
+            }
+            _ => {}
         }
         self.next_by_token()
     }
 
     fn one_string_and_end(&mut self) -> Decoded<Option<&'a str>> {
-        let reader = &mut self.reader;
-        let start = reader.pos;
-        let text = match reader.input.get(start).copied() {
-            Some(STR_I) => {
-                reader.pos += 1;
-                reader.inline_string()?
-            }
-            Some(STR_T) => {
-                reader.pos += 1;
-                let offset = reader.mb("a string table offset")?;
-                reader.table_string(offset)?
-            }
-            _ => return Ok(None),
-        };
-        if reader.input.get(reader.pos) == Some(&END) {
-            reader.pos += 1;
-            return Ok(Some(text));
-        }
-        reader.pos = start;
-        Ok(None)
+        self.reader.one_and_end(Reader::string)
     }
 
     fn data(&mut self, depth_left: usize) -> Decoded<Data> {
-        if let Some(bytes) = self.one_opaque_and_end()? {
+        // One OPAQUE is how gwmo and most clients send data.
+        if let Some(bytes) = self.reader.one_and_end(Reader::opaque)? {
             return Ok(opaque_data(Cow::Borrowed(bytes), depth_left));
         }
         if let Some(text) = self.one_string_and_end()? {
@@ -484,27 +508,6 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
     }
 }
 
-impl<'a> WbxmlLexer<'a> {
-    /// `<Data>`'s content read through its end when it is one OPAQUE (how gwmo and
-    /// most clients send data); `None`, with nothing read, otherwise.
-    fn one_opaque_and_end(&mut self) -> Decoded<Option<&'a [u8]>> {
-        let reader = &mut self.reader;
-        let start = reader.pos;
-        if reader.input.get(start) != Some(&OPAQUE) {
-            return Ok(None);
-        }
-        reader.pos += 1;
-        let len = reader.mb("an opaque length")? as usize;
-        let bytes = reader.take(len, "opaque data")?;
-        if reader.input.get(reader.pos) == Some(&END) {
-            reader.pos += 1;
-            return Ok(Some(bytes));
-        }
-        reader.pos = start;
-        Ok(None)
-    }
-}
-
 /// What opaque data alone in a `<Data>` is: a nested WBXML document (as XML), text,
 /// or bytes.
 fn opaque_data(bytes: Cow<'_, [u8]>, depth_left: usize) -> Data {
@@ -522,7 +525,7 @@ fn opaque_data(bytes: Cow<'_, [u8]>, depth_left: usize) -> Data {
 /// nested at most `depth_left` deep; `None` when the bytes are not such a document.
 pub fn document_to_xml(bytes: &[u8], depth_left: usize) -> Option<String> {
     // Most opaque data is no document: say so before `Reader::open` words an error.
-    if !matches!(bytes.first(), Some(0x01..=0x03)) {
+    if crate::Encoding::sniff(bytes) != crate::Encoding::Wbxml {
         return None;
     }
     let (mut reader, _) = Reader::open(bytes).ok()?;

@@ -280,8 +280,9 @@ pub struct EventRecord {
 }
 
 /// What the server keeps. Every method is one unit of work: a crash leaves either all
-/// of it or none (several may share one commit: [`Store::group`]). Claiming and completing commands are safe against several server
-/// instances doing the same at once.
+/// of it or none (several may share one commit: [`Store::group`]). Claiming and
+/// completing commands are safe against several server instances doing the same at
+/// once.
 pub trait Store: Send + Sync {
     /// Runs `work`, whose store calls on this thread commit together when it returns,
     /// whatever it returned: each call stays whole on its own (one that fails undoes
