@@ -502,7 +502,7 @@ fn detach_item(report: &Report) -> Item {
 }
 
 /// A Generic Alert item about an inventory entry or fan-out: a type, the node, JSON.
-pub fn gwmo_alert_item(kind: &str, source: &str, data: String) -> Item {
+pub fn gwmo_alert_item(kind: &'static str, source: &str, data: String) -> Item {
     Item {
         source: Some(Location::new(source)),
         meta: Some(Box::new(Meta {

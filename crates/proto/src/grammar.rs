@@ -72,6 +72,12 @@ pub(crate) trait Lexer<'a> {
     fn one_string_and_end(&mut self) -> Decoded<Option<&'a str>> {
         Ok(None)
     }
+    /// The content of a leaf element just opened, read through its end, when it is
+    /// one string of decimal digits that fits a `u64` (a CmdID, a MsgRef, a size):
+    /// read straight from the bytes. `None`, with nothing read, otherwise.
+    fn one_number_and_end(&mut self) -> Decoded<Option<u64>> {
+        Ok(None)
+    }
     /// The content of a `<Data>` just opened, through its end; nested elements may go
     /// `depth_left` levels deep.
     fn data(&mut self, depth_left: usize) -> Decoded<Data>;
@@ -145,6 +151,11 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         Ok(self.text_in_place(tag, empty)?.into_owned())
     }
 
+    /// [`Self::text`] as a [`Word`]: not copied when it is a word the protocol names.
+    fn word(&mut self, tag: Tag, empty: bool) -> Decoded<Word> {
+        Ok(crate::model::word(self.text_in_place(tag, empty)?))
+    }
+
     /// [`Self::text`], borrowed from the input where it is one piece there.
     fn text_in_place(&mut self, tag: Tag, empty: bool) -> Decoded<Cow<'a, str>> {
         let mut text = Cow::Borrowed("");
@@ -170,7 +181,13 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         })
     }
 
-    fn number<T: std::str::FromStr>(&mut self, tag: Tag, empty: bool) -> Decoded<T> {
+    fn number<T: std::str::FromStr + TryFrom<u64>>(&mut self, tag: Tag, empty: bool) -> Decoded<T> {
+        if !empty && let Some(number) = self.lexer.one_number_and_end()? {
+            return T::try_from(number).map_err(|_| DecodeError::NotANumber {
+                element: tag.name(),
+                value: number.to_string(),
+            });
+        }
         let text = self.text_in_place(tag, empty)?;
         text.parse().map_err(|_| DecodeError::NotANumber {
             element: tag.name(),
@@ -255,8 +272,8 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
         self.children(parent, empty, |p, tag, empty| {
             match tag {
                 Tag::MetInf => p.meta_into(tag, empty, meta)?,
-                Tag::Format => meta.format = Some(p.text(tag, empty)?),
-                Tag::Type => meta.r#type = Some(p.text(tag, empty)?),
+                Tag::Format => meta.format = Some(p.word(tag, empty)?),
+                Tag::Type => meta.r#type = Some(p.word(tag, empty)?),
                 Tag::Mark => meta.mark = Some(p.text(tag, empty)?),
                 Tag::Size => meta.size = Some(p.number(tag, empty)?),
                 Tag::NextNonce => meta.next_nonce = Some(p.text(tag, empty)?),
@@ -424,7 +441,7 @@ impl<'a, L: Lexer<'a>> Grammar<L> {
                 Tag::CmdId => cmd_id = Some(p.number(tag, empty)?),
                 Tag::MsgRef => msg_ref = Some(p.number(tag, empty)?),
                 Tag::CmdRef => cmd_ref = Some(p.number(tag, empty)?),
-                Tag::Cmd => cmd = Some(p.text(tag, empty)?),
+                Tag::Cmd => cmd = Some(p.word(tag, empty)?),
                 Tag::TargetRef => target_refs.push(p.text(tag, empty)?),
                 Tag::SourceRef => source_refs.push(p.text(tag, empty)?),
                 Tag::Chal => {
@@ -531,9 +548,9 @@ impl<'s, S: Sink> Walk<'s, S> {
         self.leaf(tag, &value.into().to_string())
     }
 
-    fn optional(&mut self, tag: Tag, text: &Option<String>) -> Result<(), S::Error> {
+    fn optional(&mut self, tag: Tag, text: &Option<impl AsRef<str>>) -> Result<(), S::Error> {
         match text {
-            Some(text) => self.leaf(tag, text),
+            Some(text) => self.leaf(tag, text.as_ref()),
             None => Ok(()),
         }
     }

@@ -3,7 +3,63 @@
 //! write exactly these types, so a message decoded from one encoding can be written
 //! in the other without loss of meaning.
 
+use std::borrow::Cow;
+
 pub use crate::codes::StatusCode;
+
+/// Text that is nearly always one of a few words the protocol names (a Meta
+/// `Format` or `Type`, the command a Status answers): decoding does not copy those,
+/// it points at the one static copy of the word.
+pub type Word = Cow<'static, str>;
+
+/// The words a decoded [`Word`] is looked up in: DM's node formats, the media types
+/// and credential schemes a Meta `Type` names, and the elements a Status answers.
+const WORDS: &[&str] = &[
+    // Format (DM 1.2 TND): every node format, the common ones first.
+    "chr",
+    "node",
+    "int",
+    "bool",
+    "b64",
+    "bin",
+    "xml",
+    "null",
+    "date",
+    "time",
+    "float",
+    // Type.
+    "text/plain",
+    crate::codes::content_type::TNDS_XML,
+    crate::codes::content_type::TNDS_WBXML,
+    "syncml:auth-md5",
+    "syncml:auth-MAC",
+    "syncml:auth-basic",
+    crate::codes::alert_type::LOCATION_UPDATE,
+    crate::codes::alert_type::DEVICE_ATTACH,
+    crate::codes::alert_type::DEVICE_DETACH,
+    crate::codes::alert_type::FANOUT_RESULTS,
+    // Cmd of a Status.
+    "SyncHdr",
+    "Replace",
+    "Get",
+    "Add",
+    "Delete",
+    "Exec",
+    "Alert",
+    "Atomic",
+    "Sequence",
+    "Copy",
+    "Results",
+];
+
+/// `text` as a [`Word`]: the static copy when it is one of the known words, a copy of
+/// its own otherwise.
+pub fn word(text: Cow<'_, str>) -> Word {
+    match WORDS.iter().find(|known| **known == text) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(text.into_owned()),
+    }
+}
 
 /// `VerDTD` of every DM 1.2 message.
 pub const VER_DTD: &str = "1.2";
@@ -72,8 +128,8 @@ pub struct Chal {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Meta {
-    pub format: Option<String>,
-    pub r#type: Option<String>,
+    pub format: Option<Word>,
+    pub r#type: Option<Word>,
     pub mark: Option<String>,
     pub size: Option<u64>,
     pub next_nonce: Option<String>,
@@ -238,7 +294,7 @@ pub struct Status {
     pub cmd_id: u32,
     pub msg_ref: u32,
     pub cmd_ref: u32,
-    pub cmd: String,
+    pub cmd: Word,
     pub target_refs: Vec<String>,
     pub source_refs: Vec<String>,
     pub chal: Option<Box<Chal>>,
@@ -311,5 +367,23 @@ impl CmdIds {
     pub fn next_id(&mut self) -> u32 {
         self.last += 1;
         self.last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_word_points_at_its_static_copy_and_other_text_is_kept_as_it_is() {
+        assert!(matches!(word("chr".into()), Cow::Borrowed("chr")));
+        assert!(matches!(
+            word(String::from("Replace").into()),
+            Cow::Borrowed("Replace")
+        ));
+        // Words are compared exactly: a format in other case is not the format.
+        for other in ["CHR", "text/x-vendor", ""] {
+            assert!(matches!(word(other.into()), Cow::Owned(ref text) if text == other));
+        }
     }
 }

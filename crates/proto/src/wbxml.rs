@@ -300,6 +300,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An inline string of decimal digits here that fits a `u64`, read as that number;
+    /// `None`, with nothing read, when the token here is anything else. What a leaf
+    /// of a number nearly always is, and no UTF-8 check is needed on digits.
+    #[inline]
+    fn digits(&mut self) -> Decoded<Option<u64>> {
+        if self.input.get(self.pos) != Some(&STR_I) {
+            return Ok(None);
+        }
+        let digits = &self.input[self.pos + 1..];
+        let Some(len) = digits.iter().position(|byte| !byte.is_ascii_digit()) else {
+            return Ok(None);
+        };
+        if len == 0 || digits[len] != 0 {
+            return Ok(None);
+        }
+        let number = digits[..len].iter().try_fold(0u64, |number, digit| {
+            number.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        });
+        if number.is_some() {
+            self.pos += len + 2;
+        }
+        Ok(number)
+    }
+
     /// The OPAQUE token here, read; `None`, with nothing read, when the token here is
     /// another.
     #[inline]
@@ -438,6 +462,10 @@ impl<'a> Lexer<'a> for WbxmlLexer<'a> {
 
     fn one_string_and_end(&mut self) -> Decoded<Option<&'a str>> {
         self.reader.one_and_end(Reader::string)
+    }
+
+    fn one_number_and_end(&mut self) -> Decoded<Option<u64>> {
+        self.reader.one_and_end(Reader::digits)
     }
 
     fn data(&mut self, depth_left: usize) -> Decoded<Data> {
@@ -873,6 +901,41 @@ mod tests {
         // Binary opaque data beside a string is refused, not misread.
         let binary = splice(&bytes, data, b"\x03eco \x00\xC3\x01\xFF\x01");
         assert!(decode(&binary).is_err());
+    }
+
+    #[test]
+    fn a_number_reads_the_same_straight_from_its_digits_as_through_its_text() {
+        let bytes = encode(&sample()).unwrap();
+        let code = b"\x03212\x00\x01";
+        // Digits only take the short way; leading zeros too. A sign, white space or
+        // two strings take the general one: the same number either way.
+        for same in [
+            &b"\x030212\x00\x01"[..],
+            b"\x03+212\x00\x01",
+            b"\x03 212 \x00\x01",
+            b"\x0321\x00\x032\x00\x01",
+        ] {
+            assert_eq!(decode(&splice(&bytes, code, same)).unwrap(), sample());
+        }
+        // Too large for a status code, too large for any number, empty, not digits.
+        for wrong in [
+            &b"\x0365536\x00\x01"[..],
+            b"\x0399999999999999999999\x00\x01",
+            b"\x03\x00\x01",
+            b"\x032x2\x00\x01",
+        ] {
+            let decoded = decode(&splice(&bytes, code, wrong));
+            assert!(
+                matches!(
+                    decoded,
+                    Err(DecodeError::NotANumber {
+                        element: "Data",
+                        ..
+                    })
+                ),
+                "{wrong:?}: {decoded:?}"
+            );
+        }
     }
 
     #[test]

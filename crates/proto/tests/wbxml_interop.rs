@@ -63,7 +63,7 @@ fn normalise(message: &mut Message) {
     }
     for item in message.body.commands.iter_mut().flat_map(items) {
         if let Some(mime) = item.meta.as_mut().and_then(|m| m.r#type.as_mut()) {
-            *mime = mime.replace("dmtnds+wbxml", "dmtnds+xml");
+            *mime = mime.replace("dmtnds+wbxml", "dmtnds+xml").into();
         }
         if let Some(Data::Text(text)) = &item.data
             && let Some(xml) = wbxml::document_to_xml(text.as_bytes(), 64)

@@ -1,7 +1,7 @@
 //! Management commands as operators queue them (JSON), their conversion to DM
 //! commands, and the stored form of their outcome.
 
-use gwmo_proto::{Command, Container, Data, Exec, Item, ItemCommand, Location, Meta};
+use gwmo_proto::{Command, Container, Data, Exec, Item, ItemCommand, Location, Meta, word};
 use gwmo_session::CommandOutcome;
 use serde::{Deserialize, Serialize};
 
@@ -206,8 +206,8 @@ impl CommandSpec {
 fn meta(format: &Option<String>, mime: &Option<String>) -> Option<Box<Meta>> {
     (format.is_some() || mime.is_some()).then(|| {
         Box::new(Meta {
-            format: format.clone(),
-            r#type: mime.clone(),
+            format: format.as_deref().map(|format| word(format.into())),
+            r#type: mime.as_deref().map(|mime| word(mime.into())),
             ..Meta::default()
         })
     })
@@ -262,8 +262,16 @@ impl From<&CommandOutcome> for StoredOutcome {
                 .iter()
                 .map(|item| ResultItem {
                     uri: item.source.as_ref().map(|s| s.uri.clone()),
-                    format: item.meta.as_ref().and_then(|m| m.format.clone()),
-                    mime: item.meta.as_ref().and_then(|m| m.r#type.clone()),
+                    format: item
+                        .meta
+                        .as_ref()
+                        .and_then(|m| m.format.as_deref())
+                        .map(str::to_owned),
+                    mime: item
+                        .meta
+                        .as_ref()
+                        .and_then(|m| m.r#type.as_deref())
+                        .map(str::to_owned),
                     data: item
                         .data
                         .as_ref()

@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn results_are_read_from_fanout_alerts_only() {
-        let item = |kind: &str, uri: &str| Item {
+        let item = |kind: &'static str, uri: &str| Item {
             source: Some(Location::new(uri)),
             meta: Some(Box::new(Meta {
                 r#type: Some(kind.into()),

@@ -540,7 +540,7 @@ impl ServerSession {
         if s.cmd_ref == own_id {
             outcome.status = Some(s.code);
         } else {
-            outcome.members.push((s.cmd.clone(), s.code));
+            outcome.members.push((s.cmd.to_string(), s.code));
         }
     }
 

@@ -3,7 +3,9 @@
 //! a Get, Atomic all-or-nothing, Sequence in order.
 
 use gwmo_proto::codes::{StatusCode, alert, content_type, status};
-use gwmo_proto::{CmdIds, Command, Container, Data, Item, Location, Meta, Results, Status};
+use gwmo_proto::{
+    CmdIds, Command, Container, Data, Item, Location, Meta, Results, Status, Word, word,
+};
 
 use crate::TreeError;
 use crate::acl::{Acl, Op};
@@ -292,7 +294,7 @@ impl Tree {
         } else {
             Node::leaf(&data_text(item, format)?, format)
         };
-        node.mime = meta.and_then(|m| m.r#type.clone());
+        node.mime = meta.and_then(|m| m.r#type.as_deref()).map(str::to_owned);
         // A server can manage what it adds even where the parent grants it only Add.
         let manages = [Op::Delete, Op::Get, Op::Replace]
             .iter()
@@ -369,8 +371,8 @@ impl Tree {
         let node = self.node_at_mut(segments).ok_or(status::NOT_FOUND)?;
         node.content = Content::Leaf(value);
         node.format = format;
-        if let Some(mime) = meta.and_then(|m| m.r#type.clone()) {
-            node.mime = Some(mime);
+        if let Some(mime) = meta.and_then(|m| m.r#type.as_deref()) {
+            node.mime = Some(mime.to_owned());
         }
         Ok(())
     }
@@ -403,7 +405,7 @@ impl Tree {
         Ok(result_item(
             target,
             Some(node.format.as_str()),
-            node.mime.clone(),
+            node.mime.as_deref().map(|mime| word(mime.into())),
             data,
         ))
     }
@@ -425,7 +427,7 @@ impl Tree {
         Ok(result_item(
             target,
             Some("xml"),
-            Some(content_type::TNDS_XML.into()),
+            Some(Word::Borrowed(content_type::TNDS_XML)),
             gwmo_proto::tnds::to_xml(&nodes),
         ))
     }
@@ -506,8 +508,8 @@ impl Tree {
             ..Item::default()
         };
         let meta = Meta {
-            format: Some(format.as_str().to_owned()),
-            r#type: mime,
+            format: Some(format.as_str().into()),
+            r#type: mime.map(Word::from),
             ..Meta::default()
         };
         match self.node_at(target) {
@@ -586,11 +588,11 @@ fn data_text(item: &Item, format: Format) -> Result<String, StatusCode> {
     })
 }
 
-fn result_item(uri: &str, format: Option<&str>, mime: Option<String>, data: String) -> Item {
+fn result_item(uri: &str, format: Option<&'static str>, mime: Option<Word>, data: String) -> Item {
     Item {
         source: Some(Location::new(uri)),
         meta: Some(Box::new(Meta {
-            format: format.map(str::to_owned),
+            format: format.map(Word::from),
             r#type: mime,
             ..Meta::default()
         })),
@@ -611,7 +613,7 @@ fn reply(
         cmd_id: ids.next_id(),
         msg_ref,
         cmd_ref: command.cmd_id(),
-        cmd: command.name().to_owned(),
+        cmd: command.name().into(),
         target_refs: item
             .and_then(|i| i.target.as_ref())
             .map(|t| t.uri.clone())

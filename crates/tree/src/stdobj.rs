@@ -115,7 +115,7 @@ fn collect_leaves<'a>(node: &'a Node, path: &mut Vec<&'a str>, items: &mut Vec<I
             source: Some(Location::new(join(path))),
             meta: (node.format != Format::Chr).then(|| {
                 Box::new(Meta {
-                    format: Some(node.format.as_str().to_owned()),
+                    format: Some(node.format.as_str().into()),
                     ..Meta::default()
                 })
             }),

@@ -426,7 +426,7 @@ fn statuses_name_their_targets_and_get_their_own_ids() {
         (
             statuses[0].msg_ref,
             statuses[0].cmd_ref,
-            statuses[0].cmd.as_str()
+            statuses[0].cmd.as_ref()
         ),
         (4, 7, "Replace")
     );

@@ -774,7 +774,7 @@ pub fn session_with_alerts(dir: &Path, enrollment: &Value, alerts: Vec<Alert>) {
 }
 
 /// A Generic Alert of type `kind` about the gateway node `source`, as a gateway sends it.
-pub fn gateway_alert(kind: &str, source: &str, data: String) -> Alert {
+pub fn gateway_alert(kind: &'static str, source: &str, data: String) -> Alert {
     Alert {
         cmd_id: 0,
         code: alert::GENERIC_ALERT,

@@ -39,8 +39,8 @@ pub fn meta() -> impl Strategy<Value = Meta> {
     )
         .prop_map(
             |((format, r#type, mark, size), (next_nonce, version, max_msg, max_obj), emi)| Meta {
-                format,
-                r#type,
+                format: format.map(Word::from),
+                r#type: r#type.map(Word::from),
                 mark,
                 size: size.map(u64::from),
                 next_nonce,
@@ -161,7 +161,7 @@ fn leaf_command() -> impl Strategy<Value = Command> {
                         cmd_id,
                         msg_ref,
                         cmd_ref,
-                        cmd,
+                        cmd: cmd.into(),
                         target_refs,
                         source_refs,
                         chal: chal.map(|meta| Box::new(Chal { meta })),
