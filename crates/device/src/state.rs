@@ -1,21 +1,76 @@
-//! The device's state directory: its DM tree as JSON, replaced atomically so that a
-//! crash at any point leaves either the old tree or the new one, never a mix.
+//! The device's state directory: its DM tree, kept as a whole copy (`tree.json`,
+//! replaced atomically) and a journal of what changed since (`tree.journal`, one line
+//! per save: the save's [`TreeChange`]s as a JSON array, appended and flushed to disk
+//! before the save returns).
+//!
+//! A save appends only what changed, so its cost follows the change, not the tree: a
+//! gateway whose tree holds thousands of end devices does not write them all after
+//! each session. When the journal outgrows the whole copy, the next save writes a new
+//! whole copy and drops the journal. Each whole copy has a generation of its own, and
+//! the journal's first line names the generation it extends, so a journal left beside
+//! a newer copy (a crash before it was dropped) is not replayed on it. A crash at any
+//! point leaves the tree as of the last save that returned: a line cut short by the
+//! crash was never acknowledged and is left out whole.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use gwmo_tree::Tree;
+use gwmo_tree::{Tree, TreeChange};
+use serde::{Deserialize, Serialize};
 
 use crate::DeviceError;
 
 const TREE_FILE: &str = "tree.json";
+const JOURNAL_FILE: &str = "tree.journal";
+
+/// The journal is folded into a new whole copy once it is larger than the copy, and
+/// never below this size (a small tree is cheap to write whole, a journal of a few
+/// lines cheap to replay).
+const MIN_JOURNAL_BEFORE_COPY: u64 = 64 * 1024;
 
 /// Where one device keeps its tree.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    written: Arc<Mutex<Written>>,
+}
+
+/// What this process last wrote: the tree the files hold, and their sizes.
+#[derive(Debug, Default)]
+struct Written {
+    /// `None` until this process wrote a whole copy (or after a failed write): the
+    /// next save writes one.
+    tree: Option<Tree>,
+    generation: u64,
+    copy_len: u64,
+    journal_len: u64,
+}
+
+/// A whole copy as written: the tree and its generation (none in copies written
+/// before the journal existed, which have no journal either).
+#[derive(Serialize)]
+struct CopyOut<'t> {
+    generation: u64,
+    #[serde(flatten)]
+    tree: &'t Tree,
+}
+
+#[derive(Deserialize)]
+struct CopyIn {
+    #[serde(default)]
+    generation: Option<u64>,
+    #[serde(flatten)]
+    tree: Tree,
+}
+
+/// The journal's first line.
+#[derive(Serialize, Deserialize)]
+struct JournalHead {
+    extends: u64,
 }
 
 impl StateDir {
@@ -24,6 +79,7 @@ impl StateDir {
         fs::create_dir_all(dir).map_err(|e| DeviceError::State(dir.to_owned(), e.to_string()))?;
         Ok(StateDir {
             dir: dir.to_owned(),
+            written: Arc::default(),
         })
     }
 
@@ -31,24 +87,161 @@ impl StateDir {
         self.dir.join(TREE_FILE)
     }
 
-    /// The stored tree, or `None` on first start.
-    pub fn load_tree(&self) -> Result<Option<Tree>, DeviceError> {
-        let path = self.tree_path();
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(DeviceError::State(path, e.to_string())),
-        };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| DeviceError::State(path, format!("not a DM tree: {e}")))
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL_FILE)
     }
 
-    pub fn save_tree(&self, tree: &Tree) -> Result<(), DeviceError> {
+    /// The stored tree, or `None` on first start. Only reads: a running device may
+    /// be writing meanwhile (a new whole copy replacing the one read is noticed, and
+    /// the tree read again).
+    pub fn load_tree(&self) -> Result<Option<Tree>, DeviceError> {
         let path = self.tree_path();
-        let text = serde_json::to_vec(tree)
-            .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
-        write_atomically(&path, &text).map_err(|e| DeviceError::State(path, e.to_string()))
+        let state_error = |e: io::Error| DeviceError::State(path.clone(), e.to_string());
+        loop {
+            let copy = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(state_error(e)),
+            };
+            let identity = copy.metadata().map_err(state_error)?.ino();
+            let text = io::read_to_string(copy).map_err(state_error)?;
+            let CopyIn {
+                generation,
+                mut tree,
+            } = serde_json::from_str(&text)
+                .map_err(|e| DeviceError::State(path.clone(), format!("not a DM tree: {e}")))?;
+            let journal = match fs::read(self.journal_path()) {
+                Ok(journal) => journal,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(DeviceError::State(self.journal_path(), e.to_string())),
+            };
+            if fs::metadata(&path).map_err(state_error)?.ino() != identity {
+                continue;
+            }
+            self.replay(&mut tree, generation, &journal)?;
+            return Ok(Some(tree));
+        }
+    }
+
+    /// Makes the journal's saves on `tree`, the copy of `generation`, when the journal
+    /// extends that copy. What follows the last line break was cut short by a crash
+    /// and is left out whole; a whole line that is no list of changes is an error.
+    fn replay(
+        &self,
+        tree: &mut Tree,
+        generation: Option<u64>,
+        journal: &[u8],
+    ) -> Result<(), DeviceError> {
+        let Some(end) = journal.iter().rposition(|byte| *byte == b'\n') else {
+            return Ok(());
+        };
+        let mut lines = journal[..end].split(|byte| *byte == b'\n');
+        let head = lines
+            .next()
+            .and_then(|line| serde_json::from_slice::<JournalHead>(line).ok());
+        if head.is_none_or(|head| Some(head.extends) != generation) {
+            return Ok(());
+        }
+        for (number, line) in lines.enumerate() {
+            let changes: Vec<TreeChange> = serde_json::from_slice(line).map_err(|e| {
+                DeviceError::State(
+                    self.journal_path(),
+                    format!("line {} is not a list of tree changes: {e}", number + 2),
+                )
+            })?;
+            for change in changes {
+                tree.apply(change);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `tree`: what changed since the last save, appended to the journal, or a
+    /// whole copy when this process has written none yet or the journal has grown
+    /// past it.
+    pub fn save_tree(&self, tree: &Tree) -> Result<(), DeviceError> {
+        let mut guard = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = &mut *guard;
+        let journal_limit = written.copy_len.max(MIN_JOURNAL_BEFORE_COPY);
+        let journal_len = written.journal_len;
+        match written.tree.as_mut() {
+            Some(base) if journal_len < journal_limit => {
+                let changes = tree.changes_since(base);
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                let head = (journal_len == 0).then_some(JournalHead {
+                    extends: written.generation,
+                });
+                let appended = self.append(head, &changes);
+                let Ok(len) = appended else {
+                    // A line may be on disk in part: the next save writes a whole copy.
+                    written.tree = None;
+                    return appended.map(|_| ());
+                };
+                written.journal_len += len;
+                for change in changes {
+                    base.apply(change);
+                }
+                Ok(())
+            }
+            _ => {
+                written.tree = None;
+                let path = self.tree_path();
+                let generation = rand::random();
+                let text = serde_json::to_vec(&CopyOut { generation, tree })
+                    .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
+                write_atomically(&path, &text)
+                    .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
+                // A crash before the journal is gone leaves it naming the copy before.
+                match fs::remove_file(self.journal_path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(DeviceError::State(self.journal_path(), e.to_string()));
+                    }
+                    _ => {}
+                }
+                *written = Written {
+                    tree: Some(tree.clone()),
+                    generation,
+                    copy_len: text.len() as u64,
+                    journal_len: 0,
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends `changes` to the journal as one line, after `head` when the journal is
+    /// new; on disk when this returns (with the journal's directory entry when it is
+    /// new). Returns the bytes written.
+    fn append(
+        &self,
+        head: Option<JournalHead>,
+        changes: &[TreeChange],
+    ) -> Result<u64, DeviceError> {
+        let path = self.journal_path();
+        let state_error = |e: serde_json::Error| DeviceError::State(path.clone(), e.to_string());
+        let mut lines = Vec::new();
+        if let Some(head) = &head {
+            serde_json::to_writer(&mut lines, head).map_err(state_error)?;
+            lines.push(b'\n');
+        }
+        serde_json::to_writer(&mut lines, changes).map_err(state_error)?;
+        lines.push(b'\n');
+        let appended = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut journal| {
+                journal.write_all(&lines)?;
+                journal.sync_data()
+            })
+            .and_then(|()| match head {
+                Some(_) => File::open(&self.dir)?.sync_all(),
+                None => Ok(()),
+            });
+        appended.map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
+        Ok(lines.len() as u64)
     }
 }
 
@@ -126,6 +319,132 @@ mod tests {
         fs::write(state.tree_path(), b"{ truncated").unwrap();
         let error = state.load_tree().unwrap_err();
         assert!(error.to_string().contains("not a DM tree"), "{error}");
+    }
+
+    /// A gateway's tree with `devices` end devices in its inventory.
+    fn large_tree(devices: usize) -> Tree {
+        let mut tree = Tree::default();
+        for device in 0..devices {
+            tree.set_leaf(
+                &format!("./GwMO/Inventory/dev{device}/Name"),
+                "x",
+                gwmo_tree::Format::Chr,
+            )
+            .unwrap();
+        }
+        tree
+    }
+
+    fn set(tree: &mut Tree, uri: &str, value: &str) {
+        tree.set_leaf(uri, value, gwmo_tree::Format::Chr).unwrap();
+    }
+
+    #[test]
+    fn a_save_appends_what_changed_and_nothing_when_nothing_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut tree = large_tree(1000);
+        state.save_tree(&tree).unwrap();
+        let copy = fs::read(state.tree_path()).unwrap();
+        assert!(!state.journal_path().exists());
+
+        set(&mut tree, "./GwMO/Inventory/dev7/Name", "y");
+        state.save_tree(&tree).unwrap();
+        let journal = fs::read(state.journal_path()).unwrap();
+        assert!(
+            journal.len() < 200 && journal.len() * 100 < copy.len(),
+            "{} bytes journaled for one leaf of a {}-byte tree",
+            journal.len(),
+            copy.len()
+        );
+        assert_eq!(fs::read(state.tree_path()).unwrap(), copy, "copy untouched");
+        state.save_tree(&tree).unwrap();
+        assert_eq!(fs::read(state.journal_path()).unwrap(), journal);
+
+        let read = StateDir::open(dir.path()).unwrap().load_tree().unwrap();
+        assert_eq!(read.as_ref(), Some(&tree));
+    }
+
+    #[test]
+    fn a_journal_cut_short_anywhere_gives_the_tree_of_a_save_that_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut tree = large_tree(20);
+        state.save_tree(&tree).unwrap();
+        let mut saves = vec![tree.clone()];
+        for step in 0..5 {
+            // Several changes in one save: they come back all or none.
+            set(&mut tree, &format!("./GwMO/Inventory/dev{step}/Name"), "y");
+            set(&mut tree, &format!("./New/N{step}"), "z");
+            tree.remove(&format!("./GwMO/Inventory/dev{}", step + 10))
+                .unwrap();
+            state.save_tree(&tree).unwrap();
+            saves.push(tree.clone());
+        }
+        let journal = fs::read(state.journal_path()).unwrap();
+        for cut in 0..=journal.len() {
+            fs::write(state.journal_path(), &journal[..cut]).unwrap();
+            let read = StateDir::open(dir.path())
+                .unwrap()
+                .load_tree()
+                .unwrap()
+                .unwrap();
+            // The first line names the copy; each one after it is a save.
+            let lines = journal[..cut].iter().filter(|b| **b == b'\n').count();
+            let saves_whole = lines.saturating_sub(1);
+            assert_eq!(read, saves[saves_whole], "journal cut at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn the_journal_folds_into_a_new_copy_once_it_outgrows_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut tree = large_tree(10);
+        state.save_tree(&tree).unwrap();
+        let mut folded = false;
+        for step in 0..2000 {
+            set(&mut tree, "./Counter", &step.to_string());
+            // A crash between the new copy and the journal's removal leaves the old
+            // journal beside the copy that holds it: it replays to the same tree.
+            let before = fs::read(state.journal_path()).ok();
+            state.save_tree(&tree).unwrap();
+            if !state.journal_path().exists() {
+                folded = true;
+                fs::write(state.journal_path(), before.unwrap()).unwrap();
+                let read = StateDir::open(dir.path()).unwrap().load_tree().unwrap();
+                assert_eq!(read.as_ref(), Some(&tree));
+                fs::remove_file(state.journal_path()).unwrap();
+                break;
+            }
+            let journal_len = fs::metadata(state.journal_path()).unwrap().len();
+            assert!(
+                journal_len <= MIN_JOURNAL_BEFORE_COPY + 100,
+                "{journal_len}"
+            );
+        }
+        assert!(folded, "the journal never became a copy");
+        assert_eq!(
+            StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
+            Some(tree)
+        );
+    }
+
+    #[test]
+    fn a_whole_line_that_is_no_change_is_an_error_not_a_lost_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut tree = large_tree(2);
+        state.save_tree(&tree).unwrap();
+        set(&mut tree, "./A", "1");
+        state.save_tree(&tree).unwrap();
+        let mut journal = OpenOptions::new()
+            .append(true)
+            .open(state.journal_path())
+            .unwrap();
+        journal.write_all(b"{\"not\": \"a change\"}\n").unwrap();
+        let error = state.load_tree().unwrap_err();
+        assert!(error.to_string().contains("line 3"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod accounts;
 mod acl;
 mod bootstrap;
+mod changes;
 mod dmacc;
 mod exec;
 mod guard;
@@ -23,6 +24,7 @@ pub use acl::{Acl, Op};
 pub use bootstrap::{
     BootstrapError, BootstrapRequest, GatewayBootstrap, bootstrap_document, read_bootstrap,
 };
+pub use changes::TreeChange;
 pub use dmacc::{
     AppAuth, AuthLevel, DMACC, DmAccount, account_for, account_of, dm_accounts, set_account_nonce,
     write_dm_account,
