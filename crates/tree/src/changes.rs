@@ -84,7 +84,14 @@ fn interior_at<'t>(
     node.children_mut()
 }
 
-fn node_changes(path: &mut Vec<String>, before: &Node, after: &Node, out: &mut Vec<TreeChange>) {
+/// The changes under `path` (borrowed: nothing is copied for a node that did not
+/// change).
+fn node_changes<'t>(
+    path: &mut Vec<&'t str>,
+    before: &Node,
+    after: &'t Node,
+    out: &mut Vec<TreeChange>,
+) {
     let (Content::Interior(old), Content::Interior(new)) = (&before.content, &after.content) else {
         if before != after {
             out.push(put(path, after));
@@ -95,26 +102,39 @@ fn node_changes(path: &mut Vec<String>, before: &Node, after: &Node, out: &mut V
         out.push(put(path, after));
         return;
     }
+    // Both sides in name order: one pass over the two, no lookups.
+    let mut old = old.iter().peekable();
     for (name, child) in new {
-        path.push(name.clone());
-        match old.get(name) {
-            Some(old_child) => node_changes(path, old_child, child, out),
+        path.push(name);
+        while let Some((removed, _)) = old.next_if(|(old_name, _)| *old_name < name) {
+            out.push(remove(&path[..path.len() - 1], removed));
+        }
+        match old.next_if(|(old_name, _)| *old_name == name) {
+            Some((_, old_child)) => node_changes(path, old_child, child, out),
             None => out.push(put(path, child)),
         }
         path.pop();
     }
-    for name in old.keys().filter(|name| !new.contains_key(*name)) {
-        path.push(name.clone());
-        out.push(TreeChange(Change::Remove { path: path.clone() }));
-        path.pop();
+    for (removed, _) in old {
+        out.push(remove(path, removed));
     }
 }
 
-fn put(path: &[String], node: &Node) -> TreeChange {
+fn put(path: &[&str], node: &Node) -> TreeChange {
     TreeChange(Change::Put {
-        path: path.to_vec(),
+        path: owned(path).collect(),
         node: node.clone(),
     })
+}
+
+fn remove(parent: &[&str], name: &str) -> TreeChange {
+    TreeChange(Change::Remove {
+        path: owned(parent).chain([name.to_owned()]).collect(),
+    })
+}
+
+fn owned<'p>(path: &'p [&str]) -> impl Iterator<Item = String> + 'p {
+    path.iter().map(|name| (*name).to_owned())
 }
 
 /// Everything of a node but its children.
