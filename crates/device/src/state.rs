@@ -46,6 +46,8 @@ struct Written {
     /// next save writes one.
     tree: Option<Tree>,
     generation: u64,
+    /// The inode of the copy written: another writer's copy replaces it.
+    copy_inode: u64,
     copy_len: u64,
     journal_len: u64,
 }
@@ -164,8 +166,9 @@ impl StateDir {
         let written = &mut *guard;
         let journal_limit = written.copy_len.max(MIN_JOURNAL_BEFORE_COPY);
         let journal_len = written.journal_len;
+        let journal_usable = journal_len < journal_limit && self.files_as_written(written);
         match written.tree.as_mut() {
-            Some(base) if journal_len < journal_limit => {
+            Some(base) if journal_usable => {
                 let changes = tree.changes_since(base);
                 if changes.is_empty() {
                     return Ok(());
@@ -191,8 +194,10 @@ impl StateDir {
                 let generation = rand::random();
                 let text = serde_json::to_vec(&CopyOut { generation, tree })
                     .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
-                write_atomically(&path, &text)
-                    .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?;
+                let copy_inode = write_atomically(&path, &text)
+                    .and_then(|()| fs::metadata(&path))
+                    .map_err(|e| DeviceError::State(path.clone(), e.to_string()))?
+                    .ino();
                 // A crash before the journal is gone leaves it naming the copy before.
                 match fs::remove_file(self.journal_path()) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -203,12 +208,27 @@ impl StateDir {
                 *written = Written {
                     tree: Some(tree.clone()),
                     generation,
+                    copy_inode,
                     copy_len: text.len() as u64,
                     journal_len: 0,
                 };
                 Ok(())
             }
         }
+    }
+
+    /// Whether the files are as this process left them. Another process on the same
+    /// directory (a restart while the old process still runs) changes them; then the
+    /// next save writes a whole copy, and the last save wins whole, as when every save
+    /// was one.
+    fn files_as_written(&self, written: &Written) -> bool {
+        let journal_len = match fs::metadata(self.journal_path()) {
+            Ok(journal) => journal.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(_) => return false,
+        };
+        let copy_inode = fs::metadata(self.tree_path()).map(|copy| copy.ino());
+        journal_len == written.journal_len && copy_inode.ok() == Some(written.copy_inode)
     }
 
     /// Appends `changes` to the journal as one line, after `head` when the journal is
@@ -428,6 +448,34 @@ mod tests {
             StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
             Some(tree)
         );
+    }
+
+    #[test]
+    fn two_processes_saving_in_turn_leave_the_last_save_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            StateDir::open(dir.path()).unwrap(),
+            StateDir::open(dir.path()).unwrap(),
+        );
+        let (mut one, mut other) = (large_tree(5), large_tree(5));
+        first.save_tree(&one).unwrap();
+        second.save_tree(&other).unwrap();
+        for step in 0..6 {
+            set(&mut one, "./Writer", &format!("first {step}"));
+            first.save_tree(&one).unwrap();
+            assert_eq!(
+                StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
+                Some(one.clone())
+            );
+            set(&mut other, "./Writer", &format!("second {step}"));
+            // Gone after the first step: a removal that finds nothing changes nothing.
+            let _ = other.remove("./GwMO/Inventory/dev1");
+            second.save_tree(&other).unwrap();
+            assert_eq!(
+                StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
+                Some(other.clone())
+            );
+        }
     }
 
     #[test]
