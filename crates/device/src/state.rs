@@ -166,7 +166,8 @@ impl StateDir {
         let written = &mut *guard;
         let journal_limit = written.copy_len.max(MIN_JOURNAL_BEFORE_COPY);
         let journal_len = written.journal_len;
-        let journal_usable = journal_len < journal_limit && self.files_as_written(written);
+        let journal_usable =
+            journal_len < journal_limit && written.tree.is_some() && self.files_as_written(written);
         match written.tree.as_mut() {
             Some(base) if journal_usable => {
                 let changes = tree.changes_since(base);
@@ -355,16 +356,27 @@ mod tests {
         tree
     }
 
+    /// A state directory holding `large_tree(devices)` as a whole copy.
+    fn saved(devices: usize) -> (tempfile::TempDir, StateDir, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let tree = large_tree(devices);
+        state.save_tree(&tree).unwrap();
+        (dir, state, tree)
+    }
+
+    /// The tree in `dir`, as a device starting there reads it.
+    fn reloaded(dir: &tempfile::TempDir) -> Option<Tree> {
+        StateDir::open(dir.path()).unwrap().load_tree().unwrap()
+    }
+
     fn set(tree: &mut Tree, uri: &str, value: &str) {
         tree.set_leaf(uri, value, gwmo_tree::Format::Chr).unwrap();
     }
 
     #[test]
     fn a_save_appends_what_changed_and_nothing_when_nothing_did() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let mut tree = large_tree(1000);
-        state.save_tree(&tree).unwrap();
+        let (dir, state, mut tree) = saved(1000);
         let copy = fs::read(state.tree_path()).unwrap();
         assert!(!state.journal_path().exists());
 
@@ -381,16 +393,13 @@ mod tests {
         state.save_tree(&tree).unwrap();
         assert_eq!(fs::read(state.journal_path()).unwrap(), journal);
 
-        let read = StateDir::open(dir.path()).unwrap().load_tree().unwrap();
+        let read = reloaded(&dir);
         assert_eq!(read.as_ref(), Some(&tree));
     }
 
     #[test]
     fn a_journal_cut_short_anywhere_gives_the_tree_of_a_save_that_returned() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let mut tree = large_tree(20);
-        state.save_tree(&tree).unwrap();
+        let (dir, state, mut tree) = saved(20);
         let mut saves = vec![tree.clone()];
         for step in 0..5 {
             // Several changes in one save: they come back all or none.
@@ -404,11 +413,7 @@ mod tests {
         let journal = fs::read(state.journal_path()).unwrap();
         for cut in 0..=journal.len() {
             fs::write(state.journal_path(), &journal[..cut]).unwrap();
-            let read = StateDir::open(dir.path())
-                .unwrap()
-                .load_tree()
-                .unwrap()
-                .unwrap();
+            let read = reloaded(&dir).unwrap();
             // The first line names the copy; each one after it is a save.
             let lines = journal[..cut].iter().filter(|b| **b == b'\n').count();
             let saves_whole = lines.saturating_sub(1);
@@ -418,21 +423,19 @@ mod tests {
 
     #[test]
     fn the_journal_folds_into_a_new_copy_once_it_outgrows_the_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let mut tree = large_tree(10);
-        state.save_tree(&tree).unwrap();
+        let (dir, state, mut tree) = saved(10);
         let mut folded = false;
         for step in 0..2000 {
             set(&mut tree, "./Counter", &step.to_string());
             // A crash between the new copy and the journal's removal leaves the old
-            // journal beside the copy that holds it: it replays to the same tree.
+            // journal beside the new copy: it names the copy before, and is not
+            // replayed on this one.
             let before = fs::read(state.journal_path()).ok();
             state.save_tree(&tree).unwrap();
             if !state.journal_path().exists() {
                 folded = true;
                 fs::write(state.journal_path(), before.unwrap()).unwrap();
-                let read = StateDir::open(dir.path()).unwrap().load_tree().unwrap();
+                let read = reloaded(&dir);
                 assert_eq!(read.as_ref(), Some(&tree));
                 fs::remove_file(state.journal_path()).unwrap();
                 break;
@@ -444,10 +447,7 @@ mod tests {
             );
         }
         assert!(folded, "the journal never became a copy");
-        assert_eq!(
-            StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
-            Some(tree)
-        );
+        assert_eq!(reloaded(&dir), Some(tree));
     }
 
     #[test]
@@ -463,27 +463,18 @@ mod tests {
         for step in 0..6 {
             set(&mut one, "./Writer", &format!("first {step}"));
             first.save_tree(&one).unwrap();
-            assert_eq!(
-                StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
-                Some(one.clone())
-            );
+            assert_eq!(reloaded(&dir), Some(one.clone()));
             set(&mut other, "./Writer", &format!("second {step}"));
             // Gone after the first step: a removal that finds nothing changes nothing.
             let _ = other.remove("./GwMO/Inventory/dev1");
             second.save_tree(&other).unwrap();
-            assert_eq!(
-                StateDir::open(dir.path()).unwrap().load_tree().unwrap(),
-                Some(other.clone())
-            );
+            assert_eq!(reloaded(&dir), Some(other.clone()));
         }
     }
 
     #[test]
     fn a_whole_line_that_is_no_change_is_an_error_not_a_lost_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let mut tree = large_tree(2);
-        state.save_tree(&tree).unwrap();
+        let (_dir, state, mut tree) = saved(2);
         set(&mut tree, "./A", "1");
         state.save_tree(&tree).unwrap();
         let mut journal = OpenOptions::new()
