@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::GatewayError;
 use crate::inventory::{self, FanoutEntry, FanoutStatus, InventoryEntry, LocalBootstrap};
+use crate::known::Known;
 use crate::reconcile::{Action, Observation, Policy, Report, reconcile};
 use crate::settings::GatewaySettings;
 
@@ -34,8 +35,9 @@ pub struct Driver {
     end_devices: EndDevices,
     /// One sync at a time: the bootstrap server's and the main loop's syncs running
     /// together both saw a device not yet reported and sent its Device Attach twice
-    /// (found by `gwmo sim`: a second validation left queued on the server).
-    syncing: Arc<tokio::sync::Mutex<()>>,
+    /// (found by `gwmo sim`: a second validation left queued on the server). What the
+    /// syncs read of the end-device store is kept under the same lock.
+    syncing: Arc<tokio::sync::Mutex<Known>>,
     /// The fan-outs this process is running (a fan-out marked running in the tree but
     /// not here was left by a gateway that stopped: it is resumed).
     fanouts: Arc<std::sync::Mutex<HashSet<String>>>,
@@ -81,34 +83,26 @@ impl Driver {
     }
 
     async fn try_sync(&self) -> Result<(), GatewayError> {
-        let _one_at_a_time = self.syncing.lock().await;
+        let mut known = self.syncing.lock().await;
         // Read in place: a copy of the tree per sync was the gateway's largest cost.
         let (entries, fanouts) = self
             .agent
             .read_tree(|tree| (inventory::entries(tree), inventory::fanouts(tree)))
             .await;
-        let end_devices: HashMap<String, _> = self
-            .end_devices
-            .all()
-            .await?
-            .into_iter()
-            .map(|device| (device.dev_id.clone(), device))
-            .collect();
-        let probes: Vec<i64> = entries.iter().filter_map(|e| e.probe).collect();
-        let answered_probes: HashSet<i64> = self
-            .end_devices
-            .outcomes(probes)
-            .await?
-            .into_iter()
-            .filter(|(_, outcome)| outcome.state == CommandState::Done)
-            .map(|(id, _)| id)
-            .collect();
+        // Only what changed is read from the end-device store: reading all of it per
+        // sync made a gateway's cost per device grow with its inventory.
+        let changed = known.update(self.end_devices.changes_since_last().await?);
+        let to_ask = known.probes_to_ask(&entries, &changed);
+        if !to_ask.is_empty() {
+            let outcomes = self.end_devices.outcomes(to_ask.clone()).await?;
+            known.probes_asked(&to_ask, &outcomes);
+        }
         let running_fanouts = self.fanouts_running().clone();
         let plan = reconcile(&Observation {
             entries: &entries,
             fanouts: &fanouts,
-            end_devices: &end_devices,
-            answered_probes: &answered_probes,
+            end_devices: &known.end_devices,
+            answered_probes: &known.answered_probes,
             running_fanouts: &running_fanouts,
             policy: Policy {
                 server_assisted: self.settings.approaches.server_assisted,

@@ -10,6 +10,7 @@
 mod driver;
 mod gateway;
 mod inventory;
+mod known;
 mod reconcile;
 pub mod settings;
 

@@ -149,7 +149,10 @@ pub async fn enroll(
         server_secret: enrollment.server_secret.clone(),
     };
     match state.store.enroll(&device, unix_now()) {
-        Ok(()) => Ok((StatusCode::CREATED, Json(enrollment))),
+        Ok(()) => {
+            state.dm.touch(&enrollment.dev_id);
+            Ok((StatusCode::CREATED, Json(enrollment)))
+        }
         Err(StoreError::AlreadyExists(_)) => Err(ApiError(
             StatusCode::CONFLICT,
             format!("device {:?} is already enrolled", enrollment.dev_id),

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use crate::command::CommandSpec;
 use crate::notify::{self, NotifyError};
 use crate::state::AppState;
-use crate::store::{CommandState, NewDevice, Store, StoreError};
+use crate::dm::Touched;
+use crate::store::{CommandState, DeviceRecord, NewDevice, Store, StoreError};
 
 /// Why an embedded server could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,40 @@ pub struct EndDevice {
     /// `./DevInfo/Man` and `./DevInfo/Mod` as the device reported them ("" before).
     pub manufacturer: String,
     pub model: String,
+}
+
+impl From<DeviceRecord> for EndDevice {
+    fn from(device: DeviceRecord) -> EndDevice {
+        EndDevice {
+            manufacturer: device.devinfo_leaf("Man"),
+            model: device.devinfo_leaf("Mod"),
+            dev_id: device.dev_id,
+            client_secret: device.client_secret,
+            sessions: device.sessions,
+            last_session_at: device.last_session_at,
+        }
+    }
+}
+
+/// Every device the store serves.
+fn all_served(store: &dyn Store) -> Result<Vec<EndDevice>, StoreError> {
+    Ok(store
+        .devices(None, u32::MAX)?
+        .into_iter()
+        .map(EndDevice::from)
+        .collect())
+}
+
+/// What changed among the devices served, from [`EndDevices::changes_since_last`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndDeviceChanges {
+    /// Every device served now: whatever was kept before is replaced.
+    All(Vec<EndDevice>),
+    /// These devices, read again, and those no longer served; the others are as before.
+    Some {
+        served: Vec<EndDevice>,
+        gone: Vec<String>,
+    },
 }
 
 /// A device to serve: its credentials both ways (MD5), and where package 0 reaches it.
@@ -83,19 +118,29 @@ impl EndDevices {
 
     /// Every device served.
     pub async fn all(&self) -> Result<Vec<EndDevice>, EmbedError> {
-        self.with_store(|store| {
-            Ok(store
-                .devices(None, u32::MAX)?
-                .into_iter()
-                .map(|device| EndDevice {
-                    manufacturer: device.devinfo_leaf("Man"),
-                    model: device.devinfo_leaf("Mod"),
-                    dev_id: device.dev_id,
-                    client_secret: device.client_secret,
-                    sessions: device.sessions,
-                    last_session_at: device.last_session_at,
-                })
-                .collect())
+        self.with_store(|store| Ok(all_served(store)?)).await
+    }
+
+    /// What changed among the devices served since the last call (the first call
+    /// answers every device): an embedder that keeps what it read reads only this.
+    pub async fn changes_since_last(&self) -> Result<EndDeviceChanges, EmbedError> {
+        // Taken before the store is read: a change from here on is read now or next time.
+        let touched = self.state.dm.take_touched();
+        self.with_store(move |store| {
+            Ok(match touched {
+                Touched::All => EndDeviceChanges::All(all_served(store)?),
+                Touched::Devices(dev_ids) => {
+                    let mut served = Vec::new();
+                    let mut gone = Vec::new();
+                    for dev_id in dev_ids {
+                        match store.device(&dev_id)? {
+                            Some(device) => served.push(EndDevice::from(device)),
+                            None => gone.push(dev_id),
+                        }
+                    }
+                    EndDeviceChanges::Some { served, gone }
+                }
+            })
         })
         .await
     }
@@ -104,7 +149,8 @@ impl EndDevices {
     /// nonces go with it).
     pub async fn enroll(&self, device: NewEndDevice) -> Result<(), EmbedError> {
         let server_name = self.state.settings.server_id.clone();
-        self.with_store(move |store| {
+        let dev_id = device.dev_id.clone();
+        let enrolled = self.with_store(move |store| {
             store.remove_device(&device.dev_id)?;
             store.enroll(
                 &NewDevice {
@@ -119,17 +165,25 @@ impl EndDevices {
             )?;
             store.set_notify_address(&device.dev_id, device.notify_url.as_deref())
         })
-        .await
+        .await;
+        // Even after a failure: what was kept of the device may have changed.
+        self.state.dm.touch(&dev_id);
+        enrolled
     }
 
     /// Stops serving these devices.
     pub async fn forget(&self, dev_ids: Vec<String>) -> Result<(), EmbedError> {
-        self.with_store(move |store| {
-            dev_ids
-                .iter()
-                .try_for_each(|dev_id| store.remove_device(dev_id).map(drop))
-        })
-        .await
+        let touched = dev_ids.clone();
+        let forgotten = self
+            .with_store(move |store| {
+                dev_ids
+                    .iter()
+                    .try_for_each(|dev_id| store.remove_device(dev_id).map(drop))
+            })
+            .await;
+        // Even after a failure: some may be gone.
+        touched.iter().for_each(|dev_id| self.state.dm.touch(dev_id));
+        forgotten
     }
 
     /// Queues `command` for `dev_id`; returns its id.

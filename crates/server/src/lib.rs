@@ -26,7 +26,9 @@ mod embed;
 mod http;
 
 pub use command::CommandSpec;
-pub use embed::{CommandOutcome, EmbedError, EndDevice, EndDevices, NewEndDevice};
+pub use embed::{
+    CommandOutcome, EmbedError, EndDevice, EndDeviceChanges, EndDevices, NewEndDevice,
+};
 pub use http::Server;
 pub use secrets::random_secret;
 pub use settings::ServerSettings;

@@ -86,6 +86,7 @@ impl DmService {
         for gateway_id in seen_gateways {
             self.location_update(dev_id, &gateway_id, unix_now)?;
         }
+        self.touch(dev_id);
         self.stored
             .send_modify(|count| *count = count.wrapping_add(1));
         Ok(())

@@ -148,6 +148,32 @@ pub struct DmService {
     /// Counts the messages whose effects were stored: whoever watches it (an embedding
     /// gateway) learns that devices, commands or sessions changed without polling.
     stored: watch::Sender<u64>,
+    /// Which devices those messages were from, for an embedder that keeps what it read
+    /// of the store and reads again only what changed.
+    touched: Mutex<TouchedDevices>,
+}
+
+/// The devices whose records changed since an embedder last asked: kept only once one
+/// asks ([`DmService::take_touched`]), and bounded.
+#[derive(Default)]
+struct TouchedDevices {
+    tracking: bool,
+    devices: std::collections::HashSet<String>,
+    /// More changed than are kept: the embedder reads everything again.
+    overflowed: bool,
+}
+
+/// At most this many touched DevIds are kept between two asks; past it the next ask
+/// answers [`Touched::All`].
+const MAX_TOUCHED: usize = 65_536;
+
+/// What changed in the store since the last [`DmService::take_touched`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// Anything may have: read everything again (the first ask, or too many changed).
+    All,
+    /// The records of these devices (their sessions, DevInfo, commands) and nothing else.
+    Devices(std::collections::HashSet<String>),
 }
 
 impl DmService {
@@ -180,7 +206,45 @@ impl DmService {
             wake,
             metrics,
             stored: watch::Sender::new(0),
+            touched: Mutex::default(),
         }
+    }
+
+    /// The devices whose records changed since the last call; the first call starts the
+    /// tracking and answers [`Touched::All`].
+    pub fn take_touched(&self) -> Touched {
+        let mut touched = self.lock_touched();
+        let all = !touched.tracking || touched.overflowed;
+        touched.tracking = true;
+        touched.overflowed = false;
+        let devices = std::mem::take(&mut touched.devices);
+        match all {
+            true => Touched::All,
+            false => Touched::Devices(devices),
+        }
+    }
+
+    /// Notes that `dev_id`'s record changed, for an embedder that tracks it.
+    pub fn touch(&self, dev_id: &str) {
+        let mut touched = self.lock_touched();
+        if !touched.tracking || touched.overflowed {
+            return;
+        }
+        if touched.devices.len() >= MAX_TOUCHED {
+            touched.overflowed = true;
+            touched.devices.clear();
+            return;
+        }
+        if !touched.devices.contains(dev_id) {
+            touched.devices.insert(dev_id.to_owned());
+        }
+    }
+
+    fn lock_touched(&self) -> std::sync::MutexGuard<'_, TouchedDevices> {
+        // Nothing is half-changed if a holder panicked: the set is only added to.
+        self.touched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Changes after every message whose effects were stored.
@@ -630,6 +694,24 @@ mod tests {
         assert!(store.command(id).unwrap().is_some());
         assert_eq!(dm.forget_old_history(1_001 + 30 * DAY).unwrap(), 1);
         assert!(store.command(id).unwrap().is_none());
+    }
+
+    #[test]
+    fn touched_devices_are_told_once_each_once_tracked_and_too_many_read_as_all() {
+        let (dm, _) = service(0);
+        let devices = |ids: &[&str]| Touched::Devices(ids.iter().map(|d| d.to_string()).collect());
+        dm.touch("untracked");
+        assert_eq!(dm.take_touched(), Touched::All, "the first ask reads everything");
+        assert_eq!(dm.take_touched(), devices(&[]));
+        dm.touch("A");
+        dm.touch("B");
+        dm.touch("A");
+        assert_eq!(dm.take_touched(), devices(&["A", "B"]));
+        for index in 0..=MAX_TOUCHED {
+            dm.touch(&index.to_string());
+        }
+        assert_eq!(dm.take_touched(), Touched::All);
+        assert_eq!(dm.take_touched(), devices(&[]));
     }
 
     #[test]

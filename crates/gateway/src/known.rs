@@ -1,0 +1,176 @@
+//! What the gateway's syncs know of its end-device store, kept between syncs and
+//! brought up to date from what changed ([`EndDeviceChanges`]): the devices served,
+//! and which probes they answered. A sync then reads from the store only the devices
+//! that held sessions since the last one, so its cost follows what changed, not the
+//! size of the inventory. Pure: the driver does the reading.
+
+use std::collections::{HashMap, HashSet};
+
+use gwmo_server::{CommandOutcome, CommandState, EndDevice, EndDeviceChanges};
+
+use crate::inventory::InventoryEntry;
+
+/// Which devices changed in one update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Everything was read again.
+    All,
+    Devices(HashSet<String>),
+}
+
+impl Changed {
+    fn includes(&self, dev_id: &str) -> bool {
+        match self {
+            Changed::All => true,
+            Changed::Devices(devices) => devices.contains(dev_id),
+        }
+    }
+}
+
+/// The end-device store as the syncs know it.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The devices served, by DevId.
+    pub end_devices: HashMap<String, EndDevice>,
+    /// The probes (command ids) the devices answered: an answer stays.
+    pub answered_probes: HashSet<i64>,
+    /// Probes asked about and not answered then: asked again once their device changed.
+    unanswered_probes: HashSet<i64>,
+}
+
+impl Known {
+    /// Takes in what changed in the store; returns which devices that was.
+    pub fn update(&mut self, changes: EndDeviceChanges) -> Changed {
+        match changes {
+            EndDeviceChanges::All(devices) => {
+                self.end_devices = devices
+                    .into_iter()
+                    .map(|device| (device.dev_id.clone(), device))
+                    .collect();
+                Changed::All
+            }
+            EndDeviceChanges::Some { served, gone } => {
+                let mut changed: HashSet<String> = gone.iter().cloned().collect();
+                for dev_id in gone {
+                    self.end_devices.remove(&dev_id);
+                }
+                for device in served {
+                    changed.insert(device.dev_id.clone());
+                    self.end_devices.insert(device.dev_id.clone(), device);
+                }
+                Changed::Devices(changed)
+            }
+        }
+    }
+
+    /// The probes of `entries` whose outcome is to be read: those never asked about,
+    /// and those not answered when asked whose device changed since. Forgets the
+    /// probes no entry carries any more.
+    pub fn probes_to_ask(&mut self, entries: &[InventoryEntry], changed: &Changed) -> Vec<i64> {
+        let carried: HashSet<i64> = entries.iter().filter_map(|e| e.probe).collect();
+        self.answered_probes.retain(|probe| carried.contains(probe));
+        self.unanswered_probes.retain(|probe| carried.contains(probe));
+        entries
+            .iter()
+            .filter_map(|entry| Some((entry.probe?, entry)))
+            .filter(|(probe, entry)| {
+                !self.answered_probes.contains(probe)
+                    && (!self.unanswered_probes.contains(probe) || changed.includes(&entry.dev_id))
+            })
+            .map(|(probe, _)| probe)
+            .collect()
+    }
+
+    /// Takes in the outcomes read for the probes `asked`.
+    pub fn probes_asked(&mut self, asked: &[i64], outcomes: &HashMap<i64, CommandOutcome>) {
+        for &probe in asked {
+            let answered = outcomes
+                .get(&probe)
+                .is_some_and(|outcome| outcome.state == CommandState::Done);
+            match answered {
+                true => {
+                    self.unanswered_probes.remove(&probe);
+                    self.answered_probes.insert(probe)
+                }
+                false => self.unanswered_probes.insert(probe),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(dev_id: &str, sessions: i64) -> EndDevice {
+        EndDevice {
+            dev_id: dev_id.to_owned(),
+            sessions,
+            ..EndDevice::default()
+        }
+    }
+
+    fn entry(dev_id: &str, probe: i64) -> InventoryEntry {
+        InventoryEntry {
+            dev_id: dev_id.to_owned(),
+            probe: Some(probe),
+            ..InventoryEntry::default()
+        }
+    }
+
+    fn outcome(state: CommandState) -> CommandOutcome {
+        CommandOutcome {
+            state,
+            status: None,
+            results: None,
+        }
+    }
+
+    fn changed(dev_ids: &[&str]) -> Changed {
+        Changed::Devices(dev_ids.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn a_partial_change_replaces_and_removes_only_the_devices_it_names() {
+        let mut known = Known::default();
+        known.update(EndDeviceChanges::All(vec![device("A", 0), device("B", 0)]));
+        let seen = known.update(EndDeviceChanges::Some {
+            served: vec![device("A", 1), device("C", 0)],
+            gone: vec!["B".into()],
+        });
+        assert_eq!(seen, changed(&["A", "B", "C"]));
+        let mut served: Vec<_> = known.end_devices.values().cloned().collect();
+        served.sort_by(|a, b| a.dev_id.cmp(&b.dev_id));
+        assert_eq!(served, vec![device("A", 1), device("C", 0)]);
+        // Everything read again replaces what was kept, even what the change left out.
+        known.update(EndDeviceChanges::All(vec![device("D", 0)]));
+        assert_eq!(known.end_devices.keys().collect::<Vec<_>>(), vec!["D"]);
+    }
+
+    #[test]
+    fn an_unanswered_probe_is_asked_again_only_once_its_device_changed() {
+        let mut known = Known::default();
+        let entries = [entry("A", 1), entry("B", 2)];
+        assert_eq!(known.probes_to_ask(&entries, &changed(&[])), vec![1, 2]);
+        let outcomes = HashMap::from([
+            (1, outcome(CommandState::Sent)),
+            (2, outcome(CommandState::Done)),
+        ]);
+        known.probes_asked(&[1, 2], &outcomes);
+        assert!(known.answered_probes.contains(&2));
+        assert!(known.probes_to_ask(&entries, &changed(&["B"])).is_empty());
+        assert_eq!(known.probes_to_ask(&entries, &changed(&["A"])), vec![1]);
+        assert_eq!(known.probes_to_ask(&entries, &Changed::All), vec![1]);
+        known.probes_asked(&[1], &HashMap::from([(1, outcome(CommandState::Done))]));
+        assert!(known.probes_to_ask(&entries, &Changed::All).is_empty());
+    }
+
+    #[test]
+    fn probes_no_entry_carries_are_forgotten() {
+        let mut known = Known::default();
+        known.probes_asked(&[7, 8], &HashMap::from([(7, outcome(CommandState::Done))]));
+        known.probes_to_ask(&[entry("A", 9)], &changed(&[]));
+        assert!(known.answered_probes.is_empty());
+        assert!(known.unanswered_probes.is_empty());
+    }
+}
