@@ -6,7 +6,7 @@
 use crate::TreeError;
 use crate::acl::{Acl, Op};
 use crate::dmacc::account_of;
-use crate::dmacc::{DMACC, DmAccount, dm_accounts, write_dm_account};
+use crate::dmacc::{DMACC, DmAccount, account_server_ids, write_dm_account};
 use crate::provenance::{Origin, Trust};
 use crate::registry::{AccountId, LapseBudget, Record};
 use crate::tree::Tree;
@@ -81,9 +81,9 @@ impl Tree {
         trust: Trust,
         lapse: Option<LapseBudget>,
     ) -> Result<String, TreeError> {
-        if dm_accounts(self)
+        if account_server_ids(self)
             .iter()
-            .any(|(_, a)| a.server_id == account.server_id)
+            .any(|(_, server_id)| *server_id == account.server_id)
         {
             return Err(TreeError::ServerIdTaken(account.server_id.clone()));
         }

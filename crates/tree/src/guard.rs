@@ -19,14 +19,12 @@
 use std::collections::BTreeSet;
 
 use crate::acl::Acl;
-use crate::dmacc::{DMACC, dm_accounts};
+use crate::dmacc::{DMACC, DMACC_NODE, account_server_ids};
 use crate::gwboot::MIRROR;
 use crate::node::Node;
 use crate::provenance::{Origin, Trust};
 use crate::registry::{AccountId, Record, Registry, Standing};
 use crate::tree::Tree;
-
-const DMACC_NODE: &str = "DMAcc";
 
 /// What a command's effect is compared with, and what it is undone to.
 pub(crate) struct Guard {
@@ -166,9 +164,9 @@ impl Tree {
             .and_then(Node::children)
             .map(|c| c.keys().cloned().collect::<Vec<_>>())
             .unwrap_or_default();
-        let server_ids: Vec<(String, String)> = dm_accounts(self)
+        let server_ids: Vec<(String, String)> = account_server_ids(self)
             .into_iter()
-            .map(|(name, account)| (name, account.server_id))
+            .map(|(name, server_id)| (name.to_owned(), server_id.to_owned()))
             .collect();
         let server_id_of = |name: &str| {
             server_ids
@@ -267,9 +265,9 @@ fn properties(
 fn shared_server_ids(tree: &Tree) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let mut shared = BTreeSet::new();
-    for (_, account) in dm_accounts(tree) {
-        if !seen.insert(account.server_id.clone()) {
-            shared.insert(account.server_id);
+    for (_, server_id) in account_server_ids(tree) {
+        if !seen.insert(server_id) {
+            shared.insert(server_id.to_owned());
         }
     }
     shared

@@ -13,7 +13,7 @@
 use gwmo_proto::codes::{StatusCode, status};
 
 use crate::acl::{Acl, Op};
-use crate::dmacc::{DMACC, account_of, dm_accounts};
+use crate::dmacc::{DMACC, account_of, account_server_ids};
 use crate::node::{Format, Node};
 use crate::provenance::{Origin, Trust};
 use crate::registry::{AccountId, Record, Standing};
@@ -118,9 +118,9 @@ impl Tree {
     /// The record of the server behind `server_id` in a session: its one live account,
     /// else the account it had until it removed it in this session.
     pub(crate) fn writer(&self, server_id: &str) -> Option<AccountId> {
-        let live: Vec<String> = dm_accounts(self)
+        let live: Vec<&str> = account_server_ids(self)
             .into_iter()
-            .filter(|(_, account)| account.server_id == server_id)
+            .filter(|(_, id)| *id == server_id)
             .map(|(node, _)| node)
             .collect();
         match live.as_slice() {

@@ -119,9 +119,9 @@ impl Tree {
                 let _ = self.remove(path);
             }
         }
-        let still_used: Vec<String> = crate::dmacc::dm_accounts(self)
+        let still_used: Vec<String> = crate::dmacc::account_server_ids(self)
             .into_iter()
-            .map(|(_, a)| a.server_id)
+            .map(|(_, server_id)| server_id.to_owned())
             .collect();
         let gone: Vec<String> = records
             .into_iter()
