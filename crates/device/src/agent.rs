@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::revised::Revised;
 use crate::settings::DeviceSettings;
 use crate::state::StateDir;
 use crate::{DeviceError, local, provision};
@@ -46,7 +47,7 @@ pub struct SessionEnd {
 pub struct Agent {
     settings: DeviceSettings,
     state: StateDir,
-    tree: Mutex<Tree>,
+    tree: Mutex<Revised>,
     client: HttpClient,
     sessions_done: Notify,
     /// Each server's nonces before the last one the device handed out, newest last (a
@@ -96,7 +97,7 @@ impl Agent {
             ),
             settings,
             state,
-            tree: Mutex::new(tree),
+            tree: Mutex::new(Revised::new(tree)),
             sessions_done: Notify::new(),
             previous_server_nonces: std::sync::Mutex::new(HashMap::new()),
             observer: std::sync::OnceLock::new(),
@@ -120,6 +121,18 @@ impl Agent {
     /// gateway's holds its whole Device Inventory).
     pub async fn read_tree<R>(&self, read: impl FnOnce(&Tree) -> R) -> R {
         read(&*self.tree.lock().await)
+    }
+
+    /// What `read` finds in the tree, with the tree's revision; none if the revision
+    /// is still `known`: nothing changed the tree since the read that gave it.
+    pub async fn read_tree_since<R>(
+        &self,
+        known: Option<u64>,
+        read: impl FnOnce(&Tree) -> R,
+    ) -> Option<(R, u64)> {
+        let tree = self.tree.lock().await;
+        let revision = tree.revision();
+        (known != Some(revision)).then(|| (read(&tree), revision))
     }
 
     /// The nonces the device handed `server_id` before its current one, newest last.
@@ -166,14 +179,18 @@ impl Agent {
     /// for values derived from elsewhere, which a crash may lose because they are
     /// derived again (a gateway's record of its end devices' last sessions). Saves
     /// the whole tree on every such change cost more than the rest of a gateway's work.
+    ///
+    /// Returns the tree's revision before the change and after it (see
+    /// [`Agent::read_tree_since`]).
     pub async fn update_tree_unsaved(
         &self,
         change: impl FnOnce(&mut Tree) -> Result<(), gwmo_tree::TreeError>,
-    ) -> Result<(), DeviceError> {
+    ) -> Result<(u64, u64), DeviceError> {
         let mut tree = self.tree.lock().await;
+        let before = tree.revision();
         change(&mut tree)?;
         self.unsaved.store(true, Ordering::Relaxed);
-        Ok(())
+        Ok((before, tree.revision()))
     }
 
     /// Writes the changes [`Agent::update_tree_unsaved`] left, if any.
@@ -526,7 +543,7 @@ impl Agent {
         let mut changed = tree.clone();
         let gateway = local::apply(&mut changed, &bootstrap, unix_now(), &policy)?;
         self.save(&changed)?;
-        *tree = changed;
+        **tree = changed;
         self.lapse_rearm.notify_one();
         info!(%gateway, "local gateway bootstrap applied (restricted until validated)");
         Ok(gateway)

@@ -8,6 +8,7 @@ pub mod local;
 pub mod notify;
 mod pacing;
 pub mod provision;
+mod revised;
 pub mod settings;
 pub mod state;
 

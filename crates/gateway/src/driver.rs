@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::GatewayError;
 use crate::inventory::{self, FanoutEntry, FanoutStatus, InventoryEntry, LocalBootstrap};
-use crate::known::Known;
+use crate::known::{InventoryView, Known};
 use crate::reconcile::{Action, Observation, Policy, Report, reconcile};
 use crate::settings::GatewaySettings;
 
@@ -84,23 +84,33 @@ impl Driver {
 
     async fn try_sync(&self) -> Result<(), GatewayError> {
         let mut known = self.syncing.lock().await;
-        // Read in place: a copy of the tree per sync was the gateway's largest cost.
-        let (entries, fanouts) = self
+        // Only what changed is read, from the tree and from the end-device store:
+        // reading all of both per sync made a gateway's cost per device grow with its
+        // inventory. The tree is read in place, never copied.
+        if let Some(((entries, fanouts), revision)) = self
             .agent
-            .read_tree(|tree| (inventory::entries(tree), inventory::fanouts(tree)))
-            .await;
-        // Only what changed is read from the end-device store: reading all of it per
-        // sync made a gateway's cost per device grow with its inventory.
+            .read_tree_since(known.inventory_revision(), |tree| {
+                (inventory::entries(tree), inventory::fanouts(tree))
+            })
+            .await
+        {
+            known.set_inventory(InventoryView {
+                revision,
+                entries,
+                fanouts,
+            });
+        }
         let changed = known.update(self.end_devices.changes_since_last().await?);
-        let to_ask = known.probes_to_ask(&entries, &changed);
+        let to_ask = known.probes_to_ask(&changed);
         if !to_ask.is_empty() {
             let outcomes = self.end_devices.outcomes(to_ask.clone()).await?;
             known.probes_asked(&to_ask, &outcomes);
         }
         let running_fanouts = self.fanouts_running().clone();
+        let view = known.inventory();
         let plan = reconcile(&Observation {
-            entries: &entries,
-            fanouts: &fanouts,
+            entries: &view.entries,
+            fanouts: &view.fanouts,
             end_devices: &known.end_devices,
             answered_probes: &known.answered_probes,
             running_fanouts: &running_fanouts,
@@ -116,7 +126,7 @@ impl Driver {
             std::mem::replace(at, plan.check_again_at) != plan.check_again_at
         });
         for action in plan.actions {
-            self.perform(action).await?;
+            self.perform(action, &mut known).await?;
         }
         Ok(())
     }
@@ -124,7 +134,7 @@ impl Driver {
     /// Does one action. A report the DM Server cannot take now (it is down) goes again
     /// at the next sync and holds up nothing else; a failure of the store or the tree
     /// ends the sync.
-    async fn perform(&self, action: Action) -> Result<(), GatewayError> {
+    async fn perform(&self, action: Action, known: &mut Known) -> Result<(), GatewayError> {
         match action {
             Action::Forget(dev_ids) => {
                 for dev_id in &dev_ids {
@@ -139,9 +149,11 @@ impl Driver {
             // Derived from the end-device store, so derived again after a crash: written
             // with the next save, not one save each.
             Action::RecordStates(leaves) => {
-                self.agent
+                let (from, to) = self
+                    .agent
                     .update_tree_unsaved(|tree| inventory::set_leaves(tree, &leaves))
                     .await?;
+                known.recorded(&leaves, from, to);
             }
             Action::ReportAttach(reports) => {
                 let attached: Vec<(String, String)> = reports

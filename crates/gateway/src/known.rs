@@ -1,14 +1,19 @@
-//! What the gateway's syncs know of its end-device store, kept between syncs and
-//! brought up to date from what changed ([`EndDeviceChanges`]): the devices served,
-//! and which probes they answered. A sync then reads from the store only the devices
-//! that held sessions since the last one, so its cost follows what changed, not the
-//! size of the inventory. Pure: the driver does the reading.
+//! What the gateway's syncs know, kept between syncs and brought up to date from what
+//! changed: of the end-device store, the devices served and which probes they answered
+//! ([`EndDeviceChanges`]); of the tree, the Device Inventory and fan-outs as parsed at
+//! a revision (the agent's tree revision moves whenever it may have changed), and the
+//! records the syncs write themselves. A sync then reads from the store only the
+//! devices that held sessions since the last one, and parses the tree only when
+//! something else changed it, so its cost follows what changed, not the size of the
+//! inventory. Pure: the driver does the reading.
 
 use std::collections::{HashMap, HashSet};
 
 use gwmo_server::{CommandOutcome, CommandState, EndDevice, EndDeviceChanges};
 
-use crate::inventory::InventoryEntry;
+use gwmo_tree::gwmo::{INVENTORY, entry};
+
+use crate::inventory::{FanoutEntry, InventoryEntry};
 
 /// Which devices changed in one update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,15 @@ pub struct Known {
     pub answered_probes: HashSet<i64>,
     /// Probes asked about and not answered then: asked again once their device changed.
     unanswered_probes: HashSet<i64>,
+    inventory: Option<InventoryView>,
+}
+
+/// The tree's Device Inventory and fan-outs as parsed at one revision of it.
+#[derive(Debug, Default)]
+pub struct InventoryView {
+    pub revision: u64,
+    pub entries: Vec<InventoryEntry>,
+    pub fanouts: Vec<FanoutEntry>,
 }
 
 impl Known {
@@ -63,13 +77,65 @@ impl Known {
         }
     }
 
-    /// The probes of `entries` whose outcome is to be read: those never asked about,
-    /// and those not answered when asked whose device changed since. Forgets the
-    /// probes no entry carries any more.
-    pub fn probes_to_ask(&mut self, entries: &[InventoryEntry], changed: &Changed) -> Vec<i64> {
+    /// The revision of the tree the inventory was parsed at, if it was.
+    pub fn inventory_revision(&self) -> Option<u64> {
+        self.inventory.as_ref().map(|view| view.revision)
+    }
+
+    /// The inventory as parsed again.
+    pub fn set_inventory(&mut self, view: InventoryView) {
+        self.inventory = Some(view);
+    }
+
+    /// The inventory as last parsed (or as the syncs' own records changed it since).
+    pub fn inventory(&self) -> &InventoryView {
+        static EMPTY: InventoryView = InventoryView {
+            revision: 0,
+            entries: Vec::new(),
+            fanouts: Vec::new(),
+        };
+        self.inventory.as_ref().unwrap_or(&EMPTY)
+    }
+
+    /// A sync wrote `leaves` (the State and LastSession records), taking the tree from
+    /// revision `from` to `to`: if the inventory was parsed at `from`, the records are
+    /// written into it too and it stands for `to`, so that it is not parsed again.
+    /// Any other leaf leaves it at `from`, to be parsed at the next sync.
+    pub fn recorded(&mut self, leaves: &[(String, String)], from: u64, to: u64) {
+        let Some(view) = self.inventory.as_mut().filter(|view| view.revision == from) else {
+            return;
+        };
+        let mut all_written = true;
+        for (path, value) in leaves {
+            let written = path
+                .strip_prefix(INVENTORY)
+                .and_then(|rest| rest.strip_prefix('/')?.split_once('/'))
+                .and_then(|(node, leaf)| {
+                    let entry = view.entries.iter_mut().find(|e| e.node == node)?;
+                    let field = match leaf {
+                        entry::STATE => &mut entry.recorded_state,
+                        entry::LAST_SESSION => &mut entry.recorded_last_session,
+                        _ => return None,
+                    };
+                    *field = Some(value.clone());
+                    Some(())
+                });
+            all_written &= written.is_some();
+        }
+        if all_written {
+            view.revision = to;
+        }
+    }
+
+    /// The probes of the inventory's entries whose outcome is to be read: those never
+    /// asked about, and those not answered when asked whose device changed since.
+    /// Forgets the probes no entry carries any more.
+    pub fn probes_to_ask(&mut self, changed: &Changed) -> Vec<i64> {
+        let entries: &[InventoryEntry] = self.inventory.as_ref().map_or(&[], |v| &v.entries);
         let carried: HashSet<i64> = entries.iter().filter_map(|e| e.probe).collect();
         self.answered_probes.retain(|probe| carried.contains(probe));
-        self.unanswered_probes.retain(|probe| carried.contains(probe));
+        self.unanswered_probes
+            .retain(|probe| carried.contains(probe));
         entries
             .iter()
             .filter_map(|entry| Some((entry.probe?, entry)))
@@ -126,6 +192,14 @@ mod tests {
         }
     }
 
+    fn view(entries: Vec<InventoryEntry>) -> InventoryView {
+        InventoryView {
+            revision: 1,
+            entries,
+            fanouts: Vec::new(),
+        }
+    }
+
     fn changed(dev_ids: &[&str]) -> Changed {
         Changed::Devices(dev_ids.iter().map(|d| d.to_string()).collect())
     }
@@ -150,27 +224,60 @@ mod tests {
     #[test]
     fn an_unanswered_probe_is_asked_again_only_once_its_device_changed() {
         let mut known = Known::default();
-        let entries = [entry("A", 1), entry("B", 2)];
-        assert_eq!(known.probes_to_ask(&entries, &changed(&[])), vec![1, 2]);
+        known.set_inventory(view(vec![entry("A", 1), entry("B", 2)]));
+        assert_eq!(known.probes_to_ask(&changed(&[])), vec![1, 2]);
         let outcomes = HashMap::from([
             (1, outcome(CommandState::Sent)),
             (2, outcome(CommandState::Done)),
         ]);
         known.probes_asked(&[1, 2], &outcomes);
         assert!(known.answered_probes.contains(&2));
-        assert!(known.probes_to_ask(&entries, &changed(&["B"])).is_empty());
-        assert_eq!(known.probes_to_ask(&entries, &changed(&["A"])), vec![1]);
-        assert_eq!(known.probes_to_ask(&entries, &Changed::All), vec![1]);
+        assert!(known.probes_to_ask(&changed(&["B"])).is_empty());
+        assert_eq!(known.probes_to_ask(&changed(&["A"])), vec![1]);
+        assert_eq!(known.probes_to_ask(&Changed::All), vec![1]);
         known.probes_asked(&[1], &HashMap::from([(1, outcome(CommandState::Done))]));
-        assert!(known.probes_to_ask(&entries, &Changed::All).is_empty());
+        assert!(known.probes_to_ask(&Changed::All).is_empty());
     }
 
     #[test]
     fn probes_no_entry_carries_are_forgotten() {
         let mut known = Known::default();
         known.probes_asked(&[7, 8], &HashMap::from([(7, outcome(CommandState::Done))]));
-        known.probes_to_ask(&[entry("A", 9)], &changed(&[]));
+        known.set_inventory(view(vec![entry("A", 9)]));
+        known.probes_to_ask(&changed(&[]));
         assert!(known.answered_probes.is_empty());
         assert!(known.unanswered_probes.is_empty());
+    }
+
+    #[test]
+    fn the_syncs_own_records_are_written_into_the_inventory_parsed_at_the_revision_before() {
+        let mut known = Known::default();
+        let mut first = entry("A", 1);
+        first.node = "a".into();
+        known.set_inventory(view(vec![first]));
+        let leaf = |name: &str| format!("{INVENTORY}/a/{name}");
+        let records = [
+            (leaf(entry::STATE), "active".to_owned()),
+            (leaf(entry::LAST_SESSION), "99".to_owned()),
+        ];
+        known.recorded(&records, 1, 2);
+        assert_eq!(known.inventory_revision(), Some(2));
+        let written = &known.inventory().entries[0];
+        assert_eq!(written.recorded_state.as_deref(), Some("active"));
+        assert_eq!(written.recorded_last_session.as_deref(), Some("99"));
+        // Parsed at another revision: something else changed the tree, parse it again.
+        known.recorded(&records, 1, 3);
+        assert_eq!(known.inventory_revision(), Some(2));
+        // A leaf it does not keep: parse it again.
+        known.recorded(&[(leaf(entry::ATTACHED), "true".to_owned())], 2, 3);
+        assert_eq!(known.inventory_revision(), Some(2));
+        known.recorded(&[(leaf("Unknown"), "x".to_owned())], 2, 3);
+        assert_eq!(known.inventory_revision(), Some(2));
+        known.recorded(
+            &[(format!("{INVENTORY}/b/{}", entry::STATE), "x".to_owned())],
+            2,
+            3,
+        );
+        assert_eq!(known.inventory_revision(), Some(2), "no entry b");
     }
 }

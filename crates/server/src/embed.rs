@@ -12,9 +12,9 @@ use gwmo_proto::auth::AuthType;
 use tokio::sync::watch;
 
 use crate::command::CommandSpec;
+use crate::dm::Touched;
 use crate::notify::{self, NotifyError};
 use crate::state::AppState;
-use crate::dm::Touched;
 use crate::store::{CommandState, DeviceRecord, NewDevice, Store, StoreError};
 
 /// Why an embedded server could not do what it was asked.
@@ -150,22 +150,23 @@ impl EndDevices {
     pub async fn enroll(&self, device: NewEndDevice) -> Result<(), EmbedError> {
         let server_name = self.state.settings.server_id.clone();
         let dev_id = device.dev_id.clone();
-        let enrolled = self.with_store(move |store| {
-            store.remove_device(&device.dev_id)?;
-            store.enroll(
-                &NewDevice {
-                    dev_id: device.dev_id.clone(),
-                    auth: AuthType::Md5,
-                    client_name: device.client_name,
-                    client_secret: device.client_secret,
-                    server_name,
-                    server_secret: device.server_secret,
-                },
-                unix_now(),
-            )?;
-            store.set_notify_address(&device.dev_id, device.notify_url.as_deref())
-        })
-        .await;
+        let enrolled = self
+            .with_store(move |store| {
+                store.remove_device(&device.dev_id)?;
+                store.enroll(
+                    &NewDevice {
+                        dev_id: device.dev_id.clone(),
+                        auth: AuthType::Md5,
+                        client_name: device.client_name,
+                        client_secret: device.client_secret,
+                        server_name,
+                        server_secret: device.server_secret,
+                    },
+                    unix_now(),
+                )?;
+                store.set_notify_address(&device.dev_id, device.notify_url.as_deref())
+            })
+            .await;
         // Even after a failure: what was kept of the device may have changed.
         self.state.dm.touch(&dev_id);
         enrolled
@@ -182,7 +183,9 @@ impl EndDevices {
             })
             .await;
         // Even after a failure: some may be gone.
-        touched.iter().for_each(|dev_id| self.state.dm.touch(dev_id));
+        touched
+            .iter()
+            .for_each(|dev_id| self.state.dm.touch(dev_id));
         forgotten
     }
 

@@ -201,7 +201,10 @@ pub fn account_for(tree: &Tree, server_id: &str) -> Option<(String, DmAccount)> 
     if matching.next().is_some() {
         return None;
     }
-    Some((name.to_owned(), read_account(tree, &format!("{DMACC}/{name}"))?))
+    Some((
+        name.to_owned(),
+        read_account(tree, &format!("{DMACC}/{name}"))?,
+    ))
 }
 
 /// The node name of the one account whose ServerID is `server_id`.
@@ -302,7 +305,8 @@ mod tests {
         other.server_id = "other".into();
         write_dm_account(&mut tree, "A2", &other).unwrap();
         tree.ensure_interior("./DMAcc/NoServerId/AppAddr").unwrap();
-        tree.ensure_interior("./DMAcc/InteriorServerId/ServerID").unwrap();
+        tree.ensure_interior("./DMAcc/InteriorServerId/ServerID")
+            .unwrap();
         let read: Vec<(String, String)> = dm_accounts(&tree)
             .into_iter()
             .map(|(name, account)| (name, account.server_id))
@@ -313,7 +317,10 @@ mod tests {
             .collect();
         assert_eq!(ids, read);
         assert_eq!(ids.len(), 2);
-        assert_eq!(account_for(&tree, "other"), Some(("A2".into(), other.clone())));
+        assert_eq!(
+            account_for(&tree, "other"),
+            Some(("A2".into(), other.clone()))
+        );
         write_dm_account(&mut tree, "A3", &other).unwrap();
         assert_eq!(account_for(&tree, "other"), None, "two accounts carry it");
     }

@@ -701,7 +701,11 @@ mod tests {
         let (dm, _) = service(0);
         let devices = |ids: &[&str]| Touched::Devices(ids.iter().map(|d| d.to_string()).collect());
         dm.touch("untracked");
-        assert_eq!(dm.take_touched(), Touched::All, "the first ask reads everything");
+        assert_eq!(
+            dm.take_touched(),
+            Touched::All,
+            "the first ask reads everything"
+        );
         assert_eq!(dm.take_touched(), devices(&[]));
         dm.touch("A");
         dm.touch("B");
@@ -712,6 +716,56 @@ mod tests {
         }
         assert_eq!(dm.take_touched(), Touched::All);
         assert_eq!(dm.take_touched(), devices(&[]));
+    }
+
+    /// Package 1 of `dev_id` with the credentials `store::tests::device` enrolls.
+    fn package1(dev_id: &str) -> Vec<u8> {
+        let credentials = |name: &str, secret: &str| Credentials {
+            auth: gwmo_proto::auth::AuthType::Hmac,
+            name: name.into(),
+            secret: secret.into(),
+        };
+        let config = gwmo_session::ClientConfig {
+            device_id: dev_id.into(),
+            server_id: "s".into(),
+            server_uri: "https://dms.example/dm".into(),
+            encoding: Encoding::Xml,
+            max_msg_size: 10_000,
+            max_obj_size: 100_000,
+            client: credentials("c", "cs"),
+            client_nonce: Vec::new(),
+            server: credentials("s", "ss"),
+            server_nonce: Vec::new(),
+            max_auth_attempts: 3,
+        };
+        let mut session = gwmo_session::ClientSession::new(
+            config,
+            "1".into(),
+            gwmo_session::Trigger::Client,
+            Vec::new(),
+            Vec::new(),
+        );
+        session.start().unwrap().body
+    }
+
+    #[test]
+    fn a_stored_message_tells_an_embedder_which_device_it_came_from() {
+        let (dm, store) = service(0);
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        assert_eq!(dm.take_touched(), Touched::All);
+        for dev_id in ["IMEI:1", "IMEI:not-enrolled"] {
+            let body = package1(dev_id);
+            let request = DmRequest {
+                content_type: Some("application/vnd.syncml.dm+xml"),
+                hmac: None,
+                session_token: None,
+                peer: IpAddr::from([127, 0, 0, 1]),
+                body: &body,
+            };
+            let _ = dm.handle(request, Instant::now(), 1_000);
+        }
+        let only = std::collections::HashSet::from(["IMEI:1".to_owned()]);
+        assert_eq!(dm.take_touched(), Touched::Devices(only));
     }
 
     #[test]
