@@ -118,7 +118,7 @@ impl EndDevices {
 
     /// Every device served.
     pub async fn all(&self) -> Result<Vec<EndDevice>, EmbedError> {
-        self.with_store(|store| Ok(all_served(store)?)).await
+        self.with_store(all_served).await
     }
 
     /// What changed among the devices served since the last call (the first call
