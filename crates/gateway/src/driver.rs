@@ -84,6 +84,17 @@ impl Driver {
 
     async fn try_sync(&self) -> Result<(), GatewayError> {
         let mut known = self.syncing.lock().await;
+        let synced = self.sync_from(&mut known).await;
+        if synced.is_err() {
+            // What this sync took in may be in part (changes taken, not read): the
+            // next one starts from nothing and reads everything again.
+            *known = Known::default();
+            self.end_devices.read_all_next();
+        }
+        synced
+    }
+
+    async fn sync_from(&self, known: &mut Known) -> Result<(), GatewayError> {
         // Only what changed is read, from the tree and from the end-device store:
         // reading all of both per sync made a gateway's cost per device grow with its
         // inventory. The tree is read in place, never copied.
@@ -126,7 +137,7 @@ impl Driver {
             std::mem::replace(at, plan.check_again_at) != plan.check_again_at
         });
         for action in plan.actions {
-            self.perform(action, &mut known).await?;
+            self.perform(action, known).await?;
         }
         Ok(())
     }

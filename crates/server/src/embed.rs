@@ -145,6 +145,12 @@ impl EndDevices {
         .await
     }
 
+    /// Makes the next [`EndDevices::changes_since_last`] answer every device (whoever
+    /// kept what it read lost track of it).
+    pub fn read_all_next(&self) {
+        self.state.dm.forget_touched();
+    }
+
     /// Serves `device`, in place of any device of the same DevId (whose commands and
     /// nonces go with it).
     pub async fn enroll(&self, device: NewEndDevice) -> Result<(), EmbedError> {

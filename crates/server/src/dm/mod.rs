@@ -224,6 +224,13 @@ impl DmService {
         }
     }
 
+    /// Makes the next [`DmService::take_touched`] answer [`Touched::All`].
+    pub fn forget_touched(&self) {
+        let mut touched = self.lock_touched();
+        touched.overflowed = true;
+        touched.devices.clear();
+    }
+
     /// Notes that `dev_id`'s record changed, for an embedder that tracks it.
     pub fn touch(&self, dev_id: &str) {
         let mut touched = self.lock_touched();
@@ -716,6 +723,9 @@ mod tests {
         }
         assert_eq!(dm.take_touched(), Touched::All);
         assert_eq!(dm.take_touched(), devices(&[]));
+        dm.touch("A");
+        dm.forget_touched();
+        assert_eq!(dm.take_touched(), Touched::All, "whoever kept track lost it");
     }
 
     /// Package 1 of `dev_id` with the credentials `store::tests::device` enrolls.
