@@ -277,7 +277,7 @@ pub async fn notify_device(
     let session_id = match crate::notify::send(&state, &device).await {
         Ok(session_id) => Some(session_id),
         Err(crate::notify::NotifyError::Refused(429)) => {
-            state.dm.wake_later(&dev_id);
+            state.dm.notify_later(&dev_id);
             None
         }
         Err(error) => return Err(ApiError(StatusCode::BAD_GATEWAY, error.to_string())),

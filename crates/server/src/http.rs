@@ -204,7 +204,7 @@ impl Server {
             .local_addr()
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
         let dm_url = settings.dm_url(bound);
-        let (wake, to_wake) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (wake, to_wake) = tokio::sync::mpsc::unbounded_channel();
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let state = Arc::new(AppState {
             dm: DmService::new(

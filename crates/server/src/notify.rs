@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, warn};
 
-use crate::dm::device_auth;
+use crate::dm::{Wake, WakeFor, device_auth};
 use crate::state::AppState;
 use crate::store::DeviceRecord;
 
@@ -34,10 +34,10 @@ pub enum NotifyError {
 /// Wakes every device named on `to_wake` with package 0, several at once. A device
 /// already being woken is not woken again meanwhile: the session it is about to open
 /// takes every command queued by then.
-pub(crate) async fn wake_each(state: Arc<AppState>, mut to_wake: UnboundedReceiver<String>) {
+pub(crate) async fn wake_each(state: Arc<AppState>, mut to_wake: UnboundedReceiver<Wake>) {
     let slots = Arc::new(Semaphore::new(WAKES_IN_FLIGHT));
     let waking: Arc<Mutex<HashSet<String>>> = Arc::default();
-    while let Some(dev_id) = to_wake.recv().await {
+    while let Some(Wake { dev_id, reason }) = to_wake.recv().await {
         let newly = waking
             .lock()
             .map(|mut waking| waking.insert(dev_id.clone()))
@@ -50,7 +50,7 @@ pub(crate) async fn wake_each(state: Arc<AppState>, mut to_wake: UnboundedReceiv
         };
         let (state, waking) = (state.clone(), waking.clone());
         tokio::spawn(async move {
-            wake(&state, &dev_id).await;
+            wake(&state, &dev_id, reason).await;
             if let Ok(mut waking) = waking.lock() {
                 waking.remove(&dev_id);
             }
@@ -64,9 +64,18 @@ pub(crate) async fn wake_each(state: Arc<AppState>, mut to_wake: UnboundedReceiv
 const TOO_SOON_RETRIES: u32 = 4;
 const TOO_SOON_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn wake(state: &AppState, dev_id: &str) {
+async fn wake(state: &AppState, dev_id: &str, reason: WakeFor) {
     let mut pause = TOO_SOON_PAUSE;
     for _ in 0..=TOO_SOON_RETRIES {
+        // A session of the device (perhaps the one that made it answer "too soon")
+        // may have taken every command already: a wake-up then opens an empty session.
+        if reason == WakeFor::QueuedCommands {
+            match state.store.has_queued_commands(dev_id) {
+                Ok(true) => {}
+                Ok(false) => return debug!(device = %dev_id, "nothing queued any more: not woken"),
+                Err(error) => return warn!(%error, "store failure while waking a device"),
+            }
+        }
         let device = match state.store.device(dev_id) {
             Ok(Some(device)) => device,
             Ok(None) => return,
@@ -134,4 +143,77 @@ pub async fn send(state: &AppState, device: &DeviceRecord) -> Result<String, Not
     }
     tracing::info!(device = %device.dev_id, session = session_id, "package 0 sent");
     Ok(package0::session_id_text(session_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::dm::DmService;
+    use crate::settings::ServerSettings;
+    use crate::store::tests::device;
+    use crate::store::{SqliteStore, Store};
+
+    /// A server state whose device `IMEI:1` takes package 0 at a listener that answers
+    /// 200 and counts the notifications it got.
+    async fn state_with_listening_device() -> (Arc<AppState>, Arc<AtomicUsize>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.set_notify_address("IMEI:1", Some(&url)).unwrap();
+        let notified = Arc::new(AtomicUsize::new(0));
+        let counted = notified.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let settings = ServerSettings::default();
+        let tls = gwmo_net::ClientTls::trusting(None, true).unwrap();
+        let state = AppState {
+            dm: DmService::new(
+                store.clone(),
+                settings.clone(),
+                "http://dms.example/dm".into(),
+                None,
+                None,
+                Arc::default(),
+            ),
+            client: gwmo_net::HttpClient::new(&tls, Duration::from_secs(5), 1024),
+            metrics: Arc::default(),
+            dm_url: "http://dms.example/dm".into(),
+            settings,
+            store,
+        };
+        (Arc::new(state), notified)
+    }
+
+    #[tokio::test]
+    async fn a_wake_for_commands_a_session_took_already_is_not_sent() {
+        let (state, notified) = state_with_listening_device().await;
+        wake(&state, "IMEI:1", WakeFor::QueuedCommands).await;
+        assert_eq!(notified.load(Ordering::SeqCst), 0, "nothing was queued");
+
+        state.store.queue_command("IMEI:1", "{}", 0).unwrap();
+        wake(&state, "IMEI:1", WakeFor::QueuedCommands).await;
+        assert_eq!(notified.load(Ordering::SeqCst), 1);
+
+        state.store.claim_pending("IMEI:1", "session", 0).unwrap();
+        wake(&state, "IMEI:1", WakeFor::QueuedCommands).await;
+        assert_eq!(notified.load(Ordering::SeqCst), 1, "a session took it");
+
+        // An operator's request wakes the device whatever is queued.
+        wake(&state, "IMEI:1", WakeFor::Asked).await;
+        assert_eq!(notified.load(Ordering::SeqCst), 2);
+    }
 }

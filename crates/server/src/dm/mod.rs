@@ -142,7 +142,7 @@ pub struct DmService {
     resp_base: String,
     sessions: Mutex<Sessions>,
     /// Devices to wake with package 0 (the HTTP layer sends it).
-    wake: Option<UnboundedSender<String>>,
+    wake: Option<UnboundedSender<Wake>>,
     metrics: Arc<Metrics>,
     throttle: AuthThrottle,
     /// Counts the messages whose effects were stored: whoever watches it (an embedding
@@ -182,7 +182,7 @@ impl DmService {
         settings: ServerSettings,
         dm_url: String,
         resp_uri: Option<String>,
-        wake: Option<UnboundedSender<String>>,
+        wake: Option<UnboundedSender<Wake>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let resp_base = resp_uri.unwrap_or_else(|| dm_url.clone());
@@ -561,11 +561,25 @@ impl DmService {
     }
 
     /// Hands `dev_id` to the background wake-ups (which notify again a device that
-    /// answers "too soon").
+    /// answers "too soon") for the commands queued for it: none is sent once a session
+    /// of the device has taken them all.
     pub fn wake_later(&self, dev_id: &str) {
+        self.hand_to_wakes(dev_id, WakeFor::QueuedCommands);
+    }
+
+    /// Hands `dev_id` to the background wake-ups because an operator asked for a
+    /// session, whatever is queued.
+    pub fn notify_later(&self, dev_id: &str) {
+        self.hand_to_wakes(dev_id, WakeFor::Asked);
+    }
+
+    fn hand_to_wakes(&self, dev_id: &str, reason: WakeFor) {
         if let Some(sender) = &self.wake {
             // The receiver lives as long as the server; a send after shutdown is moot.
-            let _ = sender.send(dev_id.to_owned());
+            let _ = sender.send(Wake {
+                dev_id: dev_id.to_owned(),
+                reason,
+            });
         }
     }
 
@@ -597,6 +611,22 @@ impl DmService {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// A device to wake with package 0, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wake {
+    pub dev_id: String,
+    pub reason: WakeFor,
+}
+
+/// Why a device is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeFor {
+    /// Commands were queued for it: moot once a session took them.
+    QueuedCommands,
+    /// An operator asked for a session.
+    Asked,
 }
 
 /// The URL query parameter of a RespURI that carries the session token.
@@ -725,7 +755,11 @@ mod tests {
         assert_eq!(dm.take_touched(), devices(&[]));
         dm.touch("A");
         dm.forget_touched();
-        assert_eq!(dm.take_touched(), Touched::All, "whoever kept track lost it");
+        assert_eq!(
+            dm.take_touched(),
+            Touched::All,
+            "whoever kept track lost it"
+        );
     }
 
     /// Package 1 of `dev_id` with the credentials `store::tests::device` enrolls.

@@ -347,6 +347,9 @@ pub trait Store: Send + Sync {
     /// The devices with commands waiting in the queue, each once, sorted (woken when an
     /// instance starts: a wake-up may have died with the instance before).
     fn devices_with_queued_commands(&self) -> Result<Vec<String>, StoreError>;
+    /// Whether `dev_id` has a command waiting in the queue (a wake-up for commands
+    /// that a session took meanwhile is not sent).
+    fn has_queued_commands(&self, dev_id: &str) -> Result<bool, StoreError>;
     /// Puts back in the queue every command sent before `sent_before` and still
     /// unanswered: its session's instance died (a live one requeues its own). Returns
     /// the devices whose commands went back, each once, sorted.

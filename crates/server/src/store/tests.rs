@@ -623,7 +623,7 @@ fn a_client_nonce_is_consumed_once() {
 }
 
 #[test]
-fn devices_with_queued_commands_are_listed_once() {
+fn devices_with_queued_commands_are_listed_once_and_each_says_so() {
     each_backend(|store| {
         for dev_id in ["IMEI:2", "IMEI:1", "IMEI:3"] {
             store.enroll(&device(dev_id), 0).unwrap();
@@ -637,6 +637,11 @@ fn devices_with_queued_commands_are_listed_once() {
             store.devices_with_queued_commands().unwrap(),
             ["IMEI:1", "IMEI:2"]
         );
+        assert!(store.has_queued_commands("IMEI:1").unwrap());
+        assert!(!store.has_queued_commands("IMEI:3").unwrap(), "claimed");
+        assert!(!store.has_queued_commands("IMEI:unknown").unwrap());
+        store.claim_pending("IMEI:1", "s", 0).unwrap();
+        assert!(!store.has_queued_commands("IMEI:1").unwrap());
         store
             .complete(sent, 200, "{}", 1, &entails_nothing)
             .unwrap();

@@ -376,6 +376,15 @@ impl Store for PostgresStore {
         )
     }
 
+    fn has_queued_commands(&self, dev_id: &str) -> Result<bool, StoreError> {
+        let found = self.query(
+            "SELECT 1 FROM commands WHERE dev_id = $1 AND state = 'queued' LIMIT 1",
+            &[&dev_id],
+            |_| Ok(()),
+        )?;
+        Ok(!found.is_empty())
+    }
+
     fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError> {
         let devices = self.query(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL

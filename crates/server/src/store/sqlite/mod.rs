@@ -289,6 +289,18 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    fn has_queued_commands(&self, dev_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .row_cached(
+                "SELECT 1 FROM commands WHERE dev_id = ?1 AND state = 'queued' LIMIT 1",
+                [dev_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     fn requeue_abandoned(&self, sent_before: i64) -> Result<Vec<String>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
