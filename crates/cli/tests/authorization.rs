@@ -117,3 +117,34 @@ fn a_gateway_cannot_report_results_for_another_gateways_fan_out() {
     assert_eq!(fanout["state"], "done", "{fanout}");
     assert_eq!(fanout["results"][0]["status"], 200, "{fanout}");
 }
+
+/// Runs `gwmo <role> --config <file with config>` and returns its failure's stderr.
+fn refused_start(dir: &std::path::Path, role: &str, config: &str) -> String {
+    let path = dir.join(format!("{role}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let output = gwmo()
+        .current_dir(dir)
+        .arg(role)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{role} started with {config:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_empty_or_short_admin_token_stops_the_server_and_the_gateway_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    for token in ["", "change-me"] {
+        let server = format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"dms.db\"\nadmin_token = \"{token}\"\n[tls]\nplain_http = true\n"
+        );
+        let stderr = refused_start(dir.path(), "server", &server);
+        assert!(stderr.contains("at least 16 are needed"), "{stderr}");
+        assert!(!dir.path().join("dms.db").exists(), "nothing created");
+    }
+    let gateway = "admin_token = \"\"\n[upstream]\nserver_id = \"d\"\nserver_url = \"http://127.0.0.1:9/dm\"\nclient_secret = \"c\"\nserver_secret = \"s\"\n";
+    let stderr = refused_start(dir.path(), "gateway", gateway);
+    assert!(stderr.contains("at least 16 are needed"), "{stderr}");
+}

@@ -109,10 +109,13 @@ pub enum SettingsError {
     NoApproach,
     #[error("the gateway has no account with a DM Server: add an [upstream] section")]
     NoUpstream,
+    #[error(transparent)]
+    AdminToken(#[from] gwmo_server::AdminTokenError),
 }
 
 impl GatewaySettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
+        gwmo_server::check_admin_token(self.admin_token.as_deref())?;
         match self.approaches {
             Approaches {
                 server_assisted: false,
@@ -157,5 +160,19 @@ mod tests {
             GatewaySettings::default().validate(),
             Err(SettingsError::NoUpstream)
         );
+    }
+
+    #[test]
+    fn an_empty_admin_token_stops_the_gateway_before_anything_else() {
+        let mut settings = with_upstream();
+        settings.admin_token = Some(String::new());
+        assert_eq!(
+            settings.validate(),
+            Err(SettingsError::AdminToken(
+                gwmo_server::AdminTokenError::TooShort(0)
+            ))
+        );
+        settings.admin_token = Some("a-long-enough-token".into());
+        assert_eq!(settings.validate(), Ok(()));
     }
 }

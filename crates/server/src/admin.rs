@@ -70,7 +70,14 @@ pub async fn require_token(
 
 /// Refuses requests without the configured bearer token (constant-time compare).
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.settings.admin_token.as_deref() else {
+    // An empty token is refused at start; were one set anyway, it would equal a
+    // request without the header: closed.
+    let Some(expected) = state
+        .settings
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "the admin API is closed: set admin_token in the server configuration".into(),

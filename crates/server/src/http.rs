@@ -194,6 +194,10 @@ pub struct Server {
 impl Server {
     /// Opens the store (creating it on first start) and binds the listener.
     pub async fn bind(settings: ServerSettings) -> Result<Server, crate::ServerError> {
+        crate::settings::check_admin_token(settings.admin_token.as_deref())?;
+        if settings.admin_token.is_none() {
+            tracing::warn!("no admin_token: the admin API and dashboard answer 403 to everyone");
+        }
         let tls = settings.tls.acceptor("DM server")?;
         let client = HttpClient::new(&settings.tls.client()?, Duration::from_secs(10), 64 * 1024);
         let store = crate::store::open(&settings.database, settings.database_cache_mib)?;

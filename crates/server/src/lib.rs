@@ -31,7 +31,7 @@ pub use embed::{
 };
 pub use http::Server;
 pub use secrets::random_secret;
-pub use settings::ServerSettings;
+pub use settings::{AdminTokenError, MIN_ADMIN_TOKEN_LEN, ServerSettings, check_admin_token};
 pub use store::{CommandState, StoreError, is_shared};
 
 /// Why the server could not start or stopped.
@@ -43,4 +43,6 @@ pub enum ServerError {
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("TLS: {0}")]
     Tls(#[from] gwmo_net::TlsError),
+    #[error(transparent)]
+    AdminToken(#[from] settings::AdminTokenError),
 }

@@ -28,7 +28,8 @@ pub struct ServerSettings {
     /// session started here continues here. Needed when several instances share one
     /// public URL; defaults to `https://<listen>/dm` (`http` with plain HTTP) with a PostgreSQL store.
     pub instance_url: Option<String>,
-    /// Bearer token of the admin API; the API is closed while it is unset.
+    /// Bearer token of the admin API; the API is closed while it is unset. At least
+    /// [`MIN_ADMIN_TOKEN_LEN`] printable ASCII characters, without spaces.
     pub admin_token: Option<String>,
     /// Largest DM message accepted (announced as MaxMsgSize), in bytes.
     pub max_msg_size: usize,
@@ -124,9 +125,62 @@ impl ServerSettings {
     }
 }
 
+/// The shortest admin token taken, in bytes: a short one is guessed, and an empty one
+/// equals a request that carries none.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Why a configured admin token is refused (the process does not start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error(
+        "admin_token is {0} bytes long: at least {MIN_ADMIN_TOKEN_LEN} are needed (make one with `head -c 24 /dev/urandom | base64`), or leave admin_token out to keep the admin API closed"
+    )]
+    TooShort(usize),
+    #[error(
+        "admin_token may hold only printable ASCII without spaces: it travels in an HTTP Authorization header"
+    )]
+    NotPrintable,
+}
+
+/// Checks a configured admin token (none: the admin API stays closed, which is fine).
+pub fn check_admin_token(token: Option<&str>) -> Result<(), AdminTokenError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    if token.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(AdminTokenError::TooShort(token.len()));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AdminTokenError::NotPrintable);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_short_or_unprintable_admin_token_is_refused_and_none_keeps_the_api_closed() {
+        assert_eq!(check_admin_token(None), Ok(()));
+        assert_eq!(
+            check_admin_token(Some("")),
+            Err(AdminTokenError::TooShort(0))
+        );
+        assert_eq!(
+            check_admin_token(Some("change-me")),
+            Err(AdminTokenError::TooShort(9))
+        );
+        assert_eq!(
+            check_admin_token(Some("sixteen chars ok")),
+            Err(AdminTokenError::NotPrintable)
+        );
+        assert_eq!(
+            check_admin_token(Some("tab\tin-the-middle-of-it")),
+            Err(AdminTokenError::NotPrintable)
+        );
+        assert_eq!(check_admin_token(Some("test-admin-token")), Ok(()));
+    }
 
     #[test]
     fn an_empty_file_gives_the_defaults() {
