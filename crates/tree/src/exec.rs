@@ -140,11 +140,7 @@ impl Tree {
             set_code(&mut out[own_at], status::COMMAND_FAILED);
             return;
         }
-        let snapshot = (
-            self.root.clone(),
-            self.registry.clone(),
-            self.exec_requests.len(),
-        );
+        let undo_point = self.undo_point(&atomic.commands);
         let mut failed_at = None;
         for member in &atomic.commands {
             if failed_at.is_some() {
@@ -161,9 +157,7 @@ impl Tree {
             }
         }
         if let Some(failed_at) = failed_at {
-            self.root = snapshot.0;
-            self.registry = snapshot.1;
-            self.exec_requests.truncate(snapshot.2);
+            self.undo(undo_point);
             set_code(&mut out[own_at], status::ATOMIC_FAILED);
             // What ran before the failure was undone.
             for reply in &mut out[own_at + 1..failed_at] {

@@ -18,6 +18,7 @@ mod registry;
 mod stdobj;
 mod subtree;
 mod tree;
+mod undo;
 mod uri;
 
 pub use acl::{Acl, Op};

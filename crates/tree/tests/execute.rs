@@ -723,3 +723,69 @@ fn a_tnds_get_returns_the_subtree_the_server_may_see() {
         status::OPTIONAL_FEATURE_NOT_SUPPORTED
     );
 }
+
+/// A member of an Atomic from a server with rights: Add, Replace, Delete, Copy or Exec
+/// of targets in and out of ./Vendor, new and existing, the accounts among them.
+fn arbitrary_member() -> impl Strategy<Value = Command> {
+    let uris = prop::sample::select(vec![
+        "./Vendor",
+        "./Vendor/Leaf",
+        "./Vendor/New",
+        "./Vendor/New/Deeper/Leaf",
+        "./Vendor/Sub",
+        "./Vendor/Sub/Leaf",
+        "./Vendor/Leaf/Below",
+        "./DMAcc/Factory1/Name",
+        "./DMAcc/New",
+        "./DevInfo/DevId",
+        "./Vendor/Leaf?prop=ACL",
+    ]);
+    (0..5u8, uris.clone(), uris, any::<bool>()).prop_map(|(kind, target, source, node)| {
+        let it = Item {
+            target: Some(Location::new(target)),
+            source: Some(Location::new(source)),
+            meta: node.then(|| {
+                Box::new(Meta {
+                    format: Some("node".into()),
+                    ..Meta::default()
+                })
+            }),
+            data: (!node).then(|| Data::Text("v2".into())),
+            ..Item::default()
+        };
+        let c = cmd(vec![it.clone()]);
+        match kind {
+            0 => Command::Add(c),
+            1 => Command::Replace(c),
+            2 => Command::Delete(c),
+            3 => Command::Copy(c),
+            _ => Command::Exec(Exec {
+                cmd_id: 1,
+                meta: None,
+                correlator: None,
+                items: vec![it],
+            }),
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn an_atomic_that_fails_part_way_leaves_the_tree_as_it_was(
+        members in proptest::collection::vec(arbitrary_member(), 0..6),
+        failing_at in 0..6usize,
+    ) {
+        let mut tree = device();
+        tree.ensure_interior("./Vendor/Sub").unwrap();
+        tree.set_leaf("./Vendor/Sub/Leaf", "s", Format::Chr).unwrap();
+        let before = serde_json::to_string(&tree).unwrap();
+        let mut commands = members;
+        // Replace never creates: this member fails, and the Atomic with it.
+        commands.insert(failing_at.min(commands.len()), replace("./Vendor/Missing", "x"));
+        let atomic = Command::Atomic(Container { cmd_id: 1, meta: None, commands });
+        let codes = codes(&mut tree, DMS, &atomic);
+        prop_assert_eq!(codes[0], status::ATOMIC_FAILED.get());
+        prop_assert_eq!(serde_json::to_string(&tree).unwrap(), before);
+        prop_assert!(tree.take_exec_requests().is_empty());
+    }
+}
