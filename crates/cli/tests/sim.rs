@@ -70,6 +70,12 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
             "{raw}"
         );
     }
+    // The lightweight devices' sessions: one message each, and one more for each
+    // device's first (challenged for a nonce); 128 devices at the default concurrency.
+    let dm = &report["baseline"]["dm_kept_alive"];
+    let messages = dm["count"].as_u64().unwrap();
+    assert!((20_000..=20_000 + 128).contains(&messages), "{dm}");
+    assert!(dm["server_cpu_us"].as_f64().unwrap() > 0.0, "{dm}");
     assert!(report["cpu"]["server_us_per_message"].as_f64().unwrap() > 0.0);
     assert!(report["cpu"]["ms_per_device"].as_f64().unwrap() > 0.0);
     assert!(

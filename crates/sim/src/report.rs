@@ -272,6 +272,22 @@ impl fmt::Display for Report {
                     ),
                 )?;
             }
+            let dm = &baseline.dm_kept_alive;
+            let against_kept_alive = match (dm.server_cpu_us, baseline.keep_alive.server_cpu_us) {
+                (Some(message), Some(request)) if request > 0.0 => {
+                    format!(" (x{:.1} a kept-alive request)", message / request)
+                }
+                _ => String::new(),
+            };
+            row(
+                f,
+                "baseline: DM message, kept alive",
+                format!(
+                    "{:.0} per s, server CPU {}{against_kept_alive}",
+                    dm.per_sec,
+                    micros(dm.server_cpu_us),
+                ),
+            )?;
         }
         if let Some(memory) = &self.server_memory {
             row(
