@@ -51,6 +51,10 @@ pub fn is_shared(database: &str) -> bool {
 pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "{0} is in use by another process: an SQLite store serves one server instance (several instances share a PostgreSQL store)"
+    )]
+    InUse(String),
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] ::postgres::Error),
     #[error("cannot create {0}: {1}")]
