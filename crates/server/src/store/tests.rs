@@ -668,7 +668,7 @@ fn a_sent_command_is_sent_again_in_another_form_once() {
 fn a_group_of_calls_commits_once_at_its_end_and_a_failed_call_undoes_only_itself() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, 2).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_shared(&path, 2).unwrap());
     let reader = rusqlite::Connection::open(&path).unwrap();
     let visible = || -> i64 {
         reader

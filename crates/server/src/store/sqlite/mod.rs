@@ -37,6 +37,21 @@ impl SqliteStore {
     /// Opens the database file, creating it (and its directory) on first start, with a
     /// page cache of `cache_mib`.
     pub fn open(path: &Path, cache_mib: u32) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_locked(path, cache_mib, true)
+    }
+
+    /// As [`SqliteStore::open`], but other connections may read the file meanwhile: a
+    /// test looks at what they see.
+    #[cfg(test)]
+    pub fn open_shared(path: &Path, cache_mib: u32) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_locked(path, cache_mib, false)
+    }
+
+    fn open_locked(
+        path: &Path,
+        cache_mib: u32,
+        exclusive: bool,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Create(dir.display().to_string(), e))?;
@@ -54,15 +69,19 @@ impl SqliteStore {
             }
             _ => StoreError::Sqlite(error),
         };
-        connection
-            .pragma_update(None, "locking_mode", "EXCLUSIVE")
-            .map_err(in_use)?;
+        if exclusive {
+            connection
+                .pragma_update(None, "locking_mode", "EXCLUSIVE")
+                .map_err(in_use)?;
+        }
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(in_use)?;
-        connection
-            .execute_batch("BEGIN EXCLUSIVE; COMMIT")
-            .map_err(in_use)?;
+        if exclusive {
+            connection
+                .execute_batch("BEGIN EXCLUSIVE; COMMIT")
+                .map_err(in_use)?;
+        }
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         // The server's default is 32 MiB: SQLite's own 2 MiB made a 10,000-device store
         // re-read its pages from the OS on every query. A negative size is in KiB.
