@@ -105,15 +105,11 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
     );
     let get = br#"{"op":"Get","target":"./DevInfo/Man"}"#;
     let mut refused: Vec<(u16, String)> = Vec::new();
+    let with_token_typed = |method: &str, path: &str, content_type: &str, body: &[u8]| {
+        http(server.addr, method, path, Some(TOKEN), content_type, body)
+    };
     let with_token = |method: &str, path: &str, body: &[u8]| {
-        http(
-            server.addr,
-            method,
-            path,
-            Some(TOKEN),
-            "application/json",
-            body,
-        )
+        with_token_typed(method, path, "application/json", body)
     };
     // No token, a wrong token.
     for token in [None, Some("wrong")] {
@@ -187,14 +183,34 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         );
         refused.push((status, text));
     }
-    // Each refusal says why, in one line of JSON (or plain text from the framework).
+    // A body that is not JSON at all.
+    let (status, text) = with_token_typed(
+        "POST",
+        "/api/devices",
+        "text/plain",
+        br#"{"dev_id":"IMEI:9"}"#,
+    );
+    assert_eq!(status, 415, "{text}");
+    refused.push((status, text));
+    // Each refusal says why, in the one shape: {"error": "..."}, the framework's own
+    // refusals (malformed JSON, unknown fields, a bad query, a wrong type) included.
     for (status, text) in &refused {
         let reason = serde_json::from_str::<Value>(text)
             .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| text.clone());
-        assert!(!reason.trim().is_empty(), "{status} without a reason");
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        assert!(
+            reason.is_some_and(|r| !r.trim().is_empty()),
+            "{status} not as {{\"error\": ...}}: {text}"
+        );
     }
+    // A refused token is told which scheme to use.
+    let (status, head, _) = http_with_head(server.addr, "GET", "/api/devices", None, "", b"");
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer realm=\"gwmo admin api\""),
+        "{head}"
+    );
     assert_eq!(
         snapshot(&server),
         before,

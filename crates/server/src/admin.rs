@@ -31,10 +31,50 @@ impl ApiError {
     }
 }
 
+/// The scheme a refused request is told to use (RFC 6750).
+const BEARER_CHALLENGE: &str = "Bearer realm=\"gwmo admin API\"";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(BEARER_CHALLENGE),
+            );
+        }
+        response
     }
+}
+
+/// The longest framework refusal read back to be put in JSON; longer ones are cut.
+const MAX_REFUSAL_TEXT: usize = 4096;
+
+/// Every refusal in the one shape the API documents, `{"error": ...}`: the
+/// framework's own (a body that is not JSON, or not the expected fields; a wrong
+/// content type; a bad query) come as plain text, and are put in it here.
+async fn as_api_error(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), MAX_REFUSAL_TEXT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let reason = match text.is_empty() {
+        true => status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase(),
+        false => text,
+    };
+    ApiError(status, reason).into_response()
 }
 
 impl From<StoreError> for ApiError {
@@ -57,7 +97,8 @@ pub(crate) fn known_device(state: &AppState, dev_id: &str) -> Result<DeviceRecor
 }
 
 /// Every `/api` route but the OpenAPI description goes through this first: requests
-/// without the configured bearer token are refused before their body is even read.
+/// without the configured bearer token are refused before their body is even read, and
+/// every refusal after it comes back as `{"error": ...}`.
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -65,7 +106,7 @@ pub async fn require_token(
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    Ok(next.run(request).await)
+    Ok(as_api_error(next.run(request).await).await)
 }
 
 /// Refuses requests without the configured bearer token (constant-time compare).

@@ -518,7 +518,20 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
-    exchange(
+    let (status, _, body) = http_with_head(addr, method, path, token, content_type, body);
+    (status, body)
+}
+
+/// As [`http`], with the response's head (status line and headers) too.
+pub fn http_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
+    exchange_with_head(
         connect_tls(addr),
         addr,
         method,
@@ -555,7 +568,7 @@ pub fn request_bootstrap(lbs: SocketAddr, dev_id: &str, userpin: Option<&str>) -
 
 /// One HTTP/1.1 exchange on `stream`.
 pub fn exchange(
-    mut stream: impl Read + Write,
+    stream: impl Read + Write,
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -563,6 +576,20 @@ pub fn exchange(
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) =
+        exchange_with_head(stream, addr, method, path, token, content_type, body);
+    (status, body)
+}
+
+fn exchange_with_head(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -582,8 +609,7 @@ pub fn exchange(
             "sending the body: {error}"
         );
     }
-    let (status, _, body) = read_response(&mut stream);
-    (status, body)
+    read_response(&mut stream)
 }
 
 /// An HTTP response read to its end: status, head and (de-chunked) body.
