@@ -204,7 +204,8 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         );
     }
     // A refused token is told which scheme to use.
-    let (status, head, _) = http_with_head(server.addr, "GET", "/api/devices", None, "", b"");
+    let stream = connect_tls(server.addr);
+    let (status, head, _) = exchange(stream, server.addr, "GET", "/api/devices", None, "", b"");
     assert_eq!(status, 401);
     assert!(
         head.to_ascii_lowercase()

@@ -109,7 +109,9 @@ fn post_all_at_once(addr: SocketAddr, bodies: Vec<Vec<u8>>) -> Vec<(u16, String)
                     stream.conn.complete_io(&mut stream.sock).unwrap();
                     start.wait();
                     let content_type = "application/vnd.syncml.dm+xml";
-                    exchange(stream, addr, "POST", "/dm", None, content_type, &body)
+                    let (status, _, answer) =
+                        exchange(stream, addr, "POST", "/dm", None, content_type, &body);
+                    (status, answer)
                 })
             })
             .collect();
@@ -245,15 +247,9 @@ fn finding_7_refused_messages_keep_nothing() {
 /// One HTTP exchange over TLS from `source` (a loopback address of its own).
 fn post_dm_from(source: IpAddr, addr: SocketAddr, body: &[u8]) -> (u16, String) {
     let stream = connect_tls_from(addr, source);
-    exchange(
-        stream,
-        addr,
-        "POST",
-        "/dm",
-        None,
-        "application/vnd.syncml.dm+xml",
-        body,
-    )
+    let content_type = "application/vnd.syncml.dm+xml";
+    let (status, _, answer) = exchange(stream, addr, "POST", "/dm", None, content_type, body);
+    (status, answer)
 }
 
 #[test]

@@ -211,7 +211,7 @@ fn the_demo_keeps_its_server_and_dashboard_up_with_keep() {
         .next()
         .unwrap();
     let address: std::net::SocketAddr = address.parse().unwrap();
-    let (status, page) = common::exchange(
+    let (status, _, page) = common::exchange(
         common::connect_tls_trusting(address, std::path::Path::new(ca)),
         address,
         "GET",

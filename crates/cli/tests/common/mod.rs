@@ -348,7 +348,7 @@ pub fn api_on(
     path: &str,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let (status, text) = exchange(
+    let (status, _, text) = exchange(
         stream,
         addr,
         method,
@@ -518,28 +518,9 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let (status, _, body) = http_with_head(addr, method, path, token, content_type, body);
+    let stream = connect_tls(addr);
+    let (status, _, body) = exchange(stream, addr, method, path, token, content_type, body);
     (status, body)
-}
-
-/// As [`http`], with the response's head (status line and headers) too.
-pub fn http_with_head(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, String, String) {
-    exchange_with_head(
-        connect_tls(addr),
-        addr,
-        method,
-        path,
-        token,
-        content_type,
-        body,
-    )
 }
 
 /// Asks the Local DM Bootstrap Server at `lbs` for a Gateway Bootstrap as device
@@ -566,22 +547,9 @@ pub fn request_bootstrap(lbs: SocketAddr, dev_id: &str, userpin: Option<&str>) -
     }
 }
 
-/// One HTTP/1.1 exchange on `stream`.
+/// One HTTP/1.1 exchange on `stream`; returns the status, the response's head (status
+/// line and headers) and its body.
 pub fn exchange(
-    stream: impl Read + Write,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, String) {
-    let (status, _, body) =
-        exchange_with_head(stream, addr, method, path, token, content_type, body);
-    (status, body)
-}
-
-fn exchange_with_head(
     mut stream: impl Read + Write,
     addr: SocketAddr,
     method: &str,
