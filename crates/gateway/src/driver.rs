@@ -106,7 +106,7 @@ impl Driver {
             .await
         {
             known.set_inventory(InventoryView {
-                revision,
+                revision: Some(revision),
                 entries,
                 fanouts,
             });

@@ -41,13 +41,14 @@ pub struct Known {
     pub answered_probes: HashSet<i64>,
     /// Probes asked about and not answered then: asked again once their device changed.
     unanswered_probes: HashSet<i64>,
-    inventory: Option<InventoryView>,
+    inventory: InventoryView,
 }
 
-/// The tree's Device Inventory and fan-outs as parsed at one revision of it.
+/// The tree's Device Inventory and fan-outs as parsed at one revision of it (none
+/// before the first parse).
 #[derive(Debug, Default)]
 pub struct InventoryView {
-    pub revision: u64,
+    pub revision: Option<u64>,
     pub entries: Vec<InventoryEntry>,
     pub fanouts: Vec<FanoutEntry>,
 }
@@ -79,22 +80,17 @@ impl Known {
 
     /// The revision of the tree the inventory was parsed at, if it was.
     pub fn inventory_revision(&self) -> Option<u64> {
-        self.inventory.as_ref().map(|view| view.revision)
+        self.inventory.revision
     }
 
     /// The inventory as parsed again.
     pub fn set_inventory(&mut self, view: InventoryView) {
-        self.inventory = Some(view);
+        self.inventory = view;
     }
 
     /// The inventory as last parsed (or as the syncs' own records changed it since).
     pub fn inventory(&self) -> &InventoryView {
-        static EMPTY: InventoryView = InventoryView {
-            revision: 0,
-            entries: Vec::new(),
-            fanouts: Vec::new(),
-        };
-        self.inventory.as_ref().unwrap_or(&EMPTY)
+        &self.inventory
     }
 
     /// A sync wrote `leaves` (the State and LastSession records), taking the tree from
@@ -102,9 +98,10 @@ impl Known {
     /// written into it too and it stands for `to`, so that it is not parsed again.
     /// Any other leaf leaves it at `from`, to be parsed at the next sync.
     pub fn recorded(&mut self, leaves: &[(String, String)], from: u64, to: u64) {
-        let Some(view) = self.inventory.as_mut().filter(|view| view.revision == from) else {
+        let view = &mut self.inventory;
+        if view.revision != Some(from) {
             return;
-        };
+        }
         let mut all_written = true;
         for (path, value) in leaves {
             let written = path
@@ -123,7 +120,7 @@ impl Known {
             all_written &= written.is_some();
         }
         if all_written {
-            view.revision = to;
+            view.revision = Some(to);
         }
     }
 
@@ -131,7 +128,7 @@ impl Known {
     /// asked about, and those not answered when asked whose device changed since.
     /// Forgets the probes no entry carries any more.
     pub fn probes_to_ask(&mut self, changed: &Changed) -> Vec<i64> {
-        let entries: &[InventoryEntry] = self.inventory.as_ref().map_or(&[], |v| &v.entries);
+        let entries = &self.inventory.entries;
         let carried: HashSet<i64> = entries.iter().filter_map(|e| e.probe).collect();
         self.answered_probes.retain(|probe| carried.contains(probe));
         self.unanswered_probes
@@ -194,7 +191,7 @@ mod tests {
 
     fn view(entries: Vec<InventoryEntry>) -> InventoryView {
         InventoryView {
-            revision: 1,
+            revision: Some(1),
             entries,
             fanouts: Vec::new(),
         }

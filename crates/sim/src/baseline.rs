@@ -7,6 +7,7 @@
 //! sessions of their own over kept-alive connections, so that the server's cost of a
 //! DM message itself stands next to the cost of an HTTP request.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,48 +74,33 @@ pub async fn measure(
     })
 }
 
-/// `total` sessions (at least) of `concurrency` devices enrolled for the purpose, one
-/// after the other on each device's kept-alive connection; counts DM messages.
+/// `total` sessions of `concurrency` devices enrolled for the purpose, one after the
+/// other on each device's kept-alive connection; counts DM messages.
 async fn dm_sessions(
     fleet: &Arc<Fleet>,
     concurrency: usize,
     total: usize,
 ) -> Result<RawRequests, SimError> {
-    let workers = concurrency.clamp(1, total.max(1));
-    let mut devices = Vec::with_capacity(workers);
-    for worker in 0..workers {
+    let mut devices = Vec::new();
+    for worker in 0..concurrency.clamp(1, total.max(1)) {
         let enrollment = fleet
             .enroll(worker, &format!("sim-baseline-{worker:05}"))
             .await?;
-        devices.push(LightDevice::new(&enrollment)?);
+        devices.push((LightDevice::new(&enrollment)?, fleet.client().clone()));
     }
-    let cpu_before = fleet.cpu_secs();
-    let started = Instant::now();
-    let mut running = JoinSet::new();
-    for (worker, mut device) in devices.into_iter().enumerate() {
-        let client = fleet.client().clone();
-        let count = total / workers + usize::from(worker < total % workers);
-        running.spawn(async move {
+    measured(
+        fleet,
+        devices,
+        total,
+        |(mut device, client), count| async move {
             let mut messages = 0;
             for session in 0..count {
                 messages += device.session(&client, session).await?;
             }
-            Ok::<usize, SimError>(messages)
-        });
-    }
-    let mut messages = 0;
-    while let Some(joined) = running.join_next().await {
-        if let Ok(result) = joined {
-            messages += result?;
-        }
-    }
-    let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    let server_cpu = fleet.cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
-    Ok(RawRequests {
-        count: messages,
-        per_sec: messages as f64 / secs,
-        server_cpu_us: server_cpu.map(|cpu| cpu * 1e6 / messages.max(1) as f64),
-    })
+            Ok(messages)
+        },
+    )
+    .await
 }
 
 /// A device that is only its account, the nonces it holds and the DevInfo its package
@@ -225,37 +211,60 @@ async fn requests(
     concurrency: usize,
     total: usize,
 ) -> Result<RawRequests, SimError> {
-    let workers = concurrency.clamp(1, total.max(1));
+    let workers = (0..concurrency.clamp(1, total.max(1)))
+        .map(|worker| {
+            (
+                client.clone(),
+                format!("{}/healthz", fleet.base_url(worker)),
+            )
+        })
+        .collect();
+    measured(fleet, workers, total, |(client, url), count| async move {
+        for _ in 0..count {
+            let answer = client
+                .request(Method::GET, &url, &[], Vec::new())
+                .await
+                .map_err(|e| SimError::Admin(format!("baseline: {e}")))?;
+            if answer.status != 200 {
+                return Err(SimError::Admin(format!("baseline: HTTP {}", answer.status)));
+            }
+        }
+        Ok(count)
+    })
+    .await
+}
+
+/// Runs `work` for each of `workers` at once, each with its share of `total`, and
+/// returns how many exchanges they counted, at what rate, and the server CPU each
+/// cost.
+async fn measured<W, F>(
+    fleet: &Arc<Fleet>,
+    workers: Vec<W>,
+    total: usize,
+    work: impl Fn(W, usize) -> F,
+) -> Result<RawRequests, SimError>
+where
+    F: Future<Output = Result<usize, SimError>> + Send + 'static,
+{
+    let shares = workers.len().max(1);
     let cpu_before = fleet.cpu_secs();
     let started = Instant::now();
     let mut running = JoinSet::new();
-    for worker in 0..workers {
-        let client = client.clone();
-        let url = format!("{}/healthz", fleet.base_url(worker));
-        let count = total / workers + usize::from(worker < total % workers);
-        running.spawn(async move {
-            for _ in 0..count {
-                let answer = client
-                    .request(Method::GET, &url, &[], Vec::new())
-                    .await
-                    .map_err(|e| SimError::Admin(format!("baseline: {e}")))?;
-                if answer.status != 200 {
-                    return Err(SimError::Admin(format!("baseline: HTTP {}", answer.status)));
-                }
-            }
-            Ok(())
-        });
+    for (index, worker) in workers.into_iter().enumerate() {
+        let share = total / shares + usize::from(index < total % shares);
+        running.spawn(work(worker, share));
     }
+    let mut exchanged = 0;
     while let Some(joined) = running.join_next().await {
         if let Ok(result) = joined {
-            result?;
+            exchanged += result?;
         }
     }
     let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
     let server_cpu = fleet.cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
     Ok(RawRequests {
-        count: total,
-        per_sec: total as f64 / secs,
-        server_cpu_us: server_cpu.map(|cpu| cpu * 1e6 / total.max(1) as f64),
+        count: exchanged,
+        per_sec: exchanged as f64 / secs,
+        server_cpu_us: server_cpu.map(|cpu| cpu * 1e6 / exchanged.max(1) as f64),
     })
 }

@@ -450,6 +450,24 @@ fn bad_and_oversize_uris_are_refused() {
     );
 }
 
+/// A command of one item: Add, Replace, Delete, Copy, Exec, then Get, by `kind`.
+fn item_command(kind: u8, it: Item) -> Command {
+    let c = cmd(vec![it.clone()]);
+    match kind {
+        0 => Command::Add(c),
+        1 => Command::Replace(c),
+        2 => Command::Delete(c),
+        3 => Command::Copy(c),
+        4 => Command::Exec(Exec {
+            cmd_id: 1,
+            meta: None,
+            correlator: None,
+            items: vec![it],
+        }),
+        _ => Command::Get(c),
+    }
+}
+
 fn arbitrary_command() -> impl Strategy<Value = Command> {
     let uris = prop::sample::select(vec![
         ".",
@@ -474,20 +492,7 @@ fn arbitrary_command() -> impl Strategy<Value = Command> {
             data: Some(Data::Text("Get=*&Add=*&Replace=*&Delete=*".into())),
             ..Item::default()
         };
-        let c = cmd(vec![it.clone()]);
-        match kind {
-            0 => Command::Add(c),
-            1 => Command::Replace(c),
-            2 => Command::Delete(c),
-            3 => Command::Copy(c),
-            4 => Command::Exec(Exec {
-                cmd_id: 1,
-                meta: None,
-                correlator: None,
-                items: vec![it],
-            }),
-            _ => Command::Get(c),
-        }
+        item_command(kind, it)
     });
     leaf.prop_recursive(2, 8, 3, |inner| {
         (proptest::collection::vec(inner, 1..4), any::<bool>()).prop_map(|(commands, atomic)| {
@@ -753,19 +758,7 @@ fn arbitrary_member() -> impl Strategy<Value = Command> {
             data: (!node).then(|| Data::Text("v2".into())),
             ..Item::default()
         };
-        let c = cmd(vec![it.clone()]);
-        match kind {
-            0 => Command::Add(c),
-            1 => Command::Replace(c),
-            2 => Command::Delete(c),
-            3 => Command::Copy(c),
-            _ => Command::Exec(Exec {
-                cmd_id: 1,
-                meta: None,
-                correlator: None,
-                items: vec![it],
-            }),
-        }
+        item_command(kind, it)
     })
 }
 
