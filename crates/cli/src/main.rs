@@ -9,6 +9,7 @@ mod demo;
 mod device;
 mod gateway;
 mod msg;
+mod operator;
 mod server;
 mod sim;
 
@@ -47,6 +48,8 @@ enum Command {
     },
     /// Rehearse a rollout: many End Devices and Gateways against real DM Servers.
     Sim(sim::SimArgs),
+    /// Manage the admin API's operator accounts (viewer, operator, admin).
+    Operator(operator::OperatorArgs),
     /// Make a development CA and certificates for the roles' listeners (TLS is on by
     /// default).
     Certs(certs::CertsArgs),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Msg { command } => msg::run(command),
         Command::Sim(args) => sim::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Operator(args) => operator::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -252,8 +252,9 @@ fn store_snapshot(server: &ServerProcess) -> BTreeMap<String, Value> {
         assert_eq!(status, 200, "{page}");
         for device in page["devices"].as_array().unwrap() {
             let dev_id = device["dev_id"].as_str().unwrap();
-            let (status, whole) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+            let (status, mut whole) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
             assert_eq!(status, 200, "{whole}");
+            whole["commands"] = Value::Array(all_commands(server.addr, dev_id));
             snapshot.insert(dev_id.to_owned(), whole);
         }
         match page["next"].as_str() {

@@ -11,19 +11,19 @@ use serde::{Deserialize, Serialize};
 pub enum CommandSpec {
     Add {
         target: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         format: Option<String>,
-        #[serde(default, rename = "type")]
+        #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
         mime: Option<String>,
     },
     Replace {
         target: String,
         data: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         format: Option<String>,
-        #[serde(default, rename = "type")]
+        #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
         mime: Option<String>,
     },
     Delete {
@@ -38,9 +38,9 @@ pub enum CommandSpec {
     },
     Exec {
         target: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         correlator: Option<String>,
     },
     Atomic {

@@ -89,7 +89,7 @@ pub async fn get_accounts(
                     "origin": origin.as_ref().map(|o| o.origin.as_str()),
                     "trust": origin.as_ref().map(|o| o.trust.as_str()),
                     "parent": origin.as_ref().and_then(|o| o.parent.clone()),
-                    "lapse_at": origin.as_ref().and_then(|o| o.lapse_at.clone()),
+                    "lapse_at": origin.as_ref().and_then(|o| unix_seconds(o.lapse_at.as_deref()?)),
                     "confirmed": origin.as_ref().map(|o| o.confirmed),
                 })
             })
@@ -105,6 +105,13 @@ pub async fn get_accounts(
 fn reported_tnds(state: &AppState, dev_id: &str) -> Result<Option<(String, i64)>, ApiError> {
     known_device(state, dev_id)?;
     Ok(state.store.tree(dev_id)?)
+}
+
+/// An RFC 3339 time from a device's tree as Unix seconds, as the API gives every time.
+fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
 }
 
 fn corrupt(dev_id: &str, error: &dyn std::fmt::Display) -> ApiError {

@@ -9,12 +9,13 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::admin::{access, accounts, lifecycle};
 use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
@@ -27,8 +28,14 @@ const FORGET_HISTORY_EVERY: Duration = Duration::from_secs(3600);
 pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/api/devices", post(admin::enroll).get(admin::list_devices))
-        .route("/api/devices/{dev_id}", get(admin::get_device))
-        .route("/api/devices/{dev_id}/commands", post(admin::queue_command))
+        .route(
+            "/api/devices/{dev_id}",
+            get(admin::get_device).delete(lifecycle::decommission_device),
+        )
+        .route(
+            "/api/devices/{dev_id}/commands",
+            post(admin::queue_command).get(lifecycle::list_commands),
+        )
         .route("/api/devices/{dev_id}/notify", post(admin::notify_device))
         .route("/api/devices/{dev_id}/auth", post(admin::change_auth))
         .route(
@@ -45,16 +52,30 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(admin::register_gateway).get(admin::list_gateways),
         )
         .route(
+            "/api/gateways/{gateway_id}",
+            get(lifecycle::get_gateway).delete(lifecycle::remove_gateway),
+        )
+        .route(
             "/api/gateways/{gateway_id}/fanout",
             post(admin::create_fanout),
         )
+        .route("/api/fanouts", get(lifecycle::list_fanouts))
         .route("/api/fanouts/{id}", get(admin::get_fanout))
         .route("/api/associations", get(admin::list_associations))
-        .route("/api/commands/{id}", get(admin::get_command))
+        .route(
+            "/api/commands/{id}",
+            get(admin::get_command).delete(lifecycle::cancel_command),
+        )
         .route("/api/events", get(admin::events))
+        .route(
+            "/api/operators",
+            get(accounts::list_operators).post(accounts::create_operator),
+        )
+        .route("/api/operators/{name}", delete(accounts::remove_operator))
+        .route("/api/audit", get(accounts::audit_log))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            admin::require_token,
+            access::guard,
         ));
     Router::new()
         .route("/dm", post(dm_message))
@@ -275,21 +296,23 @@ impl Server {
                 let swept = tokio::task::spawn_blocking(move || {
                     let idle = state.dm.evict_idle(Instant::now(), unix_now())?;
                     let abandoned = state.dm.requeue_abandoned(unix_now())?;
+                    let expired = state.store.expire_commands(unix_now())?;
                     let forgotten = match forget_history {
                         true => state.dm.forget_old_history(unix_now())?,
                         false => 0,
                     };
-                    Ok::<_, DmError>((idle, abandoned, forgotten))
+                    Ok::<_, DmError>((idle, abandoned, expired, forgotten))
                 })
                 .await;
                 match swept {
-                    Ok(Ok((0, 0, 0))) => {}
-                    Ok(Ok((idle, woken, forgotten))) => {
+                    Ok(Ok((0, 0, 0, 0))) => {}
+                    Ok(Ok((idle, woken, expired, forgotten))) => {
                         info!(
                             idle,
                             woken,
+                            expired,
                             forgotten,
-                            "idle sessions dropped; abandoned commands requeued and their devices woken; old history forgotten"
+                            "idle sessions dropped; abandoned commands requeued and their devices woken; expired commands ended; old history forgotten"
                         )
                     }
                     Ok(Err(error)) => {

@@ -6,6 +6,7 @@
 // 1. the store, command specs, settings, secrets, counters, the throttle;
 mod command;
 mod metrics;
+mod operators;
 mod secrets;
 mod settings;
 mod store;
@@ -25,11 +26,13 @@ mod embed;
 // 6. HTTP.
 mod http;
 
+pub use admin::accounts::{AccountError, OperatorAccounts};
 pub use command::CommandSpec;
 pub use embed::{
     CommandOutcome, EmbedError, EndDevice, EndDeviceChanges, EndDevices, NewEndDevice,
 };
 pub use http::Server;
+pub use operators::Role;
 pub use secrets::random_secret;
 pub use settings::{AdminTokenError, MIN_ADMIN_TOKEN_LEN, ServerSettings, check_admin_token};
 pub use store::{CommandState, StoreError, is_shared};

@@ -4,6 +4,7 @@
 //! stranger or a quirky client sends; polling with deadlines.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod openapi;
 pub mod scripted;
 
 use std::io::{Read, Write};
@@ -336,8 +337,29 @@ pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u
         64 << 20,
     );
     let admin = gwmo_wiring::AdminClient::new(client, format!("https://{addr}"), TOKEN);
-    let method = gwmo_net::Method::from_bytes(method.as_bytes()).unwrap();
-    runtime.block_on(admin.send(method, path, body)).unwrap()
+    let verb = gwmo_net::Method::from_bytes(method.as_bytes()).unwrap();
+    let (status, value) = runtime.block_on(admin.send(verb, path, body)).unwrap();
+    openapi::assert_documented(method, path, status, &value);
+    (status, value)
+}
+
+/// Every command of `dev_id` at the server or gateway at `addr`, oldest first, read a
+/// page at a time.
+pub fn all_commands(addr: SocketAddr, dev_id: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut before = String::new();
+    loop {
+        let path = format!("/api/devices/{dev_id}/commands?limit=100{before}");
+        let (status, page) = api(addr, "GET", &path, None);
+        assert_eq!(status, 200, "{path}: {page}");
+        all.extend(page["commands"].as_array().unwrap().iter().cloned());
+        match page["next"].as_i64() {
+            Some(next) => before = format!("&before={next}"),
+            None => break,
+        }
+    }
+    all.reverse();
+    all
 }
 
 /// An admin API call on a connection already open (TLS or plain).
@@ -358,6 +380,7 @@ pub fn api_on(
         body.unwrap_or("").as_bytes(),
     );
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    openapi::assert_documented(method, path, status, &value);
     (status, value)
 }
 

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use gwmo_proto::auth::AuthType;
 
+use crate::operators::Role;
+
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
@@ -31,6 +33,16 @@ const HISTORY_INDEXES_MIGRATION: &str = r#"
     CREATE INDEX fanouts_by_done_at ON fanouts (done_at) WHERE state = 'done';
     CREATE INDEX events_by_time ON events (at);
 "#;
+
+/// The assignments of the statement that claims a device's queued commands for a
+/// session (`?2`/`$2` the session, `?3`/`$3` now; both backends spell parameters so
+/// that the text is the same but for the sigil): a command whose expiry passed ends
+/// as expired in the same statement instead of going out.
+const CLAIM_OR_EXPIRE: &str = "
+    state = CASE WHEN expires_at <= ?3 THEN 'expired' ELSE 'sent' END,
+    session_key = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?2 END,
+    sent_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?3 END,
+    done_at = CASE WHEN expires_at <= ?3 THEN ?3 ELSE NULL END";
 
 /// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
 /// the path of an SQLite file with a page cache of `cache_mib`.
@@ -151,16 +163,44 @@ pub enum CommandState {
     Queued,
     Sent,
     Done,
+    /// An operator took it back before any session claimed it.
+    Cancelled,
+    /// Its expiry passed before any session claimed it.
+    Expired,
 }
 
 impl CommandState {
+    pub const ALL: [CommandState; 5] = [
+        CommandState::Queued,
+        CommandState::Sent,
+        CommandState::Done,
+        CommandState::Cancelled,
+        CommandState::Expired,
+    ];
+
+    pub fn from_name(name: &str) -> Option<CommandState> {
+        CommandState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CommandState::Queued => "queued",
             CommandState::Sent => "sent",
             CommandState::Done => "done",
+            CommandState::Cancelled => "cancelled",
+            CommandState::Expired => "expired",
         }
     }
+}
+
+/// What cancelling a queued command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was queued, and now will never be sent.
+    Now,
+    /// It is no longer queued: it went out in a session or ended (its state).
+    TooLate(CommandState),
+    NotFound,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +214,68 @@ pub struct CommandRecord {
     pub results: Option<String>,
     pub queued_at: i64,
     pub sent_at: Option<i64>,
+    /// When it ended: done, cancelled or expired.
     pub done_at: Option<i64>,
+    /// After this (Unix seconds) no session is sent it.
+    pub expires_at: Option<i64>,
+}
+
+/// A command to queue for one device.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuedCommand<'a> {
+    pub dev_id: &'a str,
+    /// The command spec (JSON).
+    pub spec: &'a str,
+    pub expires_at: Option<i64>,
+}
+
+/// Which of a device's commands to list: a page in id order, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandFilter {
+    pub state: Option<CommandState>,
+    /// Only ids below this one (the previous page's last).
+    pub before: Option<i64>,
+}
+
+/// An operator account of the admin API. Its token is kept only as a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub name: String,
+    pub role: Role,
+    pub token_sha256: String,
+    pub created_at: i64,
+}
+
+/// One admin API request for the audit log: an action, or a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    /// Who: the operator's name (`config` for the configured `admin_token`); none for
+    /// a token nobody holds.
+    pub operator: Option<String>,
+    pub role: Option<Role>,
+    /// From where: the peer's address.
+    pub source: String,
+    pub method: String,
+    /// What: the path and query asked.
+    pub path: String,
+    /// How it ended: the response's HTTP status.
+    pub status: u16,
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub operator: Option<String>,
+    /// Only refused requests (401 and 403).
+    pub refused: bool,
 }
 
 /// A DM Gateway the operator registered: its ServerID, its DevId as a client of this
@@ -267,6 +368,26 @@ pub struct FanoutRecord {
     pub done_at: Option<i64>,
 }
 
+/// What decommissioning a device did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decommissioned {
+    /// Gone, with the association it had.
+    Removed(Option<Association>),
+    /// It is the device of this registered gateway: remove the gateway first.
+    IsGateway(String),
+    NotFound,
+}
+
+/// What removing a gateway did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayRemoval {
+    /// Gone, with this many associations.
+    Removed(u64),
+    /// Not removed: this many devices are behind it, and removal was not forced.
+    HasDevices(u64),
+    NotFound,
+}
+
 /// Which events to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
@@ -321,10 +442,26 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> Result<(), StoreError>;
     fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError>;
-    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError>;
+    /// Queues a command that does not expire.
+    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
+        self.queue(
+            &QueuedCommand {
+                dev_id,
+                spec,
+                expires_at: None,
+            },
+            now,
+        )
+    }
+    fn queue(&self, command: &QueuedCommand<'_>, now: i64) -> Result<i64, StoreError>;
+    /// Takes back a queued command: it will never be sent.
+    fn cancel_command(&self, id: i64, now: i64) -> Result<Cancelled, StoreError>;
+    /// Ends the queued commands whose expiry passed by `now`; returns how many.
+    fn expire_commands(&self, now: i64) -> Result<u64, StoreError>;
     /// Moves the device's queued commands to `sent` for one session, in queue order,
-    /// and returns them. A command is claimed by one session only, whichever instance
-    /// holds it.
+    /// and returns them; those whose expiry passed end as expired instead, in the same
+    /// statement. A command is claimed by one session only, whichever instance holds
+    /// it.
     fn claim_pending(
         &self,
         dev_id: &str,
@@ -420,7 +557,46 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError>;
     fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError>;
-    fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    /// A page of the device's commands, newest first.
+    fn commands_of(
+        &self,
+        dev_id: &str,
+        filter: &CommandFilter,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, StoreError>;
+    /// A page of fan-outs (of one gateway, where it names one), newest first, with ids
+    /// below `before`.
+    fn fanouts(
+        &self,
+        gateway_id: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FanoutRecord>, StoreError>;
+    /// Decommissions a device: its record, commands, association and planned
+    /// bootstraps go. A registered gateway's device stays until its gateway is removed.
+    fn decommission_device(&self, dev_id: &str) -> Result<Decommissioned, StoreError>;
+    /// Removes a registered gateway with its fan-outs and the associations of the
+    /// devices behind it (those devices stay enrolled). With devices behind it and
+    /// without `force`, nothing changes. Returns how many associations went, or why
+    /// nothing did.
+    fn remove_gateway(&self, gateway_id: &str, force: bool) -> Result<GatewayRemoval, StoreError>;
+    /// How many devices are associated with each of these gateways.
+    fn associated_counts(&self, gateway_ids: &[&str]) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// Adds an operator account; a name already taken is refused.
+    fn add_operator(&self, operator: &OperatorRecord) -> Result<(), StoreError>;
+    /// The operator whose token has this SHA-256 digest.
+    fn operator_by_token(&self, token_sha256: &str) -> Result<Option<OperatorRecord>, StoreError>;
+    /// Every operator account, by name.
+    fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError>;
+    fn remove_operator(&self, name: &str) -> Result<bool, StoreError>;
+    fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Audit entries with an id below `before` (all when none), newest first.
+    fn audit_log(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Keeps the DM tree the device reported (a TNDS document), replacing the last one.
     fn set_tree(&self, dev_id: &str, tnds: &str, now: i64) -> Result<(), StoreError>;
     /// The DM tree the device last reported, and when.
@@ -440,8 +616,8 @@ pub trait Store: Send + Sync {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>, StoreError>;
-    /// Deletes the history that ended before `before`: finished commands, finished
-    /// fan-outs and events. Devices, associations, gateways and whatever is still
+    /// Deletes the history that ended before `before`: finished (or cancelled, or
+    /// expired) commands, finished fan-outs, events and audit entries. Devices, associations, gateways and whatever is still
     /// queued or running stay. Returns how many records went.
     fn forget_history(&self, before: i64) -> Result<u64, StoreError>;
 }
@@ -469,12 +645,12 @@ fn auth_from_text(text: &str) -> Result<AuthType, StoreError> {
 }
 
 fn command_state(text: &str) -> Result<CommandState, StoreError> {
-    match text {
-        "queued" => Ok(CommandState::Queued),
-        "sent" => Ok(CommandState::Sent),
-        "done" => Ok(CommandState::Done),
-        other => Err(StoreError::Corrupt(format!("command state {other:?}"))),
-    }
+    CommandState::from_name(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("command state {text:?}")))
+}
+
+fn role_from_text(text: &str) -> Result<Role, StoreError> {
+    Role::from_name(text).ok_or_else(|| StoreError::Corrupt(format!("operator role {text:?}")))
 }
 
 fn devinfo_from_json(text: &str) -> Result<BTreeMap<String, String>, StoreError> {

@@ -4,6 +4,7 @@
 //! In CI the variable must be set: a skipped backend there is a failure.
 
 use super::*;
+use crate::operators::Role;
 
 /// What nothing entails: these tests register no gateways.
 fn entails_nothing(
@@ -702,4 +703,312 @@ fn a_group_of_calls_commits_once_at_its_end_and_a_failed_call_undoes_only_itself
         3,
         "the group's calls that succeeded are committed at its end"
     );
+}
+
+#[test]
+fn a_queued_command_can_be_cancelled_and_a_sent_one_cannot() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let cancelled = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        let sent = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        assert_eq!(store.cancel_command(cancelled, 2).unwrap(), Cancelled::Now);
+        let claimed = store.claim_pending("IMEI:1", "s1", 3).unwrap();
+        assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), vec![sent]);
+        assert_eq!(
+            store.cancel_command(sent, 4).unwrap(),
+            Cancelled::TooLate(CommandState::Sent)
+        );
+        assert_eq!(
+            store.cancel_command(cancelled, 5).unwrap(),
+            Cancelled::TooLate(CommandState::Cancelled)
+        );
+        assert_eq!(store.cancel_command(9_999, 5).unwrap(), Cancelled::NotFound);
+        let record = store.command(cancelled).unwrap().unwrap();
+        assert_eq!(
+            (record.state, record.done_at),
+            (CommandState::Cancelled, Some(2))
+        );
+        assert_eq!(
+            store.command(sent).unwrap().unwrap().state,
+            CommandState::Sent
+        );
+    });
+}
+
+#[test]
+fn an_expired_command_is_never_sent_and_ends_as_expired() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.enroll(&device("IMEI:2"), 0).unwrap();
+        let queue = |dev_id: &str, expires_at: Option<i64>| {
+            store
+                .queue(
+                    &QueuedCommand {
+                        dev_id,
+                        spec: "{}",
+                        expires_at,
+                    },
+                    1,
+                )
+                .unwrap()
+        };
+        let lapsed = queue("IMEI:1", Some(10));
+        let lasting = queue("IMEI:1", Some(100));
+        let forever = queue("IMEI:1", None);
+        let claimed = store.claim_pending("IMEI:1", "s1", 10).unwrap();
+        assert_eq!(
+            claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![lasting, forever],
+            "at its expiry a command no longer goes out"
+        );
+        let record = store.command(lapsed).unwrap().unwrap();
+        assert_eq!(
+            (
+                record.state,
+                record.session_key,
+                record.sent_at,
+                record.done_at
+            ),
+            (CommandState::Expired, None, None, Some(10))
+        );
+        // The sweep ends those of devices that hold no session.
+        let swept = queue("IMEI:2", Some(20));
+        let kept = queue("IMEI:2", Some(21));
+        assert_eq!(store.expire_commands(20).unwrap(), 1);
+        assert_eq!(
+            store.command(swept).unwrap().unwrap().state,
+            CommandState::Expired
+        );
+        assert_eq!(
+            store.command(kept).unwrap().unwrap().state,
+            CommandState::Queued
+        );
+        assert_eq!(store.expire_commands(20).unwrap(), 0);
+        // Ended ones are history: forgotten with the rest.
+        assert_eq!(store.cancel_command(kept, 30).unwrap(), Cancelled::Now);
+        assert_eq!(store.forget_history(31).unwrap(), 3);
+    });
+}
+
+#[test]
+fn a_device_s_commands_page_newest_first_and_filter_by_state() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.enroll(&device("IMEI:2"), 0).unwrap();
+        let ids: Vec<i64> = (0..5)
+            .map(|_| store.queue_command("IMEI:1", "{}", 1).unwrap())
+            .collect();
+        store.queue_command("IMEI:2", "{}", 1).unwrap();
+        store.cancel_command(ids[1], 2).unwrap();
+        let page = |filter: &CommandFilter, limit| {
+            store
+                .commands_of("IMEI:1", filter, limit)
+                .unwrap()
+                .iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(&CommandFilter::default(), 2), vec![ids[4], ids[3]]);
+        let older = CommandFilter {
+            state: None,
+            before: Some(ids[3]),
+        };
+        assert_eq!(page(&older, 10), vec![ids[2], ids[1], ids[0]]);
+        let cancelled = CommandFilter {
+            state: Some(CommandState::Cancelled),
+            before: None,
+        };
+        assert_eq!(page(&cancelled, 10), vec![ids[1]]);
+    });
+}
+
+#[test]
+fn a_decommissioned_device_leaves_nothing_but_a_gateway_s_device_stays() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.enroll(&device("GW:1"), 0).unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
+        let none = Followups::default();
+        store
+            .associate("IMEI:1", "gw-1", "local", None, 5, &none)
+            .unwrap();
+        let command = store.queue_command("IMEI:1", "{}", 6).unwrap();
+
+        assert_eq!(
+            store.decommission_device("GW:1").unwrap(),
+            Decommissioned::IsGateway("gw-1".into())
+        );
+        assert!(store.device("GW:1").unwrap().is_some());
+        let Decommissioned::Removed(Some(association)) =
+            store.decommission_device("IMEI:1").unwrap()
+        else {
+            panic!("the device and its association were there");
+        };
+        assert_eq!(
+            (association.gateway_id.as_str(), association.origin.as_str()),
+            ("gw-1", "local")
+        );
+        assert!(store.device("IMEI:1").unwrap().is_none());
+        assert!(store.command(command).unwrap().is_none());
+        assert!(store.association("IMEI:1").unwrap().is_none());
+        assert_eq!(
+            store.decommission_device("IMEI:1").unwrap(),
+            Decommissioned::NotFound
+        );
+    });
+}
+
+#[test]
+fn a_gateway_with_devices_behind_it_is_removed_only_when_forced() {
+    each_backend(|store| {
+        store.enroll(&device("GW:1"), 0).unwrap();
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
+        store.register_gateway(&gateway("gw-2", "GW:1")).unwrap();
+        let none = Followups::default();
+        store
+            .associate("IMEI:1", "gw-1", "local", None, 5, &none)
+            .unwrap();
+        store
+            .associate("IMEI:9", "gw-1", "local", None, 5, &none)
+            .unwrap();
+        let fanout = store.create_fanout("gw-1", "[]", "{}", 6).unwrap();
+        assert_eq!(
+            store.associated_counts(&["gw-1", "gw-2", "gw-3"]).unwrap(),
+            BTreeMap::from([("gw-1".into(), 2), ("gw-2".into(), 0), ("gw-3".into(), 0)])
+        );
+
+        assert_eq!(
+            store.remove_gateway("gw-1", false).unwrap(),
+            GatewayRemoval::HasDevices(2)
+        );
+        assert!(store.gateway("gw-1").unwrap().is_some());
+        assert!(store.association("IMEI:1").unwrap().is_some());
+        assert_eq!(
+            store.remove_gateway("gw-1", true).unwrap(),
+            GatewayRemoval::Removed(2)
+        );
+        assert!(store.gateway("gw-1").unwrap().is_none());
+        assert!(store.association("IMEI:1").unwrap().is_none());
+        assert!(store.fanout(fanout).unwrap().is_none());
+        assert!(
+            store.device("IMEI:1").unwrap().is_some(),
+            "devices stay enrolled"
+        );
+        assert_eq!(
+            store.remove_gateway("gw-2", false).unwrap(),
+            GatewayRemoval::Removed(0)
+        );
+        assert_eq!(
+            store.remove_gateway("gw-2", false).unwrap(),
+            GatewayRemoval::NotFound
+        );
+    });
+}
+
+#[test]
+fn fanouts_page_newest_first_and_by_gateway() {
+    each_backend(|store| {
+        store.enroll(&device("GW:1"), 0).unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
+        store.register_gateway(&gateway("gw-2", "GW:1")).unwrap();
+        let a = store.create_fanout("gw-1", "[]", "{}", 1).unwrap();
+        let b = store.create_fanout("gw-2", "[]", "{}", 1).unwrap();
+        let c = store.create_fanout("gw-1", "[]", "{}", 1).unwrap();
+        let ids = |page: Vec<FanoutRecord>| page.iter().map(|f| f.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.fanouts(None, None, 2).unwrap()), vec![c, b]);
+        assert_eq!(ids(store.fanouts(None, Some(b), 2).unwrap()), vec![a]);
+        assert_eq!(
+            ids(store.fanouts(Some("gw-1"), None, 10).unwrap()),
+            vec![c, a]
+        );
+    });
+}
+
+#[test]
+fn an_operator_is_found_by_its_token_digest_only_and_names_are_unique() {
+    each_backend(|store| {
+        let operator = |name: &str, role, digest: &str| OperatorRecord {
+            name: name.into(),
+            role,
+            token_sha256: digest.into(),
+            created_at: 7,
+        };
+        store
+            .add_operator(&operator("bob", Role::Viewer, "d1"))
+            .unwrap();
+        store
+            .add_operator(&operator("alice", Role::Admin, "d2"))
+            .unwrap();
+        assert!(matches!(
+            store.add_operator(&operator("bob", Role::Admin, "d3")),
+            Err(StoreError::AlreadyExists(name)) if name == "bob"
+        ));
+        assert_eq!(
+            store.operator_by_token("d1").unwrap(),
+            Some(operator("bob", Role::Viewer, "d1")),
+            "the refused second bob changed nothing"
+        );
+        assert_eq!(store.operator_by_token("d3").unwrap(), None);
+        let names: Vec<String> = store
+            .operators()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert!(store.remove_operator("bob").unwrap());
+        assert!(!store.remove_operator("bob").unwrap());
+        assert_eq!(store.operator_by_token("d1").unwrap(), None);
+    });
+}
+
+#[test]
+fn the_audit_log_pages_newest_first_filters_and_is_forgotten_with_history() {
+    each_backend(|store| {
+        let entry = |at, operator: Option<&str>, status| AuditEntry {
+            at,
+            operator: operator.map(str::to_owned),
+            role: operator.map(|_| Role::Operator),
+            source: "127.0.0.1".into(),
+            method: "POST".into(),
+            path: "/api/devices?x=1".into(),
+            status,
+        };
+        store.record_audit(&entry(10, Some("bob"), 201)).unwrap();
+        store.record_audit(&entry(20, None, 401)).unwrap();
+        store.record_audit(&entry(30, Some("bob"), 403)).unwrap();
+        let all = store.audit_log(None, 10, &AuditFilter::default()).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.entry.at).collect::<Vec<_>>(),
+            vec![30, 20, 10]
+        );
+        assert_eq!(all[1].entry, entry(20, None, 401));
+        let older = store
+            .audit_log(Some(all[0].id), 1, &AuditFilter::default())
+            .unwrap();
+        assert_eq!(older[0].entry.at, 20);
+        let refused = AuditFilter {
+            operator: None,
+            refused: true,
+        };
+        let at = |filter| {
+            store
+                .audit_log(None, 10, &filter)
+                .unwrap()
+                .iter()
+                .map(|r| r.entry.at)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(refused), vec![30, 20]);
+        assert_eq!(
+            at(AuditFilter {
+                operator: Some("bob".into()),
+                refused: false
+            }),
+            vec![30, 10]
+        );
+        assert_eq!(store.forget_history(25).unwrap(), 2);
+        assert_eq!(at(AuditFilter::default()), vec![30]);
+    });
 }

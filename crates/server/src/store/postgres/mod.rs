@@ -26,10 +26,12 @@ use units::*;
 use super::settle::{settle_auth_switch, settle_bootstrap};
 
 use super::{
-    Association, BootstrapPlan, CommandRecord, Completed, DeviceRecord, Entailed, EventFilter,
-    EventRecord, FanoutRecord, Followups, GatewayRecord, NewDevice, Store, StoreError, crash_point,
-    devinfo_to_json,
+    Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
+    CommandFilter, CommandRecord, CommandState, Completed, Decommissioned, DeviceRecord, Entailed,
+    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, NewDevice,
+    OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point, devinfo_to_json,
 };
+use crate::operators::Role;
 
 /// Any fixed number: the advisory lock instances take while migrating.
 const MIGRATION_LOCK: i64 = 0x67776d6f;
@@ -286,16 +288,43 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
+    fn queue(&self, command: &QueuedCommand<'_>, now: i64) -> Result<i64, StoreError> {
         self.with(|client| {
             Ok(client
                 .query_one(
-                    "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES ($1, $2, 'queued', $3)
-                     RETURNING id",
-                    &[&dev_id, &spec, &now],
+                    "INSERT INTO commands (dev_id, spec, state, queued_at, expires_at)
+                     VALUES ($1, $2, 'queued', $3, $4) RETURNING id",
+                    &[&command.dev_id, &command.spec, &now, &command.expires_at],
                 )?
                 .try_get(0)?)
         })
+    }
+
+    fn cancel_command(&self, id: i64, now: i64) -> Result<Cancelled, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            let cancelled = transaction.execute(
+                "UPDATE commands SET state = 'cancelled', done_at = $2 WHERE id = $1 AND state = 'queued'",
+                &[&id, &now],
+            )?;
+            let outcome = match cancelled {
+                0 => match transaction.query_opt("SELECT state FROM commands WHERE id = $1", &[&id])? {
+                    Some(row) => Cancelled::TooLate(command_state(row.try_get(0)?)?),
+                    None => Cancelled::NotFound,
+                },
+                _ => Cancelled::Now,
+            };
+            transaction.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn expire_commands(&self, now: i64) -> Result<u64, StoreError> {
+        self.execute(
+            "UPDATE commands SET state = 'expired', done_at = $1
+             WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= $1",
+            &[&now],
+        )
     }
 
     fn claim_pending(
@@ -308,12 +337,14 @@ impl Store for PostgresStore {
         // then sees the rows no longer queued and skips them.
         let mut claimed = self.query(
             &format!(
-                "UPDATE commands SET state = 'sent', session_key = $2, sent_at = $3
-                 WHERE dev_id = $1 AND state = 'queued' RETURNING {COMMAND_COLUMNS}"
+                "UPDATE commands SET {}
+                 WHERE dev_id = $1 AND state = 'queued' RETURNING {COMMAND_COLUMNS}",
+                CLAIM_OR_EXPIRE.replace('?', "$")
             ),
             &[&dev_id, &session_key, &now],
             command_row,
         )?;
+        claimed.retain(|c| c.state == CommandState::Sent);
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
     }
@@ -569,21 +600,9 @@ impl Store for PostgresStore {
 
     fn fanout(&self, id: i64) -> Result<Option<FanoutRecord>, StoreError> {
         self.query_opt(
-            "SELECT id, gateway_id, targets, spec, state, results, created_at, done_at
-             FROM fanouts WHERE id = $1",
+            &format!("SELECT {FANOUT_COLUMNS} FROM fanouts WHERE id = $1"),
             &[&id],
-            |row| {
-                Ok(FanoutRecord {
-                    id: row.try_get(0)?,
-                    gateway_id: row.try_get(1)?,
-                    targets: row.try_get(2)?,
-                    spec: row.try_get(3)?,
-                    state: row.try_get(4)?,
-                    results: row.try_get(5)?,
-                    created_at: row.try_get(6)?,
-                    done_at: row.try_get(7)?,
-                })
-            },
+            fanout_row,
         )
     }
 
@@ -595,11 +614,193 @@ impl Store for PostgresStore {
         )
     }
 
-    fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+    fn commands_of(
+        &self,
+        dev_id: &str,
+        filter: &CommandFilter,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
         self.query(
-            &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE dev_id = $1 ORDER BY id"),
-            &[&dev_id],
+            &format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands
+                 WHERE dev_id = $1 AND ($2::TEXT IS NULL OR state = $2) AND ($3::BIGINT IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4"
+            ),
+            &[
+                &dev_id,
+                &filter.state.map(CommandState::as_str),
+                &filter.before,
+                &i64::from(limit),
+            ],
             command_row,
+        )
+    }
+
+    fn fanouts(
+        &self,
+        gateway_id: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FanoutRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {FANOUT_COLUMNS} FROM fanouts
+                 WHERE ($1::TEXT IS NULL OR gateway_id = $1) AND ($2::BIGINT IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT $3"
+            ),
+            &[&gateway_id, &before, &i64::from(limit)],
+            fanout_row,
+        )
+    }
+
+    fn decommission_device(&self, dev_id: &str) -> Result<Decommissioned, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            if let Some(row) =
+                transaction.query_opt("SELECT gateway_id FROM gateways WHERE dev_id = $1", &[&dev_id])?
+            {
+                return Ok(Decommissioned::IsGateway(row.try_get(0)?));
+            }
+            let association = transaction
+                .query_opt(
+                    "DELETE FROM associations WHERE dev_id = $1 RETURNING dev_id, gateway_id, origin, since",
+                    &[&dev_id],
+                )?
+                .as_ref()
+                .map(association_row)
+                .transpose()?;
+            transaction.execute("DELETE FROM pending_bootstraps WHERE dev_id = $1", &[&dev_id])?;
+            let removed = transaction.execute("DELETE FROM devices WHERE dev_id = $1", &[&dev_id])?;
+            transaction.commit()?;
+            Ok(match (removed, association) {
+                (0, None) => Decommissioned::NotFound,
+                (_, association) => Decommissioned::Removed(association),
+            })
+        })
+    }
+
+    fn remove_gateway(&self, gateway_id: &str, force: bool) -> Result<GatewayRemoval, StoreError> {
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            // Locks the gateway's row: an attach reported meanwhile waits for the end.
+            if transaction
+                .query_opt(
+                    "SELECT 1 FROM gateways WHERE gateway_id = $1 FOR UPDATE",
+                    &[&gateway_id],
+                )?
+                .is_none()
+            {
+                return Ok(GatewayRemoval::NotFound);
+            }
+            let behind: i64 = transaction
+                .query_one(
+                    "SELECT count(*) FROM associations WHERE gateway_id = $1",
+                    &[&gateway_id],
+                )?
+                .try_get(0)?;
+            if behind > 0 && !force {
+                return Ok(GatewayRemoval::HasDevices(behind as u64));
+            }
+            for sql in [
+                "DELETE FROM associations WHERE gateway_id = $1",
+                "DELETE FROM fanouts WHERE gateway_id = $1",
+                "DELETE FROM pending_bootstraps WHERE gateway_id = $1",
+                "DELETE FROM gateways WHERE gateway_id = $1",
+            ] {
+                transaction.execute(sql, &[&gateway_id])?;
+            }
+            transaction.commit()?;
+            Ok(GatewayRemoval::Removed(behind as u64))
+        })
+    }
+
+    fn associated_counts(&self, gateway_ids: &[&str]) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows = self.query(
+            "SELECT gateway_id, count(*) FROM associations WHERE gateway_id = ANY($1)
+             GROUP BY gateway_id",
+            &[&gateway_ids],
+            |row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?)),
+        )?;
+        let mut counts: BTreeMap<String, u64> =
+            gateway_ids.iter().map(|id| ((*id).to_owned(), 0)).collect();
+        counts.extend(rows.into_iter().map(|(id, count)| (id, count as u64)));
+        Ok(counts)
+    }
+
+    fn add_operator(&self, operator: &OperatorRecord) -> Result<(), StoreError> {
+        let added = self.execute(
+            "INSERT INTO operators (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[
+                &operator.name,
+                &operator.role.name(),
+                &operator.token_sha256,
+                &operator.created_at,
+            ],
+        )?;
+        match added {
+            0 => Err(StoreError::AlreadyExists(operator.name.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn operator_by_token(&self, token_sha256: &str) -> Result<Option<OperatorRecord>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE token_sha256 = $1"),
+            &[&token_sha256],
+            operator_row,
+        )
+    }
+
+    fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"),
+            &[],
+            operator_row,
+        )
+    }
+
+    fn remove_operator(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.execute("DELETE FROM operators WHERE name = $1", &[&name])? > 0)
+    }
+
+    fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO audit (at, operator, role, source, method, path, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &entry.at,
+                &entry.operator,
+                &entry.role.map(Role::name),
+                &entry.source,
+                &entry.method,
+                &entry.path,
+                &i32::from(entry.status),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE ($1::BIGINT IS NULL OR id < $1) AND ($2::TEXT IS NULL OR operator = $2)
+                   AND (NOT $3 OR status IN (401, 403))
+                 ORDER BY id DESC LIMIT $4"
+            ),
+            &[
+                &before,
+                &filter.operator,
+                &filter.refused,
+                &i64::from(limit),
+            ],
+            audit_row,
         )
     }
 
@@ -622,9 +823,10 @@ impl Store for PostgresStore {
     fn forget_history(&self, before: i64) -> Result<u64, StoreError> {
         let mut forgotten = 0;
         for sql in [
-            "DELETE FROM commands WHERE state = 'done' AND done_at < $1",
+            "DELETE FROM commands WHERE done_at < $1 AND state IN ('done', 'cancelled', 'expired')",
             "DELETE FROM fanouts WHERE state = 'done' AND done_at < $1",
             "DELETE FROM events WHERE at < $1",
+            "DELETE FROM audit WHERE at < $1",
         ] {
             forgotten += self.execute(sql, &[&before])?;
         }

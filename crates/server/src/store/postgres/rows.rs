@@ -3,8 +3,8 @@
 use postgres::Row;
 
 use crate::store::{
-    Association, CommandRecord, DeviceRecord, GatewayRecord, StoreError, auth_from_text,
-    command_state, devinfo_from_json,
+    Association, AuditEntry, AuditRecord, CommandRecord, DeviceRecord, FanoutRecord, GatewayRecord,
+    OperatorRecord, StoreError, auth_from_text, command_state, devinfo_from_json, role_from_text,
 };
 
 pub(super) const DEVICE_COLUMNS: &str = "dev_id, auth, client_name, client_secret, client_nonce, server_name, \
@@ -29,8 +29,7 @@ pub(super) fn device_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     })
 }
 
-pub(super) const COMMAND_COLUMNS: &str =
-    "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at";
+pub(super) const COMMAND_COLUMNS: &str = "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at, expires_at";
 
 pub(super) fn command_row(row: &Row) -> Result<CommandRecord, StoreError> {
     let status: Option<i32> = row.try_get(5)?;
@@ -47,6 +46,7 @@ pub(super) fn command_row(row: &Row) -> Result<CommandRecord, StoreError> {
         queued_at: row.try_get(7)?,
         sent_at: row.try_get(8)?,
         done_at: row.try_get(9)?,
+        expires_at: row.try_get(10)?,
     })
 }
 
@@ -67,5 +67,54 @@ pub(super) fn association_row(row: &Row) -> Result<Association, StoreError> {
         gateway_id: row.try_get(1)?,
         origin: row.try_get(2)?,
         since: row.try_get(3)?,
+    })
+}
+
+pub(super) const FANOUT_COLUMNS: &str =
+    "id, gateway_id, targets, spec, state, results, created_at, done_at";
+
+pub(super) fn fanout_row(row: &Row) -> Result<FanoutRecord, StoreError> {
+    Ok(FanoutRecord {
+        id: row.try_get(0)?,
+        gateway_id: row.try_get(1)?,
+        targets: row.try_get(2)?,
+        spec: row.try_get(3)?,
+        state: row.try_get(4)?,
+        results: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        done_at: row.try_get(7)?,
+    })
+}
+
+pub(super) const OPERATOR_COLUMNS: &str = "name, role, token_sha256, created_at";
+
+pub(super) fn operator_row(row: &Row) -> Result<OperatorRecord, StoreError> {
+    Ok(OperatorRecord {
+        name: row.try_get(0)?,
+        role: role_from_text(row.try_get(1)?)?,
+        token_sha256: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+    })
+}
+
+pub(super) const AUDIT_COLUMNS: &str = "id, at, operator, role, source, method, path, status";
+
+pub(super) fn audit_row(row: &Row) -> Result<AuditRecord, StoreError> {
+    let status: i32 = row.try_get(7)?;
+    Ok(AuditRecord {
+        id: row.try_get(0)?,
+        entry: AuditEntry {
+            at: row.try_get(1)?,
+            operator: row.try_get(2)?,
+            role: row
+                .try_get::<_, Option<&str>>(3)?
+                .map(role_from_text)
+                .transpose()?,
+            source: row.try_get(4)?,
+            method: row.try_get(5)?,
+            path: row.try_get(6)?,
+            status: u16::try_from(status)
+                .map_err(|_| StoreError::Corrupt(format!("audit status {status}")))?,
+        },
     })
 }

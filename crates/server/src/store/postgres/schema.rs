@@ -82,4 +82,40 @@ pub(super) const MIGRATIONS: &[&str] = &[
 "#,
     crate::store::ATTACH_KEY_MIGRATION,
     crate::store::HISTORY_INDEXES_MIGRATION,
+    // Commands an operator cancels or that expire unsent: two more states, an expiry,
+    // and history forgotten by end time whatever the end.
+    r#"
+    ALTER TABLE commands
+        DROP CONSTRAINT commands_state_check,
+        ADD CONSTRAINT commands_state_check
+            CHECK (state IN ('queued', 'sent', 'done', 'cancelled', 'expired')),
+        ADD COLUMN expires_at BIGINT;
+    DROP INDEX commands_by_done_at;
+    CREATE INDEX commands_by_done_at ON commands (done_at) WHERE done_at IS NOT NULL;
+    CREATE INDEX commands_by_expiry ON commands (expires_at)
+        WHERE state = 'queued' AND expires_at IS NOT NULL;
+"#,
+    // Operator accounts of the admin API (tokens kept as SHA-256 digests) and the
+    // audit log of what they did and what was refused.
+    r#"
+    CREATE TABLE operators (
+        name         TEXT PRIMARY KEY,
+        role         TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at   BIGINT NOT NULL
+    );
+    CREATE TABLE audit (
+        id       BIGSERIAL PRIMARY KEY,
+        at       BIGINT NOT NULL,
+        operator TEXT,
+        role     TEXT,
+        source   TEXT NOT NULL,
+        method   TEXT NOT NULL,
+        path     TEXT NOT NULL,
+        status   INTEGER NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX fanouts_by_gateway ON fanouts (gateway_id, id);
+    CREATE INDEX associations_by_gateway ON associations (gateway_id, dev_id);
+"#,
 ];

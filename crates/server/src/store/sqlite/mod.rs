@@ -24,10 +24,12 @@ use units::*;
 use super::settle::{settle_auth_switch, settle_bootstrap};
 
 use super::{
-    Association, BootstrapPlan, CommandRecord, Completed, DeviceRecord, Entailed, EventFilter,
-    EventRecord, FanoutRecord, Followups, GatewayRecord, NewDevice, Store, StoreError, crash_point,
-    devinfo_to_json,
+    Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
+    CommandFilter, CommandRecord, CommandState, Completed, Decommissioned, DeviceRecord, Entailed,
+    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, NewDevice,
+    OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point, devinfo_to_json,
 };
+use crate::operators::Role;
 
 pub struct SqliteStore {
     connection: ReentrantMutex<Connection>,
@@ -236,13 +238,45 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {
+    fn queue(&self, command: &QueuedCommand<'_>, now: i64) -> Result<i64, StoreError> {
         let connection = self.lock();
         connection.run_cached(
-            "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
-            params![dev_id, spec, now],
+            "INSERT INTO commands (dev_id, spec, state, queued_at, expires_at)
+             VALUES (?1, ?2, 'queued', ?3, ?4)",
+            params![command.dev_id, command.spec, now, command.expires_at],
         )?;
         Ok(connection.last_insert_rowid())
+    }
+
+    fn cancel_command(&self, id: i64, now: i64) -> Result<Cancelled, StoreError> {
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
+        let cancelled = unit.run_cached(
+            "UPDATE commands SET state = 'cancelled', done_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            params![id, now],
+        )?;
+        let outcome = match cancelled {
+            0 => match unit
+                .row_cached("SELECT state FROM commands WHERE id = ?1", [id], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()?
+            {
+                Some(state) => Cancelled::TooLate(command_state(&state)?),
+                None => Cancelled::NotFound,
+            },
+            _ => Cancelled::Now,
+        };
+        unit.commit()?;
+        Ok(outcome)
+    }
+
+    fn expire_commands(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(self.lock().run_cached(
+            "UPDATE commands SET state = 'expired', done_at = ?1
+             WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1",
+            [now],
+        )? as u64)
     }
 
     /// Moves the device's queued commands to `sent` for one session, in queue order,
@@ -257,11 +291,12 @@ impl Store for SqliteStore {
         let unit = Unit::begin(&connection)?;
         let claimed = {
             let mut statement = unit.prepare_cached(&format!(
-                "UPDATE commands SET state = 'sent', session_key = ?2, sent_at = ?3
+                "UPDATE commands SET {CLAIM_OR_EXPIRE}
                  WHERE dev_id = ?1 AND state = 'queued' RETURNING {COMMAND_COLUMNS}"
             ))?;
             let rows = statement.query_map(params![dev_id, session_key, now], command_row)?;
             let mut claimed = rows.map(|r| r?).collect::<Result<Vec<_>, _>>()?;
+            claimed.retain(|c| c.state == CommandState::Sent);
             claimed.sort_by_key(|c| c.id);
             claimed
         };
@@ -395,14 +430,7 @@ impl Store for SqliteStore {
             .row_cached(
                 "SELECT dev_id, gateway_id, origin, since FROM associations WHERE dev_id = ?1",
                 [dev_id],
-                |row| {
-                    Ok(Association {
-                        dev_id: row.get(0)?,
-                        gateway_id: row.get(1)?,
-                        origin: row.get(2)?,
-                        since: row.get(3)?,
-                    })
-                },
+                association_row,
             )
             .optional()?)
     }
@@ -467,20 +495,9 @@ impl Store for SqliteStore {
         Ok(self
             .lock()
             .row_cached(
-                "SELECT id, gateway_id, targets, spec, state, results, created_at, done_at FROM fanouts WHERE id = ?1",
+                &format!("SELECT {FANOUT_COLUMNS} FROM fanouts WHERE id = ?1"),
                 [id],
-                |row| {
-                    Ok(FanoutRecord {
-                        id: row.get(0)?,
-                        gateway_id: row.get(1)?,
-                        targets: row.get(2)?,
-                        spec: row.get(3)?,
-                        state: row.get(4)?,
-                        results: row.get(5)?,
-                        created_at: row.get(6)?,
-                        done_at: row.get(7)?,
-                    })
-                },
+                fanout_row,
             )
             .optional()?)
     }
@@ -523,14 +540,7 @@ impl Store for SqliteStore {
             "SELECT dev_id, gateway_id, origin, since FROM associations
              WHERE dev_id > ?1 AND (?2 IS NULL OR gateway_id = ?2) ORDER BY dev_id LIMIT ?3",
         )?;
-        let rows = statement.query_map(params![after, gateway_id, limit], |row| {
-            Ok(Association {
-                dev_id: row.get(0)?,
-                gateway_id: row.get(1)?,
-                origin: row.get(2)?,
-                since: row.get(3)?,
-            })
-        })?;
+        let rows = statement.query_map(params![after, gateway_id, limit], association_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -554,12 +564,191 @@ impl Store for SqliteStore {
         row.transpose()
     }
 
-    fn commands_for(&self, dev_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+    fn commands_of(
+        &self,
+        dev_id: &str,
+        filter: &CommandFilter,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(&format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE dev_id = ?1 ORDER BY id"
+            "SELECT {COMMAND_COLUMNS} FROM commands
+             WHERE dev_id = ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
         ))?;
-        let rows = statement.query_map([dev_id], command_row)?;
+        let state = filter.state.map(CommandState::as_str);
+        let rows =
+            statement.query_map(params![dev_id, state, filter.before, limit], command_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn fanouts(
+        &self,
+        gateway_id: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FanoutRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {FANOUT_COLUMNS} FROM fanouts
+             WHERE (?1 IS NULL OR gateway_id = ?1) AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = statement.query_map(params![gateway_id, before, limit], fanout_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn decommission_device(&self, dev_id: &str) -> Result<Decommissioned, StoreError> {
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
+        let gateway = unit
+            .row_cached(
+                "SELECT gateway_id FROM gateways WHERE dev_id = ?1",
+                [dev_id],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()?;
+        if let Some(gateway_id) = gateway {
+            return Ok(Decommissioned::IsGateway(gateway_id));
+        }
+        let association = unit
+            .row_cached(
+                "DELETE FROM associations WHERE dev_id = ?1 RETURNING dev_id, gateway_id, origin, since",
+                [dev_id],
+                association_row,
+            )
+            .optional()?;
+        unit.run_cached("DELETE FROM pending_bootstraps WHERE dev_id = ?1", [dev_id])?;
+        let removed = unit.run_cached("DELETE FROM devices WHERE dev_id = ?1", [dev_id])?;
+        unit.commit()?;
+        Ok(match (removed, association) {
+            (0, None) => Decommissioned::NotFound,
+            (_, association) => Decommissioned::Removed(association),
+        })
+    }
+
+    fn remove_gateway(&self, gateway_id: &str, force: bool) -> Result<GatewayRemoval, StoreError> {
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
+        let behind = unit.row_cached(
+            "SELECT count(*) FROM associations WHERE gateway_id = ?1",
+            [gateway_id],
+            |row| row.get::<_, i64>(0),
+        )? as u64;
+        if behind > 0 && !force {
+            return Ok(GatewayRemoval::HasDevices(behind));
+        }
+        unit.run_cached(
+            "DELETE FROM associations WHERE gateway_id = ?1",
+            [gateway_id],
+        )?;
+        unit.run_cached("DELETE FROM fanouts WHERE gateway_id = ?1", [gateway_id])?;
+        unit.run_cached(
+            "DELETE FROM pending_bootstraps WHERE gateway_id = ?1",
+            [gateway_id],
+        )?;
+        let removed =
+            unit.run_cached("DELETE FROM gateways WHERE gateway_id = ?1", [gateway_id])?;
+        if removed == 0 {
+            return Ok(GatewayRemoval::NotFound);
+        }
+        unit.commit()?;
+        Ok(GatewayRemoval::Removed(behind))
+    }
+
+    fn associated_counts(&self, gateway_ids: &[&str]) -> Result<BTreeMap<String, u64>, StoreError> {
+        let connection = self.lock();
+        let mut counts = BTreeMap::new();
+        for gateway_id in gateway_ids {
+            let count = connection.row_cached(
+                "SELECT count(*) FROM associations WHERE gateway_id = ?1",
+                [gateway_id],
+                |row| row.get::<_, i64>(0),
+            )?;
+            counts.insert((*gateway_id).to_owned(), count as u64);
+        }
+        Ok(counts)
+    }
+
+    fn add_operator(&self, operator: &OperatorRecord) -> Result<(), StoreError> {
+        let added = self.lock().run_cached(
+            "INSERT INTO operators (name, role, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            params![
+                operator.name,
+                operator.role.name(),
+                operator.token_sha256,
+                operator.created_at
+            ],
+        )?;
+        match added {
+            0 => Err(StoreError::AlreadyExists(operator.name.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn operator_by_token(&self, token_sha256: &str) -> Result<Option<OperatorRecord>, StoreError> {
+        let row = self
+            .lock()
+            .row_cached(
+                &format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE token_sha256 = ?1"),
+                [token_sha256],
+                operator_row,
+            )
+            .optional()?;
+        row.transpose()
+    }
+
+    fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"
+        ))?;
+        let rows = statement.query_map([], operator_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn remove_operator(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .run_cached("DELETE FROM operators WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.lock().run_cached(
+            "INSERT INTO audit (at, operator, role, source, method, path, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                entry.at,
+                entry.operator,
+                entry.role.map(Role::name),
+                entry.source,
+                entry.method,
+                entry.path,
+                entry.status
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit
+             WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR operator = ?2)
+               AND (NOT ?3 OR status IN (401, 403))
+             ORDER BY id DESC LIMIT ?4"
+        ))?;
+        let rows = statement.query_map(
+            params![before, filter.operator, filter.refused, limit],
+            audit_row,
+        )?;
         rows.map(|r| r?).collect()
     }
 
@@ -587,9 +776,10 @@ impl Store for SqliteStore {
         let unit = Unit::begin(&connection)?;
         let mut forgotten = 0;
         for sql in [
-            "DELETE FROM commands WHERE state = 'done' AND done_at < ?1",
+            "DELETE FROM commands WHERE done_at < ?1 AND state IN ('done', 'cancelled', 'expired')",
             "DELETE FROM fanouts WHERE state = 'done' AND done_at < ?1",
             "DELETE FROM events WHERE at < ?1",
+            "DELETE FROM audit WHERE at < ?1",
         ] {
             forgotten += unit.run_cached(sql, [before])? as u64;
         }
@@ -679,6 +869,43 @@ mod tests {
         assert_eq!(record.devinfo["./DevInfo/Man"], "gwmo");
         assert_eq!((record.sessions, record.last_session_at), (1, Some(20)));
         assert_eq!(record.encoding.as_deref(), Some("wbxml"));
+    }
+
+    #[test]
+    fn commands_stored_before_cancel_and_expiry_existed_survive_the_table_s_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let rebuild = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("commands_v2"))
+            .unwrap();
+        {
+            let old = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..rebuild] {
+                old.execute_batch(migration).unwrap();
+            }
+            old.pragma_update(None, "user_version", rebuild as i64)
+                .unwrap();
+            old.execute_batch(
+                "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
+                 VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);
+                 INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at)
+                 VALUES (7, 'IMEI:1', '{}', 'done', 200, 1, 2), (8, 'IMEI:1', '{}', 'queued', NULL, 3, NULL);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, 2).unwrap();
+        let done = store.command(7).unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.status, done.expires_at),
+            (CommandState::Done, Some(200), None)
+        );
+        assert_eq!(store.cancel_command(8, 4).unwrap(), Cancelled::Now);
+        let next = store.queue_command("IMEI:1", "{}", 5).unwrap();
+        assert!(next > 8, "ids keep counting: {next}");
+        // The device's commands still go when the device does.
+        assert!(store.remove_device("IMEI:1").unwrap());
+        assert!(store.command(7).unwrap().is_none());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use rusqlite::{Connection, Row};
 
 use crate::store::{
-    CommandRecord, DeviceRecord, GatewayRecord, StoreError, auth_from_text, command_state,
-    devinfo_from_json,
+    Association, AuditEntry, AuditRecord, CommandRecord, DeviceRecord, FanoutRecord, GatewayRecord,
+    OperatorRecord, StoreError, auth_from_text, command_state, devinfo_from_json, role_from_text,
 };
 
 /// Statements through the connection's statement cache: SQLite parses each SQL text
@@ -76,8 +76,7 @@ pub(super) fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
     })
 }
 
-pub(super) const COMMAND_COLUMNS: &str =
-    "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at";
+pub(super) const COMMAND_COLUMNS: &str = "id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at, expires_at";
 
 pub(super) fn command_row(row: &Row<'_>) -> rusqlite::Result<Result<CommandRecord, StoreError>> {
     let state = match command_state(&row.get::<_, String>(3)?) {
@@ -95,5 +94,72 @@ pub(super) fn command_row(row: &Row<'_>) -> rusqlite::Result<Result<CommandRecor
         queued_at: row.get(7)?,
         sent_at: row.get(8)?,
         done_at: row.get(9)?,
+        expires_at: row.get(10)?,
+    }))
+}
+
+pub(super) const FANOUT_COLUMNS: &str =
+    "id, gateway_id, targets, spec, state, results, created_at, done_at";
+
+pub(super) fn fanout_row(row: &Row<'_>) -> rusqlite::Result<FanoutRecord> {
+    Ok(FanoutRecord {
+        id: row.get(0)?,
+        gateway_id: row.get(1)?,
+        targets: row.get(2)?,
+        spec: row.get(3)?,
+        state: row.get(4)?,
+        results: row.get(5)?,
+        created_at: row.get(6)?,
+        done_at: row.get(7)?,
+    })
+}
+
+pub(super) fn association_row(row: &Row<'_>) -> rusqlite::Result<Association> {
+    Ok(Association {
+        dev_id: row.get(0)?,
+        gateway_id: row.get(1)?,
+        origin: row.get(2)?,
+        since: row.get(3)?,
+    })
+}
+
+pub(super) const OPERATOR_COLUMNS: &str = "name, role, token_sha256, created_at";
+
+pub(super) fn operator_row(row: &Row<'_>) -> rusqlite::Result<Result<OperatorRecord, StoreError>> {
+    let role = match role_from_text(&row.get::<_, String>(1)?) {
+        Ok(role) => role,
+        Err(error) => return Ok(Err(error)),
+    };
+    Ok(Ok(OperatorRecord {
+        name: row.get(0)?,
+        role,
+        token_sha256: row.get(2)?,
+        created_at: row.get(3)?,
+    }))
+}
+
+pub(super) const AUDIT_COLUMNS: &str = "id, at, operator, role, source, method, path, status";
+
+pub(super) fn audit_row(row: &Row<'_>) -> rusqlite::Result<Result<AuditRecord, StoreError>> {
+    let role = match row
+        .get::<_, Option<String>>(3)?
+        .as_deref()
+        .map(role_from_text)
+    {
+        Some(Err(error)) => return Ok(Err(error)),
+        Some(Ok(role)) => Some(role),
+        None => None,
+    };
+    Ok(Ok(AuditRecord {
+        id: row.get(0)?,
+        entry: AuditEntry {
+            at: row.get(1)?,
+            operator: row.get(2)?,
+            role,
+            source: row.get(4)?,
+            method: row.get(5)?,
+            path: row.get(6)?,
+            status: row.get(7)?,
+        },
     }))
 }

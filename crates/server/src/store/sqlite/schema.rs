@@ -106,4 +106,57 @@ pub(super) const MIGRATIONS: &[&str] = &[
 "#,
     crate::store::ATTACH_KEY_MIGRATION,
     crate::store::HISTORY_INDEXES_MIGRATION,
+    // Commands an operator cancels or that expire unsent: two more states (SQLite
+    // changes a CHECK only by rebuilding the table), an expiry, and history forgotten
+    // by end time whatever the end.
+    r#"
+    CREATE TABLE commands_v2 (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        dev_id      TEXT NOT NULL REFERENCES devices(dev_id) ON DELETE CASCADE,
+        spec        TEXT NOT NULL,
+        state       TEXT NOT NULL
+                    CHECK (state IN ('queued', 'sent', 'done', 'cancelled', 'expired')),
+        session_key TEXT,
+        status      INTEGER,
+        results     TEXT,
+        queued_at   INTEGER NOT NULL,
+        sent_at     INTEGER,
+        done_at     INTEGER,
+        expires_at  INTEGER
+    );
+    INSERT INTO commands_v2
+           (id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at)
+    SELECT id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at
+      FROM commands;
+    DROP TABLE commands;
+    ALTER TABLE commands_v2 RENAME TO commands;
+    CREATE INDEX commands_by_device ON commands (dev_id, state, id);
+    CREATE INDEX commands_by_session ON commands (session_key) WHERE state = 'sent';
+    CREATE INDEX commands_by_done_at ON commands (done_at) WHERE done_at IS NOT NULL;
+    CREATE INDEX commands_by_expiry ON commands (expires_at)
+        WHERE state = 'queued' AND expires_at IS NOT NULL;
+"#,
+    // Operator accounts of the admin API (tokens kept as SHA-256 digests) and the
+    // audit log of what they did and what was refused.
+    r#"
+    CREATE TABLE operators (
+        name         TEXT PRIMARY KEY,
+        role         TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at   INTEGER NOT NULL
+    );
+    CREATE TABLE audit (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        operator TEXT,
+        role     TEXT,
+        source   TEXT NOT NULL,
+        method   TEXT NOT NULL,
+        path     TEXT NOT NULL,
+        status   INTEGER NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX fanouts_by_gateway ON fanouts (gateway_id, id);
+    CREATE INDEX associations_by_gateway ON associations (gateway_id, dev_id);
+"#,
 ];

@@ -1,28 +1,33 @@
 //! The admin API (JSON over HTTP, bearer-token authenticated): enroll devices, queue
 //! management commands and read their outcome, wake a device with package 0, read
-//! the event log.
+//! the event log; who may do which (`access`), operator accounts and the audit log
+//! (`accounts`), and the lifecycle of devices, gateways and commands (`lifecycle`).
+
+pub mod access;
+pub mod accounts;
+pub mod lifecycle;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gwmo_proto::auth::AuthType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::secrets::random_secret;
 use crate::state::AppState;
 use crate::store::{
-    CommandRecord, DeviceRecord, EventFilter, GatewayRecord, NewDevice, StoreError,
+    CommandFilter, CommandRecord, DeviceRecord, EventFilter, FanoutRecord, GatewayRecord,
+    NewDevice, QueuedCommand, StoreError,
 };
 use gwmo_net::unix_now;
 
 /// An admin API error: an HTTP status and a one-line reason, as JSON.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
@@ -53,7 +58,7 @@ const MAX_REFUSAL_TEXT: usize = 4096;
 /// Every refusal in the one shape the API documents, `{"error": ...}`: the
 /// framework's own (a body that is not JSON, or not the expected fields; a wrong
 /// content type; a bad query) come as plain text, and are put in it here.
-async fn as_api_error(response: Response) -> Response {
+pub(crate) async fn as_api_error(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -94,49 +99,6 @@ pub(crate) fn known_device(state: &AppState, dev_id: &str) -> Result<DeviceRecor
         .store
         .device(dev_id)?
         .ok_or_else(|| not_found("device"))
-}
-
-/// Every `/api` route but the OpenAPI description goes through this first: requests
-/// without the configured bearer token are refused before their body is even read, and
-/// every refusal after it comes back as `{"error": ...}`.
-pub async fn require_token(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(as_api_error(next.run(request).await).await)
-}
-
-/// Refuses requests without the configured bearer token (constant-time compare).
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    // An empty token is refused at start; were one set anyway, it would equal a
-    // request without the header: closed.
-    let Some(expected) = state
-        .settings
-        .admin_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-    else {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the admin API is closed: set admin_token in the server configuration".into(),
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        ))
-    }
 }
 
 /// Enrollment request: the device and its credentials; missing secrets are generated.
@@ -218,7 +180,7 @@ pub struct Page {
 }
 
 /// A page's size: 100 rows unless asked, at most 1000.
-fn page_limit(limit: Option<u32>) -> u32 {
+pub(super) fn page_limit(limit: Option<u32>) -> u32 {
     limit.unwrap_or(100).clamp(1, 1000)
 }
 
@@ -263,27 +225,67 @@ pub async fn get_device(
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let device = known_device(&state, &dev_id)?;
-    let commands = state.store.commands_for(&dev_id)?;
+    let commands = state
+        .store
+        .commands_of(&dev_id, &CommandFilter::default(), RECENT_COMMANDS)?;
     let mut body = device_json(&device);
     body["commands"] = commands.iter().map(command_json).collect();
     body["gateway"] = json!(state.store.association(&dev_id)?);
     Ok(Json(body))
 }
 
+/// How many of its newest commands a device's record shows (all of them are paged at
+/// `/api/devices/{dev_id}/commands`).
+const RECENT_COMMANDS: u32 = 20;
+
+/// The longest expiry a command can be given: a year.
+const MAX_EXPIRY_SECS: u64 = 366 * 24 * 3600;
+
+/// `?wake=false` queues without waking the device; `?expires_in=SECS` drops the
+/// command if no session took it by then.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    pub wake: Option<bool>,
+    pub expires_in: Option<u64>,
+}
+
+/// Queues a command and, unless asked not to, wakes the device for it in the
+/// background (package 0, again while it answers "too soon").
 pub async fn queue_command(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
+    Query(query): Query<QueueQuery>,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec =
         CommandSpec::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let now = unix_now();
+    let expires_at = match query.expires_in {
+        Some(secs @ 1..=MAX_EXPIRY_SECS) => Some(now + secs as i64),
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("expires_in must be 1 to {MAX_EXPIRY_SECS} seconds"),
+            ));
+        }
+        None => None,
+    };
     known_device(&state, &dev_id)?;
-    let id = state
-        .store
-        .queue_command(&dev_id, &spec.to_json(), unix_now())?;
+    let spec = spec.to_json();
+    let command = QueuedCommand {
+        dev_id: &dev_id,
+        spec: &spec,
+        expires_at,
+    };
+    let id = state.store.queue(&command, now)?;
+    let wake = query.wake.unwrap_or(true);
+    if wake {
+        state.dm.wake_later(&dev_id);
+    }
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id, "state": "queued" })),
+        Json(json!({ "id": id, "state": "queued", "expires_at": expires_at, "waking": wake })),
     ))
 }
 
@@ -298,8 +300,14 @@ pub async fn get_command(
     Ok(Json(command_json(&command)))
 }
 
-fn command_json(command: &CommandRecord) -> Value {
-    let spec: Value = serde_json::from_str(&command.spec).unwrap_or(Value::Null);
+pub(super) fn command_json(command: &CommandRecord) -> Value {
+    // Read back through the spec's own type: specs stored before absent fields were
+    // left out held them as nulls, which the API does not show.
+    let spec: Value = CommandSpec::parse(&command.spec)
+        .ok()
+        .and_then(|spec| serde_json::to_value(spec).ok())
+        .or_else(|| serde_json::from_str(&command.spec).ok())
+        .unwrap_or(Value::Null);
     let outcome: Option<StoredOutcome> = command
         .results
         .as_deref()
@@ -312,7 +320,9 @@ fn command_json(command: &CommandRecord) -> Value {
         "status": command.status,
         "outcome": outcome,
         "queued_at": command.queued_at,
+        "sent_at": command.sent_at,
         "done_at": command.done_at,
+        "expires_at": command.expires_at,
     })
 }
 
@@ -370,7 +380,7 @@ pub async fn list_gateways(
 }
 
 /// The key to ask for the next page with, when this page is full.
-fn next_key<T>(page: &[T], limit: u32, key: impl Fn(&T) -> &String) -> Option<String> {
+pub(super) fn next_key<T>(page: &[T], limit: u32, key: impl Fn(&T) -> &String) -> Option<String> {
     (page.len() == limit as usize)
         .then(|| page.last().map(|last| key(last).clone()))
         .flatten()
@@ -435,8 +445,12 @@ pub async fn get_fanout(
         .store
         .fanout(id)?
         .ok_or_else(|| not_found("fan-out"))?;
+    Ok(Json(fanout_json(&fanout)))
+}
+
+fn fanout_json(fanout: &FanoutRecord) -> Value {
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
-    Ok(Json(json!({
+    json!({
         "id": fanout.id,
         "gateway_id": fanout.gateway_id,
         "targets": parse(&fanout.targets),
@@ -445,7 +459,7 @@ pub async fn get_fanout(
         "results": fanout.results.as_deref().map(parse),
         "created_at": fanout.created_at,
         "done_at": fanout.done_at,
-    })))
+    })
 }
 
 pub async fn list_associations(
@@ -576,10 +590,15 @@ pub async fn events(
         kind: query.kind,
         dev_id: query.device,
     };
+    let limit = page_limit(query.limit);
     let events = state
         .store
-        .events(query.after.unwrap_or(0), page_limit(query.limit), &filter)?;
+        .events(query.after.unwrap_or(0), limit, &filter)?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
     Ok(Json(json!({
+        "next": next,
         "events": events.iter().map(|e| json!({
             "id": e.id,
             "at": e.at,
