@@ -104,7 +104,7 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         |inner, _| format!(r#"{{"op":"Atomic","commands":[{inner}]}}"#),
     );
     let get = br#"{"op":"Get","target":"./DevInfo/Man"}"#;
-    let mut refused: Vec<(u16, String)> = Vec::new();
+    let mut refused: Vec<(&str, String, u16, String)> = Vec::new();
     let with_token_typed = |method: &str, path: &str, content_type: &str, body: &[u8]| {
         http(server.addr, method, path, Some(TOKEN), content_type, body)
     };
@@ -121,7 +121,7 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         ] {
             let (status, text) = http(server.addr, method, path, token, "application/json", body);
             assert_eq!(status, 401, "{method} {path} with {token:?}");
-            refused.push((status, text));
+            refused.push((method, path.to_owned(), status, text));
         }
     }
     // Unknown device, gateway, command.
@@ -146,7 +146,7 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
     ] {
         let (status, text) = with_token(method, path, body);
         assert_eq!(status, 404, "{method} {path}: {text}");
-        refused.push((status, text));
+        refused.push((method, path.to_owned(), status, text));
     }
     // Malformed bodies and parameters.
     for (method, path, body) in [
@@ -181,7 +181,7 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
             "{method} {path} {}: {status} {text}",
             String::from_utf8_lossy(body)
         );
-        refused.push((status, text));
+        refused.push((method, path.to_owned(), status, text));
     }
     // A body that is not JSON at all.
     let (status, text) = with_token_typed(
@@ -191,13 +191,14 @@ fn refused_requests_get_a_clear_4xx_and_change_nothing() {
         br#"{"dev_id":"IMEI:9"}"#,
     );
     assert_eq!(status, 415, "{text}");
-    refused.push((status, text));
+    refused.push(("POST", "/api/devices".to_owned(), status, text));
     // Each refusal says why, in the one shape: {"error": "..."}, the framework's own
-    // refusals (malformed JSON, unknown fields, a bad query, a wrong type) included.
-    for (status, text) in &refused {
-        let reason = serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned));
+    // refusals (malformed JSON, unknown fields, a bad query, a wrong type) included,
+    // with a status its operation documents.
+    for (method, path, status, text) in &refused {
+        let body = serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.clone()));
+        openapi::assert_documented(method, path, *status, &body);
+        let reason = body["error"].as_str().map(str::to_owned);
         assert!(
             reason.is_some_and(|r| !r.trim().is_empty()),
             "{status} not as {{\"error\": ...}}: {text}"
@@ -259,4 +260,86 @@ fn listings_page_through_every_device_and_gateway_once() {
     let (status, none) = server.api("GET", "/api/associations?gateway=gw-1", None);
     assert_eq!(status, 200);
     assert_eq!(none["associations"], serde_json::json!([]));
+}
+
+/// The checker every admin API answer of the tests goes through fails on what the
+/// description does not allow: a test that passes through it proves something.
+#[test]
+fn the_description_checker_refuses_answers_the_description_does_not_allow() {
+    use serde_json::json;
+    let spec = openapi::description();
+    let device = json!({
+        "dev_id": "IMEI:1", "auth": "md5", "devinfo": {"./DevInfo/Man": "gwmo"},
+        "notify_url": null, "encoding": "wbxml", "sessions": 2, "created_at": 5,
+        "last_session_at": null,
+    });
+    let page = |device: Value| json!({ "devices": [device], "next": null });
+    assert_eq!(
+        openapi::check(
+            spec,
+            "GET",
+            "/api/devices?limit=5",
+            200,
+            &page(device.clone())
+        ),
+        Ok(())
+    );
+
+    let mut wrong = Vec::new();
+    let mut changed = |edit: &dyn Fn(&mut Value)| {
+        let mut body = device.clone();
+        edit(&mut body);
+        wrong.push(openapi::check(
+            spec,
+            "GET",
+            "/api/devices",
+            200,
+            &page(body),
+        ));
+    };
+    changed(&|d| {
+        d.as_object_mut()
+            .unwrap()
+            .remove("sessions")
+            .map(drop)
+            .unwrap()
+    });
+    changed(&|d| d["colour"] = json!("red"));
+    changed(&|d| d["sessions"] = json!("two"));
+    changed(&|d| d["auth"] = json!("rot13"));
+    changed(&|d| d["dev_id"] = Value::Null);
+    changed(&|d| d["devinfo"]["./DevInfo/Man"] = json!(7));
+    for outcome in &wrong {
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+    let refusal = json!({ "error": "no" });
+    assert!(openapi::check(spec, "GET", "/api/devices", 418, &refusal).is_err());
+    assert!(openapi::check(spec, "GET", "/api/devices", 401, &json!("plain text")).is_err());
+    assert!(openapi::check(spec, "PATCH", "/api/devices", 200, &refusal).is_err());
+    assert!(openapi::check(spec, "GET", "/api/nothing", 200, &refusal).is_err());
+    assert_eq!(
+        openapi::check(spec, "GET", "/api/devices", 401, &refusal),
+        Ok(())
+    );
+    // A command is exactly one of its forms.
+    let command = |spec_json: Value| {
+        json!({ "id": 1, "dev_id": "IMEI:1", "state": "queued", "spec": spec_json,
+                "status": null, "outcome": null, "queued_at": 1, "sent_at": null,
+                "done_at": null, "expires_at": null })
+    };
+    let get = json!({ "op": "Get", "target": "./A" });
+    assert_eq!(
+        openapi::check(spec, "GET", "/api/commands/1", 200, &command(get)),
+        Ok(())
+    );
+    let nulls = json!({ "op": "Add", "target": "./A", "format": null });
+    assert!(openapi::check(spec, "GET", "/api/commands/1", 200, &command(nulls)).is_err());
+    let empty = json!({ "op": "Atomic", "commands": [] });
+    assert!(openapi::check(spec, "GET", "/api/commands/1", 200, &command(empty)).is_err());
+    // No body where none is documented.
+    assert_eq!(
+        openapi::check(spec, "DELETE", "/api/operators/x", 204, &json!("")),
+        Ok(())
+    );
+    assert!(openapi::check(spec, "DELETE", "/api/operators/x", 204, &refusal).is_err());
 }

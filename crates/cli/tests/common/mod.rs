@@ -289,10 +289,12 @@ impl ServerProcess {
         body
     }
 
+    /// Queues a command without waking the device (a test that wants the device woken
+    /// says when, with `/notify`).
     pub fn queue(&self, dev_id: &str, spec: &str) -> i64 {
         let (status, body) = self.api(
             "POST",
-            &format!("/api/devices/{dev_id}/commands"),
+            &format!("/api/devices/{dev_id}/commands?wake=false"),
             Some(spec),
         );
         assert_eq!(status, 201, "queue {spec}: {body}");
@@ -321,8 +323,20 @@ impl ServerProcess {
 }
 
 /// An admin API call (with the test token) to a server or gateway at `addr`, through
-/// the admin client the demo and the simulator use (`gwmo_wiring`).
+/// the admin client the demo and the simulator use (`gwmo_wiring`); its answer must be
+/// one the OpenAPI description documents.
 pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    api_as(addr, TOKEN, method, path, body)
+}
+
+/// [`api`] with another bearer token.
+pub fn api_as(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let runtime = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -336,7 +350,7 @@ pub fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u
         Duration::from_secs(30),
         64 << 20,
     );
-    let admin = gwmo_wiring::AdminClient::new(client, format!("https://{addr}"), TOKEN);
+    let admin = gwmo_wiring::AdminClient::new(client, format!("https://{addr}"), token);
     let verb = gwmo_net::Method::from_bytes(method.as_bytes()).unwrap();
     let (status, value) = runtime.block_on(admin.send(verb, path, body)).unwrap();
     openapi::assert_documented(method, path, status, &value);
