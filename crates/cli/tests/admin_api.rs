@@ -270,10 +270,11 @@ fn the_description_checker_refuses_answers_the_description_does_not_allow() {
     let spec = openapi::description();
     let device = json!({
         "dev_id": "IMEI:1", "auth": "md5", "devinfo": {"./DevInfo/Man": "gwmo"},
+        "devdetail": {}, "tags": ["pilot"],
         "notify_url": null, "encoding": "wbxml", "sessions": 2, "created_at": 5,
         "last_session_at": null,
     });
-    let page = |device: Value| json!({ "devices": [device], "next": null });
+    let page = |device: Value| json!({ "devices": [device], "next": null, "total": 1 });
     assert_eq!(
         openapi::check(
             spec,
@@ -309,6 +310,7 @@ fn the_description_checker_refuses_answers_the_description_does_not_allow() {
     changed(&|d| d["auth"] = json!("rot13"));
     changed(&|d| d["dev_id"] = Value::Null);
     changed(&|d| d["devinfo"]["./DevInfo/Man"] = json!(7));
+    changed(&|d| d["tags"] = json!("pilot"));
     for outcome in &wrong {
         assert!(outcome.is_err(), "{outcome:?}");
     }

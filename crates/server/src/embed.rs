@@ -15,7 +15,7 @@ use crate::command::CommandSpec;
 use crate::dm::Touched;
 use crate::notify::{self, NotifyError};
 use crate::state::AppState;
-use crate::store::{CommandState, DeviceRecord, NewDevice, Store, StoreError};
+use crate::store::{CommandState, DeviceFilter, DeviceRecord, NewDevice, Store, StoreError};
 
 /// Why an embedded server could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +57,9 @@ impl From<DeviceRecord> for EndDevice {
 /// Every device the store serves.
 fn all_served(store: &dyn Store) -> Result<Vec<EndDevice>, StoreError> {
     Ok(store
-        .devices(None, u32::MAX)?
+        .devices(&DeviceFilter::default(), None, u32::MAX)?
         .into_iter()
-        .map(EndDevice::from)
+        .map(|device| EndDevice::from(device.record))
         .collect())
 }
 

@@ -15,7 +15,7 @@ use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{access, accounts, lifecycle};
+use crate::admin::{access, accounts, fleet, lifecycle};
 use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
@@ -27,7 +27,9 @@ const FORGET_HISTORY_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
-        .route("/api/devices", post(admin::enroll).get(admin::list_devices))
+        .route("/api/devices", post(admin::enroll).get(fleet::list_devices))
+        .route("/api/enrollments", post(fleet::import))
+        .route("/api/tags", get(fleet::list_tags).post(fleet::change_tags))
         .route(
             "/api/devices/{dev_id}",
             get(admin::get_device).delete(lifecycle::decommission_device),

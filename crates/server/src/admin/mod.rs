@@ -5,6 +5,8 @@
 
 pub mod access;
 pub mod accounts;
+mod csv;
+pub mod fleet;
 pub mod lifecycle;
 
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use crate::command::{CommandSpec, StoredOutcome};
 use crate::secrets::random_secret;
 use crate::state::AppState;
 use crate::store::{
-    CommandFilter, CommandRecord, DeviceRecord, EventFilter, FanoutRecord, GatewayRecord,
-    NewDevice, QueuedCommand, StoreError,
+    CommandFilter, CommandRecord, DeviceFilter, DeviceRecord, EventFilter, FanoutRecord,
+    GatewayRecord, ListedDevice, NewDevice, QueuedCommand, StoreError,
 };
 use gwmo_net::unix_now;
 
@@ -133,6 +135,11 @@ pub async fn enroll(
     State(state): State<Arc<AppState>>,
     Json(request): Json<EnrollRequest>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    Ok((StatusCode::CREATED, Json(enroll_one(&state, request)?)))
+}
+
+/// Enrolls one device; missing secrets are generated.
+fn enroll_one(state: &AppState, request: EnrollRequest) -> Result<Enrollment, ApiError> {
     let bad = |reason: String| ApiError(StatusCode::BAD_REQUEST, reason);
     if request.dev_id.trim().is_empty() || request.dev_id.len() > 256 {
         return Err(bad("dev_id must be 1 to 256 characters".into()));
@@ -161,7 +168,7 @@ pub async fn enroll(
     match state.store.enroll(&device, unix_now()) {
         Ok(()) => {
             state.dm.touch(&enrollment.dev_id);
-            Ok((StatusCode::CREATED, Json(enrollment)))
+            Ok(enrollment)
         }
         Err(StoreError::AlreadyExists(_)) => Err(ApiError(
             StatusCode::CONFLICT,
@@ -193,30 +200,20 @@ pub struct AssociationsQuery {
     pub limit: Option<u32>,
 }
 
-pub async fn list_devices(
-    State(state): State<Arc<AppState>>,
-    Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = page_limit(page.limit);
-    let devices = state.store.devices(page.after.as_deref(), limit)?;
-    let next = next_key(&devices, limit, |d| &d.dev_id);
-    Ok(Json(json!({
-        "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
-        "next": next,
-    })))
-}
-
 /// A device as the API shows it: never its secrets or nonces.
-fn device_json(device: &DeviceRecord) -> Value {
+fn device_json(device: &ListedDevice) -> Value {
+    let record = &device.record;
     json!({
-        "dev_id": device.dev_id,
-        "auth": device.auth.name(),
-        "devinfo": device.devinfo,
-        "notify_url": device.notify_address,
-        "encoding": device.encoding,
-        "sessions": device.sessions,
-        "created_at": device.created_at,
-        "last_session_at": device.last_session_at,
+        "dev_id": record.dev_id,
+        "auth": record.auth.name(),
+        "devinfo": record.devinfo,
+        "devdetail": device.devdetail,
+        "tags": device.tags,
+        "notify_url": record.notify_address,
+        "encoding": record.encoding,
+        "sessions": record.sessions,
+        "created_at": record.created_at,
+        "last_session_at": record.last_session_at,
     })
 }
 
@@ -224,7 +221,15 @@ pub async fn get_device(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let device = known_device(&state, &dev_id)?;
+    let one = DeviceFilter {
+        dev_id: Some(dev_id.clone()),
+        ..DeviceFilter::default()
+    };
+    let device = state
+        .store
+        .devices(&one, None, 1)?
+        .pop()
+        .ok_or_else(|| not_found("device"))?;
     let commands = state
         .store
         .commands_of(&dev_id, &CommandFilter::default(), RECENT_COMMANDS)?;

@@ -2,6 +2,7 @@
 //! the answer leaves (a nonce the device will use must be known if this instance
 //! stops right after), one method per kind of event.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -23,6 +24,24 @@ fn whole_tree_report(item: &gwmo_proto::Item) -> Option<&str> {
     (source.split('?').next() == Some(".") && mime == gwmo_proto::codes::content_type::TNDS_XML)
         .then(|| item.data.as_ref()?.as_text())
         .flatten()
+}
+
+/// Where a device describes itself beyond DevInfo (firmware, software and hardware
+/// versions): what a Get reads there is kept, and devices are found by it.
+const DEVDETAIL: &str = "./DevDetail/";
+
+/// The DevDetail leaves a command's results carry.
+fn devdetail_read(outcome: &CommandOutcome) -> BTreeMap<String, String> {
+    outcome
+        .results
+        .iter()
+        .filter_map(|item| {
+            let uri = item.source.as_ref()?.uri.as_str();
+            let value = item.data.as_ref()?.as_text()?;
+            uri.starts_with(DEVDETAIL)
+                .then(|| (uri.to_owned(), value.to_owned()))
+        })
+        .collect()
 }
 
 impl DmService {
@@ -205,8 +224,20 @@ impl DmService {
         if outcome.status == status::NOT_FOUND {
             self.refute_attach(dev_id, command, unix_now)?;
         }
+        let mut devdetail = devdetail_read(outcome);
         if let Some(tnds) = outcome.results.iter().find_map(whole_tree_report) {
             self.store.set_tree(dev_id, tnds, unix_now)?;
+            if let Ok(nodes) = gwmo_proto::tnds::parse(tnds) {
+                devdetail.extend(
+                    gwmo_proto::tnds::leaves(&nodes, ".")
+                        .into_iter()
+                        .filter(|(uri, _, _)| uri.starts_with(DEVDETAIL))
+                        .map(|(uri, value, _)| (uri, value)),
+                );
+            }
+        }
+        if !devdetail.is_empty() {
+            self.store.record_devdetail(dev_id, &devdetail)?;
         }
         self.metrics.command_status(status);
         Ok(())

@@ -7,6 +7,7 @@
 //! database). Both run versioned migrations at open. Secrets are kept in clear: MD5
 //! digests and HMACs need them on the server side.
 
+mod filter;
 mod postgres;
 mod settle;
 mod sqlite;
@@ -19,6 +20,7 @@ use gwmo_proto::auth::AuthType;
 
 use crate::operators::Role;
 
+pub use self::filter::{DeviceFilter, valid_tag};
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
@@ -43,6 +45,18 @@ const CLAIM_OR_EXPIRE: &str = "
     session_key = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?2 END,
     sent_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?3 END,
     done_at = CASE WHEN expires_at <= ?3 THEN ?3 ELSE NULL END";
+
+/// A migration both backends run as it is: what a device reported of its DevDetail
+/// (firmware version and the like, from the results of Gets), and device tags.
+const DEVDETAIL_AND_TAGS_MIGRATION: &str = r#"
+    ALTER TABLE devices ADD COLUMN devdetail TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE device_tags (
+        dev_id TEXT NOT NULL REFERENCES devices(dev_id) ON DELETE CASCADE,
+        tag    TEXT NOT NULL,
+        PRIMARY KEY (dev_id, tag)
+    );
+    CREATE INDEX device_tags_by_tag ON device_tags (tag, dev_id);
+"#;
 
 /// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
 /// the path of an SQLite file with a page cache of `cache_mib`.
@@ -155,6 +169,17 @@ impl DeviceRecord {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A device as listings show it: its record, what it reported of its DevDetail, and
+/// its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedDevice {
+    pub record: DeviceRecord,
+    /// DevDetail leaves by URI, as Gets last read them.
+    pub devdetail: BTreeMap<String, String>,
+    /// In order.
+    pub tags: Vec<String>,
 }
 
 /// Where a queued command is.
@@ -423,7 +448,31 @@ pub trait Store: Send + Sync {
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError>;
     fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
     /// Devices in DevId order, after `after`, at most `limit`.
-    fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Devices the filter matches in DevId order, after `after`, at most `limit`.
+    fn devices(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ListedDevice>, StoreError>;
+    /// How many devices the filter matches.
+    fn count_devices(&self, filter: &DeviceFilter) -> Result<u64, StoreError>;
+    /// Merges DevDetail leaves a device reported into what is kept of them.
+    fn record_devdetail(
+        &self,
+        dev_id: &str,
+        leaves: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError>;
+    /// Adds the tags `add` to the devices the filter matches and takes `remove` away
+    /// from them, in one transaction; returns how many devices matched.
+    fn tag_devices(
+        &self,
+        filter: &DeviceFilter,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<u64, StoreError>;
+    /// Every tag in use, with how many devices carry it.
+    fn tags(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Forgets a device: its commands go with it. Returns whether it was there.
     fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError>;
     /// Replaces the nonce a device must build its next Cred with, only if it is still
@@ -655,6 +704,18 @@ fn role_from_text(text: &str) -> Result<Role, StoreError> {
 
 fn devinfo_from_json(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("devinfo: {error}")))
+}
+
+/// Tags as the store lists them (comma-separated, in no order), sorted.
+fn tags_from_list(list: Option<String>) -> Vec<String> {
+    let mut tags: Vec<String> = list
+        .unwrap_or_default()
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    tags
 }
 
 fn devinfo_to_json(devinfo: &BTreeMap<String, String>) -> Result<String, StoreError> {

@@ -206,10 +206,13 @@ fn devices_and_events_page() {
                 .log_event(Some(&format!("IMEI:{i}")), "alert", "{}", i)
                 .unwrap();
         }
-        let first = store.devices(None, 2).unwrap();
-        let next = store.devices(Some(&first[1].dev_id), 10).unwrap();
+        let all = DeviceFilter::default();
+        let first = store.devices(&all, None, 2).unwrap();
+        let next = store
+            .devices(&all, Some(&first[1].record.dev_id), 10)
+            .unwrap();
         assert_eq!((first.len(), next.len()), (2, 3));
-        assert_eq!(next[0].dev_id, "IMEI:2");
+        assert_eq!(next[0].record.dev_id, "IMEI:2");
         let all = EventFilter::default();
         let events = store.events(0, 3, &all).unwrap();
         assert_eq!(events.len(), 3);
@@ -1010,5 +1013,209 @@ fn the_audit_log_pages_newest_first_filters_and_is_forgotten_with_history() {
         );
         assert_eq!(store.forget_history(25).unwrap(), 2);
         assert_eq!(at(AuditFilter::default()), vec![30]);
+    });
+}
+
+#[test]
+fn devices_are_found_by_what_they_reported_where_they_are_and_their_tags() {
+    each_backend(|store| {
+        for dev_id in ["IMEI:351", "IMEI:352", "IMEI:361", "GW:1"] {
+            store.enroll(&device(dev_id), 0).unwrap();
+        }
+        let devinfo = |man: &str, model: &str| {
+            BTreeMap::from([
+                ("./DevInfo/Man".to_owned(), man.to_owned()),
+                ("./DevInfo/Mod".to_owned(), model.to_owned()),
+            ])
+        };
+        store
+            .record_session("IMEI:351", &devinfo("Acme", "M1"), "xml", 100)
+            .unwrap();
+        store
+            .record_session("IMEI:352", &devinfo("Acme", "M2"), "xml", 500)
+            .unwrap();
+        store
+            .record_session("IMEI:361", &devinfo("Other", "M1"), "xml", 900)
+            .unwrap();
+        let firmware = |fwv: &str| BTreeMap::from([("./DevDetail/FwV".to_owned(), fwv.to_owned())]);
+        store
+            .record_devdetail("IMEI:351", &firmware("1.0"))
+            .unwrap();
+        store
+            .record_devdetail("IMEI:352", &firmware("1.0"))
+            .unwrap();
+        store
+            .record_devdetail("IMEI:352", &firmware("2.0"))
+            .unwrap();
+        store
+            .record_devdetail(
+                "IMEI:352",
+                &BTreeMap::from([("./DevDetail/HwV".to_owned(), "r3".to_owned())]),
+            )
+            .unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
+        let none = Followups::default();
+        store
+            .associate("IMEI:352", "gw-1", "local-bootstrap", None, 5, &none)
+            .unwrap();
+        store
+            .associate("IMEI:361", "gw-1", "server-assisted", None, 5, &none)
+            .unwrap();
+
+        let found = |filter: DeviceFilter| {
+            let devices: Vec<String> = store
+                .devices(&filter, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.record.dev_id)
+                .collect();
+            assert_eq!(store.count_devices(&filter).unwrap(), devices.len() as u64);
+            devices
+        };
+        let by = DeviceFilter::default;
+        assert_eq!(found(by()).len(), 4);
+        assert_eq!(
+            found(DeviceFilter {
+                dev_id_prefix: Some("IMEI:35".into()),
+                ..by()
+            }),
+            ["IMEI:351", "IMEI:352"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                manufacturer: Some("Acme".into()),
+                model: Some("M1".into()),
+                ..by()
+            }),
+            ["IMEI:351"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                firmware: Some("2.0".into()),
+                ..by()
+            }),
+            ["IMEI:352"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                gateway: Some("gw-1".into()),
+                ..by()
+            }),
+            ["IMEI:352", "IMEI:361"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                origin: Some("server-assisted".into()),
+                ..by()
+            }),
+            ["IMEI:361"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                seen_since: Some(500),
+                ..by()
+            }),
+            ["IMEI:352", "IMEI:361"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                unseen_since: Some(500),
+                ..by()
+            }),
+            ["GW:1", "IMEI:351"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                dev_id_prefix: Some("x' OR 1=1 --".into()),
+                ..by()
+            }),
+            Vec::<String>::new()
+        );
+        let listed = store
+            .devices(
+                &DeviceFilter {
+                    dev_id: Some("IMEI:352".into()),
+                    ..by()
+                },
+                None,
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            listed[0].devdetail,
+            BTreeMap::from([
+                ("./DevDetail/FwV".to_owned(), "2.0".to_owned()),
+                ("./DevDetail/HwV".to_owned(), "r3".to_owned())
+            ]),
+            "merged: a later read replaces a leaf and keeps the others"
+        );
+
+        // Tags, by filter, in bulk; a device's tags come with it, in order.
+        let acme = DeviceFilter {
+            manufacturer: Some("Acme".into()),
+            ..by()
+        };
+        let tags = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            store
+                .tag_devices(&acme, &tags(&["pilot", "eu"]), &[])
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store.tag_devices(&acme, &tags(&["pilot"]), &[]).unwrap(),
+            2,
+            "twice is once"
+        );
+        let one = DeviceFilter {
+            dev_id: Some("IMEI:351".into()),
+            ..by()
+        };
+        assert_eq!(store.tag_devices(&one, &[], &tags(&["eu"])).unwrap(), 1);
+        assert_eq!(
+            found(DeviceFilter {
+                tag: Some("pilot".into()),
+                ..by()
+            }),
+            ["IMEI:351", "IMEI:352"]
+        );
+        assert_eq!(
+            found(DeviceFilter {
+                tag: Some("eu".into()),
+                ..by()
+            }),
+            ["IMEI:352"]
+        );
+        let listed = store
+            .devices(
+                &DeviceFilter {
+                    dev_id: Some("IMEI:352".into()),
+                    ..by()
+                },
+                None,
+                1,
+            )
+            .unwrap();
+        assert_eq!(listed[0].tags, ["eu", "pilot"]);
+        assert_eq!(
+            store.tags().unwrap(),
+            vec![("eu".to_owned(), 1), ("pilot".to_owned(), 2)]
+        );
+        assert_eq!(
+            store
+                .tag_devices(
+                    &DeviceFilter {
+                        dev_id: Some("IMEI:0".into()),
+                        ..by()
+                    },
+                    &tags(&["x"]),
+                    &[]
+                )
+                .unwrap(),
+            0
+        );
+        // A decommissioned device takes its tags with it.
+        store.decommission_device("IMEI:352").unwrap();
+        assert_eq!(store.tags().unwrap(), vec![("pilot".to_owned(), 1)]);
     });
 }

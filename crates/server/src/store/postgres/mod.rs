@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
+use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 mod rows;
@@ -23,15 +24,30 @@ use rows::*;
 use schema::MIGRATIONS;
 use units::*;
 
+use super::filter::{Bound, DeviceFilter, POSTGRES};
 use super::settle::{settle_auth_switch, settle_bootstrap};
 
 use super::{
     Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
     CommandFilter, CommandRecord, CommandState, Completed, Decommissioned, DeviceRecord, Entailed,
-    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, NewDevice,
-    OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point, devinfo_to_json,
+    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, ListedDevice,
+    NewDevice, OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point,
+    devinfo_to_json,
 };
 use crate::operators::Role;
+
+/// A bound filter value as PostgreSQL takes it.
+fn sql_value(bound: Bound) -> Box<dyn ToSql + Sync> {
+    match bound {
+        Bound::Text(text) => Box::new(text),
+        Bound::Int(number) => Box::new(number),
+    }
+}
+
+/// Parameters as the client takes them.
+fn borrowed(values: &[Box<dyn ToSql + Sync>]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|value| value.as_ref()).collect()
+}
 
 /// Any fixed number: the advisory lock instances take while migrating.
 const MIGRATION_LOCK: i64 = 0x67776d6f;
@@ -230,13 +246,106 @@ impl Store for PostgresStore {
         )
     }
 
-    fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError> {
+    fn devices(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ListedDevice>, StoreError> {
+        let (condition, bound) = filter.condition(&POSTGRES, 3);
+        let mut values: Vec<Box<dyn ToSql + Sync>> = vec![
+            Box::new(after.unwrap_or("").to_owned()),
+            Box::new(i64::from(limit)),
+        ];
+        values.extend(bound.into_iter().map(sql_value));
         self.query(
             &format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id > $1 ORDER BY dev_id LIMIT $2"
+                "SELECT {} FROM devices WHERE dev_id > $1 AND {condition} ORDER BY dev_id LIMIT $2",
+                listed_columns()
             ),
-            &[&after.unwrap_or(""), &i64::from(limit)],
-            device_row,
+            &borrowed(&values),
+            listed_device_row,
+        )
+    }
+
+    fn count_devices(&self, filter: &DeviceFilter) -> Result<u64, StoreError> {
+        let (condition, bound) = filter.condition(&POSTGRES, 1);
+        let values: Vec<Box<dyn ToSql + Sync>> = bound.into_iter().map(sql_value).collect();
+        let counts = self.query(
+            &format!("SELECT count(*) FROM devices WHERE {condition}"),
+            &borrowed(&values),
+            |row| Ok(row.try_get::<_, i64>(0)?),
+        )?;
+        Ok(counts.first().copied().unwrap_or(0) as u64)
+    }
+
+    fn record_devdetail(
+        &self,
+        dev_id: &str,
+        leaves: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET devdetail = (devdetail::jsonb || ($2::TEXT)::jsonb)::TEXT WHERE dev_id = $1",
+            &[&dev_id, &devinfo_to_json(leaves)?],
+        )?;
+        Ok(())
+    }
+
+    fn tag_devices(
+        &self,
+        filter: &DeviceFilter,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<u64, StoreError> {
+        let (condition, bound) = filter.condition(&POSTGRES, 2);
+        let (count_condition, _) = filter.condition(&POSTGRES, 1);
+        self.with(|client| {
+            let mut transaction = client.transaction()?;
+            let with_tag = |tag: &String| {
+                let mut values: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(tag.clone())];
+                values.extend(bound.iter().cloned().map(sql_value));
+                values
+            };
+            for tag in add {
+                transaction.execute(
+                    &format!(
+                        "INSERT INTO device_tags (dev_id, tag) SELECT dev_id, $1 FROM devices
+                         WHERE {condition} ON CONFLICT DO NOTHING"
+                    ),
+                    &borrowed(&with_tag(tag)),
+                )?;
+            }
+            for tag in remove {
+                transaction.execute(
+                    &format!(
+                        "DELETE FROM device_tags WHERE tag = $1
+                         AND dev_id IN (SELECT dev_id FROM devices WHERE {condition})"
+                    ),
+                    &borrowed(&with_tag(tag)),
+                )?;
+            }
+            let values: Vec<Box<dyn ToSql + Sync>> = bound.iter().cloned().map(sql_value).collect();
+            let matched: i64 = transaction
+                .query_one(
+                    &format!("SELECT count(*) FROM devices WHERE {count_condition}"),
+                    &borrowed(&values),
+                )?
+                .try_get(0)?;
+            transaction.commit()?;
+            Ok(matched as u64)
+        })
+    }
+
+    fn tags(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.query(
+            "SELECT tag, count(*) FROM device_tags GROUP BY tag ORDER BY tag",
+            &[],
+            |row| {
+                Ok((
+                    row.try_get::<_, String>(0)?,
+                    row.try_get::<_, i64>(1)? as u64,
+                ))
+            },
         )
     }
 

@@ -4,7 +4,8 @@ use postgres::Row;
 
 use crate::store::{
     Association, AuditEntry, AuditRecord, CommandRecord, DeviceRecord, FanoutRecord, GatewayRecord,
-    OperatorRecord, StoreError, auth_from_text, command_state, devinfo_from_json, role_from_text,
+    ListedDevice, OperatorRecord, StoreError, auth_from_text, command_state, devinfo_from_json,
+    role_from_text, tags_from_list,
 };
 
 pub(super) const DEVICE_COLUMNS: &str = "dev_id, auth, client_name, client_secret, client_nonce, server_name, \
@@ -26,6 +27,22 @@ pub(super) fn device_row(row: &Row) -> Result<DeviceRecord, StoreError> {
         sessions: row.try_get(11)?,
         created_at: row.try_get(12)?,
         last_session_at: row.try_get(13)?,
+    })
+}
+
+/// A device as listings show it: [`DEVICE_COLUMNS`], its DevDetail, its tags.
+pub(super) fn listed_columns() -> String {
+    format!(
+        "{DEVICE_COLUMNS}, devdetail, \
+         (SELECT string_agg(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id)"
+    )
+}
+
+pub(super) fn listed_device_row(row: &Row) -> Result<ListedDevice, StoreError> {
+    Ok(ListedDevice {
+        record: device_row(row)?,
+        devdetail: devinfo_from_json(row.try_get(14)?)?,
+        tags: tags_from_list(row.try_get(15)?),
     })
 }
 

@@ -118,4 +118,5 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX fanouts_by_gateway ON fanouts (gateway_id, id);
     CREATE INDEX associations_by_gateway ON associations (gateway_id, dev_id);
 "#,
+    crate::store::DEVDETAIL_AND_TAGS_MIGRATION,
 ];

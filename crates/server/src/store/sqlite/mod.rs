@@ -9,7 +9,8 @@ use std::path::Path;
 
 use gwmo_proto::auth::AuthType;
 use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 mod rows;
 mod schema;
@@ -21,15 +22,25 @@ use schema::MIGRATIONS;
 use unit::Unit;
 use units::*;
 
+use super::filter::{Bound, DeviceFilter, SQLITE};
 use super::settle::{settle_auth_switch, settle_bootstrap};
 
 use super::{
     Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
     CommandFilter, CommandRecord, CommandState, Completed, Decommissioned, DeviceRecord, Entailed,
-    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, NewDevice,
-    OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point, devinfo_to_json,
+    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, ListedDevice,
+    NewDevice, OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point,
+    devinfo_to_json,
 };
 use crate::operators::Role;
+
+/// A bound filter value as SQLite takes it.
+fn sql_value(bound: Bound) -> Value {
+    match bound {
+        Bound::Text(text) => Value::Text(text),
+        Bound::Int(number) => Value::Integer(number),
+    }
+}
 
 pub struct SqliteStore {
     connection: ReentrantMutex<Connection>,
@@ -175,14 +186,99 @@ impl Store for SqliteStore {
         row.transpose()
     }
 
-    /// Devices in DevId order, after `after`, at most `limit`.
-    fn devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeviceRecord>, StoreError> {
+    fn devices(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ListedDevice>, StoreError> {
+        let (condition, bound) = filter.condition(&SQLITE, 3);
         let connection = self.lock();
         let mut statement = connection.prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE dev_id > ?1 ORDER BY dev_id LIMIT ?2"
+            "SELECT {} FROM devices WHERE dev_id > ?1 AND {condition} ORDER BY dev_id LIMIT ?2",
+            listed_columns()
         ))?;
-        let rows = statement.query_map(params![after.unwrap_or(""), limit], device_row)?;
+        let mut values = vec![
+            Value::from(after.unwrap_or("").to_owned()),
+            Value::from(limit),
+        ];
+        values.extend(bound.into_iter().map(sql_value));
+        let rows = statement.query_map(params_from_iter(values), listed_device_row)?;
         rows.map(|r| r?).collect()
+    }
+
+    fn count_devices(&self, filter: &DeviceFilter) -> Result<u64, StoreError> {
+        let (condition, bound) = filter.condition(&SQLITE, 1);
+        let count = self.lock().row_cached(
+            &format!("SELECT count(*) FROM devices WHERE {condition}"),
+            params_from_iter(bound.into_iter().map(sql_value)),
+            |row| row.get::<_, i64>(0),
+        )?;
+        Ok(count as u64)
+    }
+
+    fn record_devdetail(
+        &self,
+        dev_id: &str,
+        leaves: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.lock().run_cached(
+            "UPDATE devices SET devdetail = json_patch(devdetail, ?2) WHERE dev_id = ?1",
+            params![dev_id, devinfo_to_json(leaves)?],
+        )?;
+        Ok(())
+    }
+
+    fn tag_devices(
+        &self,
+        filter: &DeviceFilter,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<u64, StoreError> {
+        let (condition, bound) = filter.condition(&SQLITE, 2);
+        let connection = self.lock();
+        let unit = Unit::begin(&connection)?;
+        let with_tag = |tag: &String| {
+            let mut values = vec![Value::from(tag.clone())];
+            values.extend(bound.iter().cloned().map(sql_value));
+            params_from_iter(values)
+        };
+        for tag in add {
+            unit.run_cached(
+                &format!(
+                    "INSERT INTO device_tags (dev_id, tag) SELECT dev_id, ?1 FROM devices
+                     WHERE {condition} ON CONFLICT DO NOTHING"
+                ),
+                with_tag(tag),
+            )?;
+        }
+        for tag in remove {
+            unit.run_cached(
+                &format!(
+                    "DELETE FROM device_tags WHERE tag = ?1
+                     AND dev_id IN (SELECT dev_id FROM devices WHERE {condition})"
+                ),
+                with_tag(tag),
+            )?;
+        }
+        let (condition, bound) = filter.condition(&SQLITE, 1);
+        let matched = unit.row_cached(
+            &format!("SELECT count(*) FROM devices WHERE {condition}"),
+            params_from_iter(bound.into_iter().map(sql_value)),
+            |row| row.get::<_, i64>(0),
+        )?;
+        unit.commit()?;
+        Ok(matched as u64)
+    }
+
+    fn tags(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached("SELECT tag, count(*) FROM device_tags GROUP BY tag ORDER BY tag")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Forgets a device: its commands go with it. Returns whether it was there.

@@ -4,7 +4,8 @@ use rusqlite::{Connection, Row};
 
 use crate::store::{
     Association, AuditEntry, AuditRecord, CommandRecord, DeviceRecord, FanoutRecord, GatewayRecord,
-    OperatorRecord, StoreError, auth_from_text, command_state, devinfo_from_json, role_from_text,
+    ListedDevice, OperatorRecord, StoreError, auth_from_text, command_state, devinfo_from_json,
+    role_from_text, tags_from_list,
 };
 
 /// Statements through the connection's statement cache: SQLite parses each SQL text
@@ -62,6 +63,32 @@ pub(super) fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord,
         sessions: row.get(11)?,
         created_at: row.get(12)?,
         last_session_at: row.get(13)?,
+    }))
+}
+
+/// A device as listings show it: [`DEVICE_COLUMNS`], its DevDetail, its tags.
+pub(super) fn listed_columns() -> String {
+    format!(
+        "{DEVICE_COLUMNS}, devdetail, \
+         (SELECT group_concat(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id)"
+    )
+}
+
+pub(super) fn listed_device_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<Result<ListedDevice, StoreError>> {
+    let record = match device_row(row)? {
+        Ok(record) => record,
+        Err(error) => return Ok(Err(error)),
+    };
+    let devdetail = match devinfo_from_json(&row.get::<_, String>(14)?) {
+        Ok(devdetail) => devdetail,
+        Err(error) => return Ok(Err(error)),
+    };
+    Ok(Ok(ListedDevice {
+        record,
+        devdetail,
+        tags: tags_from_list(row.get::<_, Option<String>>(15)?),
     }))
 }
 
