@@ -66,7 +66,8 @@ fn headless(browser: &Path, args: &[&str], url: &str) -> String {
 }
 
 #[test]
-fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() {
+fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_log_in_a_real_browser()
+ {
     let browser = chromium();
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
@@ -107,8 +108,13 @@ fn the_dashboard_shows_devices_gateways_accounts_and_alerts_in_a_real_browser() 
     for shown in [
         ED,                     // the device list
         "IMEI:350000000000502", // a device with no session yet
-        "gw-l",                 // the gateway, with its device
-        "1 device(s): IMEI:350000000000501",
+        "gw-l",                 // the gateway, with how many devices it serves
+        "1 device<",
+        "live",                         // and whether it was seen lately
+        "5 devices · 2 gateways",       // the fleet's totals
+        "<summary>DevDetail</summary>", // the reported tree, browsable
+        "config (admin)",               // the audit log: who asked for the tree
+        "/api/devices/IMEI:350000000000501/tree",
         "local-bootstrap", // the account's origin and the association's
         "validated",       // its trust
         "(the gateway's own)",

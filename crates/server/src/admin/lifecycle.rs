@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use super::{ApiError, command_json, known_device, not_found, page_limit};
 use crate::state::AppState;
-use crate::store::{Cancelled, CommandFilter, CommandState, Decommissioned, GatewayRemoval};
+use crate::store::{
+    Cancelled, CommandFilter, CommandState, Decommissioned, GatewayRecord, GatewayRemoval,
+};
 use gwmo_net::unix_now;
 
 /// Decommissions a device: the server forgets it, its commands and its association.
@@ -51,19 +53,35 @@ pub async fn get_gateway(
         .store
         .gateway(&gateway_id)?
         .ok_or_else(|| not_found("gateway"))?;
-    let counts = state.store.associated_counts(&[gateway_id.as_str()])?;
-    let last_session_at = state
-        .store
-        .device(&gateway.dev_id)?
-        .and_then(|d| d.last_session_at);
-    Ok(Json(json!({
-        "gateway_id": gateway.gateway_id,
-        "dev_id": gateway.dev_id,
-        "dm_url": gateway.dm_url,
-        "server_assisted": gateway.server_assisted,
-        "devices": counts.get(&gateway_id).copied().unwrap_or(0),
-        "last_session_at": last_session_at,
-    })))
+    let mut details = gateway_details(&state, &[gateway])?;
+    Ok(Json(details.pop().unwrap_or_default()))
+}
+
+/// Gateways as the API shows them: each with how many devices are behind it and when
+/// its device last held a session (an operator tells a silent gateway by it).
+pub(super) fn gateway_details(
+    state: &AppState,
+    gateways: &[GatewayRecord],
+) -> Result<Vec<Value>, ApiError> {
+    let ids: Vec<&str> = gateways.iter().map(|g| g.gateway_id.as_str()).collect();
+    let counts = state.store.associated_counts(&ids)?;
+    gateways
+        .iter()
+        .map(|gateway| {
+            let last_session_at = state
+                .store
+                .device(&gateway.dev_id)?
+                .and_then(|d| d.last_session_at);
+            Ok(json!({
+                "gateway_id": gateway.gateway_id,
+                "dev_id": gateway.dev_id,
+                "dm_url": gateway.dm_url,
+                "server_assisted": gateway.server_assisted,
+                "devices": counts.get(&gateway.gateway_id).copied().unwrap_or(0),
+                "last_session_at": last_session_at,
+            }))
+        })
+        .collect()
 }
 
 /// `?force=true`: remove it even with devices behind it.

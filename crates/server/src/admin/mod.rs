@@ -209,6 +209,7 @@ fn device_json(device: &ListedDevice) -> Value {
         "devinfo": record.devinfo,
         "devdetail": device.devdetail,
         "tags": device.tags,
+        "gateway": device.association,
         "notify_url": record.notify_address,
         "encoding": record.encoding,
         "sessions": record.sessions,
@@ -235,7 +236,6 @@ pub async fn get_device(
         .commands_of(&dev_id, &CommandFilter::default(), RECENT_COMMANDS)?;
     let mut body = device_json(&device);
     body["commands"] = commands.iter().map(command_json).collect();
-    body["gateway"] = json!(state.store.association(&dev_id)?);
     Ok(Json(body))
 }
 
@@ -381,6 +381,7 @@ pub async fn list_gateways(
         .store
         .gateways(page.after.as_deref().unwrap_or(""), limit)?;
     let next = next_key(&gateways, limit, |g| &g.gateway_id);
+    let gateways = lifecycle::gateway_details(&state, &gateways)?;
     Ok(Json(json!({ "gateways": gateways, "next": next })))
 }
 

@@ -171,8 +171,8 @@ impl DeviceRecord {
     }
 }
 
-/// A device as listings show it: its record, what it reported of its DevDetail, and
-/// its tags.
+/// A device as listings show it: its record, what it reported of its DevDetail, its
+/// tags and its gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedDevice {
     pub record: DeviceRecord,
@@ -180,6 +180,8 @@ pub struct ListedDevice {
     pub devdetail: BTreeMap<String, String>,
     /// In order.
     pub tags: Vec<String>,
+    /// The gateway it is associated with.
+    pub association: Option<Association>,
 }
 
 /// Where a queued command is.

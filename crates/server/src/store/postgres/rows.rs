@@ -30,11 +30,15 @@ pub(super) fn device_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     })
 }
 
-/// A device as listings show it: [`DEVICE_COLUMNS`], its DevDetail, its tags.
+/// A device as listings show it: [`DEVICE_COLUMNS`], its DevDetail, its tags, its
+/// association.
 pub(super) fn listed_columns() -> String {
     format!(
         "{DEVICE_COLUMNS}, devdetail, \
-         (SELECT string_agg(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id)"
+         (SELECT string_agg(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id), \
+         (SELECT gateway_id FROM associations a WHERE a.dev_id = devices.dev_id), \
+         (SELECT origin FROM associations a WHERE a.dev_id = devices.dev_id), \
+         (SELECT since FROM associations a WHERE a.dev_id = devices.dev_id)"
     )
 }
 
@@ -43,6 +47,15 @@ pub(super) fn listed_device_row(row: &Row) -> Result<ListedDevice, StoreError> {
         record: device_row(row)?,
         devdetail: devinfo_from_json(row.try_get(14)?)?,
         tags: tags_from_list(row.try_get(15)?),
+        association: match row.try_get::<_, Option<String>>(16)? {
+            Some(gateway_id) => Some(Association {
+                dev_id: row.try_get(0)?,
+                gateway_id,
+                origin: row.try_get(17)?,
+                since: row.try_get(18)?,
+            }),
+            None => None,
+        },
     })
 }
 

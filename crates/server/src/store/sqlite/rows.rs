@@ -66,11 +66,15 @@ pub(super) fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord,
     }))
 }
 
-/// A device as listings show it: [`DEVICE_COLUMNS`], its DevDetail, its tags.
+/// A device as listings show it: [`DEVICE_COLUMNS`], its DevDetail, its tags, its
+/// association.
 pub(super) fn listed_columns() -> String {
     format!(
         "{DEVICE_COLUMNS}, devdetail, \
-         (SELECT group_concat(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id)"
+         (SELECT group_concat(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id), \
+         (SELECT gateway_id FROM associations a WHERE a.dev_id = devices.dev_id), \
+         (SELECT origin FROM associations a WHERE a.dev_id = devices.dev_id), \
+         (SELECT since FROM associations a WHERE a.dev_id = devices.dev_id)"
     )
 }
 
@@ -89,6 +93,15 @@ pub(super) fn listed_device_row(
         record,
         devdetail,
         tags: tags_from_list(row.get::<_, Option<String>>(15)?),
+        association: match row.get::<_, Option<String>>(16)? {
+            Some(gateway_id) => Some(Association {
+                dev_id: row.get(0)?,
+                gateway_id,
+                origin: row.get(17)?,
+                since: row.get(18)?,
+            }),
+            None => None,
+        },
     }))
 }
 
