@@ -270,7 +270,7 @@ fn the_description_checker_refuses_answers_the_description_does_not_allow() {
     let spec = openapi::description();
     let device = json!({
         "dev_id": "IMEI:1", "auth": "md5", "devinfo": {"./DevInfo/Man": "gwmo"},
-        "devdetail": {}, "tags": ["pilot"],
+        "devdetail": {}, "tags": ["pilot"], "gateway": null,
         "notify_url": null, "encoding": "wbxml", "sessions": 2, "created_at": 5,
         "last_session_at": null,
     });

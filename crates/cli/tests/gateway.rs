@@ -14,13 +14,6 @@ use serde_json::Value;
 
 const ED: &str = "IMEI:350000000000201";
 
-/// Runs the end device as a daemon that sees `gateway` on its network.
-fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> Daemon {
-    let extra = format!("listen = \"127.0.0.1:0\"\ngateway = \"{gateway}\"\n");
-    let config = device_config(dir, enrollment, "wbxml", &extra);
-    device_daemon(&config, dir.join(format!("device-{gateway}.log")))
-}
-
 fn association(server: &ServerProcess) -> Option<String> {
     let (_, device) = server.api("GET", &format!("/api/devices/{ED}"), None);
     device["gateway"]["gateway_id"].as_str().map(str::to_owned)

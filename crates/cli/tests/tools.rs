@@ -223,6 +223,6 @@ fn the_demo_keeps_its_server_and_dashboard_up_with_keep() {
     let _ = demo.kill();
     let _ = demo.wait();
     assert_eq!(status, 200);
-    assert!(page.contains("gwmo DM Server"));
+    assert!(page.contains("<title>gwmo dashboard</title>"), "{page}");
     assert!(url.contains("#token="), "{url}");
 }

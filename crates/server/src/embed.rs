@@ -224,14 +224,21 @@ impl EndDevices {
         .await
     }
 
-    /// Wakes `dev_id` with package 0 now.
+    /// Wakes `dev_id` with package 0 now; a device that answers "too soon" (a session
+    /// with this gateway just ended) is notified again in the background while it has
+    /// commands queued.
     pub async fn wake(&self, dev_id: &str) -> Result<(), EmbedError> {
         let id = dev_id.to_owned();
         let Some(device) = self.with_store(move |store| store.device(&id)).await? else {
             return Ok(());
         };
-        notify::send(&self.state, &device).await?;
-        Ok(())
+        match notify::send(&self.state, &device).await {
+            Err(notify::NotifyError::Refused(429)) => {
+                self.state.dm.wake_later(dev_id);
+                Ok(())
+            }
+            sent => Ok(sent.map(drop)?),
+        }
     }
 
     /// Changes whenever a session stored something: a command's outcome, DevInfo, a

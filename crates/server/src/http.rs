@@ -15,7 +15,7 @@ use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{access, accounts, fleet, lifecycle};
+use crate::admin::{access, accounts, campaigns, fleet, lifecycle};
 use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
@@ -69,6 +69,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(admin::get_command).delete(lifecycle::cancel_command),
         )
         .route("/api/events", get(admin::events))
+        .route(
+            "/api/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route("/api/campaigns/{id}", get(campaigns::get))
+        .route("/api/campaigns/{id}/devices", get(campaigns::devices))
+        .route("/api/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/api/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/api/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/api/campaigns/{id}/retry", post(campaigns::retry))
         .route(
             "/api/operators",
             get(accounts::list_operators).post(accounts::create_operator),
@@ -299,6 +309,9 @@ impl Server {
                     let idle = state.dm.evict_idle(Instant::now(), unix_now())?;
                     let abandoned = state.dm.requeue_abandoned(unix_now())?;
                     let expired = state.store.expire_commands(unix_now())?;
+                    for dev_id in crate::campaign::advance_all(state.store.as_ref(), unix_now())? {
+                        state.dm.wake_later(&dev_id);
+                    }
                     let forgotten = match forget_history {
                         true => state.dm.forget_old_history(unix_now())?,
                         false => 0,

@@ -212,6 +212,13 @@ pub fn device_daemon(config: &Path, log: PathBuf) -> Daemon {
     Daemon::spawn(command, log)
 }
 
+/// Runs an end device as a daemon that sees `gateway` on its network.
+pub fn end_device(dir: &Path, enrollment: &Value, gateway: &str) -> Daemon {
+    let extra = format!("listen = \"127.0.0.1:0\"\ngateway = \"{gateway}\"\n");
+    let config = device_config(dir, enrollment, "wbxml", &extra);
+    device_daemon(&config, dir.join(format!("device-{gateway}.log")))
+}
+
 /// A running `gwmo server` with its admin API.
 pub struct ServerProcess {
     pub daemon: Daemon,

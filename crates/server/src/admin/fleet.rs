@@ -24,34 +24,46 @@ const MAX_IMPORT: usize = 10_000;
 
 /// Which devices: a listing's query (`?after=DEVID&limit=N&format=json|csv` and the
 /// filter's fields), or a bulk change's `filter` (the filter's fields only).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// DevId prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub search: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub man: Option<String>,
     #[serde(rename = "mod")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fwv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Seen (a session) within this many seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seen_within: Option<u64>,
     /// Not seen for at least this many seconds (or never).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unseen_for: Option<u64>,
 }
 
 impl DeviceQuery {
     /// Whether it names only what devices are filtered by (no page, no format).
-    fn is_filter_only(&self) -> bool {
+    pub(super) fn is_filter_only(&self) -> bool {
         self.after.is_none() && self.limit.is_none() && self.format.is_none()
     }
 
-    fn filter(self, now: i64) -> DeviceFilter {
+    pub(super) fn filter(self, now: i64) -> DeviceFilter {
         let ago = |secs: u64| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
         DeviceFilter {
             dev_id_prefix: self.search.filter(|s| !s.is_empty()),

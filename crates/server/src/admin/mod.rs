@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod campaigns;
 mod csv;
 pub mod fleet;
 pub mod lifecycle;

@@ -25,11 +25,24 @@ pub struct DeviceFilter {
     pub unseen_since: Option<i64>,
 }
 
-/// A value the condition binds.
+/// A value the condition binds (an SQL NULL is typed: PostgreSQL checks the type of
+/// every parameter, null or not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bound {
     Text(String),
     Int(i64),
+    NullText,
+    NullInt,
+}
+
+impl Bound {
+    pub fn text_or_null(text: Option<String>) -> Bound {
+        text.map_or(Bound::NullText, Bound::Text)
+    }
+
+    pub fn int_or_null(number: Option<i64>) -> Bound {
+        number.map_or(Bound::NullInt, Bound::Int)
+    }
 }
 
 /// How a backend spells what the condition needs.

@@ -7,9 +7,11 @@
 //! database). Both run versioned migrations at open. Secrets are kept in clear: MD5
 //! digests and HMACs need them on the server side.
 
+pub mod campaigns;
 mod filter;
 mod postgres;
 mod settle;
+mod sql;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use crate::operators::Role;
 
 pub use self::filter::{DeviceFilter, valid_tag};
 pub use self::postgres::PostgresStore;
+pub use self::sql::SqlRunner;
 pub use self::sqlite::SqliteStore;
 
 /// A migration both backends run as it is: what names the bootstrap a Device Attach
@@ -56,6 +59,28 @@ const DEVDETAIL_AND_TAGS_MIGRATION: &str = r#"
         PRIMARY KEY (dev_id, tag)
     );
     CREATE INDEX device_tags_by_tag ON device_tags (tag, dev_id);
+"#;
+
+/// A migration both backends run as it is: each device a campaign targets, its wave
+/// and its progress (no foreign key to devices: a decommissioned device's part in a
+/// campaign stays in its history).
+const CAMPAIGN_DEVICES_MIGRATION: &str = r#"
+    CREATE TABLE campaign_devices (
+        campaign_id BIGINT NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+        dev_id      TEXT NOT NULL,
+        wave        BIGINT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'done', 'failed', 'cancelled')),
+        gateway_id  TEXT,
+        command_id  BIGINT,
+        fanout_id   BIGINT,
+        status      BIGINT,
+        error       TEXT,
+        attempts    BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        PRIMARY KEY (campaign_id, dev_id)
+    );
+    CREATE INDEX campaign_devices_by_wave ON campaign_devices (campaign_id, wave, state);
+    CREATE INDEX campaign_devices_by_fanout ON campaign_devices (fanout_id) WHERE fanout_id IS NOT NULL;
 "#;
 
 /// Opens the store `database` names: a `postgres://` (or `postgresql://`) URL, or else
@@ -475,6 +500,8 @@ pub trait Store: Send + Sync {
     ) -> Result<u64, StoreError>;
     /// Every tag in use, with how many devices carry it.
     fn tags(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Plain SQL on this store, for what is written once for both backends.
+    fn sql(&self) -> &dyn SqlRunner;
     /// Forgets a device: its commands go with it. Returns whether it was there.
     fn remove_device(&self, dev_id: &str) -> Result<bool, StoreError>;
     /// Replaces the nonce a device must build its next Cred with, only if it is still
@@ -673,7 +700,7 @@ pub trait Store: Send + Sync {
     fn forget_history(&self, before: i64) -> Result<u64, StoreError>;
 }
 
-impl dyn Store {
+impl dyn Store + '_ {
     /// [`Store::group`] around work that can fail: its calls commit together, and its
     /// own error comes back after the commit.
     pub fn grouped<E: From<StoreError>>(

@@ -27,7 +27,7 @@ pub(crate) fn device(dev_id: &str) -> NewDevice {
     }
 }
 
-fn gateway(gateway_id: &str, dev_id: &str) -> GatewayRecord {
+pub(crate) fn gateway(gateway_id: &str, dev_id: &str) -> GatewayRecord {
     GatewayRecord {
         gateway_id: gateway_id.into(),
         dev_id: dev_id.into(),
@@ -37,7 +37,7 @@ fn gateway(gateway_id: &str, dev_id: &str) -> GatewayRecord {
 }
 
 /// Runs `check` on a fresh store of each backend.
-fn each_backend(check: impl Fn(&dyn Store)) {
+pub(crate) fn each_backend(check: impl Fn(&dyn Store)) {
     check(&SqliteStore::open_in_memory().unwrap());
     if let Some(admin_url) = postgres_under_test() {
         let database = ScratchDatabase::create(&admin_url);

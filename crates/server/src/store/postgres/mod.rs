@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use gwmo_proto::auth::AuthType;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 mod rows;
@@ -24,8 +24,9 @@ use rows::*;
 use schema::MIGRATIONS;
 use units::*;
 
-use super::filter::{Bound, DeviceFilter, POSTGRES};
+use super::filter::{Bound, DeviceFilter, Dialect, POSTGRES};
 use super::settle::{settle_auth_switch, settle_bootstrap};
+use super::sql::{Cell, SqlRunner, dollar_placeholders};
 
 use super::{
     Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
@@ -36,11 +37,53 @@ use super::{
 };
 use crate::operators::Role;
 
-/// A bound filter value as PostgreSQL takes it.
+/// A bound value as PostgreSQL takes it.
 fn sql_value(bound: Bound) -> Box<dyn ToSql + Sync> {
     match bound {
         Bound::Text(text) => Box::new(text),
         Bound::Int(number) => Box::new(number),
+        Bound::NullText => Box::new(None::<String>),
+        Bound::NullInt => Box::new(None::<i64>),
+    }
+}
+
+/// One value of a row, by its column's type.
+fn cell(row: &Row, at: usize) -> Result<Cell, StoreError> {
+    let column = &row.columns()[at];
+    Ok(match *column.type_() {
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(at)?
+            .map_or(Cell::Null, Cell::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(at)?
+            .map_or(Cell::Null, |n| Cell::Int(n.into())),
+        Type::TEXT | Type::VARCHAR => row
+            .try_get::<_, Option<String>>(at)?
+            .map_or(Cell::Null, Cell::Text),
+        ref other => {
+            return Err(StoreError::Corrupt(format!(
+                "column {} of type {other} read as plain SQL",
+                column.name()
+            )));
+        }
+    })
+}
+
+impl SqlRunner for PostgresStore {
+    fn run(&self, sql: &str, params: &[Bound]) -> Result<u64, StoreError> {
+        let values: Vec<Box<dyn ToSql + Sync>> = params.iter().cloned().map(sql_value).collect();
+        self.execute(&dollar_placeholders(sql), &borrowed(&values))
+    }
+
+    fn rows(&self, sql: &str, params: &[Bound]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        let values: Vec<Box<dyn ToSql + Sync>> = params.iter().cloned().map(sql_value).collect();
+        self.query(&dollar_placeholders(sql), &borrowed(&values), |row| {
+            (0..row.len()).map(|at| cell(row, at)).collect()
+        })
+    }
+
+    fn dialect(&self) -> &'static Dialect {
+        &POSTGRES
     }
 }
 
@@ -334,6 +377,10 @@ impl Store for PostgresStore {
             transaction.commit()?;
             Ok(matched as u64)
         })
+    }
+
+    fn sql(&self) -> &dyn SqlRunner {
+        self
     }
 
     fn tags(&self) -> Result<Vec<(String, u64)>, StoreError> {

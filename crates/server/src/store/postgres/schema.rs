@@ -119,4 +119,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX associations_by_gateway ON associations (gateway_id, dev_id);
 "#,
     crate::store::DEVDETAIL_AND_TAGS_MIGRATION,
+    // Campaigns: a command for the devices a filter matched, in waves.
+    r#"
+    CREATE TABLE campaigns (
+        id                BIGSERIAL PRIMARY KEY,
+        name              TEXT NOT NULL,
+        spec              TEXT NOT NULL,
+        filter            TEXT NOT NULL,
+        wave_size         BIGINT NOT NULL,
+        threshold_percent BIGINT NOT NULL,
+        state             TEXT NOT NULL CHECK (state IN ('running', 'paused', 'cancelled', 'done')),
+        wave              BIGINT NOT NULL,
+        accepted_wave     BIGINT NOT NULL,
+        reason            TEXT,
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL
+    );
+"#,
+    crate::store::CAMPAIGN_DEVICES_MIGRATION,
 ];

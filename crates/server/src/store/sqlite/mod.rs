@@ -9,7 +9,7 @@ use std::path::Path;
 
 use gwmo_proto::auth::AuthType;
 use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 mod rows;
@@ -22,8 +22,9 @@ use schema::MIGRATIONS;
 use unit::Unit;
 use units::*;
 
-use super::filter::{Bound, DeviceFilter, SQLITE};
+use super::filter::{Bound, DeviceFilter, Dialect, SQLITE};
 use super::settle::{settle_auth_switch, settle_bootstrap};
+use super::sql::{Cell, SqlRunner};
 
 use super::{
     Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
@@ -34,11 +35,45 @@ use super::{
 };
 use crate::operators::Role;
 
-/// A bound filter value as SQLite takes it.
+/// A bound value as SQLite takes it.
 fn sql_value(bound: Bound) -> Value {
     match bound {
         Bound::Text(text) => Value::Text(text),
         Bound::Int(number) => Value::Integer(number),
+        Bound::NullText | Bound::NullInt => Value::Null,
+    }
+}
+
+impl SqlRunner for SqliteStore {
+    fn run(&self, sql: &str, params: &[Bound]) -> Result<u64, StoreError> {
+        let values = params.iter().cloned().map(sql_value);
+        Ok(self.lock().run_cached(sql, params_from_iter(values))? as u64)
+    }
+
+    fn rows(&self, sql: &str, params: &[Bound]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(sql)?;
+        let columns = statement.column_count();
+        let values = params.iter().cloned().map(sql_value);
+        let rows = statement.query_map(params_from_iter(values), |row| {
+            (0..columns)
+                .map(|i| {
+                    Ok(match row.get_ref(i)? {
+                        ValueRef::Null => Cell::Null,
+                        ValueRef::Integer(number) => Cell::Int(number),
+                        ValueRef::Real(number) => Cell::Int(number as i64),
+                        ValueRef::Text(text) | ValueRef::Blob(text) => {
+                            Cell::Text(String::from_utf8_lossy(text).into_owned())
+                        }
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<Cell>>>()
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn dialect(&self) -> &'static Dialect {
+        &SQLITE
     }
 }
 
@@ -269,6 +304,10 @@ impl Store for SqliteStore {
         )?;
         unit.commit()?;
         Ok(matched as u64)
+    }
+
+    fn sql(&self) -> &dyn SqlRunner {
+        self
     }
 
     fn tags(&self) -> Result<Vec<(String, u64)>, StoreError> {

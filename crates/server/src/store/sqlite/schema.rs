@@ -160,4 +160,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX associations_by_gateway ON associations (gateway_id, dev_id);
 "#,
     crate::store::DEVDETAIL_AND_TAGS_MIGRATION,
+    // Campaigns: a command for the devices a filter matched, in waves.
+    r#"
+    CREATE TABLE campaigns (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        name              TEXT NOT NULL,
+        spec              TEXT NOT NULL,
+        filter            TEXT NOT NULL,
+        wave_size         INTEGER NOT NULL,
+        threshold_percent INTEGER NOT NULL,
+        state             TEXT NOT NULL CHECK (state IN ('running', 'paused', 'cancelled', 'done')),
+        wave              INTEGER NOT NULL,
+        accepted_wave     INTEGER NOT NULL,
+        reason            TEXT,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+"#,
+    crate::store::CAMPAIGN_DEVICES_MIGRATION,
 ];

@@ -1,0 +1,47 @@
+//! Plain SQL that both backends run as it is: statements written once with `?N`
+//! placeholders (PostgreSQL's spelling, `$N`, is made from them), values bound as
+//! [`Bound`], rows read back as [`Cell`]s. For what needs no backend-specific
+//! feature (campaigns), so that its logic is written once.
+
+use super::StoreError;
+pub use super::filter::{Bound, Dialect};
+
+/// One value of a row read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Cell {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Cell::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Runs plain SQL on a backend.
+pub trait SqlRunner {
+    /// Runs one statement; returns how many rows it changed.
+    fn run(&self, sql: &str, params: &[Bound]) -> Result<u64, StoreError>;
+    /// Runs one query; returns its rows.
+    fn rows(&self, sql: &str, params: &[Bound]) -> Result<Vec<Vec<Cell>>, StoreError>;
+    /// How the backend spells what a device filter needs.
+    fn dialect(&self) -> &'static Dialect;
+}
+
+/// `sql` with its `?N` placeholders as PostgreSQL writes them (`$N`); the SQL these
+/// modules write holds no other question mark.
+pub fn dollar_placeholders(sql: &str) -> String {
+    sql.replace('?', "$")
+}
