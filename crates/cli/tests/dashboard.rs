@@ -99,6 +99,8 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
         (server.command(id)["status"] == 200).then_some(())
     });
     let _unreached = unreached_device(dir.path(), &server);
+    let campaign = r#"{"name":"pilot-read","command":{"op":"Get","target":"./DevInfo/Mod"},"filter":{"search":"IMEI:350000000000502"}}"#;
+    assert_eq!(server.api("POST", "/api/campaigns", Some(campaign)).0, 201);
 
     let url = format!(
         "https://{}/dashboard#token={TOKEN}&device={ED}",
@@ -115,6 +117,9 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
         "<summary>DevDetail</summary>", // the reported tree, browsable
         "config (admin)",               // the audit log: who asked for the tree
         "/api/devices/IMEI:350000000000501/tree",
+        "pilot-read", // the campaign, its state and its wave
+        "wave 1/1",
+        "class=\"wave\"",
         "local-bootstrap", // the account's origin and the association's
         "validated",       // its trust
         "(the gateway's own)",
@@ -225,4 +230,48 @@ fn the_dashboard_asks_for_the_token_and_serves_no_data_without_it() {
     );
     assert!(wrong.contains("wrong or missing token"), "{wrong}");
     assert!(!wrong.contains(ED));
+}
+
+/// The API reference the server serves itself: every operation of its OpenAPI
+/// description, with the role it needs, rendered in a real browser with nothing loaded
+/// from anywhere else.
+#[test]
+fn the_api_reference_page_shows_every_operation_of_the_description() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (status, head, _) = exchange(
+        connect_tls(server.addr),
+        server.addr,
+        "GET",
+        "/docs/api",
+        None,
+        "",
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("default-src 'none'"), "{head}");
+    let dom = headless(
+        &browser,
+        &["--dump-dom"],
+        &format!("https://{}/docs/api", server.addr),
+    );
+    let description = openapi::description();
+    for operations in description["paths"].as_object().unwrap().values() {
+        for operation in operations.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(
+                dom.contains(&format!("id=\"{id}\"")),
+                "{id} is not shown:\n{dom}"
+            );
+        }
+    }
+    for shown in [
+        "<span class=\"role\">viewer role</span>",
+        "<span class=\"role\">operator role</span>",
+        "<span class=\"role\">admin role</span>",
+        "id=\"schema-CampaignDetail\"",
+    ] {
+        assert!(dom.contains(shown), "the page does not show {shown:?}");
+    }
 }

@@ -94,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
+        .route("/docs/api", get(api_reference))
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
         .merge(admin)
@@ -106,6 +107,18 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The web dashboard: one page, no build step, that reads the admin API with the
 /// token the operator gives it (kept in the browser tab).
 async fn dashboard() -> impl IntoResponse {
+    page(include_str!("../web/dashboard.html"))
+}
+
+/// The admin API's reference, read from its OpenAPI description in the browser
+/// (public: it holds no data).
+async fn api_reference() -> impl IntoResponse {
+    page(include_str!("../web/api.html"))
+}
+
+/// One of the server's own pages: its script and style inline, nothing loaded from
+/// anywhere else, never framed.
+fn page(html: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -115,7 +128,7 @@ async fn dashboard() -> impl IntoResponse {
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        include_str!("../web/dashboard.html"),
+        html,
     )
 }
 
