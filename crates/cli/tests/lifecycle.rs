@@ -229,7 +229,14 @@ fn a_decommissioned_device_is_forgotten_and_a_gateway_goes_only_once_nothing_nee
     let queued = queue_quietly(&server, behind, GET, "");
     let (status, gone) = server.api("DELETE", &format!("/api/devices/{behind}"), None);
     assert_eq!(status, 200, "{gone}");
-    assert_eq!(gone["left_on_gateway"]["gateway_id"], "gw-life", "{gone}");
+    assert_eq!(gone["gateway"]["gateway_id"], "gw-life", "{gone}");
+    // Its gateway is told to take it out of its Device Inventory (and so stop serving it).
+    let told = server.command(gone["gateway"]["command"].as_i64().unwrap());
+    assert_eq!(told["dev_id"], "GW:gw-life");
+    assert_eq!(
+        told["spec"],
+        serde_json::json!({ "op": "Delete", "target": "./GwMO/DeviceInventory/IMEI_350000000000914" })
+    );
     assert_eq!(
         server.api("GET", &format!("/api/devices/{behind}"), None).0,
         404

@@ -16,31 +16,53 @@ use crate::store::{
 };
 use gwmo_net::unix_now;
 
-/// Decommissions a device: the server forgets it, its commands and its association.
-/// What it leaves on its gateway (the gateway's account on it, the gateway's record of
-/// it) is the gateway's to remove: the answer names the gateway.
+/// Decommissions a device: the server forgets it, its commands and its association;
+/// the gateway that served it (if registered) is told to remove it from its Device
+/// Inventory, which makes the gateway stop serving it, and is woken for that.
 pub async fn decommission_device(
     State(state): State<Arc<AppState>>,
     Path(dev_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match state.store.decommission_device(&dev_id)? {
-        Decommissioned::Removed(association) => {
-            state.dm.touch(&dev_id);
-            Ok(Json(json!({
-                "dev_id": dev_id,
-                "decommissioned": true,
-                "left_on_gateway": association.map(|a| json!({
-                    "gateway_id": a.gateway_id,
-                    "origin": a.origin,
-                })),
-            })))
+    let association = match state.store.decommission_device(&dev_id)? {
+        Decommissioned::Removed(association) => association,
+        Decommissioned::IsGateway(gateway_id) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "{dev_id:?} is the device of gateway {gateway_id:?}: remove the gateway first"
+                ),
+            ));
         }
-        Decommissioned::IsGateway(gateway_id) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{dev_id:?} is the device of gateway {gateway_id:?}: remove the gateway first"),
-        )),
-        Decommissioned::NotFound => Err(not_found("device")),
-    }
+        Decommissioned::NotFound => return Err(not_found("device")),
+    };
+    state.dm.touch(&dev_id);
+    let gateway = match association {
+        Some(association) => {
+            let told = match state.store.gateway(&association.gateway_id)? {
+                Some(gateway) => {
+                    let removal = crate::bootstrap::inventory_remove(&dev_id).to_json();
+                    let command =
+                        state
+                            .store
+                            .queue_command(&gateway.dev_id, &removal, unix_now())?;
+                    state.dm.wake_later(&gateway.dev_id);
+                    Some(command)
+                }
+                None => None,
+            };
+            json!({
+                "gateway_id": association.gateway_id,
+                "origin": association.origin,
+                "command": told,
+            })
+        }
+        None => Value::Null,
+    };
+    Ok(Json(json!({
+        "dev_id": dev_id,
+        "decommissioned": true,
+        "gateway": gateway,
+    })))
 }
 
 /// A registered gateway, with how many devices are behind it and when its device
