@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, not_found, page_limit};
+use super::{ApiError, next_page, not_found, page_limit};
 use crate::operators::{CONFIGURED_ADMIN, Role, new_token, token_digest, valid_name};
 use crate::state::AppState;
+use crate::store::counts::Counts;
 use crate::store::{AuditFilter, AuditRecord, OperatorRecord, Store, StoreError};
 use gwmo_net::unix_now;
 
@@ -161,12 +162,12 @@ pub async fn audit_log(
         refused: query.refused,
     };
     let entries = state.store.audit_log(query.before, limit, &filter)?;
-    let next = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|e| e.id))
-        .flatten();
+    let next = next_page(&entries, limit, |e| e.id);
+    let total = Counts(state.store.sql()).audit(&filter)?;
     Ok(Json(json!({
         "entries": entries.iter().map(audit_json).collect::<Vec<_>>(),
         "next": next,
+        "total": total,
     })))
 }
 

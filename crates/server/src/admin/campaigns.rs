@@ -11,13 +11,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::fleet::DeviceQuery;
-use super::{ApiError, not_found, page_limit};
+use super::{ApiError, next_page, not_found, page_limit};
 use crate::campaign::{self, CampaignError, Plan, WaveSize};
 use crate::command::CommandSpec;
 use crate::state::AppState;
 use crate::store::campaigns::{
     CampaignRecord, CampaignState, Campaigns, TargetRecord, TargetState,
 };
+use crate::store::counts::Counts;
 use gwmo_net::unix_now;
 
 /// The largest wave: what one step of a campaign holds in memory.
@@ -166,12 +167,12 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let limit = page_limit(query.limit);
     let campaigns = Campaigns(state.store.sql()).list(query.before, limit)?;
-    let next = (campaigns.len() == limit as usize)
-        .then(|| campaigns.last().map(|c| c.id))
-        .flatten();
+    let next = next_page(&campaigns, limit, |c| c.id);
+    let total = Counts(state.store.sql()).campaigns()?;
     Ok(Json(json!({
         "campaigns": campaigns.iter().map(summary_json).collect::<Vec<_>>(),
         "next": next,
+        "total": total,
     })))
 }
 
@@ -208,12 +209,16 @@ pub async fn devices(
     let limit = page_limit(query.limit);
     let after = query.after.unwrap_or_default();
     let targets = campaigns.targets(id, query.wave, target_state, &after, limit)?;
-    let next = (targets.len() == limit as usize)
-        .then(|| targets.last().map(|t| t.dev_id.clone()))
-        .flatten();
+    let next = next_page(&targets, limit, |t| t.dev_id.clone());
+    let total = Counts(state.store.sql()).campaign_targets(
+        id,
+        query.wave,
+        target_state.map(TargetState::name),
+    )?;
     Ok(Json(json!({
         "devices": targets.iter().map(target_json).collect::<Vec<_>>(),
         "next": next,
+        "total": total,
     })))
 }
 

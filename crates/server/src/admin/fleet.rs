@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::csv;
-use super::{ApiError, EnrollRequest, device_json, enroll_one, next_key, page_limit};
+use super::{ApiError, EnrollRequest, device_json, enroll_one, next_page, page_limit};
 use crate::state::AppState;
 use crate::store::{DeviceFilter, ListedDevice, valid_tag};
 use gwmo_net::unix_now;
@@ -101,7 +101,7 @@ pub async fn list_devices(
     let limit = page_limit(limit);
     let devices = state.store.devices(&filter, after.as_deref(), limit)?;
     let total = state.store.count_devices(&filter)?;
-    let next = next_key(&devices, limit, |d| &d.record.dev_id);
+    let next = next_page(&devices, limit, |d| d.record.dev_id.clone());
     Ok(Json(json!({
         "devices": devices.iter().map(device_json).collect::<Vec<_>>(),
         "next": next,

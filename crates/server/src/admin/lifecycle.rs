@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, command_json, known_device, not_found, page_limit};
+use super::{ApiError, command_json, known_device, next_page, not_found, page_limit};
 use crate::state::AppState;
+use crate::store::counts::Counts;
 use crate::store::{
     Cancelled, CommandFilter, CommandState, Decommissioned, GatewayRecord, GatewayRemoval,
 };
@@ -169,9 +170,11 @@ pub async fn list_commands(
         before: query.before,
     };
     let commands = state.store.commands_of(&dev_id, &filter, limit)?;
+    let total = Counts(state.store.sql()).commands(&dev_id, filter.state)?;
     Ok(Json(json!({
         "commands": commands.iter().map(command_json).collect::<Vec<_>>(),
-        "next": next_below(&commands, limit, |c| c.id),
+        "next": next_page(&commands, limit, |c| c.id),
+        "total": total,
     })))
 }
 
@@ -211,15 +214,10 @@ pub async fn list_fanouts(
     let fanouts = state
         .store
         .fanouts(query.gateway.as_deref(), query.before, limit)?;
+    let total = Counts(state.store.sql()).fanouts(query.gateway.as_deref())?;
     Ok(Json(json!({
         "fanouts": fanouts.iter().map(super::fanout_json).collect::<Vec<_>>(),
-        "next": next_below(&fanouts, limit, |f| f.id),
+        "next": next_page(&fanouts, limit, |f| f.id),
+        "total": total,
     })))
-}
-
-/// The id to ask the next (older) page with, when this page is full.
-fn next_below<T>(page: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<i64> {
-    (page.len() == limit as usize)
-        .then(|| page.last().map(id))
-        .flatten()
 }

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::secrets::random_secret;
 use crate::state::AppState;
+use crate::store::counts::Counts;
 use crate::store::{
     CommandFilter, CommandRecord, DeviceFilter, DeviceRecord, EventFilter, FanoutRecord,
     GatewayRecord, ListedDevice, NewDevice, QueuedCommand, StoreError,
@@ -381,15 +382,18 @@ pub async fn list_gateways(
     let gateways = state
         .store
         .gateways(page.after.as_deref().unwrap_or(""), limit)?;
-    let next = next_key(&gateways, limit, |g| &g.gateway_id);
+    let next = next_page(&gateways, limit, |g| g.gateway_id.clone());
     let gateways = lifecycle::gateway_details(&state, &gateways)?;
-    Ok(Json(json!({ "gateways": gateways, "next": next })))
+    let total = Counts(state.store.sql()).gateways()?;
+    Ok(Json(
+        json!({ "gateways": gateways, "next": next, "total": total }),
+    ))
 }
 
-/// The key to ask for the next page with, when this page is full.
-pub(super) fn next_key<T>(page: &[T], limit: u32, key: impl Fn(&T) -> &String) -> Option<String> {
+/// The key to ask for the next page with (the last row's), when this page is full.
+pub(super) fn next_page<T, K>(page: &[T], limit: u32, key: impl Fn(&T) -> K) -> Option<K> {
     (page.len() == limit as usize)
-        .then(|| page.last().map(|last| key(last).clone()))
+        .then(|| page.last().map(key))
         .flatten()
 }
 
@@ -479,8 +483,11 @@ pub async fn list_associations(
         query.after.as_deref().unwrap_or(""),
         limit,
     )?;
-    let next = next_key(&associations, limit, |a| &a.dev_id);
-    Ok(Json(json!({ "associations": associations, "next": next })))
+    let next = next_page(&associations, limit, |a| a.dev_id.clone());
+    let total = Counts(state.store.sql()).associations(query.gateway.as_deref())?;
+    Ok(Json(
+        json!({ "associations": associations, "next": next, "total": total }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -601,11 +608,11 @@ pub async fn events(
     let events = state
         .store
         .events(query.after.unwrap_or(0), limit, &filter)?;
-    let next = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.id))
-        .flatten();
+    let next = next_page(&events, limit, |e| e.id);
+    let total = Counts(state.store.sql()).events(&filter)?;
     Ok(Json(json!({
         "next": next,
+        "total": total,
         "events": events.iter().map(|e| json!({
             "id": e.id,
             "at": e.at,

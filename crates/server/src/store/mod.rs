@@ -8,6 +8,7 @@
 //! digests and HMACs need them on the server side.
 
 pub mod campaigns;
+pub mod counts;
 mod filter;
 mod postgres;
 mod settle;

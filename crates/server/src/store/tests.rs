@@ -1219,3 +1219,85 @@ fn devices_are_found_by_what_they_reported_where_they_are_and_their_tags() {
         assert_eq!(store.tags().unwrap(), vec![("pilot".to_owned(), 1)]);
     });
 }
+
+#[test]
+fn every_listing_counts_what_its_filter_matches() {
+    each_backend(|store| {
+        store.enroll(&device("GW:1"), 0).unwrap();
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
+        store.register_gateway(&gateway("gw-2", "GW:1")).unwrap();
+        let none = Followups::default();
+        store
+            .associate("IMEI:1", "gw-1", "local-bootstrap", None, 1, &none)
+            .unwrap();
+        store
+            .associate("IMEI:2", "gw-2", "local-bootstrap", None, 1, &none)
+            .unwrap();
+        let first = store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store.queue_command("IMEI:1", "{}", 1).unwrap();
+        store.cancel_command(first, 2).unwrap();
+        store.create_fanout("gw-1", "[]", "{}", 1).unwrap();
+        store.log_event(Some("IMEI:1"), "alert", "{}", 1).unwrap();
+        store.log_event(None, "boot", "{}", 1).unwrap();
+        for status in [201, 403, 401] {
+            let entry = AuditEntry {
+                at: 1,
+                operator: Some("ann".into()),
+                role: Some(Role::Admin),
+                source: "::1".into(),
+                method: "POST".into(),
+                path: "/api/x".into(),
+                status,
+            };
+            store.record_audit(&entry).unwrap();
+        }
+        let counts = counts::Counts(store.sql());
+        assert_eq!(counts.gateways().unwrap(), 2);
+        assert_eq!(
+            (
+                counts.associations(None).unwrap(),
+                counts.associations(Some("gw-2")).unwrap()
+            ),
+            (2, 1)
+        );
+        assert_eq!(counts.commands("IMEI:1", None).unwrap(), 2);
+        assert_eq!(
+            counts
+                .commands("IMEI:1", Some(CommandState::Cancelled))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            (
+                counts.fanouts(None).unwrap(),
+                counts.fanouts(Some("gw-2")).unwrap()
+            ),
+            (1, 0)
+        );
+        let alerts = EventFilter {
+            kind: Some("alert".into()),
+            dev_id: None,
+        };
+        assert_eq!(
+            (
+                counts.events(&EventFilter::default()).unwrap(),
+                counts.events(&alerts).unwrap()
+            ),
+            (2, 1)
+        );
+        let refused = AuditFilter {
+            operator: None,
+            refused: true,
+        };
+        assert_eq!(
+            (
+                counts.audit(&AuditFilter::default()).unwrap(),
+                counts.audit(&refused).unwrap()
+            ),
+            (3, 2)
+        );
+        assert_eq!(counts.campaigns().unwrap(), 0);
+        assert_eq!(counts.campaign_targets(1, None, None).unwrap(), 0);
+    });
+}
