@@ -259,6 +259,32 @@ fn listings_page_through_every_device_and_gateway_once() {
         assert_eq!(seen, sorted, "{listing}: in order, each once");
         assert_eq!(seen.len(), if listing == "devices" { 5 } else { 3 });
     }
+    // Any listing as CSV: every page of it, whatever the page size.
+    let (status, csv) = server.api("GET", "/api/gateways?format=csv&limit=1", None);
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = csv.as_str().unwrap().lines().collect();
+    assert_eq!(
+        lines[0],
+        "dev_id,devices,dm_url,gateway_id,last_session_at,server_assisted"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[3].starts_with("IMEI:350000000000402,0,https://127.0.0.1:9/dm,gw-2,,true"),
+        "{csv}"
+    );
+    let (status, csv) = server.api("GET", "/api/audit?format=csv", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        csv.as_str().unwrap().lines().count(),
+        1 + 5 + 3,
+        "5 enrollments, 3 registrations"
+    );
+    assert_eq!(
+        server
+            .api("GET", "/api/devices/IMEI:none/commands?format=csv", None)
+            .0,
+        404
+    );
     let (status, none) = server.api("GET", "/api/associations?gateway=gw-1", None);
     assert_eq!(status, 200);
     assert_eq!(none["associations"], serde_json::json!([]));

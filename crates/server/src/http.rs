@@ -15,7 +15,7 @@ use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{access, accounts, campaigns, fleet, lifecycle};
+use crate::admin::{access, accounts, campaigns, export, fleet, lifecycle};
 use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
@@ -85,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/operators/{name}", delete(accounts::remove_operator))
         .route("/api/audit", get(accounts::audit_log))
+        .route_layer(axum::middleware::from_fn(export::csv_listings))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::guard,

@@ -7,6 +7,7 @@ pub mod access;
 pub mod accounts;
 pub mod campaigns;
 mod csv;
+pub mod export;
 pub mod fleet;
 pub mod lifecycle;
 
