@@ -349,6 +349,25 @@ fn req_8x2_figure_z_local_bootstrap_attach_alert_and_validation() {
     let (_, record) = server.api("GET", &format!("/api/devices/{ED}"), None);
     assert_eq!(record["gateway"]["gateway_id"], "gw-l", "{record}");
     assert_eq!(record["gateway"]["origin"], "local-bootstrap");
+    // The server knows it validated the gateway on the device, and finds it by that.
+    poll(
+        "the validation on the server",
+        Duration::from_secs(30),
+        || {
+            let (_, record) = server.api("GET", &format!("/api/devices/{ED}"), None);
+            (record["gateway"]["trust"] == "validated").then_some(())
+        },
+    );
+    let (_, validated) = server.api("GET", "/api/devices?trust=validated", None);
+    assert_eq!(
+        (
+            validated["total"].as_u64(),
+            validated["devices"][0]["dev_id"].as_str()
+        ),
+        (Some(1), Some(ED))
+    );
+    let (_, restricted) = server.api("GET", "/api/devices?trust=restricted", None);
+    assert_eq!(restricted["total"], 0, "{restricted}");
     let (_, events) = server.api("GET", "/api/events", None);
     let attach = events["events"]
         .as_array()

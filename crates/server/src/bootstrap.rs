@@ -150,12 +150,14 @@ pub fn tell_gateways(
         commands.push(NewCommand {
             dev_id: gateway.dev_id.clone(),
             spec: inventory_add(device, settled).to_json(),
+            validates: None,
         });
     }
     if let Some(gateway) = old {
         commands.push(NewCommand {
             dev_id: gateway.dev_id.clone(),
             spec: inventory_remove(&settled.dev_id).to_json(),
+            validates: None,
         });
     }
     let detail = serde_json::json!({ "gateway": settled.gateway_id, "previous": settled.previous });

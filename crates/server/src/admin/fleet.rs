@@ -48,6 +48,8 @@ pub struct DeviceQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Seen (a session) within this many seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +75,7 @@ impl DeviceQuery {
             firmware: self.fwv,
             gateway: self.gateway,
             origin: self.origin,
+            trust: self.trust,
             tag: self.tag,
             seen_since: self.seen_within.map(ago),
             unseen_since: self.unseen_for.map(ago),

@@ -509,8 +509,21 @@ pub async fn validate_gateway(
         .store
         .gateway(&request.gateway_id)?
         .ok_or_else(|| not_found("gateway"))?;
-    let spec = crate::bootstrap::validation(&request.gateway_id);
-    queue_and_wake(&state, &device, &spec).await
+    let spec = crate::bootstrap::validation(&request.gateway_id).to_json();
+    // The plan is stored before the device can be woken for the command: its answer
+    // settles the association's trust.
+    let mut command = 0;
+    state.store.grouped(|| {
+        command = state.store.queue_command(&dev_id, &spec, unix_now())?;
+        state
+            .store
+            .plan_validation(command, &dev_id, &request.gateway_id)
+    })?;
+    let woken = crate::notify::wake_now(&state, &device).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "command": command, "woken": woken })),
+    ))
 }
 
 /// Queues `spec` for the device and wakes it with package 0 when it can be: 202 with

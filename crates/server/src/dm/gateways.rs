@@ -152,6 +152,7 @@ impl DmService {
                 .then(|| NewCommand {
                     dev_id: dev_id.to_owned(),
                     spec: bootstrap::validation(&gateway.gateway_id).to_json(),
+                    validates: Some(gateway.gateway_id.clone()),
                 })
                 .into_iter()
                 .collect(),

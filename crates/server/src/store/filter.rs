@@ -18,6 +18,8 @@ pub struct DeviceFilter {
     pub gateway: Option<String>,
     /// Associated with a gateway by this origin (`server-assisted`, `local-bootstrap`).
     pub origin: Option<String>,
+    /// Associated with a gateway this trusted (`full`, `restricted`, `validated`).
+    pub trust: Option<String>,
     pub tag: Option<String>,
     /// Last session at or after this time (Unix seconds).
     pub seen_since: Option<i64>,
@@ -106,6 +108,12 @@ impl DeviceFilter {
             terms.push(format!(
                 "dev_id IN (SELECT dev_id FROM associations WHERE origin = {})",
                 bind(text(origin))
+            ));
+        }
+        if let Some(trust) = &self.trust {
+            terms.push(format!(
+                "dev_id IN (SELECT dev_id FROM associations WHERE trust = {})",
+                bind(text(trust))
             ));
         }
         if let Some(tag) = &self.tag {

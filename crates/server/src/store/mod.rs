@@ -62,6 +62,20 @@ const DEVDETAIL_AND_TAGS_MIGRATION: &str = r#"
     CREATE INDEX device_tags_by_tag ON device_tags (tag, dev_id);
 "#;
 
+/// A migration both backends run as it is: what this server knows of a gateway's
+/// standing on each device it serves (associations made before know only their
+/// origin), and the validations waiting for the device's answer.
+const TRUST_MIGRATION: &str = r#"
+    ALTER TABLE associations ADD COLUMN trust TEXT NOT NULL DEFAULT 'restricted';
+    UPDATE associations SET trust = 'full' WHERE origin = 'server-assisted';
+    CREATE TABLE pending_validations (
+        command    BIGINT PRIMARY KEY,
+        dev_id     TEXT NOT NULL,
+        gateway_id TEXT NOT NULL
+    );
+    CREATE INDEX associations_by_trust ON associations (trust, dev_id);
+"#;
+
 /// A migration both backends run as it is: each device a campaign targets, its wave
 /// and its progress (no foreign key to devices: a decommissioned device's part in a
 /// campaign stays in its history).
@@ -348,7 +362,14 @@ pub struct Association {
     pub gateway_id: String,
     pub origin: String,
     pub since: i64,
+    /// What this server knows of the gateway's standing on the device: `full` (it
+    /// bootstrapped the gateway itself), `restricted` (a local bootstrap), or
+    /// `validated` (a local bootstrap this server then validated on the device).
+    pub trust: String,
 }
+
+/// The columns an [`Association`] is read from, in order.
+const ASSOCIATION_COLUMNS: &str = "dev_id, gateway_id, origin, since, trust";
 
 /// A gateway bootstrap the device confirmed: what the gateway must now be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,6 +388,9 @@ pub struct NewCommand {
     pub dev_id: String,
     /// The command spec (JSON).
     pub spec: String,
+    /// The gateway whose local bootstrap on the device this command validates: its
+    /// success makes the association `validated`.
+    pub validates: Option<String>,
 }
 
 /// An event to log as part of a unit of work.
@@ -404,6 +428,8 @@ pub struct Completed {
     pub auth_switched_to: Option<AuthType>,
     /// The bootstrap it confirmed, and what that entailed.
     pub bootstrap: Option<(SettledBootstrap, Followups)>,
+    /// Whether it validated a local bootstrap of a gateway on the device.
+    pub validated: bool,
 }
 
 /// A command the server asked a gateway to run on several of its end devices.
@@ -501,6 +527,24 @@ pub trait Store: Send + Sync {
     ) -> Result<u64, StoreError>;
     /// Every tag in use, with how many devices carry it.
     fn tags(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Records that `command` validates `gateway_id`'s bootstrap on `dev_id`: its
+    /// success makes their association `validated`.
+    fn plan_validation(
+        &self,
+        command: i64,
+        dev_id: &str,
+        gateway_id: &str,
+    ) -> Result<(), StoreError> {
+        self.sql().run(
+            "INSERT INTO pending_validations (command, dev_id, gateway_id) VALUES (?1, ?2, ?3)",
+            &[
+                sql::Bound::Int(command),
+                sql::Bound::Text(dev_id.to_owned()),
+                sql::Bound::Text(gateway_id.to_owned()),
+            ],
+        )?;
+        Ok(())
+    }
     /// Plain SQL on this store, for what is written once for both backends.
     fn sql(&self) -> &dyn SqlRunner;
     /// Forgets a device: its commands go with it. Returns whether it was there.

@@ -1,5 +1,6 @@
 //! What completing a command settles, decided once for both backends: a planned
-//! authentication switch, or a planned gateway bootstrap with what it entails. Each
+//! authentication switch, a planned gateway bootstrap with what it entails, or a
+//! planned validation of a local bootstrap. Each
 //! backend gives the steps of its own transaction ([`Settlement`]); the order of the
 //! steps and what they decide are here.
 
@@ -39,6 +40,29 @@ pub(super) trait Settlement {
     fn device(&mut self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
     fn gateway(&mut self, gateway_id: &str) -> Result<Option<GatewayRecord>, StoreError>;
     fn write_followups(&mut self, then: &Followups, now: i64) -> Result<(), StoreError>;
+    /// Removes and returns the validation planned on `command`: the device and the
+    /// gateway.
+    fn take_validation(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError>;
+    /// Marks the device's association with the gateway validated (if it still is with
+    /// that gateway and restricted).
+    fn mark_validated(&mut self, dev_id: &str, gateway_id: &str) -> Result<(), StoreError>;
+}
+
+/// Settles the validation planned on `command`, if one was: success makes the
+/// device's association with the gateway `validated`. Returns whether it did.
+pub(super) fn settle_validation(
+    tx: &mut impl Settlement,
+    command: i64,
+    status: u16,
+) -> Result<bool, StoreError> {
+    let Some((dev_id, gateway_id)) = tx.take_validation(command)? else {
+        return Ok(false);
+    };
+    let validated = gwmo_proto::codes::status::is_success(status);
+    if validated {
+        tx.mark_validated(&dev_id, &gateway_id)?;
+    }
+    Ok(validated)
 }
 
 /// Settles the authentication switch planned on `command`, if one was: success makes

@@ -317,6 +317,7 @@ fn a_bootstrap_becomes_an_association_when_the_device_confirms_it() {
                 .map(|gateway| NewCommand {
                     dev_id: gateway.dev_id.clone(),
                     spec: format!("{{\"told\":\"{}\"}}", device.dev_id),
+                    validates: None,
                 })
                 .collect(),
             events: vec![NewEvent {
@@ -580,6 +581,7 @@ fn a_device_attach_sent_again_is_told_from_a_new_bootstrap() {
             commands: vec![NewCommand {
                 dev_id: "IMEI:1".into(),
                 spec: "{}".into(),
+                validates: None,
             }],
             events: Vec::new(),
         };
@@ -1299,5 +1301,110 @@ fn every_listing_counts_what_its_filter_matches() {
         );
         assert_eq!(counts.campaigns().unwrap(), 0);
         assert_eq!(counts.campaign_targets(1, None, None).unwrap(), 0);
+    });
+}
+
+#[test]
+fn a_local_bootstrap_is_restricted_until_its_validation_succeeds_and_devices_are_found_by_trust() {
+    each_backend(|store| {
+        store.enroll(&device("GW:1"), 0).unwrap();
+        store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();
+        for dev_id in ["IMEI:1", "IMEI:2", "IMEI:3"] {
+            store.enroll(&device(dev_id), 0).unwrap();
+        }
+        let validated_by = |dev_id: &str| Followups {
+            commands: vec![NewCommand {
+                dev_id: dev_id.into(),
+                spec: "{\"op\":\"Replace\"}".into(),
+                validates: Some("gw-1".into()),
+            }],
+            events: Vec::new(),
+        };
+        store
+            .associate(
+                "IMEI:1",
+                "gw-1",
+                "local-bootstrap",
+                Some("k1"),
+                1,
+                &validated_by("IMEI:1"),
+            )
+            .unwrap();
+        store
+            .associate(
+                "IMEI:2",
+                "gw-1",
+                "local-bootstrap",
+                Some("k2"),
+                1,
+                &validated_by("IMEI:2"),
+            )
+            .unwrap();
+        store
+            .associate(
+                "IMEI:3",
+                "gw-1",
+                "server-assisted",
+                None,
+                1,
+                &Followups::default(),
+            )
+            .unwrap();
+        let trust = |dev_id: &str| store.association(dev_id).unwrap().unwrap().trust;
+        assert_eq!(
+            (trust("IMEI:1"), trust("IMEI:2"), trust("IMEI:3")),
+            ("restricted".into(), "restricted".into(), "full".into())
+        );
+
+        let nothing = |_: &_, _: &_, _: Option<&_>, _: Option<&_>| Followups::default();
+        let answer = |dev_id: &str, status: u16| {
+            let sent = store.claim_pending(dev_id, dev_id, 2).unwrap();
+            store
+                .complete(sent[0].id, status, "{}", 3, &nothing)
+                .unwrap()
+        };
+        assert!(answer("IMEI:1", 200).validated);
+        assert!(!answer("IMEI:2", 404).validated);
+        assert_eq!(
+            (trust("IMEI:1"), trust("IMEI:2")),
+            ("validated".into(), "restricted".into())
+        );
+        let found = |trust: &str| {
+            let filter = DeviceFilter {
+                trust: Some(trust.into()),
+                ..DeviceFilter::default()
+            };
+            store
+                .devices(&filter, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.record.dev_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (found("validated"), found("restricted"), found("full")),
+            (
+                vec!["IMEI:1".to_owned()],
+                vec!["IMEI:2".to_owned()],
+                vec!["IMEI:3".to_owned()]
+            )
+        );
+        // A planned validation made through the admin API settles the same way.
+        let command = store.queue_command("IMEI:2", "{}", 4).unwrap();
+        store.plan_validation(command, "IMEI:2", "gw-1").unwrap();
+        assert!(answer("IMEI:2", 200).validated);
+        assert_eq!(trust("IMEI:2"), "validated");
+        // A new local bootstrap starts restricted again.
+        store
+            .associate(
+                "IMEI:1",
+                "gw-1",
+                "local-bootstrap",
+                Some("k9"),
+                5,
+                &Followups::default(),
+            )
+            .unwrap();
+        assert_eq!(trust("IMEI:1"), "restricted");
     });
 }

@@ -25,15 +25,15 @@ use schema::MIGRATIONS;
 use units::*;
 
 use super::filter::{Bound, DeviceFilter, Dialect, POSTGRES};
-use super::settle::{settle_auth_switch, settle_bootstrap};
+use super::settle::{settle_auth_switch, settle_bootstrap, settle_validation};
 use super::sql::{Cell, SqlRunner, dollar_placeholders};
 
 use super::{
-    Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
-    CommandFilter, CommandRecord, CommandState, Completed, Decommissioned, DeviceRecord, Entailed,
-    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, ListedDevice,
-    NewDevice, OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point,
-    devinfo_to_json,
+    ASSOCIATION_COLUMNS, Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan,
+    CLAIM_OR_EXPIRE, Cancelled, CommandFilter, CommandRecord, CommandState, Completed,
+    Decommissioned, DeviceRecord, Entailed, EventFilter, EventRecord, FanoutRecord, Followups,
+    GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand, Store,
+    StoreError, command_state, crash_point, devinfo_to_json,
 };
 use crate::operators::Role;
 
@@ -523,6 +523,7 @@ impl Store for PostgresStore {
             let completed = Completed {
                 auth_switched_to: settle_auth_switch(&mut transaction, id, status)?,
                 bootstrap: settle_bootstrap(&mut transaction, id, status, now, entailed)?,
+                validated: settle_validation(&mut transaction, id, status)?,
             };
             transaction.commit()?;
             Ok(completed)
@@ -639,7 +640,7 @@ impl Store for PostgresStore {
 
     fn association(&self, dev_id: &str) -> Result<Option<Association>, StoreError> {
         self.query_opt(
-            "SELECT dev_id, gateway_id, origin, since FROM associations WHERE dev_id = $1",
+            &format!("SELECT {ASSOCIATION_COLUMNS} FROM associations WHERE dev_id = $1"),
             &[&dev_id],
             association_row,
         )
@@ -652,9 +653,11 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<Association>, StoreError> {
         self.query(
-            "SELECT dev_id, gateway_id, origin, since FROM associations
-             WHERE dev_id > $1 AND ($2::TEXT IS NULL OR gateway_id = $2)
-             ORDER BY dev_id LIMIT $3",
+            &format!(
+                "SELECT {ASSOCIATION_COLUMNS} FROM associations
+                 WHERE dev_id > $1 AND ($2::TEXT IS NULL OR gateway_id = $2)
+                 ORDER BY dev_id LIMIT $3"
+            ),
             &[&after, &gateway_id, &i64::from(limit)],
             association_row,
         )
@@ -812,21 +815,28 @@ impl Store for PostgresStore {
     fn decommission_device(&self, dev_id: &str) -> Result<Decommissioned, StoreError> {
         self.with(|client| {
             let mut transaction = client.transaction()?;
-            if let Some(row) =
-                transaction.query_opt("SELECT gateway_id FROM gateways WHERE dev_id = $1", &[&dev_id])?
-            {
+            if let Some(row) = transaction.query_opt(
+                "SELECT gateway_id FROM gateways WHERE dev_id = $1",
+                &[&dev_id],
+            )? {
                 return Ok(Decommissioned::IsGateway(row.try_get(0)?));
             }
             let association = transaction
                 .query_opt(
-                    "DELETE FROM associations WHERE dev_id = $1 RETURNING dev_id, gateway_id, origin, since",
+                    &format!(
+                        "DELETE FROM associations WHERE dev_id = $1 RETURNING {ASSOCIATION_COLUMNS}"
+                    ),
                     &[&dev_id],
                 )?
                 .as_ref()
                 .map(association_row)
                 .transpose()?;
-            transaction.execute("DELETE FROM pending_bootstraps WHERE dev_id = $1", &[&dev_id])?;
-            let removed = transaction.execute("DELETE FROM devices WHERE dev_id = $1", &[&dev_id])?;
+            transaction.execute(
+                "DELETE FROM pending_bootstraps WHERE dev_id = $1",
+                &[&dev_id],
+            )?;
+            let removed =
+                transaction.execute("DELETE FROM devices WHERE dev_id = $1", &[&dev_id])?;
             transaction.commit()?;
             Ok(match (removed, association) {
                 (0, None) => Decommissioned::NotFound,

@@ -38,7 +38,8 @@ pub(super) fn listed_columns() -> String {
          (SELECT string_agg(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id), \
          (SELECT gateway_id FROM associations a WHERE a.dev_id = devices.dev_id), \
          (SELECT origin FROM associations a WHERE a.dev_id = devices.dev_id), \
-         (SELECT since FROM associations a WHERE a.dev_id = devices.dev_id)"
+         (SELECT since FROM associations a WHERE a.dev_id = devices.dev_id), \
+         (SELECT trust FROM associations a WHERE a.dev_id = devices.dev_id)"
     )
 }
 
@@ -53,6 +54,7 @@ pub(super) fn listed_device_row(row: &Row) -> Result<ListedDevice, StoreError> {
                 gateway_id,
                 origin: row.try_get(17)?,
                 since: row.try_get(18)?,
+                trust: row.try_get(19)?,
             }),
             None => None,
         },
@@ -97,6 +99,7 @@ pub(super) fn association_row(row: &Row) -> Result<Association, StoreError> {
         gateway_id: row.try_get(1)?,
         origin: row.try_get(2)?,
         since: row.try_get(3)?,
+        trust: row.try_get(4)?,
     })
 }
 

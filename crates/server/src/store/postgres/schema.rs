@@ -137,4 +137,5 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
 "#,
     crate::store::CAMPAIGN_DEVICES_MIGRATION,
+    crate::store::TRUST_MIGRATION,
 ];

@@ -90,6 +90,24 @@ impl Settlement for Transaction<'_> {
     fn write_followups(&mut self, then: &Followups, now: i64) -> Result<(), StoreError> {
         write_followups(self, then, now)
     }
+
+    fn take_validation(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
+        self.query_opt(
+            "DELETE FROM pending_validations WHERE command = $1 RETURNING dev_id, gateway_id",
+            &[&command],
+        )?
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
+    }
+
+    fn mark_validated(&mut self, dev_id: &str, gateway_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE associations SET trust = 'validated'
+             WHERE dev_id = $1 AND gateway_id = $2 AND trust = 'restricted'",
+            &[&dev_id, &gateway_id],
+        )?;
+        Ok(())
+    }
 }
 
 /// Writes what a decision entails, inside its transaction.
@@ -103,6 +121,13 @@ pub(super) fn write_followups(
             "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES ($1, $2, 'queued', $3)",
             &[&command.dev_id, &command.spec, &now],
         )?;
+        if let Some(gateway_id) = &command.validates {
+            client.execute(
+                "INSERT INTO pending_validations (command, dev_id, gateway_id)
+                 VALUES (currval(pg_get_serial_sequence('commands', 'id')), $1, $2)",
+                &[&command.dev_id, gateway_id],
+            )?;
+        }
     }
     for event in &then.events {
         client.execute(
@@ -124,9 +149,10 @@ pub(super) fn upsert_association(
     now: i64,
 ) -> Result<bool, StoreError> {
     let changed = client.execute(
-        "INSERT INTO associations (dev_id, gateway_id, origin, since, attach_key)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = $2, origin = $3, since = $4, attach_key = $5
+        "INSERT INTO associations (dev_id, gateway_id, origin, since, attach_key, trust)
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $3 = 'server-assisted' THEN 'full' ELSE 'restricted' END)
+         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = $2, origin = $3, since = $4, attach_key = $5,
+             trust = CASE WHEN $3 = 'server-assisted' THEN 'full' ELSE 'restricted' END
          WHERE $5::TEXT IS NULL OR associations.gateway_id <> $2
             OR associations.attach_key IS DISTINCT FROM $5::TEXT",
         &[&dev_id, &gateway_id, &origin, &now, &attach_key],

@@ -23,15 +23,15 @@ use unit::Unit;
 use units::*;
 
 use super::filter::{Bound, DeviceFilter, Dialect, SQLITE};
-use super::settle::{settle_auth_switch, settle_bootstrap};
+use super::settle::{settle_auth_switch, settle_bootstrap, settle_validation};
 use super::sql::{Cell, SqlRunner};
 
 use super::{
-    Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan, CLAIM_OR_EXPIRE, Cancelled,
-    CommandFilter, CommandRecord, CommandState, Completed, Decommissioned, DeviceRecord, Entailed,
-    EventFilter, EventRecord, FanoutRecord, Followups, GatewayRecord, GatewayRemoval, ListedDevice,
-    NewDevice, OperatorRecord, QueuedCommand, Store, StoreError, command_state, crash_point,
-    devinfo_to_json,
+    ASSOCIATION_COLUMNS, Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan,
+    CLAIM_OR_EXPIRE, Cancelled, CommandFilter, CommandRecord, CommandState, Completed,
+    Decommissioned, DeviceRecord, Entailed, EventFilter, EventRecord, FanoutRecord, Followups,
+    GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand, Store,
+    StoreError, command_state, crash_point, devinfo_to_json,
 };
 use crate::operators::Role;
 
@@ -459,6 +459,7 @@ impl Store for SqliteStore {
         let completed = Completed {
             auth_switched_to: settle_auth_switch(&mut unit, id, status)?,
             bootstrap: settle_bootstrap(&mut unit, id, status, now, entailed)?,
+            validated: settle_validation(&mut unit, id, status)?,
         };
         unit.commit()?;
         Ok(completed)
@@ -563,7 +564,7 @@ impl Store for SqliteStore {
         Ok(self
             .lock()
             .row_cached(
-                "SELECT dev_id, gateway_id, origin, since FROM associations WHERE dev_id = ?1",
+                &format!("SELECT {ASSOCIATION_COLUMNS} FROM associations WHERE dev_id = ?1"),
                 [dev_id],
                 association_row,
             )
@@ -671,10 +672,10 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Association>, StoreError> {
         let connection = self.lock();
-        let mut statement = connection.prepare_cached(
-            "SELECT dev_id, gateway_id, origin, since FROM associations
-             WHERE dev_id > ?1 AND (?2 IS NULL OR gateway_id = ?2) ORDER BY dev_id LIMIT ?3",
-        )?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {ASSOCIATION_COLUMNS} FROM associations
+             WHERE dev_id > ?1 AND (?2 IS NULL OR gateway_id = ?2) ORDER BY dev_id LIMIT ?3"
+        ))?;
         let rows = statement.query_map(params![after, gateway_id, limit], association_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -748,7 +749,9 @@ impl Store for SqliteStore {
         }
         let association = unit
             .row_cached(
-                "DELETE FROM associations WHERE dev_id = ?1 RETURNING dev_id, gateway_id, origin, since",
+                &format!(
+                    "DELETE FROM associations WHERE dev_id = ?1 RETURNING {ASSOCIATION_COLUMNS}"
+                ),
                 [dev_id],
                 association_row,
             )

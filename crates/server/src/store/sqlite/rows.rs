@@ -74,7 +74,8 @@ pub(super) fn listed_columns() -> String {
          (SELECT group_concat(tag, ',') FROM device_tags t WHERE t.dev_id = devices.dev_id), \
          (SELECT gateway_id FROM associations a WHERE a.dev_id = devices.dev_id), \
          (SELECT origin FROM associations a WHERE a.dev_id = devices.dev_id), \
-         (SELECT since FROM associations a WHERE a.dev_id = devices.dev_id)"
+         (SELECT since FROM associations a WHERE a.dev_id = devices.dev_id), \
+         (SELECT trust FROM associations a WHERE a.dev_id = devices.dev_id)"
     )
 }
 
@@ -99,6 +100,7 @@ pub(super) fn listed_device_row(
                 gateway_id,
                 origin: row.get(17)?,
                 since: row.get(18)?,
+                trust: row.get(19)?,
             }),
             None => None,
         },
@@ -160,6 +162,7 @@ pub(super) fn association_row(row: &Row<'_>) -> rusqlite::Result<Association> {
         gateway_id: row.get(1)?,
         origin: row.get(2)?,
         since: row.get(3)?,
+        trust: row.get(4)?,
     })
 }
 

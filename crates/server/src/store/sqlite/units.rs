@@ -21,9 +21,10 @@ pub(super) fn upsert_association(
     now: i64,
 ) -> Result<bool, StoreError> {
     let changed = connection.run_cached(
-        "INSERT INTO associations (dev_id, gateway_id, origin, since, attach_key)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = ?3, since = ?4, attach_key = ?5
+        "INSERT INTO associations (dev_id, gateway_id, origin, since, attach_key, trust)
+         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?3 = 'server-assisted' THEN 'full' ELSE 'restricted' END)
+         ON CONFLICT (dev_id) DO UPDATE SET gateway_id = ?2, origin = ?3, since = ?4, attach_key = ?5,
+             trust = CASE WHEN ?3 = 'server-assisted' THEN 'full' ELSE 'restricted' END
          WHERE ?5 IS NULL OR associations.gateway_id <> ?2 OR associations.attach_key IS NOT ?5",
         params![dev_id, gateway_id, origin, now, attach_key],
     )?;
@@ -113,6 +114,25 @@ impl Settlement for Unit<'_> {
     fn write_followups(&mut self, then: &Followups, now: i64) -> Result<(), StoreError> {
         write_followups(self, then, now)
     }
+
+    fn take_validation(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .row_cached(
+                "DELETE FROM pending_validations WHERE command = ?1 RETURNING dev_id, gateway_id",
+                [command],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn mark_validated(&mut self, dev_id: &str, gateway_id: &str) -> Result<(), StoreError> {
+        self.run_cached(
+            "UPDATE associations SET trust = 'validated'
+             WHERE dev_id = ?1 AND gateway_id = ?2 AND trust = 'restricted'",
+            params![dev_id, gateway_id],
+        )?;
+        Ok(())
+    }
 }
 
 /// Writes what a decision entails, inside its transaction.
@@ -126,6 +146,13 @@ pub(super) fn write_followups(
             "INSERT INTO commands (dev_id, spec, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
             params![command.dev_id, command.spec, now],
         )?;
+        if let Some(gateway_id) = &command.validates {
+            connection.run_cached(
+                "INSERT INTO pending_validations (command, dev_id, gateway_id)
+                 VALUES (last_insert_rowid(), ?1, ?2)",
+                params![command.dev_id, gateway_id],
+            )?;
+        }
     }
     for event in &then.events {
         connection.run_cached(
