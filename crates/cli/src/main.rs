@@ -27,6 +27,17 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to standard error: `text` (coloured only on a
+    /// terminal) or `json` (one object a line, for journald and log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -75,10 +86,11 @@ fn main() -> ExitCode {
     // The demo narrates on stdout (the lapses and refusals it shows on purpose would
     // log warnings) and the simulator prints a summary: their logs stay quiet unless
     // RUST_LOG asks.
-    init_logging(match cli.command {
-        Command::Demo(_) | Command::Sim(_) => "error",
-        _ => "warn,gwmo=info",
-    });
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Sim(_));
+    init_logging(
+        if quiet { "error" } else { "warn,gwmo=info" },
+        cli.log_format,
+    );
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Server(args) => server::run(args),
@@ -93,19 +105,74 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("gwmo: {error:#}");
+            eprintln!("gwmo: {}", said_once(&error));
             ExitCode::FAILURE
         }
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` chooses what, else `default`.
-fn init_logging(default: &str) {
+/// An error and its causes joined with ": ", each said once: a wrapper whose message
+/// already shows its cause's text is not followed by that text again.
+fn said_once(error: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
+}
+
+/// Logs go to stderr; `RUST_LOG` chooses what, else `default`. Colours only when
+/// stderr is a terminal: a file or journald gets plain text.
+fn init_logging(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(true)
-        .init();
+        .with_target(true);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that shows its cause in its own message, as `#[error("TLS: {0}")]` does.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "TLS: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_the_message_already_shows_is_not_said_again() {
+        let cause = std::io::Error::other("cannot read server.pem");
+        let error = anyhow::Error::from(Wrapper(cause)).context("the server cannot start");
+        assert_eq!(
+            said_once(&error),
+            "the server cannot start: TLS: cannot read server.pem"
+        );
+        let plain = anyhow::anyhow!("one").context("two");
+        assert_eq!(said_once(&plain), "two: one");
+    }
 }

@@ -13,16 +13,19 @@ use quick_xml::events::Event;
 pub enum MsgCommand {
     /// Decode a SyncML DM message (XML or WBXML, recognised by its first byte).
     Decode {
+        /// The message (`-`: standard input).
         file: PathBuf,
         /// Print the decoded message model as JSON instead of XML.
         #[arg(long)]
         json: bool,
     },
-    /// Encode a SyncML DM XML message.
+    /// Encode a SyncML DM XML message as WBXML (the only binary encoding of DM
+    /// messages).
     Encode {
-        /// Write WBXML (the only binary encoding of DM messages).
-        #[arg(long, required = true)]
+        /// Write WBXML: what encode always writes; accepted for scripts that say so.
+        #[arg(long)]
         wbxml: bool,
+        /// The XML message (`-`: standard input).
         file: PathBuf,
         /// Where to write the result (default: standard output).
         #[arg(long, short)]
@@ -37,7 +40,7 @@ pub fn run(command: MsgCommand) -> anyhow::Result<()> {
             let encoding = Encoding::sniff(&bytes);
             let message = encoding
                 .decode(&bytes)
-                .with_context(|| format!("{} is not a valid DM message", file.display()))?;
+                .with_context(|| format!("{} is not a valid DM message", named(&file)))?;
             let out = if json {
                 let mut text = serde_json::to_vec_pretty(&message).context("cannot write JSON")?;
                 text.push(b'\n');
@@ -55,13 +58,28 @@ pub fn run(command: MsgCommand) -> anyhow::Result<()> {
             let bytes = read(&file)?;
             let message = Encoding::Xml
                 .decode(&bytes)
-                .with_context(|| format!("{} is not a valid DM XML message", file.display()))?;
+                .with_context(|| format!("{} is not a valid DM XML message", named(&file)))?;
             write(output.as_ref(), &Encoding::Wbxml.encode(&message)?)
         }
     }
 }
 
+/// How a message's source is named in an error.
+fn named(file: &PathBuf) -> String {
+    match file.as_os_str() == "-" {
+        true => "standard input".into(),
+        false => file.display().to_string(),
+    }
+}
+
+/// The bytes of `file`, or of standard input when it is `-`.
 fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    if file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .context("cannot read standard input")?;
+        return Ok(bytes);
+    }
     std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
 }
 

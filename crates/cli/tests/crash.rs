@@ -490,6 +490,7 @@ fn server_crashing_at(dir: &Path, point: &str) -> ServerProcess {
         &database,
         "session_idle_secs = 1\n",
         &[("GWMO_CRASH_AT", point)],
+        &[],
     )
 }
 

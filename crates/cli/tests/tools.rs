@@ -89,6 +89,120 @@ fn msg_encodes_and_decodes_a_capture_of_many_megabytes() {
     );
 }
 
+/// `-` reads standard input, and encode writes WBXML without being told to.
+#[test]
+fn msg_reads_standard_input_and_encodes_to_wbxml_by_default() {
+    use std::io::Write;
+    let xml = Encoding::Xml.encode(&large_message(1)).unwrap();
+    let pipe = |args: &[&str], input: &[u8]| {
+        let mut child = gwmo()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let encoded = pipe(&["msg", "encode", "-"], &xml);
+    common::assert_success(&encoded, "msg encode -");
+    assert_eq!(encoded.stdout[0], 0x02, "WBXML 1.2");
+    let decoded = pipe(&["msg", "decode", "--json", "-"], &encoded.stdout);
+    common::assert_success(&decoded, "msg decode -");
+    let json: serde_json::Value = serde_json::from_slice(&decoded.stdout).unwrap();
+    assert!(json["header"]["session_id"].is_string(), "{json}");
+    let refused = pipe(&["msg", "decode", "-"], b"not a message");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .starts_with("gwmo: standard input is not a valid DM message")
+    );
+}
+
+/// Logs written to a file carry no terminal colours; `--log-format json` writes one
+/// JSON object a line, which a log shipper reads line by line.
+#[test]
+fn logs_are_plain_in_a_file_and_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::ServerProcess::start(&dir.path().join("text"));
+    text.enroll("IMEI:350000000000951", "md5");
+    let database = dir.path().join("json/server.db").display().to_string();
+    let json = common::ServerProcess::start_with_env(
+        &dir.path().join("json"),
+        &database,
+        "",
+        &[],
+        &["--log-format", "json"],
+    );
+    let (status, _) = common::api(json.addr, "GET", "/api/devices", Some("{}"));
+    assert_eq!(status, 200);
+    let (status, _) = common::api_as(json.addr, "wrong-token", "GET", "/api/devices", None);
+    assert_eq!(status, 401, "a refusal is logged");
+    let plain = common::poll(
+        "the text server's log",
+        std::time::Duration::from_secs(10),
+        || {
+            let log = text.daemon.log_text();
+            log.contains("DM server listening").then_some(log)
+        },
+    );
+    assert!(
+        !plain.contains('\u{1b}'),
+        "ANSI escapes in a log file: {plain:?}"
+    );
+    let lines = common::poll(
+        "the refusal in the JSON log",
+        std::time::Duration::from_secs(10),
+        || {
+            let log = json.daemon.log_text();
+            log.contains("admin API request refused").then_some(log)
+        },
+    );
+    for line in lines.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not one JSON object a line ({error}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{entry}"
+        );
+        assert!(entry["fields"]["message"].is_string(), "{entry}");
+    }
+    assert!(
+        lines.lines().any(|l| l.contains("\"status\":401")),
+        "{lines}"
+    );
+}
+
+/// A runtime error says its cause once, however many layers carry it.
+#[test]
+fn a_runtime_error_is_printed_once_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "admin_token = \"0123456789abcdefXYZ\"\n[tls]\ncertificate = \"/nonexistent/server.pem\"\nprivate_key = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap();
+    let output = gwmo()
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = stderr
+        .lines()
+        .filter(|l| l.starts_with("gwmo: "))
+        .collect::<Vec<_>>();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert_eq!(
+        said[0].matches("/nonexistent/server.pem").count(),
+        1,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn msg_refuses_bad_input_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +211,10 @@ fn msg_refuses_bad_input_with_one_clear_line() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let garbage = dir.path().join("garbage.xml");
     std::fs::write(&garbage, "<SyncML><SyncHdr>").unwrap();
-    for (path, expected) in [(&truncated, "WBXML"), (&garbage, "XML")] {
+    for (path, expected) in [
+        (&truncated, "malformed WBXML message"),
+        (&garbage, "malformed XML message"),
+    ] {
         let output = gwmo().args(["msg", "decode"]).arg(path).output().unwrap();
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -105,8 +222,22 @@ fn msg_refuses_bad_input_with_one_clear_line() {
             stderr.starts_with("gwmo: ") && stderr.contains(expected),
             "{stderr}"
         );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    let stderr = String::from_utf8_lossy(
+        &gwmo()
+            .args(["msg", "decode"])
+            .arg(&truncated)
+            .output()
+            .unwrap()
+            .stderr,
+    )
+    .into_owned();
+    assert!(
+        !stderr.contains("XML near"),
+        "WBXML is not called XML: {stderr}"
+    );
     let missing = gwmo()
         .args(["msg", "decode", "/nonexistent/capture"])
         .output()

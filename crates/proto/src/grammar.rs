@@ -14,7 +14,8 @@ pub const MAX_DEPTH: usize = 64;
 /// Why a document is not a valid DM message.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("malformed XML near byte {offset}: {message}")]
+    /// Broken syntax (of XML or of WBXML: the codec error names which).
+    #[error("near byte {offset}: {message}")]
     Syntax { offset: u64, message: String },
     #[error("the document ends inside <{0}>")]
     Truncated(&'static str),

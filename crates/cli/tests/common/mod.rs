@@ -238,15 +238,17 @@ impl ServerProcess {
 
     /// A server with more settings (`settings`: TOML lines).
     pub fn start_with(dir: &Path, database: &str, settings: &str) -> ServerProcess {
-        ServerProcess::start_with_env(dir, database, settings, &[])
+        ServerProcess::start_with_env(dir, database, settings, &[], &[])
     }
 
-    /// A server with more settings and environment variables (a restart has none).
+    /// A server with more settings, environment variables and command-line arguments
+    /// (a restart has none of the last two).
     pub fn start_with_env(
         dir: &Path,
         database: &str,
         settings: &str,
         env: &[(&str, &str)],
+        args: &[&str],
     ) -> ServerProcess {
         std::fs::create_dir_all(dir).unwrap();
         let address_file = dir.join("server.addr");
@@ -260,7 +262,11 @@ impl ServerProcess {
         )
         .unwrap();
         let mut command = gwmo();
-        command.arg("server").arg("--config").arg(&config);
+        command
+            .arg("server")
+            .arg("--config")
+            .arg(&config)
+            .args(args);
         command.envs(env.iter().copied());
         let mut daemon = Daemon::spawn(command, dir.join("server.log"));
         let addr = bound_address(&mut daemon, &address_file);
