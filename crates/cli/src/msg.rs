@@ -2,7 +2,7 @@
 //! and encode XML to WBXML.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -65,7 +65,7 @@ pub fn run(command: MsgCommand) -> anyhow::Result<()> {
 }
 
 /// How a message's source is named in an error.
-fn named(file: &PathBuf) -> String {
+fn named(file: &Path) -> String {
     match file.as_os_str() == "-" {
         true => "standard input".into(),
         false => file.display().to_string(),
