@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dm", post(dm_message))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/docs/api", get(api_reference))
@@ -139,6 +140,25 @@ async fn openapi() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("../api/openapi.json"),
     )
+}
+
+/// 200 when this instance can serve, 503 with the reasons when it cannot.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let checked = state.clone();
+    let readiness = tokio::task::spawn_blocking(move || {
+        crate::ready::check(checked.store.as_ref(), &checked.settings)
+    })
+    .await;
+    match readiness {
+        Ok(readiness) => {
+            let status = match readiness.ready {
+                true => StatusCode::OK,
+                false => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, axum::Json(readiness)).into_response()
+        }
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// Prometheus text exposition (unauthenticated, like most scrape targets: bind the

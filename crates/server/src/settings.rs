@@ -58,6 +58,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// The longest a request body may take to arrive (408 after that).
     pub body_read_secs: u64,
+    /// `/readyz` answers 503 when the disk holding an SQLite store has less free
+    /// space than this, in MiB (a store that cannot grow fails every DM message).
+    pub ready_min_free_mib: u64,
     /// Where to write the address actually bound (for scripts using port 0).
     pub address_file: Option<PathBuf>,
     /// The listener's certificate, the CA trusted for the devices' package-0
@@ -86,6 +89,7 @@ impl Default for ServerSettings {
             header_read_secs: 30,
             max_connections: 4096,
             body_read_secs: 30,
+            ready_min_free_mib: 64,
             address_file: None,
             tls: gwmo_net::TlsSettings::default(),
         }

@@ -1,0 +1,80 @@
+//! Running gwmo as an operator does: readiness that tells a load balancer when an
+//! instance cannot serve.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts `mib` MiB at `path`; none where this machine does not let the test mount.
+    fn mount(path: &Path, mib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| SmallDisk(path.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn readyz(server: &ServerProcess) -> (u16, Value) {
+    let (status, text) = http(server.addr, "GET", "/readyz", None, "", b"");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `/readyz` answers 503 once the disk under the SQLite store is full, while
+/// `/healthz` still says the process is up, and 200 again once there is room.
+#[test]
+fn readyz_fails_when_the_store_s_disk_fills_up_and_recovers_when_room_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), 8) else {
+        eprintln!("NOT RUN: this machine does not let the test mount a tmpfs (needs root)");
+        return;
+    };
+    let database = disk.0.join("server.db").display().to_string();
+    let server = ServerProcess::start_with(dir.path(), &database, "ready_min_free_mib = 2\n");
+    let (status, ready) = readyz(&server);
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["store"], "ok");
+    assert!(ready["free_disk_mib"].as_u64().unwrap() >= 2, "{ready}");
+
+    let filler = disk.0.join("filler");
+    let chunk = vec![0u8; 1 << 20];
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let (status, full) = readyz(&server);
+    assert_eq!(status, 503, "{full}");
+    assert_eq!(full["ready"], false);
+    assert!(
+        full["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("ready_min_free_mib"),
+        "{full}"
+    );
+    let (status, _) = http(server.addr, "GET", "/healthz", None, "", b"");
+    assert_eq!(status, 200, "the process is up all the same");
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(readyz(&server).0, 200);
+}
