@@ -78,3 +78,71 @@ fn readyz_fails_when_the_store_s_disk_fills_up_and_recovers_when_room_is_made() 
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(readyz(&server).0, 200);
 }
+
+/// A configuration's relative paths (its TLS files, its store, its address file) are
+/// taken from its own directory, whatever the working directory.
+#[test]
+fn paths_in_a_configuration_are_taken_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("pki")).unwrap();
+    for file in ["ca.pem", "test.pem", "test-key.pem"] {
+        std::fs::copy(pki().join(file), etc.join("pki").join(file)).unwrap();
+    }
+    let config = etc.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\naddress_file = \"server.addr\"\n\
+             [tls]\ncertificate = \"pki/test.pem\"\nprivate_key = \"pki/test-key.pem\"\nca = \"pki/ca.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let mut command = gwmo();
+    command
+        .current_dir("/")
+        .arg("server")
+        .arg("--config")
+        .arg(&config);
+    let mut daemon = Daemon::spawn(command, dir.path().join("server.log"));
+    let addr = bound_address(&mut daemon, &etc.join("server.addr"));
+    assert_eq!(http(addr, "GET", "/healthz", None, "", b"").0, 200);
+    assert!(
+        etc.join("gwmo-server.db").exists(),
+        "the default store beside its configuration"
+    );
+    assert!(
+        !Path::new("/gwmo-server.db").exists(),
+        "nothing in the working directory"
+    );
+}
+
+/// A server that cannot listen stops before it creates anything.
+#[test]
+fn a_server_that_cannot_listen_leaves_no_store_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{}\"\nadmin_token = \"{TOKEN}\"\ndatabase = \"store/server.db\"\n{}",
+            taken.local_addr().unwrap(),
+            tls_table()
+        ),
+    )
+    .unwrap();
+    let output = gwmo()
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot listen"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!dir.path().join("store").exists(), "a store was created");
+}

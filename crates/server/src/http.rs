@@ -263,14 +263,18 @@ impl Server {
     pub async fn bind(settings: ServerSettings) -> Result<Server, crate::ServerError> {
         crate::settings::check_admin_token(settings.admin_token.as_deref())?;
         if settings.admin_token.is_none() {
-            tracing::warn!("no admin_token: the admin API and dashboard answer 403 to everyone");
+            tracing::warn!(
+                "no admin_token: only operator accounts (gwmo operator add) open the admin API"
+            );
         }
         let tls = settings.tls.acceptor("DM server")?;
         let client = HttpClient::new(&settings.tls.client()?, Duration::from_secs(10), 64 * 1024);
-        let store = crate::store::open(&settings.database, settings.database_cache_mib)?;
+        // The listener first: a server that cannot listen leaves nothing behind (no
+        // store file created for nothing).
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
+        let store = crate::store::open(&settings.database, settings.database_cache_mib)?;
         let bound = listener
             .local_addr()
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
