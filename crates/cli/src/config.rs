@@ -59,6 +59,15 @@ fn resolve_paths(value: &mut toml::Value, base: &Path) {
     }
 }
 
+/// The effective configuration as TOML.
+pub fn print<T: Serialize>(settings: &T) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        toml::to_string(settings).context("cannot print the configuration")?
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,13 +105,4 @@ mod tests {
         resolve_paths(&mut url, Path::new("/etc/gwmo"));
         assert_eq!(url["database"].as_str(), Some("postgres://u@h/db"));
     }
-}
-
-/// The effective configuration as TOML.
-pub fn print<T: Serialize>(settings: &T) -> anyhow::Result<()> {
-    print!(
-        "{}",
-        toml::to_string(settings).context("cannot print the configuration")?
-    );
-    Ok(())
 }
