@@ -146,3 +146,52 @@ fn a_server_that_cannot_listen_leaves_no_store_behind() {
     );
     assert!(!dir.path().join("store").exists(), "a store was created");
 }
+
+/// `GWMO_<KEY>` overrides a key of the configuration and `GWMO_<KEY>_FILE` reads a
+/// secret from a file, as a container or a systemd unit passes them.
+#[test]
+fn the_environment_overrides_the_configuration_and_secrets_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("admin-token");
+    std::fs::write(&secret, "from-a-secret-file-0123\n").unwrap();
+    let database = dir.path().join("server.db").display().to_string();
+    let server = ServerProcess::start_with_env(
+        dir.path(),
+        &database,
+        "",
+        &[
+            ("GWMO_ADMIN_TOKEN_FILE", secret.to_str().unwrap()),
+            ("GWMO_SERVER_ID", "dms-from-env"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        api(server.addr, "GET", "/api/devices", None).0,
+        401,
+        "the file's token replaced the configured one"
+    );
+    let (status, enrolled) = api_as(
+        server.addr,
+        "from-a-secret-file-0123",
+        "POST",
+        "/api/devices",
+        Some(r#"{"dev_id":"IMEI:350000000000961"}"#),
+    );
+    assert_eq!(status, 201, "{enrolled}");
+    assert_eq!(enrolled["server_id"], "dms-from-env");
+
+    let config = dir.path().join("server.toml");
+    let wrong = gwmo()
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .env("GWMO_MAX_SESSIONS", "lots")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("GWMO_MAX_SESSIONS"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
