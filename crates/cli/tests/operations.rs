@@ -195,3 +195,52 @@ fn the_environment_overrides_the_configuration_and_secrets_come_from_files() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+/// With `access_log = true`, each request is a log line: method, path, status, bytes,
+/// time, peer, and for a DM message its device; never the query (a session's token).
+#[test]
+fn the_access_log_has_a_line_per_request_and_never_a_session_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("server.db").display().to_string();
+    let server = ServerProcess::start_with(dir.path(), &database, "access_log = true\n");
+    let enrollment = server.enroll("IMEI:350000000000971", "md5");
+    assert_success(
+        &device_once(&device_config(dir.path(), &enrollment, "xml", "")),
+        "session",
+    );
+    assert_eq!(
+        http(server.addr, "GET", "/healthz?s=not-for-logs", None, "", b"").0,
+        200
+    );
+    let log = poll("the access log", std::time::Duration::from_secs(10), || {
+        let log = server.daemon.log_text();
+        log.contains("path=\"/healthz\"").then_some(log)
+    });
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("gwmo_server::access"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("method=POST")
+            && l.contains("path=\"/api/devices\"")
+            && l.contains("status=201")),
+        "{log}"
+    );
+    let dm: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("path=\"/dm\""))
+        .collect();
+    assert!(!dm.is_empty(), "the session's messages: {log}");
+    assert!(
+        dm.iter()
+            .all(|l| l.contains("device=\"IMEI:350000000000971\"")
+                && l.contains("status=200")
+                && l.contains("micros=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("not-for-logs"),
+        "a query reached the log: {log}"
+    );
+    assert!(!log.contains(enrollment["client_secret"].as_str().unwrap()));
+}

@@ -25,6 +25,43 @@ use crate::{admin, devtree};
 /// How often the sweeper forgets history older than `history_days`.
 const FORGET_HISTORY_EVERY: Duration = Duration::from_secs(3600);
 
+/// The device a DM message came from, handed to the access log.
+#[derive(Debug, Clone)]
+struct LoggedDevice(String);
+
+/// One line per request: method, path (never the query: a session's token is in it),
+/// status, bytes, time, peer and device where known.
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::body::HttpBody;
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(
+            || "unknown".to_owned(),
+            |ConnectInfo(peer)| peer.ip().to_string(),
+        );
+    let response = next.run(request).await;
+    let device = response
+        .extensions()
+        .get::<LoggedDevice>()
+        .map(|d| d.0.clone());
+    info!(
+        target: "gwmo_server::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        bytes = response.body().size_hint().exact(),
+        micros = started.elapsed().as_micros() as u64,
+        peer,
+        device,
+        "request"
+    );
+    response
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/api/devices", post(admin::enroll).get(fleet::list_devices))
@@ -90,7 +127,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             access::guard,
         ));
-    Router::new()
+    let logged = state.settings.access_log;
+    let router = Router::new()
         .route("/dm", post(dm_message))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -103,7 +141,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         // The serve loop reads every body within max_msg_size before a handler runs
         // (gwmo_net::serve); axum's own 2 MB default would only cap it lower.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    match logged {
+        true => router.layer(axum::middleware::from_fn(access_log)),
+        false => router,
+    }
 }
 
 /// The web dashboard: one page, no build step, that reads the admin API with the
@@ -210,6 +252,9 @@ async fn dm_message(
             if let Some(mac) = answer.hmac.and_then(|m| m.parse().ok()) {
                 response.headers_mut().insert(HMAC_HEADER, mac);
             }
+            response
+                .extensions_mut()
+                .insert(LoggedDevice(answer.dev_id));
             response
         }
         Ok(Err(error)) => {

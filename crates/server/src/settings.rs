@@ -58,6 +58,11 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// The longest a request body may take to arrive (408 after that).
     pub body_read_secs: u64,
+    /// Log a line per HTTP request (target `gwmo_server::access`, at info): method,
+    /// path (never the query, which carries session tokens), status, bytes, time, the
+    /// peer and, for a DM message, the device. Off by default: a busy server answers
+    /// thousands of messages a second.
+    pub access_log: bool,
     /// `/readyz` answers 503 when the disk holding an SQLite store has less free
     /// space than this, in MiB (a store that cannot grow fails every DM message).
     pub ready_min_free_mib: u64,
@@ -90,6 +95,7 @@ impl Default for ServerSettings {
             max_connections: 4096,
             body_read_secs: 30,
             ready_min_free_mib: 64,
+            access_log: false,
             address_file: None,
             tls: gwmo_net::TlsSettings::default(),
         }

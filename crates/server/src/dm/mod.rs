@@ -70,6 +70,8 @@ pub struct DmResponse {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub hmac: Option<String>,
+    /// The device the message came from (for the access log).
+    pub dev_id: String,
 }
 
 /// The longest DevId (Source LocURI) taken, in bytes: IMEI, MEID and URN forms are
@@ -403,6 +405,7 @@ impl DmService {
             content_type: reply.outgoing.content_type,
             body: reply.outgoing.body,
             hmac: reply.outgoing.hmac,
+            dev_id: dev_id.to_owned(),
         })
     }
 
