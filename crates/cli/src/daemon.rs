@@ -1,5 +1,6 @@
 //! What every daemon command shares: when to stop (the signal `gwmo_wiring` has for
-//! every program that runs roles), and where to say its address.
+//! every program that runs roles), where to say its address, and telling systemd it
+//! is ready.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,3 +15,31 @@ pub fn write_address_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 pub use gwmo_wiring::shutdown_signal;
+
+/// Tells the service manager that the daemon serves (`READY=1` to `$NOTIFY_SOCKET`, the
+/// sd_notify protocol of a `Type=notify` systemd unit); nothing when not under one. A
+/// failure is logged, not fatal: the daemon serves either way.
+pub fn notify_ready() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = send_ready(&socket) {
+        tracing::warn!(%error, "could not tell the service manager that this daemon is ready");
+    }
+}
+
+fn send_ready(socket: &std::ffi::OsStr) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let address = match bytes.strip_prefix(b"@") {
+        // An abstract socket (Linux): the name after the '@'.
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(Path::new(socket))?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(b"READY=1", &address)?;
+    Ok(())
+}

@@ -244,3 +244,31 @@ fn the_access_log_has_a_line_per_request_and_never_a_session_token() {
     );
     assert!(!log.contains(enrollment["client_secret"].as_str().unwrap()));
 }
+
+/// Under systemd (`Type=notify`), a daemon says `READY=1` on `$NOTIFY_SOCKET` once it
+/// listens.
+#[test]
+fn a_daemon_tells_systemd_it_is_ready_once_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let database = dir.path().join("server.db").display().to_string();
+    let server = ServerProcess::start_with_env(
+        dir.path(),
+        &database,
+        "",
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+        &[],
+    );
+    let mut message = [0u8; 64];
+    let read = socket.recv(&mut message).expect("READY=1 within 30 s");
+    assert_eq!(&message[..read], b"READY=1");
+    assert_eq!(
+        http(server.addr, "GET", "/healthz", None, "", b"").0,
+        200,
+        "and it serves"
+    );
+}
