@@ -97,7 +97,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         baseline: args.baseline,
         wait: Duration::from_secs(args.wait_secs),
-        progress: std::io::stderr().is_terminal(),
+        progress: match std::io::stderr().is_terminal() {
+            true => gwmo_sim::ProgressOutput::Bar,
+            false => gwmo_sim::ProgressOutput::Lines,
+        },
         soak: (args.soak_secs > 0).then(|| gwmo_sim::soak::SoakOptions {
             duration: Duration::from_secs(args.soak_secs),
             rate: args.soak_rate,

@@ -36,6 +36,17 @@ fn assert_clean_rollout(output: &Output, report: &Value, devices: u64) {
     assert_success(output, "gwmo sim");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("gwmo sim summary"), "{stdout}");
+    // Without a terminal, progress comes as lines (at the end at least), rates whole.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr
+        .lines()
+        .rfind(|l| l.contains("devices rolled out in"))
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    assert!(last.starts_with(&format!("{devices}/{devices} ")), "{last}");
+    assert!(
+        last.ends_with("/s)") && !last.contains(['.', ',']),
+        "{last}"
+    );
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     assert_eq!(report["bootstrapped"]["server_assisted"], devices / 2);
     assert_eq!(report["bootstrapped"]["local"], devices / 2);

@@ -42,7 +42,9 @@ pub enum NetError {
     TooLarge(String, usize),
     #[error("refusing plain HTTP to {0}: use https, or set plain_http = true under [tls]")]
     PlainHttp(String),
-    #[error("TLS with {0} failed: {1} (is [tls] ca the CA that issued its certificate?)")]
+    #[error(
+        "TLS with {0} failed: {1} (is the CA trusted here the one that issued its certificate? [tls] ca in a role's configuration, --pki for gwmo sim)"
+    )]
     Tls(String, String),
 }
 

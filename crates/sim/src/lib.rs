@@ -9,6 +9,7 @@ mod baseline;
 mod device;
 mod fleet;
 mod gateways;
+mod progress;
 pub mod report;
 pub mod soak;
 
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use gwmo_device::settings::WireEncoding;
 use gwmo_gateway::settings::Approaches;
 use gwmo_session::ClientOutcome;
-use indicatif::{ProgressBar, ProgressStyle};
+use progress::Progress;
+pub use progress::ProgressOutput;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -73,8 +75,8 @@ pub struct SimOptions {
     pub baseline: bool,
     /// The longest a device waits for a session the other side starts.
     pub wait: Duration,
-    /// Draw a progress bar on a terminal.
-    pub progress: bool,
+    /// Where the rollout's progress goes.
+    pub progress: ProgressOutput,
     /// After the rollout, keep devices holding sessions at a steady rate for a while,
     /// sampling memory and file descriptors.
     pub soak: Option<soak::SoakOptions>,
@@ -169,7 +171,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     };
     let setup_secs = setup_started.elapsed().as_secs_f64();
 
-    let progress = progress_bar(options.progress, options.devices);
+    let mut progress = Progress::new(options.progress, options.devices);
     let messages_before = fleet.messages_answered().await?;
     let cpu_before = fleet.cpu_secs();
     let simulator_cpu_before = fleet::cpu_secs("self");
@@ -206,7 +208,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         if let Ok(outcome) = joined {
             outcomes.push(outcome);
         }
-        progress.inc(1);
+        progress.inc();
     }
     let rollout_secs = rollout_started.elapsed().as_secs_f64();
     let server_round_trips = fleet.messages_answered().await? - messages_before;
@@ -217,7 +219,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     let simulator_cpu_secs = fleet::cpu_secs("self")
         .zip(simulator_cpu_before)
         .map(|(after, before)| after - before);
-    progress.finish_and_clear();
+    progress.finish();
 
     let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
     let mut note = |kind: &str, example: String| {
@@ -294,19 +296,6 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         soak,
         errors,
     })
-}
-
-fn progress_bar(enabled: bool, devices: usize) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(devices as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{elapsed_precise} [{wide_bar}] {pos}/{len} devices rolled out ({per_sec}, {eta} left)",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// Checks every device in the server's store: associated with its gateway by the
