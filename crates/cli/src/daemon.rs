@@ -1,6 +1,6 @@
 //! What every daemon command shares: when to stop (the signal `gwmo_wiring` has for
-//! every program that runs roles), where to say its address, and telling systemd it
-//! is ready.
+//! every program that runs roles), where to say its address, telling systemd it is
+//! ready, and reloading certificates on SIGHUP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,4 +42,25 @@ fn send_ready(socket: &std::ffi::OsStr) -> std::io::Result<()> {
     };
     UnixDatagram::unbound()?.send_to_addr(b"READY=1", &address)?;
     Ok(())
+}
+
+/// Reloads every certificate this process presents on SIGHUP (after a renewal), instead
+/// of the signal's default of ending the process. Returns at once; the task runs for
+/// as long as the runtime does.
+pub fn reload_on_hangup() {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP: certificates reload only with a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match gwmo_net::reload_certificates() {
+                Ok(reloaded) => tracing::info!(reloaded, "SIGHUP: certificates read again"),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP: a certificate could not be read again; the one before stays")
+                }
+            }
+        }
+    });
 }

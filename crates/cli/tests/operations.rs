@@ -272,3 +272,82 @@ fn a_daemon_tells_systemd_it_is_ready_once_it_listens() {
         "and it serves"
     );
 }
+
+/// The certificate a new connection to `addr` is shown (after a whole request, so
+/// the handshake is done), trusting `ca`.
+fn presented_certificate(addr: std::net::SocketAddr, ca: &Path) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = connect_tls_trusting(addr, ca);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gwmo\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    stream.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// SIGHUP reads the certificate files again: a renewed certificate is shown to new
+/// connections without a restart, and the daemon goes on (the signal no longer ends it).
+#[test]
+fn sighup_reloads_a_renewed_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    for file in ["ca.pem", "ca-key.pem", "test.pem", "test-key.pem"] {
+        std::fs::copy(pki().join(file), pki_dir.join(file)).unwrap();
+    }
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\naddress_file = \"server.addr\"\n\
+             [tls]\ncertificate = \"pki/test.pem\"\nprivate_key = \"pki/test-key.pem\"\nca = \"pki/ca.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let mut command = gwmo();
+    command.arg("server").arg("--config").arg(&config);
+    let mut daemon = Daemon::spawn(command, dir.path().join("server.log"));
+    let addr = bound_address(&mut daemon, &dir.path().join("server.addr"));
+    let ca = pki_dir.join("ca.pem");
+    let before = presented_certificate(addr, &ca);
+
+    // Renewed: a new certificate and key from the same CA, in the same files.
+    let renewed = gwmo()
+        .args(["certs", "--name", "test", "--host", "127.0.0.1", "--dir"])
+        .arg(&pki_dir)
+        .output()
+        .unwrap();
+    assert_success(&renewed, "gwmo certs");
+    let renewed_der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(pki_dir.join("test.pem"))
+            .unwrap()
+            .to_vec()
+    };
+    assert_ne!(renewed_der, before, "gwmo certs made a new certificate");
+    assert_eq!(
+        presented_certificate(addr, &ca),
+        before,
+        "nothing changes before the signal"
+    );
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    poll(
+        "the renewed certificate",
+        std::time::Duration::from_secs(10),
+        || {
+            daemon.assert_running();
+            (presented_certificate(addr, &ca) == renewed_der).then_some(())
+        },
+    );
+    assert!(
+        daemon.log_text().contains("certificates read again"),
+        "{}",
+        daemon.log_text()
+    );
+}

@@ -10,8 +10,9 @@ mod serve;
 mod tls;
 
 pub use clock::unix_now;
+
 pub use serve::{ServeLimits, serve};
-pub use tls::{ClientTls, TlsError, TlsSettings};
+pub use tls::{ClientTls, TlsError, TlsSettings, reload_certificates};
 pub use tokio_rustls::TlsAcceptor;
 
 use std::time::Duration;

@@ -3,13 +3,22 @@
 //! has to be installed). TLS is on by default: a listener presents a certificate, a
 //! client verifies its peer against the configured CA (or the system's roots). Plain
 //! HTTP needs `plain_http`, and a listener serving it says so in a warning.
+//!
+//! A listener's certificate is read again from its files without a restart
+//! ([`reload_certificates`], what a daemon does on SIGHUP after the certificate was
+//! renewed): new handshakes get the new one, connections already open keep theirs, and
+//! a reload that fails (a file half written, a key that does not match) changes
+//! nothing.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
@@ -100,24 +109,13 @@ impl TlsSettings {
         let (Some(certificate), Some(key)) = (&self.certificate, &self.private_key) else {
             return Err(TlsError::NoCertificate);
         };
-        let chain = read_certificates(certificate)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                TlsError::Missing(key.clone(), "private key")
-            }
-            e => TlsError::Read(key.clone(), e.to_string()),
-        })?;
+        // Read again on SIGHUP (`reload_certificates`).
+        let files = CertificateFiles::open(certificate, key, provider())?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Refused(e.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| {
-                TlsError::Refused(format!(
-                    "{} and its private key: {e}",
-                    certificate.display()
-                ))
-            })?;
+            .with_cert_resolver(files);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // TLS 1.3 session tickets (stateless: any number of peers, and the key rotates
         // every 6 h): a device's next connection resumes without the public-key work
@@ -169,9 +167,135 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
+/// A listener's certificate and private key, as their files last read.
+pub struct CertificateFiles {
+    certificate: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for CertificateFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateFiles")
+            .field("certificate", &self.certificate)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every certificate this process presents, for [`reload_certificates`].
+static PRESENTED: Mutex<Vec<Weak<CertificateFiles>>> = Mutex::new(Vec::new());
+
+impl CertificateFiles {
+    /// Reads `certificate` (a PEM chain) and `key`; the result is reloaded by
+    /// [`reload_certificates`] for as long as it lives.
+    pub fn open(
+        certificate: &Path,
+        key: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<CertificateFiles>, TlsError> {
+        let current = RwLock::new(Arc::new(read_certified(certificate, key, &provider)?));
+        let files = Arc::new(CertificateFiles {
+            certificate: certificate.to_owned(),
+            key: key.to_owned(),
+            provider,
+            current,
+        });
+        let mut presented = PRESENTED.lock().unwrap_or_else(|p| p.into_inner());
+        presented.retain(|files| files.strong_count() > 0);
+        presented.push(Arc::downgrade(&files));
+        Ok(files)
+    }
+
+    /// Reads the files again; on failure what is presented stays as it was.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = read_certified(&self.certificate, &self.key, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertificateFiles {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn read_certified(
+    certificate: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certificates(certificate)?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            TlsError::Missing(key.to_owned(), "private key")
+        }
+        e => TlsError::Read(key.to_owned(), e.to_string()),
+    })?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+        TlsError::Refused(format!(
+            "{} and its private key: {e}",
+            certificate.display()
+        ))
+    })
+}
+
+/// Reads every certificate this process presents again; returns how many were
+/// reloaded, or the first failure (the others are reloaded all the same).
+pub fn reload_certificates() -> Result<usize, TlsError> {
+    let presented: Vec<Arc<CertificateFiles>> = PRESENTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let mut first_failure = None;
+    for files in &presented {
+        if let Err(error) = files.reload() {
+            tracing::warn!(certificate = %files.certificate.display(), %error, "certificate not reloaded: the one before stays");
+            first_failure.get_or_insert(error);
+        }
+    }
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(presented.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_that_fails_keeps_the_certificate_before_and_one_that_succeeds_swaps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::certs::issue(dir.path(), "a", &["127.0.0.1".into()]).unwrap();
+        let settings = first.tls_settings();
+        let (certificate, key) = (settings.certificate.unwrap(), settings.private_key.unwrap());
+        let files = CertificateFiles::open(&certificate, &key, provider()).unwrap();
+        let shown = |files: &CertificateFiles| files.current.read().unwrap().cert[0].to_vec();
+        let before = shown(&files);
+        std::fs::write(&certificate, "-----BEGIN CERTIFICATE-----\nhalf writ").unwrap();
+        assert!(files.reload().is_err());
+        assert_eq!(shown(&files), before, "a failed reload changes nothing");
+        let second = crate::certs::issue(dir.path(), "b", &["127.0.0.1".into()]).unwrap();
+        let renewed = second.tls_settings();
+        std::fs::copy(renewed.certificate.unwrap(), &certificate).unwrap();
+        assert!(
+            files.reload().is_err(),
+            "the old key does not match the new certificate"
+        );
+        std::fs::copy(renewed.private_key.unwrap(), &key).unwrap();
+        files.reload().unwrap();
+        assert_ne!(shown(&files), before);
+    }
 
     #[test]
     fn an_empty_tls_table_means_tls_without_a_certificate() {
