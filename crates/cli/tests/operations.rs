@@ -351,3 +351,82 @@ fn sighup_reloads_a_renewed_certificate_without_a_restart() {
         daemon.log_text()
     );
 }
+
+/// A plain-HTTP GET of `path` at `addr`; the status and body.
+fn plain_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+/// `metrics_listen` serves `/metrics` apart from the DM port, with gauges of what the
+/// store holds and a histogram of message times; the DM port no longer serves it.
+#[test]
+fn metrics_have_gauges_and_a_message_histogram_on_their_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("server.db").display().to_string();
+    let server =
+        ServerProcess::start_with(dir.path(), &database, "metrics_listen = \"127.0.0.1:0\"\n");
+    let address = poll(
+        "the metrics listener",
+        std::time::Duration::from_secs(10),
+        || {
+            let log = server.daemon.log_text();
+            let line = log
+                .lines()
+                .find(|l| l.contains("metrics listening"))?
+                .to_owned();
+            let start = line.find("address=")? + "address=".len();
+            Some(line[start..].split_whitespace().next()?.to_owned())
+        },
+    );
+    let enrollment = server.enroll("IMEI:350000000000981", "md5");
+    server.queue(
+        "IMEI:350000000000981",
+        r#"{"op":"Get","target":"./DevInfo/Man"}"#,
+    );
+    let (status, text) = plain_get(&address, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("gwmo_devices 1\n") && text.contains("gwmo_commands_queued 1\n"),
+        "{text}"
+    );
+    assert_success(
+        &device_once(&device_config(dir.path(), &enrollment, "xml", "")),
+        "session",
+    );
+    let (_, text) = plain_get(&address, "/metrics");
+    assert!(text.contains("gwmo_commands_queued 0\n"), "{text}");
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gwmo_message_seconds_count "))
+        .unwrap_or_else(|| panic!("no histogram: {text}"));
+    assert!(count.parse::<u64>().unwrap() >= 2, "{text}");
+    assert!(
+        text.contains("gwmo_message_seconds_bucket{le=\"+Inf\"} "),
+        "{text}"
+    );
+    assert_eq!(plain_get(&address, "/readyz").0, 200);
+    assert_eq!(
+        http(server.addr, "GET", "/metrics", None, "", b"").0,
+        404,
+        "not on the DM port"
+    );
+}

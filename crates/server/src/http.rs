@@ -20,6 +20,7 @@ use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
 use crate::state::AppState;
+use crate::store::counts::Counts;
 use crate::{admin, devtree};
 
 /// How often the sweeper forgets history older than `history_days`.
@@ -128,11 +129,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             access::guard,
         ));
     let logged = state.settings.access_log;
-    let router = Router::new()
+    let mut router = Router::new();
+    if state.settings.metrics_listen.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
+    let router = router
         .route("/dm", post(dm_message))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/docs/api", get(api_reference))
         .route("/", get(dashboard))
@@ -206,10 +210,28 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Prometheus text exposition (unauthenticated, like most scrape targets: bind the
 /// server where only the monitoring can reach it).
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let read = state.clone();
+    let gauges = tokio::task::spawn_blocking(move || Counts(read.store.sql()).gauges())
+        .await
+        .ok()
+        .and_then(|gauges| {
+            gauges
+                .inspect_err(|error| warn!(%error, "/metrics: the store's gauges are missing"))
+                .ok()
+        });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.dm.open_sessions()),
+        state.metrics.render(state.dm.open_sessions(), gauges),
     )
+}
+
+/// What the separate metrics listener serves (`metrics_listen`).
+fn monitoring_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 async fn dm_message(
@@ -299,6 +321,8 @@ async fn dm_message(
 /// A bound, not yet serving, DM Server.
 pub struct Server {
     listener: TcpListener,
+    /// The separate metrics listener, when `metrics_listen` asks for one.
+    monitoring: Option<TcpListener>,
     tls: Option<gwmo_net::TlsAcceptor>,
     state: Arc<AppState>,
 }
@@ -319,6 +343,14 @@ impl Server {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| crate::ServerError::Bind(settings.listen, e))?;
+        let monitoring = match settings.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|e| crate::ServerError::Bind(address, e))?,
+            ),
+            None => None,
+        };
         let store = crate::store::open(&settings.database, settings.database_cache_mib)?;
         let bound = listener
             .local_addr()
@@ -344,6 +376,7 @@ impl Server {
         tokio::spawn(crate::notify::wake_each(state.clone(), to_wake));
         Ok(Server {
             listener,
+            monitoring,
             tls,
             state,
         })
@@ -422,6 +455,24 @@ impl Server {
         });
         info!(url = %self.state.dm_url, "DM server listening");
         let limits = self.state.settings.serve_limits();
+        // The metrics listener stops when the DM listener does.
+        let (stop_monitoring, monitoring_stopped) = tokio::sync::oneshot::channel::<()>();
+        let monitoring = self.monitoring.map(|listener| {
+            let address = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            info!(%address, "metrics listening (plain HTTP)");
+            tokio::spawn(gwmo_net::serve(
+                listener,
+                None,
+                monitoring_router(self.state.clone()),
+                limits,
+                async move {
+                    let _ = monitoring_stopped.await;
+                },
+            ))
+        });
         gwmo_net::serve(
             self.listener,
             self.tls,
@@ -430,6 +481,10 @@ impl Server {
             shutdown,
         )
         .await;
+        drop(stop_monitoring);
+        if let Some(task) = monitoring {
+            let _ = task.await;
+        }
         sweeper.abort();
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! What a DM server counts, rendered in the Prometheus text format at `/metrics`:
 //! sessions, authentication failures, command statuses by code, Generic Alerts by
 //! type (attach, detach, location update, fan-out), gateway bootstraps by approach,
-//! lapsed local bootstraps, and the time spent in the store per DM message.
+//! lapsed local bootstraps, the time spent in the store per DM message, a histogram of
+//! the time a DM message takes, and gauges of what the store holds (devices, queued
+//! commands, gateways, running campaigns) read at each scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,9 +21,26 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     lapses: AtomicU64,
     store_micros: AtomicU64,
+    /// DM messages by the time they took, in [`LATENCY_BUCKETS`] (one more: +Inf).
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_micros: AtomicU64,
     statuses: Mutex<BTreeMap<u16, u64>>,
     alerts: Mutex<BTreeMap<String, u64>>,
     bootstraps: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// The upper bounds of the message-time histogram's buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// What the store holds, read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub devices: u64,
+    pub queued_commands: u64,
+    pub gateways: u64,
+    pub campaigns_running: u64,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -44,6 +63,18 @@ impl Metrics {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.store_micros
             .fetch_add(store_time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// One DM message answered or refused, and how long it took in all.
+    pub fn handled(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// A DM message refused before any session (malformed, unknown device, ...).
@@ -73,8 +104,9 @@ impl Metrics {
         bump(&self.bootstraps, approach.as_str());
     }
 
-    /// The Prometheus text exposition of every counter, and of the sessions open now.
-    pub fn render(&self, sessions_open: usize) -> String {
+    /// The Prometheus text exposition of every counter, of the sessions open now, and
+    /// of what the store holds (when it answered).
+    pub fn render(&self, sessions_open: usize, gauges: Option<Gauges>) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -116,6 +148,47 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP gwmo_sessions_open DM sessions this instance holds open (only devices that authenticated have one).\n# TYPE gwmo_sessions_open gauge\ngwmo_sessions_open {sessions_open}"
+        );
+        if let Some(gauges) = gauges {
+            for (name, help, value) in [
+                ("gwmo_devices", "Devices enrolled.", gauges.devices),
+                (
+                    "gwmo_commands_queued",
+                    "Commands queued and not yet sent.",
+                    gauges.queued_commands,
+                ),
+                ("gwmo_gateways", "Gateways registered.", gauges.gateways),
+                (
+                    "gwmo_campaigns_running",
+                    "Campaigns running.",
+                    gauges.campaigns_running,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gwmo_message_seconds Time to handle a DM message, from its bytes to its answer.\n# TYPE gwmo_message_seconds histogram"
+        );
+        let mut below = 0;
+        for (bound, bucket) in LATENCY_BUCKETS
+            .iter()
+            .map(Some)
+            .chain([None])
+            .zip(&self.latency)
+        {
+            below += get(bucket);
+            let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "gwmo_message_seconds_bucket{{le=\"{le}\"}} {below}");
+        }
+        let _ = writeln!(
+            out,
+            "gwmo_message_seconds_sum {}\ngwmo_message_seconds_count {below}",
+            get(&self.latency_micros) as f64 / 1e6
         );
         let store = get(&self.store_micros) as f64 / 1e6;
         let _ = writeln!(
@@ -177,7 +250,46 @@ mod tests {
         metrics.alert("urn:oma:at:gwmo:1.0:DeviceAttach");
         metrics.bootstrap(gwmo_tree::Origin::ServerAssisted);
         metrics.lapse();
-        let text = metrics.render(0);
+        metrics.handled(Duration::from_micros(700));
+        metrics.handled(Duration::from_millis(2));
+        metrics.handled(Duration::from_secs(3));
+        let gauges = Gauges {
+            devices: 7,
+            queued_commands: 2,
+            gateways: 1,
+            campaigns_running: 0,
+        };
+        let text = metrics.render(0, Some(gauges));
+        assert!(
+            text.contains("# TYPE gwmo_devices gauge\ngwmo_devices 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("gwmo_commands_queued 2\n"));
+        assert!(
+            text.contains("gwmo_message_seconds_bucket{le=\"0.0005\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gwmo_message_seconds_bucket{le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gwmo_message_seconds_bucket{le=\"0.0025\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gwmo_message_seconds_bucket{le=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gwmo_message_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("gwmo_message_seconds_count 3\n"), "{text}");
+        assert!(
+            !metrics.render(0, None).contains("gwmo_devices"),
+            "no gauges when the store did not answer"
+        );
         assert!(
             text.contains(
                 "# TYPE gwmo_sessions_opened_total counter\ngwmo_sessions_opened_total 1\n"

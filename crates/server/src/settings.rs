@@ -58,6 +58,10 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// The longest a request body may take to arrive (408 after that).
     pub body_read_secs: u64,
+    /// Where to serve `/metrics` (with `/healthz` and `/readyz`) apart from the DM
+    /// port, in plain HTTP: bind it where only the monitoring reaches. When set, the
+    /// DM port no longer serves `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Log a line per HTTP request (target `gwmo_server::access`, at info): method,
     /// path (never the query, which carries session tokens), status, bytes, time, the
     /// peer and, for a DM message, the device. Off by default: a busy server answers
@@ -96,6 +100,7 @@ impl Default for ServerSettings {
             body_read_secs: 30,
             ready_min_free_mib: 64,
             access_log: false,
+            metrics_listen: None,
             address_file: None,
             tls: gwmo_net::TlsSettings::default(),
         }

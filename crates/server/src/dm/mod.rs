@@ -268,10 +268,12 @@ impl DmService {
         now: Instant,
         unix_now: i64,
     ) -> Result<DmResponse, DmError> {
+        let started = Instant::now();
         let answer = self.answer(request, now, unix_now);
         if answer.is_err() {
             self.metrics.message_refused();
         }
+        self.metrics.handled(started.elapsed());
         answer
     }
 

@@ -17,6 +17,27 @@ impl Counts<'_> {
         Ok(count.unwrap_or(0) as u64)
     }
 
+    /// What `/metrics` shows of the store, in one query.
+    pub fn gauges(&self) -> Result<crate::metrics::Gauges, StoreError> {
+        let rows = self.0.rows(
+            "SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM commands WHERE state = 'queued'),
+                    (SELECT count(*) FROM gateways), (SELECT count(*) FROM campaigns WHERE state = 'running')",
+            &[],
+        )?;
+        let cell = |at: usize| {
+            rows.first()
+                .and_then(|row| row.get(at))
+                .and_then(|cell| cell.int())
+                .unwrap_or(0) as u64
+        };
+        Ok(crate::metrics::Gauges {
+            devices: cell(0),
+            queued_commands: cell(1),
+            gateways: cell(2),
+            campaigns_running: cell(3),
+        })
+    }
+
     pub fn gateways(&self) -> Result<u64, StoreError> {
         self.count("SELECT count(*) FROM gateways", &[])
     }

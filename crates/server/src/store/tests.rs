@@ -1300,6 +1300,16 @@ fn every_listing_counts_what_its_filter_matches() {
             (3, 2)
         );
         assert_eq!(counts.campaigns().unwrap(), 0);
+        let gauges = counts.gauges().unwrap();
+        assert_eq!(
+            (
+                gauges.devices,
+                gauges.queued_commands,
+                gauges.gateways,
+                gauges.campaigns_running
+            ),
+            (2, 1, 2, 0)
+        );
         assert_eq!(counts.campaign_targets(1, None, None).unwrap(), 0);
     });
 }
