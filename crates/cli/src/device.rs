@@ -29,6 +29,10 @@ pub struct DeviceArgs {
     /// With `--once`: the ServerID of the account to open a session with.
     #[arg(long, value_name = "ID")]
     server_id: Option<String>,
+    /// Forget the stored state (the DM tree, every account servers and gateways gave
+    /// it) and start as a device fresh from the factory.
+    #[arg(long)]
+    reset_state: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +58,14 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
     settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
         return crate::config::print(&settings);
+    }
+    if args.reset_state {
+        let dir = settings.state_path();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove the state in {}", dir.display()))?;
+            tracing::warn!(dir = %dir.display(), "stored state removed (--reset-state): starting fresh from the factory");
+        }
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -430,3 +430,95 @@ fn metrics_have_gauges_and_a_message_histogram_on_their_own_listener() {
         "not on the DM port"
     );
 }
+
+/// A device configuration in `dir/conf/<name>.toml` for `enrollment`, with no
+/// `state_dir` (the default, one per DevId) and the extra lines `extra`.
+fn device_config_without_state(dir: &Path, name: &str, enrollment: &Value, extra: &str) -> PathBuf {
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    let template = device_config(&dir.join(name), enrollment, "xml", "");
+    let text: String = std::fs::read_to_string(template)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("state_dir"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Top-level keys go before the first table.
+    let text = format!("{extra}{text}");
+    let path = conf.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Two configurations in one directory never share a state: each device's is kept
+/// under its DevId. A configuration that changed a factory account wins over the
+/// stored state, and says so; a state that is another device's is refused, unless
+/// `--reset-state` starts the device afresh.
+#[test]
+fn each_device_keeps_its_own_state_and_a_changed_configuration_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let (a, b) = ("IMEI:350000000000991", "IMEI:350000000000992");
+    let first = server.enroll(a, "md5");
+    let second = server.enroll(b, "md5");
+    let config_a = device_config_without_state(dir.path(), "a", &first, "");
+    let config_b = device_config_without_state(dir.path(), "b", &second, "");
+    assert_success(&device_once(&config_a), "device a");
+    assert_success(&device_once(&config_b), "device b");
+    let states = dir.path().join("conf/gwmo-device-state");
+    assert!(
+        states.join("IMEI_350000000000991").is_dir()
+            && states.join("IMEI_350000000000992").is_dir()
+    );
+
+    // The operator enrolls device a again with a new secret and changes its
+    // configuration: the stored secret gives way.
+    assert_eq!(
+        server.api("DELETE", &format!("/api/devices/{a}"), None).0,
+        200
+    );
+    let again = serde_json::json!({
+        "dev_id": a, "client_secret": "a-new-client-secret-0123",
+        "server_secret": first["server_secret"],
+    });
+    let (status, renewed) = server.api("POST", "/api/devices", Some(&again.to_string()));
+    assert_eq!(status, 201, "{renewed}");
+    assert!(
+        !device_once(&config_a).status.success(),
+        "the old secret no longer opens a session"
+    );
+    let config_a = device_config_without_state(dir.path(), "a", &renewed, "");
+    let output = device_once(&config_a);
+    assert_success(&output, "device a with its new configuration");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the configuration differs from the stored state"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("client secret from the configuration"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("a-new-client-secret-0123"),
+        "a secret in the log: {stderr}"
+    );
+
+    // Device b pointed at device a's state is refused; --reset-state starts it afresh.
+    let shared = format!("state_dir = {:?}\n", states.join("IMEI_350000000000991"));
+    let config_b = device_config_without_state(dir.path(), "b", &second, &shared);
+    let refused = device_once(&config_b);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is device \"IMEI:350000000000991\"'s, not \"IMEI:350000000000992\"'s"),
+        "{stderr}"
+    );
+    let output = gwmo()
+        .args(["device", "--once", "--reset-state", "--config"])
+        .arg(&config_b)
+        .output()
+        .unwrap();
+    assert_success(&output, "device b after --reset-state");
+}

@@ -70,12 +70,28 @@ impl Agent {
     /// Loads the device's tree from its state directory, or builds it on first start
     /// from the configuration (DevInfo, DevDetail and the factory accounts).
     pub fn open(settings: DeviceSettings) -> Result<Agent, DeviceError> {
-        let state = StateDir::open(&settings.state_dir)?;
+        let dir = settings.state_path();
+        let state = StateDir::open(&dir)?;
         let mut tree = match state.load_tree()? {
             Some(mut tree) => {
+                let stored = tree.value("./DevInfo/DevId").unwrap_or_default().to_owned();
+                if stored != settings.dev_id {
+                    return Err(DeviceError::StateOfAnother {
+                        dir,
+                        stored,
+                        configured: settings.dev_id.clone(),
+                    });
+                }
                 if provision::adopt_factory_accounts(&mut tree, &settings) {
                     state.save_tree(&tree)?;
                     info!("factory accounts of a tree from an earlier version recorded");
+                }
+                let changed = provision::apply_configured_accounts(&mut tree, &settings)?;
+                if !changed.is_empty() {
+                    state.save_tree(&tree)?;
+                    for change in changed {
+                        warn!(account = %change, "the configuration differs from the stored state: the configuration's values apply");
+                    }
                 }
                 tree
             }

@@ -75,6 +75,64 @@ pub fn adopt_factory_accounts(tree: &mut Tree, settings: &DeviceSettings) -> boo
         > 0
 }
 
+/// Brings the stored factory accounts in line with the configuration, the rule being
+/// that the configuration wins for what it names: an account it names that the tree
+/// lacks is added, and one whose address, scheme, names or secrets differ takes the
+/// configuration's (its nonces are kept). Accounts the configuration does not name
+/// (bootstrapped by servers and gateways) are left alone. Returns what changed, one
+/// line each, for the log.
+pub fn apply_configured_accounts(
+    tree: &mut Tree,
+    settings: &DeviceSettings,
+) -> Result<Vec<String>, DeviceError> {
+    let mut changed = Vec::new();
+    for factory in &settings.accounts {
+        let configured = factory_account(settings, factory);
+        let Some((node, stored)) = gwmo_tree::account_for(tree, &factory.server_id) else {
+            tree.add_factory_account(&configured)?;
+            changed.push(format!(
+                "{}: added from the configuration",
+                factory.server_id
+            ));
+            continue;
+        };
+        let mut differs = Vec::new();
+        if stored.addr != configured.addr {
+            differs.push("address".to_owned());
+        }
+        let mut merged = configured.clone();
+        for auth in &mut merged.auths {
+            let side = match auth.level {
+                gwmo_tree::AuthLevel::Client => "client",
+                gwmo_tree::AuthLevel::Server => "server",
+            };
+            let Some(before) = stored.credentials(auth.level) else {
+                differs.push(format!("{side} credentials"));
+                continue;
+            };
+            for (what, same) in [
+                ("scheme", before.auth_type == auth.auth_type),
+                ("name", before.name == auth.name),
+                ("secret", before.secret == auth.secret),
+            ] {
+                if !same {
+                    differs.push(format!("{side} {what}"));
+                }
+            }
+            auth.nonce = before.nonce.clone();
+        }
+        if !differs.is_empty() {
+            gwmo_tree::write_dm_account(tree, &node, &merged)?;
+            changed.push(format!(
+                "{}: {} from the configuration",
+                factory.server_id,
+                differs.join(", ")
+            ));
+        }
+    }
+    Ok(changed)
+}
+
 /// Whether the account of `server_id` is a gateway's.
 pub fn is_gateway(tree: &Tree, server_id: &str) -> bool {
     tree.provenance_of(server_id)

@@ -24,7 +24,8 @@ pub struct DeviceSettings {
     /// Largest object it takes in chunks (announced as MaxObjSize); a larger one is
     /// refused with 413.
     pub max_obj_size: usize,
-    /// Where the device's DM tree is kept (`--state` overrides it).
+    /// Where the device's DM tree is kept (`--state` overrides it); `{dev_id}` in it
+    /// stands for the DevId (`IMEI:1` as `IMEI_1`), so that devices never share one.
     pub state_dir: PathBuf,
     /// Where to take package-0 notifications over HTTP; none: no listener.
     pub listen: Option<SocketAddr>,
@@ -60,6 +61,31 @@ pub struct DeviceSettings {
     pub tls: gwmo_net::TlsSettings,
 }
 
+/// What `{dev_id}` in `state_dir` stands for.
+const DEV_ID_PLACEHOLDER: &str = "{dev_id}";
+
+impl DeviceSettings {
+    /// The state directory, `{dev_id}` replaced by the DevId in a form every file
+    /// system takes (characters other than letters, digits, `.`, `_` and `-` as `_`).
+    pub fn state_path(&self) -> PathBuf {
+        let text = self.state_dir.to_string_lossy();
+        if !text.contains(DEV_ID_PLACEHOLDER) {
+            return self.state_dir.clone();
+        }
+        let safe: String = self
+            .dev_id
+            .chars()
+            .map(
+                |c| match c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    true => c,
+                    false => '_',
+                },
+            )
+            .collect();
+        PathBuf::from(text.replace(DEV_ID_PLACEHOLDER, &safe))
+    }
+}
+
 impl Default for DeviceSettings {
     fn default() -> Self {
         DeviceSettings {
@@ -69,7 +95,7 @@ impl Default for DeviceSettings {
             encoding: WireEncoding::Xml,
             max_msg_size: 64 * 1024,
             max_obj_size: 4 << 20,
-            state_dir: PathBuf::from("gwmo-device-state"),
+            state_dir: PathBuf::from(format!("gwmo-device-state/{DEV_ID_PLACEHOLDER}")),
             listen: None,
             notify_url: None,
             poll_secs: 0,
