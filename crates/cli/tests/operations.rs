@@ -504,6 +504,11 @@ fn each_device_keeps_its_own_state_and_a_changed_configuration_wins() {
         !stderr.contains("a-new-client-secret-0123"),
         "a secret in the log: {stderr}"
     );
+    // Once applied, the same configuration changes nothing more (what servers manage
+    // over DM afterwards stays theirs).
+    let output = device_once(&config_a);
+    assert_success(&output, "device a again");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("configuration differs"));
 
     // Device b pointed at device a's state is refused; --reset-state starts it afresh.
     let shared = format!("state_dir = {:?}\n", states.join("IMEI_350000000000991"));

@@ -86,18 +86,27 @@ impl Agent {
                     state.save_tree(&tree)?;
                     info!("factory accounts of a tree from an earlier version recorded");
                 }
-                let changed = provision::apply_configured_accounts(&mut tree, &settings)?;
+                let applied_before = state.load_applied_accounts()?;
+                let changed = provision::apply_configured_accounts(
+                    &mut tree,
+                    &settings,
+                    applied_before.as_deref(),
+                )?;
                 if !changed.is_empty() {
                     state.save_tree(&tree)?;
                     for change in changed {
                         warn!(account = %change, "the configuration differs from the stored state: the configuration's values apply");
                     }
                 }
+                if applied_before.as_deref() != Some(&settings.accounts[..]) {
+                    state.save_applied_accounts(&settings.accounts)?;
+                }
                 tree
             }
             None => {
                 let tree = provision::factory_tree(&settings)?;
                 state.save_tree(&tree)?;
+                state.save_applied_accounts(&settings.accounts)?;
                 info!(dev_id = %settings.dev_id, accounts = settings.accounts.len(), "new device: factory tree written");
                 tree
             }

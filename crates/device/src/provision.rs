@@ -75,18 +75,25 @@ pub fn adopt_factory_accounts(tree: &mut Tree, settings: &DeviceSettings) -> boo
         > 0
 }
 
-/// Brings the stored factory accounts in line with the configuration, the rule being
-/// that the configuration wins for what it names: an account it names that the tree
-/// lacks is added, and one whose address, scheme, names or secrets differ takes the
-/// configuration's (its nonces are kept). Accounts the configuration does not name
-/// (bootstrapped by servers and gateways) are left alone. Returns what changed, one
-/// line each, for the log.
+/// Brings the stored factory accounts in line with a configuration the operator
+/// changed. The rule: a factory account whose configuration differs from the one the
+/// device last started with (`applied_before`; none recorded counts as changed) wins
+/// for what it names: added if the tree lacks it, its address, scheme, names and
+/// secrets taken from the configuration where they differ (its nonces kept). One the
+/// operator left as it was stays as servers have managed it since (a server may have
+/// rotated its secrets or switched its scheme over DM). Accounts the configuration
+/// does not name (bootstrapped by servers and gateways) are left alone. Returns what
+/// changed, one line each, for the log.
 pub fn apply_configured_accounts(
     tree: &mut Tree,
     settings: &DeviceSettings,
+    applied_before: Option<&[FactoryAccount]>,
 ) -> Result<Vec<String>, DeviceError> {
     let mut changed = Vec::new();
     for factory in &settings.accounts {
+        if applied_before.is_some_and(|before| before.contains(factory)) {
+            continue;
+        }
         let configured = factory_account(settings, factory);
         let Some((node, stored)) = gwmo_tree::account_for(tree, &factory.server_id) else {
             tree.add_factory_account(&configured)?;

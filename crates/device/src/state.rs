@@ -23,8 +23,11 @@ use gwmo_tree::{Tree, TreeChange};
 use serde::{Deserialize, Serialize};
 
 use crate::DeviceError;
+use crate::settings::FactoryAccount;
 
 const TREE_FILE: &str = "tree.json";
+/// The factory accounts of the configuration the device last started with.
+const APPLIED_ACCOUNTS_FILE: &str = "configured-accounts.json";
 const JOURNAL_FILE: &str = "tree.journal";
 
 /// The journal is folded into a new whole copy once it is larger than the copy, and
@@ -161,6 +164,28 @@ impl StateDir {
     /// Stores `tree`: what changed since the last save, appended to the journal, or a
     /// whole copy when this process has written none yet or the journal has grown
     /// past it.
+    /// The factory accounts of the configuration the device last started with, if it
+    /// recorded them (a state from before this record has none).
+    pub fn load_applied_accounts(&self) -> Result<Option<Vec<FactoryAccount>>, DeviceError> {
+        let path = self.dir.join(APPLIED_ACCOUNTS_FILE);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(DeviceError::State(path, error.to_string())),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|error| DeviceError::State(path, error.to_string()))
+    }
+
+    /// Records the factory accounts of the configuration the device started with.
+    pub fn save_applied_accounts(&self, accounts: &[FactoryAccount]) -> Result<(), DeviceError> {
+        let path = self.dir.join(APPLIED_ACCOUNTS_FILE);
+        let text = serde_json::to_vec(accounts)
+            .map_err(|error| DeviceError::State(path.clone(), error.to_string()))?;
+        write_atomically(&path, &text).map_err(|error| DeviceError::State(path, error.to_string()))
+    }
+
     pub fn save_tree(&self, tree: &Tree) -> Result<(), DeviceError> {
         let mut guard = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let written = &mut *guard;
