@@ -57,14 +57,28 @@ fn the_installed_server_runs_from_its_unit_and_holds_a_device_session() {
         .map(str::to_owned)
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new("runuser");
+    let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "something already listens on {addr}: stop it first"
+    );
+    // setpriv runs the unit's command in its own process as the unit's user (no child
+    // left behind when the test stops it).
+    let mut command = Command::new("setpriv");
     command
-        .args(["-u", &user, "--", "env"])
+        .args([
+            "--reuid",
+            &user,
+            "--regid",
+            &user,
+            "--init-groups",
+            "--",
+            "env",
+        ])
         .args(&environment)
         .args(exec.split_whitespace())
         .current_dir(value("WorkingDirectory").unwrap());
     let mut server = Daemon::spawn(command, dir.path().join("server.log"));
-    let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
     poll(
         "the installed server ready",
         Duration::from_secs(30),
@@ -78,19 +92,16 @@ fn the_installed_server_runs_from_its_unit_and_holds_a_device_session() {
     );
 
     let token = std::fs::read_to_string("/etc/gwmo/admin-token").unwrap();
-    let (status, enrollment) = call(
-        addr,
-        "POST",
-        "/api/devices",
-        token.trim(),
-        r#"{"dev_id":"IMEI:350000000000999"}"#,
-    );
+    // A DevId of its own: the installed store outlives a run.
+    let dev_id = format!("IMEI:35{:013}", rand::random::<u64>() % 10_000_000_000_000);
+    let enroll = format!(r#"{{"dev_id":"{dev_id}"}}"#);
+    let (status, enrollment) = call(addr, "POST", "/api/devices", token.trim(), &enroll);
     assert_eq!(status, 201, "{enrollment}");
     let config = dir.path().join("device.toml");
     std::fs::write(
         &config,
         format!(
-            "dev_id = \"IMEI:350000000000999\"\nstate_dir = {:?}\n[[accounts]]\nserver_id = {}\nserver_url = \"https://127.0.0.1:8443/dm\"\nauth = \"md5\"\nclient_secret = {}\nserver_secret = {}\n[tls]\nca = \"{CA}\"\n",
+            "dev_id = \"{dev_id}\"\nstate_dir = {:?}\n[[accounts]]\nserver_id = {}\nserver_url = \"https://127.0.0.1:8443/dm\"\nauth = \"md5\"\nclient_secret = {}\nserver_secret = {}\n[tls]\nca = \"{CA}\"\n",
             dir.path().join("state"),
             enrollment["server_id"],
             enrollment["client_secret"],
@@ -107,7 +118,7 @@ fn the_installed_server_runs_from_its_unit_and_holds_a_device_session() {
     let (_, device) = call(
         addr,
         "GET",
-        "/api/devices/IMEI:350000000000999",
+        &format!("/api/devices/{dev_id}"),
         token.trim(),
         "",
     );
