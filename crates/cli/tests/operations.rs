@@ -79,17 +79,15 @@ fn readyz_fails_when_the_store_s_disk_fills_up_and_recovers_when_room_is_made() 
     assert_eq!(readyz(&server).0, 200);
 }
 
-/// A configuration's relative paths (its TLS files, its store, its address file) are
-/// taken from its own directory, whatever the working directory.
-#[test]
-fn paths_in_a_configuration_are_taken_from_its_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let etc = dir.path().join("etc");
-    std::fs::create_dir_all(etc.join("pki")).unwrap();
-    for file in ["ca.pem", "test.pem", "test-key.pem"] {
-        std::fs::copy(pki().join(file), etc.join("pki").join(file)).unwrap();
+/// A server configured in `dir/server.toml` with relative paths only: its own copy of
+/// the test PKI in `dir/pki`, its address in `dir/server.addr`; started from
+/// `working_dir`.
+fn server_with_its_own_pki(dir: &Path, working_dir: &Path) -> (Daemon, std::net::SocketAddr) {
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    for file in ["ca.pem", "ca-key.pem", "test.pem", "test-key.pem"] {
+        std::fs::copy(pki().join(file), dir.join("pki").join(file)).unwrap();
     }
-    let config = etc.join("server.toml");
+    let config = dir.join("server.toml");
     std::fs::write(
         &config,
         format!(
@@ -100,12 +98,22 @@ fn paths_in_a_configuration_are_taken_from_its_directory() {
     .unwrap();
     let mut command = gwmo();
     command
-        .current_dir("/")
+        .current_dir(working_dir)
         .arg("server")
         .arg("--config")
         .arg(&config);
-    let mut daemon = Daemon::spawn(command, dir.path().join("server.log"));
-    let addr = bound_address(&mut daemon, &etc.join("server.addr"));
+    let mut daemon = Daemon::spawn(command, dir.join("server.log"));
+    let addr = bound_address(&mut daemon, &dir.join("server.addr"));
+    (daemon, addr)
+}
+
+/// A configuration's relative paths (its TLS files, its store, its address file) are
+/// taken from its own directory, whatever the working directory.
+#[test]
+fn paths_in_a_configuration_are_taken_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let (_daemon, addr) = server_with_its_own_pki(&etc, Path::new("/"));
     assert_eq!(http(addr, "GET", "/healthz", None, "", b"").0, 200);
     assert!(
         etc.join("gwmo-server.db").exists(),
@@ -292,23 +300,7 @@ fn presented_certificate(addr: std::net::SocketAddr, ca: &Path) -> Vec<u8> {
 fn sighup_reloads_a_renewed_certificate_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
-    std::fs::create_dir_all(&pki_dir).unwrap();
-    for file in ["ca.pem", "ca-key.pem", "test.pem", "test-key.pem"] {
-        std::fs::copy(pki().join(file), pki_dir.join(file)).unwrap();
-    }
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\naddress_file = \"server.addr\"\n\
-             [tls]\ncertificate = \"pki/test.pem\"\nprivate_key = \"pki/test-key.pem\"\nca = \"pki/ca.pem\"\n"
-        ),
-    )
-    .unwrap();
-    let mut command = gwmo();
-    command.arg("server").arg("--config").arg(&config);
-    let mut daemon = Daemon::spawn(command, dir.path().join("server.log"));
-    let addr = bound_address(&mut daemon, &dir.path().join("server.addr"));
+    let (mut daemon, addr) = server_with_its_own_pki(dir.path(), dir.path());
     let ca = pki_dir.join("ca.pem");
     let before = presented_certificate(addr, &ca);
 
