@@ -6,10 +6,13 @@
 
 pub mod certs;
 mod clock;
+mod fetch;
+pub mod files;
 mod serve;
 mod tls;
 
 pub use clock::unix_now;
+pub use fetch::Fetched;
 
 pub use serve::{ServeLimits, serve};
 pub use tls::{ClientTls, TlsError, TlsSettings, reload_certificates};
@@ -43,6 +46,10 @@ pub enum NetError {
     TooLarge(String, usize),
     #[error("refusing plain HTTP to {0}: use https, or set plain_http = true under [tls]")]
     PlainHttp(String),
+    #[error("{0} answered {1}")]
+    Status(String, u16),
+    #[error("{0}: {1}")]
+    File(String, String),
     #[error(
         "TLS with {0} failed: {1} (is the CA trusted here the one that issued its certificate? [tls] ca in a role's configuration, --pki for gwmo sim)"
     )]
@@ -122,14 +129,15 @@ impl HttpClient {
         self.request(Method::POST, url, &headers, body).await
     }
 
-    /// Any request, with extra headers (for example `authorization` for the admin API).
-    pub async fn request(
+    /// A request to send: refused here if its URL is bad, or plain HTTP while that is
+    /// not allowed.
+    fn build_request(
         &self,
         method: Method,
         url: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
-    ) -> Result<HttpResponse, NetError> {
+    ) -> Result<Request<Full<Bytes>>, NetError> {
         let bad_url = |e: String| NetError::Url(url.to_owned(), e);
         let uri: hyper::Uri = url
             .parse()
@@ -148,6 +156,18 @@ impl HttpClient {
             let value = HeaderValue::from_str(value).map_err(|e| bad_url(e.to_string()))?;
             request.headers_mut().insert(name, value);
         }
+        Ok(request)
+    }
+
+    /// Any request, with extra headers (for example `authorization` for the admin API).
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<HttpResponse, NetError> {
+        let request = self.build_request(method, url, headers, body)?;
         let exchange = async {
             let response = self
                 .inner
@@ -271,6 +291,97 @@ mod tests {
                 },
             ),
         )
+    }
+
+    /// Serves `content` at `/file` through [`files::serve_file`]; the base URL and the
+    /// count of bytes sent.
+    async fn file_server(
+        content: &'static [u8],
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("image");
+        std::fs::write(&path, content).unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let router = Router::new().route(
+            "/file",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let (path, counter) = (path.clone(), counter.clone());
+                async move {
+                    files::serve_file(&path, &headers, "application/octet-stream", counter).await
+                }
+            }),
+        );
+        (serve_with(&plain(), router).await, sent)
+    }
+
+    #[tokio::test]
+    async fn a_fetch_resumes_after_what_an_earlier_attempt_left() {
+        const CONTENT: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let (url, sent) = file_server(CONTENT).await;
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("part");
+        std::fs::write(&part, &CONTENT[..10]).unwrap();
+        let fetched = client(&plain(), 1024)
+            .fetch_to(&format!("{url}file"), &part, 1000, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            fetched,
+            Fetched {
+                length: 36,
+                resumed_from: 10
+            }
+        );
+        assert_eq!(std::fs::read(&part).unwrap(), CONTENT);
+        assert_eq!(
+            sent.load(std::sync::atomic::Ordering::Relaxed),
+            26,
+            "only the rest was sent"
+        );
+        // Complete already: the server answers 416 and the file stays.
+        let again = client(&plain(), 1024)
+            .fetch_to(&format!("{url}file"), &part, 1000, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Fetched {
+                length: 36,
+                resumed_from: 36
+            }
+        );
+        assert_eq!(std::fs::read(&part).unwrap(), CONTENT);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_stops_past_its_size_limit_and_names_a_refusal() {
+        let (url, _) = file_server(b"0123456789").await;
+        let dir = tempfile::tempdir().unwrap();
+        let too_large = client(&plain(), 1024)
+            .fetch_to(
+                &format!("{url}file"),
+                &dir.path().join("a"),
+                5,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(
+            matches!(too_large, Err(NetError::TooLarge(_, 5))),
+            "{too_large:?}"
+        );
+        let missing = client(&plain(), 1024)
+            .fetch_to(
+                &format!("{url}nothing"),
+                &dir.path().join("b"),
+                5,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(NetError::Status(_, 404))),
+            "{missing:?}"
+        );
     }
 
     #[tokio::test]

@@ -39,6 +39,10 @@ pub struct ServeLimits {
     /// Connections open at once at most; more are closed as they come (file
     /// descriptors run out before memory does, and then nothing is answered at all).
     pub max_connections: usize,
+    /// Requests whose path starts with this reach their handler with the body unread,
+    /// for it to stream (a firmware upload, larger than any message); the handler
+    /// keeps its own limits.
+    pub streamed_prefix: Option<&'static str>,
 }
 
 impl Default for ServeLimits {
@@ -48,6 +52,7 @@ impl Default for ServeLimits {
             body_read: Duration::from_secs(30),
             max_body: 1 << 20,
             max_connections: 4096,
+            streamed_prefix: None,
         }
     }
 }
@@ -146,6 +151,12 @@ async fn serve_connection<S>(
 
 /// Reads the whole body, within the time and size limits, before the handler runs.
 async fn read_body_within(limits: ServeLimits, request: Request, next: Next) -> Response {
+    if limits
+        .streamed_prefix
+        .is_some_and(|prefix| request.uri().path().starts_with(prefix))
+    {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
         limits.body_read,

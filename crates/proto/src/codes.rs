@@ -141,4 +141,10 @@ pub mod alert_type {
     pub const DEVICE_DETACH: &str = "urn:oma:at:gwmo:1.0:DeviceDetach";
     /// The outcome of a fan-out, from the gateway (data: JSON, one entry per device).
     pub const FANOUT_RESULTS: &str = "urn:oma:at:gwmo:1.0:FanoutResults";
+    /// FUMO 1.0 §10.2: the result of an Exec on `<x>/Download`, `<x>/Update` and
+    /// `<x>/DownloadAndUpdate` (data: the FUMO result code; docs/FUMO.md).
+    pub const FUMO_DOWNLOAD: &str = "org.openmobilealliance.dm.firmwareupdate.download";
+    pub const FUMO_UPDATE: &str = "org.openmobilealliance.dm.firmwareupdate.update";
+    pub const FUMO_DOWNLOAD_AND_UPDATE: &str =
+        "org.openmobilealliance.dm.firmwareupdate.downloadandupdate";
 }

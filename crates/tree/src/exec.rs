@@ -238,6 +238,11 @@ impl Tree {
         if let Some(depth) = created {
             self.record_creation(server, join(&uri.segments[..=depth]));
         }
+        // FUMO's operations run long: accepted now, their result comes in a Generic
+        // Alert (FUMO 1.0 §10.2.1: the client MUST answer 202).
+        if kind == Kind::Exec && crate::fumo::Operation::of_target(&join(&uri.segments)).is_some() {
+            return (status::ACCEPTED_FOR_PROCESSING, result);
+        }
         (status::OK, result)
     }
 

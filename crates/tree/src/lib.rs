@@ -8,6 +8,7 @@ mod bootstrap;
 mod changes;
 mod dmacc;
 mod exec;
+pub mod fumo;
 mod guard;
 mod gwboot;
 pub mod gwmo;

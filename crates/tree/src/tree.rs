@@ -173,6 +173,13 @@ impl Tree {
         Ok(())
     }
 
+    /// Sets a node's Type property (the management object identifier of an object's
+    /// root node).
+    pub fn set_node_type(&mut self, uri: &str, mime: &str) -> Result<(), TreeError> {
+        self.node_mut(uri)?.mime = Some(mime.to_owned());
+        Ok(())
+    }
+
     fn node_mut(&mut self, uri: &str) -> Result<&mut Node, TreeError> {
         let parsed = Uri::parse(uri)?;
         self.node_at_mut(&parsed.segments)
