@@ -15,7 +15,7 @@ use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{access, accounts, campaigns, export, fleet, lifecycle};
+use crate::admin::{access, accounts, campaigns, export, firmware, fleet, lifecycle};
 use crate::dm::{DmError, DmRequest, DmService, session_token};
 use crate::embed::EndDevices;
 use crate::settings::ServerSettings;
@@ -123,6 +123,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/operators/{name}", delete(accounts::remove_operator))
         .route("/api/audit", get(accounts::audit_log))
+        .route("/api/artifacts", get(firmware::list).post(firmware::upload))
+        .route(
+            "/api/artifacts/{id}",
+            get(firmware::get).delete(firmware::remove),
+        )
+        .route(
+            "/api/devices/{dev_id}/firmware",
+            get(firmware::device_updates).post(firmware::update_device),
+        )
+        .route("/api/firmware", get(firmware::all_updates))
         .route_layer(axum::middleware::from_fn(export::csv_listings))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -135,6 +145,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     let router = router
         .route("/dm", post(dm_message))
+        .route(
+            &format!("{}/{{id}}", crate::firmware::DOWNLOAD_PATH),
+            get(firmware::download),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi))

@@ -15,6 +15,7 @@ mod throttle;
 mod bootstrap;
 mod campaign;
 mod fanout;
+mod firmware;
 // 3. DM sessions;
 mod dm;
 // 4. what handlers share, package 0, readiness;

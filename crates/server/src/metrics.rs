@@ -27,6 +27,8 @@ pub struct Metrics {
     statuses: Mutex<BTreeMap<u16, u64>>,
     alerts: Mutex<BTreeMap<String, u64>>,
     bootstraps: Mutex<BTreeMap<&'static str, u64>>,
+    /// Firmware bytes sent, by artifact id (shared with the answers streaming them).
+    artifact_bytes: Mutex<BTreeMap<String, std::sync::Arc<AtomicU64>>>,
 }
 
 /// The upper bounds of the message-time histogram's buckets, in seconds.
@@ -99,6 +101,15 @@ impl Metrics {
         bump(&self.alerts, kind.to_owned());
     }
 
+    /// The counter of firmware bytes this instance sent of artifact `id`.
+    pub fn artifact_bytes(&self, id: &str) -> std::sync::Arc<AtomicU64> {
+        let mut map = self
+            .artifact_bytes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(id.to_owned()).or_default().clone()
+    }
+
     /// A gateway bootstrap, by the approach it came through (its origin's name).
     pub fn bootstrap(&self, approach: gwmo_tree::Origin) {
         bump(&self.bootstraps, approach.as_str());
@@ -144,6 +155,16 @@ impl Metrics {
             "gwmo_lapses_total",
             "Local gateway bootstraps that lapsed without a session, as gateways reported.",
             get(&self.lapses),
+        );
+        let artifact_bytes: u64 = self
+            .artifact_bytes
+            .lock()
+            .map(|map| map.values().map(|c| get(c)).sum())
+            .unwrap_or_default();
+        counter(
+            "gwmo_artifact_bytes_served_total",
+            "Firmware image bytes this instance sent to devices and gateways.",
+            artifact_bytes,
         );
         let _ = writeln!(
             out,

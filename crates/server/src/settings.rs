@@ -28,6 +28,13 @@ pub struct ServerSettings {
     /// session started here continues here. Needed when several instances share one
     /// public URL; defaults to `https://<listen>/dm` (`http` with plain HTTP) with a PostgreSQL store.
     pub instance_url: Option<String>,
+    /// Where uploaded firmware images are kept; defaults to `<database>.artifacts`
+    /// beside an SQLite file. Instances sharing a PostgreSQL store must be given one
+    /// directory they all reach (a shared mount): the store holds what describes an
+    /// image, the directory its bytes.
+    pub artifact_dir: Option<PathBuf>,
+    /// The largest firmware image taken, in MiB.
+    pub artifact_max_mib: u64,
     /// Bearer token of the admin API; the API is closed while it is unset. At least
     /// [`MIN_ADMIN_TOKEN_LEN`] printable ASCII characters, without spaces.
     pub admin_token: Option<String>,
@@ -87,6 +94,8 @@ impl Default for ServerSettings {
             database_cache_mib: 32,
             history_days: 90,
             instance_url: None,
+            artifact_dir: None,
+            artifact_max_mib: 1024,
             admin_token: None,
             max_msg_size: 1 << 20,
             max_obj_size: 16 << 20,
@@ -120,6 +129,15 @@ impl ServerSettings {
         format!("{}://{bound}/dm", self.tls.scheme())
     }
 
+    /// Where uploaded firmware images are kept.
+    pub fn artifact_path(&self) -> PathBuf {
+        match &self.artifact_dir {
+            Some(dir) => dir.clone(),
+            None if crate::store::is_shared(&self.database) => PathBuf::from("gwmo-artifacts"),
+            None => PathBuf::from(format!("{}.artifacts", self.database)),
+        }
+    }
+
     /// What the HTTP listener tolerates from clients.
     pub fn serve_limits(&self) -> gwmo_net::ServeLimits {
         gwmo_net::ServeLimits {
@@ -127,6 +145,7 @@ impl ServerSettings {
             body_read: std::time::Duration::from_secs(self.body_read_secs.max(1)),
             max_body: self.max_msg_size,
             max_connections: self.max_connections.max(1),
+            streamed_prefix: Some(crate::firmware::UPLOAD_PREFIX),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod campaigns;
 mod csv;
 pub mod export;
+pub mod firmware;
 pub mod fleet;
 pub mod lifecycle;
 

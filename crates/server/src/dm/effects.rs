@@ -178,6 +178,7 @@ impl DmService {
         for (id, results) in crate::fanout::results(alert) {
             self.fanout_results(dev_id, id, &results, unix_now)?;
         }
+        self.firmware_reported(dev_id, alert, unix_now)?;
         Ok(())
     }
 
@@ -224,6 +225,7 @@ impl DmService {
         if outcome.status == status::NOT_FOUND {
             self.refute_attach(dev_id, command, unix_now)?;
         }
+        self.firmware_command_done(dev_id, command, &summary, unix_now)?;
         let mut devdetail = devdetail_read(outcome);
         if let Some(tnds) = outcome.results.iter().find_map(whole_tree_report) {
             self.store.set_tree(dev_id, tnds, unix_now)?;

@@ -6,6 +6,7 @@
 //! message (a PostgreSQL store leaves the worker around each round trip itself).
 
 mod effects;
+mod firmware;
 mod gateways;
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! both backends ([`SqlRunner`]); the rules that drive a campaign are in
 //! `crate::campaign`.
 
-use super::sql::{Bound, Cell, SqlRunner};
+use super::sql::{Bound, Cell, SqlRunner, int, optional_int, optional_text, text};
 use super::{DeviceFilter, StoreError};
 
 /// Where a campaign is.
@@ -139,27 +139,6 @@ const TARGET_COLUMNS: &str =
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("campaign record: {what}"))
-}
-
-fn int(row: &[Cell], at: usize) -> Result<i64, StoreError> {
-    row.get(at)
-        .and_then(Cell::int)
-        .ok_or_else(|| corrupt("a number"))
-}
-
-fn text(row: &[Cell], at: usize) -> Result<String, StoreError> {
-    row.get(at)
-        .and_then(Cell::text)
-        .map(str::to_owned)
-        .ok_or_else(|| corrupt("a text"))
-}
-
-fn optional_text(row: &[Cell], at: usize) -> Option<String> {
-    row.get(at).and_then(Cell::text).map(str::to_owned)
-}
-
-fn optional_int(row: &[Cell], at: usize) -> Option<i64> {
-    row.get(at).and_then(Cell::int)
 }
 
 fn campaign_row(row: &[Cell]) -> Result<CampaignRecord, StoreError> {

@@ -10,6 +10,7 @@
 pub mod campaigns;
 pub mod counts;
 mod filter;
+pub mod firmware;
 mod postgres;
 mod settle;
 mod sql;

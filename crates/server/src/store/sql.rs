@@ -30,6 +30,33 @@ impl Cell {
     }
 }
 
+fn unexpected(what: &str, at: usize) -> StoreError {
+    StoreError::Corrupt(format!("a stored row: {what} expected in column {at}"))
+}
+
+/// The number in column `at` of a row.
+pub fn int(row: &[Cell], at: usize) -> Result<i64, StoreError> {
+    row.get(at)
+        .and_then(Cell::int)
+        .ok_or_else(|| unexpected("a number", at))
+}
+
+/// The text in column `at` of a row.
+pub fn text(row: &[Cell], at: usize) -> Result<String, StoreError> {
+    row.get(at)
+        .and_then(Cell::text)
+        .map(str::to_owned)
+        .ok_or_else(|| unexpected("a text", at))
+}
+
+pub fn optional_text(row: &[Cell], at: usize) -> Option<String> {
+    row.get(at).and_then(Cell::text).map(str::to_owned)
+}
+
+pub fn optional_int(row: &[Cell], at: usize) -> Option<i64> {
+    row.get(at).and_then(Cell::int)
+}
+
 /// Runs plain SQL on a backend.
 pub trait SqlRunner {
     /// Runs one statement; returns how many rows it changed.
