@@ -46,9 +46,9 @@ pub struct SessionEnd {
 /// One End Device.
 pub struct Agent {
     settings: DeviceSettings,
-    state: StateDir,
+    pub(crate) state: StateDir,
     tree: Mutex<Revised>,
-    client: HttpClient,
+    pub(crate) client: HttpClient,
     sessions_done: Notify,
     /// Each server's nonces before the last one the device handed out, newest last (a
     /// package 0 made with one still verifies: the message that carried a newer one
@@ -64,6 +64,11 @@ pub struct Agent {
     pub(crate) notifications: std::sync::Mutex<crate::pacing::NotificationLog>,
     /// The tree holds changes not written yet ([`Agent::update_tree_unsaved`]).
     unsaved: AtomicBool,
+    /// Firmware operations servers asked for, until their results are reported
+    /// (`updater.rs`; kept in the state directory too).
+    pub(crate) firmware_jobs: std::sync::Mutex<Vec<crate::firmware::Job>>,
+    /// Wakes the firmware worker when a job is accepted.
+    pub(crate) firmware_wake: Notify,
 }
 
 impl Agent {
@@ -114,6 +119,12 @@ impl Agent {
         // A device that was down past a bootstrap's deadline lapses it before anything
         // else; the time it was off counts from the wall clock.
         lapse(&mut tree, &state, Elapsed::SinceCheckpoint)?;
+        if crate::firmware::ensure_object(&mut tree, &settings)? {
+            state.save_tree(&tree)?;
+        }
+        let firmware_jobs = state
+            .load_record(crate::firmware::JOB_FILE)?
+            .unwrap_or_default();
         Ok(Agent {
             client: HttpClient::new(
                 &settings.tls.client()?,
@@ -130,6 +141,8 @@ impl Agent {
             lapse_rearm: Notify::new(),
             notifications: std::sync::Mutex::default(),
             unsaved: AtomicBool::new(false),
+            firmware_jobs: std::sync::Mutex::new(firmware_jobs),
+            firmware_wake: Notify::new(),
         })
     }
 
@@ -396,7 +409,10 @@ impl Agent {
             }
             apply_events(&mut tree, &account_name, &events)?;
             for request in tree.take_exec_requests() {
-                provision::run_exec(&mut tree, &request);
+                match crate::firmware::Job::of_exec(&tree, &request) {
+                    Some(job) => self.accept_firmware_job(&mut tree, job)?,
+                    None => provision::run_exec(&mut tree, &request),
+                }
             }
             let step = step?;
             // Answering an authenticated gateway's package establishes the management
@@ -665,6 +681,7 @@ impl Agent {
             _ = shutdown => {}
             _ = self.run_lapse_timer() => {}
             _ = self.session_rounds() => {}
+            _ = self.run_firmware_jobs() => {}
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod firmware;
 pub mod local;
 pub mod notify;
 mod pacing;
@@ -11,6 +12,7 @@ pub mod provision;
 mod revised;
 pub mod settings;
 pub mod state;
+mod updater;
 
 pub use agent::{Agent, SessionEnd, SessionReport};
 pub use settings::DeviceSettings;

@@ -20,6 +20,7 @@ pub fn factory_tree(settings: &DeviceSettings) -> Result<Tree, DeviceError> {
         dev_id: settings.dev_id.clone(),
         manufacturer: settings.manufacturer.clone(),
         model: settings.model.clone(),
+        firmware_version: settings.firmware_version.clone(),
         ..DeviceInfo::default()
     });
     for factory in &settings.accounts {

@@ -56,6 +56,11 @@ pub struct DeviceSettings {
     pub accept_unsigned_bootstrap: bool,
     /// The longest a Gateway Bootstrap may wait for its first management session (24 h).
     pub max_lapse_secs: u64,
+    /// `./DevDetail/FwV` on first start; a firmware update sets it to the version
+    /// installed.
+    pub firmware_version: String,
+    /// How the device installs a firmware package it downloaded and verified.
+    pub firmware: FirmwareSettings,
     /// The CA the device verifies its servers' (and bootstrap servers')
     /// certificates with, its package-0 listener's certificate, or plain HTTP.
     pub tls: gwmo_net::TlsSettings,
@@ -108,7 +113,39 @@ impl Default for DeviceSettings {
             userpin: None,
             accept_unsigned_bootstrap: false,
             max_lapse_secs: 24 * 3600,
+            firmware_version: "1.0".into(),
+            firmware: FirmwareSettings::default(),
             tls: gwmo_net::TlsSettings::default(),
+        }
+    }
+}
+
+/// `[firmware]`: the device's install step (FUMO leaves it to the device; docs/FUMO.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirmwareSettings {
+    /// A command run (through `sh -c`) to install a verified package, with its path in
+    /// `GWMO_FIRMWARE_IMAGE` and its version in `GWMO_FIRMWARE_VERSION`; exit status 0
+    /// means installed. None: the install is simulated (below).
+    pub install_command: Option<String>,
+    /// A simulated install takes this long, in milliseconds.
+    pub simulated_install_ms: u64,
+    /// A simulated install fails (to rehearse failures).
+    pub simulated_install_fails: bool,
+    /// The largest package the device downloads, in MiB.
+    pub max_package_mib: u64,
+    /// Download attempts before the device gives up (each resumes the one before).
+    pub download_attempts: u32,
+}
+
+impl Default for FirmwareSettings {
+    fn default() -> Self {
+        FirmwareSettings {
+            install_command: None,
+            simulated_install_ms: 0,
+            simulated_install_fails: false,
+            max_package_mib: 256,
+            download_attempts: 5,
         }
     }
 }

@@ -167,7 +167,20 @@ impl StateDir {
     /// The factory accounts of the configuration the device last started with, if it
     /// recorded them (a state from before this record has none).
     pub fn load_applied_accounts(&self) -> Result<Option<Vec<FactoryAccount>>, DeviceError> {
-        let path = self.dir.join(APPLIED_ACCOUNTS_FILE);
+        self.load_record(APPLIED_ACCOUNTS_FILE)
+    }
+
+    /// Records the factory accounts of the configuration the device started with.
+    pub fn save_applied_accounts(&self, accounts: &[FactoryAccount]) -> Result<(), DeviceError> {
+        self.save_record(APPLIED_ACCOUNTS_FILE, &accounts)
+    }
+
+    /// A record kept as JSON in file `name` of the directory; `None` if there is none.
+    pub fn load_record<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, DeviceError> {
+        let path = self.dir.join(name);
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -178,12 +191,31 @@ impl StateDir {
             .map_err(|error| DeviceError::State(path, error.to_string()))
     }
 
-    /// Records the factory accounts of the configuration the device started with.
-    pub fn save_applied_accounts(&self, accounts: &[FactoryAccount]) -> Result<(), DeviceError> {
-        let path = self.dir.join(APPLIED_ACCOUNTS_FILE);
-        let text = serde_json::to_vec(accounts)
+    /// Replaces record `name` atomically.
+    pub fn save_record<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        record: &T,
+    ) -> Result<(), DeviceError> {
+        let path = self.dir.join(name);
+        let text = serde_json::to_vec(record)
             .map_err(|error| DeviceError::State(path.clone(), error.to_string()))?;
         write_atomically(&path, &text).map_err(|error| DeviceError::State(path, error.to_string()))
+    }
+
+    /// Removes file `name` of the directory, if it is there.
+    pub fn remove_file(&self, name: &str) -> Result<(), DeviceError> {
+        let path = self.dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(DeviceError::State(path, error.to_string())),
+        }
+    }
+
+    /// The path of file `name` of the directory.
+    pub fn file_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
     pub fn save_tree(&self, tree: &Tree) -> Result<(), DeviceError> {
