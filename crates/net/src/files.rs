@@ -16,22 +16,32 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// How much is read from the file per piece sent.
 const PIECE: usize = 64 * 1024;
 
-/// The byte range a request asks for, within a file of `length` bytes: `None` for
-/// the whole file (no Range, or one this server does not take, such as several
-/// ranges: answering the whole is allowed); `Err` when it lies beyond the file.
-pub fn requested_range(headers: &HeaderMap, length: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What part of a file a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// No Range, or one this server does not take (several ranges, another unit):
+    /// answering the whole file is allowed.
+    Whole,
+    /// Bytes `first..=last`.
+    Range(u64, u64),
+    /// A range that starts past the end of the file.
+    Unsatisfiable,
+}
+
+/// The part of a file of `length` bytes a request asks for.
+pub fn requested_range(headers: &HeaderMap, length: u64) -> Requested {
     let Some(spec) = headers
         .get(RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("bytes="))
     else {
-        return Ok(None);
+        return Requested::Whole;
     };
     if spec.contains(',') {
-        return Ok(None);
+        return Requested::Whole;
     }
     let Some((first, last)) = spec.split_once('-') else {
-        return Ok(None);
+        return Requested::Whole;
     };
     let (first, last) = (first.trim(), last.trim());
     let range = match (first.parse::<u64>(), last.parse::<u64>()) {
@@ -41,12 +51,12 @@ pub fn requested_range(headers: &HeaderMap, length: u64) -> Result<Option<(u64, 
         }
         (Ok(first), Err(_)) if last.is_empty() => (first, length.saturating_sub(1)),
         (Ok(first), Ok(last)) if first <= last => (first, last.min(length.saturating_sub(1))),
-        _ => return Ok(None),
+        _ => return Requested::Whole,
     };
     if length == 0 || range.0 >= length {
-        return Err(());
+        return Requested::Unsatisfiable;
     }
-    Ok(Some(range))
+    Requested::Range(range.0, range.1)
 }
 
 /// Answers a GET of the file at `path` (`content_type` as its type), honouring a
@@ -83,9 +93,9 @@ pub async fn serve_file(
         }
     };
     let (status, first, last) = match requested_range(headers, length) {
-        Ok(Some((first, last))) => (StatusCode::PARTIAL_CONTENT, first, last),
-        Ok(None) => (StatusCode::OK, 0, length.saturating_sub(1)),
-        Err(()) => {
+        Requested::Range(first, last) => (StatusCode::PARTIAL_CONTENT, first, last),
+        Requested::Whole => (StatusCode::OK, 0, length.saturating_sub(1)),
+        Requested::Unsatisfiable => {
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(CONTENT_RANGE, format!("bytes */{length}"))],
@@ -144,7 +154,7 @@ pub async fn serve_file(
 mod tests {
     use super::*;
 
-    fn range(value: &str, length: u64) -> Result<Option<(u64, u64)>, ()> {
+    fn range(value: &str, length: u64) -> Requested {
         let mut headers = HeaderMap::new();
         headers.insert(RANGE, value.parse().unwrap());
         requested_range(&headers, length)
@@ -152,15 +162,15 @@ mod tests {
 
     #[test]
     fn ranges_are_read_as_rfc_9110_gives_them() {
-        assert_eq!(range("bytes=0-99", 1000), Ok(Some((0, 99))));
-        assert_eq!(range("bytes=500-", 1000), Ok(Some((500, 999))));
-        assert_eq!(range("bytes=-100", 1000), Ok(Some((900, 999))));
-        assert_eq!(range("bytes=900-5000", 1000), Ok(Some((900, 999))));
-        assert_eq!(range("bytes=1000-", 1000), Err(()));
+        assert_eq!(range("bytes=0-99", 1000), Requested::Range(0, 99));
+        assert_eq!(range("bytes=500-", 1000), Requested::Range(500, 999));
+        assert_eq!(range("bytes=-100", 1000), Requested::Range(900, 999));
+        assert_eq!(range("bytes=900-5000", 1000), Requested::Range(900, 999));
+        assert_eq!(range("bytes=1000-", 1000), Requested::Unsatisfiable);
         // Not taken: the whole file is answered.
-        assert_eq!(range("bytes=0-1,5-9", 1000), Ok(None));
-        assert_eq!(range("items=0-1", 1000), Ok(None));
-        assert_eq!(range("bytes=9-1", 1000), Ok(None));
-        assert_eq!(requested_range(&HeaderMap::new(), 1000), Ok(None));
+        assert_eq!(range("bytes=0-1,5-9", 1000), Requested::Whole);
+        assert_eq!(range("items=0-1", 1000), Requested::Whole);
+        assert_eq!(range("bytes=9-1", 1000), Requested::Whole);
+        assert_eq!(requested_range(&HeaderMap::new(), 1000), Requested::Whole);
     }
 }

@@ -197,20 +197,22 @@ mod tests {
 
     #[test]
     fn results_are_read_from_fumo_alerts_with_a_correlator_only() {
-        let alert = |kind: &str, correlator: Option<&str>, data: &str| Alert {
-            cmd_id: 1,
-            code: 1226,
-            correlator: correlator.map(str::to_owned),
-            items: vec![Item {
-                meta: Some(Box::new(Meta {
-                    r#type: Some(kind.into()),
-                    format: Some("int".into()),
-                    ..Meta::default()
-                })),
-                data: Some(Data::Text(data.into())),
-                ..Item::default()
-            }],
-        };
+        fn alert(kind: &'static str, correlator: Option<&str>, data: &str) -> Alert {
+            Alert {
+                cmd_id: 1,
+                code: 1226,
+                correlator: correlator.map(str::to_owned),
+                items: vec![Item {
+                    meta: Some(Box::new(Meta {
+                        r#type: Some(kind.into()),
+                        format: Some("int".into()),
+                        ..Meta::default()
+                    })),
+                    data: Some(Data::Text(data.into())),
+                    ..Item::default()
+                }],
+            }
+        }
         let kind = gwmo_proto::codes::alert_type::FUMO_DOWNLOAD_AND_UPDATE;
         assert_eq!(
             reported(&alert(kind, Some("fw-1"), "402")),

@@ -50,17 +50,39 @@ impl AdminClient {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, Value), WiringError> {
+        let body = body.unwrap_or_default().as_bytes().to_vec();
+        self.send_bytes(method, path, "application/json", body)
+            .await
+    }
+
+    /// Uploads a firmware image, described by `query` (`name=...&version=...&man=...&model=...`):
+    /// the status and the artifact (or the refusal).
+    pub async fn upload_artifact(
+        &self,
+        query: &str,
+        image: Vec<u8>,
+    ) -> Result<(u16, Value), WiringError> {
+        let path = format!("/api/artifacts?{query}");
+        self.send_bytes(Method::POST, &path, "application/octet-stream", image)
+            .await
+    }
+
+    /// One call with a body of any type.
+    async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Value), WiringError> {
         let auth = format!("Bearer {}", self.token);
         let answer = self
             .client
             .request(
                 method,
                 &format!("{}{path}", self.base),
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                body.unwrap_or_default().as_bytes().to_vec(),
+                &[("authorization", &auth), ("content-type", content_type)],
+                body,
             )
             .await?;
         let value = serde_json::from_slice(&answer.body)

@@ -350,24 +350,46 @@ pub fn api_as(
     path: &str,
     body: Option<&str>,
 ) -> (u16, Value) {
+    let admin = admin_client(addr, token);
+    let verb = gwmo_net::Method::from_bytes(method.as_bytes()).unwrap();
+    let (status, value) = test_runtime()
+        .block_on(admin.send(verb, path, body))
+        .unwrap();
+    openapi::assert_documented(method, path, status, &value);
+    (status, value)
+}
+
+/// Uploads a firmware image described by `query` to the server at `addr`; its answer
+/// must be one the OpenAPI description documents.
+pub fn upload_artifact(addr: SocketAddr, query: &str, image: &[u8]) -> (u16, Value) {
+    let admin = admin_client(addr, TOKEN);
+    let (status, value) = test_runtime()
+        .block_on(admin.upload_artifact(query, image.to_vec()))
+        .unwrap();
+    openapi::assert_documented("POST", "/api/artifacts", status, &value);
+    (status, value)
+}
+
+/// The runtime the tests' admin calls run on.
+fn test_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    let runtime = RUNTIME.get_or_init(|| {
+    RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap()
-    });
+    })
+}
+
+/// The admin client of the server or gateway at `addr`, calling with `token`.
+fn admin_client(addr: SocketAddr, token: &str) -> gwmo_wiring::AdminClient {
     let client = gwmo_net::HttpClient::new(
         &test_tls().client().unwrap(),
         Duration::from_secs(30),
         64 << 20,
     );
-    let admin = gwmo_wiring::AdminClient::new(client, format!("https://{addr}"), token);
-    let verb = gwmo_net::Method::from_bytes(method.as_bytes()).unwrap();
-    let (status, value) = runtime.block_on(admin.send(verb, path, body)).unwrap();
-    openapi::assert_documented(method, path, status, &value);
-    (status, value)
+    gwmo_wiring::AdminClient::new(client, format!("https://{addr}"), token)
 }
 
 /// Every command of `dev_id` at the server or gateway at `addr`, oldest first, read a

@@ -40,7 +40,8 @@ pub fn required_role(method: &Method, route: &str) -> Role {
         || (route.starts_with("/api/gateways")
             && !route.ends_with("/fanout")
             && method != Method::GET)
-        || (route == "/api/devices/{dev_id}" && method == Method::DELETE);
+        || (route == "/api/devices/{dev_id}" && method == Method::DELETE)
+        || (route.starts_with("/api/artifacts") && method != Method::GET);
     match (admin_only, method == Method::GET) {
         (true, _) => Role::Admin,
         (false, true) => Role::Viewer,

@@ -209,7 +209,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     let artifacts = Firmware(state.store.sql()).artifacts()?;
     let items: Vec<Value> = artifacts.iter().map(|a| artifact_json(&state, a)).collect();
     Ok(Json(
-        json!({ "items": items, "total": items.len(), "next": null }),
+        json!({ "artifacts": items, "total": items.len(), "next": null }),
     ))
 }
 
@@ -373,7 +373,7 @@ fn list_updates(
     let updates = Firmware(state.store.sql()).updates(dev_id, wanted, limit)?;
     let items: Vec<Value> = updates.iter().map(update_json).collect();
     Ok(Json(
-        json!({ "items": items, "total": items.len(), "next": null }),
+        json!({ "updates": items, "total": items.len(), "next": null }),
     ))
 }
 

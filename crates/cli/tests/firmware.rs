@@ -1,0 +1,301 @@
+//! Firmware updates (FUMO 1.0) with the real binaries: an image uploaded to a running
+//! server, a device updated by it (the image downloaded once, the version it reports
+//! afterwards read back by the server), a download cut halfway that resumes with a
+//! Range request, and every bad package: a wrong digest, a truncated image, an image
+//! for another model, a PkgURL that does not answer, an install that fails. Each ends
+//! with its FUMO result code at the server, the old firmware kept and nothing of the
+//! package left on the device.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests, a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// The device's install step: fails for version "broken", succeeds otherwise (and
+/// leaves the version it installed in a file, as proof that it ran).
+const INSTALL: &str = r#"test "$GWMO_FIRMWARE_VERSION" != broken && cp "$GWMO_FIRMWARE_IMAGE" "$GWMO_FIRMWARE_IMAGE.installed""#;
+
+/// A device of its own on `server`, with the install step above, running.
+fn firmware_device(server: &ServerProcess, dir: &Path, dev_id: &str) -> (Daemon, PathBuf) {
+    let enrollment = server.enroll(dev_id, "md5");
+    std::fs::create_dir_all(dir).unwrap();
+    let extra = format!(
+        "listen = \"127.0.0.1:0\"\nfirmware_version = \"1.0\"\n[firmware]\ninstall_command = {INSTALL:?}\ndownload_attempts = 2\n"
+    );
+    let config = device_config(dir, &enrollment, "xml", &extra);
+    let mut device = device_daemon(&config, dir.join("device.log"));
+    server.reported_notify_url(dev_id, &mut device);
+    (device, dir.join("state"))
+}
+
+/// `size` bytes that are not all alike.
+fn image(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn upload(server: &ServerProcess, version: &str, model: &str, bytes: &[u8]) -> Value {
+    let query = format!("name=gwmo-fw&version={version}&man=gwmo&model={model}");
+    let (status, artifact) = upload_artifact(server.addr, &query, bytes);
+    assert_eq!(status, 201, "{artifact}");
+    assert_eq!(artifact["size"], bytes.len());
+    artifact
+}
+
+/// Sends `artifact` to the device; its correlator.
+fn send(server: &ServerProcess, dev_id: &str, request: &str) -> String {
+    let (status, update) = server.api(
+        "POST",
+        &format!("/api/devices/{dev_id}/firmware"),
+        Some(request),
+    );
+    assert_eq!(status, 202, "{update}");
+    assert_eq!(update["state"], "queued");
+    update["correlator"].as_str().unwrap().to_owned()
+}
+
+/// Waits for the update `correlator` of `dev_id` to end; the update.
+fn ended(server: &ServerProcess, dev_id: &str, correlator: &str, device: &mut Daemon) -> Value {
+    poll("the firmware update's end", Duration::from_secs(60), || {
+        device.assert_running();
+        let (status, page) = server.api("GET", &format!("/api/devices/{dev_id}/firmware"), None);
+        assert_eq!(status, 200, "{page}");
+        page["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["correlator"] == correlator)
+            .filter(|u| matches!(u["state"].as_str(), Some("succeeded" | "failed")))
+            .cloned()
+    })
+}
+
+fn served(server: &ServerProcess, artifact: &Value) -> u64 {
+    let (status, now) = server.api(
+        "GET",
+        &format!("/api/artifacts/{}", artifact["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 200, "{now}");
+    now["bytes_served"].as_u64().unwrap()
+}
+
+/// What the device stores of firmware: FwV and the FUMO State; and no package left.
+fn firmware_of(state: &Path) -> (String, String) {
+    for leftover in ["firmware.part", "firmware.pkg"] {
+        assert!(!state.join(leftover).exists(), "{leftover} left behind");
+    }
+    let tree = device_tree(state);
+    (
+        leaf(&tree, "./DevDetail/FwV")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        leaf(&tree, "./FUMO/Firmware/State")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+#[test]
+fn req_fumo_a_direct_device_is_updated_by_the_dm_server_and_reports_its_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let (mut device, state) = firmware_device(&server, &dir.path().join("device"), "IMEI:FW-1");
+    let bytes = image(1 << 20, 1);
+    let artifact = upload(&server, "2.0", "gwmo-device", &bytes);
+    let correlator = send(
+        &server,
+        "IMEI:FW-1",
+        &format!(r#"{{"artifact":"{}"}}"#, artifact["id"].as_str().unwrap()),
+    );
+    let update = ended(&server, "IMEI:FW-1", &correlator, &mut device);
+    assert_eq!(update["state"], "succeeded", "{update}");
+    assert_eq!(update["result"], 200);
+    assert_eq!(
+        served(&server, &artifact),
+        bytes.len() as u64,
+        "downloaded once"
+    );
+    assert_eq!(firmware_of(&state), ("2.0".to_owned(), "100".to_owned()));
+    // The install step ran on the verified package.
+    assert!(std::fs::read_dir(&state).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".installed")
+    }));
+    // The server reads the version the device runs now, and finds it by it.
+    poll("the new FwV at the server", Duration::from_secs(30), || {
+        let (_, page) = server.api("GET", "/api/devices?fwv=2.0", None);
+        (page["total"] == 1).then_some(())
+    });
+}
+
+#[test]
+fn req_fumo_bad_packages_end_with_their_result_code_and_the_old_firmware_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let (mut device, state) = firmware_device(&server, &dir.path().join("device"), "IMEI:FW-2");
+    let artifacts = dir.path().join("server").join("server.db.artifacts");
+    let stored = |artifact: &Value| artifacts.join(artifact["id"].as_str().unwrap());
+    let request = |artifact: &Value, extra: &str| {
+        format!(
+            r#"{{"artifact":"{}"{extra}}}"#,
+            artifact["id"].as_str().unwrap()
+        )
+    };
+    let mut expect = |request: String, result: u64, fumo_state: &str| {
+        let correlator = send(&server, "IMEI:FW-2", &request);
+        let update = ended(&server, "IMEI:FW-2", &correlator, &mut device);
+        assert_eq!(update["state"], "failed", "{update}");
+        assert_eq!(update["result"], result, "{update}");
+        assert!(
+            update["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with(&result.to_string())
+        );
+        assert_eq!(
+            firmware_of(&state),
+            ("1.0".to_owned(), fumo_state.to_owned())
+        );
+    };
+
+    // A wrong digest: the stored image changed after upload, same size.
+    let tampered = upload(&server, "2.1", "gwmo-device", &image(300_000, 2));
+    let mut bytes = std::fs::read(stored(&tampered)).unwrap();
+    bytes[150_000] ^= 0xff;
+    std::fs::write(stored(&tampered), &bytes).unwrap();
+    expect(request(&tampered, ""), 404, "20");
+
+    // A truncated image: half of it.
+    let truncated = upload(&server, "2.2", "gwmo-device", &image(300_000, 3));
+    std::fs::write(stored(&truncated), &bytes[..150_000]).unwrap();
+    expect(request(&truncated, ""), 402, "20");
+
+    // An image for another model: the server refuses to send it unless forced, and
+    // the device refuses it before downloading anything.
+    let other = upload(&server, "9.0", "other-model", &image(1000, 4));
+    let (status, refusal) = server.api(
+        "POST",
+        "/api/devices/IMEI:FW-2/firmware",
+        Some(&request(&other, "")),
+    );
+    assert_eq!(status, 409, "{refusal}");
+    expect(request(&other, r#","force":true"#), 403, "20");
+    assert_eq!(served(&server, &other), 0, "nothing downloaded");
+
+    // A PkgURL where nothing answers.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let good = upload(&server, "3.0", "gwmo-device", &image(1000, 5));
+    expect(
+        request(
+            &good,
+            &format!(r#","pkg_url":"https://{closed}/firmware/x""#),
+        ),
+        412,
+        "20",
+    );
+
+    // An install that fails: downloaded and verified, then the install step refuses.
+    let broken = upload(&server, "broken", "gwmo-device", &image(1000, 6));
+    expect(request(&broken, ""), 410, "80");
+
+    // And after all that, a good package still goes in.
+    let correlator = send(&server, "IMEI:FW-2", &request(&good, ""));
+    let update = ended(&server, "IMEI:FW-2", &correlator, &mut device);
+    assert_eq!(update["result"], 200, "{update}");
+    assert_eq!(firmware_of(&state), ("3.0".to_owned(), "100".to_owned()));
+}
+
+/// Forwards connections on a port of its own to `target`; the first connection is
+/// cut after `cut_after` bytes came back from `target`. Its address.
+fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(upstream) = TcpStream::connect(target) else {
+                return;
+            };
+            let limit = match connections.fetch_add(1, Ordering::SeqCst) {
+                0 => cut_after,
+                _ => usize::MAX,
+            };
+            let (mut up_read, mut client_write) =
+                (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+            let (mut client_read, mut up_write) = (client, upstream);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_read, &mut up_write);
+                let _ = up_write.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let mut left = limit;
+                let mut buffer = [0; 16 * 1024];
+                while left > 0 {
+                    let Ok(read) = up_read.read(&mut buffer) else {
+                        break;
+                    };
+                    if read == 0 {
+                        break;
+                    }
+                    let read = read.min(left);
+                    if client_write.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
+                    left -= read;
+                }
+                let _ = client_write.shutdown(std::net::Shutdown::Both);
+                let _ = up_read.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn req_fumo_a_download_cut_halfway_resumes_with_a_range_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let (mut device, state) = firmware_device(&server, &dir.path().join("device"), "IMEI:FW-3");
+    let bytes = image(4 << 20, 7);
+    let artifact = upload(&server, "4.0", "gwmo-device", &bytes);
+    let proxy = cutting_proxy(server.addr, 2 << 20);
+    let id = artifact["id"].as_str().unwrap();
+    let correlator = send(
+        &server,
+        "IMEI:FW-3",
+        &format!(r#"{{"artifact":"{id}","pkg_url":"https://{proxy}/firmware/{id}"}}"#),
+    );
+    let update = ended(&server, "IMEI:FW-3", &correlator, &mut device);
+    assert_eq!(update["result"], 200, "{update}");
+    assert_eq!(firmware_of(&state), ("4.0".to_owned(), "100".to_owned()));
+    let log = device.log_text();
+    assert!(log.contains("firmware download resumed"), "{log}");
+    // The second request asked only for the rest: far less than the image twice.
+    let total = served(&server, &artifact);
+    assert!(
+        total < 2 * bytes.len() as u64 - (1 << 20),
+        "{total} bytes served for a {} byte image",
+        bytes.len()
+    );
+}
