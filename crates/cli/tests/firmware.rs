@@ -299,3 +299,82 @@ fn req_fumo_a_download_cut_halfway_resumes_with_a_range_request() {
         bytes.len()
     );
 }
+
+#[test]
+fn req_fumo_twenty_devices_behind_one_gateway_are_updated_with_the_image_crossing_the_wan_once() {
+    const DEVICES: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let gateway = GatewayProcess::start(dir.path(), &server, "gw-fw", "");
+    let dev_ids: Vec<String> = (0..DEVICES).map(|n| format!("IMEI:FWGW-{n:02}")).collect();
+    let mut devices: Vec<Daemon> = dev_ids
+        .iter()
+        .map(|dev_id| {
+            let home = dir.path().join(dev_id.replace(':', "_"));
+            std::fs::create_dir_all(&home).unwrap();
+            end_device(&home, &server.enroll(dev_id, "md5"), "gw-fw")
+        })
+        .collect();
+    poll(
+        "every device behind the gateway",
+        Duration::from_secs(120),
+        || {
+            devices.iter_mut().for_each(Daemon::assert_running);
+            let (_, page) = server.api("GET", "/api/devices?gateway=gw-fw", None);
+            (page["total"] == DEVICES).then_some(())
+        },
+    );
+    let bytes = image(1 << 20, 9);
+    let artifact = upload(&server, "5.0", "gwmo-device", &bytes);
+    let request = serde_json::json!({ "artifact": artifact["id"], "targets": dev_ids });
+    let (status, sent) = server.api(
+        "POST",
+        "/api/gateways/gw-fw/firmware",
+        Some(&request.to_string()),
+    );
+    assert_eq!(status, 202, "{sent}");
+    let succeeded = poll("every update's end", Duration::from_secs(120), || {
+        devices.iter_mut().for_each(Daemon::assert_running);
+        let (_, page) = server.api("GET", "/api/firmware?limit=1000", None);
+        let updates = page["updates"].as_array().unwrap().clone();
+        let ended = updates
+            .iter()
+            .filter(|u| matches!(u["state"].as_str(), Some("succeeded" | "failed")))
+            .count();
+        (ended == DEVICES).then_some(updates)
+    });
+    for update in &succeeded {
+        assert_eq!(update["state"], "succeeded", "{update}");
+        assert_eq!(update["result"], 200, "{update}");
+        assert_eq!(update["fanout"], sent["fanout"]);
+    }
+    // Across the WAN once; on the LAN once per device, from the gateway's copy.
+    assert_eq!(served(&server, &artifact), bytes.len() as u64);
+    let (status, held) = gateway.api("GET", "/api/artifacts", None);
+    assert_eq!(status, 200, "{held}");
+    let copy = &held["artifacts"][0];
+    assert_eq!(copy["sha256"], artifact["sha256"]);
+    assert_eq!(
+        copy["bytes_served"],
+        (DEVICES * bytes.len()) as u64,
+        "{copy}"
+    );
+    // The gateway lists the image in its tree for the DM Server.
+    let tree = device_tree(&gateway.dir.join("state").join("upstream"));
+    let id = copy["id"].as_str().unwrap();
+    assert_eq!(
+        leaf(&tree, &format!("./GwMO/ImageInventory/{id}/SHA256")),
+        Some(&artifact["sha256"])
+    );
+    // Every device runs the new version, and the server finds them by it.
+    for dev_id in &dev_ids {
+        let state = dir.path().join(dev_id.replace(':', "_")).join("state");
+        assert_eq!(
+            firmware_of(&state),
+            ("5.0".to_owned(), "100".to_owned()),
+            "{dev_id}"
+        );
+    }
+    let (_, page) = server.api("GET", "/api/devices?fwv=5.0", None);
+    assert_eq!(page["total"], DEVICES);
+}

@@ -166,30 +166,50 @@ pub async fn download(
     idle: Duration,
 ) -> Result<(), Ending> {
     let partial = dir.join(PARTIAL_FILE);
-    let d = &job.descriptor;
+    fetch_verified(client, &job.descriptor, &partial, settings, idle)
+        .await
+        .map_err(failed_download)?;
+    std::fs::rename(&partial, dir.join(PACKAGE_FILE))
+        .map_err(|_| failed_download(ResultCode::CLIENT_ERROR))
+}
+
+/// Fetches the package `descriptor` names into `partial`, each attempt (up to
+/// `download_attempts`) resuming the one before, and verifies it against the
+/// descriptor. A package that fails is deleted; the error is its FUMO result code.
+pub async fn fetch_verified(
+    client: &HttpClient,
+    descriptor: &Descriptor,
+    partial: &Path,
+    settings: &FirmwareSettings,
+    idle: Duration,
+) -> Result<(), ResultCode> {
     let limit = settings.max_package_mib.saturating_mul(1 << 20);
-    if d.size.is_some_and(|size| size > limit) {
-        return Err(failed_download(ResultCode::DOWNLOAD_OUT_OF_MEMORY));
+    if descriptor.size.is_some_and(|size| size > limit) {
+        return Err(ResultCode::DOWNLOAD_OUT_OF_MEMORY);
     }
     // One byte past the stated size is enough to know the package is not it.
-    let max_len = d.size.map_or(limit, |size| size + 1);
+    let max_len = descriptor.size.map_or(limit, |size| size + 1);
     let mut attempt = 0;
     let mut pause = Duration::from_millis(250);
     let fetched = loop {
         attempt += 1;
-        match client.fetch_to(&d.url, &partial, max_len, idle).await {
+        match client
+            .fetch_to(&descriptor.url, partial, max_len, idle)
+            .await
+        {
             Ok(fetched) => break fetched,
             Err(error) => {
                 let retry = matches!(error, NetError::Request(..) | NetError::Timeout(..))
                     && attempt < settings.download_attempts.max(1);
-                warn!(url = %d.url, attempt, %error, retry, "firmware download failed");
+                warn!(url = %descriptor.url, attempt, %error, retry, "firmware download failed");
                 if !retry {
-                    let _ = std::fs::remove_file(&partial);
-                    let result = match error {
-                        NetError::TooLarge(..) if d.size.is_some() => ResultCode::CORRUPTED_PACKAGE,
+                    let _ = std::fs::remove_file(partial);
+                    return Err(match error {
+                        NetError::TooLarge(..) if descriptor.size.is_some() => {
+                            ResultCode::CORRUPTED_PACKAGE
+                        }
                         other => fetch_failure(&other),
-                    };
-                    return Err(failed_download(result));
+                    });
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(10));
@@ -199,13 +219,11 @@ pub async fn download(
     if fetched.resumed_from > 0 {
         info!(from = fetched.resumed_from, "firmware download resumed");
     }
-    let verdict = verify(&partial, d).await;
-    if let Err(result) = verdict {
-        let _ = std::fs::remove_file(&partial);
-        return Err(failed_download(result));
+    let verdict = verify(partial, descriptor).await;
+    if verdict.is_err() {
+        let _ = std::fs::remove_file(partial);
     }
-    std::fs::rename(&partial, dir.join(PACKAGE_FILE))
-        .map_err(|_| failed_download(ResultCode::CLIENT_ERROR))
+    verdict
 }
 
 /// The package against its descriptor: a short one is corrupted (402), one with

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::GatewayError;
+use crate::images::{self, ImageStore};
 use crate::inventory::{self, FanoutEntry, FanoutStatus, InventoryEntry, LocalBootstrap};
 use crate::known::{InventoryView, Known};
 use crate::reconcile::{Action, Observation, Policy, Report, reconcile};
@@ -26,6 +27,10 @@ use crate::settings::GatewaySettings;
 
 /// How long a fan-out waits for its end devices before it reports what it has.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a fan-out of a firmware update waits for its end devices' results (their
+/// downloads from the gateway and installs) before it reports what it has.
+const FIRMWARE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Brings the Device Inventory and the end-device store in line, and runs fan-outs.
 #[derive(Clone)]
@@ -43,6 +48,8 @@ pub struct Driver {
     fanouts: Arc<std::sync::Mutex<HashSet<String>>>,
     /// When time alone next calls for a sync, as the last sync's plan said.
     check_again_at: Arc<watch::Sender<Option<i64>>>,
+    /// The firmware images kept for the end devices.
+    images: Arc<ImageStore>,
 }
 
 impl Driver {
@@ -50,6 +57,7 @@ impl Driver {
         settings: Arc<GatewaySettings>,
         agent: Arc<Agent>,
         end_devices: EndDevices,
+        images: ImageStore,
     ) -> Driver {
         Driver {
             settings,
@@ -58,6 +66,7 @@ impl Driver {
             syncing: Arc::default(),
             fanouts: Arc::default(),
             check_again_at: Arc::new(watch::Sender::new(None)),
+            images: Arc::new(images),
         }
     }
 
@@ -391,8 +400,32 @@ impl Driver {
         };
         let mut results = Vec::new();
         let mut pending = Vec::new();
-        match CommandSpec::parse(&fanout.command) {
-            Err(error) => results.push(serde_json::json!({ "error": error.to_string() })),
+        let mut firmware = None;
+        let parsed = CommandSpec::parse(&fanout.command).map_err(|error| error.to_string());
+        // A firmware update goes out pointed at the gateway's own copy of the image.
+        let parsed = match parsed.map(|spec| (images::package_of(&spec), spec)) {
+            Ok((Some(package), spec)) => match self.images.local_copy(&package).await {
+                Ok(image) => {
+                    self.write_image_inventory().await;
+                    firmware = package
+                        .correlator
+                        .map(|correlator| (correlator, image.id.clone()));
+                    Ok(images::pointed_at(&spec, &image.url))
+                }
+                Err(reason) => Err(reason),
+            },
+            Ok((None, spec)) => Ok(spec),
+            Err(error) => Err(error),
+        };
+        match parsed {
+            Err(error) => {
+                warn!(fanout = %fanout.id, %error, "fan-out not sent to its devices");
+                results.extend(
+                    targets
+                        .iter()
+                        .map(|target| serde_json::json!({ "dev_id": target, "error": error })),
+                );
+            }
             Ok(spec) => {
                 let mut queued = fanout.queued.clone();
                 for target in targets {
@@ -408,6 +441,11 @@ impl Driver {
                             command
                         }
                     };
+                    if let Some((correlator, image)) = &firmware {
+                        self.end_devices
+                            .track_firmware(&target, correlator, image, command)
+                            .await?;
+                    }
                     pending.push((target, command));
                 }
                 // Recorded before any device is woken: a gateway stopped from here on
@@ -428,16 +466,29 @@ impl Driver {
         }
         let ids: Vec<i64> = pending.iter().map(|(_, command)| *command).collect();
         let outcomes = self.await_outcomes(ids).await?;
+        let progress = match &firmware {
+            Some((correlator, _)) => {
+                let devices = pending.iter().map(|(target, _)| target.clone()).collect();
+                self.await_firmware(correlator, devices).await?
+            }
+            None => HashMap::new(),
+        };
         for (target, command) in pending {
             let outcome = outcomes.get(&command);
-            results.push(serde_json::json!({
+            let mut result = serde_json::json!({
                 "dev_id": target,
                 "state": outcome.map(|o| o.state.as_str()),
                 "status": outcome.and_then(|o| o.status),
                 "outcome": outcome
                     .and_then(|o| o.results.as_deref())
                     .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
-            }));
+            });
+            if let Some(update) = progress.get(&target) {
+                result["firmware"] = serde_json::json!({
+                    "state": update.state, "result": update.result, "reason": update.reason,
+                });
+            }
+            results.push(result);
         }
         let results = serde_json::Value::Array(results).to_string();
         let finished = [
@@ -475,6 +526,48 @@ impl Driver {
                 changed = changes.changed() => if changed.is_err() { return Ok(outcomes) },
                 _ = tokio::time::sleep_until(deadline) => return Ok(outcomes),
             }
+        }
+    }
+
+    /// Where the firmware updates `correlator` of `devices` are once each ended, or as
+    /// they are after [`FIRMWARE_TIMEOUT`]; looked at again each time a session stored
+    /// something (a device's Generic Alert ends its update).
+    async fn await_firmware(
+        &self,
+        correlator: &str,
+        devices: Vec<String>,
+    ) -> Result<HashMap<String, gwmo_server::FirmwareProgress>, GatewayError> {
+        let deadline = tokio::time::Instant::now() + FIRMWARE_TIMEOUT;
+        let mut changes = self.end_devices.changes();
+        loop {
+            let progress = self
+                .end_devices
+                .firmware_progress(correlator, devices.clone())
+                .await?;
+            let all_ended = devices.iter().all(|dev_id| {
+                progress
+                    .get(dev_id)
+                    .is_some_and(|p| matches!(p.state, "succeeded" | "failed"))
+            });
+            if all_ended {
+                return Ok(progress);
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return Ok(progress) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(progress),
+            }
+        }
+    }
+
+    /// Writes what the image store holds into the tree, for the DM Server to read.
+    pub async fn write_image_inventory(&self) {
+        let images = self.images.images().await;
+        if let Err(error) = self
+            .agent
+            .update_tree(|tree| images::write_inventory(tree, &images))
+            .await
+        {
+            warn!(%error, "could not write the image inventory");
         }
     }
 

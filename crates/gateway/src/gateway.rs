@@ -22,6 +22,7 @@ use tracing::warn;
 
 use crate::GatewayError;
 use crate::driver::Driver;
+use crate::images::ImageStore;
 use crate::inventory::write_gwmo;
 use crate::settings::{GatewaySettings, SettingsError};
 
@@ -32,6 +33,9 @@ const GATHER_CHANGES: Duration = Duration::from_millis(50);
 /// How often the inventory's recorded States and LastSessions (derived from the
 /// end-device store, written without a save each) reach the disk.
 const SAVE_RECORDS_EVERY: Duration = Duration::from_secs(5);
+
+/// The longest the gateway waits for any piece of an image it fetches.
+const IMAGE_FETCH_IDLE: Duration = Duration::from_secs(30);
 
 /// A started gateway, not yet running.
 pub struct Gateway {
@@ -71,6 +75,8 @@ impl Gateway {
                 .to_string(),
             database_cache_mib: END_DEVICE_STORE_CACHE_MIB,
             admin_token: settings.admin_token.clone(),
+            artifact_dir: Some(settings.state_dir.join("images")),
+            artifact_max_mib: settings.image_store_mib,
             tls: settings.tls.clone(),
             ..ServerSettings::default()
         })
@@ -162,8 +168,24 @@ impl Gateway {
                 until_stopped(stopped.clone()),
             ));
         }
+        let upstream_client = gwmo_net::HttpClient::new(
+            &settings
+                .tls
+                .client()
+                .map_err(gwmo_device::DeviceError::from)?,
+            IMAGE_FETCH_IDLE,
+            1 << 20,
+        );
+        let images = ImageStore::new(
+            end_devices.clone(),
+            upstream_client,
+            settings.image_store_mib,
+            IMAGE_FETCH_IDLE,
+        );
         let settings = Arc::new(settings);
-        let driver = Driver::new(settings.clone(), agent.clone(), end_devices);
+        let driver = Driver::new(settings.clone(), agent.clone(), end_devices, images);
+        // The images kept across a restart, listed again.
+        driver.write_image_inventory().await;
         let _bootstrap_advertisement = match bootstrap {
             Some(listener) => {
                 serve_bootstrap(&driver, listener, addr, until_stopped(stopped.clone()))?

@@ -9,6 +9,7 @@
 
 mod driver;
 mod gateway;
+mod images;
 mod inventory;
 mod known;
 mod reconcile;

@@ -48,6 +48,9 @@ pub struct GatewaySettings {
     /// Advertise the gateway with DNS-SD (`_omadm-gw._tcp`) on this network interface
     /// only (for example `eth1`); none: no advertisement.
     pub dns_sd_interface: Option<String>,
+    /// The most the images the gateway keeps for its end devices (firmware updates
+    /// fanned out to them) may take, in MiB; older ones unused are evicted first.
+    pub image_store_mib: u64,
     /// The gateway's account with the DM Server.
     pub upstream: Option<FactoryAccount>,
     /// The certificate of every listener of the gateway (end devices, package 0,
@@ -94,6 +97,7 @@ impl Default for GatewaySettings {
             userpins: std::collections::BTreeMap::new(),
             bootstrap_issue_unsigned: false,
             bootstrap_requests_per_sec: 100,
+            image_store_mib: 4096,
             upstream: None,
             tls: gwmo_net::TlsSettings::default(),
         }

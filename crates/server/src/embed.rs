@@ -15,6 +15,7 @@ use crate::command::CommandSpec;
 use crate::dm::Touched;
 use crate::notify::{self, NotifyError};
 use crate::state::AppState;
+use crate::store::firmware::{Artifact, Firmware, FirmwareUpdate, Removal, UpdateState};
 use crate::store::{CommandState, DeviceFilter, DeviceRecord, NewDevice, Store, StoreError};
 
 /// Why an embedded server could not do what it was asked.
@@ -91,6 +92,45 @@ pub struct CommandOutcome {
     pub state: CommandState,
     pub status: Option<u16>,
     pub results: Option<String>,
+}
+
+/// A firmware image the embedded server holds and serves to its end devices (a
+/// gateway's image store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImage {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub man: String,
+    pub model: String,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: i64,
+    /// Where end devices download it.
+    pub url: String,
+    /// Bytes of it this process served.
+    pub bytes_served: u64,
+}
+
+/// What describes an image to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewImage {
+    pub name: String,
+    pub version: String,
+    pub man: String,
+    pub model: String,
+    pub sha256: String,
+    pub size: i64,
+}
+
+/// Where an end device's firmware update is, as the embedded server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareProgress {
+    /// `queued`, `accepted`, `succeeded` or `failed`.
+    pub state: &'static str,
+    /// The FUMO result code the device reported.
+    pub result: Option<i64>,
+    pub reason: Option<String>,
 }
 
 /// A handle on an embedded server's end devices.
@@ -239,6 +279,145 @@ impl EndDevices {
             }
             sent => Ok(sent.map(drop)?),
         }
+    }
+
+    /// Where the embedded server keeps the images it serves.
+    pub fn image_dir(&self) -> std::path::PathBuf {
+        self.state.settings.artifact_path()
+    }
+
+    fn stored_image(&self, artifact: Artifact) -> StoredImage {
+        let bytes_served = self
+            .state
+            .metrics
+            .artifact_bytes(&artifact.id)
+            .load(std::sync::atomic::Ordering::Relaxed);
+        StoredImage {
+            url: crate::firmware::artifact_url(&self.state.dm_url, &artifact.id),
+            id: artifact.id,
+            name: artifact.name,
+            version: artifact.version,
+            man: artifact.man,
+            model: artifact.model,
+            sha256: artifact.sha256,
+            size: artifact.size,
+            created_at: artifact.created_at,
+            bytes_served,
+        }
+    }
+
+    /// Every image held, newest first.
+    pub async fn images(&self) -> Result<Vec<StoredImage>, EmbedError> {
+        let artifacts = self
+            .with_store(|store| Firmware(store.sql()).artifacts())
+            .await?;
+        Ok(artifacts
+            .into_iter()
+            .map(|artifact| self.stored_image(artifact))
+            .collect())
+    }
+
+    /// Keeps the verified image at `file` (moved into [`EndDevices::image_dir`]) and
+    /// serves it from now on.
+    pub async fn add_image(
+        &self,
+        image: NewImage,
+        file: &std::path::Path,
+    ) -> Result<StoredImage, EmbedError> {
+        let id = crate::secrets::random_secret();
+        let stored = self.image_dir().join(&id);
+        std::fs::rename(file, &stored)
+            .map_err(|e| EmbedError::Store(StoreError::Create(stored.display().to_string(), e)))?;
+        let artifact = Artifact {
+            id,
+            name: image.name,
+            version: image.version,
+            man: image.man,
+            model: image.model,
+            size: image.size,
+            sha256: image.sha256,
+            created_at: unix_now(),
+        };
+        let record = artifact.clone();
+        let added = self
+            .with_store(move |store| Firmware(store.sql()).add_artifact(&record))
+            .await;
+        if added.is_err() {
+            let _ = std::fs::remove_file(&stored);
+        }
+        added.map(|()| self.stored_image(artifact))
+    }
+
+    /// Removes an image no update in flight uses; returns whether it did.
+    pub async fn remove_image(&self, id: &str) -> Result<bool, EmbedError> {
+        let artifact = id.to_owned();
+        let removal = self
+            .with_store(move |store| Firmware(store.sql()).remove_artifact(&artifact))
+            .await?;
+        if removal == Removal::Removed {
+            let _ = std::fs::remove_file(self.image_dir().join(id));
+        }
+        Ok(removal == Removal::Removed)
+    }
+
+    /// Follows the firmware update `correlator` that command `command` carries to
+    /// `dev_id` (of image `image_id`): its device's answer and Generic Alert end it.
+    pub async fn track_firmware(
+        &self,
+        dev_id: &str,
+        correlator: &str,
+        image_id: &str,
+        command: i64,
+    ) -> Result<(), EmbedError> {
+        let now = unix_now();
+        let update = FirmwareUpdate {
+            correlator: correlator.to_owned(),
+            dev_id: dev_id.to_owned(),
+            artifact_id: image_id.to_owned(),
+            command_id: Some(command),
+            fanout_id: None,
+            state: UpdateState::Queued,
+            result: None,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.with_store(move |store| {
+            let firmware = Firmware(store.sql());
+            // Tracked already: a gateway resuming a fan-out.
+            match firmware.update(&update.correlator, &update.dev_id)? {
+                Some(_) => Ok(()),
+                None => firmware.add_update(&update),
+            }
+        })
+        .await
+    }
+
+    /// Where the updates `correlator` of `dev_ids` are.
+    pub async fn firmware_progress(
+        &self,
+        correlator: &str,
+        dev_ids: Vec<String>,
+    ) -> Result<HashMap<String, FirmwareProgress>, EmbedError> {
+        let correlator = correlator.to_owned();
+        self.with_store(move |store| {
+            let firmware = Firmware(store.sql());
+            let mut progress = HashMap::new();
+            for dev_id in dev_ids {
+                if let Some(update) = firmware.update(&correlator, &dev_id)? {
+                    progress.insert(
+                        dev_id,
+                        FirmwareProgress {
+                            state: update.state.name(),
+                            result: update.result,
+                            reason: update.reason,
+                        },
+                    );
+                }
+            }
+            Ok(progress)
+        })
+        .await
     }
 
     /// Changes whenever a session stored something: a command's outcome, DevInfo, a

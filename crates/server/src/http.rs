@@ -133,6 +133,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(firmware::device_updates).post(firmware::update_device),
         )
         .route("/api/firmware", get(firmware::all_updates))
+        .route(
+            "/api/gateways/{gateway_id}/firmware",
+            post(firmware::update_behind_gateway),
+        )
         .route_layer(axum::middleware::from_fn(export::csv_listings))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

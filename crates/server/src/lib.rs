@@ -32,7 +32,8 @@ mod http;
 pub use admin::accounts::{AccountError, OperatorAccounts};
 pub use command::CommandSpec;
 pub use embed::{
-    CommandOutcome, EmbedError, EndDevice, EndDeviceChanges, EndDevices, NewEndDevice,
+    CommandOutcome, EmbedError, EndDevice, EndDeviceChanges, EndDevices, FirmwareProgress,
+    NewEndDevice, NewImage, StoredImage,
 };
 pub use http::Server;
 pub use operators::Role;

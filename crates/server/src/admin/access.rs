@@ -39,6 +39,7 @@ pub fn required_role(method: &Method, route: &str) -> Role {
         || route == "/api/devices/{dev_id}/auth"
         || (route.starts_with("/api/gateways")
             && !route.ends_with("/fanout")
+            && !route.ends_with("/firmware")
             && method != Method::GET)
         || (route == "/api/devices/{dev_id}" && method == Method::DELETE)
         || (route.starts_with("/api/artifacts") && method != Method::GET);

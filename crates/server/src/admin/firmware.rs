@@ -289,6 +289,7 @@ fn update_json(update: &FirmwareUpdate) -> Value {
         "dev_id": update.dev_id,
         "artifact": update.artifact_id,
         "command": update.command_id,
+        "fanout": update.fanout_id,
         "state": update.state.name(),
         "result": update.result,
         "result_meaning": update.result.map(|r| gwmo_tree::fumo::ResultCode(r as u16).meaning()),
@@ -335,6 +336,7 @@ pub async fn update_device(
         dev_id: dev_id.clone(),
         artifact_id: artifact.id.clone(),
         command_id: Some(command),
+        fanout_id: None,
         state: UpdateState::Queued,
         result: None,
         reason: None,
@@ -347,6 +349,68 @@ pub async fn update_device(
     }
     tracing::info!(device = %dev_id, artifact = %artifact.id, version = %artifact.version, "firmware update queued");
     Ok((StatusCode::ACCEPTED, Json(update_json(&update))))
+}
+
+/// A firmware update for end devices behind a gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayUpdateRequest {
+    pub artifact: String,
+    /// The DevIds of the end devices to update.
+    pub targets: Vec<String>,
+}
+
+/// `POST /api/gateways/{gateway_id}/firmware`: one fan-out hands the update to the
+/// gateway, which fetches the image once into its image store and serves it to its
+/// end devices on their network; each device's update ends with the result the
+/// gateway reports for it.
+pub async fn update_behind_gateway(
+    State(state): State<Arc<AppState>>,
+    Path(gateway_id): Path<String>,
+    Json(request): Json<GatewayUpdateRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if request.targets.is_empty()
+        || request
+            .targets
+            .iter()
+            .any(|t| t.is_empty() || t.contains(',') || t == "*")
+    {
+        return Err(bad_request("targets must be a non-empty list of DevIds"));
+    }
+    let artifact = Firmware(state.store.sql())
+        .artifact(&request.artifact)?
+        .ok_or_else(|| not_found("artifact"))?;
+    let correlator = new_correlator();
+    let spec = update_command(
+        &artifact,
+        &artifact_url(&state.dm_url, &artifact.id),
+        &correlator,
+    );
+    let now = unix_now();
+    let record = |fanout_id: i64| {
+        let firmware = Firmware(state.store.sql());
+        request.targets.iter().try_for_each(|dev_id| {
+            firmware.add_update(&FirmwareUpdate {
+                correlator: correlator.clone(),
+                dev_id: dev_id.clone(),
+                artifact_id: artifact.id.clone(),
+                command_id: None,
+                fanout_id: Some(fanout_id),
+                state: UpdateState::Queued,
+                result: None,
+                reason: None,
+                created_at: now,
+                updated_at: now,
+            })
+        })
+    };
+    let (fanout, woken) =
+        super::hand_to_gateway(&state, &gateway_id, &request.targets, &spec, record).await?;
+    tracing::info!(gateway = %gateway_id, fanout, devices = request.targets.len(), artifact = %artifact.id, "firmware update handed to a gateway");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "fanout": fanout, "correlator": correlator, "woken": woken })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -426,28 +426,45 @@ pub async fn create_fanout(
             "targets must be a non-empty list of DevIds (or [\"*\"])".into(),
         ));
     }
+    let (id, woken) =
+        hand_to_gateway(&state, &gateway_id, &request.targets, &spec, |_| Ok(())).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "state": "sent", "woken": woken })),
+    ))
+}
+
+/// Creates a fan-out of `spec` to `targets` through gateway `gateway_id`, lets
+/// `record` store what goes with it (by the fan-out's id) before the gateway hears of
+/// it, queues the handover and wakes the gateway: the fan-out's id, and whether the
+/// gateway was woken.
+pub(crate) async fn hand_to_gateway(
+    state: &AppState,
+    gateway_id: &str,
+    targets: &[String],
+    spec: &CommandSpec,
+    record: impl FnOnce(i64) -> Result<(), StoreError>,
+) -> Result<(i64, bool), ApiError> {
     let gateway = state
         .store
-        .gateway(&gateway_id)?
+        .gateway(gateway_id)?
         .ok_or_else(|| not_found("gateway"))?;
-    let targets = serde_json::to_string(&request.targets).unwrap_or_default();
+    let listed = serde_json::to_string(targets).unwrap_or_default();
     let id = state
         .store
-        .create_fanout(&gateway_id, &targets, &spec.to_json(), unix_now())?;
-    let handover = crate::fanout::request(id, &request.targets, &spec);
+        .create_fanout(gateway_id, &listed, &spec.to_json(), unix_now())?;
+    record(id)?;
+    let handover = crate::fanout::request(id, targets, spec);
     state
         .store
         .queue_command(&gateway.dev_id, &handover.to_json(), unix_now())?;
     // A gateway that cannot be woken (no notification URL yet, unreachable) takes the
     // fan-out at its next session: the fan-out stands either way.
     let woken = match state.store.device(&gateway.dev_id)? {
-        Some(device) => crate::notify::wake_now(&state, &device).await,
+        Some(device) => crate::notify::wake_now(state, &device).await,
         None => false,
     };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "state": "sent", "woken": woken })),
-    ))
+    Ok((id, woken))
 }
 
 pub async fn get_fanout(

@@ -271,6 +271,7 @@ impl DmService {
             .complete_fanout(id, &gateway.gateway_id, results, unix_now)?
         {
             info!(gateway = %gateway.gateway_id, fanout = id, "fan-out results stored");
+            self.firmware_fanout_results(id, results, unix_now)?;
         } else {
             warn!(gateway = %gateway.gateway_id, fanout = id, "fan-out results for an unknown or finished fan-out");
         }

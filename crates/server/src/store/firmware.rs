@@ -20,18 +20,21 @@ pub const FIRMWARE_MIGRATION: &str = r#"
         created_at BIGINT NOT NULL
     );
     CREATE TABLE firmware_updates (
-        correlator  TEXT PRIMARY KEY,
+        correlator  TEXT NOT NULL,
         dev_id      TEXT NOT NULL,
         artifact_id TEXT NOT NULL,
         command_id  BIGINT,
+        fanout_id   BIGINT,
         state       TEXT NOT NULL CHECK (state IN ('queued', 'accepted', 'succeeded', 'failed')),
         result      BIGINT,
         reason      TEXT,
         created_at  BIGINT NOT NULL,
-        updated_at  BIGINT NOT NULL
+        updated_at  BIGINT NOT NULL,
+        PRIMARY KEY (correlator, dev_id)
     );
     CREATE INDEX firmware_updates_by_device ON firmware_updates (dev_id, created_at);
     CREATE INDEX firmware_updates_by_command ON firmware_updates (command_id);
+    CREATE INDEX firmware_updates_by_fanout ON firmware_updates (fanout_id);
     CREATE INDEX firmware_updates_by_artifact ON firmware_updates (artifact_id, state);
 "#;
 
@@ -96,11 +99,15 @@ impl UpdateState {
 /// One firmware update of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwareUpdate {
-    /// The Exec's correlator, which the device's Generic Alert carries back.
+    /// The Exec's correlator, which the device's Generic Alert carries back (one per
+    /// update sent to a device, or per fan-out: the devices of one fan-out share it).
     pub correlator: String,
     pub dev_id: String,
     pub artifact_id: String,
+    /// The queued command that carries it to the device, or
     pub command_id: Option<i64>,
+    /// the fan-out that hands it to the device's gateway.
+    pub fanout_id: Option<i64>,
     pub state: UpdateState,
     /// The FUMO result code the device reported.
     pub result: Option<i64>,
@@ -110,8 +117,8 @@ pub struct FirmwareUpdate {
 }
 
 const ARTIFACT_COLUMNS: &str = "id, name, version, man, model, size, sha256, created_at";
-const UPDATE_COLUMNS: &str =
-    "correlator, dev_id, artifact_id, command_id, state, result, reason, created_at, updated_at";
+const UPDATE_COLUMNS: &str = "correlator, dev_id, artifact_id, command_id, fanout_id, state, \
+     result, reason, created_at, updated_at";
 
 fn artifact_row(row: &[Cell]) -> Result<Artifact, StoreError> {
     Ok(Artifact {
@@ -132,13 +139,23 @@ fn update_row(row: &[Cell]) -> Result<FirmwareUpdate, StoreError> {
         dev_id: text(row, 1)?,
         artifact_id: text(row, 2)?,
         command_id: optional_int(row, 3),
-        state: UpdateState::from_name(&text(row, 4)?)
+        fanout_id: optional_int(row, 4),
+        state: UpdateState::from_name(&text(row, 5)?)
             .ok_or_else(|| StoreError::Corrupt("a firmware update's state".into()))?,
-        result: optional_int(row, 5),
-        reason: optional_text(row, 6),
-        created_at: int(row, 7)?,
-        updated_at: int(row, 8)?,
+        result: optional_int(row, 6),
+        reason: optional_text(row, 7),
+        created_at: int(row, 8)?,
+        updated_at: int(row, 9)?,
     })
+}
+
+/// How an update ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending<'a> {
+    pub state: UpdateState,
+    /// The FUMO result code, when the device reported one.
+    pub result: Option<i64>,
+    pub reason: Option<&'a str>,
 }
 
 /// The firmware records of a store.
@@ -204,12 +221,16 @@ impl Firmware<'_> {
 
     pub fn add_update(&self, update: &FirmwareUpdate) -> Result<(), StoreError> {
         self.0.run(
-            &format!("INSERT INTO firmware_updates ({UPDATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            &format!(
+                "INSERT INTO firmware_updates ({UPDATE_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             &[
                 Bound::Text(update.correlator.clone()),
                 Bound::Text(update.dev_id.clone()),
                 Bound::Text(update.artifact_id.clone()),
                 Bound::int_or_null(update.command_id),
+                Bound::int_or_null(update.fanout_id),
                 Bound::Text(update.state.name().to_owned()),
                 Bound::int_or_null(update.result),
                 Bound::text_or_null(update.reason.clone()),
@@ -220,15 +241,36 @@ impl Firmware<'_> {
         Ok(())
     }
 
-    pub fn update(&self, correlator: &str) -> Result<Option<FirmwareUpdate>, StoreError> {
+    pub fn update(
+        &self,
+        correlator: &str,
+        dev_id: &str,
+    ) -> Result<Option<FirmwareUpdate>, StoreError> {
         self.0
             .rows(
-                &format!("SELECT {UPDATE_COLUMNS} FROM firmware_updates WHERE correlator = ?1"),
-                &[Bound::Text(correlator.to_owned())],
+                &format!(
+                    "SELECT {UPDATE_COLUMNS} FROM firmware_updates WHERE correlator = ?1 AND dev_id = ?2"
+                ),
+                &[
+                    Bound::Text(correlator.to_owned()),
+                    Bound::Text(dev_id.to_owned()),
+                ],
             )?
             .first()
             .map(|row| update_row(row))
             .transpose()
+    }
+
+    /// The updates a fan-out hands its gateway.
+    pub fn updates_of_fanout(&self, fanout_id: i64) -> Result<Vec<FirmwareUpdate>, StoreError> {
+        self.0
+            .rows(
+                &format!("SELECT {UPDATE_COLUMNS} FROM firmware_updates WHERE fanout_id = ?1"),
+                &[Bound::Int(fanout_id)],
+            )?
+            .iter()
+            .map(|row| update_row(row))
+            .collect()
     }
 
     /// The update a queued command carries, if it carries one.
@@ -273,14 +315,16 @@ impl Firmware<'_> {
     pub fn settle_state(
         &self,
         correlator: &str,
+        dev_id: &str,
         state: UpdateState,
         now: i64,
     ) -> Result<bool, StoreError> {
         let changed = self.0.run(
-            "UPDATE firmware_updates SET state = ?2, updated_at = ?3
-             WHERE correlator = ?1 AND state = 'queued'",
+            "UPDATE firmware_updates SET state = ?3, updated_at = ?4
+             WHERE correlator = ?1 AND dev_id = ?2 AND state = 'queued'",
             &[
                 Bound::Text(correlator.to_owned()),
+                Bound::Text(dev_id.to_owned()),
                 Bound::Text(state.name().to_owned()),
                 Bound::Int(now),
             ],
@@ -293,19 +337,19 @@ impl Firmware<'_> {
     pub fn settle(
         &self,
         correlator: &str,
-        state: UpdateState,
-        result: Option<i64>,
-        reason: Option<&str>,
+        dev_id: &str,
+        ending: &Ending<'_>,
         now: i64,
     ) -> Result<bool, StoreError> {
         let changed = self.0.run(
-            "UPDATE firmware_updates SET state = ?2, result = ?3, reason = ?4, updated_at = ?5
-             WHERE correlator = ?1 AND state IN ('queued', 'accepted')",
+            "UPDATE firmware_updates SET state = ?3, result = ?4, reason = ?5, updated_at = ?6
+             WHERE correlator = ?1 AND dev_id = ?2 AND state IN ('queued', 'accepted')",
             &[
                 Bound::Text(correlator.to_owned()),
-                Bound::Text(state.name().to_owned()),
-                Bound::int_or_null(result),
-                Bound::text_or_null(reason.map(str::to_owned)),
+                Bound::Text(dev_id.to_owned()),
+                Bound::Text(ending.state.name().to_owned()),
+                Bound::int_or_null(ending.result),
+                Bound::text_or_null(ending.reason.map(str::to_owned)),
                 Bound::Int(now),
             ],
         )?;
