@@ -378,3 +378,107 @@ fn req_fumo_twenty_devices_behind_one_gateway_are_updated_with_the_image_crossin
     let (_, page) = server.api("GET", "/api/devices?fwv=5.0", None);
     assert_eq!(page["total"], DEVICES);
 }
+
+#[test]
+fn req_fumo_a_firmware_campaign_follows_the_fumo_results_and_a_failed_install_counts_against_its_wave()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        &dir.path().join("server"),
+        &dir.path()
+            .join("server")
+            .join("server.db")
+            .display()
+            .to_string(),
+        "session_idle_secs = 1\n",
+    );
+    let _gateway = GatewayProcess::start(dir.path(), &server, "gw-c", "");
+    let mut devices = Vec::new();
+    for (dev_id, behind, fails) in [
+        ("IMEI:FWC-1", true, false),
+        ("IMEI:FWC-2", true, false),
+        ("IMEI:FWC-3", false, false),
+        ("IMEI:FWC-4", false, true),
+    ] {
+        let home = dir.path().join(dev_id.replace(':', "_"));
+        std::fs::create_dir_all(&home).unwrap();
+        let enrollment = server.enroll(dev_id, "md5");
+        let mut daemon = match behind {
+            true => end_device(&home, &enrollment, "gw-c"),
+            false => {
+                let extra = format!(
+                    "listen = \"127.0.0.1:0\"\n[firmware]\nsimulated_install_fails = {fails}\n"
+                );
+                device_daemon(
+                    &device_config(&home, &enrollment, "xml", &extra),
+                    home.join("device.log"),
+                )
+            }
+        };
+        match behind {
+            true => poll(
+                "the device behind its gateway",
+                Duration::from_secs(60),
+                || {
+                    daemon.assert_running();
+                    let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+                    (record["gateway"]["gateway_id"] == "gw-c").then_some(())
+                },
+            ),
+            false => {
+                server.reported_notify_url(dev_id, &mut daemon);
+            }
+        }
+        devices.push(daemon);
+    }
+    let artifact = upload(&server, "6.0", "gwmo-device", &image(200_000, 11));
+    let request = serde_json::json!({
+        "name": "firmware 6.0",
+        "firmware": { "artifact": artifact["id"] },
+        "filter": { "search": "IMEI:FWC-" },
+        "wave_size": 4,
+        "error_threshold_percent": 10,
+    });
+    let (status, created) = server.api("POST", "/api/campaigns", Some(&request.to_string()));
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let paused = poll(
+        "the campaign paused by its failed install",
+        Duration::from_secs(90),
+        || {
+            devices.iter_mut().for_each(Daemon::assert_running);
+            let (_, campaign) = server.api("GET", &format!("/api/campaigns/{id}"), None);
+            (campaign["state"] == "paused").then_some(campaign)
+        },
+    );
+    assert_eq!(paused["devices"]["done"], 3, "{paused}");
+    assert_eq!(paused["devices"]["failed"], 1, "{paused}");
+    assert!(
+        paused["reason"].as_str().unwrap().contains("1 of 4"),
+        "{paused}"
+    );
+    let (_, page) = server.api("GET", &format!("/api/campaigns/{id}/devices"), None);
+    for target in page["devices"].as_array().unwrap() {
+        match target["dev_id"].as_str().unwrap() {
+            "IMEI:FWC-4" => {
+                assert_eq!(target["state"], "failed", "{target}");
+                assert_eq!(target["status"], 410, "{target}");
+                assert!(
+                    target["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Firmware Update Failed")
+                );
+            }
+            _ => {
+                assert_eq!(target["state"], "done", "{target}");
+                assert_eq!(target["status"], 200, "{target}");
+            }
+        }
+    }
+    // The failed device kept its firmware; the others run the new one.
+    let (_, updated) = server.api("GET", "/api/devices?fwv=6.0", None);
+    assert_eq!(updated["total"], 3, "{updated}");
+    let state = dir.path().join("IMEI_FWC-4").join("state");
+    assert_eq!(firmware_of(&state), ("1.0".to_owned(), "80".to_owned()));
+}

@@ -14,9 +14,11 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::command::CommandSpec;
+use crate::firmware::TrackedUpdate;
 use crate::store::campaigns::{
     CampaignRecord, CampaignState, Campaigns, NewCampaign, Sent, Settled, TargetState,
 };
+use crate::store::firmware::Firmware;
 use crate::store::{DeviceFilter, QueuedCommand, Store, StoreError};
 
 /// Why a campaign could not be moved on.
@@ -95,8 +97,16 @@ pub fn advance(store: &dyn Store, id: i64, now: i64) -> Result<Vec<String>, Camp
     if campaign.state != CampaignState::Running {
         return Ok(Vec::new());
     }
-    campaigns.settle_commands(id, now)?;
-    settle_fanouts(store, &campaigns, id, now)?;
+    // A firmware update ends with the device's FUMO result, not with its command.
+    match crate::firmware::update_of(&campaign_spec(&campaign)?) {
+        Some(update) => {
+            campaigns.settle_firmware(id, &update.correlator, now)?;
+        }
+        None => {
+            campaigns.settle_commands(id, now)?;
+            settle_fanouts(store, &campaigns, id, now)?;
+        }
+    }
     let mut wakes = Vec::new();
     let wave = campaign.wave;
     let counts = wave_counts(&campaigns, id, wave)?;
@@ -148,6 +158,12 @@ pub fn advance(store: &dyn Store, id: i64, now: i64) -> Result<Vec<String>, Camp
     Ok(wakes)
 }
 
+/// The command a campaign sends, as stored.
+fn campaign_spec(campaign: &CampaignRecord) -> Result<CommandSpec, CampaignError> {
+    CommandSpec::parse(&campaign.spec)
+        .map_err(|error| CampaignError::Spec(campaign.id, error.to_string()))
+}
+
 fn wave_counts(
     campaigns: &Campaigns<'_>,
     id: i64,
@@ -170,15 +186,15 @@ fn send_wave(
     wave: i64,
     now: i64,
 ) -> Result<Vec<String>, CampaignError> {
-    let spec = CommandSpec::parse(&campaign.spec)
-        .map_err(|error| CampaignError::Spec(campaign.id, error.to_string()))?;
+    let spec = campaign_spec(campaign)?;
+    let firmware = crate::firmware::update_of(&spec);
     let mut behind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut wakes = Vec::new();
     for (dev_id, gateway) in campaigns.wave_to_start(campaign.id, wave)? {
         match gateway {
             Some(gateway_id) => behind.entry(gateway_id).or_default().push(dev_id),
             None => {
-                if send_direct(store, campaigns, campaign, &dev_id, now)? {
+                if send_direct(store, campaigns, campaign, firmware.as_ref(), &dev_id, now)? {
                     wakes.push(dev_id);
                 }
             }
@@ -188,7 +204,7 @@ fn send_wave(
         let Some(gateway) = store.gateway(&gateway_id)? else {
             // An association with a gateway no longer registered: straight to each.
             for dev_id in devices {
-                if send_direct(store, campaigns, campaign, &dev_id, now)? {
+                if send_direct(store, campaigns, campaign, firmware.as_ref(), &dev_id, now)? {
                     wakes.push(dev_id);
                 }
             }
@@ -214,6 +230,10 @@ fn send_wave(
                     fanout_id,
                 };
                 campaigns.record_sent(campaign.id, dev_id, sent)?;
+                if let Some(update) = &firmware {
+                    let record = update.for_device(dev_id, None, Some(fanout_id), now);
+                    Firmware(store.sql()).add_update(&record)?;
+                }
             }
             Ok::<_, StoreError>(())
         })?;
@@ -222,11 +242,13 @@ fn send_wave(
     Ok(wakes)
 }
 
-/// Queues the campaign's command for one device, if this instance claims it first.
+/// Queues the campaign's command for one device, if this instance claims it first
+/// (with the record of its firmware update, when it is one).
 fn send_direct(
     store: &dyn Store,
     campaigns: &Campaigns<'_>,
     campaign: &CampaignRecord,
+    firmware: Option<&TrackedUpdate>,
     dev_id: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
@@ -242,6 +264,10 @@ fn send_direct(
         };
         let command_id = store.queue(&command, now)?;
         campaigns.record_sent(campaign.id, dev_id, Sent::Direct { command_id })?;
+        if let Some(update) = firmware {
+            let record = update.for_device(dev_id, Some(command_id), None, now);
+            Firmware(store.sql()).add_update(&record)?;
+        }
         sent = true;
         Ok::<_, StoreError>(())
     })?;

@@ -384,10 +384,11 @@ impl EndDevices {
         };
         self.with_store(move |store| {
             let firmware = Firmware(store.sql());
-            // Tracked already: a gateway resuming a fan-out.
+            // Tracked already with this command: a gateway resuming a fan-out. With
+            // another: the same update sent again, which starts over.
             match firmware.update(&update.correlator, &update.dev_id)? {
-                Some(_) => Ok(()),
-                None => firmware.add_update(&update),
+                Some(tracked) if tracked.command_id == Some(command) => Ok(()),
+                _ => firmware.add_update(&update),
             }
         })
         .await

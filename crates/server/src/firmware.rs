@@ -65,6 +65,65 @@ pub fn update_command(artifact: &Artifact, pkg_url: &str, correlator: &str) -> C
     }
 }
 
+/// The update a command made by [`update_command`] carries: its correlator and the
+/// artifact (the last segment of its PkgURL); none for any other command.
+pub fn update_of(spec: &CommandSpec) -> Option<TrackedUpdate> {
+    let CommandSpec::Sequence { commands } = spec else {
+        return None;
+    };
+    let operation = Operation::DownloadAndUpdate.node();
+    let url_target = format!("{}/{operation}/PkgURL", fumo::OBJECT);
+    let exec_target = format!("{}/{operation}", fumo::OBJECT);
+    let artifact = commands.iter().find_map(|c| match c {
+        CommandSpec::Replace { target, data, .. } if *target == url_target => {
+            data.rsplit('/').next().map(str::to_owned)
+        }
+        _ => None,
+    })?;
+    let correlator = commands.iter().find_map(|c| match c {
+        CommandSpec::Exec {
+            target, correlator, ..
+        } if *target == exec_target => correlator.clone(),
+        _ => None,
+    })?;
+    Some(TrackedUpdate {
+        correlator,
+        artifact,
+    })
+}
+
+/// What identifies the devices' updates of one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedUpdate {
+    pub correlator: String,
+    pub artifact: String,
+}
+
+impl TrackedUpdate {
+    /// The record of one device's update, sent by command `command_id` or handed to
+    /// its gateway by fan-out `fanout_id`.
+    pub fn for_device(
+        &self,
+        dev_id: &str,
+        command_id: Option<i64>,
+        fanout_id: Option<i64>,
+        now: i64,
+    ) -> crate::store::firmware::FirmwareUpdate {
+        crate::store::firmware::FirmwareUpdate {
+            correlator: self.correlator.clone(),
+            dev_id: dev_id.to_owned(),
+            artifact_id: self.artifact.clone(),
+            command_id,
+            fanout_id,
+            state: crate::store::firmware::UpdateState::Queued,
+            result: None,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// What the device's answer to an update command says: `Ok` when it accepted the Exec
 /// (202), or why not.
 pub fn accepted(outcome: &StoredOutcome) -> Result<(), String> {
@@ -171,6 +230,22 @@ mod tests {
             format: Some("chr".into()),
             mime: None,
         }));
+    }
+
+    #[test]
+    fn an_update_command_names_its_correlator_and_artifact_and_no_other_does() {
+        let spec = update_command(&artifact(), "https://dms/firmware/00ff", "fw-9");
+        assert_eq!(
+            update_of(&spec),
+            Some(TrackedUpdate {
+                correlator: "fw-9".into(),
+                artifact: "00ff".into()
+            })
+        );
+        let get = CommandSpec::Get {
+            target: "./DevInfo/Man".into(),
+        };
+        assert_eq!(update_of(&get), None);
     }
 
     #[test]

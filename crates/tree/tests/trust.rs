@@ -468,6 +468,36 @@ fn req_8x2_validation_by_a_previously_bootstrapped_server_lifts_the_restriction(
 }
 
 #[test]
+fn req_8x2_a_restricted_gateway_may_not_update_firmware_until_a_trusted_server_validates_it() {
+    use gwmo_tree::fumo::OBJECT;
+    let mut tree = device();
+    // As a gwmo device makes it: its factory servers may update the firmware.
+    tree.install_fumo(OBJECT, Acl::parse("Get=*&Replace=dms&Exec=dms").unwrap())
+        .unwrap();
+    let url = replace(
+        &format!("{OBJECT}/DownloadAndUpdate/PkgURL"),
+        "https://gw-chosen/fw",
+    );
+    let start = exec(&format!("{OBJECT}/DownloadAndUpdate"));
+    assert_eq!(codes(&mut tree, GW, &url), vec![425]);
+    assert_eq!(codes(&mut tree, GW, &start), vec![425]);
+    assert!(tree.take_exec_requests().is_empty(), "nothing started");
+    assert_eq!(
+        tree.value(&format!("{OBJECT}/DownloadAndUpdate/PkgURL")),
+        Some("")
+    );
+    // Validated by the factory server, the gateway acts with its rights: the Exec is
+    // accepted for later processing (FUMO: 202), not run now.
+    let validate = replace("./DMAcc/gw-l/Ext/GwBoot/Trust", "validated");
+    assert_eq!(codes(&mut tree, DMS, &validate), vec![200]);
+    assert_eq!(codes(&mut tree, GW, &url), vec![200]);
+    assert_eq!(codes(&mut tree, GW, &start), vec![202]);
+    let started = tree.take_exec_requests();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].uri, format!("{OBJECT}/DownloadAndUpdate"));
+}
+
+#[test]
 fn req_8x2_no_one_else_may_validate_the_gateway() {
     let mut tree = device();
     codes(&mut tree, GW, &add("./DMAcc/other/ServerID", "other-dms"));

@@ -14,11 +14,13 @@ use super::fleet::DeviceQuery;
 use super::{ApiError, next_page, not_found, page_limit};
 use crate::campaign::{self, CampaignError, Plan, WaveSize};
 use crate::command::CommandSpec;
+use crate::firmware::{artifact_url, new_correlator, update_command};
 use crate::state::AppState;
 use crate::store::campaigns::{
     CampaignRecord, CampaignState, Campaigns, TargetRecord, TargetState,
 };
 use crate::store::counts::Counts;
+use crate::store::firmware::Firmware;
 use gwmo_net::unix_now;
 
 /// The largest wave: what one step of a campaign holds in memory.
@@ -37,7 +39,10 @@ impl From<CampaignError> for ApiError {
 #[serde(deny_unknown_fields)]
 pub struct NewCampaignRequest {
     pub name: String,
-    pub command: Value,
+    /// The command each device gets, or
+    pub command: Option<Value>,
+    /// a firmware update from an uploaded artifact: `{"artifact": id}`.
+    pub firmware: Option<FirmwareCampaign>,
     /// The devices: every enrolled device when absent.
     #[serde(default)]
     pub filter: Option<DeviceQuery>,
@@ -45,6 +50,13 @@ pub struct NewCampaignRequest {
     pub wave_percent: Option<u8>,
     /// A wave in which more than this share failed pauses the campaign (default 10).
     pub error_threshold_percent: Option<u8>,
+}
+
+/// The firmware a campaign installs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareCampaign {
+    pub artifact: String,
 }
 
 /// Starts a campaign; its first wave goes out at once.
@@ -56,7 +68,24 @@ pub async fn create(
     if request.name.trim().is_empty() || request.name.len() > 200 {
         return Err(bad("name must be 1 to 200 characters".into()));
     }
-    let spec = CommandSpec::parse(&request.command.to_string()).map_err(|e| bad(e.to_string()))?;
+    let spec = match (&request.command, &request.firmware) {
+        (Some(command), None) => {
+            CommandSpec::parse(&command.to_string()).map_err(|e| bad(e.to_string()))?
+        }
+        (None, Some(firmware)) => {
+            let artifact = Firmware(state.store.sql())
+                .artifact(&firmware.artifact)?
+                .ok_or_else(|| not_found("artifact"))?;
+            // Each device's update is followed under this correlator, and the
+            // campaign's progress with it (crate::campaign).
+            update_command(
+                &artifact,
+                &artifact_url(&state.dm_url, &artifact.id),
+                &new_correlator(),
+            )
+        }
+        _ => return Err(bad("give a command or a firmware update, not both".into())),
+    };
     let wave = match (request.wave_size, request.wave_percent) {
         (Some(size @ 1..=MAX_WAVE), None) => WaveSize::Devices(size),
         (None, Some(percent @ 1..=100)) => WaveSize::Percent(percent),

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, known_device, not_found};
-use crate::firmware::{artifact_url, new_correlator, update_command};
+use crate::firmware::{TrackedUpdate, artifact_url, new_correlator, update_command};
 use crate::secrets::random_secret;
 use crate::state::AppState;
 use crate::store::firmware::{Artifact, Firmware, FirmwareUpdate, Removal, UpdateState};
@@ -327,22 +327,14 @@ pub async fn update_device(
     if !(pkg_url.starts_with("https://") || pkg_url.starts_with("http://")) {
         return Err(bad_request("pkg_url must be an http(s) URL"));
     }
-    let correlator = new_correlator();
-    let spec = update_command(&artifact, &pkg_url, &correlator);
+    let tracked = TrackedUpdate {
+        correlator: new_correlator(),
+        artifact: artifact.id.clone(),
+    };
+    let spec = update_command(&artifact, &pkg_url, &tracked.correlator);
     let now = unix_now();
     let command = state.store.queue_command(&dev_id, &spec.to_json(), now)?;
-    let update = FirmwareUpdate {
-        correlator,
-        dev_id: dev_id.clone(),
-        artifact_id: artifact.id.clone(),
-        command_id: Some(command),
-        fanout_id: None,
-        state: UpdateState::Queued,
-        result: None,
-        reason: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let update = tracked.for_device(&dev_id, Some(command), None, now);
     firmware.add_update(&update)?;
     if request.wake.unwrap_or(true) {
         state.dm.wake_later(&dev_id);
@@ -387,21 +379,14 @@ pub async fn update_behind_gateway(
         &correlator,
     );
     let now = unix_now();
+    let tracked = TrackedUpdate {
+        correlator: correlator.clone(),
+        artifact: artifact.id.clone(),
+    };
     let record = |fanout_id: i64| {
         let firmware = Firmware(state.store.sql());
         request.targets.iter().try_for_each(|dev_id| {
-            firmware.add_update(&FirmwareUpdate {
-                correlator: correlator.clone(),
-                dev_id: dev_id.clone(),
-                artifact_id: artifact.id.clone(),
-                command_id: None,
-                fanout_id: Some(fanout_id),
-                state: UpdateState::Queued,
-                result: None,
-                reason: None,
-                created_at: now,
-                updated_at: now,
-            })
+            firmware.add_update(&tracked.for_device(dev_id, None, Some(fanout_id), now))
         })
     };
     let (fanout, woken) =

@@ -458,6 +458,32 @@ impl Campaigns<'_> {
     }
 
     /// Settles one device carried by fan-out `fanout_id`.
+    /// Settles the sent devices of a firmware campaign whose update `correlator`
+    /// ended: done when it succeeded, failed otherwise, with the FUMO result code as
+    /// the status and the reason as the error.
+    pub fn settle_firmware(&self, id: i64, correlator: &str, now: i64) -> Result<u64, StoreError> {
+        self.0.run(
+            "UPDATE campaign_devices SET
+                 state = CASE (SELECT f.state FROM firmware_updates f
+                               WHERE f.correlator = ?2 AND f.dev_id = campaign_devices.dev_id)
+                         WHEN 'succeeded' THEN 'done' ELSE 'failed' END,
+                 status = (SELECT f.result FROM firmware_updates f
+                           WHERE f.correlator = ?2 AND f.dev_id = campaign_devices.dev_id),
+                 error = (SELECT f.reason FROM firmware_updates f
+                          WHERE f.correlator = ?2 AND f.dev_id = campaign_devices.dev_id),
+                 updated_at = ?3
+             WHERE campaign_id = ?1 AND state = 'sent'
+               AND EXISTS (SELECT 1 FROM firmware_updates f
+                           WHERE f.correlator = ?2 AND f.dev_id = campaign_devices.dev_id
+                             AND f.state IN ('succeeded', 'failed'))",
+            &[
+                Bound::Int(id),
+                Bound::Text(correlator.to_owned()),
+                Bound::Int(now),
+            ],
+        )
+    }
+
     pub fn settle_target(
         &self,
         id: i64,

@@ -219,11 +219,18 @@ impl Firmware<'_> {
         })
     }
 
+    /// Records an update; one of the same correlator and device (a campaign's failed
+    /// device sent again) starts over.
     pub fn add_update(&self, update: &FirmwareUpdate) -> Result<(), StoreError> {
         self.0.run(
             &format!(
                 "INSERT INTO firmware_updates ({UPDATE_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (correlator, dev_id) DO UPDATE SET
+                     artifact_id = excluded.artifact_id, command_id = excluded.command_id,
+                     fanout_id = excluded.fanout_id, state = excluded.state,
+                     result = excluded.result, reason = excluded.reason,
+                     updated_at = excluded.updated_at"
             ),
             &[
                 Bound::Text(update.correlator.clone()),
@@ -354,5 +361,130 @@ impl Firmware<'_> {
             ],
         )?;
         Ok(changed > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::each_backend;
+
+    fn artifact(id: &str, created_at: i64) -> Artifact {
+        Artifact {
+            id: id.into(),
+            name: "fw".into(),
+            version: "2.0".into(),
+            man: "gwmo".into(),
+            model: "m".into(),
+            size: 10,
+            sha256: "ab".repeat(32),
+            created_at,
+        }
+    }
+
+    fn update(correlator: &str, dev_id: &str, fanout_id: Option<i64>) -> FirmwareUpdate {
+        FirmwareUpdate {
+            correlator: correlator.into(),
+            dev_id: dev_id.into(),
+            artifact_id: "a1".into(),
+            command_id: fanout_id.is_none().then_some(7),
+            fanout_id,
+            state: UpdateState::Queued,
+            result: None,
+            reason: None,
+            created_at: 100,
+            updated_at: 100,
+        }
+    }
+
+    #[test]
+    fn an_artifact_in_use_is_kept_and_one_no_update_needs_goes() {
+        each_backend(|store| {
+            let firmware = Firmware(store.sql());
+            firmware.add_artifact(&artifact("a1", 1)).unwrap();
+            firmware.add_artifact(&artifact("a2", 2)).unwrap();
+            let listed: Vec<String> = firmware
+                .artifacts()
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect();
+            assert_eq!(listed, ["a2", "a1"], "newest first");
+            firmware.add_update(&update("fw-1", "d1", None)).unwrap();
+            assert_eq!(firmware.remove_artifact("a1").unwrap(), Removal::InUse);
+            assert_eq!(firmware.remove_artifact("a2").unwrap(), Removal::Removed);
+            assert_eq!(firmware.remove_artifact("a2").unwrap(), Removal::NotFound);
+            let failed = Ending {
+                state: UpdateState::Failed,
+                result: Some(402),
+                reason: Some("402 Corrupted Firmware Update Package"),
+            };
+            assert!(firmware.settle("fw-1", "d1", &failed, 200).unwrap());
+            assert_eq!(firmware.remove_artifact("a1").unwrap(), Removal::Removed);
+        });
+    }
+
+    #[test]
+    fn an_update_moves_on_once_and_a_repeat_report_changes_nothing() {
+        each_backend(|store| {
+            let firmware = Firmware(store.sql());
+            firmware.add_update(&update("fw-1", "d1", None)).unwrap();
+            firmware.add_update(&update("fw-2", "d1", Some(3))).unwrap();
+            firmware.add_update(&update("fw-2", "d2", Some(3))).unwrap();
+            assert!(
+                firmware
+                    .settle_state("fw-1", "d1", UpdateState::Accepted, 110)
+                    .unwrap()
+            );
+            assert!(
+                !firmware
+                    .settle_state("fw-1", "d1", UpdateState::Accepted, 111)
+                    .unwrap()
+            );
+            let done = Ending {
+                state: UpdateState::Succeeded,
+                result: Some(200),
+                reason: None,
+            };
+            assert!(firmware.settle("fw-1", "d1", &done, 120).unwrap());
+            let late = Ending {
+                state: UpdateState::Failed,
+                result: Some(410),
+                reason: Some("late"),
+            };
+            assert!(
+                !firmware.settle("fw-1", "d1", &late, 130).unwrap(),
+                "ended already"
+            );
+            let ended = firmware.update("fw-1", "d1").unwrap().unwrap();
+            assert_eq!(
+                (ended.state, ended.result, ended.updated_at),
+                (UpdateState::Succeeded, Some(200), 120)
+            );
+            // Another device's update of the same correlator is apart.
+            assert_eq!(firmware.update("fw-1", "d2").unwrap(), None);
+            let fanned: Vec<String> = firmware
+                .updates_of_fanout(3)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.dev_id)
+                .collect();
+            assert_eq!(fanned.len(), 2);
+            let device = firmware.updates(Some("d1"), None, 10).unwrap();
+            assert_eq!(device.len(), 2);
+            let queued = firmware
+                .updates(None, Some(UpdateState::Queued), 10)
+                .unwrap();
+            assert_eq!(queued.len(), 2);
+            // Sent again (a campaign's retry): the update starts over.
+            let mut again = update("fw-1", "d1", None);
+            again.command_id = Some(8);
+            firmware.add_update(&again).unwrap();
+            let restarted = firmware.update("fw-1", "d1").unwrap().unwrap();
+            assert_eq!(
+                (restarted.state, restarted.result, restarted.command_id),
+                (UpdateState::Queued, None, Some(8))
+            );
+        });
     }
 }
