@@ -84,6 +84,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             Box::pin(queued_commands(&admin, dir.path())),
         ),
         (
+            "firmware: an image uploaded, the device updated through FUMO, its result reported",
+            Box::pin(firmware_update(&admin, dir.path())),
+        ),
+        (
             "HMAC session in WBXML: every message authenticated both ways",
             Box::pin(first_session(
                 &admin,
@@ -514,10 +518,13 @@ async fn server_initiated(admin: &AdminClient, dir: &Path) -> anyhow::Result<Str
         done["outcome"]["results"][0]["data"] == dev_id,
         "unexpected outcome: {done}"
     );
-    Ok(format!(
-        "package 0 for session {} verified by the device; the queued Get came back with its DevId",
-        answer["session_id"]
-    ))
+    // A device whose last session just ended answers "too soon" (429); the server
+    // sends package 0 again after a pause.
+    let woken = match answer["session_id"].as_str() {
+        Some(session) => format!("package 0 for session {session} verified by the device"),
+        None => "package 0 answered \"too soon\" (a session had just ended), sent again by the server and verified by the device".to_owned(),
+    };
+    Ok(format!("{woken}; the queued Get came back with its DevId"))
 }
 
 async fn queued_commands(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
@@ -566,4 +573,68 @@ async fn queued_commands(admin: &AdminClient, dir: &Path) -> anyhow::Result<Stri
         "the failed Atomic was not rolled back"
     );
     Ok("Replace 200, Get -> \"gwmo\", Exec 200 (Ping ran), Atomic 507 and rolled back".into())
+}
+
+/// An image uploaded to the server and sent to a device: the device accepts the Exec
+/// (202), downloads and verifies the package, installs it (simulated) and reports the
+/// FUMO result in a Generic Alert of a session of its own.
+async fn firmware_update(admin: &AdminClient, dir: &Path) -> anyhow::Result<String> {
+    const VERSION: &str = "2.0";
+    let dev_id = "IMEI:350000000000101";
+    let agent = Arc::new(reopen(dir, dev_id, WireEncoding::Xml)?);
+    let image: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let (status, artifact) = admin
+        .upload_artifact(
+            &format!("name=demo-firmware&version={VERSION}&man=gwmo&model=gwmo-device"),
+            image.clone(),
+        )
+        .await?;
+    ensure!(status == 201, "upload refused ({status}): {artifact}");
+    let id = artifact["id"]
+        .as_str()
+        .context("no artifact id")?
+        .to_owned();
+    let request = serde_json::json!({ "artifact": id, "wake": false }).to_string();
+    let update = admin
+        .call(
+            Method::POST,
+            &format!("/api/devices/{dev_id}/firmware"),
+            Some(&request),
+        )
+        .await?;
+    // The device's firmware worker runs beside the session that takes the update.
+    let worker = agent.clone();
+    let working = tokio::spawn(async move { worker.run_firmware_jobs().await });
+    client_session(&agent).await?;
+    let correlator = update["correlator"].as_str().unwrap_or_default().to_owned();
+    let ended = wait_for("the device's FUMO result", || async {
+        let page = admin
+            .get(&format!("/api/devices/{dev_id}/firmware"))
+            .await?;
+        Ok(page["updates"]
+            .as_array()
+            .and_then(|updates| {
+                updates
+                    .iter()
+                    .find(|u| u["correlator"] == correlator.as_str())
+            })
+            .filter(|u| u["state"] == "succeeded" || u["state"] == "failed")
+            .cloned())
+    })
+    .await;
+    working.abort();
+    let ended = ended?;
+    ensure!(ended["result"] == 200, "the update failed: {ended}");
+    let tree = agent.tree().await;
+    ensure!(
+        tree.value("./DevDetail/FwV") == Some(VERSION),
+        "the device does not run {VERSION}"
+    );
+    let served = admin.get(&format!("/api/artifacts/{id}")).await?;
+    Ok(format!(
+        "{} bytes downloaded once (sha256 verified), installed; FwV {VERSION}, State {}, result 200 ({})",
+        served["bytes_served"],
+        tree.value("./FUMO/Firmware/State").unwrap_or_default(),
+        ended["result_meaning"].as_str().unwrap_or_default()
+    ))
 }

@@ -298,8 +298,8 @@ fn the_demo_verifies_every_step() {
         })
         .unwrap_or_else(|| panic!("no summary line: {stdout}"));
     assert_eq!(verified, total, "{stdout}");
-    assert!(total >= 7, "{stdout}");
-    for step in ["figures x and y", "figure z", "a lapse"] {
+    assert!(total >= 8, "{stdout}");
+    for step in ["figures x and y", "figure z", "a lapse", "firmware"] {
         assert!(stdout.contains(step), "no {step:?} step: {stdout}");
     }
     assert!(
