@@ -60,6 +60,11 @@ pub struct SimArgs {
     /// Plain HTTP everywhere, without TLS.
     #[arg(long)]
     plain_http: bool,
+    /// After the rollout, a firmware campaign of an image of this many MiB to every
+    /// device, through its gateway's image store: the WAN and LAN bytes, the time,
+    /// every device's new version checked.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    firmware_mib: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,6 +112,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         }),
         plain_http: args.plain_http,
         pki: args.pki,
+        firmware_mib: args.firmware_mib,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(gwmo_sim::run(options))?;

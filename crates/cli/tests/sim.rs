@@ -170,3 +170,24 @@ fn sim_soaks_at_a_steady_rate_and_samples_memory_and_files() {
     }
     assert!(soak["server_rss_growth"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn sim_rehearses_a_firmware_campaign_with_one_download_per_gateway() {
+    let (output, report) = sim("--devices 40 --gateways 4 --firmware-mib 1");
+    assert_clean_rollout(&output, &report, 40);
+    let firmware = &report["firmware"];
+    let image = 1u64 << 20;
+    assert_eq!(firmware["image_bytes"], image);
+    assert_eq!(firmware["updated"], 40, "{firmware}");
+    assert_eq!(firmware["failed"], 0, "{firmware}");
+    assert_eq!(firmware["verified"], 40, "{firmware}");
+    // The DM Server sent one image per gateway; each gateway one per device behind it.
+    assert_eq!(firmware["wan_bytes"], 4 * image, "{firmware}");
+    assert_eq!(firmware["lan_bytes_min"], 10 * image, "{firmware}");
+    assert_eq!(firmware["lan_bytes_total"], 40 * image, "{firmware}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("firmware: WAN (DM Server sent)"),
+        "{stdout}"
+    );
+}

@@ -75,6 +75,11 @@ impl Agent {
     /// Loads the device's tree from its state directory, or builds it on first start
     /// from the configuration (DevInfo, DevDetail and the factory accounts).
     pub fn open(settings: DeviceSettings) -> Result<Agent, DeviceError> {
+        if settings.firmware.streaming && settings.firmware.install_command.is_some() {
+            return Err(DeviceError::Settings(
+                "[firmware] streaming keeps no package for install_command to install: set one or the other",
+            ));
+        }
         let dir = settings.state_path();
         let state = StateDir::open(&dir)?;
         let mut tree = match state.load_tree()? {

@@ -165,12 +165,45 @@ pub async fn download(
     settings: &FirmwareSettings,
     idle: Duration,
 ) -> Result<(), Ending> {
+    if settings.streaming {
+        return fetch_streamed(client, &job.descriptor, settings, idle)
+            .await
+            .map_err(failed_download);
+    }
     let partial = dir.join(PARTIAL_FILE);
     fetch_verified(client, &job.descriptor, &partial, settings, idle)
         .await
         .map_err(failed_download)?;
     std::fs::rename(&partial, dir.join(PACKAGE_FILE))
         .map_err(|_| failed_download(ResultCode::CLIENT_ERROR))
+}
+
+/// Fetches the package `descriptor` names and checks its size and digest as it
+/// arrives, keeping none of it (`[firmware] streaming`); each failed attempt starts
+/// over. The error is the FUMO result code.
+async fn fetch_streamed(
+    client: &HttpClient,
+    descriptor: &Descriptor,
+    settings: &FirmwareSettings,
+    idle: Duration,
+) -> Result<(), ResultCode> {
+    let max_len = package_limit(descriptor, settings)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut hasher = Sha256::new();
+        match client
+            .fetch_streamed(&descriptor.url, max_len, idle, |piece| hasher.update(piece))
+            .await
+        {
+            Ok(length) => return check(length, &hex(hasher), descriptor),
+            Err(error) => {
+                if !retry_after(&error, attempt, settings, &descriptor.url).await {
+                    return Err(failure_of(error, descriptor));
+                }
+            }
+        }
+    }
 }
 
 /// Fetches the package `descriptor` names into `partial`, each attempt (up to
@@ -183,14 +216,8 @@ pub async fn fetch_verified(
     settings: &FirmwareSettings,
     idle: Duration,
 ) -> Result<(), ResultCode> {
-    let limit = settings.max_package_mib.saturating_mul(1 << 20);
-    if descriptor.size.is_some_and(|size| size > limit) {
-        return Err(ResultCode::DOWNLOAD_OUT_OF_MEMORY);
-    }
-    // One byte past the stated size is enough to know the package is not it.
-    let max_len = descriptor.size.map_or(limit, |size| size + 1);
+    let max_len = package_limit(descriptor, settings)?;
     let mut attempt = 0;
-    let mut pause = Duration::from_millis(250);
     let fetched = loop {
         attempt += 1;
         match client
@@ -199,20 +226,10 @@ pub async fn fetch_verified(
         {
             Ok(fetched) => break fetched,
             Err(error) => {
-                let retry = matches!(error, NetError::Request(..) | NetError::Timeout(..))
-                    && attempt < settings.download_attempts.max(1);
-                warn!(url = %descriptor.url, attempt, %error, retry, "firmware download failed");
-                if !retry {
+                if !retry_after(&error, attempt, settings, &descriptor.url).await {
                     let _ = std::fs::remove_file(partial);
-                    return Err(match error {
-                        NetError::TooLarge(..) if descriptor.size.is_some() => {
-                            ResultCode::CORRUPTED_PACKAGE
-                        }
-                        other => fetch_failure(&other),
-                    });
+                    return Err(failure_of(error, descriptor));
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
             }
         }
     };
@@ -246,25 +263,71 @@ async fn verify(path: &Path, descriptor: &Descriptor) -> Result<(), ResultCode> 
         length += read as u64;
         hasher.update(&buffer[..read]);
     }
+    check(length, &hex(hasher), descriptor)
+}
+
+/// A package of `length` bytes and digest `digest` against its descriptor.
+fn check(length: u64, digest: &str, descriptor: &Descriptor) -> Result<(), ResultCode> {
     if descriptor.size.is_some_and(|size| size != length) {
         return Err(ResultCode::CORRUPTED_PACKAGE);
     }
-    let digest: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     if descriptor.sha256.is_empty() || digest != descriptor.sha256 {
         return Err(ResultCode::VALIDATION_FAILED);
     }
     Ok(())
 }
 
+fn hex(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The most bytes to take of the package: one past its stated size is enough to know
+/// it is not the package; `Err` when the stated size is more than the device takes.
+fn package_limit(descriptor: &Descriptor, settings: &FirmwareSettings) -> Result<u64, ResultCode> {
+    let limit = settings.max_package_mib.saturating_mul(1 << 20);
+    match descriptor.size {
+        Some(size) if size > limit => Err(ResultCode::DOWNLOAD_OUT_OF_MEMORY),
+        Some(size) => Ok(size + 1),
+        None => Ok(limit),
+    }
+}
+
+/// Whether a failed attempt is tried again (a connection that failed or stalled, while
+/// attempts are left); if so, after a growing pause.
+async fn retry_after(
+    error: &NetError,
+    attempt: u32,
+    settings: &FirmwareSettings,
+    url: &str,
+) -> bool {
+    let retry = matches!(error, NetError::Request(..) | NetError::Timeout(..))
+        && attempt < settings.download_attempts.max(1);
+    warn!(%url, attempt, %error, retry, "firmware download failed");
+    if retry {
+        let pause = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(6) - 1);
+        tokio::time::sleep(pause.min(Duration::from_secs(10))).await;
+    }
+    retry
+}
+
+/// The FUMO result code of a download that failed for good.
+fn failure_of(error: NetError, descriptor: &Descriptor) -> ResultCode {
+    match error {
+        NetError::TooLarge(..) if descriptor.size.is_some() => ResultCode::CORRUPTED_PACKAGE,
+        other => fetch_failure(&other),
+    }
+}
+
 /// Installs the verified package through the configured step; the package is gone
-/// afterwards, whatever the outcome.
+/// afterwards, whatever the outcome. (A streamed package went where it goes as it
+/// arrived: only the simulated step is left.)
 pub async fn install(job: &Job, dir: &Path, settings: &FirmwareSettings) -> Result<(), Ending> {
     let package = dir.join(PACKAGE_FILE);
-    if !package.exists() {
+    if !settings.streaming && !package.exists() {
         // An Update with nothing downloaded before.
         return Err(Ending {
             result: ResultCode::NOT_ACCEPTABLE,
@@ -272,7 +335,7 @@ pub async fn install(job: &Job, dir: &Path, settings: &FirmwareSettings) -> Resu
         });
     }
     let installed = match &settings.install_command {
-        Some(command) => {
+        Some(command) if !settings.streaming => {
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(command)
@@ -288,7 +351,7 @@ pub async fn install(job: &Job, dir: &Path, settings: &FirmwareSettings) -> Resu
                 }
             }
         }
-        None => {
+        _ => {
             tokio::time::sleep(Duration::from_millis(settings.simulated_install_ms)).await;
             !settings.simulated_install_fails
         }

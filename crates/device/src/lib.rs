@@ -41,6 +41,8 @@ pub enum DeviceError {
     Listen(std::net::SocketAddr, String),
     #[error("local bootstrap refused: {0}")]
     Bootstrap(String),
+    #[error("configuration: {0}")]
+    Settings(&'static str),
     #[error(
         "the state in {dir} is device {stored:?}'s, not {configured:?}'s: give each device its own state_dir (the default holds {{dev_id}}), or start it afresh with --reset-state"
     )]

@@ -136,6 +136,12 @@ pub struct FirmwareSettings {
     pub max_package_mib: u64,
     /// Download attempts before the device gives up (each resumes the one before).
     pub download_attempts: u32,
+    /// Check the package as it arrives and keep none of it, as a device that writes an
+    /// update straight to a spare partition does, and as `gwmo sim`'s thousands of
+    /// devices must (none could store its own copy). A cut download starts over, and
+    /// the install is the simulated one: `install_command` needs a file, so the two
+    /// are refused together.
+    pub streaming: bool,
 }
 
 impl Default for FirmwareSettings {
@@ -146,6 +152,7 @@ impl Default for FirmwareSettings {
             simulated_install_fails: false,
             max_package_mib: 256,
             download_attempts: 5,
+            streaming: false,
         }
     }
 }

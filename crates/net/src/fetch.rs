@@ -40,6 +40,68 @@ impl HttpClient {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
             Err(error) => return Err(file_error(error)),
         };
+        let Some((start, mut body)) = self.start_fetch(url, have, idle).await? else {
+            // Everything was there already.
+            return Ok(Fetched {
+                length: have,
+                resumed_from: have,
+            });
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(start > 0)
+            .truncate(start == 0)
+            .open(path)
+            .await
+            .map_err(file_error)?;
+        let mut length = start;
+        while let Some(piece) = next_piece(url, &mut body, idle).await? {
+            length += piece.len() as u64;
+            if length > max_len {
+                return Err(NetError::TooLarge(url.to_owned(), max_len as usize));
+            }
+            file.write_all(&piece).await.map_err(file_error)?;
+        }
+        file.sync_data().await.map_err(file_error)?;
+        Ok(Fetched {
+            length,
+            resumed_from: start,
+        })
+    }
+
+    /// GETs `url` and hands each piece of its body to `sink` as it arrives, keeping
+    /// nothing (for a device that checks a package as it streams it to where it goes);
+    /// its length. At most `max_len` bytes; `idle` as for [`HttpClient::fetch_to`].
+    pub async fn fetch_streamed(
+        &self,
+        url: &str,
+        max_len: u64,
+        idle: Duration,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<u64, NetError> {
+        let Some((_, mut body)) = self.start_fetch(url, 0, idle).await? else {
+            return Ok(0);
+        };
+        let mut length = 0;
+        while let Some(piece) = next_piece(url, &mut body, idle).await? {
+            length += piece.len() as u64;
+            if length > max_len {
+                return Err(NetError::TooLarge(url.to_owned(), max_len as usize));
+            }
+            sink(&piece);
+        }
+        Ok(length)
+    }
+
+    /// Sends the GET of a fetch that has the first `have` bytes already: the offset the
+    /// answer's body starts at and the body; none when there was nothing left to send.
+    async fn start_fetch(
+        &self,
+        url: &str,
+        have: u64,
+        idle: Duration,
+    ) -> Result<Option<(u64, hyper::body::Incoming)>, NetError> {
         let range = format!("bytes={have}-");
         let headers: &[(&str, &str)] = if have > 0 {
             &[(RANGE.as_str(), &range)]
@@ -60,45 +122,29 @@ impl HttpClient {
                     format!("a partial answer that does not start at byte {have}"),
                 ));
             }
-            // Everything was there already.
-            416 if have > 0 => {
-                return Ok(Fetched {
-                    length: have,
-                    resumed_from: have,
-                });
-            }
+            416 if have > 0 => return Ok(None),
             status => return Err(NetError::Status(url.to_owned(), status)),
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(start > 0)
-            .truncate(start == 0)
-            .open(path)
+        Ok(Some((start, response.into_body())))
+    }
+}
+
+/// The next piece of a fetched body's data; none at its end.
+async fn next_piece(
+    url: &str,
+    body: &mut hyper::body::Incoming,
+    idle: Duration,
+) -> Result<Option<bytes::Bytes>, NetError> {
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
             .await
-            .map_err(file_error)?;
-        let mut length = start;
-        let mut body = response.into_body();
-        loop {
-            let frame = tokio::time::timeout(idle, body.frame())
-                .await
-                .map_err(|_| NetError::Timeout(url.to_owned(), idle))?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| failed(url, &e))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            length += data.len() as u64;
-            if length > max_len {
-                return Err(NetError::TooLarge(url.to_owned(), max_len as usize));
-            }
-            file.write_all(&data).await.map_err(file_error)?;
+            .map_err(|_| NetError::Timeout(url.to_owned(), idle))?;
+        let Some(frame) = frame else {
+            return Ok(None);
+        };
+        if let Ok(data) = frame.map_err(|e| failed(url, &e))?.into_data() {
+            return Ok(Some(data));
         }
-        file.sync_data().await.map_err(file_error)?;
-        Ok(Fetched {
-            length,
-            resumed_from: start,
-        })
     }
 }
 

@@ -355,6 +355,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_streamed_fetch_hands_over_every_byte_and_keeps_none() {
+        const CONTENT: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let (url, sent) = file_server(CONTENT).await;
+        let mut received = Vec::new();
+        let length = client(&plain(), 1024)
+            .fetch_streamed(
+                &format!("{url}file"),
+                1000,
+                Duration::from_secs(5),
+                |piece| received.extend_from_slice(piece),
+            )
+            .await
+            .unwrap();
+        assert_eq!(length, 36);
+        assert_eq!(received, CONTENT);
+        assert_eq!(sent.load(std::sync::atomic::Ordering::Relaxed), 36);
+        let too_large = client(&plain(), 1024)
+            .fetch_streamed(&format!("{url}file"), 10, Duration::from_secs(5), |_| {})
+            .await;
+        assert!(
+            matches!(too_large, Err(NetError::TooLarge(_, 10))),
+            "{too_large:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_fetch_stops_past_its_size_limit_and_names_a_refusal() {
         let (url, _) = file_server(b"0123456789").await;
         let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,10 @@ pub struct DevicePlan {
     /// The longest to wait for a session someone else starts (package 0).
     pub wait: Duration,
     pub tls: gwmo_net::TlsSettings,
+    /// The device takes firmware updates checking the package as it streams in and
+    /// keeping none of it (`[firmware] streaming`): thousands of simulated devices
+    /// cannot each store an image.
+    pub streams_firmware: bool,
 }
 
 /// What became of one device.
@@ -88,6 +92,10 @@ pub fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
         gateway: (plan.approach == Approach::ServerAssisted).then(|| plan.gateway_id.clone()),
         userpin: (plan.approach == Approach::Local).then(|| plan.userpin.clone()),
         timeout_secs: plan.wait.as_secs().max(1),
+        firmware: gwmo_device::settings::FirmwareSettings {
+            streaming: plan.streams_firmware,
+            ..Default::default()
+        },
         tls: plan.tls.clone(),
         ..DeviceSettings::default()
     };
@@ -188,7 +196,7 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
 /// A session the device starts with `server_id`, tried again after a failure with a
 /// growing, jittered pause (as a real device does: a server restarting or busy gets
 /// its devices back) until it completes or `patience` has passed.
-async fn session(agent: &Agent, server_id: &str, patience: Duration) -> Result<(), StepError> {
+pub async fn session(agent: &Agent, server_id: &str, patience: Duration) -> Result<(), StepError> {
     let deadline = Instant::now() + patience;
     let mut backoff = Backoff::new(Duration::from_millis(250), MAX_RETRY_PAUSE);
     loop {

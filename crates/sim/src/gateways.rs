@@ -50,7 +50,9 @@ pub async fn start(
             approaches: plan.approaches,
             userpins: plan.userpins,
             bootstrap_lapse_secs: gwmo_gateway::GatewaySettings::default().bootstrap_lapse_secs,
-            admin_token: None,
+            // Its admin API answers the server's token (the firmware phase reads what
+            // the gateway's image store served).
+            admin_token: Some(server.token().to_owned()),
             tls: fleet.tls.clone(),
         };
         starting.spawn(async move { (index, gwmo_wiring::start_gateway(&server, plan).await) });

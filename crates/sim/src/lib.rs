@@ -7,6 +7,7 @@
 
 mod baseline;
 mod device;
+mod firmware;
 mod fleet;
 mod gateways;
 mod progress;
@@ -85,6 +86,9 @@ pub struct SimOptions {
     /// The development CA to issue the simulation's certificates from (made when
     /// absent; none: one for this run only). External servers must trust it.
     pub pki: Option<PathBuf>,
+    /// After the rollout, a firmware campaign of an image of this many MiB to every
+    /// device (`firmware.rs`).
+    pub firmware_mib: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +198,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
             state_dir: scratch.path().join("devices").join(i.to_string()),
             wait: options.wait,
             tls: fleet.tls.clone(),
+            streams_firmware: options.firmware_mib.is_some(),
         };
         plans.push(plan.clone());
         let limit = limit.clone();
@@ -250,6 +255,23 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         }
     }
     let verified = verify(&fleet, &options, &dev_id, &gateway_id, &mut note).await;
+    let firmware = match options.firmware_mib {
+        Some(mib) => {
+            // The devices whose rollout finished.
+            let rolled_out: Vec<DevicePlan> = outcomes
+                .iter()
+                .filter(|(_, _, outcome)| outcome.error.is_none())
+                .map(|(i, _, _)| plans[*i].clone())
+                .collect();
+            let phase = firmware::Phase {
+                image_mib: mib,
+                prefix: format!("IMEI:sim{run_id}-"),
+                concurrency: options.concurrency,
+            };
+            Some(firmware::rehearse(&fleet, &gateways, &rolled_out, &phase, &mut note).await)
+        }
+        None => None,
+    };
     let soak = match options.soak {
         Some(soak) => Some(soak::run(&fleet, &plans, soak, &mut note).await),
         None => None,
@@ -293,6 +315,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         server_memory,
         simulator_peak_bytes: fleet::peak_bytes("self"),
         verified,
+        firmware,
         soak,
         errors,
     })

@@ -44,6 +44,8 @@ pub struct Report {
     pub simulator_peak_bytes: Option<u64>,
     /// Devices checked afterwards in the server's store: association and commands.
     pub verified: Verified,
+    /// The firmware campaign after the rollout, when asked for (`--firmware-mib`).
+    pub firmware: Option<crate::firmware::FirmwareReport>,
     /// The steady phase, when asked for (`--soak-secs`).
     pub soak: Option<crate::soak::Soak>,
     pub errors: BTreeMap<String, ErrorKind>,
@@ -316,6 +318,47 @@ impl fmt::Display for Report {
                 self.verified.associations, self.verified.commands
             ),
         )?;
+        if let Some(firmware) = &self.firmware {
+            let mib = |bytes: u64| bytes as f64 / 1048576.0;
+            row(
+                f,
+                "firmware: image / devices / time",
+                format!(
+                    "{:.1} MiB / {} / {:.1} s",
+                    mib(firmware.image_bytes),
+                    firmware.devices,
+                    firmware.secs
+                ),
+            )?;
+            row(
+                f,
+                "firmware: updated / failed / verified",
+                format!(
+                    "{} / {} / {}",
+                    firmware.updated, firmware.failed, firmware.verified
+                ),
+            )?;
+            row(
+                f,
+                "firmware: WAN (DM Server sent)",
+                format!(
+                    "{:.1} MiB ({:.2} images for {} gateways)",
+                    mib(firmware.wan_bytes),
+                    firmware.wan_images,
+                    self.gateways
+                ),
+            )?;
+            row(
+                f,
+                "firmware: LAN per gateway min / max / all",
+                format!(
+                    "{:.1} / {:.1} / {:.1} MiB",
+                    mib(firmware.lan_bytes_min),
+                    mib(firmware.lan_bytes_max),
+                    mib(firmware.lan_bytes_total)
+                ),
+            )?;
+        }
         if let Some(soak) = &self.soak {
             row(
                 f,
