@@ -101,6 +101,23 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
     let _unreached = unreached_device(dir.path(), &server);
     let campaign = r#"{"name":"pilot-read","command":{"op":"Get","target":"./DevInfo/Mod"},"filter":{"search":"IMEI:350000000000502"}}"#;
     assert_eq!(server.api("POST", "/api/campaigns", Some(campaign)).0, 201);
+    // A firmware image, and an update of a device that has not taken it yet.
+    let (status, artifact) = upload_artifact(
+        server.addr,
+        "name=pilot-fw&version=7.1&man=gwmo&model=gwmo-device",
+        &[7; 4096],
+    );
+    assert_eq!(status, 201, "{artifact}");
+    let update = format!(
+        r#"{{"artifact":"{}","force":true,"wake":false}}"#,
+        artifact["id"].as_str().unwrap()
+    );
+    let (status, queued) = server.api(
+        "POST",
+        "/api/devices/IMEI:350000000000502/firmware",
+        Some(&update),
+    );
+    assert_eq!(status, 202, "{queued}");
 
     let url = format!(
         "https://{}/dashboard#token={TOKEN}&device={ED}",
@@ -126,6 +143,9 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
         "gwmo-dms", // the factory account
         "attach",   // the alert log
         "takes package 0",
+        "pilot-fw 7.1", // the firmware image and its update
+        "gwmo/gwmo-device",
+        "<td>pilot-fw 7.1</td><td><span class=\"badge queued\">queued</span>",
     ] {
         assert!(
             dom.contains(shown),
