@@ -284,3 +284,94 @@ fn a_gateway_report_is_read_device_by_device_and_what_it_leaves_out_failed() {
     assert_eq!(outcomes.len(), 4);
     assert!(reported_outcomes(Some(&serde_json::json!({"not": "a list"}))).is_empty());
 }
+
+#[test]
+fn a_firmware_campaign_settles_each_device_from_its_fumo_result_not_its_command() {
+    use crate::store::firmware::{Artifact, Ending, Firmware, UpdateState};
+    each_backend(|store| {
+        fleet(store);
+        let artifact = Artifact {
+            id: "a1".into(),
+            name: "fw".into(),
+            version: "2.0".into(),
+            man: "gwmo".into(),
+            model: "m".into(),
+            size: 10,
+            sha256: "ab".repeat(32),
+            created_at: 0,
+        };
+        let spec = crate::firmware::update_command(&artifact, "https://dms/firmware/a1", "fw-c");
+        let filter = DeviceFilter {
+            dev_id_prefix: Some("IMEI:".into()),
+            ..DeviceFilter::default()
+        };
+        let plan = Plan {
+            name: "firmware 2.0",
+            spec: &spec,
+            filter: &filter,
+            filter_json: r#"{"search":"IMEI:"}"#,
+            wave: WaveSize::Devices(5),
+            threshold_percent: 100,
+        };
+        let (id, _) = create(store, &plan, 10).unwrap();
+        advance(store, id, 11).unwrap();
+        let firmware = Firmware(store.sql());
+        // Each device's update is recorded: queued for it, or handed to its gateway.
+        for n in 1..=5 {
+            let update = firmware
+                .update("fw-c", &format!("IMEI:{n}"))
+                .unwrap()
+                .unwrap();
+            let behind = matches!(n, 1 | 4);
+            assert_eq!(update.fanout_id.is_some(), behind, "IMEI:{n}");
+            assert_eq!(update.command_id.is_some(), !behind, "IMEI:{n}");
+            assert_eq!(update.artifact_id, "a1");
+        }
+        // The commands' own answers (202 accepted) settle nobody.
+        for n in [2, 3, 5] {
+            answer(store, &format!("IMEI:{n}"), 200, 12);
+        }
+        gateway_reports(store, 200, 12);
+        advance(store, id, 13).unwrap();
+        use TargetState::*;
+        assert!(
+            states(store, id).iter().all(|(_, _, s)| *s == Sent),
+            "{:?}",
+            states(store, id)
+        );
+        // The FUMO results do.
+        for (n, result) in [(1, 200), (2, 200), (3, 410), (4, 200), (5, 200)] {
+            let ending = Ending {
+                state: match result {
+                    200 => UpdateState::Succeeded,
+                    _ => UpdateState::Failed,
+                },
+                result: Some(result),
+                reason: (result != 200).then_some("410 Firmware Update Failed"),
+            };
+            assert!(
+                firmware
+                    .settle("fw-c", &format!("IMEI:{n}"), &ending, 14)
+                    .unwrap()
+            );
+        }
+        advance(store, id, 15).unwrap();
+        let settled = Campaigns(store.sql())
+            .targets(id, None, None, "", 100)
+            .unwrap();
+        for target in settled {
+            match target.dev_id.as_str() {
+                "IMEI:3" => {
+                    assert_eq!((target.state, target.status), (Failed, Some(410)));
+                    assert_eq!(target.error.as_deref(), Some("410 Firmware Update Failed"));
+                }
+                _ => assert_eq!(
+                    (target.state, target.status),
+                    (Done, Some(200)),
+                    "{}",
+                    target.dev_id
+                ),
+            }
+        }
+    });
+}
