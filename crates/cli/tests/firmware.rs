@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
+use gwmo_proto::{Alert, Data, Item, Location, Meta};
 use serde_json::Value;
 
 /// The device's install step: fails for version "broken", succeeds otherwise (and
@@ -481,4 +482,196 @@ fn req_fumo_a_firmware_campaign_follows_the_fumo_results_and_a_failed_install_co
     assert_eq!(updated["total"], 3, "{updated}");
     let state = dir.path().join("IMEI_FWC-4").join("state");
     assert_eq!(firmware_of(&state), ("1.0".to_owned(), "80".to_owned()));
+}
+
+#[test]
+fn req_fumo_a_device_reports_only_on_its_own_update_and_a_result_ends_an_update_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let owner = server.enroll("IMEI:FW-OWNER", "md5");
+    let stranger = server.enroll("IMEI:FW-STRANGER", "md5");
+    // The owner's first session reports its Man and Mod.
+    session_with_alerts(dir.path(), &owner, Vec::new());
+    let artifact = upload(&server, "8.0", "gwmo-device", &image(1000, 12));
+    let correlator = send(
+        &server,
+        "IMEI:FW-OWNER",
+        &format!(
+            r#"{{"artifact":"{}","wake":false}}"#,
+            artifact["id"].as_str().unwrap()
+        ),
+    );
+    let fumo_result = |code: &str| Alert {
+        cmd_id: 0,
+        code: 1226,
+        correlator: Some(correlator.clone()),
+        items: vec![Item {
+            source: Some(Location::new("./FUMO/Firmware/DownloadAndUpdate")),
+            meta: Some(Box::new(Meta {
+                r#type: Some(gwmo_proto::codes::alert_type::FUMO_DOWNLOAD_AND_UPDATE.into()),
+                format: Some("int".into()),
+                ..Meta::default()
+            })),
+            data: Some(Data::Text(code.into())),
+            ..Item::default()
+        }],
+    };
+    let state = || {
+        let (_, page) = server.api("GET", "/api/devices/IMEI:FW-OWNER/firmware", None);
+        page["updates"][0].clone()
+    };
+    // Another device claims the owner's update succeeded: nothing changes.
+    session_with_alerts(dir.path(), &stranger, vec![fumo_result("200")]);
+    assert_eq!(state()["state"], "queued", "{}", state());
+    assert!(
+        server
+            .daemon
+            .log_text()
+            .contains("a FUMO result for no update of this device")
+    );
+    // The owner's own report ends it; a later, different report changes nothing.
+    session_with_alerts(dir.path(), &owner, vec![fumo_result("402")]);
+    let ended = state();
+    assert_eq!(
+        (ended["state"].as_str(), ended["result"].as_i64()),
+        (Some("failed"), Some(402))
+    );
+    session_with_alerts(dir.path(), &owner, vec![fumo_result("200")]);
+    assert_eq!(state(), ended);
+}
+
+#[test]
+fn bad_uploads_and_downloads_get_clear_refusals_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("server");
+    let server = ServerProcess::start_with(
+        &home,
+        &home.join("server.db").display().to_string(),
+        "artifact_max_mib = 1\n",
+    );
+    let query = "name=fw&version=1&man=gwmo&model=m";
+    for (what, query, body, status) in [
+        ("an empty image", query.to_owned(), Vec::new(), 400),
+        (
+            "another digest",
+            format!("{query}&sha256={}", "0".repeat(64)),
+            image(100, 1),
+            400,
+        ),
+        (
+            "a digest that is none",
+            format!("{query}&sha256=xyz"),
+            image(100, 1),
+            400,
+        ),
+        (
+            "no version",
+            "name=fw&man=gwmo&model=m".to_owned(),
+            image(100, 1),
+            400,
+        ),
+        ("too large", query.to_owned(), image((1 << 20) + 1, 1), 413),
+    ] {
+        let (answered, refusal) = upload_artifact(server.addr, &query, &body);
+        assert_eq!(answered, status, "{what}: {refusal}");
+        assert!(refusal["error"].is_string(), "{what}: {refusal}");
+    }
+    let (_, listed) = server.api("GET", "/api/artifacts", None);
+    assert_eq!(listed["total"], 0, "{listed}");
+    let stored: Vec<_> = std::fs::read_dir(home.join("server.db.artifacts"))
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(stored.is_empty(), "left behind: {stored:?}");
+
+    // Downloads: an unknown id, a path that is no id, and a range past the end.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = gwmo_net::HttpClient::new(
+        &test_tls().client().unwrap(),
+        Duration::from_secs(10),
+        1 << 20,
+    );
+    let artifact = upload(&server, "1.0", "m", &image(1000, 2));
+    let id = artifact["id"].as_str().unwrap();
+    for (path, range, status) in [
+        (format!("/firmware/{}", "0".repeat(32)), None, 404),
+        ("/firmware/..%2Fserver.db".to_owned(), None, 404),
+        (format!("/firmware/{id}"), Some("bytes=1000-"), 416),
+        (format!("/firmware/{id}"), Some("bytes=10-19"), 206),
+        (format!("/firmware/{id}"), None, 200),
+    ] {
+        let headers: Vec<(&str, &str)> = range.map(|r| vec![("range", r)]).unwrap_or_default();
+        let url = format!("https://{}{path}", server.addr);
+        let answer = runtime
+            .block_on(client.request(gwmo_net::Method::GET, &url, &headers, Vec::new()))
+            .unwrap();
+        let (answered, body) = (answer.status, answer.body);
+        assert_eq!(answered, status, "{path} {range:?}");
+        match status {
+            206 => assert_eq!(body, image(1000, 2)[10..20]),
+            200 => assert_eq!(body, image(1000, 2)),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_gateways_image_store_evicts_the_oldest_image_when_a_new_one_would_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    // Room for one 700 KB image, not two.
+    let gateway = GatewayProcess::start(dir.path(), &server, "gw-small", "image_store_mib = 1\n");
+    let home = dir.path().join("IMEI_FW-SMALL");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut device = end_device(&home, &server.enroll("IMEI:FW-SMALL", "md5"), "gw-small");
+    poll(
+        "the device behind its gateway",
+        Duration::from_secs(60),
+        || {
+            device.assert_running();
+            let (_, record) = server.api("GET", "/api/devices/IMEI:FW-SMALL", None);
+            (record["gateway"]["gateway_id"] == "gw-small").then_some(())
+        },
+    );
+    let mut held_after = |version: &str, seed: u8| {
+        let artifact = upload(&server, version, "gwmo-device", &image(700_000, seed));
+        let request =
+            serde_json::json!({ "artifact": artifact["id"], "targets": ["IMEI:FW-SMALL"] });
+        let (status, sent) = server.api(
+            "POST",
+            "/api/gateways/gw-small/firmware",
+            Some(&request.to_string()),
+        );
+        assert_eq!(status, 202, "{sent}");
+        let correlator = sent["correlator"].as_str().unwrap().to_owned();
+        let update = ended(&server, "IMEI:FW-SMALL", &correlator, &mut device);
+        assert_eq!(update["result"], 200, "{update}");
+        let (_, held) = gateway.api("GET", "/api/artifacts", None);
+        let versions: Vec<String> = held["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["version"].as_str().unwrap().to_owned())
+            .collect();
+        (versions, artifact)
+    };
+    let (first, _) = held_after("9.1", 21);
+    assert_eq!(first, ["9.1"]);
+    let (second, artifact) = held_after("9.2", 22);
+    assert_eq!(second, ["9.2"], "the older image made room");
+    let tree = device_tree(&gateway.dir.join("state").join("upstream"));
+    let listed = tree["children"]["GwMO"]["children"]["ImageInventory"]["children"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|image| image["children"]["SHA256"]["value"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        listed,
+        [artifact["sha256"].clone()],
+        "the inventory lists what is held"
+    );
+    assert_eq!(
+        firmware_of(&home.join("state")),
+        ("9.2".to_owned(), "100".to_owned())
+    );
 }
