@@ -89,12 +89,17 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
     assert!(dm["server_cpu_us"].as_f64().unwrap() > 0.0, "{dm}");
     assert!(report["cpu"]["server_us_per_message"].as_f64().unwrap() > 0.0);
     assert!(report["cpu"]["ms_per_device"].as_f64().unwrap() > 0.0);
-    assert!(
-        report["server_memory"]["peak_bytes_per_device"]
-            .as_u64()
-            .unwrap()
-            > 0
+    // Memory per device leaves out what the server held before any device.
+    let memory = &report["server_memory"];
+    let at_start = memory["at_start_bytes"].as_u64().unwrap();
+    let peak = memory["peak_bytes"].as_u64().unwrap();
+    assert!(at_start > 0 && at_start <= peak, "{memory}");
+    assert_eq!(
+        memory["peak_bytes_per_device"].as_u64().unwrap(),
+        (peak - at_start) / 40,
+        "{memory}"
     );
+    assert!(report["simulator_bytes_per_device"].as_u64().is_some(), "{report}");
 }
 
 #[test]

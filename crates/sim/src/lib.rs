@@ -131,6 +131,15 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         .unwrap_or_else(|| server_scratch.path().join("pki"));
     let tls = fleet::tls(options.plain_http, &pki)?;
     let fleet = Arc::new(Fleet::start(&options.servers, tls, server_scratch.path()).await?);
+    // What the servers and this process hold before any device: the fixed part, kept
+    // out of the memory per device.
+    let servers_at_start: u64 = fleet
+        .instances
+        .iter()
+        .filter_map(|i| i.memory())
+        .map(|(rss, _)| rss)
+        .sum();
+    let simulator_at_start = fleet::resident_bytes("self");
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let gateway_id = |g: usize| format!("sim{run_id}-gw{g:04}");
     let dev_id = |i: usize| format!("IMEI:sim{run_id}-{i:06}");
@@ -281,7 +290,8 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     let rollout = rollout_secs.max(f64::EPSILON);
     let completed_sessions = latencies.len();
     let server_round_trips_per_sec = server_round_trips as f64 / rollout;
-    let server_memory = memory(&fleet, options.devices);
+    let server_memory = memory(&fleet, servers_at_start, options.devices);
+    let simulator_peak_bytes = fleet::peak_bytes("self");
     Ok(Report {
         devices: options.devices,
         gateways: options.gateways,
@@ -313,7 +323,10 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         ),
         baseline,
         server_memory,
-        simulator_peak_bytes: fleet::peak_bytes("self"),
+        simulator_peak_bytes,
+        simulator_bytes_per_device: simulator_peak_bytes
+            .zip(simulator_at_start)
+            .map(|(peak, start)| peak.saturating_sub(start) / options.devices.max(1) as u64),
         verified,
         firmware,
         soak,
@@ -390,7 +403,9 @@ async fn verify(
     verified
 }
 
-fn memory(fleet: &Fleet, devices: usize) -> Option<ServerMemory> {
+/// The servers' memory now, and per device: what their peak grew by since they
+/// started (`at_start`), over the devices.
+fn memory(fleet: &Fleet, at_start: u64, devices: usize) -> Option<ServerMemory> {
     let measured: Vec<(u64, u64)> = fleet.instances.iter().filter_map(|i| i.memory()).collect();
     if measured.is_empty() {
         return None;
@@ -400,6 +415,7 @@ fn memory(fleet: &Fleet, devices: usize) -> Option<ServerMemory> {
     Some(ServerMemory {
         rss_bytes,
         peak_bytes,
-        peak_bytes_per_device: peak_bytes / devices.max(1) as u64,
+        at_start_bytes: at_start,
+        peak_bytes_per_device: peak_bytes.saturating_sub(at_start) / devices.max(1) as u64,
     })
 }

@@ -40,8 +40,10 @@ pub struct Report {
     pub baseline: Option<Baseline>,
     /// Server memory (only for servers the simulator started).
     pub server_memory: Option<ServerMemory>,
-    /// The simulator's own peak resident memory (its devices and gateways).
+    /// The simulator's own peak resident memory (its devices and gateways), and what
+    /// it grew by from the simulator's start, per device.
     pub simulator_peak_bytes: Option<u64>,
+    pub simulator_bytes_per_device: Option<u64>,
     /// Devices checked afterwards in the server's store: association and commands.
     pub verified: Verified,
     /// The firmware campaign after the rollout, when asked for (`--firmware-mib`).
@@ -135,7 +137,9 @@ impl CpuCost {
 pub struct ServerMemory {
     pub rss_bytes: u64,
     pub peak_bytes: u64,
-    /// Peak resident memory of all instances divided by the devices they manage.
+    /// What the instances held once started, before any device: the fixed part.
+    pub at_start_bytes: u64,
+    /// What the instances' peak resident memory grew by from there, per device.
     pub peak_bytes_per_device: u64,
 }
 
@@ -294,20 +298,28 @@ impl fmt::Display for Report {
         if let Some(memory) = &self.server_memory {
             row(
                 f,
-                "server memory (RSS / peak / per device)",
+                "server memory (at start / RSS / peak)",
                 format!(
-                    "{:.1} MiB / {:.1} MiB / {:.1} KiB",
+                    "{:.1} MiB / {:.1} MiB / {:.1} MiB",
+                    memory.at_start_bytes as f64 / 1048576.0,
                     memory.rss_bytes as f64 / 1048576.0,
                     memory.peak_bytes as f64 / 1048576.0,
-                    memory.peak_bytes_per_device as f64 / 1024.0
                 ),
+            )?;
+            row(
+                f,
+                "server memory per device (peak over start)",
+                format!("{:.1} KiB", memory.peak_bytes_per_device as f64 / 1024.0),
             )?;
         }
         if let Some(peak) = self.simulator_peak_bytes {
+            let per_device = self.simulator_bytes_per_device.map_or(String::new(), |b| {
+                format!(" ({:.1} KiB per device over its start)", b as f64 / 1024.0)
+            });
             row(
                 f,
                 "simulator peak memory",
-                format!("{:.1} MiB", peak as f64 / 1048576.0),
+                format!("{:.1} MiB{per_device}", peak as f64 / 1048576.0),
             )?;
         }
         row(
