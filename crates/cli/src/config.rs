@@ -27,8 +27,11 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> a
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read configuration {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("bad configuration {}", path.display()))?
+            toml::from_str(&text).map_err(|error| {
+                let hint = mistaken_table_hint(&error.to_string());
+                anyhow::anyhow!(error)
+                    .context(format!("bad configuration {}{hint}", path.display()))
+            })?
         }
         None => T::default(),
     };
@@ -52,6 +55,20 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> a
                 overridden.join(", ")
             ),
         })
+}
+
+/// A hint for the one mistake whose parser message names no key: a table written as
+/// an array of tables (`[[upstream]]` for `[upstream]`), or the other way round
+/// (`[accounts]` for `[[accounts]]`).
+fn mistaken_table_hint(message: &str) -> &'static str {
+    match (
+        message.contains("invalid type: map"),
+        message.contains("invalid type: sequence") || message.contains("expected a sequence"),
+    ) {
+        (true, _) => " (a [table] written as [[table]]? One table is written [name])",
+        (_, true) => " (a list written as one [table]? A list of tables is written [[name]])",
+        _ => "",
+    }
 }
 
 /// The prefix of the environment variables that override configuration keys.
@@ -271,6 +288,18 @@ mod tests {
             .unwrap_err();
         assert!(
             format!("{error:#}").contains("cannot read /nonexistent/token"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_table_written_as_an_array_of_tables_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "[[tls]]\nplain_http = true\n").unwrap();
+        let error = load::<Sample>(Some(&path)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("One table is written [name]"),
             "{error:#}"
         );
     }

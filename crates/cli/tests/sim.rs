@@ -99,7 +99,10 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
         (peak - at_start) / 40,
         "{memory}"
     );
-    assert!(report["simulator_bytes_per_device"].as_u64().is_some(), "{report}");
+    assert!(
+        report["simulator_bytes_per_device"].as_u64().is_some(),
+        "{report}"
+    );
 }
 
 #[test]
