@@ -80,7 +80,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
             &client_tls,
         );
         tracing::info!(address = %bound, gateway = %settings.bootstrap.gateway_id, "local bootstrap server listening");
-        crate::daemon::reload_on_hangup();
+        crate::daemon::reload_on_hangup(args.config.config.clone());
         crate::daemon::notify_ready();
         gwmo_net::serve(
             listener,

@@ -18,7 +18,7 @@ const PATH_KEYS: &[&str] = &[
 ];
 
 /// Reads the configuration file, or the defaults when there is none, then the
-/// environment's overrides ([`apply_environment`]). A relative path in the file (or
+/// environment's overrides ([`apply_environment`]), and applies its log filter. A relative path in the file (or
 /// in a default it leaves) is taken from the file's directory, not from the working
 /// directory: `cd / && gwmo server --config /etc/gwmo/server.toml` finds
 /// `pki/server.pem` in `/etc/gwmo`.
@@ -27,7 +27,16 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> a
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read configuration {}", path.display()))?;
-            toml::from_str(&text).map_err(|error| {
+            let mut table = text.parse::<toml::Table>().map_err(|error| {
+                anyhow::anyhow!(error).context(format!("bad configuration {}", path.display()))
+            })?;
+            // The log filter is the program's, not the role's (`crate::logging`). Read
+            // from the text when it has none, an error keeps its line.
+            let parsed = match table.remove(LOG_KEY) {
+                Some(_) => toml::Value::Table(table).try_into(),
+                None => toml::from_str(&text),
+            };
+            parsed.map_err(|error| {
                 let hint = mistaken_table_hint(&error.to_string());
                 anyhow::anyhow!(error)
                     .context(format!("bad configuration {}{hint}", path.display()))
@@ -46,6 +55,7 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> a
             .unwrap_or(Path::new("."));
         resolve_paths(&mut value, base);
     }
+    crate::logging::apply_configured(log_filter(path)?.as_deref());
     value
         .try_into()
         .with_context(|| match overridden.is_empty() {
@@ -55,6 +65,31 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> a
                 overridden.join(", ")
             ),
         })
+}
+
+/// The key of every role's configuration that sets the log filter (`GWMO_LOG` in the
+/// environment overrides it, `RUST_LOG` both).
+const LOG_KEY: &str = "log";
+
+/// The log filter the configuration sets: `GWMO_LOG`, else its `log` key.
+pub fn log_filter(path: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(filter) = std::env::var("GWMO_LOG") {
+        return Ok(Some(filter));
+    }
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read configuration {}", path.display()))?;
+    let table = text
+        .parse::<toml::Table>()
+        .with_context(|| format!("bad configuration {}", path.display()))?;
+    match table.get(LOG_KEY) {
+        None => Ok(None),
+        Some(toml::Value::String(filter)) => Ok(Some(filter.clone())),
+        Some(other) => anyhow::bail!(
+            "bad configuration {}: log must be a filter such as \"info\" or \"warn,gwmo_server=debug\", not {other}",
+            path.display()
+        ),
+    }
 }
 
 /// A hint for the one mistake whose parser message names no key: a table written as

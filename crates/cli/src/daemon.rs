@@ -44,10 +44,11 @@ fn send_ready(socket: &std::ffi::OsStr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reloads every certificate this process presents on SIGHUP (after a renewal), instead
-/// of the signal's default of ending the process. Returns at once; the task runs for
-/// as long as the runtime does.
-pub fn reload_on_hangup() {
+/// On SIGHUP, instead of the signal's default of ending the process: reads the log
+/// filter of the configuration file `config` again, and every certificate this process
+/// presents (after a renewal). Returns at once; the task runs for as long as the
+/// runtime does.
+pub fn reload_on_hangup(config: Option<std::path::PathBuf>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("cannot listen for SIGHUP: certificates reload only with a restart");
@@ -55,6 +56,12 @@ pub fn reload_on_hangup() {
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            match crate::config::log_filter(config.as_deref()) {
+                Ok(filter) => crate::logging::apply_configured(filter.as_deref()),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "SIGHUP: the configuration's log filter could not be read; the one in force stays")
+                }
+            }
             match gwmo_net::reload_certificates() {
                 Ok(reloaded) => tracing::info!(reloaded, "SIGHUP: certificates read again"),
                 Err(error) => {

@@ -89,7 +89,7 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
                 crate::daemon::shutdown_signal(),
             ))
         });
-        crate::daemon::reload_on_hangup();
+        crate::daemon::reload_on_hangup(args.config.config.clone());
         crate::daemon::notify_ready();
         agent.run(crate::daemon::shutdown_signal()).await;
         if let Some(task) = notify {

@@ -30,7 +30,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         if let (Some(path), Some(addr)) = (bootstrap_address_file, gateway.bootstrap_addr()) {
             crate::daemon::write_address_file(&path, addr)?;
         }
-        crate::daemon::reload_on_hangup();
+        crate::daemon::reload_on_hangup(args.config.config.clone());
         crate::daemon::notify_ready();
         gateway.run(crate::daemon::shutdown_signal()).await?;
         Ok(())

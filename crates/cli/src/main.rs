@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod device;
 mod gateway;
+mod logging;
 mod msg;
 mod operator;
 mod server;
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
     // log warnings) and the simulator prints a summary: their logs stay quiet unless
     // RUST_LOG asks.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Sim(_));
-    init_logging(
+    logging::init(
         if quiet { "error" } else { "warn,gwmo=info" },
         cli.log_format,
     );
@@ -130,20 +131,6 @@ fn said_once(error: &anyhow::Error) -> String {
 
 /// Logs go to stderr; `RUST_LOG` chooses what, else `default`. Colours only when
 /// stderr is a terminal: a file or journald gets plain text.
-fn init_logging(default: &str, format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true);
-    match format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         if let (Some(path), Some(addr)) = (address_file, server.local_addr()) {
             crate::daemon::write_address_file(&path, addr)?;
         }
-        crate::daemon::reload_on_hangup();
+        crate::daemon::reload_on_hangup(args.config.config.clone());
         crate::daemon::notify_ready();
         server.run(crate::daemon::shutdown_signal()).await?;
         Ok(())

@@ -344,6 +344,75 @@ fn sighup_reloads_a_renewed_certificate_without_a_restart() {
     );
 }
 
+#[test]
+fn sighup_reads_the_configuration_s_log_filter_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    let write = |level: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "log = \"{level}\"\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\
+                 address_file = \"server.addr\"\n{}",
+                tls_table()
+            ),
+        )
+        .unwrap()
+    };
+    write("warn");
+    let mut command = gwmo();
+    command
+        .env_remove("RUST_LOG")
+        .arg("server")
+        .arg("--config")
+        .arg(&config);
+    let mut daemon = Daemon::spawn(command, dir.path().join("server.log"));
+    let addr = bound_address(&mut daemon, &dir.path().join("server.addr"));
+    // An enrollment logs at info: not shown under "warn".
+    let (status, _) = api(
+        addr,
+        "POST",
+        "/api/devices",
+        Some(r#"{"dev_id":"IMEI:LOG-1"}"#),
+    );
+    assert_eq!(status, 201);
+    assert!(
+        !daemon.log_text().contains(" INFO "),
+        "{}",
+        daemon.log_text()
+    );
+
+    write("info");
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    poll(
+        "the new log filter",
+        std::time::Duration::from_secs(10),
+        || {
+            daemon.assert_running();
+            daemon
+                .log_text()
+                .contains("log filter set from the configuration")
+                .then_some(())
+        },
+    );
+    let (status, _) = api(
+        addr,
+        "POST",
+        "/api/devices",
+        Some(r#"{"dev_id":"IMEI:LOG-2"}"#),
+    );
+    assert_eq!(status, 201);
+    assert!(
+        daemon.log_text().contains(" INFO "),
+        "{}",
+        daemon.log_text()
+    );
+}
+
 /// A plain-HTTP GET of `path` at `addr`; the status and body.
 fn plain_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
