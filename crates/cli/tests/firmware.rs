@@ -378,6 +378,22 @@ fn req_fumo_twenty_devices_behind_one_gateway_are_updated_with_the_image_crossin
     }
     let (_, page) = server.api("GET", "/api/devices?fwv=5.0", None);
     assert_eq!(page["total"], DEVICES);
+    // The gateway's own metrics, beside its embedded server's.
+    let (status, _, metrics) = http_full(gateway.addr, "GET", "/metrics", "text/plain", b"");
+    assert_eq!(status, 200);
+    for line in [
+        format!("gwmo_gateway_end_devices {DEVICES}"),
+        "gwmo_gateway_attaches_reported_total 0".to_owned(),
+        "gwmo_gateway_fanouts_reported_total 1".to_owned(),
+        "gwmo_gateway_images 1".to_owned(),
+        format!("gwmo_gateway_image_bytes_fetched_total {}", bytes.len()),
+        format!("gwmo_artifact_bytes_served_total {}", DEVICES * bytes.len()),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -553,6 +553,17 @@ fn req_8x2_a_bootstrap_without_a_session_lapses_and_the_gateway_reports_the_deta
         404,
         "the gateway still serves it"
     );
+    // The gateway counts what it handed out and reported.
+    let (_, metrics) = http(gw.addr, "GET", "/metrics", None, "text/plain", b"");
+    for line in [
+        "gwmo_gateway_local_bootstraps_total 1",
+        "gwmo_gateway_detaches_reported_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
 }
 
 /// `gwmo bootstrap` pointed at a gateway's enrollment endpoint with `token`.

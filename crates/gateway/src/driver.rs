@@ -22,6 +22,7 @@ use crate::GatewayError;
 use crate::images::{self, ImageStore};
 use crate::inventory::{self, FanoutEntry, FanoutStatus, InventoryEntry, LocalBootstrap};
 use crate::known::{InventoryView, Known};
+use crate::metrics::GatewayMetrics;
 use crate::reconcile::{Action, Observation, Policy, Report, reconcile};
 use crate::settings::GatewaySettings;
 
@@ -50,6 +51,8 @@ pub struct Driver {
     check_again_at: Arc<watch::Sender<Option<i64>>>,
     /// The firmware images kept for the end devices.
     images: Arc<ImageStore>,
+    /// What the gateway counts of its own (`/metrics`).
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Driver {
@@ -59,6 +62,8 @@ impl Driver {
         end_devices: EndDevices,
         images: ImageStore,
     ) -> Driver {
+        let metrics = Arc::new(GatewayMetrics::default());
+        end_devices.add_metrics(metrics.clone());
         Driver {
             settings,
             agent,
@@ -67,6 +72,7 @@ impl Driver {
             fanouts: Arc::default(),
             check_again_at: Arc::new(watch::Sender::new(None)),
             images: Arc::new(images),
+            metrics,
         }
     }
 
@@ -121,6 +127,11 @@ impl Driver {
             });
         }
         let changed = known.update(self.end_devices.changes_since_last().await?);
+        GatewayMetrics::set(
+            &self.metrics.inventory_entries,
+            known.inventory().entries.len() as u64,
+        );
+        GatewayMetrics::set(&self.metrics.end_devices, known.end_devices.len() as u64);
         let to_ask = known.probes_to_ask(&changed);
         if !to_ask.is_empty() {
             let outcomes = self.end_devices.outcomes(to_ask.clone()).await?;
@@ -188,8 +199,10 @@ impl Driver {
                 let items = reports.iter().map(attach_item).collect();
                 if let Err(error) = self.report_upstream(items).await {
                     warn!(%error, "Device Attach not reported to the DM Server yet");
+                    GatewayMetrics::add(&self.metrics.reports_deferred, 1);
                     return Ok(());
                 }
+                GatewayMetrics::add(&self.metrics.attaches_reported, attached.len() as u64);
                 self.agent
                     .update_tree(|tree| inventory::set_leaves(tree, &attached))
                     .await?;
@@ -200,8 +213,10 @@ impl Driver {
                 let items = reports.iter().map(detach_item).collect();
                 if let Err(error) = self.report_upstream(items).await {
                     warn!(%error, "lapse not reported to the DM Server yet");
+                    GatewayMetrics::add(&self.metrics.reports_deferred, 1);
                     return Ok(());
                 }
+                GatewayMetrics::add(&self.metrics.detaches_reported, reports.len() as u64);
                 self.agent
                     .update_tree(|tree| reports.iter().try_for_each(|r| tree.remove(&r.entry)))
                     .await?;
@@ -328,6 +343,7 @@ impl Driver {
                 .await
                 .map_err(|e| unavailable(e.into()))?;
         }
+        GatewayMetrics::add(&self.metrics.local_bootstraps, 1);
         self.try_sync().await.map_err(unavailable)
     }
 
@@ -383,6 +399,7 @@ impl Driver {
     /// before, recorded in its Queued leaf), the devices woken, their outcomes awaited
     /// and reported to the DM Server.
     async fn run_fanout(&self, fanout: &FanoutEntry) -> Result<(), GatewayError> {
+        GatewayMetrics::add(&self.metrics.fanouts_run, 1);
         let served: HashSet<String> = self
             .end_devices
             .all()
@@ -405,7 +422,8 @@ impl Driver {
         // A firmware update goes out pointed at the gateway's own copy of the image.
         let parsed = match parsed.map(|spec| (images::package_of(&spec), spec)) {
             Ok((Some(package), spec)) => match self.images.local_copy(&package).await {
-                Ok(image) => {
+                Ok((image, fetched)) => {
+                    GatewayMetrics::add(&self.metrics.image_bytes_fetched, fetched);
                     self.write_image_inventory().await;
                     firmware = package
                         .correlator
@@ -562,6 +580,7 @@ impl Driver {
     /// Writes what the image store holds into the tree, for the DM Server to read.
     pub async fn write_image_inventory(&self) {
         let images = self.images.images().await;
+        GatewayMetrics::set(&self.metrics.images, images.len() as u64);
         if let Err(error) = self
             .agent
             .update_tree(|tree| images::write_inventory(tree, &images))
@@ -579,6 +598,7 @@ impl Driver {
         let node = format!("{}/{id}", gwmo_tree::gwmo::FANOUT);
         let item = gwmo_alert_item(codes::alert_type::FANOUT_RESULTS, &node, results);
         self.report_upstream(vec![item]).await?;
+        GatewayMetrics::add(&self.metrics.fanouts_reported, 1);
         self.agent.update_tree(|tree| tree.remove(&node)).await?;
         info!(fanout = id, "fan-out results reported");
         Ok(())

@@ -140,9 +140,10 @@ impl ImageStore {
         }
     }
 
-    /// The gateway's copy of `package`: the one it holds, or one fetched now. The error
-    /// says why there is none, for the fan-out's results.
-    pub async fn local_copy(&self, package: &Package) -> Result<StoredImage, String> {
+    /// The gateway's copy of `package`: the one it holds, or one fetched now, with the
+    /// bytes fetched for it (0 for one held). The error says why there is none, for the
+    /// fan-out's results.
+    pub async fn local_copy(&self, package: &Package) -> Result<(StoredImage, u64), String> {
         let _one_at_a_time = self.lock.lock().await;
         let d = &package.descriptor;
         let held = self.end_devices.images().await.map_err(|e| e.to_string())?;
@@ -150,7 +151,7 @@ impl ImageStore {
             .iter()
             .find(|image| image.sha256 == d.sha256 && !d.sha256.is_empty())
         {
-            return Ok(image.clone());
+            return Ok((image.clone(), 0));
         }
         let size = d.size.ok_or("the update states no package size")?;
         if size > self.capacity {
@@ -189,7 +190,7 @@ impl ImageStore {
             .await
             .map_err(|e| e.to_string())?;
         info!(image = %image.id, version = %image.version, size, "firmware image fetched into the image store");
-        Ok(image)
+        Ok((image, size))
     }
 
     /// Removes the oldest images no update in flight uses until `size` more bytes fit.

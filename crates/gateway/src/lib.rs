@@ -12,6 +12,7 @@ mod gateway;
 mod images;
 mod inventory;
 mod known;
+mod metrics;
 mod reconcile;
 pub mod settings;
 

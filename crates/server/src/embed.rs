@@ -281,6 +281,11 @@ impl EndDevices {
         }
     }
 
+    /// Adds the embedding role's own metrics to the embedded server's `/metrics`.
+    pub fn add_metrics(&self, extra: Arc<dyn crate::metrics::ExtraMetrics>) {
+        self.state.metrics.add_extra(extra);
+    }
+
     /// Where the embedded server keeps the images it serves.
     pub fn image_dir(&self) -> std::path::PathBuf {
         self.state.settings.artifact_path()

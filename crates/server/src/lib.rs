@@ -36,6 +36,7 @@ pub use embed::{
     NewEndDevice, NewImage, StoredImage,
 };
 pub use http::Server;
+pub use metrics::{ExtraMetrics, MetricKind, write_metric};
 pub use operators::Role;
 pub use secrets::random_secret;
 pub use settings::{AdminTokenError, MIN_ADMIN_TOKEN_LEN, ServerSettings, check_admin_token};

@@ -11,6 +11,38 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// What a role embedding the server counts of its own (a gateway), rendered at the
+/// end of the same `/metrics`.
+pub trait ExtraMetrics: Send + Sync + std::fmt::Debug {
+    /// The role's metrics in the Prometheus text format ([`write_metric`] writes one).
+    fn render(&self) -> String;
+}
+
+/// The kind of a metric, as the text format names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// Writes one metric with its help and type lines.
+pub fn write_metric(
+    out: &mut String,
+    kind: MetricKind,
+    name: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    let kind = match kind {
+        MetricKind::Counter => "counter",
+        MetricKind::Gauge => "gauge",
+    };
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
 /// Counters shared by every request handler.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -29,6 +61,8 @@ pub struct Metrics {
     bootstraps: Mutex<BTreeMap<&'static str, u64>>,
     /// Firmware bytes sent, by artifact id (shared with the answers streaming them).
     artifact_bytes: Mutex<BTreeMap<String, std::sync::Arc<AtomicU64>>>,
+    /// The embedding role's own, once it gave them.
+    extra: std::sync::OnceLock<std::sync::Arc<dyn ExtraMetrics>>,
 }
 
 /// The upper bounds of the message-time histogram's buckets, in seconds.
@@ -101,6 +135,11 @@ impl Metrics {
         bump(&self.alerts, kind.to_owned());
     }
 
+    /// Adds the embedding role's own metrics to `/metrics` (the first given stays).
+    pub fn add_extra(&self, extra: std::sync::Arc<dyn ExtraMetrics>) {
+        let _ = self.extra.set(extra);
+    }
+
     /// The counter of firmware bytes this instance sent of artifact `id`.
     pub fn artifact_bytes(&self, id: &str) -> std::sync::Arc<AtomicU64> {
         let mut map = self
@@ -120,10 +159,7 @@ impl Metrics {
     pub fn render(&self, sessions_open: usize, gauges: Option<Gauges>) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            write_metric(&mut out, MetricKind::Counter, name, help, value)
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         counter(
@@ -166,9 +202,12 @@ impl Metrics {
             "Firmware image bytes this instance sent to devices and gateways.",
             artifact_bytes,
         );
-        let _ = writeln!(
-            out,
-            "# HELP gwmo_sessions_open DM sessions this instance holds open (only devices that authenticated have one).\n# TYPE gwmo_sessions_open gauge\ngwmo_sessions_open {sessions_open}"
+        write_metric(
+            &mut out,
+            MetricKind::Gauge,
+            "gwmo_sessions_open",
+            "DM sessions this instance holds open (only devices that authenticated have one).",
+            sessions_open,
         );
         if let Some(gauges) = gauges {
             for (name, help, value) in [
@@ -185,10 +224,7 @@ impl Metrics {
                     gauges.campaigns_running,
                 ),
             ] {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-                );
+                write_metric(&mut out, MetricKind::Gauge, name, help, value);
             }
         }
         let _ = writeln!(
@@ -211,10 +247,12 @@ impl Metrics {
             "gwmo_message_seconds_sum {}\ngwmo_message_seconds_count {below}",
             get(&self.latency_micros) as f64 / 1e6
         );
-        let store = get(&self.store_micros) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP gwmo_store_seconds_total Time spent in the store handling DM messages.\n# TYPE gwmo_store_seconds_total counter\ngwmo_store_seconds_total {store}"
+        write_metric(
+            &mut out,
+            MetricKind::Counter,
+            "gwmo_store_seconds_total",
+            "Time spent in the store handling DM messages.",
+            get(&self.store_micros) as f64 / 1e6,
         );
         labelled(
             &mut out,
@@ -237,6 +275,9 @@ impl Metrics {
             "approach",
             &self.bootstraps,
         );
+        if let Some(extra) = self.extra.get() {
+            out.push_str(&extra.render());
+        }
         out
     }
 }
