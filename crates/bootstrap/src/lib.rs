@@ -59,8 +59,9 @@ pub type Enroller = Arc<
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BootstrapSettings {
-    /// The gateway the devices are bootstrapped to: its ServerID and DM URL.
+    /// The ServerID of the gateway the devices are bootstrapped to.
     pub gateway_id: String,
+    /// Where that gateway takes the devices' DM messages.
     pub gateway_url: String,
     /// How long a device may take to open its first session with the gateway.
     pub lapse_secs: u64,

@@ -43,7 +43,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
     let mut settings: StandaloneSettings = crate::config::load(args.config.config.as_deref())?;
     settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
-        return crate::config::print(&settings);
+        return crate::config::print(&settings, "StandaloneSettings", args.config.all);
     }
     if settings.gateway_enrollments_url.is_empty() || settings.gateway_token.is_empty() {
         bail!(

@@ -235,12 +235,16 @@ fn resolve_paths(value: &mut toml::Value, base: &Path) {
     }
 }
 
-/// The effective configuration as TOML.
-pub fn print<T: Serialize>(settings: &T) -> anyhow::Result<()> {
-    print!(
-        "{}",
-        toml::to_string(settings).context("cannot print the configuration")?
-    );
+/// The effective configuration as TOML; with `all`, every key of struct `owner` after
+/// its doc comment, unset keys commented out (`crate::reference`).
+pub fn print<T: Serialize>(settings: &T, owner: &str, all: bool) -> anyhow::Result<()> {
+    let text = match all {
+        false => toml::to_string(settings),
+        true => {
+            toml::Table::try_from(settings).map(|table| crate::reference::render(owner, &table))
+        }
+    };
+    print!("{}", text.context("cannot print the configuration")?);
     Ok(())
 }
 

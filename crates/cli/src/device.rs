@@ -57,7 +57,7 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
     }
     settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
-        return crate::config::print(&settings);
+        return crate::config::print(&settings, "DeviceSettings", args.config.all);
     }
     if args.reset_state {
         let dir = settings.state_path();

@@ -16,7 +16,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let mut settings: GatewaySettings = crate::config::load(args.config.config.as_deref())?;
     settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
-        return crate::config::print(&settings);
+        return crate::config::print(&settings, "GatewaySettings", args.config.all);
     }
     settings.validate()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -11,6 +11,7 @@ mod gateway;
 mod logging;
 mod msg;
 mod operator;
+mod reference;
 mod server;
 mod sim;
 
@@ -76,6 +77,10 @@ pub struct ConfigArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// With --print-config: every key, each after what it does, the unset ones
+    /// commented out (docs/CONFIG.md is this for every role).
+    #[arg(long, requires = "print_config")]
+    pub all: bool,
     /// Serve and call plain HTTP, without TLS (`plain_http` under `[tls]`): for closed
     /// test networks only; logged as a warning.
     #[arg(long)]

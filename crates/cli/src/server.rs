@@ -16,7 +16,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut settings: ServerSettings = crate::config::load(args.config.config.as_deref())?;
     settings.tls.plain_http |= args.config.plain_http;
     if args.config.print_config {
-        return crate::config::print(&settings);
+        return crate::config::print(&settings, "ServerSettings", args.config.all);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -357,3 +357,59 @@ fn the_demo_keeps_its_server_and_dashboard_up_with_keep() {
     assert!(page.contains("<title>gwmo dashboard</title>"), "{page}");
     assert!(url.contains("#token="), "{url}");
 }
+
+/// docs/CONFIG.md is what `gwmo <role> --print-config --all` prints for every role:
+/// `GWMO_BLESS=1 cargo test -p gwmo --test tools config_reference` writes it again.
+#[test]
+fn the_config_reference_is_what_print_config_all_prints() {
+    let mut expected = String::from(
+        "# Configuration reference\n\n\
+         Every key of every role, with what it does and its default, as\n\
+         `gwmo <role> --print-config --all` prints it (keys left unset are commented out).\n\
+         Relative paths are taken from the configuration file's directory; `GWMO_<KEY>`\n\
+         (`GWMO_TLS__CA` for a key of a table) overrides a key from the environment, and\n\
+         `GWMO_<KEY>_FILE` reads a secret from a file; `log` (or `GWMO_LOG`) sets the log\n\
+         filter, read again on SIGHUP. This file is made from the code: a test fails when\n\
+         it is stale.\n",
+    );
+    for (role, what) in [
+        ("server", "The DM Server (`server.toml`)."),
+        ("gateway", "A DM Gateway (`gateway.toml`)."),
+        ("device", "An End Device (`device.toml`)."),
+        (
+            "bootstrap",
+            "A standalone Local DM Bootstrap Server (`bootstrap.toml`).",
+        ),
+    ] {
+        let output = std::process::Command::new(common::gwmo_path())
+            .env_clear()
+            .args([role, "--print-config", "--all"])
+            .output()
+            .unwrap();
+        common::assert_success(&output, role);
+        let printed = String::from_utf8(output.stdout).unwrap();
+        expected.push_str(&format!(
+            "\n## `gwmo {role}`\n\n{what}\n\n```toml\n{printed}```\n"
+        ));
+        // What it prints is a configuration the role takes.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("role.toml");
+        std::fs::write(&config, &printed).unwrap();
+        let again = std::process::Command::new(common::gwmo_path())
+            .env_clear()
+            .args([role, "--print-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        common::assert_success(&again, &format!("{role} reading its reference back"));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/CONFIG.md");
+    if std::env::var_os("GWMO_BLESS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == expected,
+        "docs/CONFIG.md is stale: GWMO_BLESS=1 cargo test -p gwmo --test tools config_reference"
+    );
+}

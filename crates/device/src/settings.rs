@@ -171,17 +171,23 @@ impl DeviceSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FactoryAccount {
+    /// The server's ServerID (its DMAcc account is named after it).
     pub server_id: String,
+    /// Where the server takes DM messages (`https://host:port/dm`).
     pub server_url: String,
+    /// How the device and the server authenticate: `md5` (the default), `hmac` or
+    /// `basic`.
     #[serde(default)]
     pub auth: AuthType,
     /// The device's name toward the server (default: its DevId).
     #[serde(default)]
     pub client_name: Option<String>,
+    /// The device's secret toward the server (the enrollment's `client_secret`).
     pub client_secret: String,
     /// The server's name toward the device (default: its ServerID).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The server's secret toward the device (the enrollment's `server_secret`).
     pub server_secret: String,
 }
 

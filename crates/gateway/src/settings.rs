@@ -30,6 +30,7 @@ pub struct GatewaySettings {
     pub admin_token: Option<String>,
     /// Where to write the address the end-device listener bound (for port 0).
     pub address_file: Option<PathBuf>,
+    /// Which bootstrapping approaches the gateway takes part in.
     pub approaches: Approaches,
     /// Where the embedded Local DM Bootstrap Server listens (approaches.local).
     pub bootstrap_listen: SocketAddr,
@@ -64,7 +65,11 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Approaches {
+    /// DM Server Assisted Gateway Bootstrapping (figures x and y): the DM Server
+    /// bootstraps devices that report this gateway to it.
     pub server_assisted: bool,
+    /// Local DM Bootstrap Server Assisted Gateway Bootstrapping (figure z): the
+    /// gateway's own bootstrap server, on `bootstrap_listen`.
     pub local: bool,
 }
 

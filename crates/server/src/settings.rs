@@ -36,7 +36,7 @@ pub struct ServerSettings {
     /// The largest firmware image taken, in MiB.
     pub artifact_max_mib: u64,
     /// Bearer token of the admin API; the API is closed while it is unset. At least
-    /// [`MIN_ADMIN_TOKEN_LEN`] printable ASCII characters, without spaces.
+    /// 16 printable ASCII characters (`MIN_ADMIN_TOKEN_LEN`), without spaces.
     pub admin_token: Option<String>,
     /// Largest DM message accepted (announced as MaxMsgSize), in bytes.
     pub max_msg_size: usize,
