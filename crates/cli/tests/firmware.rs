@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -226,22 +226,20 @@ fn req_fumo_bad_packages_end_with_their_result_code_and_the_old_firmware_kept() 
     assert_eq!(firmware_of(&state), ("3.0".to_owned(), "100".to_owned()));
 }
 
-/// Forwards connections on a port of its own to `target`; the first connection is
-/// cut after `cut_after` bytes came back from `target`. Its address.
+/// Forwards connections on a port of its own to `target`; the first connection that
+/// carries more than `cut_after` bytes back is cut there (a DM session on the way is
+/// left alone: it carries far less). Its address.
 fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
             let Ok(upstream) = TcpStream::connect(target) else {
                 return;
             };
-            let limit = match connections.fetch_add(1, Ordering::SeqCst) {
-                0 => cut_after,
-                _ => usize::MAX,
-            };
+            let cut = cut.clone();
             let (mut up_read, mut client_write) =
                 (upstream.try_clone().unwrap(), client.try_clone().unwrap());
             let (mut client_read, mut up_write) = (client, upstream);
@@ -250,20 +248,23 @@ fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
                 let _ = up_write.shutdown(std::net::Shutdown::Both);
             });
             std::thread::spawn(move || {
-                let mut left = limit;
+                let mut sent = 0;
                 let mut buffer = [0; 16 * 1024];
-                while left > 0 {
+                loop {
                     let Ok(read) = up_read.read(&mut buffer) else {
                         break;
                     };
                     if read == 0 {
                         break;
                     }
-                    let read = read.min(left);
+                    if sent + read > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                        let _ = client_write.write_all(&buffer[..cut_after - sent]);
+                        break;
+                    }
                     if client_write.write_all(&buffer[..read]).is_err() {
                         break;
                     }
-                    left -= read;
+                    sent += read;
                 }
                 let _ = client_write.shutdown(std::net::Shutdown::Both);
                 let _ = up_read.shutdown(std::net::Shutdown::Both);
@@ -689,5 +690,55 @@ fn a_gateways_image_store_evicts_the_oldest_image_when_a_new_one_would_not_fit()
     assert_eq!(
         firmware_of(&home.join("state")),
         ("9.2".to_owned(), "100".to_owned())
+    );
+}
+
+#[test]
+fn req_fumo_a_gateways_fetch_cut_halfway_resumes_with_a_range_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let gateway = GatewayProcess::start(dir.path(), &server, "gw-cut", "");
+    let home = dir.path().join("IMEI_FW-CUT");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut device = end_device(&home, &server.enroll("IMEI:FW-CUT", "md5"), "gw-cut");
+    poll(
+        "the device behind its gateway",
+        Duration::from_secs(60),
+        || {
+            device.assert_running();
+            let (_, record) = server.api("GET", "/api/devices/IMEI:FW-CUT", None);
+            (record["gateway"]["gateway_id"] == "gw-cut").then_some(())
+        },
+    );
+    let bytes = image(4 << 20, 31);
+    let artifact = upload(&server, "9.9", "gwmo-device", &bytes);
+    let id = artifact["id"].as_str().unwrap();
+    let proxy = cutting_proxy(server.addr, 2 << 20);
+    let request = serde_json::json!({
+        "artifact": id,
+        "targets": ["IMEI:FW-CUT"],
+        "pkg_url": format!("https://{proxy}/firmware/{id}"),
+    });
+    let (status, sent) = server.api(
+        "POST",
+        "/api/gateways/gw-cut/firmware",
+        Some(&request.to_string()),
+    );
+    assert_eq!(status, 202, "{sent}");
+    let correlator = sent["correlator"].as_str().unwrap().to_owned();
+    let update = ended(&server, "IMEI:FW-CUT", &correlator, &mut device);
+    assert_eq!(update["result"], 200, "{update}");
+    let log = gateway.daemon.log_text();
+    assert!(log.contains("firmware download resumed"), "{log}");
+    // The gateway asked only for the rest the second time.
+    let total = served(&server, &artifact);
+    assert!(
+        (bytes.len() as u64..2 * bytes.len() as u64 - (1 << 20)).contains(&total),
+        "{total} bytes served for a {} byte image",
+        bytes.len()
+    );
+    assert_eq!(
+        firmware_of(&home.join("state")),
+        ("9.9".to_owned(), "100".to_owned())
     );
 }

@@ -320,13 +320,7 @@ pub async fn update_device(
             ),
         ));
     }
-    let pkg_url = request
-        .pkg_url
-        .clone()
-        .unwrap_or_else(|| artifact_url(&state.dm_url, &artifact.id));
-    if !(pkg_url.starts_with("https://") || pkg_url.starts_with("http://")) {
-        return Err(bad_request("pkg_url must be an http(s) URL"));
-    }
+    let pkg_url = package_url(&state, &artifact, request.pkg_url.clone())?;
     let tracked = TrackedUpdate {
         correlator: new_correlator(),
         artifact: artifact.id.clone(),
@@ -343,6 +337,20 @@ pub async fn update_device(
     Ok((StatusCode::ACCEPTED, Json(update_json(&update))))
 }
 
+/// Where an update sends the device (or gateway) for the package: the mirror asked
+/// for, which must be an http(s) URL, or this server's own download URL.
+fn package_url(
+    state: &AppState,
+    artifact: &Artifact,
+    mirror: Option<String>,
+) -> Result<String, ApiError> {
+    match mirror {
+        None => Ok(artifact_url(&state.dm_url, &artifact.id)),
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => Ok(url),
+        Some(_) => Err(bad_request("pkg_url must be an http(s) URL")),
+    }
+}
+
 /// A firmware update for end devices behind a gateway.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -350,6 +358,8 @@ pub struct GatewayUpdateRequest {
     pub artifact: String,
     /// The DevIds of the end devices to update.
     pub targets: Vec<String>,
+    /// Where the gateway fetches it from, if not from this server (a mirror).
+    pub pkg_url: Option<String>,
 }
 
 /// `POST /api/gateways/{gateway_id}/firmware`: one fan-out hands the update to the
@@ -372,12 +382,9 @@ pub async fn update_behind_gateway(
     let artifact = Firmware(state.store.sql())
         .artifact(&request.artifact)?
         .ok_or_else(|| not_found("artifact"))?;
+    let pkg_url = package_url(&state, &artifact, request.pkg_url.clone())?;
     let correlator = new_correlator();
-    let spec = update_command(
-        &artifact,
-        &artifact_url(&state.dm_url, &artifact.id),
-        &correlator,
-    );
+    let spec = update_command(&artifact, &pkg_url, &correlator);
     let now = unix_now();
     let tracked = TrackedUpdate {
         correlator: correlator.clone(),
