@@ -250,13 +250,7 @@ fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
             std::thread::spawn(move || {
                 let mut sent = 0;
                 let mut buffer = [0; 16 * 1024];
-                loop {
-                    let Ok(read) = up_read.read(&mut buffer) else {
-                        break;
-                    };
-                    if read == 0 {
-                        break;
-                    }
+                while let Ok(read @ 1..) = up_read.read(&mut buffer) {
                     if sent + read > cut_after && !cut.swap(true, Ordering::SeqCst) {
                         let _ = client_write.write_all(&buffer[..cut_after - sent]);
                         break;
