@@ -136,3 +136,67 @@ fn instances_started_together_share_one_migrated_schema() {
     );
     assert_eq!(status, 409, "enrolled once across instances");
 }
+
+#[test]
+fn instances_share_their_firmware_through_the_store_and_one_artifact_directory() {
+    let Some(database) = ScratchDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("artifacts");
+    let settings = format!("artifact_dir = {shared:?}\n");
+    let instances = [
+        ServerProcess::start_with(&dir.path().join("a"), &database.url, &settings),
+        ServerProcess::start_with(&dir.path().join("b"), &database.url, &settings),
+    ];
+    // The image goes up through instance a...
+    let image: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let (status, artifact) = upload_artifact(
+        instances[0].addr,
+        "name=fw&version=2.0&man=gwmo&model=gwmo-device",
+        &image,
+    );
+    assert_eq!(status, 201, "{artifact}");
+    let id = artifact["id"].as_str().unwrap();
+    // ...and instance b knows it (the store) and has its bytes (the directory).
+    let (status, known) = instances[1].api("GET", &format!("/api/artifacts/{id}"), None);
+    assert_eq!((status, &known["sha256"]), (200, &artifact["sha256"]));
+
+    // A device whose sessions go to a, updated through b: it downloads from b.
+    let dev_id = "IMEI:350000000000209";
+    let enrollment = instances[0].enroll(dev_id, "md5");
+    let home = dir.path().join("device");
+    std::fs::create_dir_all(&home).unwrap();
+    let config = device_config(&home, &enrollment, "xml", "listen = \"127.0.0.1:0\"\n");
+    let mut device = device_daemon(&config, home.join("device.log"));
+    instances[0].reported_notify_url(dev_id, &mut device);
+    let request = format!(r#"{{"artifact":"{id}"}}"#);
+    let (status, update) = instances[1].api(
+        "POST",
+        &format!("/api/devices/{dev_id}/firmware"),
+        Some(&request),
+    );
+    assert_eq!(status, 202, "{update}");
+    let ended = poll(
+        "the update's end",
+        std::time::Duration::from_secs(60),
+        || {
+            device.assert_running();
+            let (_, page) =
+                instances[0].api("GET", &format!("/api/devices/{dev_id}/firmware"), None);
+            let update = page["updates"][0].clone();
+            matches!(update["state"].as_str(), Some("succeeded" | "failed")).then_some(update)
+        },
+    );
+    assert_eq!(ended["result"], 200, "{ended}");
+    let served = |instance: &ServerProcess| {
+        let (_, now) = instance.api("GET", &format!("/api/artifacts/{id}"), None);
+        now["bytes_served"].as_u64().unwrap()
+    };
+    assert_eq!(
+        served(&instances[1]),
+        image.len() as u64,
+        "b served the device"
+    );
+    assert_eq!(served(&instances[0]), 0);
+}
