@@ -10,7 +10,7 @@ use gwmo_proto::{
 use crate::TreeError;
 use crate::acl::{Acl, Op};
 use crate::dmacc::DMACC;
-use crate::guard::reaches_accounts;
+use crate::guard::reaches_guarded;
 use crate::gwboot::MIRROR;
 use crate::node::{Content, Format, Node};
 use crate::tree::{ExecRequest, Tree};
@@ -197,7 +197,7 @@ impl Tree {
         }
         // What could touch the accounts is judged by its effect (guard.rs); what a
         // restricted gateway creates elsewhere is noted, to go when it lapses.
-        let guard = (changes && reaches_accounts(&uri.segments)).then(|| self.guard(server));
+        let guard = (changes && reaches_guarded(&uri.segments)).then(|| self.guard(server));
         let created = match kind {
             Kind::Add | Kind::Copy if guard.is_none() => self.first_missing(&uri.segments),
             _ => None,

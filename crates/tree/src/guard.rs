@@ -11,7 +11,8 @@
 //! And for a writer that is not fully trusted (`Standing::Restricted`): it changes
 //! only its own account and the accounts it made, never its own ServerID, nor
 //! `./DMAcc` itself or the root's ACL; an account the device has no record of
-//! changes nothing under ./DMAcc.
+//! changes nothing under ./DMAcc. Neither changes anything under `./FUMO` (the
+//! firmware: `fumo.rs`), nor starts a firmware operation, whatever an ACL says.
 //!
 //! Afterwards the registry follows the tree: removed accounts are marked removed,
 //! new ones are recorded as coming from the writer.
@@ -39,12 +40,23 @@ pub(crate) struct Guard {
     /// The writer's own account and its ServerID, when it may not change that.
     own_server_id: Option<(String, Option<String>)>,
     shared_server_ids: BTreeSet<String>,
+    /// `./FUMO` as it was.
+    firmware: Option<Node>,
 }
 
 /// Whether a command at `segments` can reach the accounts: the root (its ACL is
 /// inherited by ./DMAcc), ./DMAcc and everything below it.
 pub(crate) fn reaches_accounts(segments: &[&str]) -> bool {
     segments.first().is_none_or(|top| *top == DMACC_NODE)
+}
+
+/// The node that holds the firmware update objects.
+const FIRMWARE_NODE: &str = "FUMO";
+
+/// Whether a command at `segments` can reach what the guard keeps: the accounts, or
+/// the firmware update objects.
+pub(crate) fn reaches_guarded(segments: &[&str]) -> bool {
+    reaches_accounts(segments) || segments.first() == Some(&FIRMWARE_NODE)
 }
 
 impl Tree {
@@ -91,6 +103,7 @@ impl Tree {
             protected,
             own_server_id,
             shared_server_ids: shared_server_ids(self),
+            firmware: self.node_at(&[FIRMWARE_NODE]).cloned(),
         }
     }
 
@@ -101,10 +114,12 @@ impl Tree {
             self.root.acl = guard.root_acl;
             self.root.title = guard.root_title;
             if let Some(children) = self.root.children_mut() {
-                match guard.dmacc {
-                    Some(dmacc) => children.insert(DMACC_NODE.to_owned(), dmacc),
-                    None => children.remove(DMACC_NODE),
-                };
+                for (name, node) in [(DMACC_NODE, guard.dmacc), (FIRMWARE_NODE, guard.firmware)] {
+                    match node {
+                        Some(node) => children.insert(name.to_owned(), node),
+                        None => children.remove(name),
+                    };
+                }
             }
             self.registry = guard.registry;
             return Err(());
@@ -114,6 +129,10 @@ impl Tree {
     }
 
     fn breaks_a_rule(&self, guard: &Guard) -> bool {
+        let trusted = matches!(guard.standing, Standing::Trusted { .. });
+        if !trusted && self.node_at(&[FIRMWARE_NODE]) != guard.firmware.as_ref() {
+            return true;
+        }
         let before = guard.dmacc.as_ref().and_then(Node::children);
         let after = self.node_at(&[DMACC_NODE]).and_then(Node::children);
         let (Some(before), Some(after)) = (before, after) else {
@@ -136,7 +155,7 @@ impl Tree {
         if mirror_touched || server_ids_shared {
             return true;
         }
-        if matches!(guard.standing, Standing::Trusted { .. }) {
+        if trusted {
             return false;
         }
         let dmacc_before = guard.dmacc.as_ref();
@@ -214,6 +233,10 @@ impl Tree {
     /// the device would do is an effect no comparison can undo, so a writer that is
     /// not fully trusted executes nothing in the accounts but its own and those it made.
     pub(crate) fn may_exec(&self, server: &str, segments: &[&str]) -> bool {
+        // The firmware: only a fully trusted writer executes anything there.
+        if segments.first() == Some(&FIRMWARE_NODE) {
+            return matches!(self.standing_of(server).1, Standing::Trusted { .. });
+        }
         if !reaches_accounts(segments) {
             return true;
         }

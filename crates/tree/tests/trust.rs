@@ -61,6 +61,9 @@ fn device() -> Tree {
         tree.set_acl(uri, Acl::parse(EVERYONE).unwrap()).unwrap();
     }
     tree.set_leaf("./Vendor/Leaf", "v", Format::Chr).unwrap();
+    // The firmware object, open to everyone by its ACL too.
+    tree.install_fumo(gwmo_tree::fumo::OBJECT, Acl::parse(EVERYONE).unwrap())
+        .unwrap();
     tree
 }
 
@@ -472,7 +475,7 @@ fn req_8x2_a_restricted_gateway_may_not_update_firmware_until_a_trusted_server_v
     use gwmo_tree::fumo::OBJECT;
     let mut tree = device();
     // As a gwmo device makes it: its factory servers may update the firmware.
-    tree.install_fumo(OBJECT, Acl::parse("Get=*&Replace=dms&Exec=dms").unwrap())
+    tree.set_acl(OBJECT, Acl::parse("Get=*&Replace=dms&Exec=dms").unwrap())
         .unwrap();
     let url = replace(
         &format!("{OBJECT}/DownloadAndUpdate/PkgURL"),
@@ -495,6 +498,42 @@ fn req_8x2_a_restricted_gateway_may_not_update_firmware_until_a_trusted_server_v
     let started = tree.take_exec_requests();
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].uri, format!("{OBJECT}/DownloadAndUpdate"));
+}
+
+#[test]
+fn a_restricted_gateway_changes_no_firmware_object_even_where_an_acl_would_let_it() {
+    use gwmo_tree::fumo::OBJECT;
+    let mut tree = device();
+    let url = format!("{OBJECT}/DownloadAndUpdate/PkgURL");
+    assert_eq!(
+        codes(&mut tree, GW, &replace(&url, "https://gw-chosen/fw")),
+        vec![425]
+    );
+    assert_eq!(
+        codes(&mut tree, GW, &exec(&format!("{OBJECT}/DownloadAndUpdate"))),
+        vec![425]
+    );
+    assert_eq!(
+        codes(&mut tree, GW, &add("./FUMO/Mine/PkgName", "x")),
+        vec![425]
+    );
+    assert_eq!(codes(&mut tree, GW, &delete(OBJECT)), vec![425]);
+    assert!(tree.take_exec_requests().is_empty());
+    assert_eq!(tree.value(&url), Some(""));
+    assert!(!tree.exists("./FUMO/Mine"));
+    // The factory server, fully trusted, does all of it.
+    assert_eq!(
+        codes(&mut tree, DMS, &replace(&url, "https://dms/fw")),
+        vec![200]
+    );
+    assert_eq!(
+        codes(
+            &mut tree,
+            DMS,
+            &exec(&format!("{OBJECT}/DownloadAndUpdate"))
+        ),
+        vec![202]
+    );
 }
 
 #[test]
@@ -736,6 +775,14 @@ fn target_and_value() -> impl Strategy<Value = (String, String)> {
             "./Vendor/Leaf",
             "./Vendor/New",
             "./DevInfo/Ext",
+            "./FUMO",
+            "./FUMO/Firmware",
+            "./FUMO/Firmware/DownloadAndUpdate",
+            "./FUMO/Firmware/DownloadAndUpdate/PkgURL",
+            "./FUMO/Firmware/Download",
+            "./FUMO/Firmware/Update",
+            "./FUMO/Firmware/State",
+            "./FUMO/Other",
         ]),
         pick(&OTHER_VALUES),
     )
@@ -855,8 +902,29 @@ fn hostile_tree() -> impl Strategy<Value = Command> {
 fn check_restricted_gateway(commands: &[Hostile]) -> Result<(), TestCaseError> {
     let mut tree = device();
     let before = tree.clone();
+    let firmware = |tree: &Tree| {
+        serde_json::to_value(tree).unwrap()["root"]["content"]["interior"]["FUMO"].clone()
+    };
     for Hostile(command) in commands {
         tree.execute(GW, 1, command, &mut CmdIds::new());
+        // The firmware: nothing changed, nothing started.
+        prop_assert_eq!(
+            firmware(&tree),
+            firmware(&before),
+            "./FUMO changed by {:?}",
+            Hostile(command.clone())
+        );
+        let started: Vec<String> = tree
+            .take_exec_requests()
+            .into_iter()
+            .map(|r| r.uri)
+            .collect();
+        prop_assert!(
+            !started.iter().any(|uri| uri.starts_with("./FUMO")),
+            "{:?} started {:?}",
+            Hostile(command.clone()),
+            started
+        );
         for pre_existing in ["dms", "dms_example"] {
             prop_assert!(
                 account_node(&tree, pre_existing) == account_node(&before, pre_existing),
