@@ -38,6 +38,29 @@ fn firmware_device(server: &ServerProcess, dir: &Path, dev_id: &str) -> (Daemon,
     (device, dir.join("state"))
 }
 
+/// A device of its own behind `gateway`, running, once the server has it associated
+/// with the gateway; and its directory.
+fn device_behind(
+    server: &ServerProcess,
+    dir: &Path,
+    dev_id: &str,
+    gateway: &str,
+) -> (Daemon, PathBuf) {
+    let home = dir.join(dev_id.replace(':', "_"));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut device = end_device(&home, &server.enroll(dev_id, "md5"), gateway);
+    poll(
+        "the device behind its gateway",
+        Duration::from_secs(60),
+        || {
+            device.assert_running();
+            let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
+            (record["gateway"]["gateway_id"] == gateway).then_some(())
+        },
+    );
+    (device, home)
+}
+
 /// `size` bytes that are not all alike.
 fn image(size: usize, seed: u8) -> Vec<u8> {
     (0..size)
@@ -406,41 +429,20 @@ fn req_fumo_a_firmware_campaign_follows_the_fumo_results_and_a_failed_install_co
     );
     let _gateway = GatewayProcess::start(dir.path(), &server, "gw-c", "");
     let mut devices = Vec::new();
-    for (dev_id, behind, fails) in [
-        ("IMEI:FWC-1", true, false),
-        ("IMEI:FWC-2", true, false),
-        ("IMEI:FWC-3", false, false),
-        ("IMEI:FWC-4", false, true),
-    ] {
+    for dev_id in ["IMEI:FWC-1", "IMEI:FWC-2"] {
+        devices.push(device_behind(&server, dir.path(), dev_id, "gw-c").0);
+    }
+    for (dev_id, fails) in [("IMEI:FWC-3", false), ("IMEI:FWC-4", true)] {
         let home = dir.path().join(dev_id.replace(':', "_"));
         std::fs::create_dir_all(&home).unwrap();
         let enrollment = server.enroll(dev_id, "md5");
-        let mut daemon = match behind {
-            true => end_device(&home, &enrollment, "gw-c"),
-            false => {
-                let extra = format!(
-                    "listen = \"127.0.0.1:0\"\n[firmware]\nsimulated_install_fails = {fails}\n"
-                );
-                device_daemon(
-                    &device_config(&home, &enrollment, "xml", &extra),
-                    home.join("device.log"),
-                )
-            }
-        };
-        match behind {
-            true => poll(
-                "the device behind its gateway",
-                Duration::from_secs(60),
-                || {
-                    daemon.assert_running();
-                    let (_, record) = server.api("GET", &format!("/api/devices/{dev_id}"), None);
-                    (record["gateway"]["gateway_id"] == "gw-c").then_some(())
-                },
-            ),
-            false => {
-                server.reported_notify_url(dev_id, &mut daemon);
-            }
-        }
+        let extra =
+            format!("listen = \"127.0.0.1:0\"\n[firmware]\nsimulated_install_fails = {fails}\n");
+        let mut daemon = device_daemon(
+            &device_config(&home, &enrollment, "xml", &extra),
+            home.join("device.log"),
+        );
+        server.reported_notify_url(dev_id, &mut daemon);
         devices.push(daemon);
     }
     let artifact = upload(&server, "6.0", "gwmo-device", &image(200_000, 11));
@@ -631,18 +633,7 @@ fn a_gateways_image_store_evicts_the_oldest_image_when_a_new_one_would_not_fit()
     let server = ServerProcess::start(&dir.path().join("server"));
     // Room for one 700 KB image, not two.
     let gateway = GatewayProcess::start(dir.path(), &server, "gw-small", "image_store_mib = 1\n");
-    let home = dir.path().join("IMEI_FW-SMALL");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut device = end_device(&home, &server.enroll("IMEI:FW-SMALL", "md5"), "gw-small");
-    poll(
-        "the device behind its gateway",
-        Duration::from_secs(60),
-        || {
-            device.assert_running();
-            let (_, record) = server.api("GET", "/api/devices/IMEI:FW-SMALL", None);
-            (record["gateway"]["gateway_id"] == "gw-small").then_some(())
-        },
-    );
+    let (mut device, home) = device_behind(&server, dir.path(), "IMEI:FW-SMALL", "gw-small");
     let mut held_after = |version: &str, seed: u8| {
         let artifact = upload(&server, version, "gwmo-device", &image(700_000, seed));
         let request =
@@ -692,18 +683,7 @@ fn req_fumo_a_gateways_fetch_cut_halfway_resumes_with_a_range_request() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("server"));
     let gateway = GatewayProcess::start(dir.path(), &server, "gw-cut", "");
-    let home = dir.path().join("IMEI_FW-CUT");
-    std::fs::create_dir_all(&home).unwrap();
-    let mut device = end_device(&home, &server.enroll("IMEI:FW-CUT", "md5"), "gw-cut");
-    poll(
-        "the device behind its gateway",
-        Duration::from_secs(60),
-        || {
-            device.assert_running();
-            let (_, record) = server.api("GET", "/api/devices/IMEI:FW-CUT", None);
-            (record["gateway"]["gateway_id"] == "gw-cut").then_some(())
-        },
-    );
+    let (mut device, home) = device_behind(&server, dir.path(), "IMEI:FW-CUT", "gw-cut");
     let bytes = image(4 << 20, 31);
     let artifact = upload(&server, "9.9", "gwmo-device", &bytes);
     let id = artifact["id"].as_str().unwrap();
@@ -734,5 +714,45 @@ fn req_fumo_a_gateways_fetch_cut_halfway_resumes_with_a_range_request() {
     assert_eq!(
         firmware_of(&home.join("state")),
         ("9.9".to_owned(), "100".to_owned())
+    );
+}
+
+/// curl, an HTTP client gwmo did not write, takes a range of an image and resumes a
+/// cut download of it (`-C -`) from the server's `/firmware/{id}`.
+#[test]
+fn an_independent_client_takes_ranges_and_resumes_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("server"));
+    let bytes = image(600_000, 41);
+    let artifact = upload(&server, "1.1", "gwmo-device", &bytes);
+    let url = format!(
+        "https://{}/firmware/{}",
+        server.addr,
+        artifact["id"].as_str().unwrap()
+    );
+    let curl = |args: &[&str], out: &Path| {
+        let output = std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--fail", "--cacert"])
+            .arg(pki().join("ca.pem"))
+            .args(args)
+            .arg("--output")
+            .arg(out)
+            .arg(&url)
+            .output()
+            .expect("curl (Debian's curl package; .ci/run installs it)");
+        assert_success(&output, &format!("curl {args:?}"));
+    };
+    let part = dir.path().join("part");
+    curl(&["--range", "1000-1999"], &part);
+    assert_eq!(std::fs::read(&part).unwrap(), bytes[1000..2000]);
+    // A download cut at 250,000 bytes, resumed where the file ends.
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, &bytes[..250_000]).unwrap();
+    curl(&["--continue-at", "-"], &cut);
+    assert_eq!(std::fs::read(&cut).unwrap(), bytes);
+    assert_eq!(
+        served(&server, &artifact),
+        1000 + 350_000,
+        "only what was asked for"
     );
 }

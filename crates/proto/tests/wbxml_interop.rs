@@ -98,6 +98,8 @@ const SAMPLES: &[&str] = &[
     include_str!("data/package1.xml"),
     include_str!("data/package2.xml"),
     include_str!("data/package3.xml"),
+    // A FUMO result (Generic Alert with a Correlator) and a FUMO update (Exec with one).
+    include_str!("data/fumo.xml"),
 ];
 
 #[test]
