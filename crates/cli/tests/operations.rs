@@ -324,11 +324,7 @@ fn sighup_reloads_a_renewed_certificate_without_a_restart() {
         "nothing changes before the signal"
     );
 
-    let hup = Command::new("kill")
-        .args(["-HUP", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    daemon.hang_up();
     poll(
         "the renewed certificate",
         std::time::Duration::from_secs(10),
@@ -383,11 +379,7 @@ fn sighup_reads_the_configuration_s_log_filter_again() {
     );
 
     write("info");
-    let hup = Command::new("kill")
-        .args(["-HUP", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    daemon.hang_up();
     poll(
         "the new log filter",
         std::time::Duration::from_secs(10),

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::settings::{DeviceSettings, FirmwareSettings};
 
 /// The job's record in the state directory.
@@ -188,22 +189,16 @@ async fn fetch_streamed(
     idle: Duration,
 ) -> Result<(), ResultCode> {
     let max_len = package_limit(descriptor, settings)?;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let (length, digest) = with_retries(settings, &descriptor.url, || async {
         let mut hasher = Sha256::new();
-        match client
+        let length = client
             .fetch_streamed(&descriptor.url, max_len, idle, |piece| hasher.update(piece))
-            .await
-        {
-            Ok(length) => return check(length, &hex(hasher), descriptor),
-            Err(error) => {
-                if !retry_after(&error, attempt, settings, &descriptor.url).await {
-                    return Err(failure_of(error, descriptor));
-                }
-            }
-        }
-    }
+            .await?;
+        Ok((length, hex(hasher)))
+    })
+    .await
+    .map_err(|error| failure_of(error, descriptor))?;
+    check(length, &digest, descriptor)
 }
 
 /// Fetches the package `descriptor` names into `partial`, each attempt (up to
@@ -217,22 +212,14 @@ pub async fn fetch_verified(
     idle: Duration,
 ) -> Result<(), ResultCode> {
     let max_len = package_limit(descriptor, settings)?;
-    let mut attempt = 0;
-    let fetched = loop {
-        attempt += 1;
-        match client
-            .fetch_to(&descriptor.url, partial, max_len, idle)
-            .await
-        {
-            Ok(fetched) => break fetched,
-            Err(error) => {
-                if !retry_after(&error, attempt, settings, &descriptor.url).await {
-                    let _ = std::fs::remove_file(partial);
-                    return Err(failure_of(error, descriptor));
-                }
-            }
-        }
-    };
+    let fetched = with_retries(settings, &descriptor.url, || {
+        client.fetch_to(&descriptor.url, partial, max_len, idle)
+    })
+    .await
+    .map_err(|error| {
+        let _ = std::fs::remove_file(partial);
+        failure_of(error, descriptor)
+    })?;
     if fetched.resumed_from > 0 {
         info!(from = fetched.resumed_from, "firmware download resumed");
     }
@@ -296,22 +283,34 @@ fn package_limit(descriptor: &Descriptor, settings: &FirmwareSettings) -> Result
     }
 }
 
-/// Whether a failed attempt is tried again (a connection that failed or stalled, while
-/// attempts are left); if so, after a growing pause.
-async fn retry_after(
-    error: &NetError,
-    attempt: u32,
+/// Runs `attempt` until it succeeds, or fails for good: anything but a connection
+/// that failed or stalled, or `download_attempts` failures. A pause that grows
+/// (`Backoff`) separates the attempts.
+async fn with_retries<T, F, Fut>(
     settings: &FirmwareSettings,
     url: &str,
-) -> bool {
-    let retry = matches!(error, NetError::Request(..) | NetError::Timeout(..))
-        && attempt < settings.download_attempts.max(1);
-    warn!(%url, attempt, %error, retry, "firmware download failed");
-    if retry {
-        let pause = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(6) - 1);
-        tokio::time::sleep(pause.min(Duration::from_secs(10))).await;
+    mut attempt: F,
+) -> Result<T, NetError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, NetError>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let retry = matches!(error, NetError::Request(..) | NetError::Timeout(..))
+            && tried < settings.download_attempts.max(1);
+        warn!(%url, attempt = tried, %error, retry, "firmware download failed");
+        if !retry {
+            return Err(error);
+        }
+        tokio::time::sleep(backoff.next_wait()).await;
     }
-    retry
 }
 
 /// The FUMO result code of a download that failed for good.

@@ -149,7 +149,7 @@ impl ImageStore {
         let held = self.end_devices.images().await.map_err(|e| e.to_string())?;
         if let Some(image) = held
             .iter()
-            .find(|image| image.sha256 == d.sha256 && !d.sha256.is_empty())
+            .find(|kept| kept.image.sha256 == d.sha256 && !d.sha256.is_empty())
         {
             return Ok((image.clone(), 0));
         }
@@ -189,21 +189,21 @@ impl ImageStore {
             )
             .await
             .map_err(|e| e.to_string())?;
-        info!(image = %image.id, version = %image.version, size, "firmware image fetched into the image store");
+        info!(image = %image.id, version = %image.image.version, size, "firmware image fetched into the image store");
         Ok((image, size))
     }
 
     /// Removes the oldest images no update in flight uses until `size` more bytes fit.
     async fn make_room(&self, mut held: Vec<StoredImage>, size: i64) {
-        let mut total: i64 = held.iter().map(|image| image.size).sum();
+        let mut total: i64 = held.iter().map(|kept| kept.image.size).sum();
         held.sort_by_key(|image| image.created_at);
         for image in held {
             if total + size <= self.capacity as i64 {
                 break;
             }
             if let Ok(true) = self.end_devices.remove_image(&image.id).await {
-                info!(image = %image.id, version = %image.version, "image evicted from the image store");
-                total -= image.size;
+                info!(image = %image.id, version = %image.image.version, "image evicted from the image store");
+                total -= image.image.size;
             }
         }
     }
@@ -223,10 +223,10 @@ pub fn write_inventory(tree: &mut Tree, images: &[StoredImage]) -> Result<(), Tr
     for image in images {
         let node = format!("{IMAGE_INVENTORY}/{}", image.id);
         for (leaf, value) in [
-            ("Name", image.name.as_str()),
-            ("Version", &image.version),
-            ("SHA256", &image.sha256),
-            ("Size", &image.size.to_string()),
+            ("Name", image.image.name.as_str()),
+            ("Version", &image.image.version),
+            ("SHA256", &image.image.sha256),
+            ("Size", &image.image.size.to_string()),
             ("URL", &image.url),
         ] {
             tree.set_leaf(&format!("{node}/{leaf}"), value, Format::Chr)?;

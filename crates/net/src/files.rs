@@ -72,25 +72,11 @@ pub async fn serve_file(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return (StatusCode::NOT_FOUND, "no such file\n").into_response();
         }
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "a stored file cannot be read");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the file cannot be read\n",
-            )
-                .into_response();
-        }
+        Err(error) => return unreadable(path, &error),
     };
     let length = match file.metadata().await {
         Ok(meta) => meta.len(),
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "a stored file cannot be read");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the file cannot be read\n",
-            )
-                .into_response();
-        }
+        Err(error) => return unreadable(path, &error),
     };
     let (status, first, last) = match requested_range(headers, length) {
         Requested::Range(first, last) => (StatusCode::PARTIAL_CONTENT, first, last),
@@ -104,12 +90,10 @@ pub async fn serve_file(
         }
     };
     let count = if length == 0 { 0 } else { last - first + 1 };
-    if first > 0 && file.seek(std::io::SeekFrom::Start(first)).await.is_err() {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the file cannot be read\n",
-        )
-            .into_response();
+    if first > 0
+        && let Err(error) = file.seek(std::io::SeekFrom::Start(first)).await
+    {
+        return unreadable(path, &error);
     }
     let pieces = futures_util::stream::unfold((file, count), move |(mut file, left)| {
         let sent = sent.clone();
@@ -148,6 +132,17 @@ pub async fn serve_file(
         headers.insert(CONTENT_RANGE, value);
     }
     response
+}
+
+/// The answer when a stored file cannot be read (logged: the operator's problem, not
+/// the client's).
+fn unreadable(path: &Path, error: &std::io::Error) -> Response {
+    tracing::warn!(path = %path.display(), %error, "a stored file cannot be read");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the file cannot be read\n",
+    )
+        .into_response()
 }
 
 #[cfg(test)]

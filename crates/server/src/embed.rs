@@ -99,12 +99,7 @@ pub struct CommandOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredImage {
     pub id: String,
-    pub name: String,
-    pub version: String,
-    pub man: String,
-    pub model: String,
-    pub sha256: String,
-    pub size: i64,
+    pub image: NewImage,
     pub created_at: i64,
     /// Where end devices download it.
     pub url: String,
@@ -300,12 +295,14 @@ impl EndDevices {
         StoredImage {
             url: crate::firmware::artifact_url(&self.state.dm_url, &artifact.id),
             id: artifact.id,
-            name: artifact.name,
-            version: artifact.version,
-            man: artifact.man,
-            model: artifact.model,
-            sha256: artifact.sha256,
-            size: artifact.size,
+            image: NewImage {
+                name: artifact.name,
+                version: artifact.version,
+                man: artifact.man,
+                model: artifact.model,
+                sha256: artifact.sha256,
+                size: artifact.size,
+            },
             created_at: artifact.created_at,
             bytes_served,
         }

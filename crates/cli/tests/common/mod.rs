@@ -196,6 +196,15 @@ impl Daemon {
             panic!("daemon exited with {status}:\n{}", self.log_text());
         }
     }
+
+    /// Sends the daemon SIGHUP (what `systemctl reload` does).
+    pub fn hang_up(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -HUP {}", self.pid());
+    }
 }
 
 impl Drop for Daemon {
