@@ -98,7 +98,32 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
     poll("the tree report", Duration::from_secs(30), || {
         (server.command(id)["status"] == 200).then_some(())
     });
+    // A Get whose value the device's page shows.
+    let (status, queued) = server.api(
+        "POST",
+        &format!("/api/devices/{ED}/commands"),
+        Some(r#"{"op":"Get","target":"./DevInfo/Man"}"#),
+    );
+    assert_eq!(status, 201, "{queued}");
+    let get = queued["id"].as_i64().unwrap();
+    poll("the Get's answer", Duration::from_secs(30), || {
+        device.assert_running();
+        (server.command(get)["state"] == "done").then_some(())
+    });
     let _unreached = unreached_device(dir.path(), &server);
+    // A fleet: 10,000 more devices, enrolled from one CSV document.
+    let csv: String = std::iter::once("dev_id\r\n".to_owned())
+        .chain((0..10_000).map(|n| format!("IMEI:FLEET-{n:05}\r\n")))
+        .collect();
+    let (status, imported) = http(
+        server.addr,
+        "POST",
+        "/api/enrollments",
+        Some(TOKEN),
+        "text/csv",
+        csv.as_bytes(),
+    );
+    assert_eq!(status, 200, "{imported}");
     let campaign = r#"{"name":"pilot-read","command":{"op":"Get","target":"./DevInfo/Mod"},"filter":{"search":"IMEI:350000000000502"}}"#;
     assert_eq!(server.api("POST", "/api/campaigns", Some(campaign)).0, 201);
     // A firmware image, and an update of a device that has not taken it yet.
@@ -130,7 +155,7 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
         "gw-l",                 // the gateway, with how many devices it serves
         "1 device<",
         "live",                         // and whether it was seen lately
-        "5 devices · 2 gateways",       // the fleet's totals
+        "10005 devices · 2 gateways",   // the fleet's totals
         "<summary>DevDetail</summary>", // the reported tree, browsable
         "config (admin)",               // the audit log: who asked for the tree
         "/api/devices/IMEI:350000000000501/tree",
@@ -143,7 +168,8 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
         "gwmo-dms", // the factory account
         "attach",   // the alert log
         "takes package 0",
-        "pilot-fw 7.1", // the firmware image and its update
+        "<td class=\"detail\">gwmo</td>", // the Get's value
+        "pilot-fw 7.1",                   // the firmware image and its update
         "gwmo/gwmo-device",
         "<td>pilot-fw 7.1</td><td><span class=\"badge queued\">queued</span>",
     ] {
@@ -153,10 +179,27 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
         );
     }
     assert!(!dom.contains(enrollment["client_secret"].as_str().unwrap()));
+    // A page at a time: 200 rows, and a button for the next page.
+    assert_eq!(dom.matches("<tr class=\"device").count(), 200, "{dom}");
+    assert!(dom.contains("<button id=\"more\">more</button>"), "{dom}");
+
+    // A search, from a link: ten devices of the 10,005.
+    let url = format!(
+        "https://{}/dashboard#token={TOKEN}&search=IMEI:FLEET-0424",
+        server.addr
+    );
+    let dom = headless(&browser, &["--dump-dom"], &url);
+    assert!(dom.contains("10 devices match"), "{dom}");
+    assert_eq!(dom.matches("<tr class=\"device").count(), 10, "{dom}");
+    assert!(
+        dom.contains("IMEI:FLEET-04249") && !dom.contains("IMEI:FLEET-04250"),
+        "{dom}"
+    );
+    assert!(dom.contains("<button id=\"more\" hidden=\"\">"), "{dom}");
 
     // The device whose gateway never answered: restricted, and counting down.
     let url = format!(
-        "https://{}/dashboard#token={TOKEN}&device={UNREACHED}",
+        "https://{}/dashboard#token={TOKEN}&device={UNREACHED}&search=IMEI:35",
         server.addr
     );
     let dom = headless(&browser, &["--dump-dom"], &url);
