@@ -11,9 +11,12 @@ use gwmo_sim::{ApproachMix, Servers, SimOptions};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
-    /// End Devices to roll out.
+    /// End Devices to roll out behind the gateways.
     #[arg(long, default_value_t = 1000)]
     devices: usize,
+    /// End Devices the DM Server manages itself, without a gateway, besides those.
+    #[arg(long, default_value_t = 0)]
+    direct: usize,
     /// DM Gateways the devices are spread over.
     #[arg(long, default_value_t = 10)]
     gateways: usize,
@@ -65,6 +68,16 @@ pub struct SimArgs {
     /// every device's new version checked.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
     firmware_mib: Option<u64>,
+    /// After the rollout, a campaign over every device in waves of a tenth, with a
+    /// threshold of 10 %: a quarter of the first wave lacks what it reads, so the
+    /// campaign pauses; the simulator resumes it, retries the failed devices and
+    /// reports the time, the rates and the servers' memory.
+    #[arg(long)]
+    campaign: bool,
+    /// How often the servers the simulator starts sweep (and so move a campaign on);
+    /// default: the server's own.
+    #[arg(long, value_name = "SECS", conflicts_with = "server")]
+    sweep_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -83,6 +96,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             exe: std::env::current_exe().context("cannot find the gwmo binary")?,
             database: args.db,
             instances: args.instances,
+            sweep_secs: args.sweep_secs,
         }
     } else {
         Servers::External {
@@ -93,6 +107,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let options = SimOptions {
         devices: args.devices,
         gateways: args.gateways,
+        direct: args.direct,
         approach: match args.approach {
             ApproachArg::ServerAssisted => ApproachMix::ServerAssisted,
             ApproachArg::Local => ApproachMix::Local,
@@ -113,6 +128,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         plain_http: args.plain_http,
         pki: args.pki,
         firmware_mib: args.firmware_mib,
+        campaign: args.campaign,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(gwmo_sim::run(options))?;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 /// A server whose sweeper (and so every campaign) moves every second.
 fn server(dir: &std::path::Path) -> ServerProcess {
     let database = dir.join("server.db").display().to_string();
-    ServerProcess::start_with(dir, &database, "session_idle_secs = 1\n")
+    ServerProcess::start_with(dir, &database, "sweep_secs = 1\n")
 }
 
 /// Runs `dev_id` in its own directory: behind `gateway` when one is given (and waits

@@ -199,3 +199,81 @@ fn sim_rehearses_a_firmware_campaign_with_one_download_per_gateway() {
         "{stdout}"
     );
 }
+
+#[test]
+fn sim_rehearses_a_campaign_that_pauses_on_a_failing_wave_then_finishes() {
+    // Devices behind two gateways and devices the DM Server manages itself; servers
+    // that move campaigns on every second.
+    let (output, report) = sim("--devices 20 --gateways 2 --direct 4 --campaign --sweep-secs 1");
+    assert_success(&output, "gwmo sim");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(
+        (
+            report["direct"].as_u64(),
+            report["bootstrapped"]["direct"].as_u64()
+        ),
+        (Some(4), Some(4))
+    );
+    assert_eq!(report["verified"]["associations"], 24, "{report}");
+
+    let campaign = &report["campaign"];
+    assert_eq!(
+        (
+            campaign["devices"].as_u64(),
+            campaign["behind_gateways"].as_u64(),
+            campaign["direct"].as_u64()
+        ),
+        (Some(24), Some(20), Some(4)),
+        "{campaign}"
+    );
+    // Waves of a tenth (3 devices), one in four of the first lacking what it reads:
+    // 1 of 3 failed, over the 10 % threshold.
+    assert_eq!(campaign["wave_size"], 3, "{campaign}");
+    assert_eq!(campaign["lacking"], 1, "{campaign}");
+    assert!(
+        campaign["paused"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("wave 1: 1 of 3 devices failed")),
+        "{campaign}"
+    );
+    // Resumed, it finished; its failed device, given the node, was retried in a wave
+    // of its own: every device done.
+    assert_eq!(campaign["retried"], 1, "{campaign}");
+    assert_eq!(
+        (campaign["done"].as_u64(), campaign["failed"].as_u64()),
+        (Some(24), Some(0)),
+        "{campaign}"
+    );
+    assert_eq!(campaign["waves"], 9, "8 waves and the retry's: {campaign}");
+    let events: Vec<&str> = campaign["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mark| mark["event"].as_str().unwrap())
+        .collect();
+    let position = |event: &str| {
+        events
+            .iter()
+            .position(|e| e.starts_with(event))
+            .unwrap_or_else(|| panic!("no {event:?} in {events:?}"))
+    };
+    assert!(
+        position("wave 1 started") < position("paused"),
+        "{events:?}"
+    );
+    assert!(position("paused") < position("resumed"), "{events:?}");
+    assert!(
+        position("resumed") < position("wave 2 started"),
+        "{events:?}"
+    );
+    assert!(position("wave 8 started") < position("1 failed devices retried"));
+    assert_eq!(events.last(), Some(&"done"), "{events:?}");
+    assert!(campaign["sessions"].as_u64().unwrap() >= 25, "{campaign}");
+    assert!(campaign["server_messages"].as_u64().unwrap() > 0);
+    assert!(campaign["server_rss_max_bytes"].as_u64().unwrap() > 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("campaign: done / failed / retried"),
+        "{stdout}"
+    );
+}

@@ -425,7 +425,11 @@ impl Server {
             Ok(Err(error)) => warn!(%error, "could not list the devices with queued commands"),
         }
         let sweeper_state = self.state.clone();
-        let period = self.state.settings.session_idle_secs.clamp(1, 15);
+        let settings = &self.state.settings;
+        let period = settings
+            .sweep_secs
+            .unwrap_or(settings.session_idle_secs.min(15))
+            .max(1);
         // From the start (the first tick is at once): commands a killed instance had
         // claimed come back to the queue.
         let sweeper = tokio::spawn(async move {

@@ -55,6 +55,10 @@ pub struct ServerSettings {
     pub auth_lockout_secs: u64,
     /// A session with no message for this long is dropped, and its commands requeued.
     pub session_idle_secs: u64,
+    /// How often the server sweeps: drops idle sessions, requeues abandoned commands,
+    /// ends expired ones and moves campaigns on (a campaign's next wave starts at the
+    /// sweep after its wave ended). Unset: `session_idle_secs`, at most 15.
+    pub sweep_secs: Option<u64>,
     /// Sessions this instance holds open at once; a device that starts one more gets
     /// 503 (each device holds one at most).
     pub max_sessions: usize,
@@ -103,6 +107,7 @@ impl Default for ServerSettings {
             auth_lockout_failures: 10,
             auth_lockout_secs: 300,
             session_idle_secs: 300,
+            sweep_secs: None,
             max_sessions: 100_000,
             header_read_secs: 30,
             max_connections: 4096,

@@ -22,6 +22,8 @@ pub enum Approach {
     /// Seed 8.x.2: the gateway's Local DM Bootstrap Server does, and the DM Server
     /// validates the gateway afterwards.
     Local,
+    /// No gateway: the DM Server manages the device itself.
+    Direct,
 }
 
 /// Everything one device needs to know.
@@ -29,7 +31,8 @@ pub enum Approach {
 pub struct DevicePlan {
     pub dev_id: String,
     pub approach: Approach,
-    pub gateway_id: String,
+    /// The gateway that is to manage the device (none: the DM Server does).
+    pub gateway_id: Option<String>,
     pub bootstrap_url: Option<String>,
     pub userpin: String,
     pub encoding: WireEncoding,
@@ -42,6 +45,15 @@ pub struct DevicePlan {
     /// keeping none of it (`[firmware] streaming`): thousands of simulated devices
     /// cannot each store an image.
     pub streams_firmware: bool,
+}
+
+impl DevicePlan {
+    /// Whom the device holds its managed sessions with: its gateway, or the DM Server.
+    pub fn manager(&self) -> &str {
+        self.gateway_id
+            .as_deref()
+            .unwrap_or(&self.account.server_id)
+    }
 }
 
 /// What became of one device.
@@ -89,7 +101,10 @@ pub fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
         encoding: plan.encoding,
         state_dir: plan.state_dir.clone(),
         accounts: vec![plan.account.clone()],
-        gateway: (plan.approach == Approach::ServerAssisted).then(|| plan.gateway_id.clone()),
+        gateway: match plan.approach {
+            Approach::ServerAssisted => plan.gateway_id.clone(),
+            Approach::Local | Approach::Direct => None,
+        },
         userpin: (plan.approach == Approach::Local).then(|| plan.userpin.clone()),
         timeout_secs: plan.wait.as_secs().max(1),
         firmware: gwmo_device::settings::FirmwareSettings {
@@ -126,6 +141,8 @@ async fn run(
     let outcome = match plan.approach {
         Approach::ServerAssisted => server_assisted(plan, &agent, observed).await,
         Approach::Local => local(plan, &agent, observed).await,
+        // Its first session tells the DM Server where to send package 0.
+        Approach::Direct => session(&agent, &plan.account.server_id, plan.wait).await,
     };
     let _ = stop.send(());
     let _ = listening.await;
@@ -144,7 +161,7 @@ async fn server_assisted(
         .read_tree(|tree| {
             gwmo_tree::dm_accounts(tree)
                 .iter()
-                .any(|(_, account)| account.server_id == plan.gateway_id)
+                .any(|(_, account)| account.server_id == plan.manager())
         })
         .await;
     if !bootstrapped {
@@ -154,7 +171,7 @@ async fn server_assisted(
         ));
     }
     observed
-        .wait_for(&plan.gateway_id, plan.wait, "gateway-session")
+        .wait_for(plan.manager(), plan.wait, "gateway-session")
         .await
 }
 
@@ -171,10 +188,10 @@ async fn local(plan: &DevicePlan, agent: &Agent, observed: &mut Observed) -> Res
         .local_bootstrap(url)
         .await
         .map_err(|e| ("local-bootstrap", e.to_string()))?;
-    if gateway != plan.gateway_id {
+    if gateway != plan.manager() {
         return Err((
             "local-bootstrap",
-            format!("bootstrapped to {gateway}, not {}", plan.gateway_id),
+            format!("bootstrapped to {gateway}, not {}", plan.manager()),
         ));
     }
     session(agent, &gateway, plan.wait).await?;

@@ -228,7 +228,7 @@ async fn update(plan: &DevicePlan) -> Result<(), (&'static str, String)> {
     let updated = async {
         let deadline = Instant::now() + plan.wait;
         loop {
-            device::session(&agent, &plan.gateway_id, plan.wait).await?;
+            device::session(&agent, plan.manager(), plan.wait).await?;
             if firmware_of(&agent).await.1.as_deref() != Some("10") {
                 break;
             }

@@ -24,6 +24,8 @@ pub enum Servers {
         exe: PathBuf,
         database: Option<String>,
         instances: usize,
+        /// Their `sweep_secs` (how often a campaign moves on); none: their default.
+        sweep_secs: Option<u64>,
     },
     /// Servers already running: their base URLs (`https://host:port`) and admin token.
     External {
@@ -161,6 +163,7 @@ impl Fleet {
                 exe,
                 database,
                 instances,
+                sweep_secs,
             } => {
                 let token = format!("{:032x}", rand::random::<u128>());
                 let database = database
@@ -168,7 +171,16 @@ impl Fleet {
                     .unwrap_or_else(|| scratch.join("server.db").display().to_string());
                 let mut started = Vec::new();
                 for index in 0..(*instances).max(1) {
-                    started.push(spawn_server(exe, &database, &token, &tls, scratch, index).await?);
+                    let settings = ServerSettings {
+                        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                        database: database.clone(),
+                        admin_token: Some(token.clone()),
+                        address_file: Some(scratch.join(format!("server-{index}.addr"))),
+                        tls: tls.clone(),
+                        sweep_secs: *sweep_secs,
+                        ..ServerSettings::default()
+                    };
+                    started.push(spawn_server(exe, &settings, scratch, index).await?);
                 }
                 let store = if database.starts_with("postgres") {
                     "postgresql"
@@ -230,26 +242,21 @@ impl Fleet {
     }
 }
 
+/// Starts `gwmo server` with `settings` (which name its address file) as instance
+/// `index`, and waits until it wrote its address.
 async fn spawn_server(
     exe: &Path,
-    database: &str,
-    token: &str,
-    tls: &TlsSettings,
+    settings: &ServerSettings,
     scratch: &Path,
     index: usize,
 ) -> Result<Instance, SimError> {
     let config = scratch.join(format!("server-{index}.toml"));
-    let address_file = scratch.join(format!("server-{index}.addr"));
     let log = scratch.join(format!("server-{index}.log"));
-    let settings = ServerSettings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database: database.to_owned(),
-        admin_token: Some(token.to_owned()),
-        address_file: Some(address_file.clone()),
-        tls: tls.clone(),
-        ..ServerSettings::default()
-    };
-    let text = toml::to_string(&settings).map_err(|e| SimError::ServerStart(e.to_string()))?;
+    let address_file = settings
+        .address_file
+        .clone()
+        .ok_or(SimError::Plan("a spawned server writes its address"))?;
+    let text = toml::to_string(settings).map_err(|e| SimError::ServerStart(e.to_string()))?;
     std::fs::write(&config, text).map_err(|e| SimError::Io(config.clone(), e))?;
     let log_file = std::fs::File::create(&log).map_err(|e| SimError::Io(log.clone(), e))?;
     let mut child = Command::new(exe)
@@ -268,7 +275,7 @@ async fn spawn_server(
             .filter(|text| !text.trim().is_empty())
         {
             return Ok(Instance {
-                base_url: format!("{}://{}", tls.scheme(), addr.trim()),
+                base_url: format!("{}://{}", settings.tls.scheme(), addr.trim()),
                 process: Some(child),
             });
         }

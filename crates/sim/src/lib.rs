@@ -6,6 +6,7 @@
 //! in the server's store. The result is a [`Report`].
 
 mod baseline;
+mod campaign;
 mod device;
 mod firmware;
 mod fleet;
@@ -66,9 +67,12 @@ impl ApproachMix {
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
+    /// End Devices behind the gateways.
     pub devices: usize,
     pub gateways: usize,
     pub approach: ApproachMix,
+    /// End Devices the DM Server manages itself, without a gateway.
+    pub direct: usize,
     pub servers: Servers,
     /// Devices rolling out at the same time.
     pub concurrency: usize,
@@ -89,6 +93,25 @@ pub struct SimOptions {
     /// After the rollout, a firmware campaign of an image of this many MiB to every
     /// device (`firmware.rs`).
     pub firmware_mib: Option<u64>,
+    /// After the rollout (and the firmware phase), a campaign over every device in
+    /// waves, one failing past its threshold (`campaign.rs`).
+    pub campaign: bool,
+}
+
+impl SimOptions {
+    /// How device `index` is brought under management: the first `devices` through
+    /// their gateways, the `direct` ones after them by the DM Server alone.
+    fn approach_of(&self, index: usize) -> Approach {
+        match index < self.devices {
+            true => self.approach.for_device(index),
+            false => Approach::Direct,
+        }
+    }
+
+    /// Every device of the run.
+    fn all_devices(&self) -> usize {
+        self.devices + self.direct
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,14 +188,14 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
 
     let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut enrolling = JoinSet::new();
-    for i in 0..options.devices {
+    for i in 0..options.all_devices() {
         let (fleet, limit, dev_id) = (fleet.clone(), limit.clone(), dev_id(i));
         enrolling.spawn(async move {
             let _permit = limit.acquire_owned().await;
             (i, fleet.enroll(i % instances, &dev_id).await)
         });
     }
-    let mut enrollments = vec![serde_json::Value::Null; options.devices];
+    let mut enrollments = vec![serde_json::Value::Null; options.all_devices()];
     while let Some(joined) = enrolling.join_next().await {
         if let Ok((i, enrollment)) = joined {
             enrollments[i] = enrollment?;
@@ -184,20 +207,21 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     };
     let setup_secs = setup_started.elapsed().as_secs_f64();
 
-    let mut progress = Progress::new(options.progress, options.devices);
+    let mut progress = Progress::new(options.progress, options.all_devices());
     let messages_before = fleet.messages_answered().await?;
     let cpu_before = fleet.cpu_secs();
     let simulator_cpu_before = fleet::cpu_secs("self");
     let rollout_started = Instant::now();
     let mut rolling = JoinSet::new();
-    let mut plans = Vec::with_capacity(options.devices);
+    let mut plans = Vec::with_capacity(options.all_devices());
     for (i, enrollment) in enrollments.iter().enumerate() {
-        let gateway = &gateways.list[i % options.gateways];
+        let approach = options.approach_of(i);
+        let gateway = (approach != Approach::Direct).then(|| &gateways.list[i % options.gateways]);
         let plan = DevicePlan {
             dev_id: dev_id(i),
-            approach: options.approach.for_device(i),
-            gateway_id: gateway.gateway_id.clone(),
-            bootstrap_url: gateway.bootstrap_url.clone(),
+            approach,
+            gateway_id: gateway.map(|g| g.gateway_id.clone()),
+            bootstrap_url: gateway.and_then(|g| g.bootstrap_url.clone()),
             userpin: userpin(i),
             encoding: match (i / 2) % 2 {
                 0 => WireEncoding::Xml,
@@ -259,27 +283,37 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         }
         match &outcome.error {
             Some((kind, error)) => note(kind, format!("{}: {error}", dev_id(*i))),
-            None if *approach == Approach::ServerAssisted => bootstrapped.server_assisted += 1,
-            None => bootstrapped.local += 1,
+            None => match approach {
+                Approach::ServerAssisted => bootstrapped.server_assisted += 1,
+                Approach::Local => bootstrapped.local += 1,
+                Approach::Direct => bootstrapped.direct += 1,
+            },
         }
     }
     let verified = verify(&fleet, &options, &dev_id, &gateway_id, &mut note).await;
+    // The devices whose rollout finished, and what their DevIds start with.
+    let rolled_out: Vec<DevicePlan> = outcomes
+        .iter()
+        .filter(|(_, _, outcome)| outcome.error.is_none())
+        .map(|(i, _, _)| plans[*i].clone())
+        .collect();
+    let prefix = format!("IMEI:sim{run_id}-");
     let firmware = match options.firmware_mib {
         Some(mib) => {
-            // The devices whose rollout finished.
-            let rolled_out: Vec<DevicePlan> = outcomes
-                .iter()
-                .filter(|(_, _, outcome)| outcome.error.is_none())
-                .map(|(i, _, _)| plans[*i].clone())
-                .collect();
             let phase = firmware::Phase {
                 image_mib: mib,
-                prefix: format!("IMEI:sim{run_id}-"),
+                prefix: prefix.clone(),
                 concurrency: options.concurrency,
             };
             Some(firmware::rehearse(&fleet, &gateways, &rolled_out, &phase, &mut note).await)
         }
         None => None,
+    };
+    let campaign = match options.campaign {
+        true => Some(
+            campaign::rehearse(&fleet, &rolled_out, &prefix, options.concurrency, &mut note).await,
+        ),
+        false => None,
     };
     let soak = match options.soak {
         Some(soak) => Some(soak::run(&fleet, &plans, soak, &mut note).await),
@@ -290,10 +324,11 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     let rollout = rollout_secs.max(f64::EPSILON);
     let completed_sessions = latencies.len();
     let server_round_trips_per_sec = server_round_trips as f64 / rollout;
-    let server_memory = memory(&fleet, servers_at_start, options.devices);
+    let server_memory = memory(&fleet, servers_at_start, options.all_devices());
     let simulator_peak_bytes = fleet::peak_bytes("self");
     Ok(Report {
         devices: options.devices,
+        direct: options.direct,
         gateways: options.gateways,
         approach: options.approach.name().into(),
         store: fleet.store.clone(),
@@ -319,16 +354,17 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
             simulator_cpu_secs,
             server_round_trips,
             completed_sessions,
-            options.devices,
+            options.all_devices(),
         ),
         baseline,
         server_memory,
         simulator_peak_bytes,
         simulator_bytes_per_device: simulator_peak_bytes
             .zip(simulator_at_start)
-            .map(|(peak, start)| peak.saturating_sub(start) / options.devices.max(1) as u64),
+            .map(|(peak, start)| peak.saturating_sub(start) / options.all_devices().max(1) as u64),
         verified,
         firmware,
+        campaign,
         soak,
         errors,
     })
@@ -347,7 +383,7 @@ async fn verify(
     let mut verified = Verified::default();
     let mut reading = JoinSet::new();
     let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    for i in 0..options.devices {
+    for i in 0..options.all_devices() {
         let (fleet, limit, id) = (fleet.clone(), limit.clone(), dev_id(i));
         reading.spawn(async move {
             let _permit = limit.acquire_owned().await;
@@ -364,23 +400,25 @@ async fn verify(
                 continue;
             }
         };
-        let origin = match options.approach.for_device(i) {
-            Approach::ServerAssisted => gwmo_tree::Origin::ServerAssisted,
-            Approach::Local => gwmo_tree::Origin::LocalBootstrap,
-        }
-        .as_str();
-        let expected_gateway = gateway_id(i % options.gateways);
+        let origin = match options.approach_of(i) {
+            Approach::ServerAssisted => Some(gwmo_tree::Origin::ServerAssisted),
+            Approach::Local => Some(gwmo_tree::Origin::LocalBootstrap),
+            Approach::Direct => None,
+        };
         let association = &device["gateway"];
-        if association["gateway_id"] == expected_gateway.as_str() && association["origin"] == origin
-        {
+        let expected = origin.map(|origin| (gateway_id(i % options.gateways), origin.as_str()));
+        let associated = match &expected {
+            Some((gateway, origin)) => {
+                association["gateway_id"] == gateway.as_str() && association["origin"] == *origin
+            }
+            None => association.is_null(),
+        };
+        if associated {
             verified.associations += 1;
         } else {
             note(
                 "association",
-                format!(
-                    "{}: expected {expected_gateway} ({origin}), found {association}",
-                    dev_id(i)
-                ),
+                format!("{}: expected {expected:?}, found {association}", dev_id(i)),
             );
         }
         let commands = device["commands"]

@@ -13,6 +13,8 @@ pub use crate::baseline::{Baseline, RawRequests};
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub devices: usize,
+    /// Devices the DM Server manages without a gateway.
+    pub direct: usize,
     pub gateways: usize,
     pub approach: String,
     pub store: String,
@@ -48,6 +50,8 @@ pub struct Report {
     pub verified: Verified,
     /// The firmware campaign after the rollout, when asked for (`--firmware-mib`).
     pub firmware: Option<crate::firmware::FirmwareReport>,
+    /// The campaign after the rollout, when asked for (`--campaign`).
+    pub campaign: Option<crate::campaign::CampaignReport>,
     /// The steady phase, when asked for (`--soak-secs`).
     pub soak: Option<crate::soak::Soak>,
     pub errors: BTreeMap<String, ErrorKind>,
@@ -57,6 +61,8 @@ pub struct Report {
 pub struct Bootstrapped {
     pub server_assisted: usize,
     pub local: usize,
+    /// Devices under the DM Server's own management (no gateway).
+    pub direct: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -184,6 +190,13 @@ impl fmt::Display for Report {
                 self.store, self.server_instances, self.concurrency
             ),
         )?;
+        if self.direct > 0 {
+            row(
+                f,
+                "devices managed directly (no gateway)",
+                format!("{} ({} registered)", self.direct, self.bootstrapped.direct),
+            )?;
+        }
         row(f, "setup", format!("{:.1} s", self.setup_secs))?;
         row(f, "rollout", format!("{:.1} s", self.rollout_secs))?;
         row(
@@ -370,6 +383,9 @@ impl fmt::Display for Report {
                     mib(firmware.lan_bytes_total)
                 ),
             )?;
+        }
+        if let Some(campaign) = &self.campaign {
+            campaign.write_rows(f, row)?;
         }
         if let Some(soak) = &self.soak {
             row(

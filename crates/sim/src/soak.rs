@@ -125,7 +125,7 @@ pub async fn run(
 async fn one_session(plan: &DevicePlan, with_gateway: bool) -> Result<(), String> {
     let agent = device::open(plan).map_err(|(_, error)| error)?;
     let server_id = match with_gateway {
-        true => &plan.gateway_id,
+        true => plan.manager(),
         false => &plan.account.server_id,
     };
     let report = agent
