@@ -269,6 +269,9 @@ fn sim_rehearses_a_campaign_that_pauses_on_a_failing_wave_then_finishes() {
     assert!(position("wave 8 started") < position("1 failed devices retried"));
     assert_eq!(events.last(), Some(&"done"), "{events:?}");
     assert!(campaign["sessions"].as_u64().unwrap() >= 25, "{campaign}");
+    // Through the gateways' fan-outs, each reported to the DM Server once.
+    assert!(campaign["fanouts_run"].as_u64().unwrap() >= 2, "{campaign}");
+    assert_eq!(campaign["fanouts_reported"], campaign["fanouts_run"]);
     assert!(campaign["server_messages"].as_u64().unwrap() > 0);
     assert!(campaign["server_rss_max_bytes"].as_u64().unwrap() > 0);
     let stdout = String::from_utf8_lossy(&output.stdout);

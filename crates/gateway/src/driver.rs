@@ -113,6 +113,12 @@ impl Driver {
         // Only what changed is read, from the tree and from the end-device store:
         // reading all of both per sync made a gateway's cost per device grow with its
         // inventory. The tree is read in place, never copied.
+        //
+        // The fan-outs running are taken before the tree: a fan-out task removes its
+        // node before it leaves that set, so one missing from the set has either not
+        // started or left no node in what is read next. Taken after, a fan-out that
+        // ended in between looked finished and unreported, and was reported twice.
+        let running_fanouts = self.fanouts_running().clone();
         if let Some(((entries, fanouts), revision)) = self
             .agent
             .read_tree_since(known.inventory_revision(), |tree| {
@@ -137,7 +143,6 @@ impl Driver {
             let outcomes = self.end_devices.outcomes(to_ask.clone()).await?;
             known.probes_asked(&to_ask, &outcomes);
         }
-        let running_fanouts = self.fanouts_running().clone();
         let view = known.inventory();
         let plan = reconcile(&Observation {
             entries: &view.entries,

@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::device::{self, DevicePlan};
 use crate::fleet::Fleet;
+use crate::gateways::Gateways;
 
 /// The node the campaign reads; the devices made to lack it answer 404.
 pub const READING: &str = "./Vendor/gwmo/Battery";
@@ -87,6 +88,10 @@ pub struct CampaignReport {
     /// every half second), and their peak since they started.
     pub server_rss_max_bytes: Option<u64>,
     pub server_peak_bytes: Option<u64>,
+    /// Fan-outs the gateways ran for the campaign, and reports of them they sent the
+    /// DM Server (their `/metrics`): one each, or a report went twice.
+    pub fanouts_run: u64,
+    pub fanouts_reported: u64,
 }
 
 /// One moment of the campaign.
@@ -101,6 +106,7 @@ pub struct Mark {
 /// DevIds start with `prefix`; `note` hears every error.
 pub async fn rehearse(
     fleet: &Fleet,
+    gateways: &Gateways,
     plans: &[DevicePlan],
     prefix: &str,
     concurrency: usize,
@@ -115,6 +121,7 @@ pub async fn rehearse(
     let admin = fleet.admin(0);
     let messages_before = fleet.messages_answered().await.unwrap_or_default();
     let cpu_before = fleet.cpu_secs();
+    let fanouts_before = fanout_counters(fleet, gateways, note).await;
     let request = json!({
         "name": "gwmo sim: read the battery",
         "command": { "op": "Get", "target": READING },
@@ -282,6 +289,18 @@ pub async fn rehearse(
         .saturating_sub(messages_before);
     report.server_messages_per_sec = report.server_messages as f64 / secs;
     report.server_cpu_secs = fleet.cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
+    let fanouts_after = fanout_counters(fleet, gateways, note).await;
+    report.fanouts_run = fanouts_after.0 - fanouts_before.0.min(fanouts_after.0);
+    report.fanouts_reported = fanouts_after.1 - fanouts_before.1.min(fanouts_after.1);
+    if report.fanouts_reported != report.fanouts_run {
+        note(
+            "fanout-report",
+            format!(
+                "the gateways ran {} fan-outs and sent {} reports of them",
+                report.fanouts_run, report.fanouts_reported
+            ),
+        );
+    }
     report.server_rss_max_bytes = server_rss_max;
     report.server_peak_bytes = fleet
         .instances
@@ -289,6 +308,32 @@ pub async fn rehearse(
         .map(|i| i.memory().map(|(_, peak)| peak))
         .sum();
     report
+}
+
+/// Fan-outs all the gateways ran so far, and reports of them they sent.
+async fn fanout_counters(
+    fleet: &Fleet,
+    gateways: &Gateways,
+    note: &mut impl FnMut(&str, String),
+) -> (u64, u64) {
+    let names = [
+        "gwmo_gateway_fanouts_run_total",
+        "gwmo_gateway_fanouts_reported_total",
+    ];
+    let mut totals = (0, 0);
+    for gateway in &gateways.list {
+        match fleet.counters(gateway.admin.base_url(), &names).await {
+            Ok(counted) => {
+                totals.0 += counted[0];
+                totals.1 += counted[1];
+            }
+            Err(error) => note(
+                "campaign-gateway",
+                format!("{}: {error}", gateway.gateway_id),
+            ),
+        }
+    }
+    totals
 }
 
 /// The devices a campaign targets, over every state.
@@ -474,6 +519,11 @@ impl CampaignReport {
                 mib(self.server_rss_max_bytes),
                 mib(self.server_peak_bytes)
             ),
+        )?;
+        row(
+            f,
+            "campaign: gateway fan-outs run / reported",
+            format!("{} / {}", self.fanouts_run, self.fanouts_reported),
         )?;
         for mark in &self.timeline {
             row(

@@ -216,20 +216,30 @@ impl Fleet {
     pub async fn messages_answered(&self) -> Result<u64, SimError> {
         let mut total = 0;
         for instance in &self.instances {
-            let url = format!("{}/metrics", instance.base_url);
-            let answer = self
-                .client()
-                .request(Method::GET, &url, &[], Vec::new())
-                .await
-                .map_err(|e| SimError::Admin(format!("/metrics: {e}")))?;
-            let text = String::from_utf8_lossy(&answer.body);
-            total += text
-                .lines()
-                .find_map(|line| line.strip_prefix("gwmo_messages_total "))
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .unwrap_or_default() as u64;
+            total += self
+                .counters(&instance.base_url, &["gwmo_messages_total"])
+                .await?[0];
         }
         Ok(total)
+    }
+
+    /// The counters `names` of the `/metrics` at `base_url` (a server's or a
+    /// gateway's), in that order; 0 for one it does not offer.
+    pub async fn counters(&self, base_url: &str, names: &[&str]) -> Result<Vec<u64>, SimError> {
+        let url = format!("{base_url}/metrics");
+        let answer = self
+            .client()
+            .request(Method::GET, &url, &[], Vec::new())
+            .await
+            .map_err(|e| SimError::Admin(format!("{url}: {e}")))?;
+        let text = String::from_utf8_lossy(&answer.body);
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or_default() as u64
+        };
+        Ok(names.iter().map(|name| value(name)).collect())
     }
 
     /// CPU seconds all the instances the simulator started have used so far.

@@ -311,7 +311,15 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     };
     let campaign = match options.campaign {
         true => Some(
-            campaign::rehearse(&fleet, &rolled_out, &prefix, options.concurrency, &mut note).await,
+            campaign::rehearse(
+                &fleet,
+                &gateways,
+                &rolled_out,
+                &prefix,
+                options.concurrency,
+                &mut note,
+            )
+            .await,
         ),
         false => None,
     };
