@@ -425,15 +425,11 @@ impl Server {
             Ok(Err(error)) => warn!(%error, "could not list the devices with queued commands"),
         }
         let sweeper_state = self.state.clone();
-        let settings = &self.state.settings;
-        let period = settings
-            .sweep_secs
-            .unwrap_or(settings.session_idle_secs.min(15))
-            .max(1);
+        let period = self.state.settings.sweep_period();
         // From the start (the first tick is at once): commands a killed instance had
         // claimed come back to the queue.
         let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(period));
+            let mut tick = tokio::time::interval(period);
             let mut history_forgotten_at: Option<Instant> = None;
             loop {
                 tick.tick().await;

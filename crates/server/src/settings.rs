@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +130,13 @@ impl ServerSettings {
             .unwrap_or_else(|| self.own_url(bound))
     }
 
+    /// How often the server sweeps: `sweep_secs`, else `session_idle_secs` up to 15 s;
+    /// a second at least.
+    pub fn sweep_period(&self) -> Duration {
+        let secs = self.sweep_secs.unwrap_or(self.session_idle_secs.min(15));
+        Duration::from_secs(secs.max(1))
+    }
+
     /// `https://<bound>/dm` (`http` with plain HTTP).
     fn own_url(&self, bound: SocketAddr) -> String {
         format!("{}://{bound}/dm", self.tls.scheme())
@@ -198,6 +206,25 @@ pub fn check_admin_token(token: Option<&str>) -> Result<(), AdminTokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_runs_every_sweep_secs_else_with_the_idle_limit_up_to_15_s() {
+        let with = |session_idle_secs, sweep_secs| {
+            ServerSettings {
+                session_idle_secs,
+                sweep_secs,
+                ..ServerSettings::default()
+            }
+            .sweep_period()
+            .as_secs()
+        };
+        assert_eq!(with(300, None), 15);
+        assert_eq!(with(5, None), 5);
+        assert_eq!(with(300, Some(1)), 1);
+        assert_eq!(with(1, Some(60)), 60);
+        assert_eq!(with(0, None), 1, "never a busy loop");
+        assert_eq!(with(300, Some(0)), 1);
+    }
 
     #[test]
     fn an_empty_short_or_unprintable_admin_token_is_refused_and_none_keeps_the_api_closed() {
