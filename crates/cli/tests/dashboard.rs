@@ -115,14 +115,7 @@ fn the_dashboard_shows_devices_gateways_accounts_the_tree_alerts_and_the_audit_l
     let csv: String = std::iter::once("dev_id\r\n".to_owned())
         .chain((0..10_000).map(|n| format!("IMEI:FLEET-{n:05}\r\n")))
         .collect();
-    let (status, imported) = http(
-        server.addr,
-        "POST",
-        "/api/enrollments",
-        Some(TOKEN),
-        "text/csv",
-        csv.as_bytes(),
-    );
+    let (status, imported) = server.enroll_csv(&csv);
     assert_eq!(status, 200, "{imported}");
     let campaign = r#"{"name":"pilot-read","command":{"op":"Get","target":"./DevInfo/Mod"},"filter":{"search":"IMEI:350000000000502"}}"#;
     assert_eq!(server.api("POST", "/api/campaigns", Some(campaign)).0, 201);

@@ -7,22 +7,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
-
-/// Posts a CSV document to `/api/enrollments`; the answer must be documented.
-fn import(server: &ServerProcess, csv: &str) -> (u16, Value) {
-    let (status, text) = http(
-        server.addr,
-        "POST",
-        "/api/enrollments",
-        Some(TOKEN),
-        "text/csv",
-        csv.as_bytes(),
-    );
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    openapi::assert_documented("POST", "/api/enrollments", status, &body);
-    (status, body)
-}
+use serde_json::json;
 
 fn found(server: &ServerProcess, query: &str) -> (Vec<String>, u64) {
     let (status, page) = server.api("GET", &format!("/api/devices?{query}"), None);
@@ -48,7 +33,7 @@ fn devices_enrolled_from_csv_are_found_tagged_and_exported() {
         IMEI:350000000000924,rot13,\r\n\
         IMEI:350000000000925,md5,bad,tag\r\n\
         \"IMEI:360000000000926\",basic,\r\n";
-    let (status, report) = import(&server, document);
+    let (status, report) = server.enroll_csv(document);
     assert_eq!(status, 200, "{report}");
     let enrolled: Vec<&str> = report["enrolled"]
         .as_array()
@@ -93,7 +78,7 @@ fn devices_enrolled_from_csv_are_found_tagged_and_exported() {
         ("auth\r\nmd5\r\n", 400),
         ("dev_id\r\n\"unclosed\r\n", 400),
     ] {
-        assert_eq!(import(&server, bad).0, expected, "{bad:?}");
+        assert_eq!(server.enroll_csv(bad).0, expected, "{bad:?}");
     }
     let (status, _) = http(
         server.addr,

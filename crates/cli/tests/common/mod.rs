@@ -311,6 +311,22 @@ impl ServerProcess {
         body
     }
 
+    /// Enrolls the devices of a CSV document (`POST /api/enrollments`); the answer must
+    /// be documented.
+    pub fn enroll_csv(&self, csv: &str) -> (u16, Value) {
+        let (status, text) = http(
+            self.addr,
+            "POST",
+            "/api/enrollments",
+            Some(TOKEN),
+            "text/csv",
+            csv.as_bytes(),
+        );
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        openapi::assert_documented("POST", "/api/enrollments", status, &body);
+        (status, body)
+    }
+
     /// Queues a command without waking the device (a test that wants the device woken
     /// says when, with `/notify`).
     pub fn queue(&self, dev_id: &str, spec: &str) -> i64 {

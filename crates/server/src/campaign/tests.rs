@@ -287,19 +287,10 @@ fn a_gateway_report_is_read_device_by_device_and_what_it_leaves_out_failed() {
 
 #[test]
 fn a_firmware_campaign_settles_each_device_from_its_fumo_result_not_its_command() {
-    use crate::store::firmware::{Artifact, Ending, Firmware, UpdateState};
+    use crate::store::firmware::{Ending, Firmware, UpdateState, sample_artifact};
     each_backend(|store| {
         fleet(store);
-        let artifact = Artifact {
-            id: "a1".into(),
-            name: "fw".into(),
-            version: "2.0".into(),
-            man: "gwmo".into(),
-            model: "m".into(),
-            size: 10,
-            sha256: "ab".repeat(32),
-            created_at: 0,
-        };
+        let artifact = sample_artifact("a1", 0);
         let spec = crate::firmware::update_command(&artifact, "https://dms/firmware/a1", "fw-c");
         let filter = DeviceFilter {
             dev_id_prefix: Some("IMEI:".into()),

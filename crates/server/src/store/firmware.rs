@@ -364,23 +364,25 @@ impl Firmware<'_> {
     }
 }
 
+/// An artifact of ten bytes for model "m", as the tests store it.
+#[cfg(test)]
+pub(crate) fn sample_artifact(id: &str, created_at: i64) -> Artifact {
+    Artifact {
+        id: id.into(),
+        name: "fw".into(),
+        version: "2.0".into(),
+        man: "gwmo".into(),
+        model: "m".into(),
+        size: 10,
+        sha256: "ab".repeat(32),
+        created_at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::tests::each_backend;
-
-    fn artifact(id: &str, created_at: i64) -> Artifact {
-        Artifact {
-            id: id.into(),
-            name: "fw".into(),
-            version: "2.0".into(),
-            man: "gwmo".into(),
-            model: "m".into(),
-            size: 10,
-            sha256: "ab".repeat(32),
-            created_at,
-        }
-    }
 
     fn update(correlator: &str, dev_id: &str, fanout_id: Option<i64>) -> FirmwareUpdate {
         FirmwareUpdate {
@@ -401,8 +403,8 @@ mod tests {
     fn an_artifact_in_use_is_kept_and_one_no_update_needs_goes() {
         each_backend(|store| {
             let firmware = Firmware(store.sql());
-            firmware.add_artifact(&artifact("a1", 1)).unwrap();
-            firmware.add_artifact(&artifact("a2", 2)).unwrap();
+            firmware.add_artifact(&sample_artifact("a1", 1)).unwrap();
+            firmware.add_artifact(&sample_artifact("a2", 2)).unwrap();
             let listed: Vec<String> = firmware
                 .artifacts()
                 .unwrap()
