@@ -82,8 +82,10 @@ pub struct CampaignReport {
     /// included), and per second.
     pub server_messages: u64,
     pub server_messages_per_sec: f64,
-    /// CPU the server instances used meanwhile (servers the simulator started).
+    /// CPU the server instances used meanwhile (servers the simulator started), and
+    /// this process (every gateway and device).
     pub server_cpu_secs: Option<f64>,
+    pub simulator_cpu_secs: Option<f64>,
     /// The servers' resident memory at its highest while the campaign ran (sampled
     /// every half second), and their peak since they started.
     pub server_rss_max_bytes: Option<u64>,
@@ -121,6 +123,7 @@ pub async fn rehearse(
     let admin = fleet.admin(0);
     let messages_before = fleet.messages_answered().await.unwrap_or_default();
     let cpu_before = fleet.cpu_secs();
+    let simulator_cpu_before = crate::fleet::cpu_secs("self");
     let fanouts_before = fanout_counters(fleet, gateways, note).await;
     let request = json!({
         "name": "gwmo sim: read the battery",
@@ -289,6 +292,9 @@ pub async fn rehearse(
         .saturating_sub(messages_before);
     report.server_messages_per_sec = report.server_messages as f64 / secs;
     report.server_cpu_secs = fleet.cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
+    report.simulator_cpu_secs = crate::fleet::cpu_secs("self")
+        .zip(simulator_cpu_before)
+        .map(|(a, b)| a - b);
     let fanouts_after = fanout_counters(fleet, gateways, note).await;
     report.fanouts_run = fanouts_after.0 - fanouts_before.0.min(fanouts_after.0);
     report.fanouts_reported = fanouts_after.1 - fanouts_before.1.min(fanouts_after.1);
@@ -509,17 +515,18 @@ impl CampaignReport {
                 self.server_messages, self.server_messages_per_sec
             ),
         )?;
+        let secs = |cpu: Option<f64>| cpu.map_or("-".to_owned(), |secs| format!("{secs:.1} s"));
         row(
             f,
             "campaign: server CPU / RSS max / peak",
             format!(
                 "{} / {} / {}",
-                self.server_cpu_secs
-                    .map_or("-".to_owned(), |secs| format!("{secs:.1} s")),
+                secs(self.server_cpu_secs),
                 mib(self.server_rss_max_bytes),
                 mib(self.server_peak_bytes)
             ),
         )?;
+        row(f, "campaign: simulator CPU", secs(self.simulator_cpu_secs))?;
         row(
             f,
             "campaign: gateway fan-outs run / reported",
