@@ -163,12 +163,10 @@ pub async fn rehearse(
     };
     report.lacking = lacking.len();
 
-    let plans: Arc<HashMap<String, DevicePlan>> = Arc::new(
-        plans
-            .iter()
-            .map(|plan| (plan.dev_id.clone(), plan.clone()))
-            .collect(),
-    );
+    let plans: HashMap<&str, &DevicePlan> = plans
+        .iter()
+        .map(|plan| (plan.dev_id.as_str(), plan))
+        .collect();
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut taking = JoinSet::new();
     // Each device once per wave it is sent in (a retry sends it again, in a new wave).
@@ -176,11 +174,8 @@ pub async fn rehearse(
     let mut wave_seen = 0;
     let mut server_rss_max = None;
     let mut retried = false;
-    let at = |started: Instant| started.elapsed().as_secs_f64();
-    let mark = |event: String| Mark {
-        secs: at(started),
-        event,
-    };
+    let at = || started.elapsed().as_secs_f64();
+    let mark = |event: String| Mark { secs: at(), event };
     let end = loop {
         if started.elapsed() > PATIENCE {
             note("campaign-end", format!("still running after {PATIENCE:?}"));
@@ -206,7 +201,7 @@ pub async fn rehearse(
             Some("paused") => {
                 let reason = campaign["reason"].as_str().unwrap_or_default().to_owned();
                 report.timeline.push(mark(format!("paused: {reason}")));
-                report.paused_at_secs = Some(at(started));
+                report.paused_at_secs = Some(at());
                 report.paused = Some(reason);
                 // The operator's fix: the devices that lacked the node get it.
                 lacking.clear();
@@ -249,7 +244,7 @@ pub async fn rehearse(
             if !pulled.insert((dev_id.to_owned(), wave)) {
                 continue;
             }
-            let Some(plan) = plans.get(dev_id).cloned() else {
+            let Some(plan) = plans.get(dev_id).map(|plan| (*plan).clone()) else {
                 note("campaign-device", format!("{dev_id}: not of this run"));
                 continue;
             };
@@ -266,7 +261,7 @@ pub async fn rehearse(
     while let Some(joined) = taking.join_next().await {
         report.sessions += tally(joined, note);
     }
-    report.secs = at(started);
+    report.secs = at();
     if let Some(campaign) = end {
         let state = campaign["state"].as_str().unwrap_or("?");
         report.timeline.push(mark(state.to_owned()));
@@ -296,8 +291,8 @@ pub async fn rehearse(
         .zip(simulator_cpu_before)
         .map(|(a, b)| a - b);
     let fanouts_after = fanout_counters(fleet, gateways, note).await;
-    report.fanouts_run = fanouts_after.0 - fanouts_before.0.min(fanouts_after.0);
-    report.fanouts_reported = fanouts_after.1 - fanouts_before.1.min(fanouts_after.1);
+    report.fanouts_run = fanouts_after.0.saturating_sub(fanouts_before.0);
+    report.fanouts_reported = fanouts_after.1.saturating_sub(fanouts_before.1);
     if report.fanouts_reported != report.fanouts_run {
         note(
             "fanout-report",

@@ -169,17 +169,15 @@ impl Fleet {
                 let database = database
                     .clone()
                     .unwrap_or_else(|| scratch.join("server.db").display().to_string());
+                let settings = ServerSettings {
+                    database: database.clone(),
+                    admin_token: Some(token.clone()),
+                    tls: tls.clone(),
+                    sweep_secs: *sweep_secs,
+                    ..ServerSettings::default()
+                };
                 let mut started = Vec::new();
                 for index in 0..(*instances).max(1) {
-                    let settings = ServerSettings {
-                        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                        database: database.clone(),
-                        admin_token: Some(token.clone()),
-                        address_file: Some(scratch.join(format!("server-{index}.addr"))),
-                        tls: tls.clone(),
-                        sweep_secs: *sweep_secs,
-                        ..ServerSettings::default()
-                    };
                     started.push(spawn_server(exe, &settings, scratch, index).await?);
                 }
                 let store = if database.starts_with("postgres") {
@@ -252,8 +250,8 @@ impl Fleet {
     }
 }
 
-/// Starts `gwmo server` with `settings` (which name its address file) as instance
-/// `index`, and waits until it wrote its address.
+/// Starts `gwmo server` as instance `index` with `settings`, on a loopback port it
+/// picks and writes to a file in `scratch`, and waits until it wrote it.
 async fn spawn_server(
     exe: &Path,
     settings: &ServerSettings,
@@ -262,11 +260,13 @@ async fn spawn_server(
 ) -> Result<Instance, SimError> {
     let config = scratch.join(format!("server-{index}.toml"));
     let log = scratch.join(format!("server-{index}.log"));
-    let address_file = settings
-        .address_file
-        .clone()
-        .ok_or(SimError::Plan("a spawned server writes its address"))?;
-    let text = toml::to_string(settings).map_err(|e| SimError::ServerStart(e.to_string()))?;
+    let address_file = scratch.join(format!("server-{index}.addr"));
+    let settings = ServerSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        address_file: Some(address_file.clone()),
+        ..settings.clone()
+    };
+    let text = toml::to_string(&settings).map_err(|e| SimError::ServerStart(e.to_string()))?;
     std::fs::write(&config, text).map_err(|e| SimError::Io(config.clone(), e))?;
     let log_file = std::fs::File::create(&log).map_err(|e| SimError::Io(log.clone(), e))?;
     let mut child = Command::new(exe)
