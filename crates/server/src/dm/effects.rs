@@ -82,11 +82,13 @@ impl DmService {
                     self.store.set_server_nonce(dev_id, &nonce)?
                 }
                 ServerEvent::DevInfo(devinfo) => {
-                    self.store
-                        .record_session(dev_id, &devinfo, slot.encoding.name(), unix_now)?;
-                    if let Some(url) = devinfo.get(NOTIFY_URL_NODE) {
-                        self.store.set_notify_address(dev_id, Some(url))?;
-                    }
+                    self.store.record_session(
+                        dev_id,
+                        &devinfo,
+                        slot.encoding.name(),
+                        devinfo.get(NOTIFY_URL_NODE).map(String::as_str),
+                        unix_now,
+                    )?;
                 }
                 ServerEvent::Alert(alert) => {
                     self.alert(dev_id, &alert, unix_now)?;

@@ -557,12 +557,15 @@ pub trait Store: Send + Sync {
     fn swap_client_nonce(&self, dev_id: &str, used: &[u8], next: &[u8])
     -> Result<bool, StoreError>;
     fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
-    /// Records a session's DevInfo and encoding, and counts the session.
+    /// Records a session's DevInfo and encoding, and counts the session. A
+    /// `notify_address` the device reported replaces the one kept; without one, the
+    /// kept one stays. One statement: this runs at the start of every session.
     fn record_session(
         &self,
         dev_id: &str,
         devinfo: &BTreeMap<String, String>,
         encoding: &str,
+        notify_address: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError>;
     fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError>;

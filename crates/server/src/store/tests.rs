@@ -629,6 +629,26 @@ fn a_client_nonce_is_consumed_once() {
 }
 
 #[test]
+fn a_session_counts_and_keeps_its_devinfo_and_a_notify_address_only_when_it_reports_one() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), "Acme".to_owned())]);
+        let url = "https://10.0.0.7:8443/notify";
+        store
+            .record_session("IMEI:1", &devinfo, "wbxml", Some(url), 100)
+            .unwrap();
+        store
+            .record_session("IMEI:1", &devinfo, "xml", None, 200)
+            .unwrap();
+        let record = store.device("IMEI:1").unwrap().unwrap();
+        assert_eq!(record.notify_address.as_deref(), Some(url));
+        assert_eq!(record.devinfo, devinfo);
+        assert_eq!(record.encoding.as_deref(), Some("xml"));
+        assert_eq!((record.sessions, record.last_session_at), (2, Some(200)));
+    });
+}
+
+#[test]
 fn devices_with_queued_commands_are_listed_once_and_each_says_so() {
     each_backend(|store| {
         for dev_id in ["IMEI:2", "IMEI:1", "IMEI:3"] {
@@ -1031,13 +1051,13 @@ fn devices_are_found_by_what_they_reported_where_they_are_and_their_tags() {
             ])
         };
         store
-            .record_session("IMEI:351", &devinfo("Acme", "M1"), "xml", 100)
+            .record_session("IMEI:351", &devinfo("Acme", "M1"), "xml", None, 100)
             .unwrap();
         store
-            .record_session("IMEI:352", &devinfo("Acme", "M2"), "xml", 500)
+            .record_session("IMEI:352", &devinfo("Acme", "M2"), "xml", None, 500)
             .unwrap();
         store
-            .record_session("IMEI:361", &devinfo("Other", "M1"), "xml", 900)
+            .record_session("IMEI:361", &devinfo("Other", "M1"), "xml", None, 900)
             .unwrap();
         let firmware = |fwv: &str| BTreeMap::from([("./DevDetail/FwV".to_owned(), fwv.to_owned())]);
         store

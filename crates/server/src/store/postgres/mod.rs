@@ -425,13 +425,15 @@ impl Store for PostgresStore {
         dev_id: &str,
         devinfo: &BTreeMap<String, String>,
         encoding: &str,
+        notify_address: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
         let devinfo = devinfo_to_json(devinfo)?;
         self.execute(
-            "UPDATE devices SET devinfo = $2, encoding = $3, sessions = sessions + 1, last_session_at = $4
+            "UPDATE devices SET devinfo = $2, encoding = $3, sessions = sessions + 1, last_session_at = $4,
+                 notify_address = coalesce($5, notify_address)
              WHERE dev_id = $1",
-            &[&dev_id, &devinfo, &encoding, &now],
+            &[&dev_id, &devinfo, &encoding, &now, &notify_address],
         )?;
         Ok(())
     }
