@@ -20,6 +20,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: a DM message allocates for its parsed
+/// model, its answer and its store rows, and glibc's malloc and free were a seventh
+/// of the server's CPU in a rollout (BENCHMARKS.md, issue 16).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gwmo",
