@@ -656,6 +656,16 @@ fn metrics_count_sessions_statuses_and_failures_in_the_prometheus_format() {
     assert_eq!(sample("gwmo_command_statuses_total{code=\"200\"}"), 1.0);
     assert_eq!(sample("gwmo_command_statuses_total{code=\"425\"}"), 1.0);
     assert!(sample("gwmo_store_seconds_total") > 0.0);
+    // Every connection so far finished its handshake before its request: the two
+    // device processes' first connections could not resume (no ticket yet).
+    let handshakes = sample("gwmo_tls_handshakes_total{kind=\"full\"}");
+    let resumed = sample("gwmo_tls_handshakes_total{kind=\"resumed\"}");
+    assert!(handshakes >= 2.0, "{text}");
+    assert_eq!(sample("gwmo_tls_handshakes_failed_total"), 0.0);
+    assert_eq!(
+        sample("gwmo_connections_accepted_total"),
+        handshakes + resumed
+    );
 }
 
 /// The operator asks a device for its tree: the next session brings it as TNDS, and

@@ -14,7 +14,7 @@ mod tls;
 pub use clock::unix_now;
 pub use fetch::Fetched;
 
-pub use serve::{ServeLimits, serve};
+pub use serve::{ConnectionCounts, ConnectionTally, ServeLimits, serve, serve_counted};
 pub use tls::{ClientTls, TlsError, TlsSettings, reload_certificates};
 pub use tokio_rustls::TlsAcceptor;
 
@@ -497,6 +497,55 @@ mod tests {
             .await
             .expect("the server dropped the silent connection");
         assert_eq!(read.unwrap(), 0, "the server closed the connection");
+    }
+
+    #[tokio::test]
+    async fn a_listener_counts_its_connections_and_how_their_handshakes_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = issued(dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            header_read: Duration::from_millis(200),
+            ..ServeLimits::default()
+        };
+        let counts = std::sync::Arc::new(ConnectionCounts::default());
+        tokio::spawn(serve_counted(
+            listener,
+            tls.acceptor("test").unwrap(),
+            echo(),
+            limits,
+            counts.clone(),
+            std::future::pending(),
+        ));
+        // Two requests on a connection each: the second resumes with the first's
+        // ticket. Then a client that never starts its handshake.
+        let fresh =
+            HttpClient::new_connection_each(&tls.client().unwrap(), Duration::from_secs(10), 1024);
+        for _ in 0..2 {
+            let answer = fresh
+                .post(
+                    &format!("https://{addr}/"),
+                    "text/plain",
+                    Some("mac=a"),
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(answer.status, 200);
+        }
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let expected = ConnectionTally {
+            accepted: 3,
+            full_handshakes: 1,
+            resumed_handshakes: 1,
+            failed_handshakes: 1,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counts.tally() != expected && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(counts.tally(), expected);
     }
 
     #[tokio::test]

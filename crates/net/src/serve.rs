@@ -9,6 +9,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -60,6 +63,51 @@ impl Default for ServeLimits {
 /// How long requests in flight may take to finish once shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// What a listener counts as it serves: the connections it accepted, and how their
+/// TLS handshakes ended (a full one costs the public-key work; a resumed one, from a
+/// ticket the client kept, does not).
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    accepted: AtomicU64,
+    full_handshakes: AtomicU64,
+    resumed_handshakes: AtomicU64,
+    failed_handshakes: AtomicU64,
+}
+
+/// The counts at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionTally {
+    pub accepted: u64,
+    pub full_handshakes: u64,
+    pub resumed_handshakes: u64,
+    /// Failed or timed out.
+    pub failed_handshakes: u64,
+}
+
+impl ConnectionCounts {
+    pub fn tally(&self) -> ConnectionTally {
+        let get = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        ConnectionTally {
+            accepted: get(&self.accepted),
+            full_handshakes: get(&self.full_handshakes),
+            resumed_handshakes: get(&self.resumed_handshakes),
+            failed_handshakes: get(&self.failed_handshakes),
+        }
+    }
+
+    fn handshake_done(&self, kind: Option<HandshakeKind>) {
+        let count = match kind {
+            Some(HandshakeKind::Resumed) => &self.resumed_handshakes,
+            _ => &self.full_handshakes,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn handshake_failed(&self) {
+        self.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves: over TLS with `tls`, plain
 /// HTTP without.
 pub async fn serve(
@@ -67,6 +115,19 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let counts = Arc::default();
+    serve_counted(listener, tls, router, limits, counts, shutdown).await
+}
+
+/// [`serve`], counting the connections and handshakes in `counts`.
+pub async fn serve_counted(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    limits: ServeLimits,
+    counts: Arc<ConnectionCounts>,
     shutdown: impl Future<Output = ()>,
 ) {
     let router = router.layer(axum::middleware::from_fn(move |request, next| {
@@ -80,9 +141,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
     // Shared by the connections' tasks (a TLS connection is served after its handshake).
-    let builder = std::sync::Arc::new(builder);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut full = false;
     tokio::pin!(shutdown);
     loop {
@@ -110,18 +171,28 @@ pub async fn serve(
                     full = false;
                 }
                 let _ = stream.set_nodelay(true);
+                counts.accepted.fetch_add(1, Ordering::Relaxed);
                 let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(router.clone()));
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
-                let tls = tls.clone();
+                let (tls, counts) = (tls.clone(), counts.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     let Some(acceptor) = tls else {
                         return serve_connection(&builder, stream, service, watcher).await;
                     };
                     match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(&builder, stream, service, watcher).await,
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                        Ok(Ok(stream)) => {
+                            counts.handshake_done(stream.get_ref().1.handshake_kind());
+                            serve_connection(&builder, stream, service, watcher).await
+                        }
+                        Ok(Err(error)) => {
+                            counts.handshake_failed();
+                            tracing::debug!(%error, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            counts.handshake_failed();
+                            tracing::debug!("TLS handshake timed out")
+                        }
                     }
                 });
             }

@@ -491,11 +491,13 @@ impl Server {
                 },
             ))
         });
-        gwmo_net::serve(
+        let connections = self.state.metrics.connections();
+        gwmo_net::serve_counted(
             self.listener,
             self.tls,
             router(self.state),
             limits,
+            connections,
             shutdown,
         )
         .await;

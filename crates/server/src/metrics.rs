@@ -63,6 +63,8 @@ pub struct Metrics {
     artifact_bytes: Mutex<BTreeMap<String, std::sync::Arc<AtomicU64>>>,
     /// The embedding role's own, once it gave them.
     extra: std::sync::OnceLock<std::sync::Arc<dyn ExtraMetrics>>,
+    /// What the DM and admin listener counts of its connections.
+    connections: std::sync::Arc<gwmo_net::ConnectionCounts>,
 }
 
 /// The upper bounds of the message-time histogram's buckets, in seconds.
@@ -149,6 +151,11 @@ impl Metrics {
         map.entry(id.to_owned()).or_default().clone()
     }
 
+    /// Where the listener counts its connections and handshakes.
+    pub fn connections(&self) -> std::sync::Arc<gwmo_net::ConnectionCounts> {
+        self.connections.clone()
+    }
+
     /// A gateway bootstrap, by the approach it came through (its origin's name).
     pub fn bootstrap(&self, approach: gwmo_tree::Origin) {
         bump(&self.bootstraps, approach.as_str());
@@ -191,6 +198,17 @@ impl Metrics {
             "gwmo_lapses_total",
             "Local gateway bootstraps that lapsed without a session, as gateways reported.",
             get(&self.lapses),
+        );
+        let connections = self.connections.tally();
+        counter(
+            "gwmo_connections_accepted_total",
+            "Connections the DM and admin listener accepted.",
+            connections.accepted,
+        );
+        counter(
+            "gwmo_tls_handshakes_failed_total",
+            "TLS handshakes on the listener that failed or timed out.",
+            connections.failed_handshakes,
         );
         let artifact_bytes: u64 = self
             .artifact_bytes
@@ -268,6 +286,11 @@ impl Metrics {
             "type",
             &self.alerts,
         );
+        let _ = writeln!(
+            out,
+            "# HELP gwmo_tls_handshakes_total TLS handshakes on the listener, by kind (resumed: from a session ticket, without the public-key work).\n# TYPE gwmo_tls_handshakes_total counter\ngwmo_tls_handshakes_total{{kind=\"full\"}} {}\ngwmo_tls_handshakes_total{{kind=\"resumed\"}} {}",
+            connections.full_handshakes, connections.resumed_handshakes
+        );
         labelled(
             &mut out,
             "gwmo_bootstraps_total",
@@ -327,6 +350,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gwmo_commands_queued 2\n"));
+        assert!(
+            text.contains("# TYPE gwmo_tls_handshakes_total counter\ngwmo_tls_handshakes_total{kind=\"full\"} 0\ngwmo_tls_handshakes_total{kind=\"resumed\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("gwmo_connections_accepted_total 0\n"));
         assert!(
             text.contains("gwmo_message_seconds_bucket{le=\"0.0005\"} 0\n"),
             "{text}"

@@ -212,11 +212,23 @@ impl Fleet {
 
     /// DM messages the instances have answered so far (their `/metrics`).
     pub async fn messages_answered(&self) -> Result<u64, SimError> {
-        let mut total = 0;
+        Ok(self.traffic().await?.messages)
+    }
+
+    /// What the instances have counted of their traffic so far (their `/metrics`).
+    pub async fn traffic(&self) -> Result<ServerTraffic, SimError> {
+        let mut total = ServerTraffic::default();
         for instance in &self.instances {
-            total += self
-                .counters(&instance.base_url, &["gwmo_messages_total"])
-                .await?[0];
+            let [messages, connections, full_handshakes, resumed_handshakes] = self
+                .counters(&instance.base_url, &ServerTraffic::COUNTERS)
+                .await?[..]
+            else {
+                return Err(SimError::Admin("metrics: counters missing".into()));
+            };
+            total.messages += messages;
+            total.connections += connections;
+            total.full_handshakes += full_handshakes;
+            total.resumed_handshakes += resumed_handshakes;
         }
         Ok(total)
     }
@@ -247,6 +259,38 @@ impl Fleet {
 
     pub fn client(&self) -> &HttpClient {
         self.admin.http()
+    }
+}
+
+/// DM messages and connections the servers counted, summed over the instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServerTraffic {
+    pub messages: u64,
+    /// Connections accepted (DM and admin API).
+    pub connections: u64,
+    /// TLS handshakes with the public-key work, and resumed from a ticket.
+    pub full_handshakes: u64,
+    pub resumed_handshakes: u64,
+}
+
+impl ServerTraffic {
+    const COUNTERS: [&str; 4] = [
+        "gwmo_messages_total",
+        "gwmo_connections_accepted_total",
+        "gwmo_tls_handshakes_total{kind=\"full\"}",
+        "gwmo_tls_handshakes_total{kind=\"resumed\"}",
+    ];
+
+    /// What was counted after `before`.
+    pub fn since(self, before: ServerTraffic) -> ServerTraffic {
+        ServerTraffic {
+            messages: self.messages.saturating_sub(before.messages),
+            connections: self.connections.saturating_sub(before.connections),
+            full_handshakes: self.full_handshakes.saturating_sub(before.full_handshakes),
+            resumed_handshakes: self
+                .resumed_handshakes
+                .saturating_sub(before.resumed_handshakes),
+        }
     }
 }
 

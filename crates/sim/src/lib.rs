@@ -208,7 +208,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
     let setup_secs = setup_started.elapsed().as_secs_f64();
 
     let mut progress = Progress::new(options.progress, options.all_devices());
-    let messages_before = fleet.messages_answered().await?;
+    let traffic_before = fleet.traffic().await?;
     let cpu_before = fleet.cpu_secs();
     let simulator_cpu_before = fleet::cpu_secs("self");
     let rollout_started = Instant::now();
@@ -249,7 +249,8 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         progress.inc();
     }
     let rollout_secs = rollout_started.elapsed().as_secs_f64();
-    let server_round_trips = fleet.messages_answered().await? - messages_before;
+    let server_traffic = fleet.traffic().await?.since(traffic_before);
+    let server_round_trips = server_traffic.messages;
     let server_cpu_secs = fleet
         .cpu_secs()
         .zip(cpu_before)
@@ -353,6 +354,7 @@ pub async fn run(options: SimOptions) -> Result<Report, SimError> {
         },
         server_round_trips,
         server_round_trips_per_sec,
+        server_traffic,
         server_cpu_secs,
         server_round_trips_per_cpu_sec: server_cpu_secs
             .filter(|secs| *secs > 0.0)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::baseline::{Baseline, RawRequests};
+pub use crate::fleet::ServerTraffic;
 
 /// The summary of one run (`--report FILE` writes it as JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +31,9 @@ pub struct Report {
     /// `/metrics`), gateways' own sessions included.
     pub server_round_trips: u64,
     pub server_round_trips_per_sec: f64,
+    /// The servers' connections and TLS handshakes during the rollout, beside its
+    /// DM messages.
+    pub server_traffic: ServerTraffic,
     /// CPU time the server instances spent during the rollout (servers the simulator
     /// started), and the DM round trips that buys per CPU second: the server's own
     /// capacity, whatever the simulated devices cost the machine.
@@ -235,6 +239,18 @@ impl fmt::Display for Report {
             format!(
                 "{:.0} ({} in all)",
                 self.server_round_trips_per_sec, self.server_round_trips
+            ),
+        )?;
+        let traffic = &self.server_traffic;
+        let per_message = |count: u64| count as f64 / traffic.messages.max(1) as f64;
+        row(
+            f,
+            "server connections per DM message",
+            format!(
+                "{:.2} (TLS handshakes: full {:.2}, resumed {:.2})",
+                per_message(traffic.connections),
+                per_message(traffic.full_handshakes),
+                per_message(traffic.resumed_handshakes)
             ),
         )?;
         if let (Some(cpu), Some(rate)) = (self.server_cpu_secs, self.server_round_trips_per_cpu_sec)
