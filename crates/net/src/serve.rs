@@ -5,7 +5,8 @@
 //! A TLS handshake must be over within `header_read` too. HTTP/1.1 only, and at most
 //! `max_connections` at once (the rest are closed, with a log line). Shutdown
 //! stops accepting and lets requests in flight finish (for a while). Each request
-//! carries its peer's address as axum's `ConnectInfo<SocketAddr>`.
+//! carries its peer's address as axum's `ConnectInfo<SocketAddr>`. The loop counts
+//! the connections it accepts and how their TLS handshakes end ([`serve_counted`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
