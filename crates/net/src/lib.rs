@@ -2,7 +2,7 @@
 //! messages and package-0 notifications and reads the answer, with a size limit and
 //! a time limit on every exchange; and the server loop every listener runs
 //! ([`serve`]), with limits on slow and large requests. Both speak TLS unless told
-//! not to ([`tls`]); [`certs`] makes a development CA and certificates.
+//! not to ([`TlsSettings`]); [`certs`] makes a development CA and certificates.
 
 pub mod certs;
 mod clock;
