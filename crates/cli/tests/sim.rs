@@ -168,10 +168,23 @@ fn several_instances_without_postgresql_are_refused() {
 
 #[test]
 fn sim_soaks_at_a_steady_rate_and_samples_memory_and_files() {
-    let (output, report) = sim("--devices 20 --gateways 2 --soak-secs 3 --soak-rate 20");
+    let (output, report) = sim("--devices 20 --gateways 2 --soak-secs 4 --soak-rate 20");
     assert_clean_rollout(&output, &report, 20);
     let soak = &report["soak"];
-    assert!(soak["sessions"].as_u64().unwrap() >= 40, "{soak}");
+    // Four rounds: each device holds two sessions with its gateway and two with the
+    // DM Server.
+    assert!(soak["sessions"].as_u64().unwrap() >= 60, "{soak}");
+    // A device keeps its client between sessions, as a device daemon does: its second
+    // session with the server pays no new full handshake (at most one per device and
+    // gateway over the whole soak, where opening a client per session paid one per
+    // session).
+    let traffic = &soak["server_traffic"];
+    assert!(traffic["messages"].as_u64().unwrap() >= 40, "{traffic}");
+    assert!(
+        traffic["full_handshakes"].as_u64().unwrap() <= 22,
+        "{traffic}"
+    );
+    assert!(soak["server_cpu_us_per_message"].as_f64().unwrap() > 0.0);
     assert_eq!(soak["errors"], 0, "{soak}");
     let samples = soak["samples"].as_array().unwrap();
     assert!(samples.len() >= 2, "{soak}");

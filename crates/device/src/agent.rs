@@ -151,6 +151,19 @@ impl Agent {
         })
     }
 
+    /// The agent, calling its peers through `client` instead of the one it made: a
+    /// device process that opens its agent again keeps its connections and the TLS
+    /// session tickets its peers gave it (a client holds both).
+    pub fn with_client(mut self, client: HttpClient) -> Agent {
+        self.client = client;
+        self
+    }
+
+    /// What the agent calls its peers through.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
     pub fn settings(&self) -> &DeviceSettings {
         &self.settings
     }

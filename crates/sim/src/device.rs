@@ -96,6 +96,11 @@ type StepError = (&'static str, String);
 
 /// The device's agent, from its state directory (its tree as its last session left it).
 pub fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
+    agent(plan).map(Arc::new)
+}
+
+/// [`open`], not yet shared.
+pub fn agent(plan: &DevicePlan) -> Result<Agent, StepError> {
     let settings = DeviceSettings {
         dev_id: plan.dev_id.clone(),
         encoding: plan.encoding,
@@ -114,9 +119,7 @@ pub fn open(plan: &DevicePlan) -> Result<Arc<Agent>, StepError> {
         tls: plan.tls.clone(),
         ..DeviceSettings::default()
     };
-    Agent::open(settings)
-        .map(Arc::new)
-        .map_err(|e| ("device-state", e.to_string()))
+    Agent::open(settings).map_err(|e| ("device-state", e.to_string()))
 }
 
 async fn run(

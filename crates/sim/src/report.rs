@@ -241,17 +241,10 @@ impl fmt::Display for Report {
                 self.server_round_trips_per_sec, self.server_round_trips
             ),
         )?;
-        let traffic = &self.server_traffic;
-        let per_message = |count: u64| count as f64 / traffic.messages.max(1) as f64;
         row(
             f,
             "server connections per DM message",
-            format!(
-                "{:.2} (TLS handshakes: full {:.2}, resumed {:.2})",
-                per_message(traffic.connections),
-                per_message(traffic.full_handshakes),
-                per_message(traffic.resumed_handshakes)
-            ),
+            connections_per_message(&self.server_traffic),
         )?;
         if let (Some(cpu), Some(rate)) = (self.server_cpu_secs, self.server_round_trips_per_cpu_sec)
         {
@@ -414,6 +407,30 @@ impl fmt::Display for Report {
                     soak.sessions as f64 / soak.secs.max(f64::EPSILON)
                 ),
             )?;
+            if let (Some(traffic), Some(cpu)) =
+                (&soak.server_traffic, soak.server_cpu_us_per_message)
+            {
+                let against = |raw: Option<&RawRequests>| {
+                    raw.and_then(|raw| raw.server_cpu_us)
+                        .filter(|request| *request > 0.0)
+                        .map_or("-".to_owned(), |request| format!("x{:.1}", cpu / request))
+                };
+                let baseline = self.baseline.as_ref();
+                row(
+                    f,
+                    "soak: server CPU per DM message",
+                    format!(
+                        "{cpu:.0} µs ({} a kept-alive request, {} a new-connection one)",
+                        against(baseline.map(|b| &b.keep_alive)),
+                        against(baseline.map(|b| &b.new_connection))
+                    ),
+                )?;
+                row(
+                    f,
+                    "soak: server connections per DM message",
+                    connections_per_message(traffic),
+                )?;
+            }
             row(
                 f,
                 "soak growth: server RSS / fds",
@@ -441,6 +458,17 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// Connections and TLS handshakes per DM message, as the summary shows them.
+fn connections_per_message(traffic: &ServerTraffic) -> String {
+    let per_message = |count: u64| count as f64 / traffic.messages.max(1) as f64;
+    format!(
+        "{:.2} (TLS handshakes: full {:.2}, resumed {:.2})",
+        per_message(traffic.connections),
+        per_message(traffic.full_handshakes),
+        per_message(traffic.resumed_handshakes)
+    )
 }
 
 #[cfg(test)]

@@ -2,18 +2,23 @@
 //! turn with their gateway and with their DM Server, at a fixed rate for a fixed time,
 //! while the resident memory and open file descriptors of the server instances and of
 //! this process (every simulated gateway and device) are sampled. A leak shows as
-//! growth between the first and the last samples.
+//! growth between the first and the last samples. Each device keeps its HTTP client
+//! from one session to the next, as a device daemon does: its kept-alive connections
+//! and the TLS session tickets its peers gave it. The servers' CPU per DM message and
+//! their connections and handshakes are measured over the phase: what a fleet that
+//! already connected once costs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gwmo_net::HttpClient;
 use gwmo_session::{ClientOutcome, Trigger};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::device::{self, DevicePlan};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, ServerTraffic};
 
 /// How long and how fast.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +42,10 @@ pub struct Soak {
     pub server_fds_growth: f64,
     pub simulator_rss_growth: f64,
     pub simulator_fds_growth: f64,
+    /// The servers' DM messages, connections and handshakes during the soak.
+    pub server_traffic: Option<ServerTraffic>,
+    /// Server CPU per DM message during the soak (servers the simulator started).
+    pub server_cpu_us_per_message: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +71,9 @@ pub async fn run(
     let started = Instant::now();
     let busy: Arc<Mutex<HashSet<usize>>> = Arc::default();
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let clients: Arc<Mutex<HashMap<usize, HttpClient>>> = Arc::default();
+    let traffic_before = fleet.traffic().await.ok();
+    let cpu_before = fleet.cpu_secs();
     let mut sessions = 0;
     let mut samples = vec![sample(fleet, started, 0)];
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate.max(0.01)));
@@ -84,15 +96,31 @@ pub async fn run(
         sessions += 1;
         let plan = plans[index].clone();
         let with_gateway = (turn / plans.len()).is_multiple_of(2);
-        let (busy, failures) = (busy.clone(), failures.clone());
+        let (busy, failures, clients) = (busy.clone(), failures.clone(), clients.clone());
         running.spawn(async move {
-            if let Err(error) = one_session(&plan, with_gateway).await {
-                lock(&failures).push(format!("{}: {error}", plan.dev_id));
+            let kept = lock(&clients).get(&index).cloned();
+            match one_session(&plan, with_gateway, kept).await {
+                Ok(client) => {
+                    lock(&clients).insert(index, client);
+                }
+                Err(error) => lock(&failures).push(format!("{}: {error}", plan.dev_id)),
             }
             lock(&busy).remove(&index);
         });
     }
     while running.join_next().await.is_some() {}
+    let server_traffic = fleet
+        .traffic()
+        .await
+        .ok()
+        .zip(traffic_before)
+        .map(|(after, before)| after.since(before));
+    let server_cpu_us_per_message = fleet
+        .cpu_secs()
+        .zip(cpu_before)
+        .zip(server_traffic)
+        .filter(|(_, traffic)| traffic.messages > 0)
+        .map(|((after, before), traffic)| (after - before) * 1e6 / traffic.messages as f64);
     samples.push(sample(fleet, started, sessions));
     let failures = std::mem::take(&mut *lock(&failures));
     for failure in &failures {
@@ -119,11 +147,23 @@ pub async fn run(
         simulator_rss_growth: growth(|s| s.simulator_rss_bytes as f64),
         simulator_fds_growth: growth(|s| s.simulator_fds as f64),
         samples,
+        server_traffic,
+        server_cpu_us_per_message,
     }
 }
 
-async fn one_session(plan: &DevicePlan, with_gateway: bool) -> Result<(), String> {
-    let agent = device::open(plan).map_err(|(_, error)| error)?;
+/// One session of the device, through the client it `kept` from its last one (or the
+/// one its agent makes); returns the client to keep.
+async fn one_session(
+    plan: &DevicePlan,
+    with_gateway: bool,
+    kept: Option<HttpClient>,
+) -> Result<HttpClient, String> {
+    let agent = device::agent(plan).map_err(|(_, error)| error)?;
+    let agent = match kept {
+        Some(client) => agent.with_client(client),
+        None => agent,
+    };
     let server_id = match with_gateway {
         true => plan.manager(),
         false => &plan.account.server_id,
@@ -133,7 +173,7 @@ async fn one_session(plan: &DevicePlan, with_gateway: bool) -> Result<(), String
         .await
         .map_err(|e| e.to_string())?;
     match report.outcome {
-        ClientOutcome::Completed => Ok(()),
+        ClientOutcome::Completed => Ok(agent.client().clone()),
         other => Err(format!("{other:?}")),
     }
 }
