@@ -8,6 +8,7 @@ pub mod certs;
 mod clock;
 mod fetch;
 pub mod files;
+mod peers;
 mod serve;
 mod tls;
 
@@ -25,7 +26,6 @@ use http_body_util::{BodyExt, Full, Limited};
 pub use hyper::Method;
 use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -68,7 +68,7 @@ pub struct HttpResponse {
 /// A pooled HTTP/1.1 client, over TLS.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<peers::PerPeerTls, Full<Bytes>>,
     plain_http: bool,
     timeout: Duration,
     max_response: usize,
@@ -99,11 +99,7 @@ impl HttpClient {
         // `http://` URLs are refused before they reach the connector unless plain
         // HTTP is allowed.
         connector.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config((*tls.config).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let connector = peers::PerPeerTls::new(tls.config.clone(), connector);
         HttpClient {
             inner: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(idle_per_host)
@@ -546,6 +542,54 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(counts.tally(), expected);
+    }
+
+    /// Two services on one address, called in turn on new connections: each resumes
+    /// with its own tickets (rustls files them under the address alone, and a shared
+    /// store made each offer the other's, so nothing resumed).
+    #[tokio::test]
+    async fn tickets_of_two_services_on_one_address_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = issued(dir.path());
+        let mut services = Vec::new();
+        for _ in 0..2 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let counts = std::sync::Arc::new(ConnectionCounts::default());
+            tokio::spawn(serve_counted(
+                listener,
+                tls.acceptor("test").unwrap(),
+                echo(),
+                ServeLimits::default(),
+                counts.clone(),
+                std::future::pending(),
+            ));
+            services.push((addr, counts));
+        }
+        let fresh =
+            HttpClient::new_connection_each(&tls.client().unwrap(), Duration::from_secs(10), 1024);
+        for _ in 0..3 {
+            for (addr, _) in &services {
+                let answer = fresh
+                    .post(
+                        &format!("https://{addr}/"),
+                        "text/plain",
+                        Some("mac=a"),
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status, 200);
+            }
+        }
+        for (addr, counts) in &services {
+            let tally = counts.tally();
+            assert_eq!(
+                (tally.full_handshakes, tally.resumed_handshakes),
+                (1, 2),
+                "{addr}"
+            );
+        }
     }
 
     #[tokio::test]
