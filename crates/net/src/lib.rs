@@ -69,22 +69,32 @@ pub struct HttpResponse {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<peers::PerPeerTls, Full<Bytes>>,
-    plain_http: bool,
+    tls: ClientTls,
     timeout: Duration,
     max_response: usize,
 }
+
+/// How long a client keeps an idle connection for its next request: hyper's default.
+const KEPT_IDLE: Duration = Duration::from_secs(90);
 
 impl HttpClient {
     /// A client that verifies servers as `tls` says, waits at most `timeout` for a
     /// whole exchange and reads at most `max_response` bytes of an answer.
     pub fn new(tls: &ClientTls, timeout: Duration, max_response: usize) -> Self {
-        HttpClient::build(tls, timeout, max_response, usize::MAX)
+        HttpClient::build(tls, timeout, max_response, usize::MAX, KEPT_IDLE)
     }
 
     /// A client that opens a new connection for every request (and closes it after):
     /// what a request costs a server when nothing is kept alive.
     pub fn new_connection_each(tls: &ClientTls, timeout: Duration, max_response: usize) -> Self {
-        HttpClient::build(tls, timeout, max_response, 0)
+        HttpClient::build(tls, timeout, max_response, 0, KEPT_IDLE)
+    }
+
+    /// A client like this one (its TLS, time and size limits; tickets of its own)
+    /// that closes a connection once it was idle for `idle`: a session's messages
+    /// share one, and the next session, long after, resumes on a new one.
+    pub fn closing_idle_after(&self, idle: Duration) -> Self {
+        HttpClient::build(&self.tls, self.timeout, self.max_response, usize::MAX, idle)
     }
 
     fn build(
@@ -92,6 +102,7 @@ impl HttpClient {
         timeout: Duration,
         max_response: usize,
         idle_per_host: usize,
+        idle: Duration,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -103,8 +114,10 @@ impl HttpClient {
         HttpClient {
             inner: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(idle_per_host)
+                .pool_idle_timeout(idle)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector),
-            plain_http: tls.plain_http,
+            tls: tls.clone(),
             timeout,
             max_response,
         }
@@ -138,7 +151,7 @@ impl HttpClient {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| bad_url(e.to_string()))?;
-        if uri.scheme() == Some(&hyper::http::uri::Scheme::HTTP) && !self.plain_http {
+        if uri.scheme() == Some(&hyper::http::uri::Scheme::HTTP) && !self.tls.plain_http {
             return Err(NetError::PlainHttp(url.to_owned()));
         }
         let mut request = Request::builder()

@@ -3,10 +3,11 @@
 //! while the resident memory and open file descriptors of the server instances and of
 //! this process (every simulated gateway and device) are sampled. A leak shows as
 //! growth between the first and the last samples. Each device keeps its HTTP client
-//! from one session to the next, as a device daemon does: its kept-alive connections
-//! and the TLS session tickets its peers gave it. The servers' CPU per DM message and
-//! their connections and handshakes are measured over the phase: what a fleet that
-//! already connected once costs.
+//! from one session to the next, as a device daemon does, and with it the TLS session
+//! tickets its peers gave it: a session's messages share a connection, and the next
+//! session resumes on a new one. The servers' CPU per DM message and their
+//! connections and handshakes are measured over the phase: what a fleet that already
+//! connected once costs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,12 @@ pub struct Sample {
     pub simulator_rss_bytes: u64,
     pub simulator_fds: usize,
 }
+
+/// How long a device keeps a connection after a message: its session's next message
+/// comes at once, its next session much later on a new connection (resumed with a
+/// ticket). Connections kept longer would hold every device's sockets in this one
+/// process, past its file limit at 20,000 devices.
+const IDLE_BETWEEN_SESSIONS: Duration = Duration::from_secs(2);
 
 /// How often resources are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -152,18 +159,16 @@ pub async fn run(
     }
 }
 
-/// One session of the device, through the client it `kept` from its last one (or the
-/// one its agent makes); returns the client to keep.
+/// One session of the device, through the client it `kept` from its last one (or a
+/// new one); returns the client to keep.
 async fn one_session(
     plan: &DevicePlan,
     with_gateway: bool,
     kept: Option<HttpClient>,
 ) -> Result<HttpClient, String> {
     let agent = device::agent(plan).map_err(|(_, error)| error)?;
-    let agent = match kept {
-        Some(client) => agent.with_client(client),
-        None => agent,
-    };
+    let client = kept.unwrap_or_else(|| agent.client().closing_idle_after(IDLE_BETWEEN_SESSIONS));
+    let agent = agent.with_client(client);
     let server_id = match with_gateway {
         true => plan.manager(),
         false => &plan.account.server_id,
