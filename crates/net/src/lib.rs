@@ -512,36 +512,16 @@ mod tests {
     async fn a_listener_counts_its_connections_and_how_their_handshakes_ended() {
         let dir = tempfile::tempdir().unwrap();
         let tls = issued(dir.path());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let limits = ServeLimits {
             header_read: Duration::from_millis(200),
             ..ServeLimits::default()
         };
-        let counts = std::sync::Arc::new(ConnectionCounts::default());
-        tokio::spawn(serve_counted(
-            listener,
-            tls.acceptor("test").unwrap(),
-            echo(),
-            limits,
-            counts.clone(),
-            std::future::pending(),
-        ));
+        let (addr, counts) = counted_listener(&tls, limits).await;
         // Two requests on a connection each: the second resumes with the first's
         // ticket. Then a client that never starts its handshake.
-        let fresh =
-            HttpClient::new_connection_each(&tls.client().unwrap(), Duration::from_secs(10), 1024);
+        let fresh = fresh_client(&tls);
         for _ in 0..2 {
-            let answer = fresh
-                .post(
-                    &format!("https://{addr}/"),
-                    "text/plain",
-                    Some("mac=a"),
-                    vec![],
-                )
-                .await
-                .unwrap();
-            assert_eq!(answer.status, 200);
+            assert_eq!(post_nothing(&fresh, addr).await, 200);
         }
         let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         let expected = ConnectionTally {
@@ -564,35 +544,14 @@ mod tests {
     async fn tickets_of_two_services_on_one_address_stay_apart() {
         let dir = tempfile::tempdir().unwrap();
         let tls = issued(dir.path());
-        let mut services = Vec::new();
-        for _ in 0..2 {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let counts = std::sync::Arc::new(ConnectionCounts::default());
-            tokio::spawn(serve_counted(
-                listener,
-                tls.acceptor("test").unwrap(),
-                echo(),
-                ServeLimits::default(),
-                counts.clone(),
-                std::future::pending(),
-            ));
-            services.push((addr, counts));
-        }
-        let fresh =
-            HttpClient::new_connection_each(&tls.client().unwrap(), Duration::from_secs(10), 1024);
+        let services = [
+            counted_listener(&tls, ServeLimits::default()).await,
+            counted_listener(&tls, ServeLimits::default()).await,
+        ];
+        let fresh = fresh_client(&tls);
         for _ in 0..3 {
             for (addr, _) in &services {
-                let answer = fresh
-                    .post(
-                        &format!("https://{addr}/"),
-                        "text/plain",
-                        Some("mac=a"),
-                        vec![],
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(answer.status, 200);
+                assert_eq!(post_nothing(&fresh, *addr).await, 200);
             }
         }
         for (addr, counts) in &services {
@@ -603,6 +562,44 @@ mod tests {
                 "{addr}"
             );
         }
+    }
+
+    /// An echo listener over TLS that counts its connections.
+    async fn counted_listener(
+        tls: &TlsSettings,
+        limits: ServeLimits,
+    ) -> (std::net::SocketAddr, std::sync::Arc<ConnectionCounts>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = std::sync::Arc::new(ConnectionCounts::default());
+        tokio::spawn(serve_counted(
+            listener,
+            tls.acceptor("test").unwrap(),
+            echo(),
+            limits,
+            counts.clone(),
+            std::future::pending(),
+        ));
+        (addr, counts)
+    }
+
+    /// A client that opens a connection for each request.
+    fn fresh_client(tls: &TlsSettings) -> HttpClient {
+        HttpClient::new_connection_each(&tls.client().unwrap(), Duration::from_secs(10), 1024)
+    }
+
+    /// Posts an empty message to the echo listener at `addr`; its status.
+    async fn post_nothing(client: &HttpClient, addr: std::net::SocketAddr) -> u16 {
+        client
+            .post(
+                &format!("https://{addr}/"),
+                "text/plain",
+                Some("mac=a"),
+                vec![],
+            )
+            .await
+            .unwrap()
+            .status
     }
 
     #[tokio::test]
