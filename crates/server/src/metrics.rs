@@ -277,26 +277,31 @@ impl Metrics {
             "gwmo_command_statuses_total",
             "Statuses of queued commands, by code.",
             "code",
-            &self.statuses,
+            &counts(&self.statuses),
         );
         labelled(
             &mut out,
             "gwmo_alerts_total",
             "Generic Alerts from devices and gateways, by type.",
             "type",
-            &self.alerts,
+            &counts(&self.alerts),
         );
-        let _ = writeln!(
-            out,
-            "# HELP gwmo_tls_handshakes_total TLS handshakes on the listener, by kind (resumed: from a session ticket, without the public-key work).\n# TYPE gwmo_tls_handshakes_total counter\ngwmo_tls_handshakes_total{{kind=\"full\"}} {}\ngwmo_tls_handshakes_total{{kind=\"resumed\"}} {}",
-            connections.full_handshakes, connections.resumed_handshakes
+        labelled(
+            &mut out,
+            "gwmo_tls_handshakes_total",
+            "TLS handshakes on the listener, by kind (resumed: from a session ticket, without the public-key work).",
+            "kind",
+            &[
+                ("full", connections.full_handshakes),
+                ("resumed", connections.resumed_handshakes),
+            ],
         );
         labelled(
             &mut out,
             "gwmo_bootstraps_total",
             "Gateway bootstraps completed, by approach.",
             "approach",
-            &self.bootstraps,
+            &counts(&self.bootstraps),
         );
         if let Some(extra) = self.extra.get() {
             out.push_str(&extra.render());
@@ -305,16 +310,24 @@ impl Metrics {
     }
 }
 
+/// A counted map's entries, copied out from under its lock.
+fn counts<K: Clone + Ord>(map: &Mutex<BTreeMap<K, u64>>) -> Vec<(K, u64)> {
+    let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.iter()
+        .map(|(key, value)| (key.clone(), *value))
+        .collect()
+}
+
+/// One counter with a label, a sample per entry.
 fn labelled<K: std::fmt::Display>(
     out: &mut String,
     name: &str,
     help: &str,
     label: &str,
-    map: &Mutex<BTreeMap<K, u64>>,
+    entries: &[(K, u64)],
 ) {
-    let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (key, value) in map.iter() {
+    for (key, value) in entries {
         let key = key.to_string().replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {value}");
     }
