@@ -96,6 +96,15 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
     let messages = dm["count"].as_u64().unwrap();
     assert!((20_000..=20_000 + 128).contains(&messages), "{dm}");
     assert!(dm["server_cpu_us"].as_f64().unwrap() > 0.0, "{dm}");
+    // The management sessions: 128 workers of 8 devices, each session two messages (the
+    // Get out, its Results in), in rounds of 2,048 messages until 20,000 are counted;
+    // the simulator checked that every Get ended done with 200.
+    let managed = &report["baseline"]["dm_managed"];
+    assert_eq!(managed["count"].as_u64(), Some(10 * 2048), "{managed}");
+    assert!(
+        managed["server_cpu_us"].as_f64().unwrap() > dm["server_cpu_us"].as_f64().unwrap(),
+        "a message with a command costs the server more than one without: {managed} {dm}"
+    );
     assert!(report["cpu"]["server_us_per_message"].as_f64().unwrap() > 0.0);
     assert!(report["cpu"]["ms_per_device"].as_f64().unwrap() > 0.0);
     // Memory per device leaves out what the server held before any device.

@@ -747,8 +747,8 @@ fn lapse(tree: &mut Tree, state: &StateDir, elapsed: Elapsed) -> Result<Vec<Stri
     Ok(removed)
 }
 
-/// Runs a server's commands against the tree.
-struct TreeExecutor<'a>(&'a mut Tree);
+/// Runs a server's commands against a device's tree: the `Executor` a session takes.
+pub struct TreeExecutor<'a>(pub &'a mut Tree);
 
 impl Executor for TreeExecutor<'_> {
     fn execute(

@@ -14,7 +14,7 @@ pub mod settings;
 pub mod state;
 mod updater;
 
-pub use agent::{Agent, SessionEnd, SessionReport};
+pub use agent::{Agent, SessionEnd, SessionReport, TreeExecutor};
 pub use settings::DeviceSettings;
 pub use state::{StateDir, write_atomically};
 

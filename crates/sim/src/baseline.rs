@@ -5,18 +5,21 @@
 //! without the rollout's connections: lightweight devices (a `ClientSession` each, no
 //! tree and no state directory, since their own cost is not what is measured) holding
 //! sessions of their own over kept-alive connections, so that the server's cost of a
-//! DM message itself stands next to the cost of an HTTP request.
+//! DM message itself stands next to the cost of an HTTP request: once with nothing
+//! queued (a session is one message), and once with a Get queued for every session (a
+//! session is two: the Get goes out, its Results come back and are stored).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gwmo_net::HttpClient;
-use gwmo_net::Method;
-use gwmo_proto::{CmdIds, Command, Encoding};
+use gwmo_device::TreeExecutor;
+use gwmo_net::{HttpClient, Method};
+use gwmo_proto::Encoding;
 use gwmo_session::{
-    AuthType, ClientConfig, ClientEvent, ClientSession, ClientStep, Credentials, Executor, Trigger,
+    AuthType, ClientConfig, ClientEvent, ClientSession, ClientStep, Credentials, Trigger,
 };
+use gwmo_tree::Tree;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -41,12 +44,26 @@ pub struct Baseline {
     /// a package 1 with the device's DevInfo, MD5 both ways, and its answer; nothing
     /// queued).
     pub dm_kept_alive: RawRequests,
+    /// DM messages of lightweight devices' management sessions over kept-alive
+    /// connections: each session takes one queued Get, so it is two messages (package
+    /// 1 answered with the Get; the Results and Status, answered with the close), and
+    /// the server claims the command, sends it, and stores its outcome. The queueing
+    /// (admin API calls between the rounds of sessions) is not counted.
+    pub dm_managed: RawRequests,
 }
 
 /// Enough requests that the server's CPU time, counted in 10 ms ticks, is measured
 /// to within a few percent.
 const KEPT_ALIVE_AT_LEAST: usize = 20_000;
 const NEW_CONNECTIONS_AT_LEAST: usize = 2_000;
+
+/// The command every management session of the baseline takes: a leaf every device
+/// lets every server read.
+const MANAGED_GET: &str = r#"{"op":"Get","target":"./DevDetail/FwV"}"#;
+
+/// Lightweight devices each worker manages in the management sessions, one session
+/// each per round: enough that a round's server CPU spans many clock ticks.
+const MANAGED_PER_WORKER: usize = 8;
 
 /// Measures `total` kept-alive requests and a quarter as many on new connections
 /// (each at least enough to measure), `concurrency` at a time, spread over the
@@ -67,10 +84,12 @@ pub async fn measure(
     let new_connection = requests(fleet, fresh, concurrency, new_connections).await?;
     // As many as the kept-alive requests: the server's CPU is read in 10 ms ticks.
     let dm_kept_alive = dm_sessions(fleet, concurrency, kept_alive).await?;
+    let dm_managed = managed_sessions(fleet, concurrency, kept_alive).await?;
     Ok(Baseline {
         keep_alive,
         new_connection,
         dm_kept_alive,
+        dm_managed,
     })
 }
 
@@ -81,37 +100,130 @@ async fn dm_sessions(
     concurrency: usize,
     total: usize,
 ) -> Result<RawRequests, SimError> {
+    let workers = concurrency.clamp(1, total.max(1));
     let mut devices = Vec::new();
-    for worker in 0..concurrency.clamp(1, total.max(1)) {
-        let enrollment = fleet
-            .enroll(worker, &format!("sim-baseline-{worker:05}"))
-            .await?;
-        devices.push((LightDevice::new(&enrollment)?, fleet.client().clone()));
+    for worker in 0..workers {
+        let device = light_device(fleet, worker, &format!("sim-baseline-{worker:05}")).await?;
+        devices.push((device, share(total, workers, worker)));
     }
-    measured(
-        fleet,
-        devices,
-        total,
-        |(mut device, client), count| async move {
-            let mut messages = 0;
-            for session in 0..count {
-                messages += device.session(&client, session).await?;
-            }
-            Ok(messages)
-        },
-    )
-    .await
+    let (tally, _) = measured(fleet, devices, |(mut device, sessions)| async move {
+        let mut messages = 0;
+        for session in 0..sessions {
+            messages += device.session(session).await?;
+        }
+        Ok(((device, sessions), messages))
+    })
+    .await?;
+    Ok(tally.into())
 }
 
-/// A device that is only its account, the nonces it holds and the DevInfo its package
-/// 1 reports (as a real device's does).
+/// Management sessions of `concurrency` workers' [`MANAGED_PER_WORKER`] devices each,
+/// in rounds until `total` messages were counted: a Get is queued for every device
+/// (not counted), then every device holds one session (counted) that takes it.
+async fn managed_sessions(
+    fleet: &Arc<Fleet>,
+    concurrency: usize,
+    total: usize,
+) -> Result<RawRequests, SimError> {
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.clamp(1, total.max(1)) {
+        let mut devices = Vec::new();
+        for index in 0..MANAGED_PER_WORKER {
+            let dev_id = format!("sim-managed-{worker:05}-{index}");
+            let mut device = light_device(fleet, worker, &dev_id).await?;
+            // Its first session is challenged for a nonce: held before the count.
+            device.session(0).await?;
+            devices.push(device);
+        }
+        workers.push((worker, devices));
+    }
+    let mut tally = Tally::empty();
+    let mut round = 1;
+    while tally.exchanged < total {
+        for (worker, devices) in &workers {
+            for device in devices {
+                let path = format!(
+                    "/api/devices/{}/commands?wake=false",
+                    device.config.device_id
+                );
+                fleet
+                    .admin(*worker)
+                    .call(Method::POST, &path, Some(MANAGED_GET))
+                    .await?;
+            }
+        }
+        let (counted, back) = measured(fleet, workers, |(worker, mut devices)| async move {
+            let mut messages = 0;
+            for device in &mut devices {
+                match device.session(round).await? {
+                    2 => messages += 2,
+                    other => {
+                        return Err(SimError::Admin(format!(
+                            "DM baseline: a management session took {other} messages, not 2"
+                        )));
+                    }
+                }
+            }
+            Ok(((worker, devices), messages))
+        })
+        .await?;
+        tally = tally.then(counted);
+        workers = back;
+        round += 1;
+    }
+    for (worker, devices) in &workers {
+        for device in devices {
+            check_gets_done(fleet, *worker, &device.config.device_id, round - 1).await?;
+        }
+    }
+    Ok(tally.into())
+}
+
+/// Checks that the server stored each of the `rounds` Gets queued for `dev_id` as done
+/// with 200, and none other.
+async fn check_gets_done(
+    fleet: &Arc<Fleet>,
+    worker: usize,
+    dev_id: &str,
+    rounds: usize,
+) -> Result<(), SimError> {
+    let path = format!("/api/devices/{dev_id}/commands?limit={}", rounds + 1);
+    let listed = fleet.admin(worker).get(&path).await?;
+    let commands = listed["commands"].as_array().map_or(&[][..], Vec::as_slice);
+    let done = commands
+        .iter()
+        .filter(|c| c["state"] == "done" && c["status"] == 200)
+        .count();
+    match (listed["total"].as_u64(), done) {
+        (Some(total), done) if total as usize == rounds && done == rounds => Ok(()),
+        _ => Err(SimError::Admin(format!(
+            "DM baseline: {dev_id} should have {rounds} Gets done with 200: {listed}"
+        ))),
+    }
+}
+
+/// A lightweight device enrolled at instance `worker`, with the client it keeps.
+async fn light_device(
+    fleet: &Arc<Fleet>,
+    worker: usize,
+    dev_id: &str,
+) -> Result<LightDevice, SimError> {
+    let enrollment = fleet.enroll(worker, dev_id).await?;
+    LightDevice::new(&enrollment, fleet.client().clone())
+}
+
+/// A device that is only its account, the nonces it holds, a new device's tree (whose
+/// DevInfo its package 1 reports and which answers a Get, as a real device's does),
+/// and the client it keeps.
 struct LightDevice {
     config: ClientConfig,
+    tree: Tree,
     devinfo: Vec<gwmo_proto::Item>,
+    client: HttpClient,
 }
 
 impl LightDevice {
-    fn new(enrollment: &serde_json::Value) -> Result<LightDevice, SimError> {
+    fn new(enrollment: &serde_json::Value, client: HttpClient) -> Result<LightDevice, SimError> {
         let account = gwmo_wiring::enrollment_account(enrollment)?;
         let credentials = |name: Option<String>, secret: String| Credentials {
             auth: AuthType::Md5,
@@ -121,13 +233,14 @@ impl LightDevice {
         let dev_id = enrollment["dev_id"]
             .as_str()
             .ok_or(SimError::Plan("an enrollment without its dev_id"))?;
-        let devinfo = gwmo_tree::Tree::new_device(&gwmo_tree::DeviceInfo {
+        let tree = Tree::new_device(&gwmo_tree::DeviceInfo {
             dev_id: dev_id.to_owned(),
             ..gwmo_tree::DeviceInfo::default()
-        })
-        .devinfo_items();
+        });
         Ok(LightDevice {
-            devinfo,
+            devinfo: tree.devinfo_items(),
+            tree,
+            client,
             config: ClientConfig {
                 device_id: dev_id.to_owned(),
                 server_id: account.server_id,
@@ -144,9 +257,9 @@ impl LightDevice {
         })
     }
 
-    /// One session; returns how many messages it took (the first is challenged for
-    /// a nonce, the others are one each).
-    async fn session(&mut self, client: &HttpClient, number: usize) -> Result<usize, SimError> {
+    /// One session; returns how many messages it took (a device's first is challenged
+    /// for a nonce; otherwise one, and one more when a command was queued).
+    async fn session(&mut self, number: usize) -> Result<usize, SimError> {
         let failed = |e: String| SimError::Admin(format!("DM baseline: {e}"));
         let mut session = ClientSession::new(
             self.config.clone(),
@@ -159,7 +272,8 @@ impl LightDevice {
         let mut outgoing = session.start().map_err(|e| failed(e.to_string()))?;
         let mut messages = 0;
         loop {
-            let answer = client
+            let answer = self
+                .client
                 .post(
                     &outgoing.url,
                     outgoing.content_type,
@@ -176,7 +290,7 @@ impl LightDevice {
                 .receive(
                     &answer.body,
                     answer.hmac.as_deref(),
-                    &mut NoCommands,
+                    &mut TreeExecutor(&mut self.tree),
                     &mut fresh_nonce,
                 )
                 .map_err(|e| failed(e.to_string()))?;
@@ -195,31 +309,23 @@ impl LightDevice {
     }
 }
 
-/// The lightweight device's executor: nothing is queued for it, and were something
-/// sent, it runs nothing.
-struct NoCommands;
-
-impl Executor for NoCommands {
-    fn execute(&mut self, _: &str, _: u32, _: &Command, _: &mut CmdIds) -> Vec<Command> {
-        Vec::new()
-    }
-}
-
 async fn requests(
     fleet: &Arc<Fleet>,
     client: HttpClient,
     concurrency: usize,
     total: usize,
 ) -> Result<RawRequests, SimError> {
-    let workers = (0..concurrency.clamp(1, total.max(1)))
+    let workers = concurrency.clamp(1, total.max(1));
+    let requesters = (0..workers)
         .map(|worker| {
             (
                 client.clone(),
                 format!("{}/healthz", fleet.base_url(worker)),
+                share(total, workers, worker),
             )
         })
         .collect();
-    measured(fleet, workers, total, |(client, url), count| async move {
+    let (tally, _) = measured(fleet, requesters, |(client, url, count)| async move {
         for _ in 0..count {
             let answer = client
                 .request(Method::GET, &url, &[], Vec::new())
@@ -229,42 +335,89 @@ async fn requests(
                 return Err(SimError::Admin(format!("baseline: HTTP {}", answer.status)));
             }
         }
-        Ok(count)
+        Ok(((client, url, count), count))
     })
-    .await
+    .await?;
+    Ok(tally.into())
 }
 
-/// Runs `work` for each of `workers` at once, each with its share of `total`, and
-/// returns how many exchanges they counted, at what rate, and the server CPU each
-/// cost.
+/// Worker `index`'s share of `total` exchanges among `workers`.
+fn share(total: usize, workers: usize, index: usize) -> usize {
+    total / workers + usize::from(index < total % workers)
+}
+
+/// What one or more measured phases counted: exchanges, their wall time, and the
+/// servers' CPU (unknown for servers the simulator did not start).
+struct Tally {
+    exchanged: usize,
+    secs: f64,
+    server_cpu_secs: Option<f64>,
+}
+
+impl Tally {
+    fn empty() -> Tally {
+        Tally {
+            exchanged: 0,
+            secs: 0.0,
+            server_cpu_secs: Some(0.0),
+        }
+    }
+
+    /// This tally and a later phase's, together.
+    fn then(self, later: Tally) -> Tally {
+        Tally {
+            exchanged: self.exchanged + later.exchanged,
+            secs: self.secs + later.secs,
+            server_cpu_secs: self
+                .server_cpu_secs
+                .zip(later.server_cpu_secs)
+                .map(|(a, b)| a + b),
+        }
+    }
+}
+
+impl From<Tally> for RawRequests {
+    fn from(tally: Tally) -> RawRequests {
+        RawRequests {
+            count: tally.exchanged,
+            per_sec: tally.exchanged as f64 / tally.secs.max(f64::EPSILON),
+            server_cpu_us: tally
+                .server_cpu_secs
+                .map(|cpu| cpu * 1e6 / tally.exchanged.max(1) as f64),
+        }
+    }
+}
+
+/// Runs `work` for each of `workers` at once; each gives its worker back with the
+/// exchanges it counted. Returns the tally (exchanges, wall time, the servers' CPU)
+/// and the workers.
 async fn measured<W, F>(
     fleet: &Arc<Fleet>,
     workers: Vec<W>,
-    total: usize,
-    work: impl Fn(W, usize) -> F,
-) -> Result<RawRequests, SimError>
+    work: impl Fn(W) -> F,
+) -> Result<(Tally, Vec<W>), SimError>
 where
-    F: Future<Output = Result<usize, SimError>> + Send + 'static,
+    W: Send + 'static,
+    F: Future<Output = Result<(W, usize), SimError>> + Send + 'static,
 {
-    let shares = workers.len().max(1);
     let cpu_before = fleet.cpu_secs();
     let started = Instant::now();
     let mut running = JoinSet::new();
-    for (index, worker) in workers.into_iter().enumerate() {
-        let share = total / shares + usize::from(index < total % shares);
-        running.spawn(work(worker, share));
+    for worker in workers {
+        running.spawn(work(worker));
     }
     let mut exchanged = 0;
+    let mut back = Vec::new();
     while let Some(joined) = running.join_next().await {
-        if let Ok(result) = joined {
-            exchanged += result?;
-        }
+        let (worker, count) =
+            joined.map_err(|e| SimError::Admin(format!("baseline: a worker failed: {e}")))??;
+        exchanged += count;
+        back.push(worker);
     }
-    let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    let server_cpu = fleet.cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
-    Ok(RawRequests {
-        count: exchanged,
-        per_sec: exchanged as f64 / secs,
-        server_cpu_us: server_cpu.map(|cpu| cpu * 1e6 / exchanged.max(1) as f64),
-    })
+    let tally = Tally {
+        exchanged,
+        secs: started.elapsed().as_secs_f64(),
+        server_cpu_secs: fleet.cpu_secs().zip(cpu_before).map(|(a, b)| a - b),
+    };
+    Ok((tally, back))
 }

@@ -300,22 +300,31 @@ impl fmt::Display for Report {
                     ),
                 )?;
             }
-            let dm = &baseline.dm_kept_alive;
-            let against_kept_alive = match (dm.server_cpu_us, baseline.keep_alive.server_cpu_us) {
-                (Some(message), Some(request)) if request > 0.0 => {
-                    format!(" (x{:.1} a kept-alive request)", message / request)
-                }
-                _ => String::new(),
-            };
-            row(
-                f,
-                "baseline: DM message, kept alive",
-                format!(
-                    "{:.0} per s, server CPU {}{against_kept_alive}",
-                    dm.per_sec,
-                    micros(dm.server_cpu_us),
+            for (name, dm) in [
+                ("baseline: DM message, kept alive", &baseline.dm_kept_alive),
+                (
+                    "baseline: DM message with a Get, kept alive",
+                    &baseline.dm_managed,
                 ),
-            )?;
+            ] {
+                let against = |raw: &RawRequests| match (dm.server_cpu_us, raw.server_cpu_us) {
+                    (Some(message), Some(request)) if request > 0.0 => {
+                        format!("x{:.1}", message / request)
+                    }
+                    _ => "-".to_owned(),
+                };
+                row(
+                    f,
+                    name,
+                    format!(
+                        "{:.0} per s, server CPU {} ({} a kept-alive request, {} a new-connection one)",
+                        dm.per_sec,
+                        micros(dm.server_cpu_us),
+                        against(&baseline.keep_alive),
+                        against(&baseline.new_connection),
+                    ),
+                )?;
+            }
         }
         if let Some(memory) = &self.server_memory {
             row(
