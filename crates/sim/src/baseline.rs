@@ -194,12 +194,14 @@ async fn check_gets_done(
         .iter()
         .filter(|c| c["state"] == "done" && c["status"] == 200)
         .count();
-    match (listed["total"].as_u64(), done) {
-        (Some(total), done) if total as usize == rounds && done == rounds => Ok(()),
-        _ => Err(SimError::Admin(format!(
-            "DM baseline: {dev_id} should have {rounds} Gets done with 200: {listed}"
-        ))),
+    let total = listed["total"].as_u64();
+    if total == Some(rounds as u64) && done == rounds {
+        return Ok(());
     }
+    Err(SimError::Admin(format!(
+        "DM baseline: {dev_id} should have {rounds} Gets, all done with 200; \
+         it has {total:?}, {done} of them done with 200"
+    )))
 }
 
 /// A lightweight device enrolled at instance `worker`, with the client it keeps.
