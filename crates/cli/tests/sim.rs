@@ -60,15 +60,16 @@ fn assert_clean_rollout(output: &Output, report: &Value, devices: u64) {
     assert!(latency["p50"].as_f64().unwrap() > 0.0);
     assert!(latency["p50"].as_f64() <= latency["p99"].as_f64());
     assert!(report["server_round_trips"].as_u64().unwrap() >= devices * 2);
-    // Each device's first connection to the server has no ticket to resume with.
+    // Each device's first connection to the server is accepted during the rollout and
+    // has no ticket to resume with. (Connections and handshakes are counted at
+    // different moments, so a connection accepted just before the rollout can finish
+    // its handshake inside it: the two deltas need not add up, and the listener's own
+    // test checks that they do once nothing is in flight.)
     let traffic = &report["server_traffic"];
     assert_eq!(traffic["messages"], report["server_round_trips"]);
     let count = |name: &str| traffic[name].as_u64().unwrap();
     assert!(count("full_handshakes") >= devices, "{traffic}");
-    assert!(
-        count("connections") >= count("full_handshakes") + count("resumed_handshakes"),
-        "{traffic}"
-    );
+    assert!(count("connections") >= devices, "{traffic}");
 }
 
 #[test]

@@ -138,24 +138,21 @@ async fn managed_sessions(
         workers.push((worker, devices));
     }
     let mut tally = Tally::empty();
-    let mut round = 1;
+    let mut rounds = 0;
     while tally.exchanged < total {
         for (worker, devices) in &workers {
             for device in devices {
-                let path = format!(
-                    "/api/devices/{}/commands?wake=false",
-                    device.config.device_id
-                );
                 fleet
                     .admin(*worker)
-                    .call(Method::POST, &path, Some(MANAGED_GET))
+                    .queue_without_waking(&device.config.device_id, MANAGED_GET)
                     .await?;
             }
         }
+        let session = rounds + 1;
         let (counted, back) = measured(fleet, workers, |(worker, mut devices)| async move {
             let mut messages = 0;
             for device in &mut devices {
-                match device.session(round).await? {
+                match device.session(session).await? {
                     2 => messages += 2,
                     other => {
                         return Err(SimError::Admin(format!(
@@ -169,11 +166,11 @@ async fn managed_sessions(
         .await?;
         tally = tally.then(counted);
         workers = back;
-        round += 1;
+        rounds += 1;
     }
     for (worker, devices) in &workers {
         for device in devices {
-            check_gets_done(fleet, *worker, &device.config.device_id, round - 1).await?;
+            check_gets_done(fleet, *worker, &device.config.device_id, rounds).await?;
         }
     }
     Ok(tally.into())

@@ -307,12 +307,7 @@ impl fmt::Display for Report {
                     &baseline.dm_managed,
                 ),
             ] {
-                let against = |raw: &RawRequests| match (dm.server_cpu_us, raw.server_cpu_us) {
-                    (Some(message), Some(request)) if request > 0.0 => {
-                        format!("x{:.1}", message / request)
-                    }
-                    _ => "-".to_owned(),
-                };
+                let against = |raw: &RawRequests| times(dm.server_cpu_us, raw.server_cpu_us);
                 row(
                     f,
                     name,
@@ -419,11 +414,8 @@ impl fmt::Display for Report {
             if let (Some(traffic), Some(cpu)) =
                 (&soak.server_traffic, soak.server_cpu_us_per_message)
             {
-                let against = |raw: Option<&RawRequests>| {
-                    raw.and_then(|raw| raw.server_cpu_us)
-                        .filter(|request| *request > 0.0)
-                        .map_or("-".to_owned(), |request| format!("x{:.1}", cpu / request))
-                };
+                let against =
+                    |raw: Option<&RawRequests>| times(Some(cpu), raw.and_then(|r| r.server_cpu_us));
                 let baseline = self.baseline.as_ref();
                 row(
                     f,
@@ -466,6 +458,15 @@ impl fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What a DM message costs against a raw request, as the summary shows it: "x4.2", or
+/// "-" where either is unknown.
+fn times(message_us: Option<f64>, request_us: Option<f64>) -> String {
+    match (message_us, request_us) {
+        (Some(message), Some(request)) if request > 0.0 => format!("x{:.1}", message / request),
+        _ => "-".to_owned(),
     }
 }
 

@@ -118,9 +118,20 @@ impl AdminClient {
             .await
     }
 
-    /// Queues a command (its JSON spec) for a device; returns the command's id.
+    /// Queues a command (its JSON spec) for a device and wakes it; returns the
+    /// command's id.
     pub async fn queue(&self, dev_id: &str, spec: &str) -> Result<i64, WiringError> {
-        let path = format!("/api/devices/{dev_id}/commands");
+        self.queue_at(format!("/api/devices/{dev_id}/commands"), spec)
+            .await
+    }
+
+    /// Queues a command without waking the device: its next session takes it.
+    pub async fn queue_without_waking(&self, dev_id: &str, spec: &str) -> Result<i64, WiringError> {
+        self.queue_at(format!("/api/devices/{dev_id}/commands?wake=false"), spec)
+            .await
+    }
+
+    async fn queue_at(&self, path: String, spec: &str) -> Result<i64, WiringError> {
         let answer = self.call(Method::POST, &path, Some(spec)).await?;
         answer["id"].as_i64().ok_or(WiringError::Api {
             path,
