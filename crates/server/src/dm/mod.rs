@@ -515,7 +515,7 @@ impl DmService {
         let mut requeued = 0;
         self.store.grouped(|| {
             self.persist(&dev_id, &mut slot, IpAddr::from([0, 0, 0, 0]), unix_now)?;
-            requeued = self.store.requeue_session(&slot.store_key)?;
+            requeued = self.store.requeue_session(&dev_id, &slot.store_key)?;
             Ok::<_, DmError>(())
         })?;
         if wake && requeued > 0 {

@@ -41,6 +41,13 @@ const HISTORY_INDEXES_MIGRATION: &str = r#"
     CREATE INDEX events_by_time ON events (at);
 "#;
 
+/// A migration both backends run as it is: a session's unanswered commands are found
+/// through the device's index (the device is known wherever a session is), so the
+/// index by session goes. Every command sent wrote it twice, once when a session
+/// claimed the command and once when the device answered: a page more in each of
+/// those messages' commits.
+const SESSION_INDEX_MIGRATION: &str = "DROP INDEX commands_by_session;";
+
 /// The assignments of the statement that claims a device's queued commands for a
 /// session (`?2`/`$2` the session, `?3`/`$3` now; both backends spell parameters so
 /// that the text is the same but for the sigil): a command whose expiry passed ends
@@ -610,8 +617,8 @@ pub trait Store: Send + Sync {
     /// Puts a command that was sent back in the queue as `spec` (a form of it that
     /// runs again safely); false if it is not `sent` any more.
     fn resend_as(&self, id: i64, spec: &str) -> Result<bool, StoreError>;
-    /// Puts the unanswered commands of a session that died back in the queue.
-    fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError>;
+    /// Puts the unanswered commands of `dev_id`'s session that died back in the queue.
+    fn requeue_session(&self, dev_id: &str, session_key: &str) -> Result<usize, StoreError>;
     /// The devices with commands waiting in the queue, each once, sorted (woken when an
     /// instance starts: a wake-up may have died with the instance before).
     fn devices_with_queued_commands(&self) -> Result<Vec<String>, StoreError>;

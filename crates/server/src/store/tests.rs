@@ -165,7 +165,8 @@ fn a_dead_session_gives_its_commands_back() {
         store.enroll(&device("IMEI:1"), 0).unwrap();
         let id = store.queue_command("IMEI:1", "{}", 1).unwrap();
         store.claim_pending("IMEI:1", "dead", 2).unwrap();
-        assert_eq!(store.requeue_session("dead").unwrap(), 1);
+        assert_eq!(store.requeue_session("IMEI:2", "dead").unwrap(), 0);
+        assert_eq!(store.requeue_session("IMEI:1", "dead").unwrap(), 1);
         let again = store.claim_pending("IMEI:1", "next", 3).unwrap();
         assert_eq!(again[0].id, id);
         assert_eq!(again[0].session_key.as_deref(), Some("next"));

@@ -549,11 +549,11 @@ impl Store for PostgresStore {
         Ok(!rows.is_empty())
     }
 
-    fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
+    fn requeue_session(&self, dev_id: &str, session_key: &str) -> Result<usize, StoreError> {
         let requeued = self.execute(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
-             WHERE session_key = $1 AND state = 'sent'",
-            &[&session_key],
+             WHERE dev_id = $1 AND state = 'sent' AND session_key = $2",
+            &[&dev_id, &session_key],
         )?;
         Ok(requeued as usize)
     }

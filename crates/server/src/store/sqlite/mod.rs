@@ -430,6 +430,16 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let connection = self.lock();
+        // Most messages find nothing queued: an index probe answers that, where the
+        // UPDATE below would open a savepoint and the temporary table SQLite keeps a
+        // RETURNING clause's rows in, empty or not.
+        if !connection.row_cached(
+            "SELECT EXISTS (SELECT 1 FROM commands WHERE dev_id = ?1 AND state = 'queued')",
+            [dev_id],
+            |row| row.get::<_, bool>(0),
+        )? {
+            return Ok(Vec::new());
+        }
         let unit = Unit::begin(&connection)?;
         let claimed = {
             let mut statement = unit.prepare_cached(&format!(
@@ -489,11 +499,11 @@ impl Store for SqliteStore {
         Ok(statement.exists(params![dev_id, gateway_id])?)
     }
 
-    fn requeue_session(&self, session_key: &str) -> Result<usize, StoreError> {
+    fn requeue_session(&self, dev_id: &str, session_key: &str) -> Result<usize, StoreError> {
         Ok(self.lock().run_cached(
             "UPDATE commands SET state = 'queued', session_key = NULL, sent_at = NULL
-             WHERE session_key = ?1 AND state = 'sent'",
-            [session_key],
+             WHERE dev_id = ?1 AND state = 'sent' AND session_key = ?2",
+            [dev_id, session_key],
         )?)
     }
 

@@ -180,4 +180,5 @@ pub(super) const MIGRATIONS: &[&str] = &[
     crate::store::CAMPAIGN_DEVICES_MIGRATION,
     crate::store::TRUST_MIGRATION,
     crate::store::firmware::FIRMWARE_MIGRATION,
+    crate::store::SESSION_INDEX_MIGRATION,
 ];

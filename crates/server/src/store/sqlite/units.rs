@@ -31,6 +31,16 @@ pub(super) fn upsert_association(
     Ok(changed > 0)
 }
 
+impl Unit<'_> {
+    /// Whether `exists` (a `SELECT EXISTS` on the command `?1`) finds the command's
+    /// plan. Most commands have none, and this index probe costs far less than the
+    /// `DELETE … RETURNING` that takes a plan: SQLite opens a temporary table for a
+    /// RETURNING clause's rows whether or not any row matches.
+    fn plan_exists(&self, exists: &str, command: i64) -> Result<bool, StoreError> {
+        Ok(self.row_cached(exists, [command], |row| row.get(0))?)
+    }
+}
+
 /// The steps of a settlement in an SQLite unit of work.
 impl Settlement for Unit<'_> {
     fn take_auth_switch(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
@@ -53,6 +63,12 @@ impl Settlement for Unit<'_> {
     }
 
     fn take_bootstrap(&mut self, command: i64) -> Result<Option<PlannedBootstrap>, StoreError> {
+        if !self.plan_exists(
+            "SELECT EXISTS (SELECT 1 FROM pending_bootstraps WHERE command = ?1)",
+            command,
+        )? {
+            return Ok(None);
+        }
         Ok(self
             .row_cached(
                 "DELETE FROM pending_bootstraps WHERE command = ?1
@@ -116,6 +132,12 @@ impl Settlement for Unit<'_> {
     }
 
     fn take_validation(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
+        if !self.plan_exists(
+            "SELECT EXISTS (SELECT 1 FROM pending_validations WHERE command = ?1)",
+            command,
+        )? {
+            return Ok(None);
+        }
         Ok(self
             .row_cached(
                 "DELETE FROM pending_validations WHERE command = ?1 RETURNING dev_id, gateway_id",
