@@ -430,28 +430,41 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let connection = self.lock();
-        // Most messages find nothing queued: an index probe answers that, where the
-        // UPDATE below would open a savepoint and the temporary table SQLite keeps a
-        // RETURNING clause's rows in, empty or not.
-        if !connection.row_cached(
-            "SELECT EXISTS (SELECT 1 FROM commands WHERE dev_id = ?1 AND state = 'queued')",
-            [dev_id],
-            |row| row.get::<_, bool>(0),
-        )? {
+        // Each command by its id: most messages find nothing queued, which an index
+        // probe answers, and an UPDATE … RETURNING over the device's queue would open
+        // a temporary table for its rows (even none) and, as it changes the index it
+        // searches, collect the rows in another before changing one.
+        let queued = {
+            let mut statement = connection.prepare_cached(
+                "SELECT id FROM commands WHERE dev_id = ?1 AND state = 'queued' ORDER BY id",
+            )?;
+            let rows = statement.query_map([dev_id], |row| row.get::<_, i64>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        if queued.is_empty() {
             return Ok(Vec::new());
         }
         let unit = Unit::begin(&connection)?;
-        let claimed = {
-            let mut statement = unit.prepare_cached(&format!(
-                "UPDATE commands SET {CLAIM_OR_EXPIRE}
-                 WHERE dev_id = ?1 AND state = 'queued' RETURNING {COMMAND_COLUMNS}"
-            ))?;
-            let rows = statement.query_map(params![dev_id, session_key, now], command_row)?;
-            let mut claimed = rows.map(|r| r?).collect::<Result<Vec<_>, _>>()?;
-            claimed.retain(|c| c.state == CommandState::Sent);
-            claimed.sort_by_key(|c| c.id);
-            claimed
-        };
+        let mut claimed = Vec::with_capacity(queued.len());
+        for id in queued {
+            let changed = unit.run_cached(
+                &format!(
+                    "UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'"
+                ),
+                params![id, session_key, now],
+            )?;
+            if changed == 0 {
+                continue;
+            }
+            let command = unit.row_cached(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"),
+                [id],
+                command_row,
+            )??;
+            if command.state == CommandState::Sent {
+                claimed.push(command);
+            }
+        }
         unit.commit()?;
         Ok(claimed)
     }
