@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
+use futures_util::FutureExt;
 use gwmo_net::{HMAC_HEADER, HttpClient, unix_now};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -281,10 +282,13 @@ async fn dm_message(
     // Handled on this worker, not handed to the blocking pool: a message is a few
     // hundred microseconds of CPU and local SQLite work (the PostgreSQL store leaves
     // the worker itself around each round trip), and the hand-off's two thread
-    // switches cost more than the work they moved. A panic still answers 500.
-    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        state.dm.handle(request, Instant::now(), unix_now())
-    }));
+    // switches cost more than the work they moved (with SQLite, messages take turns
+    // at the store without holding their worker: `DmService`). A panic still
+    // answers 500.
+    let handled =
+        std::panic::AssertUnwindSafe(state.dm.handle(request, Instant::now(), unix_now()))
+            .catch_unwind()
+            .await;
     match handled {
         Ok(Ok(answer)) => {
             let mut response =

@@ -154,6 +154,10 @@ pub struct DmService {
     /// Which devices those messages were from, for an embedder that keeps what it read
     /// of the store and reads again only what changed.
     touched: Mutex<TouchedDevices>,
+    /// Where the store has one connection (SQLite), messages take turns at it here:
+    /// a message waiting for its turn leaves its worker free for other connections,
+    /// where two workers contending for the connection's lock spun and slept on it.
+    store_turn: Option<tokio::sync::Mutex<()>>,
 }
 
 /// The devices whose records changed since an embedder last asked: kept only once one
@@ -201,7 +205,6 @@ impl DmService {
                 settings.auth_lockout_failures,
                 Duration::from_secs(settings.auth_lockout_secs),
             ),
-            store,
             settings,
             config,
             resp_base,
@@ -210,6 +213,8 @@ impl DmService {
             metrics,
             stored: watch::Sender::new(0),
             touched: Mutex::default(),
+            store_turn: store.one_connection().then(|| tokio::sync::Mutex::new(())),
+            store,
         }
     }
 
@@ -263,14 +268,14 @@ impl DmService {
     }
 
     /// Handles one posted DM message. `unix_now` stamps what is stored.
-    pub fn handle(
+    pub async fn handle(
         &self,
         request: DmRequest<'_>,
         now: Instant,
         unix_now: i64,
     ) -> Result<DmResponse, DmError> {
         let started = Instant::now();
-        let answer = self.answer(request, now, unix_now);
+        let answer = self.answer(request, now, unix_now).await;
         if answer.is_err() {
             self.metrics.message_refused();
         }
@@ -282,7 +287,7 @@ impl DmService {
     /// session (DevId and SessionID); one that starts a session and names none opens a
     /// new one, which is kept only once the device has authenticated. Nothing a
     /// message without the token sends reaches a session that is open.
-    fn answer(
+    async fn answer(
         &self,
         request: DmRequest<'_>,
         now: Instant,
@@ -314,6 +319,11 @@ impl DmService {
                 }
             }
         }
+        // From here to the answer every step may read or write the store.
+        let _turn = match &self.store_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
         let (mut slot, opened) = match continued {
             Some(slot) => (slot, false),
             None if opens_session(&message) => {
@@ -798,24 +808,53 @@ mod tests {
         session.start().unwrap().body
     }
 
-    #[test]
-    fn a_stored_message_tells_an_embedder_which_device_it_came_from() {
+    /// A posted package 1 as it came from `body`.
+    fn posted(body: &[u8]) -> DmRequest<'_> {
+        DmRequest {
+            content_type: Some("application/vnd.syncml.dm+xml"),
+            hmac: None,
+            session_token: None,
+            peer: IpAddr::from([127, 0, 0, 1]),
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_message_tells_an_embedder_which_device_it_came_from() {
         let (dm, store) = service(0);
         store.enroll(&device("IMEI:1"), 0).unwrap();
         assert_eq!(dm.take_touched(), Touched::All);
         for dev_id in ["IMEI:1", "IMEI:not-enrolled"] {
             let body = package1(dev_id);
-            let request = DmRequest {
-                content_type: Some("application/vnd.syncml.dm+xml"),
-                hmac: None,
-                session_token: None,
-                peer: IpAddr::from([127, 0, 0, 1]),
-                body: &body,
-            };
-            let _ = dm.handle(request, Instant::now(), 1_000);
+            let _ = dm.handle(posted(&body), Instant::now(), 1_000).await;
         }
         let only = std::collections::HashSet::from(["IMEI:1".to_owned()]);
         assert_eq!(dm.take_touched(), Touched::Devices(only));
+    }
+
+    /// With SQLite's one connection, a message whose turn at the store has not come
+    /// waits without holding its worker, and goes on once the turn is free.
+    #[tokio::test]
+    async fn a_message_waits_for_its_turn_at_a_one_connection_store_without_its_worker() {
+        use std::future::Future;
+        let (dm, store) = service(0);
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        assert_eq!(dm.take_touched(), Touched::All);
+        let body = package1("IMEI:1");
+        let turn = dm.store_turn.as_ref().expect("SQLite: one connection");
+        let held = turn.lock().await;
+        let mut handled = std::pin::pin!(dm.handle(posted(&body), Instant::now(), 1_000));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            handled.as_mut().poll(&mut context).is_pending(),
+            "the message waits for the turn"
+        );
+        let stored =
+            |devices: &[&str]| Touched::Devices(devices.iter().map(|d| d.to_string()).collect());
+        assert_eq!(dm.take_touched(), stored(&[]), "nothing stored meanwhile");
+        drop(held);
+        assert!(!handled.await.unwrap().body.is_empty());
+        assert_eq!(dm.take_touched(), stored(&["IMEI:1"]));
     }
 
     #[test]

@@ -506,6 +506,12 @@ pub trait Store: Send + Sync {
         work();
         Ok(())
     }
+    /// Whether every call waits for the backend's one connection, whoever makes it:
+    /// callers that can wait without holding a thread (the DM endpoint's async
+    /// workers) should take turns before calling rather than contend for it.
+    fn one_connection(&self) -> bool {
+        false
+    }
     /// Enrolls a device; [`StoreError::AlreadyExists`] if its DevId is taken.
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError>;
     fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError>;

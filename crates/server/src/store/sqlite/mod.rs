@@ -194,6 +194,10 @@ impl Store for SqliteStore {
         group.commit()
     }
 
+    fn one_connection(&self) -> bool {
+        true
+    }
+
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
         let inserted = self.lock().run_cached(
             "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
