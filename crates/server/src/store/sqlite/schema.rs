@@ -181,4 +181,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     crate::store::TRUST_MIGRATION,
     crate::store::firmware::FIRMWARE_MIGRATION,
     crate::store::SESSION_INDEX_MIGRATION,
+    // The DM tree a device reported, out of the device's row: SQLite writes a row
+    // whole when it changes size, so a session that changed a device's DevInfo or
+    // DevDetail wrote its last tree report again (27 pages for 100 KB). PostgreSQL
+    // keeps such a value apart by itself (TOAST) and keeps the column.
+    r#"
+    CREATE TABLE device_trees (
+        dev_id TEXT PRIMARY KEY REFERENCES devices(dev_id) ON DELETE CASCADE,
+        tnds   TEXT NOT NULL,
+        at     INTEGER NOT NULL
+    );
+    INSERT INTO device_trees (dev_id, tnds, at)
+         SELECT dev_id, tree, coalesce(tree_at, 0) FROM devices WHERE tree IS NOT NULL;
+    ALTER TABLE devices DROP COLUMN tree;
+    ALTER TABLE devices DROP COLUMN tree_at;
+"#,
 ];
