@@ -1093,29 +1093,33 @@ mod tests {
         assert_eq!(store.tree("IMEI:unknown").unwrap(), None);
     }
 
+    /// A store file as the migrations before the one that contains `marker` left it,
+    /// with `rows` written to it, then opened (and so migrated) by this version.
+    fn stored_before(dir: &tempfile::TempDir, marker: &str, rows: &str) -> SqliteStore {
+        let path = dir.path().join("s.db");
+        let next = MIGRATIONS.iter().position(|m| m.contains(marker)).unwrap();
+        {
+            let old = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..next] {
+                old.execute_batch(migration).unwrap();
+            }
+            old.pragma_update(None, "user_version", next as i64)
+                .unwrap();
+            old.execute_batch(rows).unwrap();
+        }
+        SqliteStore::open(&path, 2).unwrap()
+    }
+
     #[test]
     fn a_tree_reported_while_trees_were_kept_in_the_device_s_row_is_moved_out() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let moved = MIGRATIONS
-            .iter()
-            .position(|m| m.contains("device_trees"))
-            .unwrap();
-        {
-            let old = Connection::open(&path).unwrap();
-            for migration in &MIGRATIONS[..moved] {
-                old.execute_batch(migration).unwrap();
-            }
-            old.pragma_update(None, "user_version", moved as i64)
-                .unwrap();
-            old.execute_batch(
-                "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at, tree, tree_at)
-                 VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0, '<MgmtTree/>', 7),
-                        ('IMEI:2', 'md5', 'c', 'cs', 's', 'ss', 0, NULL, NULL);",
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path, 2).unwrap();
+        let store = stored_before(
+            &dir,
+            "device_trees",
+            "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at, tree, tree_at)
+             VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0, '<MgmtTree/>', 7),
+                    ('IMEI:2', 'md5', 'c', 'cs', 's', 'ss', 0, NULL, NULL);",
+        );
         assert_eq!(
             store.tree("IMEI:1").unwrap(),
             Some(("<MgmtTree/>".to_owned(), 7))
@@ -1135,27 +1139,14 @@ mod tests {
     #[test]
     fn commands_stored_before_cancel_and_expiry_existed_survive_the_table_s_rebuild() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let rebuild = MIGRATIONS
-            .iter()
-            .position(|m| m.contains("commands_v2"))
-            .unwrap();
-        {
-            let old = Connection::open(&path).unwrap();
-            for migration in &MIGRATIONS[..rebuild] {
-                old.execute_batch(migration).unwrap();
-            }
-            old.pragma_update(None, "user_version", rebuild as i64)
-                .unwrap();
-            old.execute_batch(
-                "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
-                 VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);
-                 INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at)
-                 VALUES (7, 'IMEI:1', '{}', 'done', 200, 1, 2), (8, 'IMEI:1', '{}', 'queued', NULL, 3, NULL);",
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path, 2).unwrap();
+        let store = stored_before(
+            &dir,
+            "commands_v2",
+            "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
+             VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);
+             INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at)
+             VALUES (7, 'IMEI:1', '{}', 'done', 200, 1, 2), (8, 'IMEI:1', '{}', 'queued', NULL, 3, NULL);",
+        );
         let done = store.command(7).unwrap().unwrap();
         assert_eq!(
             (done.state, done.status, done.expires_at),
