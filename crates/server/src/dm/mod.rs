@@ -2,8 +2,10 @@
 //! the device's queued commands once the device has authenticated, and writes what
 //! the session learnt (nonces, DevInfo, command outcomes, alerts) to the store
 //! before the answer leaves (`effects`; the gateway bootstrapping it drives:
-//! `gateways`). Synchronous: the HTTP layer runs it on the async worker that read the
-//! message (a PostgreSQL store leaves the worker around each round trip itself).
+//! `gateways`). It runs on the async worker that read the message and awaits one
+//! thing only: with SQLite, its turn at the store's one connection. Its store calls
+//! are synchronous (a PostgreSQL store leaves the worker around each round trip
+//! itself).
 
 mod effects;
 mod firmware;
