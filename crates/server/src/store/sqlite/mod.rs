@@ -1044,17 +1044,43 @@ mod tests {
         assert_eq!(record.encoding.as_deref(), Some("wbxml"));
     }
 
-    /// Savepoint journals stay in memory (2): a spilled one left a temporary file that
-    /// every later message's savepoints wrote through.
+    /// The temporary files SQLite holds open (named `etilqs_…`, deleted as soon as
+    /// opened) in this process.
+    fn sqlite_temporary_files() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().contains("etilqs_"))
+            .count()
+    }
+
+    /// A savepoint's journal stays in memory however large it grows: one spilled to a
+    /// temporary file (past 64 KiB) kept that file for every later savepoint on the
+    /// connection, and every message's savepoints wrote through it.
     #[test]
     fn savepoint_journals_are_kept_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db"), 2).unwrap();
-        let temp_store: i64 = store
-            .lock()
-            .pragma_query_value(None, "temp_store", |row| row.get(0))
+        let connection = store.lock();
+        let group = Unit::begin(&connection).unwrap();
+        group
+            .execute_batch(
+                "CREATE TABLE filler (x TEXT);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+                 INSERT INTO filler SELECT printf('%.2000c', 'x') FROM n;",
+            )
             .unwrap();
-        assert_eq!(temp_store, 2);
+        // Every page the group wrote goes into this savepoint's journal first: some
+        // 400 KB.
+        let unit = Unit::begin(&connection).unwrap();
+        unit.execute("UPDATE filler SET x = x || 'y'", []).unwrap();
+        assert_eq!(
+            sqlite_temporary_files(),
+            0,
+            "a savepoint journal spilled to a file"
+        );
+        unit.commit().unwrap();
+        group.commit().unwrap();
     }
 
     /// The pages written to the WAL since the last call, which empties it.
