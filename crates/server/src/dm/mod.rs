@@ -303,6 +303,13 @@ impl DmService {
         let message = encoding.decode(request.body)?;
         let (dev_id, session_id) = session_of(&message)?;
         let msg_id = message.header.msg_id;
+        // From here to the answer every step may read or write the store, and nothing
+        // is awaited past this point: a message dropped while it waits (its connection
+        // gone) has not yet taken its session out of the open ones.
+        let _turn = match &self.store_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
         let mut continued = None;
         if let Some(token) = request.session_token {
             let mut sessions = self.lock_sessions();
@@ -321,11 +328,6 @@ impl DmService {
                 }
             }
         }
-        // From here to the answer every step may read or write the store.
-        let _turn = match &self.store_turn {
-            Some(turn) => Some(turn.lock().await),
-            None => None,
-        };
         let (mut slot, opened) = match continued {
             Some(slot) => (slot, false),
             None if opens_session(&message) => {
@@ -782,6 +784,11 @@ mod tests {
 
     /// Package 1 of `dev_id` with the credentials `store::tests::device` enrolls.
     fn package1(dev_id: &str) -> Vec<u8> {
+        client(dev_id).start().unwrap().body
+    }
+
+    /// A device's client session with the credentials `store::tests::device` enrolls.
+    fn client(dev_id: &str) -> gwmo_session::ClientSession {
         let credentials = |name: &str, secret: &str| Credentials {
             auth: gwmo_proto::auth::AuthType::Hmac,
             name: name.into(),
@@ -800,14 +807,13 @@ mod tests {
             server_nonce: Vec::new(),
             max_auth_attempts: 3,
         };
-        let mut session = gwmo_session::ClientSession::new(
+        gwmo_session::ClientSession::new(
             config,
             "1".into(),
             gwmo_session::Trigger::Client,
             Vec::new(),
             Vec::new(),
-        );
-        session.start().unwrap().body
+        )
     }
 
     /// A posted package 1 as it came from `body`.
@@ -857,6 +863,96 @@ mod tests {
         drop(held);
         assert!(!handled.await.unwrap().body.is_empty());
         assert_eq!(dm.take_touched(), stored(&["IMEI:1"]));
+    }
+
+    /// A device that refuses every command with 405, which carries a session on.
+    struct RefusesAll;
+
+    impl gwmo_session::Executor for RefusesAll {
+        fn execute(
+            &mut self,
+            _: &str,
+            msg_ref: u32,
+            command: &Command,
+            _: &mut gwmo_proto::CmdIds,
+        ) -> Vec<Command> {
+            vec![Command::Status(gwmo_proto::Status {
+                cmd_id: 0,
+                msg_ref,
+                cmd_ref: command.cmd_id(),
+                cmd: command.name().into(),
+                target_refs: Vec::new(),
+                source_refs: Vec::new(),
+                chal: None,
+                code: gwmo_proto::StatusCode(405),
+                items: Vec::new(),
+            })]
+        }
+    }
+
+    /// `outgoing` as posted where the session told the device to.
+    fn request_of(outgoing: &gwmo_session::Outgoing) -> DmRequest<'_> {
+        DmRequest {
+            session_token: session_token(outgoing.url.split_once('?').map(|(_, q)| q)),
+            hmac: outgoing.hmac.as_deref(),
+            ..posted(&outgoing.body)
+        }
+    }
+
+    /// What `dm` answers `outgoing`.
+    async fn post(dm: &DmService, outgoing: &gwmo_session::Outgoing) -> DmResponse {
+        dm.handle(request_of(outgoing), Instant::now(), 1_000)
+            .await
+            .unwrap()
+    }
+
+    /// The device's next message after `answer`.
+    fn next_message(
+        device: &mut gwmo_session::ClientSession,
+        answer: &DmResponse,
+    ) -> gwmo_session::Outgoing {
+        let mut fresh_nonce = || vec![7; 16];
+        match device
+            .receive(
+                &answer.body,
+                answer.hmac.as_deref(),
+                &mut RefusesAll,
+                &mut fresh_nonce,
+            )
+            .unwrap()
+        {
+            gwmo_session::ClientStep::Send(next) => next,
+            gwmo_session::ClientStep::Done(outcome) => panic!("session over: {outcome:?}"),
+        }
+    }
+
+    /// A message dropped while it waits for its turn (its connection went away) leaves
+    /// its session open, and the device's next try goes on in it.
+    #[tokio::test]
+    async fn a_message_dropped_while_waiting_for_its_turn_leaves_its_session_open() {
+        let (dm, store) = service(0);
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store
+            .queue_command("IMEI:1", r#"{"op":"Get","target":"./DevInfo/Mod"}"#, 0)
+            .unwrap();
+        let mut device = client("IMEI:1");
+        let outgoing = device.start().unwrap();
+        // Package 1: authenticated, and answered with the Get.
+        let answer = post(&dm, &outgoing).await;
+        let outgoing = next_message(&mut device, &answer);
+        assert_eq!(dm.open_sessions(), 1, "the device's session opened");
+        assert!(request_of(&outgoing).session_token.is_some());
+        let held = dm.store_turn.as_ref().unwrap().lock().await;
+        {
+            let mut waiting =
+                std::pin::pin!(dm.handle(request_of(&outgoing), Instant::now(), 1_000));
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(waiting.as_mut(), &mut context).is_pending());
+        }
+        drop(held);
+        assert_eq!(dm.open_sessions(), 1, "the session is still open");
+        let answer = post(&dm, &outgoing).await;
+        assert!(!answer.body.is_empty());
     }
 
     #[test]
