@@ -448,23 +448,16 @@ impl Store for SqliteStore {
         if queued.is_empty() {
             return Ok(Vec::new());
         }
+        let claim =
+            format!("UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'");
+        let read = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1");
         let unit = Unit::begin(&connection)?;
         let mut claimed = Vec::with_capacity(queued.len());
         for id in queued {
-            let changed = unit.run_cached(
-                &format!(
-                    "UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'"
-                ),
-                params![id, session_key, now],
-            )?;
-            if changed == 0 {
+            if unit.run_cached(&claim, params![id, session_key, now])? == 0 {
                 continue;
             }
-            let command = unit.row_cached(
-                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"),
-                [id],
-                command_row,
-            )??;
+            let command = unit.row_cached(&read, [id], command_row)??;
             if command.state == CommandState::Sent {
                 claimed.push(command);
             }
