@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -755,6 +755,31 @@ fn fan_out_waiting_for_an_absent_device(
     (fanout, enrollment)
 }
 
+/// Waits for the third failed session carrying a report of `gw`'s, whose DM Server
+/// went down at `server_down`: the pauses before the second and third (1 s and 2 s at
+/// least) make it at least 3 s later. A gateway calling the server in a tight loop
+/// gets there in a fraction of a second; one that gives up never does.
+fn three_reports_fail_after_growing_pauses(gw: &GatewayProcess, server_down: Instant) {
+    poll(
+        "three failed sessions carrying a report",
+        Duration::from_secs(60),
+        || (gateway_counter(gw, "gwmo_gateway_report_sessions_failed_total")? >= 3).then_some(()),
+    );
+    let failing_for = server_down.elapsed();
+    assert!(
+        failing_for >= Duration::from_secs(3),
+        "three failed report sessions in {failing_for:?}"
+    );
+}
+
+/// The value of counter `name` on the gateway's `/metrics`.
+fn gateway_counter(gw: &GatewayProcess, name: &str) -> Option<u64> {
+    let (_, metrics) = http(gw.addr, "GET", "/metrics", None, "text/plain", b"");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// The Status leaf of fan-out `id` in the gateway's tree, while the fan-out is there.
 fn fan_out_status_on(gw: &GatewayProcess, id: i64) -> Option<String> {
     let tree = device_tree(&gw.dir.join("state").join("upstream"));
@@ -803,7 +828,9 @@ fn a_gateway_killed_during_a_fan_out_resumes_it_and_runs_each_command_once() {
 
 /// A fan-out that finishes while the DM Server is down keeps its results in the
 /// gateway's tree; they reach the server once it is back, and only then does the
-/// gateway remove the fan-out.
+/// gateway remove the fan-out. The gateway does not poll and its end device is gone
+/// by then: the gateway sends them again of its own accord, after pauses that grow
+/// (1 s, then 2 s: three failed sessions take at least 3 s), not in a tight loop.
 #[test]
 fn fan_out_results_the_server_missed_are_reported_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -812,6 +839,7 @@ fn fan_out_results_the_server_missed_are_reported_when_it_is_back() {
     let (fanout, enrollment) = fan_out_waiting_for_an_absent_device(dir.path(), &server, &gw);
 
     server.daemon.kill();
+    let server_down = Instant::now();
     // The device is back and runs the command; the results have nowhere to go.
     let mut device = end_device(dir.path(), &enrollment, "gw-1");
     poll(
@@ -822,6 +850,9 @@ fn fan_out_results_the_server_missed_are_reported_when_it_is_back() {
             (fan_out_status_on(&gw, fanout)? == "done").then_some(())
         },
     );
+    // No session of the device's causes a sync from here on.
+    device.kill();
+    three_reports_fail_after_growing_pauses(&gw, server_down);
 
     server.kill_and_restart();
     let done = poll(
@@ -842,8 +873,8 @@ fn fan_out_results_the_server_missed_are_reported_when_it_is_back() {
 }
 
 /// A bootstrap that lapses while the DM Server is down ends at once on the gateway; the
-/// Device Detach Alert waits, marked in the inventory, and reaches the server when it
-/// is back. Only then does the entry go.
+/// Device Detach Alert waits, marked in the inventory, and goes again after growing
+/// pauses, reaching the server when it is back. Only then does the entry go.
 #[test]
 fn a_lapse_while_the_server_is_down_is_reported_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -851,6 +882,7 @@ fn a_lapse_while_the_server_is_down_is_reported_when_it_is_back() {
     let (mut gw, lbs) = gateway_with_quick_lapses(dir.path(), &server);
     server.enroll(ED, "md5");
     server.daemon.kill();
+    let server_down = Instant::now();
     bootstrap_and_vanish(&gw, lbs);
     poll(
         "the lapse on the gateway, kept for the server",
@@ -868,6 +900,7 @@ fn a_lapse_while_the_server_is_down_is_reported_when_it_is_back() {
         entry["children"].get("ClientSecret").is_none(),
         "a lapsed entry keeps no credentials: {entry}"
     );
+    three_reports_fail_after_growing_pauses(&gw, server_down);
 
     server.kill_and_restart();
     let detach = detach_event(&server, &mut gw);

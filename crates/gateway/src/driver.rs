@@ -16,7 +16,7 @@ use gwmo_server::{CommandSpec, CommandState, EndDevices, NewEndDevice};
 use gwmo_session::{ClientOutcome, Trigger};
 use gwmo_tree::gwmo::{entry, fanout};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::GatewayError;
 use crate::images::{self, ImageStore};
@@ -24,6 +24,7 @@ use crate::inventory::{self, FanoutEntry, FanoutStatus, InventoryEntry, LocalBoo
 use crate::known::{InventoryView, Known};
 use crate::metrics::GatewayMetrics;
 use crate::reconcile::{Action, Observation, Policy, Report, reconcile};
+use crate::report_retry::ReportRetry;
 use crate::settings::GatewaySettings;
 
 /// How long a fan-out waits for its end devices before it reports what it has.
@@ -49,6 +50,9 @@ pub struct Driver {
     fanouts: Arc<std::sync::Mutex<HashSet<String>>>,
     /// When time alone next calls for a sync, as the last sync's plan said.
     check_again_at: Arc<watch::Sender<Option<i64>>>,
+    /// Whether reports to the DM Server wait after a failure, and until when (the
+    /// gateway's loop syncs then).
+    report_retry: Arc<watch::Sender<ReportRetry>>,
     /// The firmware images kept for the end devices.
     images: Arc<ImageStore>,
     /// What the gateway counts of its own (`/metrics`).
@@ -71,6 +75,7 @@ impl Driver {
             syncing: Arc::default(),
             fanouts: Arc::default(),
             check_again_at: Arc::new(watch::Sender::new(None)),
+            report_retry: Arc::new(watch::Sender::new(ReportRetry::default())),
             images: Arc::new(images),
             metrics,
         }
@@ -80,6 +85,12 @@ impl Driver {
     /// changes only when a sync moved it.
     pub fn check_again_at(&self) -> watch::Receiver<Option<i64>> {
         self.check_again_at.subscribe()
+    }
+
+    /// Whether reports wait after a failure, and until when; changes when a report
+    /// fails or goes.
+    pub fn report_retry(&self) -> watch::Receiver<ReportRetry> {
+        self.report_retry.subscribe()
     }
 
     pub fn end_devices(&self) -> &EndDevices {
@@ -203,8 +214,7 @@ impl Driver {
                     .collect();
                 let items = reports.iter().map(attach_item).collect();
                 if let Err(error) = self.report_upstream(items).await {
-                    warn!(%error, "Device Attach not reported to the DM Server yet");
-                    GatewayMetrics::add(&self.metrics.reports_deferred, 1);
+                    self.report_deferred("Device Attach", &error);
                     return Ok(());
                 }
                 GatewayMetrics::add(&self.metrics.attaches_reported, attached.len() as u64);
@@ -217,8 +227,7 @@ impl Driver {
             Action::ReportDetach(reports) => {
                 let items = reports.iter().map(detach_item).collect();
                 if let Err(error) = self.report_upstream(items).await {
-                    warn!(%error, "lapse not reported to the DM Server yet");
-                    GatewayMetrics::add(&self.metrics.reports_deferred, 1);
+                    self.report_deferred("Device Detach", &error);
                     return Ok(());
                 }
                 GatewayMetrics::add(&self.metrics.detaches_reported, reports.len() as u64);
@@ -239,6 +248,8 @@ impl Driver {
                 }
                 self.spawn_fanout(fanout, false);
             }
+            // Not while reports wait: the task would only find that out.
+            Action::DeliverFanout(_) if self.reports_waiting() => {}
             Action::DeliverFanout(fanout) => {
                 info!(fanout = %fanout.id, "reporting a fan-out left unreported");
                 self.spawn_fanout(fanout, true);
@@ -352,24 +363,57 @@ impl Driver {
         self.try_sync().await.map_err(unavailable)
     }
 
-    /// One session with the DM Server carrying these Generic Alert items.
+    /// One session with the DM Server carrying these Generic Alert items, unless
+    /// reports wait out the pause after a failure. A failure starts (or lengthens) the
+    /// pause; a report that went ends it.
     async fn report_upstream(&self, items: Vec<Item>) -> Result<(), GatewayError> {
         let Some(upstream) = &self.settings.upstream else {
             return Ok(());
         };
+        if self.reports_waiting() {
+            return Err(GatewayError::ReportsWaiting);
+        }
         let alert = Alert {
             cmd_id: 0,
             code: codes::alert::GENERIC_ALERT,
             correlator: None,
             items,
         };
-        let report = self
+        let reported = match self
             .agent
             .session(&upstream.server_id, Trigger::Client, None, vec![alert])
-            .await?;
-        match report.outcome {
-            ClientOutcome::Completed => Ok(()),
-            ClientOutcome::Aborted => Err(GatewayError::ReportAborted),
+            .await
+        {
+            Ok(report) if report.outcome == ClientOutcome::Completed => Ok(()),
+            Ok(_) => Err(GatewayError::ReportAborted),
+            Err(error) => Err(GatewayError::from(error)),
+        };
+        match &reported {
+            Ok(()) => {
+                self.report_retry.send_if_modified(ReportRetry::succeeded);
+            }
+            Err(_) => {
+                GatewayMetrics::add(&self.metrics.report_sessions_failed, 1);
+                self.report_retry
+                    .send_modify(|retry| retry.failed(tokio::time::Instant::now()));
+            }
+        }
+        reported
+    }
+
+    /// Whether reports wait out the pause after a failure.
+    fn reports_waiting(&self) -> bool {
+        self.report_retry
+            .borrow()
+            .waiting_at(tokio::time::Instant::now())
+    }
+
+    /// Counts and logs a report that did not go; it goes again with a later sync.
+    fn report_deferred(&self, report: &str, error: &GatewayError) {
+        GatewayMetrics::add(&self.metrics.reports_deferred, 1);
+        match error {
+            GatewayError::ReportsWaiting => debug!(report, %error, "report deferred"),
+            _ => warn!(report, %error, "report not taken by the DM Server yet"),
         }
     }
 
@@ -393,8 +437,12 @@ impl Driver {
                 }
                 false => driver.run_fanout(&fanout).await,
             };
-            if let Err(error) = finished {
-                warn!(fanout = %fanout.id, %error, "fan-out not finished yet");
+            match finished {
+                Ok(()) => {}
+                Err(GatewayError::ReportsWaiting) => {
+                    debug!(fanout = %fanout.id, "fan-out results wait to be reported")
+                }
+                Err(error) => warn!(fanout = %fanout.id, %error, "fan-out not finished yet"),
             }
             driver.fanouts_running().remove(&fanout.id);
         });

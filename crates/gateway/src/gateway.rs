@@ -3,8 +3,8 @@
 //! a DM server (an embedded `gwmo-server` with its own store) and, with the local
 //! approach on, a Local DM Bootstrap Server. Its [`Driver`] brings the Device Inventory
 //! into the end-device store after every session with the DM Server, after every
-//! end-device message stored, when a local bootstrap falls due to lapse, and after
-//! every local bootstrap.
+//! end-device message stored, when a local bootstrap falls due to lapse, when reports
+//! the DM Server did not take fall due again, and after every local bootstrap.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -198,18 +198,14 @@ impl Gateway {
         let mut stopped_watch = stopped.clone();
         let mut changes = driver.end_devices().changes();
         let mut next_check = driver.check_again_at();
+        let mut report_retry = driver.report_retry();
         let mut save_records = tokio::time::interval(SAVE_RECORDS_EVERY);
         loop {
-            let check_again_at = *next_check.borrow_and_update();
-            let lapse_due = async {
-                match check_again_at {
-                    Some(at) => {
-                        let secs = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
-                        tokio::time::sleep(Duration::from_secs(secs)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let lapse_due = next_check.borrow_and_update().map(|at| {
+                let secs = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+                tokio::time::Instant::now() + Duration::from_secs(secs)
+            });
+            let reports_due = report_retry.borrow_and_update().due();
             tokio::select! {
                 // Only ever changes from running to stopped.
                 _ = stopped_watch.changed() => break,
@@ -220,9 +216,12 @@ impl Gateway {
                 // End-device sessions change the inventory's State and LastSession,
                 // and answer probes.
                 Ok(()) = changes.changed() => tokio::time::sleep(GATHER_CHANGES).await,
-                _ = lapse_due => {}
+                _ = sleep_until_some(lapse_due) => {}
                 // A sync (for a local bootstrap) moved the next lapse.
                 Ok(()) = next_check.changed() => continue,
+                // Reports the DM Server did not take go again.
+                _ = sleep_until_some(reports_due) => {}
+                Ok(()) = report_retry.changed() => continue,
                 _ = save_records.tick() => {
                     save_records_logged(&agent).await;
                     continue;
@@ -305,3 +304,11 @@ fn serve_bootstrap(
 /// The page cache of the gateway's end-device store: it holds the gateway's own
 /// devices, not a fleet, and a gateway's memory is small.
 const END_DEVICE_STORE_CACHE_MIB: u32 = 4;
+
+/// Sleeps until `at`; never ends when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -14,6 +14,7 @@ mod inventory;
 mod known;
 mod metrics;
 mod reconcile;
+mod report_retry;
 pub mod settings;
 
 pub use driver::gwmo_alert_item;
@@ -38,4 +39,6 @@ pub enum GatewayError {
     EndDevices(#[from] gwmo_server::EmbedError),
     #[error("the DM Server aborted the session that carried a report")]
     ReportAborted,
+    #[error("reports wait out the pause after the last one the DM Server did not take")]
+    ReportsWaiting,
 }

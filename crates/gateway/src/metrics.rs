@@ -17,6 +17,9 @@ pub struct GatewayMetrics {
     pub detaches_reported: AtomicU64,
     /// Reports the DM Server could not take when they were sent (sent again later).
     pub reports_deferred: AtomicU64,
+    /// Sessions that carried a report and failed (each lengthens the pause before
+    /// reports go again).
+    pub report_sessions_failed: AtomicU64,
     pub local_bootstraps: AtomicU64,
     pub fanouts_run: AtomicU64,
     pub fanouts_reported: AtomicU64,
@@ -70,6 +73,12 @@ impl ExtraMetrics for GatewayMetrics {
                 "gwmo_gateway_reports_deferred_total",
                 "Reports the DM Server could not take when sent (sent again later).",
                 &self.reports_deferred,
+            ),
+            (
+                Counter,
+                "gwmo_gateway_report_sessions_failed_total",
+                "Sessions carrying a report the DM Server did not take.",
+                &self.report_sessions_failed,
             ),
             (
                 Counter,
