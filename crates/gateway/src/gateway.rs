@@ -205,7 +205,9 @@ impl Gateway {
                 let secs = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
                 tokio::time::Instant::now() + Duration::from_secs(secs)
             });
-            let reports_due = report_retry.borrow_and_update().due();
+            let reports_due = report_retry
+                .borrow_and_update()
+                .waits_until(tokio::time::Instant::now());
             tokio::select! {
                 // Only ever changes from running to stopped.
                 _ = stopped_watch.changed() => break,

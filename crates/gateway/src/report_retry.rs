@@ -39,14 +39,17 @@ impl Default for ReportRetry {
 }
 
 impl ReportRetry {
-    /// When reports go again after the last failure; `None` once one went.
-    pub fn due(&self) -> Option<Instant> {
-        self.due
+    /// When reports go again, while at `now` they wait out a failure's pause; `None`
+    /// once the pause ran out (or a report went). A loop that wakes at this time
+    /// wakes once for each pause: after it, nothing is left to wake for, even if no
+    /// report was due to go then.
+    pub fn waits_until(&self, now: Instant) -> Option<Instant> {
+        self.due.filter(|due| now < *due)
     }
 
     /// Whether reports wait at `now` (a failure's pause has not run out).
     pub fn waiting_at(&self, now: Instant) -> bool {
-        self.due.is_some_and(|due| now < due)
+        self.waits_until(now).is_some()
     }
 
     /// A report failed at `now`: the next waits a pause twice as long as the last.
@@ -71,7 +74,7 @@ mod tests {
     fn reports_go_at_once_until_one_fails() {
         let retry = ReportRetry::default();
         assert!(!retry.waiting_at(Instant::now()));
-        assert_eq!(retry.due(), None);
+        assert_eq!(retry.waits_until(Instant::now()), None);
     }
 
     #[test]
@@ -81,11 +84,24 @@ mod tests {
         for base in [1, 2, 4, 8, 16, 32, 60, 60] {
             retry.failed(now);
             let base = Duration::from_secs(base);
-            let due = retry.due().unwrap();
+            let due = retry.waits_until(now).unwrap();
             assert!(due >= now + base && due < now + base + base / 2, "{base:?}");
             assert!(retry.waiting_at(now + base - Duration::from_millis(1)));
             assert!(!retry.waiting_at(now + base + base / 2));
         }
+    }
+
+    /// The gateway's loop sleeps until this time and syncs: a time left in the past
+    /// would wake it again at once, for ever, when the sync had no report to send.
+    #[test]
+    fn a_pause_that_ran_out_leaves_nothing_to_wake_for() {
+        let mut retry = ReportRetry::default();
+        let now = Instant::now();
+        retry.failed(now);
+        let due = retry.waits_until(now).unwrap();
+        assert_eq!(retry.waits_until(due - Duration::from_millis(1)), Some(due));
+        assert_eq!(retry.waits_until(due), None);
+        assert_eq!(retry.waits_until(due + Duration::from_secs(3600)), None);
     }
 
     #[test]
@@ -99,6 +115,6 @@ mod tests {
         assert!(!retry.waiting_at(now));
         assert!(!retry.succeeded(), "nothing to end the second time");
         retry.failed(now);
-        assert!(retry.due().unwrap() < now + Duration::from_millis(1500));
+        assert!(retry.waits_until(now).unwrap() < now + Duration::from_millis(1500));
     }
 }
