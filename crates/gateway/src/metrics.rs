@@ -15,7 +15,8 @@ pub struct GatewayMetrics {
     pub end_devices: AtomicU64,
     pub attaches_reported: AtomicU64,
     pub detaches_reported: AtomicU64,
-    /// Reports the DM Server could not take when they were sent (sent again later).
+    /// Reports that did not go when due: the DM Server could not take them, or they
+    /// were held while reports wait out a pause (sent again later).
     pub reports_deferred: AtomicU64,
     /// Sessions that carried a report and failed (each lengthens the pause before
     /// reports go again).
@@ -71,7 +72,7 @@ impl ExtraMetrics for GatewayMetrics {
             (
                 Counter,
                 "gwmo_gateway_reports_deferred_total",
-                "Reports the DM Server could not take when sent (sent again later).",
+                "Reports that did not go when due: not taken, or held during a pause (sent again later).",
                 &self.reports_deferred,
             ),
             (
