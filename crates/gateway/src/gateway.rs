@@ -24,6 +24,7 @@ use crate::GatewayError;
 use crate::driver::Driver;
 use crate::images::ImageStore;
 use crate::inventory::write_gwmo;
+use crate::report_retry::PauseEnds;
 use crate::settings::{GatewaySettings, SettingsError};
 
 /// How long the gateway lets end-device messages gather before it syncs for them: a
@@ -199,15 +200,14 @@ impl Gateway {
         let mut changes = driver.end_devices().changes();
         let mut next_check = driver.check_again_at();
         let mut report_retry = driver.report_retry();
+        let mut pause_ends = PauseEnds::default();
         let mut save_records = tokio::time::interval(SAVE_RECORDS_EVERY);
         loop {
             let lapse_due = next_check.borrow_and_update().map(|at| {
                 let secs = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
                 tokio::time::Instant::now() + Duration::from_secs(secs)
             });
-            let reports_due = report_retry
-                .borrow_and_update()
-                .waits_until(tokio::time::Instant::now());
+            let reports_due = pause_ends.next(&report_retry.borrow_and_update());
             tokio::select! {
                 // Only ever changes from running to stopped.
                 _ = stopped_watch.changed() => break,
@@ -222,7 +222,7 @@ impl Gateway {
                 // A sync (for a local bootstrap) moved the next lapse.
                 Ok(()) = next_check.changed() => continue,
                 // Reports the DM Server did not take go again.
-                _ = sleep_until_some(reports_due) => {}
+                _ = sleep_until_some(reports_due) => pause_ends.woke_for(reports_due),
                 Ok(()) = report_retry.changed() => continue,
                 _ = save_records.tick() => {
                     save_records_logged(&agent).await;

@@ -39,17 +39,14 @@ impl Default for ReportRetry {
 }
 
 impl ReportRetry {
-    /// When reports go again, while at `now` they wait out a failure's pause; `None`
-    /// once the pause ran out (or a report went). A loop that wakes at this time
-    /// wakes once for each pause: after it, nothing is left to wake for, even if no
-    /// report was due to go then.
-    pub fn waits_until(&self, now: Instant) -> Option<Instant> {
-        self.due.filter(|due| now < *due)
+    /// When the last failure's pause ends; `None` once a report went.
+    pub fn due(&self) -> Option<Instant> {
+        self.due
     }
 
     /// Whether reports wait at `now` (a failure's pause has not run out).
     pub fn waiting_at(&self, now: Instant) -> bool {
-        self.waits_until(now).is_some()
+        self.due.is_some_and(|due| now < due)
     }
 
     /// A report failed at `now`: the next waits a pause twice as long as the last.
@@ -66,6 +63,28 @@ impl ReportRetry {
     }
 }
 
+/// Which pause's end the gateway's loop last woke for. It wakes once for each: also
+/// for one that ran out while it was busy (a loop that looked only for ends still
+/// ahead missed those, and sent nothing again: seen in CI), and not again for one it
+/// woke for (an end left in the past woke it at once, for ever, when the sync then
+/// had nothing to send).
+#[derive(Debug, Default)]
+pub struct PauseEnds {
+    woken_for: Option<Instant>,
+}
+
+impl PauseEnds {
+    /// The end to sleep until: the last failure's, unless already woken for.
+    pub fn next(&self, retry: &ReportRetry) -> Option<Instant> {
+        retry.due().filter(|due| Some(*due) != self.woken_for)
+    }
+
+    /// The loop woke for `end`.
+    pub fn woke_for(&mut self, end: Option<Instant>) {
+        self.woken_for = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,7 +93,7 @@ mod tests {
     fn reports_go_at_once_until_one_fails() {
         let retry = ReportRetry::default();
         assert!(!retry.waiting_at(Instant::now()));
-        assert_eq!(retry.waits_until(Instant::now()), None);
+        assert_eq!(retry.due(), None);
     }
 
     #[test]
@@ -84,24 +103,28 @@ mod tests {
         for base in [1, 2, 4, 8, 16, 32, 60, 60] {
             retry.failed(now);
             let base = Duration::from_secs(base);
-            let due = retry.waits_until(now).unwrap();
+            let due = retry.due().unwrap();
             assert!(due >= now + base && due < now + base + base / 2, "{base:?}");
             assert!(retry.waiting_at(now + base - Duration::from_millis(1)));
             assert!(!retry.waiting_at(now + base + base / 2));
         }
     }
 
-    /// The gateway's loop sleeps until this time and syncs: a time left in the past
-    /// would wake it again at once, for ever, when the sync had no report to send.
     #[test]
-    fn a_pause_that_ran_out_leaves_nothing_to_wake_for() {
+    fn the_loop_wakes_once_for_each_pause_end_even_one_already_past() {
         let mut retry = ReportRetry::default();
-        let now = Instant::now();
-        retry.failed(now);
-        let due = retry.waits_until(now).unwrap();
-        assert_eq!(retry.waits_until(due - Duration::from_millis(1)), Some(due));
-        assert_eq!(retry.waits_until(due), None);
-        assert_eq!(retry.waits_until(due + Duration::from_secs(3600)), None);
+        let mut ends = PauseEnds::default();
+        assert_eq!(ends.next(&retry), None, "no failure, nothing to wake for");
+        // An end already past when the loop looks (it was busy) is still woken for.
+        retry.failed(Instant::now() - Duration::from_secs(3600));
+        let first = retry.due();
+        assert!(first.is_some_and(|end| end < Instant::now()));
+        assert_eq!(ends.next(&retry), first);
+        ends.woke_for(first);
+        assert_eq!(ends.next(&retry), None, "not again for the same end");
+        retry.failed(Instant::now());
+        assert_eq!(ends.next(&retry), retry.due(), "the next failure's end");
+        assert_ne!(retry.due(), first);
     }
 
     #[test]
@@ -115,6 +138,6 @@ mod tests {
         assert!(!retry.waiting_at(now));
         assert!(!retry.succeeded(), "nothing to end the second time");
         retry.failed(now);
-        assert!(retry.waits_until(now).unwrap() < now + Duration::from_millis(1500));
+        assert!(retry.due().unwrap() < now + Duration::from_millis(1500));
     }
 }
