@@ -2,14 +2,15 @@
 //! the device's queued commands once the device has authenticated, and writes what
 //! the session learnt (nonces, DevInfo, command outcomes, alerts) to the store
 //! before the answer leaves (`effects`; the gateway bootstrapping it drives:
-//! `gateways`). It runs on the async worker that read the message and awaits one
-//! thing only: with SQLite, its turn at the store's one connection. Its store calls
-//! are synchronous (a PostgreSQL store leaves the worker around each round trip
-//! itself).
+//! `gateways`). It runs on the async worker that read the message and awaits only
+//! with SQLite: its turn at the store's one connection, and the commit of the batch
+//! its work joined (`turn`). Its store calls are synchronous (a PostgreSQL store
+//! leaves the worker around each round trip itself).
 
 mod effects;
 mod firmware;
 mod gateways;
+mod turn;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::settings::ServerSettings;
 use crate::store::{DeviceRecord, Store, StoreError};
 use crate::throttle::AuthThrottle;
+use turn::StoreTurns;
 
 /// The DevInfo leaf where a gwmo device reports the URL it takes package 0 at.
 pub const NOTIFY_URL_NODE: &str = "./DevInfo/Ext/NotifyURL";
@@ -156,10 +158,9 @@ pub struct DmService {
     /// Which devices those messages were from, for an embedder that keeps what it read
     /// of the store and reads again only what changed.
     touched: Mutex<TouchedDevices>,
-    /// Where the store has one connection (SQLite), messages take turns at it here:
-    /// a message waiting for its turn leaves its worker free for other connections,
-    /// where two workers contending for the connection's lock spun and slept on it.
-    store_turn: Option<tokio::sync::Mutex<()>>,
+    /// Where the store has one connection (SQLite), messages take turns at it here,
+    /// and share commits.
+    store_turns: Option<StoreTurns>,
 }
 
 /// The devices whose records changed since an embedder last asked: kept only once one
@@ -215,7 +216,7 @@ impl DmService {
             metrics,
             stored: watch::Sender::new(0),
             touched: Mutex::default(),
-            store_turn: store.one_connection().then(|| tokio::sync::Mutex::new(())),
+            store_turns: store.batches().map(|_| StoreTurns::default()),
             store,
         }
     }
@@ -302,14 +303,36 @@ impl DmService {
         };
         let message = encoding.decode(request.body)?;
         let (dev_id, session_id) = session_of(&message)?;
-        let msg_id = message.header.msg_id;
-        // From here to the answer every step may read or write the store, and nothing
-        // is awaited past this point: a message dropped while it waits (its connection
-        // gone) has not yet taken its session out of the open ones.
-        let _turn = match &self.store_turn {
-            Some(turn) => Some(turn.lock().await),
-            None => None,
+        let (Some(turns), Some(batches)) = (&self.store_turns, self.store.batches()) else {
+            return self.answer_in_turn(&message, encoding, request, now, unix_now);
         };
+        // From here to the answer every step may read or write the store, and nothing
+        // is awaited until the work is done: a message dropped while it waits (its
+        // connection gone) has not yet taken its session out of the open ones.
+        let turn = turns.take().await;
+        let mut answered = Err(DmError::Store(StoreError::GroupNotRun));
+        let joined = batches.join(&mut || {
+            answered = self.answer_in_turn(&message, encoding, request, now, unix_now);
+        })?;
+        if let Err(error) = turn.finish(batches, joined).await {
+            self.forget_uncommitted(dev_id, session_id, now, unix_now);
+            return Err(error.into());
+        }
+        answered
+    }
+
+    /// What `answer` does with the store at hand: finds or opens the message's
+    /// session, advances it, and keeps it for the next message if it goes on.
+    fn answer_in_turn(
+        &self,
+        message: &Message,
+        encoding: Encoding,
+        request: DmRequest<'_>,
+        now: Instant,
+        unix_now: i64,
+    ) -> Result<DmResponse, DmError> {
+        let (dev_id, session_id) = session_of(message)?;
+        let msg_id = message.header.msg_id;
         let mut continued = None;
         if let Some(token) = request.session_token {
             let mut sessions = self.lock_sessions();
@@ -322,7 +345,7 @@ impl DmService {
                     // that repeats its MsgIDs is a device starting over, in a session
                     // of its own.
                     sessions.by_token.insert(token.to_owned(), slot);
-                    if !opens_session(&message) {
+                    if !opens_session(message) {
                         return Err(DmError::Session(gwmo_session::SessionError::Replay(msg_id)));
                     }
                 }
@@ -330,7 +353,7 @@ impl DmService {
         }
         let (mut slot, opened) = match continued {
             Some(slot) => (slot, false),
-            None if opens_session(&message) => {
+            None if opens_session(message) => {
                 if let Some(wait) = self.throttle.locked_for(request.peer, dev_id, now) {
                     return Err(DmError::Throttled(dev_id.to_owned(), wait.as_secs().max(1)));
                 }
@@ -348,7 +371,7 @@ impl DmService {
         };
         slot.last_active = now;
         let result = self
-            .advance(&mut slot, opened, &message, request, unix_now)
+            .advance(&mut slot, opened, message, request, unix_now)
             .map(|answer| DmResponse {
                 content_type: encoding.reply_content_type(request.content_type),
                 ..answer
@@ -515,6 +538,36 @@ impl DmService {
             self.settle_and_requeue(previous, unix_now, false)?;
         }
         Ok(())
+    }
+
+    /// A message whose batch did not commit: the session it advanced (the one of its
+    /// device and SessionID last active at `now`, if it was kept) is ahead of what is
+    /// stored, and ends.
+    fn forget_uncommitted(&self, dev_id: &str, session_id: &str, now: Instant, unix_now: i64) {
+        let slot = {
+            let mut sessions = self.lock_sessions();
+            let advanced = sessions.by_device.get(dev_id).cloned().filter(|token| {
+                sessions
+                    .by_token
+                    .get(token)
+                    .is_some_and(|slot| slot.session_id == session_id && slot.last_active == now)
+            });
+            advanced.and_then(|token| {
+                let slot = sessions.by_token.remove(&token)?;
+                sessions.forget(&slot);
+                Some(slot)
+            })
+        };
+        if let Some(slot) = slot {
+            warn!(
+                device = dev_id,
+                session = session_id,
+                "session dropped: its last message was not stored"
+            );
+            if let Err(error) = self.drop_session(slot, unix_now) {
+                warn!(device = dev_id, %error, "the dropped session's commands were not requeued: they are when they are abandoned");
+            }
+        }
     }
 
     /// A session that is gone: what the device answered is stored, the rest goes back
@@ -714,7 +767,14 @@ mod tests {
     use crate::store::tests::device;
 
     fn service(history_days: u32) -> (DmService, Arc<dyn Store>) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        service_on(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            history_days,
+        )
+    }
+
+    fn service_on(store: Arc<SqliteStore>, history_days: u32) -> (DmService, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = store;
         let settings = ServerSettings {
             history_days,
             ..ServerSettings::default()
@@ -848,8 +908,8 @@ mod tests {
         store.enroll(&device("IMEI:1"), 0).unwrap();
         assert_eq!(dm.take_touched(), Touched::All);
         let body = package1("IMEI:1");
-        let turn = dm.store_turn.as_ref().expect("SQLite: one connection");
-        let held = turn.lock().await;
+        let turns = dm.store_turns.as_ref().expect("SQLite: one connection");
+        let held = turns.take().await;
         let mut handled = std::pin::pin!(dm.handle(posted(&body), Instant::now(), 1_000));
         assert!(pending(handled.as_mut()), "the message waits for the turn");
         let stored =
@@ -920,7 +980,7 @@ mod tests {
         let outgoing = next_message(&mut device, &answer);
         assert_eq!(dm.open_sessions(), 1, "the device's session opened");
         assert!(request_of(&outgoing).session_token.is_some());
-        let held = dm.store_turn.as_ref().unwrap().lock().await;
+        let held = dm.store_turns.as_ref().unwrap().take().await;
         {
             let waiting = std::pin::pin!(dm.handle(request_of(&outgoing), Instant::now(), 1_000));
             assert!(pending(waiting), "the message waits for the turn");
@@ -929,6 +989,139 @@ mod tests {
         assert_eq!(dm.open_sessions(), 1, "the session is still open");
         // The retry is taken in that session (an unknown one would be an error).
         post(&dm, &outgoing).await;
+    }
+
+    /// Package 1 of two enrolled devices, `IMEI:1` with a Get queued (its session goes
+    /// on after the answer), `IMEI:2` with nothing.
+    fn two_devices_starting(
+        store: &dyn Store,
+    ) -> (gwmo_session::Outgoing, gwmo_session::Outgoing, i64) {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        store.enroll(&device("IMEI:2"), 0).unwrap();
+        let get = store
+            .queue_command("IMEI:1", r#"{"op":"Get","target":"./DevInfo/Mod"}"#, 0)
+            .unwrap();
+        let start = |dev_id| client(dev_id).start().unwrap();
+        (start("IMEI:1"), start("IMEI:2"), get)
+    }
+
+    /// Two messages waited for the turn while `held` had it; once it is free, the
+    /// first does its work and, the second still waiting, leaves the commit to it.
+    fn first_leaves_the_commit_to_the_second(
+        held: turn::Turn<'_>,
+        mut first: std::pin::Pin<&mut impl std::future::Future>,
+        mut second: std::pin::Pin<&mut impl std::future::Future>,
+    ) {
+        assert!(pending(first.as_mut()), "the first waits for the turn");
+        assert!(pending(second.as_mut()), "the second too");
+        drop(held);
+        assert!(
+            pending(first.as_mut()),
+            "the first waits for its batch's commit"
+        );
+    }
+
+    /// DM messages that wait for the turn while one holds it share its commit; each is
+    /// answered only once the batch has committed.
+    #[tokio::test]
+    async fn messages_that_wait_for_the_turn_share_one_commit_and_are_answered_after_it() {
+        let (dm, store) = service(0);
+        let (first_message, second_message, get) = two_devices_starting(store.as_ref());
+        let ends = store.batches().unwrap().ends();
+        let held = dm.store_turns.as_ref().unwrap().take().await;
+        let mut first =
+            std::pin::pin!(dm.handle(request_of(&first_message), Instant::now(), 1_000));
+        let mut second =
+            std::pin::pin!(dm.handle(request_of(&second_message), Instant::now(), 1_000));
+        first_leaves_the_commit_to_the_second(held, first.as_mut(), second.as_mut());
+        assert_eq!(ends.borrow().committed(1), None, "its batch is open");
+        second.await.unwrap();
+        assert_eq!(
+            ends.borrow().committed(1),
+            Some(true),
+            "the second committed it"
+        );
+        first.await.unwrap();
+        assert_eq!(ends.borrow().committed(2), None, "one commit for both");
+        assert_eq!(
+            store.command(get).unwrap().unwrap().state,
+            crate::store::CommandState::Sent
+        );
+        assert!(
+            !store
+                .device("IMEI:2")
+                .unwrap()
+                .unwrap()
+                .client_nonce
+                .is_empty()
+        );
+    }
+
+    /// A message that left its batch's commit to one that then gave up waiting for the
+    /// turn (its connection gone) commits the batch itself before it answers.
+    #[tokio::test]
+    async fn a_batch_left_to_a_message_that_gave_up_is_committed_by_its_member() {
+        let (dm, store) = service(0);
+        let (first_message, second_message, get) = two_devices_starting(store.as_ref());
+        let held = dm.store_turns.as_ref().unwrap().take().await;
+        let mut first =
+            std::pin::pin!(dm.handle(request_of(&first_message), Instant::now(), 1_000));
+        {
+            let mut second =
+                std::pin::pin!(dm.handle(request_of(&second_message), Instant::now(), 1_000));
+            first_leaves_the_commit_to_the_second(held, first.as_mut(), second.as_mut());
+        }
+        tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("answered once its member committed the batch")
+            .unwrap();
+        let ends = store.batches().unwrap().ends();
+        assert_eq!(ends.borrow().committed(1), Some(true));
+        assert_eq!(
+            store.command(get).unwrap().unwrap().state,
+            crate::store::CommandState::Sent
+        );
+    }
+
+    /// A message whose batch did not commit gets no answer, and the session it went on
+    /// with in memory ends: what it claimed is still queued for the next one.
+    #[tokio::test]
+    async fn a_message_whose_batch_was_lost_is_refused_and_its_session_ends() {
+        let sqlite = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let (dm, store) = service_on(sqlite.clone(), 0);
+        let (first_message, second_message, get) = two_devices_starting(store.as_ref());
+        let held = dm.store_turns.as_ref().unwrap().take().await;
+        let mut first =
+            std::pin::pin!(dm.handle(request_of(&first_message), Instant::now(), 1_000));
+        let mut second =
+            std::pin::pin!(dm.handle(request_of(&second_message), Instant::now(), 1_000));
+        first_leaves_the_commit_to_the_second(held, first.as_mut(), second.as_mut());
+        assert_eq!(
+            dm.open_sessions(),
+            1,
+            "the first device's session went on in memory"
+        );
+        sqlite.roll_back_behind_its_back();
+        second.await.unwrap();
+        let refused = first.await.err().unwrap();
+        assert!(
+            matches!(refused, DmError::Store(StoreError::BatchLost(1))),
+            "{refused}"
+        );
+        assert_eq!(dm.open_sessions(), 0, "the session ended");
+        assert_eq!(
+            store.command(get).unwrap().unwrap().state,
+            crate::store::CommandState::Queued
+        );
+        let next_nonce = |dev_id| store.device(dev_id).unwrap().unwrap().client_nonce;
+        assert!(
+            next_nonce("IMEI:1").is_empty(),
+            "nothing of the lost batch is kept"
+        );
+        assert!(
+            !next_nonce("IMEI:2").is_empty(),
+            "the second, in a batch of its own"
+        );
     }
 
     #[test]

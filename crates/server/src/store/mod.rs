@@ -7,6 +7,7 @@
 //! database). Both run versioned migrations at open. Secrets are kept in clear: MD5
 //! digests and HMACs need them on the server side.
 
+pub mod batch;
 pub mod campaigns;
 pub mod counts;
 mod filter;
@@ -145,6 +146,8 @@ pub enum StoreError {
     EmptyPlan,
     #[error("the store did not run the group of calls it was given")]
     GroupNotRun,
+    #[error("batch {0} of DM messages was rolled back: none of their work is kept")]
+    BatchLost(u64),
 }
 
 /// A gateway bootstrap of a device, stored as one unit of work: the commands that
@@ -506,11 +509,12 @@ pub trait Store: Send + Sync {
         work();
         Ok(())
     }
-    /// Whether every call waits for the backend's one connection, whoever makes it:
-    /// callers that can wait without holding a thread (the DM endpoint's async
-    /// workers) should take turns before calling rather than contend for it.
-    fn one_connection(&self) -> bool {
-        false
+    /// Where every call waits for the backend's one connection, whoever makes it, the
+    /// batches its callers can share commits in: callers that can wait without
+    /// holding a thread (the DM endpoint's async workers) should take turns before
+    /// calling rather than contend for it, and share commits while they do.
+    fn batches(&self) -> Option<&dyn batch::Batches> {
+        None
     }
     /// Enrolls a device; [`StoreError::AlreadyExists`] if its DevId is taken.
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError>;

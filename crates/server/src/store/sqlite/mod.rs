@@ -2,15 +2,18 @@
 //! with versioned migrations recorded in `PRAGMA user_version`. One connection behind
 //! a reentrant lock: SQLite serialises writers anyway, and a group of calls on one
 //! thread ([`Store::group`]) holds it throughout, each call a savepoint in the group's
-//! one transaction.
+//! one transaction. DM messages share commits ([`Batches`]): a batch is one
+//! transaction that stays open between its members, and the first call from anyone
+//! else commits it before it runs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use gwmo_proto::auth::AuthType;
-use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
+use parking_lot::{Mutex, ReentrantMutex, ReentrantMutexGuard};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use tokio::sync::watch;
 
 mod rows;
 mod schema;
@@ -22,6 +25,7 @@ use schema::MIGRATIONS;
 use unit::Unit;
 use units::*;
 
+use super::batch::{BatchEnds, Batches, Joined, OpenBatch};
 use super::filter::{Bound, DeviceFilter, Dialect, SQLITE};
 use super::settle::{settle_auth_switch, settle_bootstrap, settle_validation};
 use super::sql::{Cell, SqlRunner};
@@ -79,6 +83,9 @@ impl SqlRunner for SqliteStore {
 
 pub struct SqliteStore {
     connection: ReentrantMutex<Connection>,
+    /// The open batch: changed only by whoever holds `connection`.
+    batch: Mutex<OpenBatch>,
+    batch_ends: watch::Sender<BatchEnds>,
 }
 
 impl SqliteStore {
@@ -142,6 +149,13 @@ impl SqliteStore {
         SqliteStore::prepare(Connection::open_in_memory()?)
     }
 
+    /// Rolls back the open transaction behind the store's back, as a unit that could
+    /// not roll back to its savepoint does (a test of what a lost batch does).
+    #[cfg(test)]
+    pub(crate) fn roll_back_behind_its_back(&self) {
+        self.connection.lock().execute_batch("ROLLBACK").unwrap();
+    }
+
     fn prepare(connection: Connection) -> Result<SqliteStore, StoreError> {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         // A savepoint's journal (every store call inside a message's group is one) in
@@ -163,11 +177,49 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             connection: ReentrantMutex::new(connection),
+            batch: Mutex::default(),
+            batch_ends: watch::Sender::default(),
         })
     }
 
+    /// The connection, for a call of the store's: an open batch commits first unless
+    /// the call is part of a member's work, so that nothing else is ever in a batch.
     fn lock(&self) -> ReentrantMutexGuard<'_, Connection> {
-        self.connection.lock()
+        let connection = self.connection.lock();
+        if self.batch.lock().must_end_before_a_foreign_call() {
+            // The caller goes on whatever the batch's fate: its members learn it.
+            let _ = self.end_batch(&connection);
+        }
+        connection
+    }
+
+    /// Commits the open batch, if one is and no member is running, and publishes how it
+    /// ended. One that failed leaves nothing of its members' work.
+    fn end_batch(&self, connection: &Connection) -> Result<(), StoreError> {
+        let Some(batch) = self.batch.lock().take_to_end() else {
+            return Ok(());
+        };
+        let committed = if connection.is_autocommit() {
+            // A member's unit could not roll back to its savepoint and rolled back the
+            // whole transaction (see `Unit`): the members before it lost their work.
+            Err(StoreError::BatchLost(batch.id))
+        } else {
+            connection
+                .run_cached("COMMIT", [])
+                .map(drop)
+                .map_err(|error| {
+                    if !connection.is_autocommit() {
+                        let _ = connection.execute_batch("ROLLBACK");
+                    }
+                    StoreError::from(error)
+                })
+        };
+        if let Err(error) = &committed {
+            tracing::error!(batch = batch.id, members = batch.members, %error, "a batch of DM messages did not commit: their sessions fail");
+        }
+        self.batch_ends
+            .send_modify(|ends| ends.ended(batch.id, committed.is_ok()));
+        committed
     }
 
     fn gateway_where(
@@ -186,6 +238,52 @@ impl SqliteStore {
     }
 }
 
+impl Batches for SqliteStore {
+    fn join(&self, work: &mut dyn FnMut()) -> Result<Joined, StoreError> {
+        let connection = self.connection.lock();
+        if connection.is_autocommit()
+            && let Some(lost) = self.batch.lock().lost()
+        {
+            // The open batch's transaction is gone: it failed, and this member opens
+            // the next.
+            tracing::error!(
+                batch = lost.id,
+                "a batch of DM messages was rolled back: their sessions fail"
+            );
+            self.batch_ends
+                .send_modify(|ends| ends.ended(lost.id, false));
+        }
+        let (joined, opens) = self.batch.lock().start_member();
+        /// Ends the member however its work ends (a panic included).
+        struct Running<'a>(&'a Mutex<OpenBatch>);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.lock().end_member();
+            }
+        }
+        let running = Running(&self.batch);
+        if opens && let Err(error) = connection.run_cached("BEGIN", []) {
+            drop(running);
+            self.batch.lock().lost();
+            self.batch_ends
+                .send_modify(|ends| ends.ended(joined.id, false));
+            return Err(error.into());
+        }
+        work();
+        drop(running);
+        Ok(joined)
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        let connection = self.connection.lock();
+        self.end_batch(&connection)
+    }
+
+    fn ends(&self) -> watch::Receiver<BatchEnds> {
+        self.batch_ends.subscribe()
+    }
+}
+
 impl Store for SqliteStore {
     fn group(&self, work: &mut dyn FnMut()) -> Result<(), StoreError> {
         let connection = self.lock();
@@ -194,8 +292,8 @@ impl Store for SqliteStore {
         group.commit()
     }
 
-    fn one_connection(&self) -> bool {
-        true
+    fn batches(&self) -> Option<&dyn Batches> {
+        Some(self)
     }
 
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError> {
@@ -1000,6 +1098,77 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::tests::device;
+
+    /// How many devices another connection to the file sees.
+    fn devices_seen_from_outside(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM devices", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn work_that_joined_a_batch_is_kept_only_once_the_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        let store = SqliteStore::open_shared(&path, 2).unwrap();
+        let ends = store.ends();
+        let enroll = |dev_id: &'static str| {
+            let mut enrolled = None;
+            let joined = store
+                .join(&mut || enrolled = Some(store.enroll(&device(dev_id), 10)))
+                .unwrap();
+            enrolled.unwrap().unwrap();
+            joined
+        };
+        assert_eq!(enroll("IMEI:1"), Joined { id: 1, members: 1 });
+        assert_eq!(enroll("IMEI:2"), Joined { id: 1, members: 2 });
+        assert_eq!(devices_seen_from_outside(&path), 0, "not committed yet");
+        assert_eq!(ends.borrow().committed(1), None);
+        store.commit().unwrap();
+        assert_eq!(devices_seen_from_outside(&path), 2);
+        assert_eq!(ends.borrow().committed(1), Some(true));
+        assert_eq!(
+            enroll("IMEI:3"),
+            Joined { id: 2, members: 1 },
+            "a new batch"
+        );
+    }
+
+    #[test]
+    fn a_call_from_outside_a_batch_commits_the_batch_before_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        let store = SqliteStore::open_shared(&path, 2).unwrap();
+        store
+            .join(&mut || store.enroll(&device("IMEI:1"), 10).unwrap())
+            .unwrap();
+        assert_eq!(devices_seen_from_outside(&path), 0);
+        // Neither in the batch nor rolled back with it, were it to fail.
+        store.enroll(&device("IMEI:2"), 10).unwrap();
+        assert_eq!(devices_seen_from_outside(&path), 2);
+        assert_eq!(store.ends().borrow().committed(1), Some(true));
+    }
+
+    #[test]
+    fn a_batch_whose_transaction_was_lost_fails_and_keeps_nothing() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .join(&mut || store.enroll(&device("IMEI:1"), 10).unwrap())
+            .unwrap();
+        store.roll_back_behind_its_back();
+        let failed = store.commit().err().unwrap();
+        assert!(matches!(failed, StoreError::BatchLost(1)), "{failed}");
+        assert_eq!(store.ends().borrow().committed(1), Some(false));
+        assert!(store.device("IMEI:1").unwrap().is_none());
+        // The next member opens a batch of its own, which commits.
+        let joined = store
+            .join(&mut || store.enroll(&device("IMEI:2"), 10).unwrap())
+            .unwrap();
+        assert_eq!(joined.id, 2);
+        store.commit().unwrap();
+        assert!(store.device("IMEI:2").unwrap().is_some());
+    }
 
     #[test]
     fn a_second_opener_of_the_file_is_refused_until_the_first_closes_it() {
