@@ -53,6 +53,7 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     lapses: AtomicU64,
     store_micros: AtomicU64,
+    store_commits: AtomicU64,
     /// DM messages by the time they took, in [`LATENCY_BUCKETS`] (one more: +Inf).
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_micros: AtomicU64,
@@ -101,6 +102,14 @@ impl Metrics {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.store_micros
             .fetch_add(store_time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// One commit of DM messages' store work (with SQLite several messages share one),
+    /// and the time it took.
+    pub fn store_commit(&self, took: Duration) {
+        self.store_commits.fetch_add(1, Ordering::Relaxed);
+        self.store_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// One DM message answered or refused, and how long it took in all.
@@ -272,6 +281,13 @@ impl Metrics {
             "Time spent in the store handling DM messages.",
             get(&self.store_micros) as f64 / 1e6,
         );
+        write_metric(
+            &mut out,
+            MetricKind::Counter,
+            "gwmo_store_commits_total",
+            "Commits of DM messages' store work: with SQLite, messages that arrive together share one.",
+            get(&self.store_commits),
+        );
         labelled(
             &mut out,
             "gwmo_command_statuses_total",
@@ -341,7 +357,8 @@ mod tests {
     fn counters_render_in_the_prometheus_text_format() {
         let metrics = Metrics::default();
         metrics.session_opened();
-        metrics.message(Duration::from_millis(3));
+        metrics.message(Duration::from_millis(2));
+        metrics.store_commit(Duration::from_millis(1));
         metrics.command_status(200);
         metrics.command_status(200);
         metrics.command_status(425);
@@ -404,6 +421,7 @@ mod tests {
         assert!(text.contains("gwmo_alerts_total{type=\"urn:oma:at:gwmo:1.0:DeviceAttach\"} 1\n"));
         assert!(text.contains("gwmo_bootstraps_total{approach=\"server-assisted\"} 1\n"));
         assert!(text.contains("gwmo_store_seconds_total 0.003\n"));
+        assert!(text.contains("gwmo_store_commits_total 1\n"), "{text}");
         assert!(text.contains("gwmo_lapses_total 1\n"));
         // Every sample line is "name{labels} value" or "name value".
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -314,7 +314,7 @@ impl DmService {
         let joined = batches.join(&mut || {
             answered = self.answer_in_turn(&message, encoding, request, now, unix_now);
         })?;
-        if let Err(error) = turn.finish(batches, joined).await {
+        if let Err(error) = turn.finish(batches, joined, &self.metrics).await {
             self.forget_uncommitted(dev_id, session_id, now, unix_now);
             return Err(error.into());
         }

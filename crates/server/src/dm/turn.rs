@@ -6,10 +6,11 @@
 //! commit to a later one is answered only once the batch has committed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::store::batch::{Batches, Joined};
 
@@ -65,17 +66,16 @@ impl Turn<'_> {
         self,
         batches: &dyn Batches,
         joined: Joined,
+        metrics: &Metrics,
     ) -> Result<(), StoreError> {
         let turns = self.turns;
         let mut ends = batches.ends();
         if joined.members >= MAX_MEMBERS || turns.waiting.load(Ordering::SeqCst) == 0 {
             // A call from outside may have ended the batch already, and not committed
             // it: what the ledger says is what counts.
-            let committed = batches.commit();
-            return match ends.borrow().committed(joined.id) {
-                Some(true) => Ok(()),
-                _ => Err(committed.err().unwrap_or(StoreError::BatchLost(joined.id))),
-            };
+            let committed = commit(batches, metrics);
+            let ended = ends.borrow().committed(joined.id);
+            return kept(ended, joined).map_err(|lost| committed.err().unwrap_or(lost));
         }
         drop(self.held);
         loop {
@@ -88,21 +88,34 @@ impl Turn<'_> {
             .await
             .map(|ends| ends.map(|ends| ends.committed(joined.id)));
             match ended {
-                Ok(Ok(committed)) => {
-                    return match committed {
-                        Some(true) => Ok(()),
-                        _ => Err(StoreError::BatchLost(joined.id)),
-                    };
-                }
+                Ok(Ok(ended)) => return kept(ended, joined),
                 // The store is gone, and the batch with it.
-                Ok(Err(_)) => return Err(StoreError::BatchLost(joined.id)),
+                Ok(Err(_)) => return kept(None, joined),
                 Err(_) => {
                     let _turn = turns.turn.lock().await;
                     // Whatever batch is open now (this one, or a later one with no
                     // member running): committing it early loses nothing.
-                    let _ = batches.commit();
+                    let _ = commit(batches, metrics);
                 }
             }
         }
+    }
+}
+
+/// Commits the open batch, counting the commit and its time.
+fn commit(batches: &dyn Batches, metrics: &Metrics) -> Result<bool, StoreError> {
+    let started = Instant::now();
+    let committed = batches.commit();
+    if let Ok(true) = committed {
+        metrics.store_commit(started.elapsed());
+    }
+    committed
+}
+
+/// Whether the member's work is kept, from how its batch ended (`None`: unknown).
+fn kept(ended: Option<bool>, joined: Joined) -> Result<(), StoreError> {
+    match ended {
+        Some(true) => Ok(()),
+        _ => Err(StoreError::BatchLost(joined.id)),
     }
 }

@@ -30,9 +30,9 @@ pub trait Batches: Send + Sync {
     /// commit when the batch does, and no sooner. Each call stays whole on its own, as
     /// in [`super::Store::group`]. `work` runs exactly once.
     fn join(&self, work: &mut dyn FnMut()) -> Result<Joined, StoreError>;
-    /// Commits the open batch, if one is: `Err` if it could not, in which case none of
-    /// its members' work is kept.
-    fn commit(&self) -> Result<(), StoreError>;
+    /// Commits the open batch, if one is (`Ok(false)`: none was): `Err` if it could
+    /// not, in which case none of its members' work is kept.
+    fn commit(&self) -> Result<bool, StoreError>;
     /// How the batches ended, to wait on.
     fn ends(&self) -> watch::Receiver<BatchEnds>;
 }

@@ -194,10 +194,11 @@ impl SqliteStore {
     }
 
     /// Commits the open batch, if one is and no member is running, and publishes how it
-    /// ended. One that failed leaves nothing of its members' work.
-    fn end_batch(&self, connection: &Connection) -> Result<(), StoreError> {
+    /// ended; `Ok(false)` if there was none. One that failed leaves nothing of its
+    /// members' work.
+    fn end_batch(&self, connection: &Connection) -> Result<bool, StoreError> {
         let Some(batch) = self.batch.lock().take_to_end() else {
-            return Ok(());
+            return Ok(false);
         };
         let committed = if connection.is_autocommit() {
             // A member's unit could not roll back to its savepoint and rolled back the
@@ -219,7 +220,7 @@ impl SqliteStore {
         }
         self.batch_ends
             .send_modify(|ends| ends.ended(batch.id, committed.is_ok()));
-        committed
+        committed.map(|()| true)
     }
 
     fn gateway_where(
@@ -274,7 +275,7 @@ impl Batches for SqliteStore {
         Ok(joined)
     }
 
-    fn commit(&self) -> Result<(), StoreError> {
+    fn commit(&self) -> Result<bool, StoreError> {
         let connection = self.connection.lock();
         self.end_batch(&connection)
     }
@@ -1125,7 +1126,8 @@ mod tests {
         assert_eq!(enroll("IMEI:2"), Joined { id: 1, members: 2 });
         assert_eq!(devices_seen_from_outside(&path), 0, "not committed yet");
         assert_eq!(ends.borrow().committed(1), None);
-        store.commit().unwrap();
+        assert!(store.commit().unwrap());
+        assert!(!store.commit().unwrap(), "nothing left to commit");
         assert_eq!(devices_seen_from_outside(&path), 2);
         assert_eq!(ends.borrow().committed(1), Some(true));
         assert_eq!(
