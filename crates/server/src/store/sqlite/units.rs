@@ -31,12 +31,19 @@ pub(super) fn upsert_association(
     Ok(changed > 0)
 }
 
+/// Whether anything is planned on the command `?1`: an authentication switch, a
+/// gateway bootstrap or a validation.
+pub(super) const ANY_PLAN_ON_COMMAND: &str =
+    "SELECT EXISTS (SELECT 1 FROM devices WHERE auth_switch_command = ?1)
+         OR EXISTS (SELECT 1 FROM pending_bootstraps WHERE command = ?1)
+         OR EXISTS (SELECT 1 FROM pending_validations WHERE command = ?1)";
+
 impl Unit<'_> {
     /// Whether `exists` (a `SELECT EXISTS` on the command `?1`) finds the command's
     /// plan. Most commands have none, and this index probe costs far less than the
     /// `DELETE … RETURNING` that takes a plan: SQLite opens a temporary table for a
     /// RETURNING clause's rows whether or not any row matches.
-    fn plan_exists(&self, exists: &str, command: i64) -> Result<bool, StoreError> {
+    pub(super) fn plan_exists(&self, exists: &str, command: i64) -> Result<bool, StoreError> {
         Ok(self.row_cached(exists, [command], |row| row.get(0))?)
     }
 }
