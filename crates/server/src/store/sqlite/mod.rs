@@ -1380,6 +1380,49 @@ mod tests {
     }
 
     #[test]
+    fn commands_survive_the_rebuild_that_checks_states_without_a_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        // Command 9 was forgotten: its id is not given again.
+        let store = stored_before(
+            &dir,
+            "commands_v3",
+            "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
+             VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);
+             INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at, expires_at)
+             VALUES (7, 'IMEI:1', '{}', 'done', 200, 1, 2, NULL),
+                    (8, 'IMEI:1', '{}', 'queued', NULL, 3, NULL, 50),
+                    (9, 'IMEI:1', '{}', 'done', 200, 3, 4, NULL);
+             DELETE FROM commands WHERE id = 9;",
+        );
+        let done = store.command(7).unwrap().unwrap();
+        assert_eq!((done.state, done.status), (CommandState::Done, Some(200)));
+        assert_eq!(store.command(8).unwrap().unwrap().expires_at, Some(50));
+        assert_eq!(store.queue_command("IMEI:1", "{}", 5).unwrap(), 10);
+        let connection = store.lock();
+        let refused = connection.execute("UPDATE commands SET state = 'lost' WHERE id = 8", []);
+        assert!(refused.is_err(), "the states are still checked");
+        let claim =
+            format!("UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'");
+        let mut plan = connection.prepare(&format!("EXPLAIN {claim}")).unwrap();
+        let opcodes: Vec<String> = plan
+            .query_map(params![8, "s", 5], |row| row.get(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !opcodes.iter().any(|op| op == "OpenEphemeral"),
+            "{opcodes:?}"
+        );
+        drop(plan);
+        drop(connection);
+        assert!(store.remove_device("IMEI:1").unwrap());
+        assert!(
+            store.command(7).unwrap().is_none(),
+            "they still go with their device"
+        );
+    }
+
+    #[test]
     fn a_database_from_a_newer_gwmo_is_not_touched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

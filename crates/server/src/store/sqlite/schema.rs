@@ -196,4 +196,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices DROP COLUMN tree;
     ALTER TABLE devices DROP COLUMN tree_at;
 "#,
+    // The command states checked by comparisons: SQLite checks a CHECK with an IN
+    // list by building a temporary table of the list each time a statement that
+    // changes the column runs, which the claim and the completion of every command do
+    // (a rebuild: SQLite changes a CHECK no other way). The ids go on counting from
+    // where they were, also past commands already forgotten.
+    r#"
+    CREATE TABLE commands_v3 (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        dev_id      TEXT NOT NULL REFERENCES devices(dev_id) ON DELETE CASCADE,
+        spec        TEXT NOT NULL,
+        state       TEXT NOT NULL
+                    CHECK (state = 'queued' OR state = 'sent' OR state = 'done'
+                           OR state = 'cancelled' OR state = 'expired'),
+        session_key TEXT,
+        status      INTEGER,
+        results     TEXT,
+        queued_at   INTEGER NOT NULL,
+        sent_at     INTEGER,
+        done_at     INTEGER,
+        expires_at  INTEGER
+    );
+    INSERT INTO commands_v3
+           (id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at,
+            expires_at)
+    SELECT id, dev_id, spec, state, session_key, status, results, queued_at, sent_at, done_at,
+           expires_at
+      FROM commands;
+    INSERT INTO sqlite_sequence (name, seq)
+         SELECT 'commands_v3', seq FROM sqlite_sequence
+          WHERE name = 'commands'
+            AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'commands_v3');
+    UPDATE sqlite_sequence
+       SET seq = max(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'commands'))
+     WHERE name = 'commands_v3'
+       AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'commands');
+    DROP TABLE commands;
+    ALTER TABLE commands_v3 RENAME TO commands;
+    CREATE INDEX commands_by_device ON commands (dev_id, state, id);
+    CREATE INDEX commands_by_done_at ON commands (done_at) WHERE done_at IS NOT NULL;
+    CREATE INDEX commands_by_expiry ON commands (expires_at)
+        WHERE state = 'queued' AND expires_at IS NOT NULL;
+"#,
 ];
