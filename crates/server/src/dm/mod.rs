@@ -921,7 +921,7 @@ mod tests {
     }
 
     /// Whether `future` is still waiting after being polled once.
-    fn pending(future: std::pin::Pin<&mut impl std::future::Future>) -> bool {
+    fn pending(future: std::pin::Pin<&mut (impl std::future::Future + ?Sized)>) -> bool {
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         future.poll(&mut context).is_pending()
     }
@@ -1005,13 +1005,37 @@ mod tests {
         (start("IMEI:1"), start("IMEI:2"), get)
     }
 
-    /// Two messages waited for the turn while `held` had it; once it is free, the
+    /// Where command `id` stands.
+    fn state_of(store: &dyn Store, id: i64) -> crate::store::CommandState {
+        store.command(id).unwrap().unwrap().state
+    }
+
+    /// Whether the server gave `dev_id` a nonce for its next credentials (and stored it).
+    fn has_next_nonce(store: &dyn Store, dev_id: &str) -> bool {
+        !store
+            .device(dev_id)
+            .unwrap()
+            .unwrap()
+            .client_nonce
+            .is_empty()
+    }
+
+    /// `dm`'s handling of a message, to poll by hand.
+    type Handling<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<DmResponse, DmError>> + 'a>>;
+
+    /// Two messages wait for the turn while the test holds it; once it is free, the
     /// first does its work and, the second still waiting, leaves the commit to it.
-    fn first_leaves_the_commit_to_the_second(
-        held: turn::Turn<'_>,
-        mut first: std::pin::Pin<&mut impl std::future::Future>,
-        mut second: std::pin::Pin<&mut impl std::future::Future>,
-    ) {
+    async fn first_leaves_the_commit_to_the_second<'a>(
+        dm: &'a DmService,
+        first: &'a gwmo_session::Outgoing,
+        second: &'a gwmo_session::Outgoing,
+    ) -> (Handling<'a>, Handling<'a>) {
+        let held = dm.store_turns.as_ref().unwrap().take().await;
+        let handling = |message| -> Handling<'a> {
+            Box::pin(dm.handle(request_of(message), Instant::now(), 1_000))
+        };
+        let (mut first, mut second) = (handling(first), handling(second));
         assert!(pending(first.as_mut()), "the first waits for the turn");
         assert!(pending(second.as_mut()), "the second too");
         drop(held);
@@ -1019,6 +1043,7 @@ mod tests {
             pending(first.as_mut()),
             "the first waits for its batch's commit"
         );
+        (first, second)
     }
 
     /// DM messages that wait for the turn while one holds it share its commit; each is
@@ -1028,12 +1053,8 @@ mod tests {
         let (dm, store) = service(0);
         let (first_message, second_message, get) = two_devices_starting(store.as_ref());
         let ends = store.batches().unwrap().ends();
-        let held = dm.store_turns.as_ref().unwrap().take().await;
-        let mut first =
-            std::pin::pin!(dm.handle(request_of(&first_message), Instant::now(), 1_000));
-        let mut second =
-            std::pin::pin!(dm.handle(request_of(&second_message), Instant::now(), 1_000));
-        first_leaves_the_commit_to_the_second(held, first.as_mut(), second.as_mut());
+        let (first, second) =
+            first_leaves_the_commit_to_the_second(&dm, &first_message, &second_message).await;
         assert_eq!(ends.borrow().committed(1), None, "its batch is open");
         second.await.unwrap();
         assert_eq!(
@@ -1044,17 +1065,10 @@ mod tests {
         first.await.unwrap();
         assert_eq!(ends.borrow().committed(2), None, "one commit for both");
         assert_eq!(
-            store.command(get).unwrap().unwrap().state,
+            state_of(store.as_ref(), get),
             crate::store::CommandState::Sent
         );
-        assert!(
-            !store
-                .device("IMEI:2")
-                .unwrap()
-                .unwrap()
-                .client_nonce
-                .is_empty()
-        );
+        assert!(has_next_nonce(store.as_ref(), "IMEI:2"));
     }
 
     /// A message that left its batch's commit to one that then gave up waiting for the
@@ -1063,14 +1077,9 @@ mod tests {
     async fn a_batch_left_to_a_message_that_gave_up_is_committed_by_its_member() {
         let (dm, store) = service(0);
         let (first_message, second_message, get) = two_devices_starting(store.as_ref());
-        let held = dm.store_turns.as_ref().unwrap().take().await;
-        let mut first =
-            std::pin::pin!(dm.handle(request_of(&first_message), Instant::now(), 1_000));
-        {
-            let mut second =
-                std::pin::pin!(dm.handle(request_of(&second_message), Instant::now(), 1_000));
-            first_leaves_the_commit_to_the_second(held, first.as_mut(), second.as_mut());
-        }
+        let (first, second) =
+            first_leaves_the_commit_to_the_second(&dm, &first_message, &second_message).await;
+        drop(second);
         tokio::time::timeout(Duration::from_secs(10), first)
             .await
             .expect("answered once its member committed the batch")
@@ -1078,7 +1087,7 @@ mod tests {
         let ends = store.batches().unwrap().ends();
         assert_eq!(ends.borrow().committed(1), Some(true));
         assert_eq!(
-            store.command(get).unwrap().unwrap().state,
+            state_of(store.as_ref(), get),
             crate::store::CommandState::Sent
         );
     }
@@ -1090,12 +1099,8 @@ mod tests {
         let sqlite = Arc::new(SqliteStore::open_in_memory().unwrap());
         let (dm, store) = service_on(sqlite.clone(), 0);
         let (first_message, second_message, get) = two_devices_starting(store.as_ref());
-        let held = dm.store_turns.as_ref().unwrap().take().await;
-        let mut first =
-            std::pin::pin!(dm.handle(request_of(&first_message), Instant::now(), 1_000));
-        let mut second =
-            std::pin::pin!(dm.handle(request_of(&second_message), Instant::now(), 1_000));
-        first_leaves_the_commit_to_the_second(held, first.as_mut(), second.as_mut());
+        let (first, second) =
+            first_leaves_the_commit_to_the_second(&dm, &first_message, &second_message).await;
         assert_eq!(
             dm.open_sessions(),
             1,
@@ -1110,16 +1115,15 @@ mod tests {
         );
         assert_eq!(dm.open_sessions(), 0, "the session ended");
         assert_eq!(
-            store.command(get).unwrap().unwrap().state,
+            state_of(store.as_ref(), get),
             crate::store::CommandState::Queued
         );
-        let next_nonce = |dev_id| store.device(dev_id).unwrap().unwrap().client_nonce;
         assert!(
-            next_nonce("IMEI:1").is_empty(),
+            !has_next_nonce(store.as_ref(), "IMEI:1"),
             "nothing of the lost batch is kept"
         );
         assert!(
-            !next_nonce("IMEI:2").is_empty(),
+            has_next_nonce(store.as_ref(), "IMEI:2"),
             "the second, in a batch of its own"
         );
     }

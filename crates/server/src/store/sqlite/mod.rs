@@ -1355,16 +1355,27 @@ mod tests {
         assert_eq!(kept, 0);
     }
 
+    /// A device row as any schema has it, for the migration tests.
+    const DEVICE_ROW: &str = "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
+             VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);";
+
+    /// A device's commands (command 7 among them) still go when the device does.
+    fn commands_go_with_their_device(store: &SqliteStore) {
+        assert!(store.remove_device("IMEI:1").unwrap());
+        assert!(store.command(7).unwrap().is_none());
+    }
+
     #[test]
     fn commands_stored_before_cancel_and_expiry_existed_survive_the_table_s_rebuild() {
         let dir = tempfile::tempdir().unwrap();
         let store = stored_before(
             &dir,
             "commands_v2",
-            "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
-             VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);
-             INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at)
-             VALUES (7, 'IMEI:1', '{}', 'done', 200, 1, 2), (8, 'IMEI:1', '{}', 'queued', NULL, 3, NULL);",
+            &format!(
+                "{DEVICE_ROW}
+                 INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at)
+                 VALUES (7, 'IMEI:1', '{{}}', 'done', 200, 1, 2), (8, 'IMEI:1', '{{}}', 'queued', NULL, 3, NULL);"
+            ),
         );
         let done = store.command(7).unwrap().unwrap();
         assert_eq!(
@@ -1374,9 +1385,7 @@ mod tests {
         assert_eq!(store.cancel_command(8, 4).unwrap(), Cancelled::Now);
         let next = store.queue_command("IMEI:1", "{}", 5).unwrap();
         assert!(next > 8, "ids keep counting: {next}");
-        // The device's commands still go when the device does.
-        assert!(store.remove_device("IMEI:1").unwrap());
-        assert!(store.command(7).unwrap().is_none());
+        commands_go_with_their_device(&store);
     }
 
     #[test]
@@ -1386,13 +1395,14 @@ mod tests {
         let store = stored_before(
             &dir,
             "commands_v3",
-            "INSERT INTO devices (dev_id, auth, client_name, client_secret, server_name, server_secret, created_at)
-             VALUES ('IMEI:1', 'md5', 'c', 'cs', 's', 'ss', 0);
-             INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at, expires_at)
-             VALUES (7, 'IMEI:1', '{}', 'done', 200, 1, 2, NULL),
-                    (8, 'IMEI:1', '{}', 'queued', NULL, 3, NULL, 50),
-                    (9, 'IMEI:1', '{}', 'done', 200, 3, 4, NULL);
-             DELETE FROM commands WHERE id = 9;",
+            &format!(
+                "{DEVICE_ROW}
+                 INSERT INTO commands (id, dev_id, spec, state, status, queued_at, done_at, expires_at)
+                 VALUES (7, 'IMEI:1', '{{}}', 'done', 200, 1, 2, NULL),
+                        (8, 'IMEI:1', '{{}}', 'queued', NULL, 3, NULL, 50),
+                        (9, 'IMEI:1', '{{}}', 'done', 200, 3, 4, NULL);
+                 DELETE FROM commands WHERE id = 9;"
+            ),
         );
         let done = store.command(7).unwrap().unwrap();
         assert_eq!((done.state, done.status), (CommandState::Done, Some(200)));
