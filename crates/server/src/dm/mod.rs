@@ -416,7 +416,8 @@ impl DmService {
                 .session
                 .receive(message, request.body, request.hmac, &mut fresh_nonce)?
             {
-                // What one message changes is stored with one commit.
+                // What one message changes is stored as one group (which, with
+                // SQLite, commits with the batch the message joined).
                 Received::Refused(reply) => {
                     let started = Instant::now();
                     self.store
