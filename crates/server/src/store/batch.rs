@@ -95,6 +95,11 @@ impl OpenBatch {
         self.open.is_some() && self.running == 0
     }
 
+    /// Whether a member's work is running (the calls made now are part of it).
+    pub(super) fn member_running(&self) -> bool {
+        self.running > 0
+    }
+
     /// A member starts: the batch it joins, and whether it opens it.
     pub(super) fn start_member(&mut self) -> (Joined, bool) {
         self.running += 1;

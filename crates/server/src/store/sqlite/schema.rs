@@ -238,4 +238,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX commands_by_expiry ON commands (expires_at)
         WHERE state = 'queued' AND expires_at IS NOT NULL;
 "#,
+    // A device's commands by id, and its queued ones apart. The index by device held
+    // the state, so claiming and completing each command moved its entry there: a page
+    // of that index in the commits of both messages of a session. The index by id
+    // never changes after the queueing; the queued ones change at the claim only.
+    r#"
+    DROP INDEX commands_by_device;
+    CREATE INDEX commands_by_device ON commands (dev_id, id);
+    CREATE INDEX commands_queued ON commands (dev_id, id) WHERE state = 'queued';
+"#,
 ];
