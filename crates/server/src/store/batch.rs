@@ -131,11 +131,6 @@ impl OpenBatch {
             _ => None,
         }
     }
-
-    /// Forgets the open batch (its transaction is gone): the batch to record as failed.
-    pub(super) fn lost(&mut self) -> Option<Joined> {
-        self.open.take()
-    }
 }
 
 #[cfg(test)]

@@ -215,12 +215,17 @@ impl SqliteStore {
                     StoreError::from(error)
                 })
         };
-        if let Err(error) = &committed {
+        self.publish_end(batch, &committed);
+        committed.map(|()| true)
+    }
+
+    /// Tells the members of `batch` how it ended.
+    fn publish_end(&self, batch: Joined, committed: &Result<(), StoreError>) {
+        if let Err(error) = committed {
             tracing::error!(batch = batch.id, members = batch.members, %error, "a batch of DM messages did not commit: their sessions fail");
         }
         self.batch_ends
             .send_modify(|ends| ends.ended(batch.id, committed.is_ok()));
-        committed.map(|()| true)
     }
 
     fn gateway_where(
@@ -243,16 +248,11 @@ impl Batches for SqliteStore {
     fn join(&self, work: &mut dyn FnMut()) -> Result<Joined, StoreError> {
         let connection = self.connection.lock();
         if connection.is_autocommit()
-            && let Some(lost) = self.batch.lock().lost()
+            && let Some(lost) = self.batch.lock().take_to_end()
         {
-            // The open batch's transaction is gone: it failed, and this member opens
+            // The open batch's transaction is gone (see `end_batch`): this member opens
             // the next.
-            tracing::error!(
-                batch = lost.id,
-                "a batch of DM messages was rolled back: their sessions fail"
-            );
-            self.batch_ends
-                .send_modify(|ends| ends.ended(lost.id, false));
+            self.publish_end(lost, &Err(StoreError::BatchLost(lost.id)));
         }
         let (joined, opens) = self.batch.lock().start_member();
         /// Ends the member however its work ends (a panic included).
@@ -265,10 +265,11 @@ impl Batches for SqliteStore {
         let running = Running(&self.batch);
         if opens && let Err(error) = connection.run_cached("BEGIN", []) {
             drop(running);
-            self.batch.lock().lost();
-            self.batch_ends
-                .send_modify(|ends| ends.ended(joined.id, false));
-            return Err(error.into());
+            let error = StoreError::from(error);
+            if let Some(unopened) = self.batch.lock().take_to_end() {
+                self.publish_end(unopened, &Err(StoreError::BatchLost(unopened.id)));
+            }
+            return Err(error);
         }
         work();
         drop(running);
