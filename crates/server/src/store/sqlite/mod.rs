@@ -558,7 +558,7 @@ impl Store for SqliteStore {
         let claim =
             format!("UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'");
         let read = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1");
-        let unit = Unit::begin(&connection)?;
+        let unit = Unit::of_writes(&connection, queued.len())?;
         let mut claimed = Vec::with_capacity(queued.len());
         for id in queued {
             if unit.run_cached(&claim, params![id, session_key, now])? == 0 {
@@ -584,15 +584,16 @@ impl Store for SqliteStore {
         entailed: Entailed<'_>,
     ) -> Result<Completed, StoreError> {
         let connection = self.lock();
-        let mut unit = Unit::begin(&connection)?;
+        // Most commands have nothing planned on them: one probe for the three kinds of
+        // plan spares each settlement its own, and their completion is one write.
+        let planned = plan_exists(&connection, ANY_PLAN_ON_COMMAND, id)?;
+        let mut unit = Unit::of_writes(&connection, if planned { 2 } else { 1 })?;
         unit.run_cached(
             "UPDATE commands SET state = 'done', status = ?2, results = ?3, done_at = ?4
              WHERE id = ?1 AND state = 'sent'",
             params![id, status, results, now],
         )?;
-        // Most commands have nothing planned on them: one probe for the three kinds of
-        // plan spares each settlement its own.
-        let completed = if unit.plan_exists(ANY_PLAN_ON_COMMAND, id)? {
+        let completed = if planned {
             Completed {
                 auth_switched_to: settle_auth_switch(&mut unit, id, status)?,
                 bootstrap: settle_bootstrap(&mut unit, id, status, now, entailed)?,

@@ -1,6 +1,8 @@
 //! A unit of work on the store's one connection, as an SQLite savepoint. Outermost it
 //! is a transaction of its own; inside a group ([`crate::store::Store::group`]) it
 //! nests, so that the group commits once, and a unit that fails undoes only itself.
+//! A unit that writes with one statement needs no savepoint: SQLite undoes a statement
+//! that fails by itself.
 
 use std::ops::Deref;
 
@@ -24,10 +26,28 @@ impl<'c> Unit<'c> {
         })
     }
 
+    /// A unit that changes the store with `writes` statements (reads do not count):
+    /// one opens no savepoint, which spares a DM message two statements and the copy
+    /// of every page its write changes into the savepoint's journal.
+    pub(super) fn of_writes(
+        connection: &'c Connection,
+        writes: usize,
+    ) -> Result<Unit<'c>, StoreError> {
+        match writes {
+            0 | 1 => Ok(Unit {
+                connection,
+                open: false,
+            }),
+            _ => Unit::begin(connection),
+        }
+    }
+
     /// Keeps what the unit wrote: committed, unless a group around it is still open.
     pub(super) fn commit(mut self) -> Result<(), StoreError> {
-        self.connection.run_cached("RELEASE unit", [])?;
-        self.open = false;
+        if self.open {
+            self.connection.run_cached("RELEASE unit", [])?;
+            self.open = false;
+        }
         Ok(())
     }
 }
@@ -82,6 +102,30 @@ mod tests {
         group.commit().unwrap();
         assert!(connection.is_autocommit());
         assert_eq!(count(&connection), 1);
+    }
+
+    #[test]
+    fn a_unit_of_one_write_opens_no_savepoint_and_its_failed_write_undoes_only_itself() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (x UNIQUE)")
+            .unwrap();
+        let single = Unit::of_writes(&connection, 1).unwrap();
+        assert!(single.is_autocommit(), "no savepoint, so no transaction");
+        single.commit().unwrap();
+        let several = Unit::of_writes(&connection, 2).unwrap();
+        assert!(!several.is_autocommit(), "a savepoint for several writes");
+        drop(several);
+        let group = Unit::begin(&connection).unwrap();
+        group.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let single = Unit::of_writes(&connection, 1).unwrap();
+        single
+            .execute("INSERT INTO t VALUES (2), (1)", [])
+            .unwrap_err();
+        drop(single);
+        assert!(!connection.is_autocommit(), "the group is still open");
+        group.commit().unwrap();
+        assert_eq!(count(&connection), 1, "the failed write left nothing");
     }
 
     #[test]

@@ -38,14 +38,16 @@ pub(super) const ANY_PLAN_ON_COMMAND: &str =
          OR EXISTS (SELECT 1 FROM pending_bootstraps WHERE command = ?1)
          OR EXISTS (SELECT 1 FROM pending_validations WHERE command = ?1)";
 
-impl Unit<'_> {
-    /// Whether `exists` (a `SELECT EXISTS` on the command `?1`) finds the command's
-    /// plan. Most commands have none, and this index probe costs far less than the
-    /// `DELETE … RETURNING` that takes a plan: SQLite opens a temporary table for a
-    /// RETURNING clause's rows whether or not any row matches.
-    pub(super) fn plan_exists(&self, exists: &str, command: i64) -> Result<bool, StoreError> {
-        Ok(self.row_cached(exists, [command], |row| row.get(0))?)
-    }
+/// Whether `exists` (a `SELECT EXISTS` on the command `?1`) finds the command's plan.
+/// Most commands have none, and this index probe costs far less than the `DELETE …
+/// RETURNING` that takes a plan: SQLite opens a temporary table for a RETURNING
+/// clause's rows whether or not any row matches.
+pub(super) fn plan_exists(
+    connection: &Connection,
+    exists: &str,
+    command: i64,
+) -> Result<bool, StoreError> {
+    Ok(connection.row_cached(exists, [command], |row| row.get(0))?)
 }
 
 /// The steps of a settlement in an SQLite unit of work.
@@ -70,7 +72,8 @@ impl Settlement for Unit<'_> {
     }
 
     fn take_bootstrap(&mut self, command: i64) -> Result<Option<PlannedBootstrap>, StoreError> {
-        if !self.plan_exists(
+        if !plan_exists(
+            self,
             "SELECT EXISTS (SELECT 1 FROM pending_bootstraps WHERE command = ?1)",
             command,
         )? {
@@ -139,7 +142,8 @@ impl Settlement for Unit<'_> {
     }
 
     fn take_validation(&mut self, command: i64) -> Result<Option<(String, String)>, StoreError> {
-        if !self.plan_exists(
+        if !plan_exists(
+            self,
             "SELECT EXISTS (SELECT 1 FROM pending_validations WHERE command = ?1)",
             command,
         )? {
