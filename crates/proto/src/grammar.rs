@@ -516,6 +516,25 @@ pub(crate) trait Sink {
     fn data(&mut self, data: &Data) -> Result<(), Self::Error>;
 }
 
+/// The most decimal digits a `u64` has.
+const U64_DIGITS: usize = 20;
+
+/// `value` in decimal, written into `digits`: a message has a number in most of its
+/// elements, and none needs a string of its own.
+fn decimal(mut value: u64, digits: &mut [u8; U64_DIGITS]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // ASCII digits only: never the empty default.
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
+}
+
 /// Walks a message in DTD order, handing its elements to a sink.
 pub(crate) struct Walk<'s, S> {
     sink: &'s mut S,
@@ -546,7 +565,8 @@ impl<'s, S: Sink> Walk<'s, S> {
     }
 
     fn number(&mut self, tag: Tag, value: impl Into<u64>) -> Result<(), S::Error> {
-        self.leaf(tag, &value.into().to_string())
+        let mut digits = [0; U64_DIGITS];
+        self.leaf(tag, decimal(value.into(), &mut digits))
     }
 
     fn optional(&mut self, tag: Tag, text: &Option<impl AsRef<str>>) -> Result<(), S::Error> {
@@ -706,5 +726,18 @@ impl<'s, S: Sink> Walk<'s, S> {
         }
         self.sink.end(Tag::Item);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal_to_the_last_digit() {
+        for value in [0, 7, 10, 99, 1_000_000_007, u64::MAX] {
+            let mut digits = [0; U64_DIGITS];
+            assert_eq!(decimal(value, &mut digits), value.to_string());
+        }
     }
 }

@@ -11,6 +11,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use quick_xml::events::Event;
 
 pub use crate::grammar::{DecodeError, MAX_DEPTH};
@@ -623,10 +625,25 @@ impl XmlText {
     }
 }
 
+/// The encoder's maps of a message's strings: foldhash, not SipHash, since hashing
+/// each string twice was a tenth of encoding a DM answer, and a map lives for one
+/// message, seeded at random.
+type StringMap<V> = HashMap<String, V, RandomState>;
+
+/// Strings an answer usually has at least: the maps start that large.
+const USUAL_STRINGS: usize = 16;
+
 /// First pass of the encoder: which strings repeat, to put them in the string table.
-#[derive(Default)]
 struct StringCounter {
-    counts: HashMap<String, (u32, usize)>,
+    counts: StringMap<(u32, usize)>,
+}
+
+impl Default for StringCounter {
+    fn default() -> StringCounter {
+        StringCounter {
+            counts: StringMap::with_capacity_and_hasher(USUAL_STRINGS, RandomState::default()),
+        }
+    }
 }
 
 /// Strings shorter than this cost less inline than as a table reference.
@@ -634,7 +651,7 @@ const MIN_TABLE_STRING: usize = 4;
 
 struct StringTable {
     bytes: Vec<u8>,
-    offsets: HashMap<String, u32>,
+    offsets: StringMap<u32>,
 }
 
 impl StringCounter {
@@ -648,7 +665,7 @@ impl StringCounter {
         repeated.sort_by_key(|(_, first)| *first);
         let mut table = StringTable {
             bytes: Vec::new(),
-            offsets: HashMap::with_capacity(repeated.len()),
+            offsets: StringMap::with_capacity_and_hasher(repeated.len(), RandomState::default()),
         };
         for (text, _) in repeated {
             table.offsets.insert(text.clone(), table.bytes.len() as u32);
@@ -688,7 +705,7 @@ impl Sink for StringCounter {
 struct WbxmlSink<'t> {
     out: Vec<u8>,
     page: u8,
-    table: &'t HashMap<String, u32>,
+    table: &'t StringMap<u32>,
 }
 
 impl WbxmlSink<'_> {
