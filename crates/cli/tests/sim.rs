@@ -106,6 +106,10 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
         managed["server_cpu_us"].as_f64().unwrap() > dm["server_cpu_us"].as_f64().unwrap(),
         "a message with a command costs the server more than one without: {managed} {dm}"
     );
+    // Before each of the ten rounds, four kept-alive requests per message of the round.
+    let beside = &report["baseline"]["keep_alive_beside_gets"];
+    assert_eq!(beside["count"].as_u64(), Some(10 * 4 * 2048), "{beside}");
+    assert!(beside["server_cpu_us"].as_f64().unwrap() > 0.0, "{beside}");
     assert!(report["cpu"]["server_us_per_message"].as_f64().unwrap() > 0.0);
     assert!(report["cpu"]["ms_per_device"].as_f64().unwrap() > 0.0);
     // Memory per device leaves out what the server held before any device.

@@ -50,6 +50,11 @@ pub struct Baseline {
     /// the server claims the command, sends it, and stores its outcome. The queueing
     /// (admin API calls between the rounds of sessions) is not counted.
     pub dm_managed: RawRequests,
+    /// Raw kept-alive requests measured in the same rounds as `dm_managed`, each burst
+    /// right before a round of sessions: the machine's speed drifts from minute to
+    /// minute (a kept-alive request cost this server 11 to 20 µs from one run to the
+    /// next), and so a ratio between two phases apart drifted with it.
+    pub keep_alive_beside_gets: RawRequests,
 }
 
 /// Enough requests that the server's CPU time, counted in 10 ms ticks, is measured
@@ -64,6 +69,10 @@ const MANAGED_GET: &str = r#"{"op":"Get","target":"./DevDetail/FwV"}"#;
 /// Lightweight devices each worker manages in the management sessions, one session
 /// each per round: enough that a round's server CPU spans many clock ticks.
 const MANAGED_PER_WORKER: usize = 8;
+
+/// Kept-alive requests measured before each round of management sessions, per DM
+/// message of the round: about as much server CPU as the round's messages take.
+const KEPT_ALIVE_PER_GET_MESSAGE: usize = 4;
 
 /// Measures `total` kept-alive requests and a quarter as many on new connections
 /// (each at least enough to measure), `concurrency` at a time, spread over the
@@ -84,12 +93,14 @@ pub async fn measure(
     let new_connection = requests(fleet, fresh, concurrency, new_connections).await?;
     // As many as the kept-alive requests: the server's CPU is read in 10 ms ticks.
     let dm_kept_alive = dm_sessions(fleet, concurrency, kept_alive).await?;
-    let dm_managed = managed_sessions(fleet, concurrency, kept_alive).await?;
+    let (dm_managed, keep_alive_beside_gets) =
+        managed_sessions(fleet, concurrency, kept_alive).await?;
     Ok(Baseline {
         keep_alive,
         new_connection,
         dm_kept_alive,
         dm_managed,
+        keep_alive_beside_gets,
     })
 }
 
@@ -119,12 +130,14 @@ async fn dm_sessions(
 
 /// Management sessions of `concurrency` workers' [`MANAGED_PER_WORKER`] devices each,
 /// in rounds until `total` messages were counted: a Get is queued for every device
-/// (not counted), then every device holds one session (counted) that takes it.
+/// (not counted), kept-alive requests are measured, then every device holds one
+/// session (counted) that takes it. Returns the sessions' messages and the kept-alive
+/// requests measured beside them.
 async fn managed_sessions(
     fleet: &Arc<Fleet>,
     concurrency: usize,
     total: usize,
-) -> Result<RawRequests, SimError> {
+) -> Result<(RawRequests, RawRequests), SimError> {
     let mut workers = Vec::new();
     for worker in 0..concurrency.clamp(1, total.max(1)) {
         let mut devices = Vec::new();
@@ -138,6 +151,8 @@ async fn managed_sessions(
         workers.push((worker, devices));
     }
     let mut tally = Tally::empty();
+    let mut kept_alive = Tally::empty();
+    let requests_per_round = 2 * KEPT_ALIVE_PER_GET_MESSAGE * workers.len() * MANAGED_PER_WORKER;
     let mut rounds = 0;
     while tally.exchanged < total {
         for (worker, devices) in &workers {
@@ -148,6 +163,8 @@ async fn managed_sessions(
                     .await?;
             }
         }
+        let burst = request_tally(fleet, fleet.client(), concurrency, requests_per_round);
+        kept_alive = kept_alive.then(burst.await?);
         let session = rounds + 1;
         let (counted, back) = measured(fleet, workers, |(worker, mut devices)| async move {
             let mut messages = 0;
@@ -173,7 +190,7 @@ async fn managed_sessions(
             check_gets_done(fleet, *worker, &device.config.device_id, rounds).await?;
         }
     }
-    Ok(tally.into())
+    Ok((tally.into(), kept_alive.into()))
 }
 
 /// Checks that the server stored each of the `rounds` Gets queued for `dev_id` as done
@@ -314,6 +331,18 @@ async fn requests(
     concurrency: usize,
     total: usize,
 ) -> Result<RawRequests, SimError> {
+    Ok(request_tally(fleet, &client, concurrency, total)
+        .await?
+        .into())
+}
+
+/// `total` raw requests (`GET /healthz`) through `client`, `concurrency` at a time.
+async fn request_tally(
+    fleet: &Arc<Fleet>,
+    client: &HttpClient,
+    concurrency: usize,
+    total: usize,
+) -> Result<Tally, SimError> {
     let workers = concurrency.clamp(1, total.max(1));
     let requesters = (0..workers)
         .map(|worker| {
@@ -337,7 +366,7 @@ async fn requests(
         Ok(((client, url, count), count))
     })
     .await?;
-    Ok(tally.into())
+    Ok(tally)
 }
 
 /// Worker `index`'s share of `total` exchanges among `workers`.

@@ -300,11 +300,29 @@ impl fmt::Display for Report {
                     ),
                 )?;
             }
-            for (name, dm) in [
-                ("baseline: DM message, kept alive", &baseline.dm_kept_alive),
+            let beside = &baseline.keep_alive_beside_gets;
+            row(
+                f,
+                "baseline: kept-alive request, between the Get rounds",
+                format!(
+                    "{:.0} per s, server CPU {}",
+                    beside.per_sec,
+                    micros(beside.server_cpu_us)
+                ),
+            )?;
+            // Each against the kept-alive requests measured nearest it in time.
+            for (name, dm, kept_alive, which) in [
+                (
+                    "baseline: DM message, kept alive",
+                    &baseline.dm_kept_alive,
+                    &baseline.keep_alive,
+                    "a kept-alive request",
+                ),
                 (
                     "baseline: DM message with a Get, kept alive",
                     &baseline.dm_managed,
+                    beside,
+                    "a kept-alive request between its rounds",
                 ),
             ] {
                 let against = |raw: &RawRequests| times(dm.server_cpu_us, raw.server_cpu_us);
@@ -312,10 +330,10 @@ impl fmt::Display for Report {
                     f,
                     name,
                     format!(
-                        "{:.0} per s, server CPU {} ({} a kept-alive request, {} a new-connection one)",
+                        "{:.0} per s, server CPU {} ({} {which}, {} a new-connection one)",
                         dm.per_sec,
                         micros(dm.server_cpu_us),
-                        against(&baseline.keep_alive),
+                        against(kept_alive),
                         against(&baseline.new_connection),
                     ),
                 )?;

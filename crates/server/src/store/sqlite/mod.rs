@@ -1385,7 +1385,10 @@ mod tests {
             store.set_server_nonce("IMEI:1", &[at as u8]).unwrap();
         }
         let frames = frames_since_checkpoint(&store);
-        assert!(frames >= 1_500, "only {frames} pages in the WAL: it was checkpointed");
+        assert!(
+            frames >= 1_500,
+            "only {frames} pages in the WAL: it was checkpointed"
+        );
     }
 
     /// A store file as the migrations before the one that contains `marker` left it,
