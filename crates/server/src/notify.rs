@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, warn};
 
-use crate::dm::{Wake, WakeFor, device_auth};
+use crate::dm::{Wake, WakeFor};
 use crate::state::AppState;
 use crate::store::DeviceRecord;
 
@@ -119,7 +119,7 @@ pub async fn send(state: &AppState, device: &DeviceRecord) -> Result<String, Not
         .clone()
         .ok_or_else(|| NotifyError::NoAddress(device.dev_id.clone()))?;
     let session_id: u16 = rand::random::<u16>().max(1);
-    let auth = device_auth(device);
+    let auth = device.session_auth();
     let notification = Notification {
         version: 11,
         ui_mode: UiMode::Background,

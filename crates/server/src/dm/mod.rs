@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use gwmo_proto::codes::alert;
 use gwmo_proto::{CodecError, Command, Encoding, Message};
-use gwmo_session::{Credentials, DeviceAuth, Received, ServerConfig, ServerSession, SessionError};
+use gwmo_session::{Received, ServerConfig, ServerSession, SessionError};
 use tracing::{debug, warn};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use crate::command::CommandSpec;
 use crate::metrics::Metrics;
 use crate::settings::ServerSettings;
-use crate::store::{DeviceRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::throttle::AuthThrottle;
 use turn::StoreTurns;
 
@@ -486,9 +486,9 @@ impl DmService {
         if open >= self.settings.max_sessions {
             return Err(DmError::Busy(open));
         }
-        let device = self
+        let auth = self
             .store
-            .device(dev_id)?
+            .session_auth(dev_id)?
             .ok_or_else(|| DmError::UnknownDevice(dev_id.to_owned()))?;
         let token = format!("{:032x}", rand::random::<u128>());
         let separator = if self.resp_base.contains('?') {
@@ -509,7 +509,7 @@ impl DmService {
                 dev_id.to_owned(),
                 session_id.to_owned(),
                 encoding,
-                device_auth(&device),
+                auth,
             ),
             dev_id: dev_id.to_owned(),
             session_id: session_id.to_owned(),
@@ -743,24 +743,6 @@ fn opens_session(message: &Message) -> bool {
     })
 }
 
-/// Both directions of authentication with a device, from its record.
-pub fn device_auth(device: &DeviceRecord) -> DeviceAuth {
-    DeviceAuth {
-        client: Credentials {
-            auth: device.auth,
-            name: device.client_name.clone(),
-            secret: device.client_secret.clone(),
-        },
-        client_nonce: device.client_nonce.clone(),
-        server: Credentials {
-            auth: device.auth,
-            name: device.server_name.clone(),
-            secret: device.server_secret.clone(),
-        },
-        server_nonce: device.server_nonce.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,7 +832,7 @@ mod tests {
 
     /// A device's client session with the credentials `store::tests::device` enrolls.
     fn client(dev_id: &str) -> gwmo_session::ClientSession {
-        let credentials = |name: &str, secret: &str| Credentials {
+        let credentials = |name: &str, secret: &str| gwmo_session::Credentials {
             auth: gwmo_proto::auth::AuthType::Hmac,
             name: name.into(),
             secret: secret.into(),

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gwmo_proto::auth::AuthType;
+use gwmo_session::{Credentials, DeviceAuth};
 
 use crate::operators::Role;
 
@@ -213,6 +214,24 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
+    /// What a session with the device authenticates it and itself with.
+    pub fn session_auth(&self) -> DeviceAuth {
+        DeviceAuth {
+            client: Credentials {
+                auth: self.auth,
+                name: self.client_name.clone(),
+                secret: self.client_secret.clone(),
+            },
+            client_nonce: self.client_nonce.clone(),
+            server: Credentials {
+                auth: self.auth,
+                name: self.server_name.clone(),
+                secret: self.server_secret.clone(),
+            },
+            server_nonce: self.server_nonce.clone(),
+        }
+    }
+
     /// A leaf of `./DevInfo` as the device last reported it ("" if it did not).
     pub fn devinfo_leaf(&self, leaf: &str) -> String {
         self.devinfo
@@ -519,6 +538,14 @@ pub trait Store: Send + Sync {
     /// Enrolls a device; [`StoreError::AlreadyExists`] if its DevId is taken.
     fn enroll(&self, device: &NewDevice, now: i64) -> Result<(), StoreError>;
     fn device(&self, dev_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// [`DeviceRecord::session_auth`] of the device (`None`: not enrolled), which every
+    /// session reads as it opens: a store may read only that much of the row.
+    fn session_auth(&self, dev_id: &str) -> Result<Option<DeviceAuth>, StoreError> {
+        Ok(self
+            .device(dev_id)?
+            .as_ref()
+            .map(DeviceRecord::session_auth))
+    }
     /// Devices in DevId order, after `after`, at most `limit`.
     /// Devices the filter matches in DevId order, after `after`, at most `limit`.
     fn devices(

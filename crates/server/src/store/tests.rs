@@ -630,6 +630,30 @@ fn a_client_nonce_is_consumed_once() {
 }
 
 #[test]
+fn a_session_reads_the_device_s_credentials_and_nonces_as_its_record_holds_them() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let held = store.device("IMEI:1").unwrap().unwrap().client_nonce;
+        assert!(store.swap_client_nonce("IMEI:1", &held, b"client").unwrap());
+        store.set_server_nonce("IMEI:1", b"server").unwrap();
+        // Compared as text: the credentials hold secrets, and so no equality of their own.
+        let read = |auth: DeviceAuth| format!("{auth:?}");
+        let record = store.device("IMEI:1").unwrap().unwrap();
+        let auth = store.session_auth("IMEI:1").unwrap().unwrap();
+        assert_eq!(read(auth.clone()), read(record.session_auth()));
+        assert_eq!(
+            (auth.client.secret.as_str(), auth.server.name.as_str()),
+            ("cs", "s")
+        );
+        assert_eq!(
+            (auth.client_nonce.as_slice(), auth.server_nonce.as_slice()),
+            (&b"client"[..], &b"server"[..])
+        );
+        assert!(store.session_auth("IMEI:9").unwrap().is_none());
+    });
+}
+
+#[test]
 fn a_session_counts_and_keeps_its_devinfo_and_a_notify_address_only_when_it_reports_one() {
     each_backend(|store| {
         store.enroll(&device("IMEI:1"), 0).unwrap();

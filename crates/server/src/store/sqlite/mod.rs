@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use gwmo_proto::auth::AuthType;
+use gwmo_session::DeviceAuth;
 use parking_lot::{Mutex, ReentrantMutex, ReentrantMutexGuard};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -344,6 +345,17 @@ impl Store for SqliteStore {
             )
             .optional()?;
         row.transpose()
+    }
+
+    fn session_auth(&self, dev_id: &str) -> Result<Option<DeviceAuth>, StoreError> {
+        self.lock()
+            .row_cached(
+                &format!("SELECT {SESSION_AUTH_COLUMNS} FROM devices WHERE dev_id = ?1"),
+                [dev_id],
+                session_auth_row,
+            )
+            .optional()?
+            .transpose()
     }
 
     fn devices(

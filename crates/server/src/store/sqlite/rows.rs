@@ -1,5 +1,6 @@
 //! Reading the store's records out of SQLite rows, through the statement cache.
 
+use gwmo_session::{Credentials, DeviceAuth};
 use rusqlite::{Connection, Row};
 
 use crate::store::{
@@ -63,6 +64,25 @@ pub(super) fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord,
         sessions: row.get(11)?,
         created_at: row.get(12)?,
         last_session_at: row.get(13)?,
+    }))
+}
+
+/// What [`session_auth_row`] reads of a device.
+pub(super) const SESSION_AUTH_COLUMNS: &str =
+    "auth, client_name, client_secret, client_nonce, server_name, server_secret, server_nonce";
+
+/// A device's [`DeviceRecord::session_auth`], from [`SESSION_AUTH_COLUMNS`].
+pub(super) fn session_auth_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceAuth, StoreError>> {
+    let auth = match auth_from_text(&row.get::<_, String>(0)?) {
+        Ok(auth) => auth,
+        Err(error) => return Ok(Err(error)),
+    };
+    let credentials = |name, secret| Credentials { auth, name, secret };
+    Ok(Ok(DeviceAuth {
+        client: credentials(row.get(1)?, row.get(2)?),
+        client_nonce: row.get(3)?,
+        server: credentials(row.get(4)?, row.get(5)?),
+        server_nonce: row.get(6)?,
     }))
 }
 
