@@ -16,6 +16,7 @@ use super::gateways::{alert_json, location_updates};
 use super::{DmError, DmService, NOTIFY_URL_NODE, Slot};
 use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
+use crate::store::SessionRecord;
 
 /// The TNDS document of a Results item answering a Get of the whole tree.
 fn whole_tree_report(item: &gwmo_proto::Item) -> Option<&str> {
@@ -44,6 +45,20 @@ fn devdetail_read(outcome: &CommandOutcome) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What a session that reported `devinfo` records of itself.
+fn session_record<'a>(
+    devinfo: &'a BTreeMap<String, String>,
+    slot: &Slot,
+    unix_now: i64,
+) -> SessionRecord<'a> {
+    SessionRecord {
+        devinfo,
+        encoding: slot.encoding.name(),
+        notify_address: devinfo.get(NOTIFY_URL_NODE).map(String::as_str),
+        now: unix_now,
+    }
+}
+
 impl DmService {
     /// Writes the session's events to the store, then tells whoever watches that
     /// something was stored.
@@ -55,7 +70,17 @@ impl DmService {
         unix_now: i64,
     ) -> Result<(), DmError> {
         let mut seen_gateways = Vec::new();
-        for event in slot.session.take_events() {
+        let mut events = slot.session.take_events();
+        // A session's first message swaps the client nonce and reports DevInfo: both go
+        // to the device's row in one write, kept only if the nonce was still held.
+        let mut devinfo = events
+            .iter()
+            .position(|event| matches!(event, ServerEvent::DevInfo(_)))
+            .and_then(|at| match events.remove(at) {
+                ServerEvent::DevInfo(reported) => Some(reported),
+                _ => None,
+            });
+        for event in events {
             match event {
                 ServerEvent::Authenticated => {
                     self.throttle.succeeded(peer, dev_id);
@@ -69,7 +94,16 @@ impl DmService {
                     self.authentication_failed(dev_id, code, peer, slot.last_active, unix_now)?
                 }
                 ServerEvent::ClientNonceIssued { used, next } => {
-                    if !self.store.swap_client_nonce(dev_id, &used, &next)? {
+                    let swapped = match devinfo.take() {
+                        Some(reported) => self.store.swap_client_nonce_and_record_session(
+                            dev_id,
+                            &used,
+                            &next,
+                            &session_record(&reported, slot, unix_now),
+                        )?,
+                        None => self.store.swap_client_nonce(dev_id, &used, &next)?,
+                    };
+                    if !swapped {
                         warn!(
                             device = dev_id,
                             %peer,
@@ -81,14 +115,8 @@ impl DmService {
                 ServerEvent::ServerNonceReceived(nonce) => {
                     self.store.set_server_nonce(dev_id, &nonce)?
                 }
-                ServerEvent::DevInfo(devinfo) => {
-                    self.store.record_session(
-                        dev_id,
-                        &devinfo,
-                        slot.encoding.name(),
-                        devinfo.get(NOTIFY_URL_NODE).map(String::as_str),
-                        unix_now,
-                    )?;
+                ServerEvent::DevInfo(reported) => {
+                    self.record_session(dev_id, &reported, slot, unix_now)?
                 }
                 ServerEvent::Alert(alert) => {
                     self.alert(dev_id, &alert, unix_now)?;
@@ -103,6 +131,10 @@ impl DmService {
                 }
             }
         }
+        // DevInfo reported without a nonce to swap with it.
+        if let Some(reported) = devinfo {
+            self.record_session(dev_id, &reported, slot, unix_now)?;
+        }
         // After the DevInfo of the same message is stored.
         for gateway_id in seen_gateways {
             self.location_update(dev_id, &gateway_id, unix_now)?;
@@ -111,6 +143,18 @@ impl DmService {
         self.stored
             .send_modify(|count| *count = count.wrapping_add(1));
         Ok(())
+    }
+
+    fn record_session(
+        &self,
+        dev_id: &str,
+        devinfo: &BTreeMap<String, String>,
+        slot: &Slot,
+        unix_now: i64,
+    ) -> Result<(), DmError> {
+        Ok(self
+            .store
+            .record_session(dev_id, &session_record(devinfo, slot, unix_now))?)
     }
 
     /// Credentials missing (407) or wrong (401): logged and counted; wrong ones from

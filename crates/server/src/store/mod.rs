@@ -213,6 +213,16 @@ pub struct DeviceRecord {
     pub last_session_at: Option<i64>,
 }
 
+/// What a session records of itself in its device's row ([`Store::record_session`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRecord<'a> {
+    pub devinfo: &'a BTreeMap<String, String>,
+    pub encoding: &'a str,
+    /// Replaces the address kept; `None` keeps it.
+    pub notify_address: Option<&'a str>,
+    pub now: i64,
+}
+
 impl DeviceRecord {
     /// What a session with the device authenticates it and itself with.
     pub fn session_auth(&self) -> DeviceAuth {
@@ -604,14 +614,17 @@ pub trait Store: Send + Sync {
     /// Records a session's DevInfo and encoding, and counts the session. A
     /// `notify_address` the device reported replaces the one kept; without one, the
     /// kept one stays. One statement: this runs at the start of every session.
-    fn record_session(
+    fn record_session(&self, dev_id: &str, session: &SessionRecord<'_>) -> Result<(), StoreError>;
+    /// [`Store::swap_client_nonce`] and, only if the nonce swapped,
+    /// [`Store::record_session`], in one write of the device's row: a session's first
+    /// message does both.
+    fn swap_client_nonce_and_record_session(
         &self,
         dev_id: &str,
-        devinfo: &BTreeMap<String, String>,
-        encoding: &str,
-        notify_address: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError>;
+        used: &[u8],
+        next: &[u8],
+        session: &SessionRecord<'_>,
+    ) -> Result<bool, StoreError>;
     fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError>;
     /// Queues a command that does not expire.
     fn queue_command(&self, dev_id: &str, spec: &str, now: i64) -> Result<i64, StoreError> {

@@ -654,16 +654,65 @@ fn a_session_reads_the_device_s_credentials_and_nonces_as_its_record_holds_them(
 }
 
 #[test]
+fn a_session_s_first_message_records_the_session_only_with_the_nonce_it_swaps() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let held = store.device("IMEI:1").unwrap().unwrap().client_nonce;
+        let session = |man: &str, now| {
+            let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), man.to_owned())]);
+            move |store: &dyn Store, used: &[u8], next: &[u8]| {
+                let record = SessionRecord {
+                    devinfo: &devinfo,
+                    encoding: "wbxml",
+                    notify_address: Some("https://10.0.0.7/notify"),
+                    now,
+                };
+                store
+                    .swap_client_nonce_and_record_session("IMEI:1", used, next, &record)
+                    .unwrap()
+            }
+        };
+        assert!(session("Acme", 100)(store, &held, b"next-1"));
+        // A replay of the same credentials: the nonce is spent, nothing is recorded.
+        assert!(!session("Replayed", 200)(store, &held, b"next-2"));
+        let record = store.device("IMEI:1").unwrap().unwrap();
+        assert_eq!(record.client_nonce, b"next-1");
+        assert_eq!(record.devinfo_leaf("Man"), "Acme");
+        assert_eq!((record.sessions, record.last_session_at), (1, Some(100)));
+        assert_eq!(
+            record.notify_address.as_deref(),
+            Some("https://10.0.0.7/notify")
+        );
+    });
+}
+
+#[test]
 fn a_session_counts_and_keeps_its_devinfo_and_a_notify_address_only_when_it_reports_one() {
     each_backend(|store| {
         store.enroll(&device("IMEI:1"), 0).unwrap();
         let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), "Acme".to_owned())]);
         let url = "https://10.0.0.7:8443/notify";
         store
-            .record_session("IMEI:1", &devinfo, "wbxml", Some(url), 100)
+            .record_session(
+                "IMEI:1",
+                &SessionRecord {
+                    devinfo: &devinfo,
+                    encoding: "wbxml",
+                    notify_address: Some(url),
+                    now: 100,
+                },
+            )
             .unwrap();
         store
-            .record_session("IMEI:1", &devinfo, "xml", None, 200)
+            .record_session(
+                "IMEI:1",
+                &SessionRecord {
+                    devinfo: &devinfo,
+                    encoding: "xml",
+                    notify_address: None,
+                    now: 200,
+                },
+            )
             .unwrap();
         let record = store.device("IMEI:1").unwrap().unwrap();
         assert_eq!(record.notify_address.as_deref(), Some(url));
@@ -1076,13 +1125,37 @@ fn devices_are_found_by_what_they_reported_where_they_are_and_their_tags() {
             ])
         };
         store
-            .record_session("IMEI:351", &devinfo("Acme", "M1"), "xml", None, 100)
+            .record_session(
+                "IMEI:351",
+                &SessionRecord {
+                    devinfo: &devinfo("Acme", "M1"),
+                    encoding: "xml",
+                    notify_address: None,
+                    now: 100,
+                },
+            )
             .unwrap();
         store
-            .record_session("IMEI:352", &devinfo("Acme", "M2"), "xml", None, 500)
+            .record_session(
+                "IMEI:352",
+                &SessionRecord {
+                    devinfo: &devinfo("Acme", "M2"),
+                    encoding: "xml",
+                    notify_address: None,
+                    now: 500,
+                },
+            )
             .unwrap();
         store
-            .record_session("IMEI:361", &devinfo("Other", "M1"), "xml", None, 900)
+            .record_session(
+                "IMEI:361",
+                &SessionRecord {
+                    devinfo: &devinfo("Other", "M1"),
+                    encoding: "xml",
+                    notify_address: None,
+                    now: 900,
+                },
+            )
             .unwrap();
         let firmware = |fwv: &str| BTreeMap::from([("./DevDetail/FwV".to_owned(), fwv.to_owned())]);
         store

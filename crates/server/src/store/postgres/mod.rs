@@ -32,8 +32,8 @@ use super::{
     ASSOCIATION_COLUMNS, Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan,
     CLAIM_OR_EXPIRE, Cancelled, CommandFilter, CommandRecord, CommandState, Completed,
     Decommissioned, DeviceRecord, Entailed, EventFilter, EventRecord, FanoutRecord, Followups,
-    GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand, Store,
-    StoreError, command_state, crash_point, devinfo_to_json,
+    GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand,
+    SessionRecord, Store, StoreError, command_state, crash_point, devinfo_to_json,
 };
 use crate::operators::Role;
 
@@ -420,22 +420,39 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn record_session(
-        &self,
-        dev_id: &str,
-        devinfo: &BTreeMap<String, String>,
-        encoding: &str,
-        notify_address: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let devinfo = devinfo_to_json(devinfo)?;
+    fn record_session(&self, dev_id: &str, session: &SessionRecord<'_>) -> Result<(), StoreError> {
+        let devinfo = devinfo_to_json(session.devinfo)?;
         self.execute(
             "UPDATE devices SET devinfo = $2, encoding = $3, sessions = sessions + 1, last_session_at = $4,
                  notify_address = coalesce($5, notify_address)
              WHERE dev_id = $1",
-            &[&dev_id, &devinfo, &encoding, &now, &notify_address],
+            &[&dev_id, &devinfo, &session.encoding, &session.now, &session.notify_address],
         )?;
         Ok(())
+    }
+
+    fn swap_client_nonce_and_record_session(
+        &self,
+        dev_id: &str,
+        used: &[u8],
+        next: &[u8],
+        session: &SessionRecord<'_>,
+    ) -> Result<bool, StoreError> {
+        let devinfo = devinfo_to_json(session.devinfo)?;
+        Ok(self.execute(
+            "UPDATE devices SET client_nonce = $3, devinfo = $4, encoding = $5, sessions = sessions + 1,
+                 last_session_at = $6, notify_address = coalesce($7, notify_address)
+             WHERE dev_id = $1 AND client_nonce = $2",
+            &[
+                &dev_id,
+                &used,
+                &next,
+                &devinfo,
+                &session.encoding,
+                &session.now,
+                &session.notify_address,
+            ],
+        )? == 1)
     }
 
     fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError> {

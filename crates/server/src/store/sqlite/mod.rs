@@ -35,8 +35,8 @@ use super::{
     ASSOCIATION_COLUMNS, Association, AuditEntry, AuditFilter, AuditRecord, BootstrapPlan,
     CLAIM_OR_EXPIRE, Cancelled, CommandFilter, CommandRecord, CommandState, Completed,
     Decommissioned, DeviceRecord, Entailed, EventFilter, EventRecord, FanoutRecord, Followups,
-    GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand, Store,
-    StoreError, command_state, crash_point, devinfo_to_json,
+    GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand,
+    SessionRecord, Store, StoreError, command_state, crash_point, devinfo_to_json,
 };
 use crate::operators::Role;
 
@@ -486,22 +486,39 @@ impl Store for SqliteStore {
     }
 
     /// Records a session's DevInfo and encoding, and counts the session.
-    fn record_session(
-        &self,
-        dev_id: &str,
-        devinfo: &BTreeMap<String, String>,
-        encoding: &str,
-        notify_address: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let devinfo = devinfo_to_json(devinfo)?;
+    fn record_session(&self, dev_id: &str, session: &SessionRecord<'_>) -> Result<(), StoreError> {
+        let devinfo = devinfo_to_json(session.devinfo)?;
         self.lock().run_cached(
             "UPDATE devices SET devinfo = ?2, encoding = ?3, sessions = sessions + 1, last_session_at = ?4,
                  notify_address = coalesce(?5, notify_address)
              WHERE dev_id = ?1",
-            params![dev_id, devinfo, encoding, now, notify_address],
+            params![dev_id, devinfo, session.encoding, session.now, session.notify_address],
         )?;
         Ok(())
+    }
+
+    fn swap_client_nonce_and_record_session(
+        &self,
+        dev_id: &str,
+        used: &[u8],
+        next: &[u8],
+        session: &SessionRecord<'_>,
+    ) -> Result<bool, StoreError> {
+        let devinfo = devinfo_to_json(session.devinfo)?;
+        Ok(self.lock().run_cached(
+            "UPDATE devices SET client_nonce = ?3, devinfo = ?4, encoding = ?5, sessions = sessions + 1,
+                 last_session_at = ?6, notify_address = coalesce(?7, notify_address)
+             WHERE dev_id = ?1 AND client_nonce = ?2",
+            params![
+                dev_id,
+                used,
+                next,
+                devinfo,
+                session.encoding,
+                session.now,
+                session.notify_address
+            ],
+        )? == 1)
     }
 
     fn set_notify_address(&self, dev_id: &str, address: Option<&str>) -> Result<(), StoreError> {
@@ -1300,7 +1317,15 @@ mod tests {
             assert!(store.swap_client_nonce("IMEI:1", &[], &[1, 2, 3]).unwrap());
             let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), "gwmo".to_owned())]);
             store
-                .record_session("IMEI:1", &devinfo, "wbxml", None, 20)
+                .record_session(
+                    "IMEI:1",
+                    &SessionRecord {
+                        devinfo: &devinfo,
+                        encoding: "wbxml",
+                        notify_address: None,
+                        now: 20,
+                    },
+                )
                 .unwrap();
         }
         let store = SqliteStore::open(&path, 2).unwrap();
@@ -1378,7 +1403,15 @@ mod tests {
         for length in 1..=3 {
             let devinfo = BTreeMap::from([("./DevInfo/Mod".to_owned(), "m".repeat(length))]);
             store
-                .record_session("IMEI:1", &devinfo, "wbxml", None, 10)
+                .record_session(
+                    "IMEI:1",
+                    &SessionRecord {
+                        devinfo: &devinfo,
+                        encoding: "wbxml",
+                        notify_address: None,
+                        now: 10,
+                    },
+                )
                 .unwrap();
             let frames = frames_since_checkpoint(&store);
             assert!(frames <= 2, "a session wrote {frames} pages");
