@@ -27,6 +27,16 @@ pub(crate) fn device(dev_id: &str) -> NewDevice {
     }
 }
 
+/// A session in WBXML that reported `devinfo` and no notification address.
+pub(crate) fn session_in_wbxml(devinfo: &BTreeMap<String, String>, now: i64) -> SessionRecord<'_> {
+    SessionRecord {
+        devinfo,
+        encoding: "wbxml",
+        notify_address: None,
+        now,
+    }
+}
+
 pub(crate) fn gateway(gateway_id: &str, dev_id: &str) -> GatewayRecord {
     GatewayRecord {
         gateway_id: gateway_id.into(),

@@ -1151,7 +1151,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::device;
+    use crate::store::tests::{device, session_in_wbxml};
 
     /// How many devices another connection to the file sees.
     fn devices_seen_from_outside(path: &Path) -> i64 {
@@ -1317,15 +1317,7 @@ mod tests {
             assert!(store.swap_client_nonce("IMEI:1", &[], &[1, 2, 3]).unwrap());
             let devinfo = BTreeMap::from([("./DevInfo/Man".to_owned(), "gwmo".to_owned())]);
             store
-                .record_session(
-                    "IMEI:1",
-                    &SessionRecord {
-                        devinfo: &devinfo,
-                        encoding: "wbxml",
-                        notify_address: None,
-                        now: 20,
-                    },
-                )
+                .record_session("IMEI:1", &session_in_wbxml(&devinfo, 20))
                 .unwrap();
         }
         let store = SqliteStore::open(&path, 2).unwrap();
@@ -1403,15 +1395,7 @@ mod tests {
         for length in 1..=3 {
             let devinfo = BTreeMap::from([("./DevInfo/Mod".to_owned(), "m".repeat(length))]);
             store
-                .record_session(
-                    "IMEI:1",
-                    &SessionRecord {
-                        devinfo: &devinfo,
-                        encoding: "wbxml",
-                        notify_address: None,
-                        now: 10,
-                    },
-                )
+                .record_session("IMEI:1", &session_in_wbxml(&devinfo, 10))
                 .unwrap();
             let frames = frames_since_checkpoint(&store);
             assert!(frames <= 2, "a session wrote {frames} pages");
