@@ -16,7 +16,7 @@ use super::gateways::{alert_json, location_updates};
 use super::{DmError, DmService, NOTIFY_URL_NODE, Slot};
 use crate::bootstrap;
 use crate::command::{CommandSpec, StoredOutcome};
-use crate::store::SessionRecord;
+use crate::store::{Reported, SessionRecord};
 
 /// The TNDS document of a Results item answering a Get of the whole tree.
 fn whole_tree_report(item: &gwmo_proto::Item) -> Option<&str> {
@@ -70,6 +70,10 @@ impl DmService {
         unix_now: i64,
     ) -> Result<(), DmError> {
         let mut seen_gateways = Vec::new();
+        // The server nonce and the DevDetail leaves the message reported go to the
+        // device's row together, once its events are stored.
+        let mut server_nonce = None;
+        let mut devdetail = BTreeMap::new();
         let mut events = slot.session.take_events();
         // A session's first message swaps the client nonce and reports DevInfo: both go
         // to the device's row in one write, kept only if the nonce was still held.
@@ -112,9 +116,7 @@ impl DmService {
                         return Err(DmError::NonceSpent(dev_id.to_owned()));
                     }
                 }
-                ServerEvent::ServerNonceReceived(nonce) => {
-                    self.store.set_server_nonce(dev_id, &nonce)?
-                }
+                ServerEvent::ServerNonceReceived(nonce) => server_nonce = Some(nonce),
                 ServerEvent::DevInfo(reported) => {
                     self.record_session(dev_id, &reported, slot, unix_now)?
                 }
@@ -123,7 +125,7 @@ impl DmService {
                     seen_gateways.extend(location_updates(&alert));
                 }
                 ServerEvent::CommandDone { tag, outcome } => {
-                    self.command_done(dev_id, tag as i64, &outcome, unix_now)?
+                    devdetail.extend(self.command_done(dev_id, tag as i64, &outcome, unix_now)?)
                 }
                 ServerEvent::Aborted => {
                     self.store
@@ -134,6 +136,13 @@ impl DmService {
         // DevInfo reported without a nonce to swap with it.
         if let Some(reported) = devinfo {
             self.record_session(dev_id, &reported, slot, unix_now)?;
+        }
+        if server_nonce.is_some() || !devdetail.is_empty() {
+            let reported = Reported {
+                server_nonce: server_nonce.as_deref(),
+                devdetail: &devdetail,
+            };
+            self.store.record_reported(dev_id, &reported)?;
         }
         // After the DevInfo of the same message is stored.
         for gateway_id in seen_gateways {
@@ -230,17 +239,18 @@ impl DmService {
 
     /// A queued command came back: its outcome is stored, and whatever waited on it
     /// settles (an attach refuted, a tree report, an authentication switch, a gateway
-    /// bootstrap).
+    /// bootstrap). Returns the DevDetail leaves its results carried, for the device's
+    /// row.
     fn command_done(
         &self,
         dev_id: &str,
         command: i64,
         outcome: &CommandOutcome,
         unix_now: i64,
-    ) -> Result<(), DmError> {
+    ) -> Result<BTreeMap<String, String>, DmError> {
         let summary = StoredOutcome::from(outcome);
         if self.resend_account_as_replaces(dev_id, command, &summary, unix_now)? {
-            return Ok(());
+            return Ok(BTreeMap::new());
         }
         let stored = serde_json::to_string(&summary).unwrap_or_default();
         let status = outcome.status.get();
@@ -284,11 +294,8 @@ impl DmService {
                 );
             }
         }
-        if !devdetail.is_empty() {
-            self.store.record_devdetail(dev_id, &devdetail)?;
-        }
         self.metrics.command_status(status);
-        Ok(())
+        Ok(devdetail)
     }
 
     /// A bootstrap account the device says it has already (an earlier send ran, and its

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::{DmError, DmService};
 use crate::command::{CommandSpec, StoredOutcome};
 use crate::firmware::{accepted, reported};
+use crate::store::Reported;
 use crate::store::firmware::{Ending, Firmware, FirmwareUpdate, UpdateState};
 
 impl DmService {
@@ -163,8 +164,11 @@ impl DmService {
                     Some(_) => {
                         if let Some(artifact) = firmware.artifact(&update.artifact_id)? {
                             let leaves = [("./DevDetail/FwV".to_owned(), artifact.version)];
-                            self.store
-                                .record_devdetail(&update.dev_id, &leaves.into_iter().collect())?;
+                            let reported = Reported {
+                                server_nonce: None,
+                                devdetail: &leaves.into_iter().collect(),
+                            };
+                            self.store.record_reported(&update.dev_id, &reported)?;
                         }
                     }
                 }

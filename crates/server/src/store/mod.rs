@@ -213,6 +213,16 @@ pub struct DeviceRecord {
     pub last_session_at: Option<i64>,
 }
 
+/// What a device reported of itself in one message, beyond its DevInfo.
+#[derive(Debug, Clone, Copy)]
+pub struct Reported<'a> {
+    /// The nonce it gave us for our next Cred, if it gave one.
+    pub server_nonce: Option<&'a [u8]>,
+    /// DevDetail leaves (firmware, software, hardware versions) its results carried:
+    /// merged into those kept.
+    pub devdetail: &'a BTreeMap<String, String>,
+}
+
 /// What a session records of itself in its device's row ([`Store::record_session`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRecord<'a> {
@@ -566,12 +576,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<ListedDevice>, StoreError>;
     /// How many devices the filter matches.
     fn count_devices(&self, filter: &DeviceFilter) -> Result<u64, StoreError>;
-    /// Merges DevDetail leaves a device reported into what is kept of them.
-    fn record_devdetail(
-        &self,
-        dev_id: &str,
-        leaves: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError>;
+    /// Keeps what a device reported of itself in one message ([`Reported`]), in one
+    /// write of its row.
+    fn record_reported(&self, dev_id: &str, reported: &Reported<'_>) -> Result<(), StoreError>;
     /// Adds the tags `add` to the devices the filter matches and takes `remove` away
     /// from them, in one transaction; returns how many devices matched.
     fn tag_devices(
@@ -610,7 +617,6 @@ pub trait Store: Send + Sync {
     /// across instances too.
     fn swap_client_nonce(&self, dev_id: &str, used: &[u8], next: &[u8])
     -> Result<bool, StoreError>;
-    fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError>;
     /// Records a session's DevInfo and encoding, and counts the session. A
     /// `notify_address` the device reported replaces the one kept; without one, the
     /// kept one stays. One statement: this runs at the start of every session.

@@ -37,6 +37,25 @@ pub(crate) fn session_in_wbxml(devinfo: &BTreeMap<String, String>, now: i64) -> 
     }
 }
 
+/// No DevDetail leaves.
+static NO_LEAVES: BTreeMap<String, String> = BTreeMap::new();
+
+/// What a message that gave the server a nonce, and nothing else, reported.
+pub(crate) fn server_nonce_only(nonce: &[u8]) -> Reported<'_> {
+    Reported {
+        server_nonce: Some(nonce),
+        devdetail: &NO_LEAVES,
+    }
+}
+
+/// DevDetail leaves reported without a server nonce.
+fn devdetail_only(devdetail: &BTreeMap<String, String>) -> Reported<'_> {
+    Reported {
+        server_nonce: None,
+        devdetail,
+    }
+}
+
 pub(crate) fn gateway(gateway_id: &str, dev_id: &str) -> GatewayRecord {
     GatewayRecord {
         gateway_id: gateway_id.into(),
@@ -645,7 +664,9 @@ fn a_session_reads_the_device_s_credentials_and_nonces_as_its_record_holds_them(
         store.enroll(&device("IMEI:1"), 0).unwrap();
         let held = store.device("IMEI:1").unwrap().unwrap().client_nonce;
         assert!(store.swap_client_nonce("IMEI:1", &held, b"client").unwrap());
-        store.set_server_nonce("IMEI:1", b"server").unwrap();
+        store
+            .record_reported("IMEI:1", &server_nonce_only(b"server"))
+            .unwrap();
         // Compared as text: the credentials hold secrets, and so no equality of their own.
         let read = |auth: DeviceAuth| format!("{auth:?}");
         let record = store.device("IMEI:1").unwrap().unwrap();
@@ -692,6 +713,40 @@ fn a_session_s_first_message_records_the_session_only_with_the_nonce_it_swaps() 
         assert_eq!(
             record.notify_address.as_deref(),
             Some("https://10.0.0.7/notify")
+        );
+    });
+}
+
+#[test]
+fn what_a_message_reports_is_kept_in_one_write_and_each_part_alone_leaves_the_other() {
+    each_backend(|store| {
+        store.enroll(&device("IMEI:1"), 0).unwrap();
+        let leaf = |uri: &str, value: &str| BTreeMap::from([(uri.to_owned(), value.to_owned())]);
+        let fwv = leaf("./DevDetail/FwV", "1.0");
+        store
+            .record_reported(
+                "IMEI:1",
+                &Reported {
+                    server_nonce: Some(b"first"),
+                    devdetail: &fwv,
+                },
+            )
+            .unwrap();
+        store
+            .record_reported("IMEI:1", &server_nonce_only(b"second"))
+            .unwrap();
+        store
+            .record_reported("IMEI:1", &devdetail_only(&leaf("./DevDetail/HwV", "r3")))
+            .unwrap();
+        let record = store.device("IMEI:1").unwrap().unwrap();
+        assert_eq!(record.server_nonce, b"second");
+        let listed = store.devices(&DeviceFilter::default(), None, 10).unwrap();
+        assert_eq!(
+            listed[0].devdetail,
+            BTreeMap::from([
+                ("./DevDetail/FwV".to_owned(), "1.0".to_owned()),
+                ("./DevDetail/HwV".to_owned(), "r3".to_owned()),
+            ])
         );
     });
 }
@@ -1169,18 +1224,21 @@ fn devices_are_found_by_what_they_reported_where_they_are_and_their_tags() {
             .unwrap();
         let firmware = |fwv: &str| BTreeMap::from([("./DevDetail/FwV".to_owned(), fwv.to_owned())]);
         store
-            .record_devdetail("IMEI:351", &firmware("1.0"))
+            .record_reported("IMEI:351", &devdetail_only(&firmware("1.0")))
             .unwrap();
         store
-            .record_devdetail("IMEI:352", &firmware("1.0"))
+            .record_reported("IMEI:352", &devdetail_only(&firmware("1.0")))
             .unwrap();
         store
-            .record_devdetail("IMEI:352", &firmware("2.0"))
+            .record_reported("IMEI:352", &devdetail_only(&firmware("2.0")))
             .unwrap();
         store
-            .record_devdetail(
+            .record_reported(
                 "IMEI:352",
-                &BTreeMap::from([("./DevDetail/HwV".to_owned(), "r3".to_owned())]),
+                &devdetail_only(&BTreeMap::from([(
+                    "./DevDetail/HwV".to_owned(),
+                    "r3".to_owned(),
+                )])),
             )
             .unwrap();
         store.register_gateway(&gateway("gw-1", "GW:1")).unwrap();

@@ -33,7 +33,7 @@ use super::{
     CLAIM_OR_EXPIRE, Cancelled, CommandFilter, CommandRecord, CommandState, Completed,
     Decommissioned, DeviceRecord, Entailed, EventFilter, EventRecord, FanoutRecord, Followups,
     GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand,
-    SessionRecord, Store, StoreError, command_state, crash_point, devinfo_to_json,
+    Reported, SessionRecord, Store, StoreError, command_state, crash_point, devinfo_to_json,
 };
 use crate::operators::Role;
 
@@ -322,14 +322,17 @@ impl Store for PostgresStore {
         Ok(counts.first().copied().unwrap_or(0) as u64)
     }
 
-    fn record_devdetail(
-        &self,
-        dev_id: &str,
-        leaves: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
+    fn record_reported(&self, dev_id: &str, reported: &Reported<'_>) -> Result<(), StoreError> {
+        let devdetail = match reported.devdetail.is_empty() {
+            true => None,
+            false => Some(devinfo_to_json(reported.devdetail)?),
+        };
         self.execute(
-            "UPDATE devices SET devdetail = (devdetail::jsonb || ($2::TEXT)::jsonb)::TEXT WHERE dev_id = $1",
-            &[&dev_id, &devinfo_to_json(leaves)?],
+            "UPDATE devices SET server_nonce = coalesce($2, server_nonce),
+                 devdetail = CASE WHEN $3::TEXT IS NULL THEN devdetail
+                                  ELSE (devdetail::jsonb || ($3::TEXT)::jsonb)::TEXT END
+             WHERE dev_id = $1",
+            &[&dev_id, &reported.server_nonce, &devdetail],
         )?;
         Ok(())
     }
@@ -410,14 +413,6 @@ impl Store for PostgresStore {
             "UPDATE devices SET client_nonce = $3 WHERE dev_id = $1 AND client_nonce = $2",
             &[&dev_id, &used, &next],
         )? == 1)
-    }
-
-    fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE devices SET server_nonce = $2 WHERE dev_id = $1",
-            &[&dev_id, &nonce],
-        )?;
-        Ok(())
     }
 
     fn record_session(&self, dev_id: &str, session: &SessionRecord<'_>) -> Result<(), StoreError> {

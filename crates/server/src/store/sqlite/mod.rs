@@ -36,7 +36,7 @@ use super::{
     CLAIM_OR_EXPIRE, Cancelled, CommandFilter, CommandRecord, CommandState, Completed,
     Decommissioned, DeviceRecord, Entailed, EventFilter, EventRecord, FanoutRecord, Followups,
     GatewayRecord, GatewayRemoval, ListedDevice, NewDevice, OperatorRecord, QueuedCommand,
-    SessionRecord, Store, StoreError, command_state, crash_point, devinfo_to_json,
+    Reported, SessionRecord, Store, StoreError, command_state, crash_point, devinfo_to_json,
 };
 use crate::operators::Role;
 
@@ -389,14 +389,16 @@ impl Store for SqliteStore {
         Ok(count as u64)
     }
 
-    fn record_devdetail(
-        &self,
-        dev_id: &str,
-        leaves: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
+    fn record_reported(&self, dev_id: &str, reported: &Reported<'_>) -> Result<(), StoreError> {
+        let devdetail = match reported.devdetail.is_empty() {
+            true => None,
+            false => Some(devinfo_to_json(reported.devdetail)?),
+        };
         self.lock().run_cached(
-            "UPDATE devices SET devdetail = json_patch(devdetail, ?2) WHERE dev_id = ?1",
-            params![dev_id, devinfo_to_json(leaves)?],
+            "UPDATE devices SET server_nonce = coalesce(?2, server_nonce),
+                 devdetail = CASE WHEN ?3 IS NULL THEN devdetail ELSE json_patch(devdetail, ?3) END
+             WHERE dev_id = ?1",
+            params![dev_id, reported.server_nonce, devdetail],
         )?;
         Ok(())
     }
@@ -475,14 +477,6 @@ impl Store for SqliteStore {
             "UPDATE devices SET client_nonce = ?3 WHERE dev_id = ?1 AND client_nonce = ?2",
             params![dev_id, used, next],
         )? == 1)
-    }
-
-    fn set_server_nonce(&self, dev_id: &str, nonce: &[u8]) -> Result<(), StoreError> {
-        self.lock().run_cached(
-            "UPDATE devices SET server_nonce = ?2 WHERE dev_id = ?1",
-            params![dev_id, nonce],
-        )?;
-        Ok(())
     }
 
     /// Records a session's DevInfo and encoding, and counts the session.
@@ -1151,7 +1145,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{device, session_in_wbxml};
+    use crate::store::tests::{device, server_nonce_only, session_in_wbxml};
 
     /// How many devices another connection to the file sees.
     fn devices_seen_from_outside(path: &Path) -> i64 {
@@ -1411,7 +1405,9 @@ mod tests {
         store.enroll(&device("IMEI:1"), 0).unwrap();
         frames_since_checkpoint(&store);
         for at in 0..1_500 {
-            store.set_server_nonce("IMEI:1", &[at as u8]).unwrap();
+            store
+                .record_reported("IMEI:1", &server_nonce_only(&[at as u8]))
+                .unwrap();
         }
         let frames = frames_since_checkpoint(&store);
         assert!(
