@@ -260,21 +260,14 @@ async fn dm_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let text = |name: &header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let content_type = text(&header::CONTENT_TYPE);
-    let hmac = text(&header::HeaderName::from_static(HMAC_HEADER));
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let peer = peer.map_or(
         IpAddr::from([0, 0, 0, 0]),
         |Extension(ConnectInfo(addr))| addr.ip(),
     );
     let request = DmRequest {
-        content_type: content_type.as_deref(),
-        hmac: hmac.as_deref(),
+        content_type: text(&header::CONTENT_TYPE),
+        hmac: text(&header::HeaderName::from_static(HMAC_HEADER)),
         session_token: session_token(uri.query()),
         peer,
         body: &body,
@@ -296,9 +289,11 @@ async fn dm_message(
             if let Some(mac) = answer.hmac.and_then(|m| m.parse().ok()) {
                 response.headers_mut().insert(HMAC_HEADER, mac);
             }
-            response
-                .extensions_mut()
-                .insert(LoggedDevice(answer.dev_id));
+            if state.settings.access_log {
+                response
+                    .extensions_mut()
+                    .insert(LoggedDevice(answer.dev_id));
+            }
             response
         }
         Ok(Err(error)) => {

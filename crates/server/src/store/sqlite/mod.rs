@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use gwmo_proto::auth::AuthType;
 use gwmo_session::DeviceAuth;
@@ -349,11 +350,7 @@ impl Store for SqliteStore {
 
     fn session_auth(&self, dev_id: &str) -> Result<Option<DeviceAuth>, StoreError> {
         self.lock()
-            .row_cached(
-                &format!("SELECT {SESSION_AUTH_COLUMNS} FROM devices WHERE dev_id = ?1"),
-                [dev_id],
-                session_auth_row,
-            )
+            .row_cached(SESSION_AUTH_OF_DEVICE, [dev_id], session_auth_row)
             .optional()?
             .transpose()
     }
@@ -572,6 +569,10 @@ impl Store for SqliteStore {
         session_key: &str,
         now: i64,
     ) -> Result<Vec<CommandRecord>, StoreError> {
+        /// The claim of one queued command (`?1`), built once.
+        static CLAIM_ONE: LazyLock<String> = LazyLock::new(|| {
+            format!("UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'")
+        });
         let connection = self.lock();
         // Each command by its id: most messages find nothing queued, which an index
         // probe answers, and an UPDATE … RETURNING over the device's queue would open
@@ -587,16 +588,13 @@ impl Store for SqliteStore {
         if queued.is_empty() {
             return Ok(Vec::new());
         }
-        let claim =
-            format!("UPDATE commands SET {CLAIM_OR_EXPIRE} WHERE id = ?1 AND state = 'queued'");
-        let read = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1");
         let unit = Unit::of_writes(&connection, queued.len())?;
         let mut claimed = Vec::with_capacity(queued.len());
         for id in queued {
-            if unit.run_cached(&claim, params![id, session_key, now])? == 0 {
+            if unit.run_cached(&CLAIM_ONE, params![id, session_key, now])? == 0 {
                 continue;
             }
-            let command = unit.row_cached(&read, [id], command_row)??;
+            let command = unit.row_cached(&COMMAND_BY_ID, [id], command_row)??;
             if command.state == CommandState::Sent {
                 claimed.push(command);
             }
@@ -864,11 +862,7 @@ impl Store for SqliteStore {
     fn command(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         let connection = self.lock();
         let row = connection
-            .row_cached(
-                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"),
-                [id],
-                command_row,
-            )
+            .row_cached(&COMMAND_BY_ID, [id], command_row)
             .optional()?;
         row.transpose()
     }

@@ -1,5 +1,7 @@
 //! Reading the store's records out of SQLite rows, through the statement cache.
 
+use std::sync::LazyLock;
+
 use gwmo_session::{Credentials, DeviceAuth};
 use rusqlite::{Connection, Row};
 
@@ -67,11 +69,16 @@ pub(super) fn device_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceRecord,
     }))
 }
 
-/// What [`session_auth_row`] reads of a device.
-pub(super) const SESSION_AUTH_COLUMNS: &str =
-    "auth, client_name, client_secret, client_nonce, server_name, server_secret, server_nonce";
+/// What [`session_auth_row`] reads of a device (`?1`).
+pub(super) const SESSION_AUTH_OF_DEVICE: &str = "SELECT auth, client_name, client_secret, \
+     client_nonce, server_name, server_secret, server_nonce FROM devices WHERE dev_id = ?1";
 
-/// A device's [`DeviceRecord::session_auth`], from [`SESSION_AUTH_COLUMNS`].
+/// A command by its id (`?1`), for [`command_row`]. Built once: the statement cache
+/// finds a statement by its text, and the claim of every command reads one.
+pub(super) static COMMAND_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"));
+
+/// A device's [`DeviceRecord::session_auth`], from [`SESSION_AUTH_OF_DEVICE`].
 pub(super) fn session_auth_row(row: &Row<'_>) -> rusqlite::Result<Result<DeviceAuth, StoreError>> {
     let auth = match auth_from_text(&row.get::<_, String>(0)?) {
         Ok(auth) => auth,
