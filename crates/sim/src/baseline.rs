@@ -52,7 +52,7 @@ pub struct Baseline {
     pub dm_managed: RawRequests,
     /// Raw kept-alive requests measured in the same rounds as `dm_managed`, each burst
     /// right before a round of sessions: the machine's speed drifts from minute to
-    /// minute (a kept-alive request cost this server 11 to 20 µs from one run to the
+    /// minute (a kept-alive request cost this server 12 to 21 µs from one run to the
     /// next), and so a ratio between two phases apart drifted with it.
     pub keep_alive_beside_gets: RawRequests,
 }
@@ -83,14 +83,18 @@ pub async fn measure(
     total: usize,
 ) -> Result<Baseline, SimError> {
     let kept_alive = total.max(KEPT_ALIVE_AT_LEAST);
-    let keep_alive = requests(fleet, fleet.client().clone(), concurrency, kept_alive).await?;
+    let keep_alive = request_tally(fleet, fleet.client(), concurrency, kept_alive)
+        .await?
+        .into();
     let client_tls = fleet
         .tls
         .client()
         .map_err(|e| SimError::Tls(e.to_string()))?;
     let fresh = HttpClient::new_connection_each(&client_tls, Duration::from_secs(60), 1 << 16);
     let new_connections = (total / 4).max(NEW_CONNECTIONS_AT_LEAST);
-    let new_connection = requests(fleet, fresh, concurrency, new_connections).await?;
+    let new_connection = request_tally(fleet, &fresh, concurrency, new_connections)
+        .await?
+        .into();
     // As many as the kept-alive requests: the server's CPU is read in 10 ms ticks.
     let dm_kept_alive = dm_sessions(fleet, concurrency, kept_alive).await?;
     let (dm_managed, keep_alive_beside_gets) =
@@ -323,17 +327,6 @@ impl LightDevice {
             }
         }
     }
-}
-
-async fn requests(
-    fleet: &Arc<Fleet>,
-    client: HttpClient,
-    concurrency: usize,
-    total: usize,
-) -> Result<RawRequests, SimError> {
-    Ok(request_tally(fleet, &client, concurrency, total)
-        .await?
-        .into())
 }
 
 /// `total` raw requests (`GET /healthz`) through `client`, `concurrency` at a time.

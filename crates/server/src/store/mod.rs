@@ -223,6 +223,15 @@ pub struct Reported<'a> {
     pub devdetail: &'a BTreeMap<String, String>,
 }
 
+impl Reported<'_> {
+    /// The DevDetail leaves as the JSON object a store merges, if there are any.
+    pub(crate) fn devdetail_json(&self) -> Result<Option<String>, StoreError> {
+        (!self.devdetail.is_empty())
+            .then(|| devinfo_to_json(self.devdetail))
+            .transpose()
+    }
+}
+
 /// What a session records of itself in its device's row ([`Store::record_session`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRecord<'a> {

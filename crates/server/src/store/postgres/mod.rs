@@ -323,10 +323,7 @@ impl Store for PostgresStore {
     }
 
     fn record_reported(&self, dev_id: &str, reported: &Reported<'_>) -> Result<(), StoreError> {
-        let devdetail = match reported.devdetail.is_empty() {
-            true => None,
-            false => Some(devinfo_to_json(reported.devdetail)?),
-        };
+        let devdetail = reported.devdetail_json()?;
         self.execute(
             "UPDATE devices SET server_nonce = coalesce($2, server_nonce),
                  devdetail = CASE WHEN $3::TEXT IS NULL THEN devdetail

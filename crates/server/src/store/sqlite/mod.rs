@@ -387,10 +387,7 @@ impl Store for SqliteStore {
     }
 
     fn record_reported(&self, dev_id: &str, reported: &Reported<'_>) -> Result<(), StoreError> {
-        let devdetail = match reported.devdetail.is_empty() {
-            true => None,
-            false => Some(devinfo_to_json(reported.devdetail)?),
-        };
+        let devdetail = reported.devdetail_json()?;
         self.lock().run_cached(
             "UPDATE devices SET server_nonce = coalesce(?2, server_nonce),
                  devdetail = CASE WHEN ?3 IS NULL THEN devdetail ELSE json_patch(devdetail, ?3) END
