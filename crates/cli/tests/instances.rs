@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::scripted::*;
 use common::*;
 
 /// A TCP load balancer on loopback: connection n goes to `backends[n % len]`.
@@ -56,10 +57,16 @@ fn sessions_opened(server: &ServerProcess) -> f64 {
 }
 
 fn start_instances(dir: &Path, database: &ScratchDatabase) -> [ServerProcess; 2] {
-    [
-        ServerProcess::start_with_database(&dir.join("a"), &database.url),
-        ServerProcess::start_with_database(&dir.join("b"), &database.url),
-    ]
+    start_instances_with(dir, database, "")
+}
+
+/// Two instances with more settings (TOML lines).
+fn start_instances_with(
+    dir: &Path,
+    database: &ScratchDatabase,
+    settings: &str,
+) -> [ServerProcess; 2] {
+    ["a", "b"].map(|name| ServerProcess::start_with(&dir.join(name), &database.url, settings))
 }
 
 #[test]
@@ -117,6 +124,30 @@ fn a_device_served_by_two_instances_runs_each_queued_command_once() {
     // The second instance authenticated the device with the nonce the first issued.
     let (_, device) = instances[1].api("GET", &format!("/api/devices/{dev_id}"), None);
     assert_eq!(device["sessions"], 2, "{device}");
+}
+
+/// A captured package 1 sent to both instances at once opens one session: the
+/// instances share no memory, so only the store's swap of the nonce the credentials
+/// were built with (kept only where that nonce is still held) can refuse the others.
+#[test]
+fn one_md5_credential_opens_one_session_across_two_instances() {
+    let Some(database) = ScratchDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // No throttling here: each round's losers would otherwise hold the next back.
+    let instances = start_instances_with(dir.path(), &database, "auth_lockout_failures = 0\n");
+    let enrollment = instances[0].enroll("IMEI:350000000000202", "md5");
+    let mut nonce = Vec::new();
+    for round in 0..8 {
+        let copies = captured_package_1(&instances[0], &enrollment, &nonce, round, 16);
+        let posts = copies
+            .into_iter()
+            .enumerate()
+            .map(|(n, body)| (instances[n % 2].addr, body));
+        let answers = post_all_at_once(posts);
+        nonce = next_nonce(only_one_authenticated(round, &answers));
+    }
 }
 
 #[test]

@@ -95,30 +95,6 @@ fn finding_4_a_session_goes_on_only_at_the_secret_address_it_was_given() {
     assert!(device_events(&server, dev_id, "location-update").is_empty());
 }
 
-/// Posts `bodies` at once, each on a connection of its own whose TLS handshake is
-/// done before any is sent.
-fn post_all_at_once(addr: SocketAddr, bodies: Vec<Vec<u8>>) -> Vec<(u16, String)> {
-    let start = std::sync::Barrier::new(bodies.len());
-    std::thread::scope(|scope| {
-        let posts: Vec<_> = bodies
-            .into_iter()
-            .map(|body| {
-                let start = &start;
-                scope.spawn(move || {
-                    let mut stream = connect_tls(addr);
-                    stream.conn.complete_io(&mut stream.sock).unwrap();
-                    start.wait();
-                    let content_type = "application/vnd.syncml.dm+xml";
-                    let (status, _, answer) =
-                        exchange(stream, addr, "POST", "/dm", None, content_type, &body);
-                    (status, answer)
-                })
-            })
-            .collect();
-        posts.into_iter().map(|p| p.join().unwrap()).collect()
-    })
-}
-
 #[test]
 fn finding_5_one_md5_credential_opens_one_session() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,33 +107,9 @@ fn finding_5_one_md5_credential_opens_one_session() {
     // Eight rounds: package 1 with valid credentials, captured and sent at once under
     // 16 SessionIDs; the next round's Cred is built with the nonce the winner got.
     for round in 0..8 {
-        let captured = Scripted::with_nonce(&server, &enrollment, "1", &nonce)
-            .next
-            .body;
-        let captured = decode(&String::from_utf8(captured).unwrap());
-        let bodies = (0..16)
-            .map(|n| {
-                let mut copy = captured.clone();
-                copy.header.session_id = format!("{:X}", 0x100 * (round + 1) + n);
-                encode(&copy)
-            })
-            .collect();
-        let answers = post_all_at_once(server.addr, bodies);
-        let accepted: Vec<&String> = answers
-            .iter()
-            .filter(|(status, answer)| *status == 200 && header_status(answer) == 212)
-            .map(|(_, answer)| answer)
-            .collect();
-        assert_eq!(accepted.len(), 1, "round {round}: {answers:?}");
-        // The others lost the race for the nonce (409), or came after it was swapped
-        // and no longer verify (401).
-        for (status, answer) in &answers {
-            assert!(
-                *status == 409 || (*status == 200 && matches!(header_status(answer), 212 | 401)),
-                "{status} {answer}"
-            );
-        }
-        nonce = next_nonce(accepted[0]);
+        let copies = captured_package_1(&server, &enrollment, &nonce, round, 16);
+        let answers = post_all_at_once(copies.into_iter().map(|body| (server.addr, body)));
+        nonce = next_nonce(only_one_authenticated(round, &answers));
     }
 }
 

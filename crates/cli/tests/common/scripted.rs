@@ -11,7 +11,7 @@ use gwmo_session::{
 use gwmo_tree::{Acl, DeviceInfo, DmAccount, Tree};
 use serde_json::Value;
 
-use super::{ServerProcess, TreeExecutor, http};
+use super::{ServerProcess, TreeExecutor, connect_tls, exchange, http};
 
 /// A new tree of the enrolled device, as `gwmo device` provisions one: its DM
 /// Server's factory account, which may add accounts to ./DMAcc, and `./Vendor/gwmo`
@@ -245,4 +245,72 @@ pub fn next_nonce(answer: &str) -> Vec<u8> {
             _ => None,
         })
         .unwrap()
+}
+
+/// Package 1 of the enrolled device with valid credentials built with `nonce`,
+/// captured and copied `copies` times under SessionIDs of round `round`.
+pub fn captured_package_1(
+    server: &ServerProcess,
+    enrollment: &Value,
+    nonce: &[u8],
+    round: usize,
+    copies: usize,
+) -> Vec<Vec<u8>> {
+    let captured = Scripted::with_nonce(server, enrollment, "1", nonce)
+        .next
+        .body;
+    let captured = decode(&String::from_utf8(captured).unwrap());
+    (0..copies)
+        .map(|n| {
+            let mut copy = captured.clone();
+            copy.header.session_id = format!("{:X}", 0x100 * (round + 1) + n);
+            encode(&copy)
+        })
+        .collect()
+}
+
+/// Posts each body to its address at once, each on a connection of its own whose TLS
+/// handshake is done before any is sent; the statuses and answers in order.
+pub fn post_all_at_once(
+    posts: impl IntoIterator<Item = (SocketAddr, Vec<u8>)>,
+) -> Vec<(u16, String)> {
+    let posts: Vec<_> = posts.into_iter().collect();
+    let start = std::sync::Barrier::new(posts.len());
+    std::thread::scope(|scope| {
+        let running: Vec<_> = posts
+            .into_iter()
+            .map(|(addr, body)| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut stream = connect_tls(addr);
+                    stream.conn.complete_io(&mut stream.sock).unwrap();
+                    start.wait();
+                    let content_type = "application/vnd.syncml.dm+xml";
+                    let (status, _, answer) =
+                        exchange(stream, addr, "POST", "/dm", None, content_type, &body);
+                    (status, answer)
+                })
+            })
+            .collect();
+        running.into_iter().map(|p| p.join().unwrap()).collect()
+    })
+}
+
+/// Of the answers to copies of one package 1, exactly one authenticated (212); the
+/// others lost the race for the nonce (409) or came after it was swapped and no longer
+/// verify (401). Returns the one.
+pub fn only_one_authenticated(round: usize, answers: &[(u16, String)]) -> &str {
+    let accepted: Vec<&String> = answers
+        .iter()
+        .filter(|(status, answer)| *status == 200 && header_status(answer) == 212)
+        .map(|(_, answer)| answer)
+        .collect();
+    assert_eq!(accepted.len(), 1, "round {round}: {answers:?}");
+    for (status, answer) in answers {
+        assert!(
+            *status == 409 || (*status == 200 && matches!(header_status(answer), 212 | 401)),
+            "{status} {answer}"
+        );
+    }
+    accepted[0]
 }
