@@ -88,6 +88,12 @@ impl ClientTls {
             plain_http,
         })
     }
+
+    /// The rustls configuration behind this client, for code that drives TLS over a
+    /// transport of its own (the handshake benchmark, which runs both sides in memory).
+    pub fn rustls_config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
 }
 
 impl TlsSettings {
