@@ -70,6 +70,8 @@ fn assert_clean_rollout(output: &Output, report: &Value, devices: u64) {
     let count = |name: &str| traffic[name].as_u64().unwrap();
     assert!(count("full_handshakes") >= devices, "{traffic}");
     assert!(count("connections") >= devices, "{traffic}");
+    // Figure z: the server wakes each device with package 0 for the validation.
+    assert!(count("notifications") >= devices / 2, "{traffic}");
 }
 
 #[test]
@@ -112,6 +114,12 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
     assert!(beside["server_cpu_us"].as_f64().unwrap() > 0.0, "{beside}");
     assert!(report["cpu"]["server_us_per_message"].as_f64().unwrap() > 0.0);
     assert!(report["cpu"]["ms_per_device"].as_f64().unwrap() > 0.0);
+    // The rollout's message split into its share of new connections and the rest.
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains("a rollout DM message: its connections / the rest"),
+        "{summary}"
+    );
     // Memory per device leaves out what the server held before any device.
     let memory = &report["server_memory"];
     let at_start = memory["at_start_bytes"].as_u64().unwrap();

@@ -1,7 +1,8 @@
 //! What a DM server counts, rendered in the Prometheus text format at `/metrics`:
 //! sessions, authentication failures, command statuses by code, Generic Alerts by
 //! type (attach, detach, location update, fan-out), gateway bootstraps by approach,
-//! lapsed local bootstraps, the time spent in the store per DM message, a histogram of
+//! lapsed local bootstraps, package-0 notifications devices accepted, the time spent in
+//! the store per DM message, a histogram of
 //! the time a DM message takes, and gauges of what the store holds (devices, queued
 //! commands, gateways, running campaigns) read at each scrape.
 
@@ -52,6 +53,7 @@ pub struct Metrics {
     messages_refused: AtomicU64,
     auth_failures: AtomicU64,
     lapses: AtomicU64,
+    notifications_sent: AtomicU64,
     store_micros: AtomicU64,
     store_commits: AtomicU64,
     /// DM messages by the time they took, in [`LATENCY_BUCKETS`] (one more: +Inf).
@@ -133,6 +135,11 @@ impl Metrics {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A package-0 notification that a device accepted (answered 2xx).
+    pub fn notification_sent(&self) {
+        self.notifications_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A gateway reported that a device's local bootstrap lapsed (no session in time).
     pub fn lapse(&self) {
         self.lapses.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +214,11 @@ impl Metrics {
             "gwmo_lapses_total",
             "Local gateway bootstraps that lapsed without a session, as gateways reported.",
             get(&self.lapses),
+        );
+        counter(
+            "gwmo_notifications_sent_total",
+            "Package-0 notifications devices accepted (each a connection this server opened).",
+            get(&self.notifications_sent),
         );
         let connections = self.connections.tally();
         counter(

@@ -141,6 +141,7 @@ pub async fn send(state: &AppState, device: &DeviceRecord) -> Result<String, Not
     if !(200..300).contains(&answer.status) {
         return Err(NotifyError::Refused(answer.status));
     }
+    state.metrics.notification_sent();
     tracing::info!(device = %device.dev_id, session = session_id, "package 0 sent");
     Ok(package0::session_id_text(session_id))
 }
@@ -161,6 +162,13 @@ mod tests {
     /// A server state whose device `IMEI:1` takes package 0 at a listener that answers
     /// 200 and counts the notifications it got.
     async fn state_with_listening_device() -> (Arc<AppState>, Arc<AtomicUsize>) {
+        state_with_device_answering("200 OK").await
+    }
+
+    /// As [`state_with_listening_device`], the listener answering with `status`.
+    async fn state_with_device_answering(
+        status: &'static str,
+    ) -> (Arc<AppState>, Arc<AtomicUsize>) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -173,9 +181,9 @@ mod tests {
                 let mut head = [0u8; 4096];
                 let _ = stream.read(&mut head).await;
                 counted.fetch_add(1, Ordering::SeqCst);
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
             }
         });
         let settings = ServerSettings::default();
@@ -215,5 +223,28 @@ mod tests {
         // An operator's request wakes the device whatever is queued.
         wake(&state, "IMEI:1", WakeFor::Asked).await;
         assert_eq!(notified.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn only_notifications_a_device_accepted_are_counted() {
+        let sent = |state: &AppState| {
+            let text = state.metrics.render(0, None);
+            text.lines()
+                .find_map(|line| line.strip_prefix("gwmo_notifications_sent_total "))
+                .map(str::to_owned)
+        };
+        let (accepting, _) = state_with_device_answering("200 OK").await;
+        let device = accepting.store.device("IMEI:1").unwrap().unwrap();
+        send(&accepting, &device).await.unwrap();
+        assert_eq!(sent(&accepting).as_deref(), Some("1"));
+
+        let (busy, notified) = state_with_device_answering("429 Too Many Requests").await;
+        let device = busy.store.device("IMEI:1").unwrap().unwrap();
+        assert!(matches!(
+            send(&busy, &device).await,
+            Err(NotifyError::Refused(429))
+        ));
+        assert_eq!(notified.load(Ordering::SeqCst), 1, "it was posted");
+        assert_eq!(sent(&busy).as_deref(), Some("0"), "but not accepted");
     }
 }

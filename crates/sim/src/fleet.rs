@@ -219,7 +219,13 @@ impl Fleet {
     pub async fn traffic(&self) -> Result<ServerTraffic, SimError> {
         let mut total = ServerTraffic::default();
         for instance in &self.instances {
-            let [messages, connections, full_handshakes, resumed_handshakes] = self
+            let [
+                messages,
+                connections,
+                full_handshakes,
+                resumed_handshakes,
+                notifications,
+            ] = self
                 .counters(&instance.base_url, &ServerTraffic::COUNTERS)
                 .await?[..]
             else {
@@ -229,6 +235,7 @@ impl Fleet {
             total.connections += connections;
             total.full_handshakes += full_handshakes;
             total.resumed_handshakes += resumed_handshakes;
+            total.notifications += notifications;
         }
         Ok(total)
     }
@@ -271,14 +278,18 @@ pub struct ServerTraffic {
     /// TLS handshakes with the public-key work, and resumed from a ticket.
     pub full_handshakes: u64,
     pub resumed_handshakes: u64,
+    /// Package-0 notifications devices accepted: each a connection the server opened,
+    /// a new TLS handshake as a client to a device it never called before.
+    pub notifications: u64,
 }
 
 impl ServerTraffic {
-    const COUNTERS: [&str; 4] = [
+    const COUNTERS: [&str; 5] = [
         "gwmo_messages_total",
         "gwmo_connections_accepted_total",
         "gwmo_tls_handshakes_total{kind=\"full\"}",
         "gwmo_tls_handshakes_total{kind=\"resumed\"}",
+        "gwmo_notifications_sent_total",
     ];
 
     /// What was counted after `before`.
@@ -290,6 +301,7 @@ impl ServerTraffic {
             resumed_handshakes: self
                 .resumed_handshakes
                 .saturating_sub(before.resumed_handshakes),
+            notifications: self.notifications.saturating_sub(before.notifications),
         }
     }
 }

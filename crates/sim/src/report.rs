@@ -339,6 +339,31 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        if let Some(share) = self
+            .baseline
+            .as_ref()
+            .and_then(|baseline| connections_share(&self.server_traffic, baseline))
+        {
+            let kept_alive = self
+                .baseline
+                .as_ref()
+                .and_then(|b| b.keep_alive.server_cpu_us);
+            let rest = self
+                .cpu
+                .server_us_per_message
+                .map(|message| message - share);
+            row(
+                f,
+                "a rollout DM message: its connections / the rest",
+                format!(
+                    "{} ({} a kept-alive request) / {} ({})",
+                    micros(Some(share)),
+                    times(Some(share), kept_alive),
+                    micros(rest),
+                    times(rest, kept_alive)
+                ),
+            )?;
+        }
         if let Some(memory) = &self.server_memory {
             row(
                 f,
@@ -488,20 +513,70 @@ fn times(message_us: Option<f64>, request_us: Option<f64>) -> String {
     }
 }
 
-/// Connections and TLS handshakes per DM message, as the summary shows them.
+/// The server CPU a rollout's DM message spends on its share of new connections: the
+/// connections per message, each costing what a request on a new connection costs
+/// beyond a kept-alive one. A lower bound: the baseline's new connections resume
+/// where they can, the rollout's devices connect for the first time.
+fn connections_share(traffic: &ServerTraffic, baseline: &Baseline) -> Option<f64> {
+    let new_connection = baseline.new_connection.server_cpu_us?;
+    let kept_alive = baseline.keep_alive.server_cpu_us?;
+    let per_message = traffic.connections as f64 / traffic.messages.max(1) as f64;
+    Some(per_message * (new_connection - kept_alive).max(0.0))
+}
+
+/// Connections and TLS handshakes per DM message, and the package-0 notifications the
+/// server sent, as the summary shows them.
 fn connections_per_message(traffic: &ServerTraffic) -> String {
     let per_message = |count: u64| count as f64 / traffic.messages.max(1) as f64;
     format!(
-        "{:.2} (TLS handshakes: full {:.2}, resumed {:.2})",
+        "{:.2} (TLS handshakes: full {:.2}, resumed {:.2}; package 0 sent {:.2})",
         per_message(traffic.connections),
         per_message(traffic.full_handshakes),
-        per_message(traffic.resumed_handshakes)
+        per_message(traffic.resumed_handshakes),
+        per_message(traffic.notifications)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(server_cpu_us: Option<f64>) -> RawRequests {
+        RawRequests {
+            count: 1000,
+            per_sec: 1000.0,
+            server_cpu_us,
+        }
+    }
+
+    #[test]
+    fn a_rollout_message_s_connections_cost_what_a_new_connection_adds_to_a_request() {
+        let traffic = ServerTraffic {
+            messages: 300,
+            connections: 100,
+            full_handshakes: 100,
+            resumed_handshakes: 0,
+            notifications: 50,
+        };
+        let baseline = |kept_alive, new_connection| Baseline {
+            keep_alive: raw(kept_alive),
+            new_connection: raw(new_connection),
+            dm_kept_alive: raw(Some(60.0)),
+            dm_managed: raw(Some(75.0)),
+            keep_alive_beside_gets: raw(Some(15.0)),
+        };
+        let share = connections_share(&traffic, &baseline(Some(15.0), Some(195.0)));
+        assert_eq!(share, Some(60.0), "a third of (195 - 15) µs");
+        assert_eq!(
+            connections_share(&traffic, &baseline(None, Some(195.0))),
+            None
+        );
+        assert_eq!(
+            connections_share(&traffic, &baseline(Some(15.0), Some(10.0))),
+            Some(0.0),
+            "never below nothing"
+        );
+    }
 
     #[test]
     fn percentiles_pick_the_nearest_rank() {
