@@ -70,7 +70,8 @@ fn assert_clean_rollout(output: &Output, report: &Value, devices: u64) {
     let count = |name: &str| traffic[name].as_u64().unwrap();
     assert!(count("full_handshakes") >= devices, "{traffic}");
     assert!(count("connections") >= devices, "{traffic}");
-    // Figure z: the server wakes each device with package 0 for the validation.
+    // Figure z: the server wakes each device with package 0 for the validation (and
+    // wakes a gateway it has inventory for, unless a session of the gateway took it).
     assert!(count("notifications") >= devices / 2, "{traffic}");
 }
 
