@@ -122,46 +122,18 @@ fn handshakes(c: &mut Criterion) {
     handshake(&resumes, &server);
 
     let mut group = c.benchmark_group("tls13");
-    group.bench_function("server/full", |b| {
-        b.iter_custom(|n| {
-            side_of(
-                n,
-                HandshakeKind::Full,
-                || handshake(&never_resumes, &server),
-                |s| s.server,
-            )
-        })
-    });
-    group.bench_function("client/full", |b| {
-        b.iter_custom(|n| {
-            side_of(
-                n,
-                HandshakeKind::Full,
-                || handshake(&never_resumes, &server),
-                |s| s.client,
-            )
-        })
-    });
-    group.bench_function("server/resumed", |b| {
-        b.iter_custom(|n| {
-            side_of(
-                n,
-                HandshakeKind::Resumed,
-                || handshake(&resumes, &server),
-                |s| s.server,
-            )
-        })
-    });
-    group.bench_function("client/resumed", |b| {
-        b.iter_custom(|n| {
-            side_of(
-                n,
-                HandshakeKind::Resumed,
-                || handshake(&resumes, &server),
-                |s| s.client,
-            )
-        })
-    });
+    let server_side: fn(&Spent) -> Duration = |spent| spent.server;
+    let client_side: fn(&Spent) -> Duration = |spent| spent.client;
+    for (kind, client, name) in [
+        (HandshakeKind::Full, &never_resumes, "full"),
+        (HandshakeKind::Resumed, &resumes, "resumed"),
+    ] {
+        for (side, of_side) in [("server", server_side), ("client", client_side)] {
+            group.bench_function(format!("{side}/{name}"), |b| {
+                b.iter_custom(|n| side_of(n, kind, || handshake(client, &server), of_side))
+            });
+        }
+    }
     group.finish();
 }
 
