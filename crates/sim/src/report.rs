@@ -338,31 +338,24 @@ impl fmt::Display for Report {
                     ),
                 )?;
             }
-        }
-        if let Some(share) = self
-            .baseline
-            .as_ref()
-            .and_then(|baseline| connections_share(&self.server_traffic, baseline))
-        {
-            let kept_alive = self
-                .baseline
-                .as_ref()
-                .and_then(|b| b.keep_alive.server_cpu_us);
-            let rest = self
-                .cpu
-                .server_us_per_message
-                .map(|message| message - share);
-            row(
-                f,
-                "a rollout DM message: its connections / the rest",
-                format!(
-                    "{} ({} a kept-alive request) / {} ({})",
-                    micros(Some(share)),
-                    times(Some(share), kept_alive),
-                    micros(rest),
-                    times(rest, kept_alive)
-                ),
-            )?;
+            if let Some(share) = connections_share(&self.server_traffic, baseline) {
+                let kept_alive = baseline.keep_alive.server_cpu_us;
+                let rest = self
+                    .cpu
+                    .server_us_per_message
+                    .map(|message| message - share);
+                row(
+                    f,
+                    "a rollout DM message: its connections / the rest",
+                    format!(
+                        "{} ({} a kept-alive request) / {} ({})",
+                        micros(Some(share)),
+                        times(Some(share), kept_alive),
+                        micros(rest),
+                        times(rest, kept_alive)
+                    ),
+                )?;
+            }
         }
         if let Some(memory) = &self.server_memory {
             row(
