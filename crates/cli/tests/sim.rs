@@ -105,9 +105,11 @@ fn sim_rolls_out_both_approaches_with_zero_errors() {
     // the simulator checked that every Get ended done with 200.
     let managed = &report["baseline"]["dm_managed"];
     assert_eq!(managed["count"].as_u64(), Some(10 * 2048), "{managed}");
+    // Its CPU is measured, not compared here: which message costs more is a benchmark's
+    // finding (BENCHMARKS.md), and a debug build on a loaded CI machine reversed it.
     assert!(
-        managed["server_cpu_us"].as_f64().unwrap() > dm["server_cpu_us"].as_f64().unwrap(),
-        "a message with a command costs the server more than one without: {managed} {dm}"
+        managed["server_cpu_us"].as_f64().unwrap() > 0.0,
+        "{managed}"
     );
     // Before each of the ten rounds, four kept-alive requests per message of the round.
     let beside = &report["baseline"]["keep_alive_beside_gets"];
